@@ -1,0 +1,41 @@
+# The two commands: `make run` (the all-in-one gateway on embedded defaults) and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# Read .env, when there is one, for the commands that start the gateway.
+LOAD_ENV := set -a; [ ! -f .env ] || . ./.env; set +a
+
+.PHONY: run test lint format install install-dev
+
+$(VENV)/.base: requirements/base.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements/base.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.base requirements/dev.txt
+	$(BIN)/python -m pip install --quiet -r requirements/dev.txt
+	touch $@
+
+install: $(VENV)/.base
+install-dev: $(VENV)/.dev
+
+run: $(VENV)/.base
+	$(LOAD_ENV); $(BIN)/python manage.py migrate --noinput
+	$(LOAD_ENV); $(BIN)/python manage.py ensure_superuser
+	$(LOAD_ENV); exec $(BIN)/python manage.py serve --host $(HOST) --port $(PORT)
+
+# Starts PostgreSQL/Redis if they are down, SeaweedFS S3 on a free port, runs the whole suite on
+# them, then a smoke set on the embedded defaults. Extra pytest arguments: make test ARGS="-k auth".
+test: $(VENV)/.dev
+	$(BIN)/python scripts/run_tests.py $(ARGS)
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .

@@ -1,0 +1,72 @@
+"""OpenAPI pieces shared by every API view: the error body and the auth schemes."""
+
+from __future__ import annotations
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.utils import OpenApiResponse, inline_serializer
+from rest_framework import serializers
+
+ErrorSerializer = inline_serializer(
+    name="Error",
+    fields={
+        "error": inline_serializer(
+            name="ErrorBody",
+            fields={
+                "code": serializers.CharField(help_text="Stable, machine-readable."),
+                "message": serializers.CharField(help_text="For people."),
+                "details": serializers.DictField(help_text="Field errors, request id, …"),
+            },
+        )
+    },
+)
+
+_DESCRIPTIONS = {
+    400: "Invalid input (`validation_error` with field details, `malformed_request`).",
+    401: "No or bad credentials (`not_authenticated`, `authentication_failed`).",
+    403: "Not allowed (`permission_denied`).",
+    404: "No such object (`not_found`).",
+    409: "Conflicts with the current state.",
+    413: "Body too large (`payload_too_large`).",
+    415: "Unsupported content type (`unsupported_media_type`).",
+    422: "Understood but not processable.",
+    429: "Rate limited (`rate_limited`); see `Retry-After`.",
+    503: "A dependency is down (`service_unavailable`).",
+}
+
+
+def errors(*codes: int) -> dict[int, OpenApiResponse]:
+    """Error responses for `extend_schema(responses=…)`; 401 and 429 apply to every endpoint."""
+    return {
+        code: OpenApiResponse(ErrorSerializer, description=_DESCRIPTIONS[code])
+        for code in sorted({401, 429, *codes})
+    }
+
+
+class ApiKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "gateway.auth.ApiKeyAuthentication"
+    name = "ApiKey"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-API-Key",
+            "description": "Or `Authorization: Api-Key <key>`. Create keys in the admin or with "
+            "`python manage.py create_api_key NAME`.",
+        }
+
+
+class BackendJWTScheme(OpenApiAuthenticationExtension):
+    target_class = "gateway.auth.BackendJWTAuthentication"
+    name = "BackendJWT"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+
+
+class StaffSessionScheme(OpenApiAuthenticationExtension):
+    target_class = "gateway.auth.StaffSessionAuthentication"
+    name = "StaffSession"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "apiKey", "in": "cookie", "name": "sessionid"}

@@ -1,0 +1,372 @@
+"""Settings for the gateway, read from the environment.
+
+With no environment at all this is the embedded mode: SQLite, an in-memory channel layer, a
+local-memory cache and file-system storage under `var/`, so that `make run` works on a fresh
+machine. Production is switched on piece by piece: `DATABASE_URL` (PostgreSQL), `REDIS_URL` (cache,
+channel layer, rate limits), `S3_BUCKET` (media and auth snapshots in S3-compatible storage). A
+PostgreSQL `DATABASE_URL` is what makes an installation "production" for the safety checks in
+`gateway/checks.py`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from gateway.env import (
+    env_bool,
+    env_choice,
+    env_int,
+    env_key32,
+    env_list,
+    env_origins,
+    env_rate,
+    env_str,
+    env_url,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("GATEWAY_VAR_DIR", str(BASE_DIR / "var"))).resolve()
+VERSION = "0.1.0"
+
+# --- Mode ---------------------------------------------------------------------------------------
+
+DATABASE_URL = env_url("DATABASE_URL", ("postgres", "postgresql", "sqlite"), secret=True)
+PRODUCTION = DATABASE_URL.startswith(("postgres://", "postgresql://"))
+REDIS_URL = env_url("REDIS_URL", ("redis", "rediss", "unix"), secret=True)
+S3_BUCKET = env_str("S3_BUCKET")
+
+
+def _local_secret(name: str, nbytes: int) -> str:
+    """A random secret kept in `var/` so an embedded install keeps it across restarts.
+
+    Production never gets here: there the secret must come from the environment.
+    """
+    path = VAR_DIR / name
+    if path.exists():
+        return path.read_text().strip()
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(nbytes)
+    path.touch(mode=0o600)
+    path.write_text(value)
+    return value
+
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = env_str("SECRET_KEY")
+if not SECRET_KEY:
+    if PRODUCTION:
+        raise ImproperlyConfigured(
+            "Environment variable SECRET_KEY: required when DATABASE_URL points at PostgreSQL "
+            "(generate one with `python -c 'import secrets; print(secrets.token_urlsafe(50))'`)."
+        )
+    SECRET_KEY = _local_secret("secret_key", 50)
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_origins("CSRF_TRUSTED_ORIGINS")
+CORS_ALLOWED_ORIGINS = env_origins("CORS_ALLOWED_ORIGINS")
+PUBLIC_URL = env_url("PUBLIC_URL").rstrip("/")
+
+# --- Applications -------------------------------------------------------------------------------
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "corsheaders",
+    "rest_framework",
+    "rest_framework_api_key",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_prometheus",
+    "channels",
+    "gateway",
+    "workers",
+    "sessions_app",
+    "messaging",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "gateway.middleware.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "gateway.urls"
+WSGI_APPLICATION = "gateway.wsgi.application"
+ASGI_APPLICATION = "gateway.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------------------------
+
+if DATABASE_URL:
+    _db = dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)
+else:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    _db = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(VAR_DIR / "db.sqlite3")}
+if _db["ENGINE"] == "django.db.backends.postgresql":
+    _db["ENGINE"] = "django_prometheus.db.backends.postgresql"
+    # A dead server must fail a request or a health check fast, not hang it.
+    _db.setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+elif _db["ENGINE"] == "django.db.backends.sqlite3":
+    # Web and worker share one process in the embedded mode; WAL and a busy timeout keep SQLite's
+    # single writer from failing readers with "database is locked".
+    _db.setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+    )
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache and channel layer --------------------------------------------------------------------
+
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "gw",
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        }
+    }
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_connect_timeout": 2}],
+                "prefix": "gw:asgi",
+            },
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# --- Storage ------------------------------------------------------------------------------------
+
+S3_ENDPOINT_URL = env_url("S3_ENDPOINT_URL")
+S3_REGION = env_str("S3_REGION", "us-east-1")
+S3_ACCESS_KEY_ID = env_str("S3_ACCESS_KEY_ID")
+S3_SECRET_ACCESS_KEY = env_str("S3_SECRET_ACCESS_KEY")
+if S3_ENDPOINT_URL and not S3_BUCKET:
+    raise ImproperlyConfigured(
+        "Environment variable S3_BUCKET: required when S3_ENDPOINT_URL is set."
+    )
+
+if S3_BUCKET:
+    from botocore.config import Config as _BotoConfig
+
+    _s3 = {
+        "bucket_name": S3_BUCKET,
+        "endpoint_url": S3_ENDPOINT_URL or None,
+        "region_name": S3_REGION,
+        "access_key": S3_ACCESS_KEY_ID or None,
+        "secret_key": S3_SECRET_ACCESS_KEY or None,
+        "default_acl": None,
+        "querystring_auth": True,
+        "file_overwrite": False,
+        # A storage outage must fail a request or a health check in seconds, not minutes.
+        "client_config": _BotoConfig(
+            s3={"addressing_style": "path" if S3_ENDPOINT_URL else "auto"},
+            signature_version="s3v4",
+            connect_timeout=3,
+            read_timeout=10,
+            retries={"max_attempts": 2, "mode": "standard"},
+        ),
+    }
+    _s3_backend = "storages.backends.s3.S3Storage"
+    _media = {"BACKEND": _s3_backend, "OPTIONS": {**_s3, "location": "media"}}
+    # Auth snapshots are the keys to someone's WhatsApp account: never public, never overwritten.
+    _sessions = {"BACKEND": _s3_backend, "OPTIONS": {**_s3, "location": "sessions"}}
+else:
+    _fs = "django.core.files.storage.FileSystemStorage"
+    _media = {
+        "BACKEND": _fs,
+        "OPTIONS": {"location": str(VAR_DIR / "media"), "base_url": "/media/"},
+    }
+    _sessions = {
+        "BACKEND": _fs,
+        "OPTIONS": {
+            "location": str(VAR_DIR / "sessions"),
+            "file_permissions_mode": 0o600,
+            "directory_permissions_mode": 0o700,
+        },
+    }
+
+STORAGES = {
+    "default": _media,
+    "sessions": _sessions,
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"  # `collectstatic` fills it for production web servers
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+# Without a collected STATIC_ROOT (a fresh checkout), WhiteNoise serves from the apps' own folders.
+WHITENOISE_USE_FINDERS = True
+
+# Request bodies: uploads above this go to a temporary file instead of memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("API_MAX_JSON_BYTES", 2 * 1024 * 1024, minimum=1024)
+
+# --- Auth and security --------------------------------------------------------------------------
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", PRODUCTION)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", PRODUCTION)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", PRODUCTION)
+# Probes and scrapers reach these over plain HTTP from inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^health(/ready)?$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if PRODUCTION else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", PRODUCTION)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# Preloading is a commitment for the whole domain that only its owner can make; it is opt-in.
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+
+# --- REST API -----------------------------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "gateway.auth.ApiKeyAuthentication",
+        "gateway.auth.BackendJWTAuthentication",
+        "gateway.auth.StaffSessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["gateway.auth.IsApiClient"],
+    "DEFAULT_THROTTLE_CLASSES": ["gateway.throttling.ClientRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"client": env_rate("API_THROTTLE_RATE", "6000/min")},
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.MultiPartParser",
+        "rest_framework.parsers.FormParser",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "gateway.pagination.CreatedCursorPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "gateway.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "WhatsApp Gateway API",
+    "DESCRIPTION": (
+        "Link WhatsApp numbers, send and receive messages, and follow every status change. "
+        "Authenticate with `Authorization: Api-Key <key>`, `X-API-Key: <key>` or a bearer JWT "
+        'signed by the backend. Every error is `{"error": {"code", "message", "details"}}`.'
+    ),
+    "VERSION": VERSION,
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "ENUM_NAME_OVERRIDES": {
+        "SessionStatusEnum": "sessions_app.models.SessionStatus",
+        "WorkerStatusEnum": "workers.models.WorkerStatus",
+    },
+}
+
+BACKEND_JWT_SECRET = env_str("BACKEND_JWT_SECRET")
+BACKEND_JWT_PUBLIC_KEY = env_str("BACKEND_JWT_PUBLIC_KEY").replace("\\n", "\n")
+BACKEND_JWT_AUDIENCE = env_str("BACKEND_JWT_AUDIENCE")
+BACKEND_JWT_ISSUER = env_str("BACKEND_JWT_ISSUER")
+if BACKEND_JWT_PUBLIC_KEY and not BACKEND_JWT_PUBLIC_KEY.startswith("-----BEGIN PUBLIC KEY-----"):
+    raise ImproperlyConfigured(
+        "Environment variable BACKEND_JWT_PUBLIC_KEY: expected a PEM public key "
+        "(-----BEGIN PUBLIC KEY----- …), newlines may be written as \\n."
+    )
+
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+
+# --- Gateway behaviour --------------------------------------------------------------------------
+
+BACKEND_URL = env_url("BACKEND_URL").rstrip("/")
+BACKEND_TOKEN = env_str("BACKEND_TOKEN")
+BACKEND_HEARTBEAT_SECONDS = env_int("BACKEND_HEARTBEAT_SECONDS", 30, minimum=1)
+WEBHOOK_SECRET = env_str("WEBHOOK_SECRET")
+WEBHOOK_MAX_AGE = env_int("WEBHOOK_MAX_AGE", 24 * 3600, minimum=60)
+SESSION_ENCRYPTION_KEY = env_key32("SESSION_ENCRYPTION_KEY")
+if SESSION_ENCRYPTION_KEY is None and not PRODUCTION:
+    import base64 as _b64
+
+    SESSION_ENCRYPTION_KEY = _b64.urlsafe_b64decode(
+        _local_secret("session_encryption_key", 32) + "=="
+    )[:32]
+DEFAULT_ENGINE = env_choice("DEFAULT_ENGINE", ("neonize", "sandbox"), "neonize")
+SANDBOX_ENABLED = env_bool("SANDBOX_ENABLED", not PRODUCTION)
+WORKER_LEASE_SECONDS = env_int("WORKER_LEASE_SECONDS", 30, minimum=6)
+
+# --- Internationalisation -----------------------------------------------------------------------
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# --- Logging: one JSON object per line, with the request id -------------------------------------
+
+LOG_LEVEL = env_choice("LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"context": {"()": "gateway.logging.ContextFilter"}},
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+            "datefmt": "%Y-%m-%dT%H:%M:%S%z",
+        }
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["context"]}
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # Our request log line and our exception log (gateway.middleware, gateway.errors) replace
+        # Django's own lines, which would say everything twice.
+        "django.request": {"level": "CRITICAL"},
+        "django.server": {"level": "WARNING"},
+        "daphne": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,55 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from gateway import health, metrics
+from sessions_app import views as session_views
+from workers import views as worker_views
+
+# API paths have no trailing slash, as documented (`/api/v1/sessions/{id}/start`).
+api_v1 = [
+    path("sessions", session_views.SessionListCreateApi.as_view(), name="session-list"),
+    path(
+        "sessions/<uuid:session_id>",
+        session_views.SessionDetailApi.as_view(),
+        name="session-detail",
+    ),
+    path(
+        "sessions/<uuid:session_id>/start",
+        session_views.SessionStartApi.as_view(),
+        name="session-start",
+    ),
+    path(
+        "sessions/<uuid:session_id>/stop",
+        session_views.SessionStopApi.as_view(),
+        name="session-stop",
+    ),
+    path(
+        "sessions/<uuid:session_id>/restart",
+        session_views.SessionRestartApi.as_view(),
+        name="session-restart",
+    ),
+    path(
+        "sessions/<uuid:session_id>/logout",
+        session_views.SessionLogoutApi.as_view(),
+        name="session-logout",
+    ),
+    path("workers", worker_views.WorkerListApi.as_view(), name="worker-list"),
+    path("workers/<uuid:worker_id>", worker_views.WorkerDetailApi.as_view(), name="worker-detail"),
+]
+
+urlpatterns = [
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
+    path("health", health.live, name="health"),
+    path("health/ready", health.ready, name="health-ready"),
+    path("metrics", metrics.metrics, name="metrics"),
+    path("admin/", admin.site.urls),
+]
+
+handler400 = "gateway.errors.handler400"
+handler403 = "gateway.errors.handler403"
+handler404 = "gateway.errors.handler404"
+handler500 = "gateway.errors.handler500"

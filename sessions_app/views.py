@@ -1,0 +1,167 @@
+"""The session API: thin views that validate, call one service or selector, and serialize."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from gateway.openapi import errors
+from sessions_app import selectors, services
+from sessions_app.models import Session
+from sessions_app.serializers import (
+    SessionCreateInputSerializer,
+    SessionFilterSerializer,
+    SessionOutputSerializer,
+)
+
+TAG = ["sessions"]
+
+
+class SessionListCreateApi(generics.ListAPIView):
+    serializer_class = SessionOutputSerializer
+
+    def get_queryset(self) -> QuerySet[Session]:
+        filters = SessionFilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        return selectors.session_list(filters=filters.validated_data)
+
+    @extend_schema(
+        operation_id="sessions_list",
+        tags=TAG,
+        parameters=[SessionFilterSerializer],
+        responses={200: SessionOutputSerializer(many=True), **errors(400)},
+        summary="List sessions",
+        description="Newest first, with cursor pagination "
+        "(`next`/`previous` links; `page_size` up to 200).",
+    )
+    def get(self, request: Request) -> Response:
+        return super().get(request)
+
+    @extend_schema(
+        operation_id="sessions_create",
+        tags=TAG,
+        request=SessionCreateInputSerializer,
+        responses={
+            201: SessionOutputSerializer,
+            200: SessionOutputSerializer,
+            **errors(400, 413, 415),
+        },
+        summary="Create a session",
+        description="Creates a session and, unless `start` is false, asks a worker to start "
+        "linking it. With an `external_id` that already exists, returns that session (200) "
+        "unchanged.",
+    )
+    def post(self, request: Request) -> Response:
+        data = SessionCreateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        session, created = services.session_create(**data.validated_data)
+        return Response(
+            SessionOutputSerializer(session).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+
+class SessionDetailApi(APIView):
+    @extend_schema(
+        operation_id="sessions_retrieve",
+        tags=TAG,
+        responses={200: SessionOutputSerializer, **errors(404)},
+        summary="Get a session",
+    )
+    def get(self, request: Request, session_id: uuid.UUID) -> Response:
+        session = selectors.session_get(session_id=session_id)
+        return Response(SessionOutputSerializer(session).data)
+
+    @extend_schema(
+        operation_id="sessions_delete",
+        tags=TAG,
+        responses={204: None, 202: SessionOutputSerializer, **errors(404)},
+        summary="Delete a session",
+        description="Logs the session out, then deletes it with its auth state, messages and "
+        "media. 204 when it is gone now; 202 when the worker running it must log it out first "
+        "(it is deleted moments later).",
+    )
+    def delete(self, request: Request, session_id: uuid.UUID) -> Response:
+        session = selectors.session_get(session_id=session_id)
+        if services.session_delete(session=session):
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(SessionOutputSerializer(session).data, status=status.HTTP_202_ACCEPTED)
+
+
+class _SessionRequestApi(APIView):
+    """POST that changes what is wanted of a session; its worker makes it so. Answers 202."""
+
+    service = staticmethod(services.session_request_start)
+
+    def post(self, request: Request, session_id: uuid.UUID) -> Response:
+        session = self.service(session=selectors.session_get(session_id=session_id))
+        return Response(SessionOutputSerializer(session).data, status=status.HTTP_202_ACCEPTED)
+
+
+def _request_schema(name: str, summary: str, description: str):
+    return extend_schema(
+        operation_id=f"sessions_{name}",
+        tags=TAG,
+        request=None,
+        responses={202: SessionOutputSerializer, **errors(404)},
+        summary=summary,
+        description=description,
+    )
+
+
+class SessionStartApi(_SessionRequestApi):
+    service = staticmethod(services.session_request_start)
+
+    @_request_schema(
+        "start",
+        "Start a session",
+        "Sets `desired_state=running`; a worker claims "
+        "the session and connects it (or shows a QR code).",
+    )
+    def post(self, request: Request, session_id: uuid.UUID) -> Response:
+        return super().post(request, session_id)
+
+
+class SessionStopApi(_SessionRequestApi):
+    service = staticmethod(services.session_request_stop)
+
+    @_request_schema(
+        "stop",
+        "Stop a session",
+        "Sets `desired_state=stopped`; its worker "
+        "disconnects it and keeps the auth state, so a later start needs no QR scan.",
+    )
+    def post(self, request: Request, session_id: uuid.UUID) -> Response:
+        return super().post(request, session_id)
+
+
+class SessionRestartApi(_SessionRequestApi):
+    service = staticmethod(services.session_request_restart)
+
+    @_request_schema(
+        "restart",
+        "Restart a session",
+        "Disconnects and reconnects the session "
+        "from its auth state (and starts it if it was stopped).",
+    )
+    def post(self, request: Request, session_id: uuid.UUID) -> Response:
+        return super().post(request, session_id)
+
+
+class SessionLogoutApi(_SessionRequestApi):
+    service = staticmethod(services.session_request_logout)
+
+    @_request_schema(
+        "logout",
+        "Log a session out",
+        "Unlinks the device on WhatsApp and deletes "
+        "the auth state. A running session then starts over with a new QR code.",
+    )
+    def post(self, request: Request, session_id: uuid.UUID) -> Response:
+        return super().post(request, session_id)

@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Count, QuerySet
+from django.shortcuts import get_object_or_404
+
+from workers.models import Worker
+
+
+def worker_list(*, filters: dict[str, Any] | None = None) -> QuerySet[Worker]:
+    workers = Worker.objects.annotate(session_count=Count("sessions"))
+    if filters and filters.get("status"):
+        workers = workers.filter(status__in=filters["status"])
+    return workers
+
+
+def worker_get(*, worker_id: Any) -> Worker:
+    return get_object_or_404(worker_list(), pk=worker_id)
