@@ -30,7 +30,7 @@ ENDPOINTS = [
     ("get", "/api/v1/workers"),
     ("get", f"/api/v1/workers/{WORKER}"),
 ]
-HS_SECRET = "a-test-secret-that-is-long-enough-for-hs256"
+HS_SECRET = "a-test-secret-that-is-long-enough-for-hs256-and-even-for-hs512-too!"
 
 
 def _rsa_pair() -> tuple[bytes, str]:
