@@ -53,9 +53,10 @@ def wait_until(predicate, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-def ensure(name: str, url: str, start: list[str]) -> None:
+def ensure(name: str, url: str, start: list[str]) -> bool:
+    """Make `name` answer at `url`; True when this run had to start it (and so stops it)."""
     if answers(url):
-        return
+        return False
     if not shutil.which(start[0]):
         raise SystemExit(
             f"[make test] {name} does not answer at {url} and {start[0]} is not "
@@ -64,6 +65,7 @@ def ensure(name: str, url: str, start: list[str]) -> None:
     say(f"{name} is down; starting it: {' '.join(start)}")
     subprocess.run(start, check=True)
     wait_until(lambda: answers(url), 30, name)
+    return True
 
 
 def free_port() -> int:
@@ -206,30 +208,20 @@ def pytest(env: dict[str, str], args: list[str]) -> int:
 
 def main() -> int:
     extra = sys.argv[1:]
-    ensure(
-        "PostgreSQL",
-        DATABASE_URL,
-        ["pg_ctlcluster", "--skip-systemctl-redirect", *_pg_version(), "main", "start"],
-    )
-    ensure(
-        "Redis",
-        REDIS_URL,
-        [
-            "redis-server",
-            "--daemonize",
-            "yes",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(urlsplit(REDIS_URL).port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-    )
+    pg_cluster = ["pg_ctlcluster", "--skip-systemctl-redirect", *_pg_version(), "main"]
+    redis_port = str(urlsplit(REDIS_URL).port)
+    started: list[list[str]] = []
+    if ensure("PostgreSQL", DATABASE_URL, [*pg_cluster, "start"]):
+        started.append([*pg_cluster, "stop"])
+    redis = ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", redis_port]
+    if ensure("Redis", REDIS_URL, [*redis, "--save", "", "--appendonly", "no"]):
+        started.append(["redis-cli", "-p", redis_port, "shutdown", "nosave"])
     workdir = Path(tempfile.mkdtemp(prefix="gateway-test-"))
-    seaweedfs, s3_env = start_seaweedfs(workdir)
+    try:
+        seaweedfs, s3_env = start_seaweedfs(workdir)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
     try:
         env = base_env(workdir / "var")
         env.update(s3_env)
@@ -254,6 +246,9 @@ def main() -> int:
     finally:
         stop(seaweedfs)
         shutil.rmtree(workdir, ignore_errors=True)
+        for command in started:
+            say(f"stopping what this run started: {' '.join(command)}")
+            subprocess.run(command, check=False)
     if full or smoke:
         say(f"FAILED (full suite exit {full}, smoke set exit {smoke})")
         return 1
