@@ -9,7 +9,10 @@ django_asgi_app = get_asgi_application()  # sets Django up before the routing im
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from gateway.checks import refuse_serious_problems  # noqa: E402
 from gateway.routing import protect, websocket_urlpatterns  # noqa: E402
+
+refuse_serious_problems()
 
 application = ProtocolTypeRouter(
     {"http": django_asgi_app, "websocket": protect(URLRouter(websocket_urlpatterns))}

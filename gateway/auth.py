@@ -6,6 +6,7 @@ limits), or the Django user for a staff member using the API docs from a logged-
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,9 @@ from rest_framework.request import Request
 from rest_framework_api_key.models import APIKey
 
 CHALLENGE = 'Api-Key realm="api", Bearer realm="api"'
+# The shape of keys made by djangorestframework-api-key: checked before any database lookup, so odd
+# bytes in a header (NUL, non-ASCII) are refused as a bad key rather than reaching the database.
+_KEY_SHAPE = re.compile(r"^[A-Za-z0-9]{8}\.[A-Za-z0-9]{32}$")
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,8 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         key = _api_key_from(request)
         if key is None:
             return None
+        if not _KEY_SHAPE.match(key):
+            raise exceptions.AuthenticationFailed("The API key is not valid.")
         try:
             api_key = APIKey.objects.get_from_key(key)
         except APIKey.DoesNotExist:
@@ -102,7 +108,7 @@ class BackendJWTAuthentication(authentication.BaseAuthentication):
             claims = decode_backend_jwt(token.strip())
         except jwt.ExpiredSignatureError:
             raise exceptions.AuthenticationFailed("The token has expired.") from None
-        except jwt.InvalidTokenError as exc:
+        except jwt.PyJWTError as exc:
             raise exceptions.AuthenticationFailed(f"The token is not valid: {exc}") from None
         subject = str(claims.get("sub") or "backend")
         return ApiClient(throttle_id=f"jwt:{subject}", name=f"jwt:{subject}"), claims
@@ -122,10 +128,14 @@ class StaffSessionAuthentication(authentication.SessionAuthentication):
 
 
 class IsApiClient(permissions.BasePermission):
-    """An API key, a backend JWT, or an active staff user."""
+    """An API key, a backend JWT, or an active staff user with the admin's permission on sessions
+    (view to read, change to write), so the API gives staff no more than the admin does."""
 
     def has_permission(self, request: Request, view: Any) -> bool:
         user = request.user
         if isinstance(user, ApiClient):
             return True
-        return bool(user and user.is_authenticated and user.is_active and user.is_staff)
+        if not (user and user.is_authenticated and user.is_active and user.is_staff):
+            return False
+        needed = "view" if request.method in permissions.SAFE_METHODS else "change"
+        return user.has_perm(f"sessions_app.{needed}_session")

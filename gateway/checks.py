@@ -91,3 +91,14 @@ def check_settings(app_configs, **kwargs):
             )
         )
     return problems
+
+
+def refuse_serious_problems() -> None:
+    """Web servers (gunicorn, daphne) run no system checks: they call this instead, so a production
+    install with an error-level problem refuses to serve rather than serving insecurely."""
+    from django.core.checks import run_checks
+    from django.core.exceptions import ImproperlyConfigured
+
+    serious = [problem for problem in run_checks(tags=["gateway"]) if problem.is_serious()]
+    if serious:
+        raise ImproperlyConfigured("; ".join(f"{p.id}: {p.msg} {p.hint}" for p in serious))

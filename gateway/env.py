@@ -26,6 +26,10 @@ def _raw(name: str) -> str | None:
 
 
 def _fail(name: str, expected: str, value: str | None = None, *, secret: bool = False) -> None:
+    if value is not None and "@" in value and "://" in value:
+        # A URL may carry a password in its user part: show it without.
+        scheme, _, rest = value.partition("://")
+        value = f"{scheme}://…@{rest.rpartition('@')[2]}"
     shown = "" if secret or value is None else f", got {value!r}"
     raise ImproperlyConfigured(f"Environment variable {name}: expected {expected}{shown}.")
 
@@ -88,13 +92,11 @@ def _check_url(name: str, value: str, schemes: tuple[str, ...], *, secret: bool 
     except ValueError:
         _fail(name, "a URL", value, secret=secret)
         raise
-    if parts.scheme not in schemes or not (parts.netloc or parts.path):
-        _fail(
-            name,
-            "a URL starting with " + " or ".join(f"{s}://" for s in schemes),
-            value,
-            secret=secret,
-        )
+    # Only file-like schemes (sqlite:///path, unix:///socket) may go without a host.
+    needs_host = parts.scheme not in ("sqlite", "unix")
+    if parts.scheme not in schemes or (needs_host and not parts.hostname):
+        expected = "a URL starting with " + " or ".join(f"{s}://" for s in schemes)
+        _fail(name, expected + (" and naming a host" if needs_host else ""), value, secret=secret)
     return value
 
 
@@ -146,4 +148,26 @@ def env_rate(name: str, default: str) -> str | None:
     count, _, period = value.partition("/")
     if not count.isdigit() or not period or period[0] not in "smhd":
         _fail(name, "a rate such as 100/s, 6000/min, 1000/h, or off", value)
+    return value
+
+
+def env_rsa_public_key(name: str) -> str:
+    """An RSA public key in PEM (SubjectPublicKeyInfo or PKCS#1); `\\n` may stand for newlines.
+    Loaded once here so that a damaged key stops the start instead of failing every request."""
+    value = env_str(name).replace("\\n", "\n")
+    if not value:
+        return ""
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        key = load_pem_public_key(value.encode())
+    except ValueError:
+        key = None
+    if not isinstance(key, RSAPublicKey):
+        _fail(
+            name,
+            "an RSA public key in PEM (-----BEGIN PUBLIC KEY----- …); newlines may be "
+            "written as \\n",
+        )
     return value

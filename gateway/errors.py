@@ -8,9 +8,16 @@ carries the request id (and is logged with its traceback).
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
-from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent
+from django.core.exceptions import (
+    PermissionDenied,
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -91,8 +98,10 @@ def _translate(exc: Exception) -> Exception:
         return exceptions.PermissionDenied()
     if isinstance(exc, RequestDataTooBig):
         return PayloadTooLarge()
-    if isinstance(exc, TooManyFieldsSent):
-        return ApiError("The request has too many fields.", code="too_many_fields")
+    if isinstance(exc, TooManyFieldsSent | TooManyFilesSent):
+        return ApiError("The request has too many fields or files.", code="too_many_fields")
+    if isinstance(exc, SuspiciousOperation):
+        return ApiError("The request is not valid.", code="bad_request")
     return exc
 
 
@@ -118,7 +127,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     if getattr(exc, "auth_header", None):
         headers["WWW-Authenticate"] = exc.auth_header
     if getattr(exc, "wait", None):
-        headers["Retry-After"] = str(int(exc.wait))
+        headers["Retry-After"] = str(max(1, math.ceil(exc.wait)))
 
     if isinstance(exc, ApiError):
         body = error_body(exc.code, str(exc.detail), exc.details)

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from channels.layers import channel_layers
 from django.core.cache import cache
 from django.core.files.storage import storages
 from django.db import connection
@@ -26,17 +26,25 @@ def _database() -> None:
 
 
 def _cache() -> None:
-    nonce = uuid.uuid4().hex
-    cache.set("health:ready", nonce, 10)
-    if cache.get("health:ready") != nonce:
+    # A key per probe: concurrent probes must not read each other's writes.
+    key, nonce = f"health:ready:{uuid.uuid4().hex}", uuid.uuid4().hex
+    cache.set(key, nonce, 10)
+    if cache.get(key) != nonce:
         raise RuntimeError("the cache did not return what was written")
+    cache.delete(key)
 
 
 async def _channel_round_trip() -> None:
-    layer = get_channel_layer()
-    channel = await layer.new_channel("health.")
-    await layer.send(channel, {"type": "health.ping"})
-    await asyncio.wait_for(layer.receive(channel), timeout=3)
+    # A layer of its own for each check: the shared one is bound to one event loop, and concurrent
+    # probes from a threaded server would trip over each other's receive().
+    layer = channel_layers.make_backend("default")
+    try:
+        channel = await layer.new_channel("health.")
+        await layer.send(channel, {"type": "health.ping"})
+        await asyncio.wait_for(layer.receive(channel), timeout=3)
+    finally:
+        if hasattr(layer, "close_pools"):
+            await layer.close_pools()
 
 
 def _channel_layer() -> None:

@@ -82,6 +82,8 @@ def _allowed(request: HttpRequest) -> bool:
     keyword, _, given = request.headers.get("Authorization", "").partition(" ")
     if token and keyword.lower() == "bearer" and constant_time_compare(given.strip(), token):
         return True
+    if "HTTP_X_FORWARDED_FOR" in request.META or "HTTP_FORWARDED" in request.META:
+        return False  # came through a proxy on this host: the real caller is elsewhere
     try:
         return ipaddress.ip_address(request.META.get("REMOTE_ADDR", "")).is_loopback
     except ValueError:

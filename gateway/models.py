@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.db import models
+from django.utils import timezone
 
 
 class DeliveryStatus(models.TextChoices):
@@ -32,7 +33,7 @@ class WebhookDelivery(models.Model):
         max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
     )
     attempts = models.PositiveIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(auto_now_add=True)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
     last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -48,7 +49,11 @@ class WebhookDelivery(models.Model):
                 condition=models.Q(status="pending"),
                 name="delivery_due_idx",
             ),
-            models.Index(fields=["session", "sequence"], name="delivery_session_seq_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["session", "sequence"], name="delivery_session_seq_uniq"
+            )
         ]
 
     def __str__(self) -> str:

@@ -30,15 +30,17 @@ _DESCRIPTIONS = {
     415: "Unsupported content type (`unsupported_media_type`).",
     422: "Understood but not processable.",
     429: "Rate limited (`rate_limited`); see `Retry-After`.",
+    500: "Unexpected error (`internal_error`, with `details.request_id`).",
     503: "A dependency is down (`service_unavailable`).",
 }
 
 
 def errors(*codes: int) -> dict[int, OpenApiResponse]:
-    """Error responses for `extend_schema(responses=…)`; 401 and 429 apply to every endpoint."""
+    """Error responses for `extend_schema(responses=…)`; 401, 403, 429 and 500 apply to every
+    endpoint."""
     return {
         code: OpenApiResponse(ErrorSerializer, description=_DESCRIPTIONS[code])
-        for code in sorted({401, 429, *codes})
+        for code in sorted({401, 403, 429, 500, *codes})
     }
 
 

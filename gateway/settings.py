@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
+from corsheaders.defaults import default_headers as default_cors_headers
 from django.core.exceptions import ImproperlyConfigured
 
 from gateway.env import (
@@ -24,6 +26,7 @@ from gateway.env import (
     env_list,
     env_origins,
     env_rate,
+    env_rsa_public_key,
     env_str,
     env_url,
 )
@@ -37,6 +40,12 @@ VERSION = "0.1.0"
 DATABASE_URL = env_url("DATABASE_URL", ("postgres", "postgresql", "sqlite"), secret=True)
 PRODUCTION = DATABASE_URL.startswith(("postgres://", "postgresql://"))
 REDIS_URL = env_url("REDIS_URL", ("redis", "rediss", "unix"), secret=True)
+_redis_db = urlsplit(REDIS_URL).path.strip("/") if REDIS_URL.startswith("redis") else ""
+if _redis_db and not _redis_db.isdigit():
+    raise ImproperlyConfigured(
+        "Environment variable REDIS_URL: expected a database number as its path "
+        "(redis://host:6379/0)."
+    )
 S3_BUCKET = env_str("S3_BUCKET")
 
 
@@ -69,6 +78,8 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_origins("CSRF_TRUSTED_ORIGINS")
 CORS_ALLOWED_ORIGINS = env_origins("CORS_ALLOWED_ORIGINS")
 PUBLIC_URL = env_url("PUBLIC_URL").rstrip("/")
+CORS_ALLOW_HEADERS = (*default_cors_headers, "x-api-key", "idempotency-key", "x-request-id")
+CORS_EXPOSE_HEADERS = ["X-Request-ID", "Retry-After"]
 
 # --- Applications -------------------------------------------------------------------------------
 
@@ -274,7 +285,7 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {"client": env_rate("API_THROTTLE_RATE", "6000/min")},
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "gateway.parsers.SafeJSONParser",
         "rest_framework.parsers.MultiPartParser",
         "rest_framework.parsers.FormParser",
     ],
@@ -307,14 +318,14 @@ SPECTACULAR_SETTINGS = {
 }
 
 BACKEND_JWT_SECRET = env_str("BACKEND_JWT_SECRET")
-BACKEND_JWT_PUBLIC_KEY = env_str("BACKEND_JWT_PUBLIC_KEY").replace("\\n", "\n")
+if BACKEND_JWT_SECRET and len(BACKEND_JWT_SECRET.encode()) < 32:
+    raise ImproperlyConfigured(
+        "Environment variable BACKEND_JWT_SECRET: expected at least 32 bytes (an HS256 key should "
+        "be as long as its hash)."
+    )
+BACKEND_JWT_PUBLIC_KEY = env_rsa_public_key("BACKEND_JWT_PUBLIC_KEY")
 BACKEND_JWT_AUDIENCE = env_str("BACKEND_JWT_AUDIENCE")
 BACKEND_JWT_ISSUER = env_str("BACKEND_JWT_ISSUER")
-if BACKEND_JWT_PUBLIC_KEY and not BACKEND_JWT_PUBLIC_KEY.startswith("-----BEGIN PUBLIC KEY-----"):
-    raise ImproperlyConfigured(
-        "Environment variable BACKEND_JWT_PUBLIC_KEY: expected a PEM public key "
-        "(-----BEGIN PUBLIC KEY----- …), newlines may be written as \\n."
-    )
 
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 
@@ -322,7 +333,7 @@ METRICS_TOKEN = env_str("METRICS_TOKEN")
 
 BACKEND_URL = env_url("BACKEND_URL").rstrip("/")
 BACKEND_TOKEN = env_str("BACKEND_TOKEN")
-BACKEND_HEARTBEAT_SECONDS = env_int("BACKEND_HEARTBEAT_SECONDS", 30, minimum=1)
+BACKEND_HEARTBEAT_SECONDS = env_int("BACKEND_HEARTBEAT_SECONDS", 30, minimum=1, maximum=3600)
 WEBHOOK_SECRET = env_str("WEBHOOK_SECRET")
 WEBHOOK_MAX_AGE = env_int("WEBHOOK_MAX_AGE", 24 * 3600, minimum=60)
 SESSION_ENCRYPTION_KEY = env_key32("SESSION_ENCRYPTION_KEY")
@@ -334,7 +345,7 @@ if SESSION_ENCRYPTION_KEY is None and not PRODUCTION:
     )[:32]
 DEFAULT_ENGINE = env_choice("DEFAULT_ENGINE", ("neonize", "sandbox"), "neonize")
 SANDBOX_ENABLED = env_bool("SANDBOX_ENABLED", not PRODUCTION)
-WORKER_LEASE_SECONDS = env_int("WORKER_LEASE_SECONDS", 30, minimum=6)
+WORKER_LEASE_SECONDS = env_int("WORKER_LEASE_SECONDS", 30, minimum=6, maximum=3600)
 
 # --- Internationalisation -----------------------------------------------------------------------
 

@@ -27,7 +27,10 @@ from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/gateway")
+# pytest-django tests in `test_<name>`; a name per run lets two runs share one server.
+DATABASE_URL = os.environ.get(
+    "TEST_DATABASE_URL", f"postgres://postgres@127.0.0.1:5432/gateway_{os.getpid()}"
+)
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 BUCKET = "gateway-test"
 
@@ -86,7 +89,8 @@ def free_port() -> int:
 
 def start_seaweedfs(workdir: Path) -> tuple[subprocess.Popen, dict[str, str]]:
     weed = BIN / "weed"
-    s3, master, volume, filer = (free_port() for _ in range(4))
+    s3, master, volume, filer, admin = (free_port() for _ in range(5))
+    (workdir / "data").mkdir()
     access_key, secret_key = "test" + secrets.token_hex(8), secrets.token_urlsafe(24)
     env = {**os.environ, "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
     log = open(workdir / "seaweedfs.log", "wb")
@@ -105,13 +109,15 @@ def start_seaweedfs(workdir: Path) -> tuple[subprocess.Popen, dict[str, str]]:
             "-admin.ui=false",
             "-webdav=false",
             "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-admin.port={admin}",
+            "-master.telemetry=false",
         ],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    (workdir / "data").mkdir(exist_ok=True)
     endpoint = f"http://127.0.0.1:{s3}"
 
     def bucket_ready() -> bool:

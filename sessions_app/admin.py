@@ -105,6 +105,20 @@ class SessionAdmin(admin.ModelAdmin):
         ("Times", {"fields": ["created_at", "updated_at"]}),
     ]
     inlines = [SessionEventInline]
+
+    def delete_model(self, request: HttpRequest, obj: Session) -> None:
+        # Through the service: a running session is logged out by its worker first, and files go.
+        if not services.session_delete(session=obj):
+            self.message_user(
+                request,
+                f"{obj} is being logged out; it is deleted when its worker has done so.",
+                messages.WARNING,
+            )
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Session]) -> None:
+        for session in queryset:
+            self.delete_model(request, session)
+
     actions = [
         _bulk(services.session_request_start, "Start"),
         _bulk(services.session_request_stop, "Stop"),

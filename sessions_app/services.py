@@ -12,6 +12,7 @@ from typing import Any
 
 from django.core.files.storage import storages
 from django.db import IntegrityError, transaction
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from sessions_app.models import DesiredState, Session, SessionEvent
@@ -27,6 +28,10 @@ class IllegalTransition(Exception):
 
 class LeaseLost(Exception):
     """The caller's lease epoch is no longer the session's: another worker owns it now."""
+
+
+class SessionBeingDeleted(Exception):
+    """The session is waiting for its worker to log it out and delete it."""
 
 
 def session_create(
@@ -57,15 +62,21 @@ def session_create(
         return Session.objects.get(external_id=external_id), False
 
 
-def _request(session: Session, **changes: Any) -> Session:
+def _request(session: Session, *, running: bool = False, **changes: Any) -> Session:
+    """Record a request in one conditional UPDATE. `running` requests (start, restart) are refused
+    once a delete is pending, so a delete cannot be undone by a start racing it."""
     changes["updated_at"] = timezone.now()
-    Session.objects.filter(pk=session.pk).update(**changes)
+    rows = Session.objects.filter(pk=session.pk)
+    if running:
+        rows = rows.filter(delete_requested_at__isnull=True)
+    if not rows.update(**changes):
+        raise SessionBeingDeleted(f"Session {session.pk} is being deleted.")
     session.refresh_from_db()
     return session
 
 
 def session_request_start(*, session: Session) -> Session:
-    return _request(session, desired_state=DesiredState.RUNNING)
+    return _request(session, running=True, desired_state=DesiredState.RUNNING)
 
 
 def session_request_stop(*, session: Session) -> Session:
@@ -75,7 +86,10 @@ def session_request_stop(*, session: Session) -> Session:
 
 def session_request_restart(*, session: Session) -> Session:
     return _request(
-        session, desired_state=DesiredState.RUNNING, restart_requested_at=timezone.now()
+        session,
+        running=True,
+        desired_state=DesiredState.RUNNING,
+        restart_requested_at=timezone.now(),
     )
 
 
@@ -86,24 +100,21 @@ def session_request_logout(*, session: Session) -> Session:
     return _request(session, logout_requested_at=timezone.now())
 
 
-def session_has_live_lease(session: Session) -> bool:
-    return bool(
-        session.worker_id and session.lease_expires_at and session.lease_expires_at > timezone.now()
-    )
-
-
 def session_delete(*, session: Session) -> bool:
     """Delete a session with its messages, media and auth state. Returns True when it is gone now.
 
     A session that a worker is running is only marked: that worker logs it out first and then
-    deletes
-    it, since only the connection can unlink the device on WhatsApp. A session nobody runs is
-    deleted
-    at once (its device stays listed on the phone until WhatsApp expires it or the user removes it).
+    deletes it, since only the connection can unlink the device on WhatsApp. A session nobody runs
+    is deleted at once (its device stays listed on the phone until WhatsApp expires it or the user
+    removes it).
     """
     with transaction.atomic():
         locked = Session.objects.select_for_update().get(pk=session.pk)
-        if session_has_live_lease(locked):
+        # Lease expiry is judged by the database clock, like the workers' claims are.
+        leased = Session.objects.filter(
+            pk=session.pk, worker__isnull=False, lease_expires_at__gt=Now()
+        ).exists()
+        if leased:
             _request(
                 locked,
                 desired_state=DesiredState.STOPPED,
@@ -124,17 +135,22 @@ def _delete_files(session_id: uuid.UUID, media: list[str]) -> None:
         media_storage = storages["default"]
         for name in media:
             media_storage.delete(name)
-        snapshots = storages["sessions"]
-        try:
-            names = snapshots.listdir(str(session_id))[1]
-        except FileNotFoundError:  # the file-system storage, when no snapshot was ever taken
-            names = []
-        for name in names:
-            snapshots.delete(f"{session_id}/{name}")
+        _delete_tree(storages["sessions"], str(session_id))
     except Exception:
         logger.exception(
             "could not delete the files of a deleted session", extra={"session_id": str(session_id)}
         )
+
+
+def _delete_tree(storage: Any, directory: str) -> None:
+    try:
+        directories, files = storage.listdir(directory)
+    except FileNotFoundError:  # the file-system storage, when nothing was ever stored there
+        return
+    for name in files:
+        storage.delete(f"{directory}/{name}")
+    for name in directories:
+        _delete_tree(storage, f"{directory}/{name}")
 
 
 def session_set_status(

@@ -11,7 +11,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from gateway.errors import Conflict
 from gateway.openapi import errors
+from gateway.parsers import SafeJSONParser
 from sessions_app import selectors, services
 from sessions_app.models import Session
 from sessions_app.serializers import (
@@ -25,6 +27,8 @@ TAG = ["sessions"]
 
 class SessionListCreateApi(generics.ListAPIView):
     serializer_class = SessionOutputSerializer
+    # JSON only: `metadata` is an object, which form encodings cannot carry.
+    parser_classes = [SafeJSONParser]
 
     def get_queryset(self) -> QuerySet[Session]:
         filters = SessionFilterSerializer(data=self.request.query_params)
@@ -100,16 +104,20 @@ class _SessionRequestApi(APIView):
     service = staticmethod(services.session_request_start)
 
     def post(self, request: Request, session_id: uuid.UUID) -> Response:
-        session = self.service(session=selectors.session_get(session_id=session_id))
+        try:
+            session = self.service(session=selectors.session_get(session_id=session_id))
+        except services.SessionBeingDeleted:
+            raise Conflict("The session is being deleted.", code="session_deleting") from None
         return Response(SessionOutputSerializer(session).data, status=status.HTTP_202_ACCEPTED)
 
 
 def _request_schema(name: str, summary: str, description: str):
+    conflict = errors(409) if name in ("start", "restart") else {}
     return extend_schema(
         operation_id=f"sessions_{name}",
         tags=TAG,
         request=None,
-        responses={202: SessionOutputSerializer, **errors(404)},
+        responses={202: SessionOutputSerializer, **errors(404), **conflict},
         summary=summary,
         description=description,
     )

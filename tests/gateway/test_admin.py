@@ -79,3 +79,27 @@ def test_the_admin_needs_a_login(client: Client) -> None:
     response = client.get("/admin/sessions_app/session/")
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]
+
+
+def test_deleting_in_the_admin_goes_through_the_service(operator: Client, make_session) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    running = make_session(
+        worker=Worker.objects.create(name="w"),
+        lease_expires_at=timezone.now() + timedelta(seconds=30),
+    )
+    idle = make_session()
+    response = operator.post(
+        "/admin/sessions_app/session/",
+        {
+            "action": "delete_selected",
+            "_selected_action": [str(running.id), str(idle.id)],
+            "post": "yes",
+        },
+    )
+    assert response.status_code == 302
+    assert list(Session.objects.all()) == [running]
+    running.refresh_from_db()
+    assert running.delete_requested_at is not None

@@ -115,3 +115,41 @@ def test_each_request_is_logged_as_one_json_line(
     assert line["request_id"] == "req-7"
     assert (line["method"], line["path"], line["status"]) == ("GET", "/api/v1/sessions", 200)
     assert line["level"] == "INFO"
+
+
+@pytest.mark.parametrize("path", ["/api/v1/sessions", "/api/v1/workers"])
+def test_an_edited_cursor_is_a_404_not_a_500(api: APIClient, path: str) -> None:
+    import base64
+
+    cursor = base64.b64encode(b"p=notadate").decode()
+    response = api.get(f"{path}?cursor={cursor}")
+    assert response.status_code == 404
+    assert _error(response)["code"] == "not_found"
+
+
+def test_json_nested_too_deeply_is_malformed(api: APIClient) -> None:
+    body = "[" * 5000 + "]" * 5000
+    response = api.post("/api/v1/sessions", body, content_type="application/json")
+    assert response.status_code == 400
+    assert _error(response)["code"] == "malformed_request"
+
+
+def test_sessions_are_created_from_json_only(api: APIClient) -> None:
+    response = api.post(
+        "/api/v1/sessions", {"engine": "sandbox", "metadata": "x"}, format="multipart"
+    )
+    assert response.status_code == 415
+    assert Session.objects.count() == 0
+
+
+def test_too_many_form_fields_is_a_400(api: APIClient, settings) -> None:
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 5
+    body = "&".join(f"f{i}=1" for i in range(10))
+    response = api.generic(
+        "POST",
+        "/api/v1/sessions/00000000-0000-0000-0000-000000000001/start",
+        body,
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert response.status_code in (400, 404)
+    assert response["Content-Type"].startswith("application/json")

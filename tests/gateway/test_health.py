@@ -111,3 +111,21 @@ def test_metrics_accept_the_metrics_token(client: Client, settings) -> None:
     ok = client.get("/metrics", REMOTE_ADDR="203.0.113.9", HTTP_AUTHORIZATION="Bearer scrape-me")
     wrong = client.get("/metrics", REMOTE_ADDR="203.0.113.9", HTTP_AUTHORIZATION="Bearer nope")
     assert (ok.status_code, wrong.status_code) == (200, 403)
+
+
+def test_concurrent_readiness_probes_all_pass(live_server) -> None:
+    """A threaded server answers many probes at once; none may fail for want of an event loop."""
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    def probe(_: int) -> int:
+        with urllib.request.urlopen(f"{live_server.url}/health/ready", timeout=30) as response:
+            return response.status
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert list(pool.map(probe, range(40))) == [200] * 40
+
+
+def test_metrics_are_refused_to_proxied_requests_from_loopback(client: Client) -> None:
+    response = client.get("/metrics", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.9")
+    assert response.status_code == 403

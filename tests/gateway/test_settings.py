@@ -108,6 +108,15 @@ def production(**overrides: str) -> dict[str, str]:
         ("API_THROTTLE_RATE", "fast"),
         ("BACKEND_JWT_PUBLIC_KEY", "not a pem"),
         ("S3_ENDPOINT_URL", "s3.example.com"),
+        ("PUBLIC_URL", "https:gateway.example.com"),
+        ("BACKEND_URL", "http:/backend"),
+        ("REDIS_URL", "redis://127.0.0.1:6379/notanint"),
+        ("WORKER_LEASE_SECONDS", "100000000000000000000000"),
+        ("BACKEND_JWT_SECRET", "short"),
+        (
+            "BACKEND_JWT_PUBLIC_KEY",
+            "-----BEGIN PUBLIC KEY-----\\nMIIBIjANBgkqhkiG9w0B\\n-----END PUBLIC KEY-----",
+        ),
     ],
 )
 def test_a_malformed_value_stops_the_start_naming_the_variable(
@@ -128,6 +137,38 @@ def test_secret_values_are_not_echoed_in_errors(tmp_path: Path) -> None:
     result = start(tmp_path, SESSION_ENCRYPTION_KEY="hunter2-not-base64-32-bytes")
     assert result.returncode != 0
     assert "hunter2" not in result.stderr
+
+
+def test_passwords_in_urls_are_not_echoed_in_errors(tmp_path: Path) -> None:
+    result = start(tmp_path, BACKEND_URL="ftp://user:hunter2@backend.example.com")
+    assert result.returncode != 0
+    assert "Environment variable BACKEND_URL" in result.stderr
+    assert "hunter2" not in result.stderr
+
+
+@pytest.mark.parametrize("encoding", ["spki", "pkcs1"])
+def test_rsa_public_keys_are_accepted_in_both_pem_forms(tmp_path: Path, encoding: str) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    public = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    pem = public.public_bytes(
+        serialization.Encoding.PEM,
+        serialization.PublicFormat.SubjectPublicKeyInfo
+        if encoding == "spki"
+        else serialization.PublicFormat.PKCS1,
+    ).decode()
+    result = start(tmp_path, BACKEND_JWT_PUBLIC_KEY=pem.replace("\n", "\\n"))
+    assert result.returncode == 0, result.stderr
+
+
+def test_web_servers_refuse_to_serve_with_a_serious_problem(tmp_path: Path) -> None:
+    """gunicorn and daphne run no system checks; the WSGI and ASGI modules run ours."""
+    for module in ("gateway.wsgi", "gateway.asgi"):
+        result = run(["-c", f"import {module}"], tmp_path, **production(DEBUG="true"))
+        assert result.returncode != 0
+        assert "gateway.E001" in result.stderr
+        assert run(["-c", f"import {module}"], tmp_path, **production()).returncode == 0
 
 
 def test_production_refuses_to_start_without_a_secret_key(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from datetime import timedelta
@@ -74,12 +75,18 @@ def test_it_uses_the_default_engine(api: APIClient, settings) -> None:
         ({"metadata": {"blob": "x" * 20000}}, "metadata"),
         ({"start": "maybe"}, "start"),
         ({"name": {"a": 1}}, "name"),
+        ({"name": "nul\x00byte"}, "name"),
+        ({"metadata": {"note": "nul\x00byte"}}, "metadata"),
+        ({"metadata": {"nul\x00key": 1}}, "metadata"),
+        ({"metadata": {"deep": [{"x": "\ud800"}]}}, "metadata"),
     ],
 )
 def test_it_rejects_invalid_fields_and_writes_nothing(
     api: APIClient, body: dict, field: str
 ) -> None:
-    response = api.post("/api/v1/sessions", body, format="json")
+    # Encoded by hand: a lone surrogate cannot pass through a UTF-8 encoder.
+    payload = json.dumps(body, ensure_ascii=True)
+    response = api.post("/api/v1/sessions", payload, content_type="application/json")
 
     assert response.status_code == 400
     error = response.json()["error"]
@@ -143,7 +150,10 @@ def test_twenty_concurrent_creates_with_one_external_id_make_one_row(api_key: st
 def test_it_lists_sessions_newest_first_with_cursor_pagination(
     api: APIClient, make_session
 ) -> None:
-    made = [make_session(name=f"s{i}") for i in range(5)]
+    start = timezone.now()
+    for i in range(5):  # distinct timestamps: ties would be ordered by the random id
+        make_session(name=f"s{i}")
+        Session.objects.filter(name=f"s{i}").update(created_at=start + timedelta(seconds=i))
 
     first = api.get("/api/v1/sessions?page_size=2").json()
     second = api.get(first["next"]).json()
@@ -151,7 +161,6 @@ def test_it_lists_sessions_newest_first_with_cursor_pagination(
     assert [s["name"] for s in first["results"]] == ["s4", "s3"]
     assert [s["name"] for s in second["results"]] == ["s2", "s1"]
     assert first["previous"] is None
-    assert len(made) == 5
 
 
 def test_it_filters_sessions(api: APIClient, make_session) -> None:
@@ -290,6 +299,42 @@ def test_it_marks_a_running_session_for_deletion_by_its_worker(
     assert session.delete_requested_at is not None
     assert session.logout_requested_at is not None
     assert session.desired_state == "stopped"
+
+
+@pytest.mark.parametrize("action", ["start", "restart"])
+def test_a_session_being_deleted_cannot_be_started_again(
+    api: APIClient, make_session, action: str
+) -> None:
+    session = make_session(desired_state="stopped", delete_requested_at=timezone.now())
+    response = api.post(f"/api/v1/sessions/{session.id}/{action}")
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "session_deleting"
+    session.refresh_from_db()
+    assert session.desired_state == "stopped"
+    assert session.restart_requested_at is None
+
+
+def test_deleting_removes_every_snapshot_of_the_session(
+    api: APIClient, make_session, django_capture_on_commit_callbacks
+) -> None:
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import storages
+
+    session, other = make_session(), make_session()
+    snapshots = storages["sessions"]
+    names = [
+        f"{session.id}/latest.json",
+        f"{session.id}/epoch-1/0001.bin",
+        f"{session.id}/epoch-2/0002.bin",
+        f"{other.id}/epoch-1/0001.bin",
+    ]
+    for name in names:
+        snapshots.save(name, ContentFile(b"sealed"))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert api.delete(f"/api/v1/sessions/{session.id}").status_code == 204
+
+    assert [snapshots.exists(name) for name in names] == [False, False, False, True]
 
 
 def test_it_deletes_at_once_when_the_lease_has_expired(api: APIClient, make_session) -> None:
