@@ -1,0 +1,279 @@
+"""The engine interface, its commands and its events.
+
+An `Engine` drives many sessions of one protocol inside a worker. The runtime calls its commands
+with a session id and reads one stream of events from `events()`; every event names its session.
+Engines raise one error type, `EngineError`; `permanent=True` means retrying cannot help.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+# --- Errors ---------------------------------------------------------------------------------------
+
+
+class EngineError(Exception):
+    def __init__(
+        self, message: str, *, permanent: bool = False, code: str = "engine_error"
+    ) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.code = code
+
+
+# --- Commands ---------------------------------------------------------------------------------------
+
+MessageKind = Literal[
+    "text", "image", "video", "audio", "voice", "document", "location", "contact", "reaction"
+]
+
+
+@dataclass(frozen=True)
+class Media:
+    """A file to send: its bytes are read from `path` by the engine."""
+
+    path: Path
+    mime_type: str
+    filename: str = ""
+
+
+@dataclass(frozen=True)
+class Location:
+    latitude: float
+    longitude: float
+    name: str = ""
+    address: str = ""
+
+
+@dataclass(frozen=True)
+class Contact:
+    name: str
+    phone_number: str = ""
+    vcard: str = ""
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    """One message to send. `id` is ours: engines that accept a caller-chosen WhatsApp id use it
+    (so a retry cannot make a second message); others ignore it."""
+
+    id: str
+    to: str  # a JID
+    type: MessageKind
+    text: str = ""
+    caption: str = ""
+    media: Media | None = None
+    location: Location | None = None
+    contact: Contact | None = None
+    reaction: str = ""  # the emoji; "" removes a reaction
+    reply_to: str = ""  # the WhatsApp id of the message replied or reacted to
+    reply_to_sender: str = ""  # its sender's JID, needed for reactions and quotes in groups
+
+
+@dataclass(frozen=True)
+class SendResult:
+    wa_message_id: str
+    timestamp: float
+
+
+@dataclass(frozen=True)
+class NumberCheck:
+    phone_number: str
+    on_whatsapp: bool
+    jid: str = ""
+
+
+# --- Events -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QrCode:
+    session_id: str
+    code: str
+    expires_in: float  # seconds this code stays valid
+    type: Literal["qr"] = "qr"
+
+
+@dataclass(frozen=True)
+class PairCode:
+    session_id: str
+    code: str
+    expires_in: float
+    type: Literal["pair_code"] = "pair_code"
+
+
+@dataclass(frozen=True)
+class Connected:
+    session_id: str
+    jid: str
+    phone_number: str
+    push_name: str = ""
+    type: Literal["connected"] = "connected"
+
+
+@dataclass(frozen=True)
+class Disconnected:
+    """The connection dropped. `will_reconnect` says whether the engine retries by itself; when it
+    does not, `code` says why (e.g. `qr_timeout`, `connect_failed`)."""
+
+    session_id: str
+    reason: str = ""
+    will_reconnect: bool = True
+    code: str = ""
+    type: Literal["disconnected"] = "disconnected"
+
+
+@dataclass(frozen=True)
+class LoggedOut:
+    """The device was unlinked (from the phone, by WhatsApp, or by `logout`): its store is gone."""
+
+    session_id: str
+    reason: str = ""
+    type: Literal["logged_out"] = "logged_out"
+
+
+@dataclass(frozen=True)
+class StreamReplaced:
+    """Another connection took this session over. The engine has closed its own connection."""
+
+    session_id: str
+    type: Literal["stream_replaced"] = "stream_replaced"
+
+
+@dataclass(frozen=True)
+class InboundMedia:
+    mime_type: str
+    filename: str = ""
+    size: int | None = None
+    sha256: str = ""
+    # Whatever the engine needs to download it later with `Engine.download()`.
+    ref: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    wa_message_id: str
+    chat: str
+    sender: str
+    type: MessageKind
+    timestamp: float
+    sender_phone: str = ""  # the phone number behind a @lid sender, when it can be resolved
+    push_name: str = ""
+    from_me: bool = False
+    is_group: bool = False
+    text: str = ""
+    caption: str = ""
+    media: InboundMedia | None = None
+    location: Location | None = None
+    contact: Contact | None = None
+    reaction: str = ""
+    reply_to: str = ""
+
+
+@dataclass(frozen=True)
+class MessageReceived:
+    session_id: str
+    message: InboundMessage
+    type: Literal["message_received"] = "message_received"
+
+
+@dataclass(frozen=True)
+class Receipt:
+    session_id: str
+    chat: str
+    message_ids: tuple[str, ...]
+    status: Literal["delivered", "read", "played"]
+    timestamp: float
+    type: Literal["receipt"] = "receipt"
+
+
+@dataclass(frozen=True)
+class SendFailed:
+    session_id: str
+    message_id: str  # the WhatsApp id (or ours, for engines that take ours)
+    error: str
+    permanent: bool = True
+    code: str = "send_failed"
+    type: Literal["send_failed"] = "send_failed"
+
+
+Event = (
+    QrCode
+    | PairCode
+    | Connected
+    | Disconnected
+    | LoggedOut
+    | StreamReplaced
+    | MessageReceived
+    | Receipt
+    | SendFailed
+)
+
+# --- The interface ------------------------------------------------------------------------------------
+
+
+class Engine(abc.ABC):
+    """Drives the sessions of one protocol in one worker.
+
+    Commands for a session that is not started raise `EngineError(permanent=True,
+    code="not_started")`. `start` returns once the connection attempt is under way; what happens
+    next arrives as events.
+    """
+
+    name: str = ""
+    #: True when `send` uses `OutboundMessage.id` as the WhatsApp message id.
+    accepts_message_ids: bool = False
+
+    def __init__(self) -> None:
+        self._events: asyncio.Queue[Event] = asyncio.Queue()
+
+    async def events(self) -> AsyncIterator[Event]:
+        while True:
+            yield await self._events.get()
+
+    def emit(self, event: Event) -> None:
+        self._events.put_nowait(event)
+
+    @abc.abstractmethod
+    async def start(self, session_id: str, auth_dir: Path) -> None:
+        """Connect from the store in `auth_dir`, or begin linking (QR codes) when it has none."""
+
+    @abc.abstractmethod
+    async def stop(self, session_id: str) -> None:
+        """Disconnect and keep the store, so a later start needs no new QR scan."""
+
+    @abc.abstractmethod
+    async def logout(self, session_id: str) -> None:
+        """Unlink the device on WhatsApp and delete the store; emits `LoggedOut`."""
+
+    @abc.abstractmethod
+    async def send(self, session_id: str, message: OutboundMessage) -> SendResult: ...
+
+    @abc.abstractmethod
+    async def request_pair_code(self, session_id: str, phone_number: str) -> str:
+        """Link by pairing code instead of QR: returns the code the user types on the phone."""
+
+    @abc.abstractmethod
+    async def check_numbers(
+        self, session_id: str, phone_numbers: list[str]
+    ) -> list[NumberCheck]: ...
+
+    @abc.abstractmethod
+    async def mark_read(
+        self, session_id: str, chat: str, message_ids: list[str], sender: str = ""
+    ) -> None: ...
+
+    @abc.abstractmethod
+    async def set_typing(self, session_id: str, chat: str, typing: bool) -> None: ...
+
+    @abc.abstractmethod
+    async def download(self, session_id: str, media: InboundMedia) -> bytes: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop every session (keeping their stores) and release the engine's resources."""

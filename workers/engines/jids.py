@@ -1,0 +1,36 @@
+"""WhatsApp JIDs: `<user>@s.whatsapp.net` for phone numbers, `@lid` for hidden numbers,
+`@g.us` for groups."""
+
+from __future__ import annotations
+
+USER_SERVER = "s.whatsapp.net"
+LID_SERVER = "lid"
+GROUP_SERVER = "g.us"
+
+
+def phone_to_jid(phone_number: str) -> str:
+    digits = "".join(ch for ch in phone_number if ch.isdigit())
+    if not digits:
+        raise ValueError(f"not a phone number: {phone_number!r}")
+    return f"{digits}@{USER_SERVER}"
+
+
+def jid_user(jid: str) -> str:
+    """The user part without device (`1555:12@s.whatsapp.net` → `1555`)."""
+    return jid.partition("@")[0].partition(":")[0]
+
+
+def jid_to_phone(jid: str) -> str:
+    """`+<digits>` for a phone-number JID, "" for anything else (a @lid, a group)."""
+    if jid.partition("@")[2] != USER_SERVER:
+        return ""
+    user = jid_user(jid)
+    return f"+{user}" if user.isdigit() else ""
+
+
+def is_lid(jid: str) -> bool:
+    return jid.partition("@")[2] == LID_SERVER
+
+
+def is_group(jid: str) -> bool:
+    return jid.partition("@")[2] == GROUP_SERVER

@@ -1,0 +1,463 @@
+"""The sandbox engine: a faithful simulation of WhatsApp's side, for tests, demos and load tests.
+
+It runs in process, through the same runtime, storage, snapshot and webhook paths as neonize:
+
+- linking: QR codes rotate on WhatsApp's schedule (60 s, then five of 20 s; shorter for tests) until
+  a "scan" links the session as a phone number, or the window closes (`qr_timeout`); pairing codes
+  link the same way;
+- the session's credentials live in a SQLite store in its auth directory, so a worker that restores
+  that directory reconnects without a new scan, until the device is unlinked;
+- sends are `sent` at once, `delivered` and `read` after configurable delays, voice notes `played`;
+  numbers ending in 0000 are not on WhatsApp; a message id is delivered to the simulated phone once;
+- triggers for inbound messages, dropped connections, remote logouts and a stream replaced by
+  another connection.
+
+What the simulated WhatsApp servers know is shared by every process on the machine through a
+directory (`SandboxWorld`): which devices are linked, a log of who connected from which worker and
+when, and what each simulated phone received. Tests read it to check for overlapping owners and
+duplicate deliveries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import fcntl
+import hashlib
+import json
+import secrets
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workers.engines.base import (
+    Connected,
+    Disconnected,
+    Engine,
+    EngineError,
+    InboundMedia,
+    InboundMessage,
+    LoggedOut,
+    MessageReceived,
+    NumberCheck,
+    OutboundMessage,
+    PairCode,
+    QrCode,
+    Receipt,
+    SendResult,
+    StreamReplaced,
+)
+from workers.engines.jids import jid_to_phone, jid_user, phone_to_jid
+from workers.engines.store import KeyValueStore, delete_store
+
+NOT_ON_WHATSAPP_SUFFIX = "0000"
+
+
+@dataclass(frozen=True)
+class SandboxTimings:
+    """Seconds. The defaults are WhatsApp's; tests shorten them."""
+
+    qr_first: float = 60.0
+    qr_next: float = 20.0
+    qr_rotations: int = 5
+    pair_code_valid: float = 180.0
+    connect_delay: float = 0.0
+    reconnect_delay: float = 1.0
+    delivered_after: float = 1.0
+    read_after: float = 3.0
+    played_after: float = 2.0
+
+
+class SandboxWorld:
+    """The simulated WhatsApp servers' state, in a directory shared by every process."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _dir(self, session_id: str) -> Path:
+        path = self.root / session_id
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @contextmanager
+    def _locked(self, session_id: str) -> Iterator[Path]:
+        directory = self._dir(session_id)
+        with open(directory / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield directory
+
+    def link(self, session_id: str, phone_number: str) -> str:
+        device = uuid.uuid4().hex
+        with self._locked(session_id) as directory:
+            (directory / "device.json").write_text(
+                json.dumps({"device": device, "phone_number": phone_number, "valid": True})
+            )
+        return device
+
+    def device_valid(self, session_id: str, device: str) -> bool:
+        with self._locked(session_id) as directory:
+            path = directory / "device.json"
+            record = json.loads(path.read_text()) if path.exists() else {}
+        return record.get("device") == device and record.get("valid", False)
+
+    def unlink(self, session_id: str) -> None:
+        with self._locked(session_id) as directory:
+            path = directory / "device.json"
+            if path.exists():
+                record = json.loads(path.read_text())
+                path.write_text(json.dumps({**record, "valid": False}))
+
+    def log(self, session_id: str, event: str, **fields: object) -> None:
+        entry = {"at": time.time(), "event": event, **fields}
+        with self._locked(session_id) as directory, open(directory / "log.jsonl", "a") as log:
+            log.write(json.dumps(entry) + "\n")
+
+    def read_log(self, session_id: str) -> list[dict]:
+        path = self.root / session_id / "log.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+    def deliver(self, session_id: str, message_id: str, entry: dict) -> bool:
+        """Put a message on the simulated phone; False when that id was delivered before."""
+        with self._locked(session_id) as directory:
+            seen = directory / "delivered.txt"
+            if seen.exists() and message_id in seen.read_text().split():
+                return False
+            with open(seen, "a") as ids:
+                ids.write(message_id + "\n")
+            with open(directory / "phone.jsonl", "a") as phone:
+                phone.write(json.dumps({"at": time.time(), "id": message_id, **entry}) + "\n")
+        return True
+
+    def phone_messages(self, session_id: str) -> list[dict]:
+        """What the simulated phones received from this session, in order."""
+        path = self.root / session_id / "phone.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+@dataclass
+class _Session:
+    id: str
+    auth_dir: Path
+    state: str = "linking"  # linking | connected | closed
+    phone_number: str = ""
+    device: str = ""
+    pair_phone: str = ""
+    tasks: set[asyncio.Task] = field(default_factory=set)
+
+
+class SandboxEngine(Engine):
+    name = "sandbox"
+    accepts_message_ids = True
+
+    def __init__(
+        self, world: SandboxWorld, *, worker: str = "", timings: SandboxTimings | None = None
+    ) -> None:
+        super().__init__()
+        self.world = world
+        self.worker = worker
+        self.timings = timings or SandboxTimings()
+        self._sessions: dict[str, _Session] = {}
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _session(self, session_id: str, *, connected: bool = False) -> _Session:
+        session = self._sessions.get(session_id)
+        if session is None:
+            raise EngineError(
+                f"session {session_id} is not started", permanent=True, code="not_started"
+            )
+        if connected and session.state != "connected":
+            raise EngineError(f"session {session_id} is not connected", code="not_connected")
+        return session
+
+    def _spawn(self, session: _Session, coroutine) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        session.tasks.add(task)
+        task.add_done_callback(session.tasks.discard)
+
+    def _close(self, session: _Session) -> None:
+        session.state = "closed"
+        current = asyncio.current_task()
+        for task in list(session.tasks):
+            if task is not current:
+                task.cancel()
+        self._sessions.pop(session.id, None)
+
+    def _connect(self, session: _Session) -> None:
+        session.state = "connected"
+        self.world.log(session.id, "connect", worker=self.worker, device=session.device)
+        self.emit(
+            Connected(
+                session.id,
+                jid=phone_to_jid(session.phone_number),
+                phone_number=session.phone_number,
+                push_name="Sandbox",
+            )
+        )
+
+    # --- commands -----------------------------------------------------------------------------
+
+    async def start(self, session_id: str, auth_dir: Path) -> None:
+        if session_id in self._sessions:
+            raise EngineError(
+                f"session {session_id} is already started", permanent=True, code="already_started"
+            )
+        session = _Session(session_id, Path(auth_dir))
+        self._sessions[session_id] = session
+        store = KeyValueStore(session.auth_dir)
+        device, phone = store.get("device"), store.get("phone_number")
+        if device and phone:
+            if not self.world.device_valid(session_id, device):
+                # Unlinked while we were away: the keys are worthless, as on WhatsApp.
+                delete_store(session.auth_dir)
+                self._close(session)
+                self.emit(LoggedOut(session_id, reason="device was unlinked"))
+                return
+            session.device, session.phone_number = device, phone
+            self._spawn(session, self._connect_later(session))
+            return
+        self._spawn(session, self._rotate_qr(session))
+
+    async def _connect_later(self, session: _Session) -> None:
+        await asyncio.sleep(self.timings.connect_delay)
+        if session.state != "closed":
+            self._connect(session)
+
+    async def _rotate_qr(self, session: _Session) -> None:
+        t = self.timings
+        for number in range(1 + t.qr_rotations):
+            valid = t.qr_first if number == 0 else t.qr_next
+            code = f"2@sandbox,{session.id},{number},{secrets.token_urlsafe(24)}"
+            self.emit(QrCode(session.id, code=code, expires_in=valid))
+            await asyncio.sleep(valid)
+            if session.state != "linking":
+                return
+        self._close(session)
+        self.emit(
+            Disconnected(
+                session.id,
+                reason="the QR code was not scanned in time",
+                will_reconnect=False,
+                code="qr_timeout",
+            )
+        )
+
+    async def stop(self, session_id: str) -> None:
+        session = self._sessions.get(session_id)
+        if session is None:
+            return
+        if session.state == "connected":
+            self.world.log(session_id, "disconnect", worker=self.worker, reason="stop")
+        self._close(session)
+
+    async def logout(self, session_id: str) -> None:
+        session = self._session(session_id)
+        if session.device:
+            self.world.unlink(session_id)
+        self.world.log(session_id, "logout", worker=self.worker)
+        delete_store(session.auth_dir)
+        self._close(session)
+        self.emit(LoggedOut(session_id, reason="logged out"))
+
+    async def send(self, session_id: str, message: OutboundMessage) -> SendResult:
+        session = self._session(session_id, connected=True)
+        if jid_user(message.to).endswith(NOT_ON_WHATSAPP_SUFFIX):
+            raise EngineError(
+                f"{jid_user(message.to)} is not on WhatsApp", permanent=True, code="not_on_whatsapp"
+            )
+        entry = {
+            "to": message.to,
+            "type": message.type,
+            "text": message.text,
+            "caption": message.caption,
+            "reply_to": message.reply_to,
+            "reaction": message.reaction,
+            "worker": self.worker,
+        }
+        if message.media is not None:
+            data = Path(message.media.path).read_bytes()
+            entry["media"] = {
+                "mime_type": message.media.mime_type,
+                "size": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "filename": message.media.filename,
+            }
+        if message.location is not None:
+            entry["location"] = [message.location.latitude, message.location.longitude]
+        if message.contact is not None:
+            entry["contact"] = message.contact.name
+        if self.world.deliver(session_id, message.id, entry):
+            self._spawn(session, self._receipts(session, message))
+        return SendResult(wa_message_id=message.id, timestamp=time.time())
+
+    async def _receipts(self, session: _Session, message: OutboundMessage) -> None:
+        t = self.timings
+        steps = [("delivered", t.delivered_after), ("read", t.read_after - t.delivered_after)]
+        if message.type == "voice":
+            steps.append(("played", t.played_after))
+        for status, delay in steps:
+            await asyncio.sleep(max(0.0, delay))
+            if session.state != "connected":
+                return  # receipts for an offline session arrive... never, in the sandbox
+            self.emit(
+                Receipt(
+                    session.id,
+                    chat=message.to,
+                    message_ids=(message.id,),
+                    status=status,
+                    timestamp=time.time(),
+                )
+            )
+
+    async def request_pair_code(self, session_id: str, phone_number: str) -> str:
+        session = self._session(session_id)
+        if session.state != "linking":
+            raise EngineError(
+                "the session is already linked", permanent=True, code="already_linked"
+            )
+        session.pair_phone = phone_number
+        code = "".join(secrets.choice("ABCDEFGHJKLMNPQRSTVWXYZ23456789") for _ in range(8))
+        code = f"{code[:4]}-{code[4:]}"
+        self.emit(PairCode(session_id, code=code, expires_in=self.timings.pair_code_valid))
+        return code
+
+    async def check_numbers(self, session_id: str, phone_numbers: list[str]) -> list[NumberCheck]:
+        self._session(session_id, connected=True)
+        return [
+            NumberCheck(
+                number,
+                on_whatsapp=not number.endswith(NOT_ON_WHATSAPP_SUFFIX),
+                jid="" if number.endswith(NOT_ON_WHATSAPP_SUFFIX) else phone_to_jid(number),
+            )
+            for number in phone_numbers
+        ]
+
+    async def mark_read(
+        self, session_id: str, chat: str, message_ids: list[str], sender: str = ""
+    ) -> None:
+        self._session(session_id, connected=True)
+        self.world.log(session_id, "mark_read", chat=chat, message_ids=list(message_ids))
+
+    async def set_typing(self, session_id: str, chat: str, typing: bool) -> None:
+        self._session(session_id, connected=True)
+        self.world.log(session_id, "typing" if typing else "paused", chat=chat)
+
+    async def download(self, session_id: str, media: InboundMedia) -> bytes:
+        self._session(session_id, connected=True)
+        try:
+            return base64.b64decode(media.ref["data"])
+        except (KeyError, ValueError) as exc:
+            raise EngineError(
+                "the media cannot be downloaded", permanent=True, code="media_unavailable"
+            ) from exc
+
+    async def close(self) -> None:
+        for session_id in list(self._sessions):
+            await self.stop(session_id)
+
+    # --- what the simulated phone does (the sandbox controls) --------------------------------
+
+    async def scan(self, session_id: str, phone_number: str = "") -> None:
+        """The phone scans the QR code (or enters the pairing code): the session is linked."""
+        session = self._session(session_id)
+        phone_number = phone_number or session.pair_phone
+        if session.state != "linking":
+            raise EngineError(
+                "the session is not showing a QR code", permanent=True, code="not_linking"
+            )
+        if not phone_number:
+            raise EngineError(
+                "a phone number is needed to link", permanent=True, code="phone_number_required"
+            )
+        session.device = self.world.link(session_id, phone_number)
+        session.phone_number = phone_number
+        KeyValueStore(session.auth_dir).set(device=session.device, phone_number=phone_number)
+        for task in list(session.tasks):
+            task.cancel()
+        self._connect(session)
+
+    async def receive(
+        self,
+        session_id: str,
+        *,
+        sender_phone: str,
+        type: str = "text",
+        text: str = "",
+        media: bytes | None = None,
+        mime_type: str = "",
+        filename: str = "",
+        as_lid: bool = False,
+        group: str = "",
+        wa_message_id: str = "",
+    ) -> InboundMessage:
+        """A contact sends the session a message. `as_lid` hides the sender's number behind a
+        @lid JID (as WhatsApp does more and more); the engine still resolves the number."""
+        self._session(session_id, connected=True)
+        sender_jid = phone_to_jid(sender_phone)
+        if as_lid:
+            sender_jid = f"{int(hashlib.sha256(sender_phone.encode()).hexdigest()[:12], 16)}@lid"
+        inbound_media = None
+        if media is not None:
+            inbound_media = InboundMedia(
+                mime_type=mime_type or "application/octet-stream",
+                filename=filename,
+                size=len(media),
+                sha256=hashlib.sha256(media).hexdigest(),
+                ref={"data": base64.b64encode(media).decode()},
+            )
+        message = InboundMessage(
+            wa_message_id=wa_message_id or "SB" + secrets.token_hex(10).upper(),
+            chat=group or sender_jid,
+            sender=sender_jid,
+            type=type,
+            timestamp=time.time(),
+            sender_phone=jid_to_phone(phone_to_jid(sender_phone)),
+            push_name="Contact",
+            is_group=bool(group),
+            text=text if type == "text" else "",
+            caption=text if type != "text" else "",
+            media=inbound_media,
+        )
+        self.emit(MessageReceived(session_id, message))
+        return message
+
+    async def drop_connection(self, session_id: str) -> None:
+        """The network drops; like whatsmeow, the engine reconnects by itself."""
+        session = self._session(session_id, connected=True)
+        self.world.log(session_id, "disconnect", worker=self.worker, reason="network")
+        session.state = "reconnecting"
+        self.emit(Disconnected(session_id, reason="connection lost", will_reconnect=True))
+        self._spawn(session, self._reconnect(session))
+
+    async def _reconnect(self, session: _Session) -> None:
+        await asyncio.sleep(self.timings.reconnect_delay)
+        if session.state == "reconnecting":
+            self._connect(session)
+
+    async def remote_logout(self, session_id: str) -> None:
+        """The user removes the linked device on the phone."""
+        session = self._session(session_id)
+        self.world.unlink(session_id)
+        self.world.log(session_id, "remote_logout", worker=self.worker)
+        delete_store(session.auth_dir)
+        self._close(session)
+        self.emit(LoggedOut(session_id, reason="unlinked from the phone"))
+
+    async def replace(self, session_id: str) -> None:
+        """Another connection with the same credentials takes over this session."""
+        session = self._session(session_id, connected=True)
+        self.world.log(session_id, "replaced", worker=self.worker)
+        self._close(session)
+        self.emit(StreamReplaced(session_id))
+
+    def status(self, session_id: str) -> str:
+        """`linking`, `connected`, `reconnecting`, or `stopped` when this engine does not run it."""
+        session = self._sessions.get(session_id)
+        return session.state if session else "stopped"
