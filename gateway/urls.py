@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from gateway import health, metrics
 from sessions_app import views as session_views
+from workers import sandbox
 from workers import views as worker_views
 
 # API paths have no trailing slash, as documented (`/api/v1/sessions/{id}/start`).
@@ -34,6 +35,11 @@ api_v1 = [
         session_views.SessionLogoutApi.as_view(),
         name="session-logout",
     ),
+    path("sandbox/sessions/<uuid:session_id>/scan", sandbox.SandboxScanApi.as_view()),
+    path("sandbox/sessions/<uuid:session_id>/receive", sandbox.SandboxReceiveApi.as_view()),
+    path("sandbox/sessions/<uuid:session_id>/disconnect", sandbox.SandboxDisconnectApi.as_view()),
+    path("sandbox/sessions/<uuid:session_id>/logout", sandbox.SandboxLogoutApi.as_view()),
+    path("sandbox/sessions/<uuid:session_id>/replace", sandbox.SandboxReplaceApi.as_view()),
     path("workers", worker_views.WorkerListApi.as_view(), name="worker-list"),
     path("workers/<uuid:worker_id>", worker_views.WorkerDetailApi.as_view(), name="worker-detail"),
 ]

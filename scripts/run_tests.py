@@ -27,10 +27,8 @@ from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-# pytest-django tests in `test_<name>`; a name per run lets two runs share one server.
-DATABASE_URL = os.environ.get(
-    "TEST_DATABASE_URL", f"postgres://postgres@127.0.0.1:5432/gateway_{os.getpid()}"
-)
+# pytest-django tests in `test_gateway`, recreated by each run (so a crashed run leaves nothing).
+DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/gateway")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 BUCKET = "gateway-test"
 

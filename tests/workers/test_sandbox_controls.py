@@ -1,0 +1,215 @@
+"""Sandbox controls from the API and the shell reach the engine through the channel layer."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import io
+import uuid
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.core.management import call_command
+from django.db import connections
+from rest_framework.test import APIClient
+
+from tests.workers.engines.test_sandbox import FAST, next_event
+from workers.engines.base import Connected, Disconnected, MessageReceived, QrCode, StreamReplaced
+from workers.engines.sandbox import SandboxEngine, SandboxWorld
+from workers.runtime.sandbox_controls import SandboxControlListener
+
+
+@pytest_asyncio.fixture
+async def running(make_session, tmp_path: Path):
+    """A sandbox session showing QR codes in an engine whose listener follows the channel layer."""
+    session = await sync_to_async(make_session)(engine="sandbox")
+    engine = SandboxEngine(SandboxWorld(tmp_path / "world"), worker="w1", timings=FAST)
+    listener = SandboxControlListener(engine, get_channel_layer(), retry_seconds=0.05)
+    await listener.join(str(session.id))
+    stop = asyncio.Event()
+    task = asyncio.create_task(listener.run(stop))
+    await engine.start(str(session.id), tmp_path / "auth")
+    await next_event(engine, QrCode)
+    while not listener.channel:  # subscribed before the test publishes
+        await asyncio.sleep(0.01)
+    yield session, engine
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    await engine.close()
+    # The ORM ran in sync_to_async's thread: close its connection, or the test database cannot be
+    # dropped at the end of the run.
+    await sync_to_async(connections.close_all)()
+
+
+def post(api: APIClient, session, action: str, body: dict | None = None):
+    return sync_to_async(api.post)(
+        f"/api/v1/sandbox/sessions/{session.id}/{action}", body or {}, format="json"
+    )
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_the_api_drives_the_simulated_phone(running, api: APIClient) -> None:
+    session, engine = running
+
+    response = await post(api, session, "scan", {"phone_number": "+15550001"})
+    assert response.status_code == 202
+    assert response.json() == {"session_id": str(session.id), "action": "scan", "sent": True}
+    assert (await next_event(engine, Connected)).phone_number == "+15550001"
+
+    await post(api, session, "receive", {"from": "+15550002", "text": "hello", "as_lid": True})
+    message = (await next_event(engine, MessageReceived)).message
+    assert (message.text, message.sender_phone) == ("hello", "+15550002")
+
+    picture = base64.b64encode(b"\x89PNG-bytes").decode()
+    await post(
+        api,
+        session,
+        "receive",
+        {
+            "from": "+15550002",
+            "type": "image",
+            "text": "look",
+            "media": {"data": picture, "mime_type": "image/png"},
+        },
+    )
+    image = (await next_event(engine, MessageReceived)).message
+    assert await engine.download(str(session.id), image.media) == b"\x89PNG-bytes"
+
+    await post(api, session, "disconnect")
+    assert (await next_event(engine, Disconnected)).will_reconnect
+    await next_event(engine, Connected)
+
+    await post(api, session, "replace")
+    assert isinstance(await next_event(engine, StreamReplaced), StreamReplaced)
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_the_sandbox_command_does_the_same(running) -> None:
+    session, engine = running
+    out = io.StringIO()
+    await sync_to_async(call_command)(
+        "sandbox", "scan", str(session.id), "--phone", "+15550007", stdout=out
+    )
+    assert "sent scan" in out.getvalue()
+    assert (await next_event(engine, Connected)).phone_number == "+15550007"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("action", "body", "field"),
+    [
+        ("scan", {"phone_number": "15550001"}, "phone_number"),
+        ("receive", {"from": "+1", "text": "x"}, "from"),
+        ("receive", {"from": "+15550002"}, "text"),
+        ("receive", {"from": "+15550002", "type": "image"}, "media"),
+        (
+            "receive",
+            {
+                "from": "+15550002",
+                "type": "image",
+                "media": {"data": "not base64!", "mime_type": "image/png"},
+            },
+            "media",
+        ),
+        ("receive", {"from": "+15550002", "type": "sticker", "text": "x"}, "type"),
+    ],
+)
+def test_bad_control_input_is_a_400(
+    api: APIClient,
+    make_session,
+    action: str,
+    body: dict,
+    field: str,
+) -> None:
+    session = make_session(engine="sandbox")
+    response = api.post(f"/api/v1/sandbox/sessions/{session.id}/{action}", body, format="json")
+    assert response.status_code == 400
+    assert field in response.json()["error"]["details"]
+
+
+@pytest.mark.django_db
+def test_controls_are_for_sandbox_sessions_only(api: APIClient, make_session) -> None:
+    session = make_session(engine="neonize")
+    response = api.post(f"/api/v1/sandbox/sessions/{session.id}/disconnect")
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "not_a_sandbox_session"
+
+
+@pytest.mark.django_db
+def test_controls_are_404_when_the_sandbox_is_disabled(
+    api: APIClient,
+    make_session,
+    settings,
+) -> None:
+    settings.SANDBOX_ENABLED = False
+    session = make_session(engine="sandbox")
+    response = api.post(f"/api/v1/sandbox/sessions/{session.id}/scan", {}, format="json")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "sandbox_disabled"
+
+
+@pytest.mark.django_db
+def test_controls_for_unknown_sessions_are_404(api: APIClient) -> None:
+    response = api.post(f"/api/v1/sandbox/sessions/{uuid.uuid4()}/logout")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.django_db
+def test_controls_are_503_when_the_channel_layer_is_down(
+    api: APIClient,
+    make_session,
+    settings,
+) -> None:
+    assert settings.REDIS_URL, "this test needs the Redis configuration of `make test`"
+    layers = copy.deepcopy(settings.CHANNEL_LAYERS)
+    layers["default"]["CONFIG"]["hosts"][0]["address"] = "redis://127.0.0.1:1/0"
+    settings.CHANNEL_LAYERS = layers
+    session = make_session(engine="sandbox")
+    response = api.post(f"/api/v1/sandbox/sessions/{session.id}/logout")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "service_unavailable"
+
+
+@pytest.mark.asyncio
+async def test_the_listener_survives_the_channel_layer_going_away(tmp_path: Path) -> None:
+    """A layer that fails, then works again: the listener rejoins its groups and goes on."""
+    from channels.layers import InMemoryChannelLayer
+
+    class FlakyLayer(InMemoryChannelLayer):
+        failures = 3
+
+        async def receive(self, channel):
+            if self.failures:
+                self.failures -= 1
+                raise ConnectionError("layer down")
+            return await super().receive(channel)
+
+    layer = FlakyLayer()
+    engine = SandboxEngine(SandboxWorld(tmp_path / "world"), timings=FAST)
+    listener = SandboxControlListener(engine, layer, retry_seconds=0.01)
+    await listener.join("s1")
+    await engine.start("s1", tmp_path / "auth")
+    stop = asyncio.Event()
+    task = asyncio.create_task(listener.run(stop))
+    while layer.failures or not listener.channel:  # failed three times, then subscribed again
+        await asyncio.sleep(0.01)
+    await layer.group_send(
+        "sandbox.s1",
+        {
+            "type": "sandbox.control",
+            "session_id": "s1",
+            "action": "scan",
+            "arguments": {"phone_number": "+1555"},
+        },
+    )
+    assert (await next_event(engine, Connected)).phone_number == "+1555"
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    await engine.close()

@@ -1,0 +1,207 @@
+"""Sandbox controls: drive the simulated phone of a sandbox session from the API or the shell.
+
+A control is published on the channel layer to the group `sandbox.<session id>`; the worker that
+runs the session (in this process or any other) has joined that group and applies it to its engine.
+Like any push it is fire-and-forget: the effects arrive as the session's events.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from gateway.errors import ApiError, Conflict, ServiceUnavailable
+from gateway.openapi import errors
+from sessions_app.models import Engine, Session
+from sessions_app.selectors import session_get
+
+ACTIONS = ("scan", "receive", "disconnect", "logout", "replace")
+E164 = r"^\+[1-9]\d{6,14}$"
+MAX_MEDIA_BYTES = 5 * 1024 * 1024
+
+
+def control_group(session_id: object) -> str:
+    return f"sandbox.{session_id}"
+
+
+class SandboxDisabled(ApiError):
+    status_code = status.HTTP_404_NOT_FOUND
+    default_detail = "The sandbox is disabled (SANDBOX_ENABLED)."
+    default_code = "sandbox_disabled"
+
+
+def sandbox_control_send(*, session: Session, action: str, **arguments: object) -> None:
+    """Publish one control for `session`. Raises Conflict for a session of another engine and
+    ServiceUnavailable when the channel layer cannot be reached."""
+    if not settings.SANDBOX_ENABLED:
+        raise SandboxDisabled()
+    if session.engine != Engine.SANDBOX:
+        raise Conflict(
+            "Only sandbox sessions have a simulated phone.", code="not_a_sandbox_session"
+        )
+    message = {
+        "type": "sandbox.control",
+        "session_id": str(session.id),
+        "action": action,
+        "arguments": arguments,
+    }
+    try:
+        async_to_sync(get_channel_layer().group_send)(control_group(session.id), message)
+    except Exception as exc:
+        raise ServiceUnavailable("The channel layer is unavailable.") from exc
+
+
+class SandboxScanInputSerializer(serializers.Serializer):
+    phone_number = serializers.RegexField(
+        E164, help_text="E.164, e.g. +15550001.", required=False, default=""
+    )
+
+
+class SandboxMediaInputSerializer(serializers.Serializer):
+    data = serializers.CharField(help_text="The file, base64.")
+    mime_type = serializers.CharField(max_length=100)
+    filename = serializers.CharField(max_length=200, required=False, default="")
+
+    def validate_data(self, value: str) -> str:
+        try:
+            decoded = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise serializers.ValidationError("Not valid base64.") from None
+        if len(decoded) > MAX_MEDIA_BYTES:
+            raise serializers.ValidationError(f"At most {MAX_MEDIA_BYTES} bytes.")
+        return value
+
+
+class SandboxReceiveInputSerializer(serializers.Serializer):
+    # `from` is a Python keyword, so the field is declared through the class namespace.
+    locals()["from"] = serializers.RegexField(E164, help_text="Who sends it (E.164).")
+    type = serializers.ChoiceField(
+        ["text", "image", "video", "audio", "voice", "document"], default="text"
+    )
+    text = serializers.CharField(
+        max_length=4096, required=False, default="", help_text="The text, or the caption of media."
+    )
+    media = SandboxMediaInputSerializer(required=False)
+    as_lid = serializers.BooleanField(
+        default=False, help_text="Hide the sender's number behind a @lid JID."
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        if attrs["type"] == "text" and not attrs["text"]:
+            raise serializers.ValidationError({"text": ["A text message needs text."]})
+        if attrs["type"] != "text" and "media" not in attrs:
+            raise serializers.ValidationError(
+                {"media": [f"A {attrs['type']} message needs media."]}
+            )
+        return attrs
+
+
+SERIALIZERS = {"scan": SandboxScanInputSerializer, "receive": SandboxReceiveInputSerializer}
+
+
+def control_arguments(action: str, data: dict) -> dict:
+    """Validated API input → the engine's keyword arguments."""
+    serializer_class = SERIALIZERS.get(action)
+    if serializer_class is None:
+        return {}
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    values = serializer.validated_data
+    if action == "scan":
+        return {"phone_number": values["phone_number"]}
+    arguments = {
+        "sender_phone": values["from"],
+        "type": values["type"],
+        "text": values["text"],
+        "as_lid": values["as_lid"],
+    }
+    if "media" in values:
+        arguments.update(
+            media_base64=values["media"]["data"],
+            mime_type=values["media"]["mime_type"],
+            filename=values["media"]["filename"],
+        )
+    return arguments
+
+
+class _SandboxControlApi(APIView):
+    action = ""
+
+    def control(self, request: Request, session_id: object) -> Response:
+        if not settings.SANDBOX_ENABLED:
+            raise SandboxDisabled()
+        session = session_get(session_id=session_id)
+        arguments = control_arguments(self.action, request.data)
+        sandbox_control_send(session=session, action=self.action, **arguments)
+        return Response(
+            {"session_id": str(session.id), "action": self.action, "sent": True},
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+def _schema(action: str, request: type | None, summary: str):
+    return extend_schema(
+        operation_id=f"sandbox_{action}",
+        tags=["sandbox"],
+        request=request,
+        summary=summary,
+        responses={202: SandboxSentSerializer, **errors(400, 404, 409, 503)},
+        description="Only when SANDBOX_ENABLED, and only for sessions of the `sandbox` engine. "
+        "The control is published to the worker running the session; its effects arrive as the "
+        "session's events.",
+    )
+
+
+class SandboxSentSerializer(serializers.Serializer):
+    session_id = serializers.UUIDField()
+    action = serializers.ChoiceField(ACTIONS)
+    sent = serializers.BooleanField()
+
+
+class SandboxScanApi(_SandboxControlApi):
+    action = "scan"
+
+    @_schema("scan", SandboxScanInputSerializer, "Link as if the QR or pairing code were scanned")
+    def post(self, request: Request, session_id: object) -> Response:
+        return self.control(request, session_id)
+
+
+class SandboxReceiveApi(_SandboxControlApi):
+    action = "receive"
+
+    @_schema("receive", SandboxReceiveInputSerializer, "Deliver an inbound message")
+    def post(self, request: Request, session_id: object) -> Response:
+        return self.control(request, session_id)
+
+
+class SandboxDisconnectApi(_SandboxControlApi):
+    action = "disconnect"
+
+    @_schema("disconnect", None, "Drop the connection (it comes back by itself)")
+    def post(self, request: Request, session_id: object) -> Response:
+        return self.control(request, session_id)
+
+
+class SandboxLogoutApi(_SandboxControlApi):
+    action = "logout"
+
+    @_schema("logout", None, "Unlink the device from the simulated phone")
+    def post(self, request: Request, session_id: object) -> Response:
+        return self.control(request, session_id)
+
+
+class SandboxReplaceApi(_SandboxControlApi):
+    action = "replace"
+
+    @_schema("replace", None, "Let another connection take the session over")
+    def post(self, request: Request, session_id: object) -> Response:
+        return self.control(request, session_id)
