@@ -1,0 +1,359 @@
+"""The worker's side of engine hosts: `HostedEngine` runs an engine's sessions in child processes.
+
+- Hosts are started fresh with `subprocess` (fork + exec of a new interpreter), never forked from
+  the worker, so no engine state is ever copied into a child.
+- A host holds at most `sessions_per_host` sessions; a new one is started when all are full.
+- Every call has a deadline. A call that misses it means the host is stuck: the host is killed and
+  replaced ("recycled"), and the call fails with a transient `EngineError`.
+- A host that dies (a crash in the engine's native code, a SIGKILL) is replaced, and only its
+  sessions are started again, one at a time, from their stores; each first gets a `Disconnected`
+  (will_reconnect=True) so the runtime shows them as reconnecting.
+- The host's stdout/stderr (native libraries print there) become log lines of ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from workers.engines.base import (
+    Disconnected,
+    Engine,
+    EngineError,
+    InboundMedia,
+    NumberCheck,
+    OutboundMessage,
+    SendResult,
+)
+from workers.engines.host import protocol
+
+logger = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parents[3]
+
+
+class _Host:
+    """One child process and the pipes to it."""
+
+    _numbers = itertools.count(1)
+
+    def __init__(self, owner: HostedEngine) -> None:
+        self.owner = owner
+        self.number = next(self._numbers)
+        self.sessions: set[str] = set()
+        self.process: asyncio.subprocess.Process | None = None
+        self.pid = 0
+        self._writer: asyncio.StreamWriter | None = None
+        self._pending: dict[int, asyncio.Future] = {}
+        self._ids = itertools.count(1)
+        self._tasks: list[asyncio.Task] = []
+        self.alive = False
+        self.retired = False  # replaced on purpose: its death is not a crash
+
+    async def spawn(self) -> None:
+        loop = asyncio.get_running_loop()
+        to_host_r, to_host_w = os.pipe()
+        from_host_r, from_host_w = os.pipe()
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "workers.engines.host.server",
+                self.owner.name,
+                str(to_host_r),
+                str(from_host_w),
+                pass_fds=(to_host_r, from_host_w),
+                cwd=ROOT,
+                env=self.owner.host_env(),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        finally:
+            os.close(to_host_r)
+            os.close(from_host_w)
+        self.pid = self.process.pid
+        reader = asyncio.StreamReader(limit=64 * 1024 * 1024)
+        await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(from_host_r, "rb", buffering=0)
+        )
+        transport, proto = await loop.connect_write_pipe(
+            asyncio.streams.FlowControlMixin, os.fdopen(to_host_w, "wb", buffering=0)
+        )
+        self._writer = asyncio.StreamWriter(transport, proto, None, loop)
+        hello = await asyncio.wait_for(reader.readline(), self.owner.start_timeout)
+        message = json.loads(hello or b"{}")
+        if message.get("v") != protocol.VERSION or "hello" not in message:
+            self.kill()
+            raise EngineError(
+                f"engine host speaks {message.get('v')!r}, not {protocol.VERSION}",
+                code="host_version",
+            )
+        self.alive = True
+        self._tasks = [
+            asyncio.create_task(self._read(reader)),
+            asyncio.create_task(self._forward_output()),
+            asyncio.create_task(self._watch()),
+        ]
+        logger.info(
+            "engine host %s started",
+            self.number,
+            extra={"engine": self.owner.name, "host_pid": self.pid},
+        )
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        while line := await reader.readline():
+            message = json.loads(line)
+            if "event" in message:
+                self.owner.emit(protocol.decode_event(message["event"]))
+            elif (future := self._pending.pop(message.get("id"), None)) and not future.done():
+                future.set_result(message)
+
+    async def _forward_output(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        while line := await self.process.stdout.readline():
+            logger.info(
+                "engine host output: %s",
+                line.decode(errors="replace").rstrip(),
+                extra={"engine": self.owner.name, "host_pid": self.pid},
+            )
+
+    async def _watch(self) -> None:
+        assert self.process is not None
+        code = await self.process.wait()
+        self.alive = False
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(EngineError("the engine host died", code="host_died"))
+        self._pending.clear()
+        if not self.retired:
+            logger.warning(
+                "engine host %s exited with %s",
+                self.number,
+                code,
+                extra={"engine": self.owner.name, "host_pid": self.pid},
+            )
+            self.owner.host_died(self)
+
+    async def call(self, op: str, **args: Any) -> Any:
+        if not self.alive or self._writer is None:
+            raise EngineError("the engine host is not running", code="host_died")
+        request_id = next(self._ids)
+        future = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        self._writer.write(
+            protocol.dumps({"id": request_id, "op": op, "args": protocol.encode(args)})
+        )
+        try:
+            reply = await asyncio.wait_for(future, self.owner.call_timeout)
+        except TimeoutError:
+            self._pending.pop(request_id, None)
+            logger.error(
+                "engine host %s did not answer %s in %ss; recycling it",
+                self.number,
+                op,
+                self.owner.call_timeout,
+                extra={"host_pid": self.pid},
+            )
+            self.kill()  # its death restarts its sessions on a new host
+            raise EngineError(
+                f"the engine host did not answer {op} in time", code="host_timeout"
+            ) from None
+        if not reply["ok"]:
+            error = reply["error"]
+            raise EngineError(error["message"], permanent=error["permanent"], code=error["code"])
+        return protocol.decode_result(op, reply["result"])
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+
+    async def shutdown(self, timeout: float) -> None:
+        """Close the pipe (the host stops its sessions and exits); kill it if it does not."""
+        self.retired = True
+        if self._writer is not None:
+            self._writer.close()
+        if self.process is not None:
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout)
+            except TimeoutError:
+                self.kill()
+                await self.process.wait()
+        for task in self._tasks:
+            task.cancel()
+
+
+class HostedEngine(Engine):
+    """An engine whose sessions run in supervised host processes."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        sessions_per_host: int = 20,
+        call_timeout: float = 60.0,
+        start_timeout: float = 30.0,
+        restart_delay: float = 1.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.accepts_message_ids = name == "sandbox"
+        self.sessions_per_host = sessions_per_host
+        self.call_timeout = call_timeout
+        self.start_timeout = start_timeout
+        self.restart_delay = restart_delay
+        self.extra_env = env or {}
+        self.hosts: list[_Host] = []
+        self._placement: dict[str, _Host] = {}
+        self._auth_dirs: dict[str, Path] = {}
+        self._lock = asyncio.Lock()  # placement and host changes, one at a time
+        self._restarts: set[asyncio.Task] = set()
+        self._closing = False
+
+    def host_env(self) -> dict[str, str]:
+        return {**os.environ, **self.extra_env}
+
+    async def _host_with_room(self) -> _Host:
+        for host in self.hosts:
+            if host.alive and len(host.sessions) < self.sessions_per_host:
+                return host
+        host = _Host(self)
+        await host.spawn()
+        self.hosts.append(host)
+        return host
+
+    def _host_of(self, session_id: str) -> _Host:
+        host = self._placement.get(session_id)
+        if host is None:
+            raise EngineError(
+                f"session {session_id} is not started", permanent=True, code="not_started"
+            )
+        return host
+
+    # --- supervision --------------------------------------------------------------------------
+
+    def host_died(self, host: _Host) -> None:
+        if self._closing:
+            return
+        task = asyncio.get_running_loop().create_task(self._replace(host))
+        self._restarts.add(task)
+        task.add_done_callback(self._restarts.discard)
+
+    async def _replace(self, dead: _Host) -> None:
+        sessions = sorted(dead.sessions)
+        for session_id in sessions:
+            self.emit(Disconnected(session_id, reason="engine host restarted", will_reconnect=True))
+        async with self._lock:
+            if dead in self.hosts:
+                self.hosts.remove(dead)
+        await asyncio.sleep(self.restart_delay)
+        for session_id in sessions:  # one at a time, as the engine requires
+            if self._closing or self._placement.get(session_id) is not dead:
+                continue
+            try:
+                await self._start_on_host(session_id, self._auth_dirs[session_id])
+            except EngineError as exc:
+                logger.error(
+                    "could not restart session on a new engine host: %s",
+                    exc,
+                    extra={"session_id": session_id},
+                )
+                self._placement.pop(session_id, None)
+                self.emit(
+                    Disconnected(
+                        session_id, reason=str(exc), will_reconnect=False, code="host_failed"
+                    )
+                )
+
+    async def _start_on_host(self, session_id: str, auth_dir: Path) -> None:
+        async with self._lock:
+            host = await self._host_with_room()
+            host.sessions.add(session_id)
+            self._placement[session_id] = host
+            self._auth_dirs[session_id] = Path(auth_dir)
+        await host.call("start", session_id=session_id, auth_dir=str(auth_dir))
+
+    # --- commands -----------------------------------------------------------------------------
+
+    async def start(self, session_id: str, auth_dir: Path) -> None:
+        if session_id in self._placement:
+            raise EngineError(
+                f"session {session_id} is already started", permanent=True, code="already_started"
+            )
+        try:
+            await self._start_on_host(session_id, auth_dir)
+        except EngineError:
+            self._forget(session_id)
+            raise
+
+    def _forget(self, session_id: str) -> None:
+        host = self._placement.pop(session_id, None)
+        self._auth_dirs.pop(session_id, None)
+        if host is not None:
+            host.sessions.discard(session_id)
+
+    async def stop(self, session_id: str) -> None:
+        host = self._placement.get(session_id)
+        if host is None:
+            return
+        try:
+            await host.call("stop", session_id=session_id)
+        finally:
+            self._forget(session_id)
+
+    async def logout(self, session_id: str) -> None:
+        await self._host_of(session_id).call("logout", session_id=session_id)
+        self._forget(session_id)
+
+    async def send(self, session_id: str, message: OutboundMessage) -> SendResult:
+        return await self._host_of(session_id).call("send", session_id=session_id, message=message)
+
+    async def request_pair_code(self, session_id: str, phone_number: str) -> str:
+        return await self._host_of(session_id).call(
+            "request_pair_code", session_id=session_id, phone_number=phone_number
+        )
+
+    async def check_numbers(self, session_id: str, phone_numbers: list[str]) -> list[NumberCheck]:
+        return await self._host_of(session_id).call(
+            "check_numbers", session_id=session_id, phone_numbers=phone_numbers
+        )
+
+    async def mark_read(
+        self, session_id: str, chat: str, message_ids: list[str], sender: str = ""
+    ) -> None:
+        await self._host_of(session_id).call(
+            "mark_read", session_id=session_id, chat=chat, message_ids=message_ids, sender=sender
+        )
+
+    async def set_typing(self, session_id: str, chat: str, typing: bool) -> None:
+        await self._host_of(session_id).call(
+            "set_typing", session_id=session_id, chat=chat, typing=typing
+        )
+
+    async def download(self, session_id: str, media: InboundMedia) -> bytes:
+        return await self._host_of(session_id).call("download", session_id=session_id, media=media)
+
+    async def control(self, session_id: str, op: str, **args: Any) -> Any:
+        """A sandbox control (`scan`, `receive`, …) for a sandbox running in a host."""
+        if op not in protocol.SANDBOX_OPS:
+            raise EngineError(f"unknown control {op!r}", permanent=True, code="bad_request")
+        return await self._host_of(session_id).call(op, session_id=session_id, **args)
+
+    async def close(self) -> None:
+        self._closing = True
+        for task in list(self._restarts):
+            task.cancel()
+        await asyncio.gather(
+            *(host.shutdown(timeout=10) for host in self.hosts), return_exceptions=True
+        )
+        self.hosts.clear()
+        self._placement.clear()
+
+    def host_pids(self) -> list[int]:
+        return [host.pid for host in self.hosts if host.alive]

@@ -1,0 +1,139 @@
+"""The wire format between a worker and its engine hosts: one JSON object per line.
+
+    worker → host   {"v": 1, "id": 7, "op": "send", "args": {...}}
+    host → worker   {"v": 1, "hello": {"engine": "neonize", "pid": 123}}        (first line)
+                    {"v": 1, "id": 7, "ok": true, "result": ...}
+                    {"v": 1, "id": 7, "ok": false, "error": {"message", "permanent", "code"}}
+                    {"v": 1, "event": {"type": "receipt", ...}}
+
+A host that speaks another version is refused. Events and arguments are the dataclasses of
+`workers.engines.base`, turned into plain JSON by `encode` and back by `decode_event` and friends.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from workers.engines import base
+
+VERSION = 1
+
+_EVENTS: dict[str, type] = {
+    cls.__dataclass_fields__["type"].default: cls
+    for cls in (
+        base.QrCode,
+        base.PairCode,
+        base.Connected,
+        base.Disconnected,
+        base.LoggedOut,
+        base.StreamReplaced,
+        base.MessageReceived,
+        base.Receipt,
+        base.SendFailed,
+    )
+}
+
+
+def encode(value: Any) -> Any:
+    """Dataclasses, paths and tuples as JSON-ready values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [encode(item) for item in value]
+    if isinstance(value, dict):
+        return {key: encode(item) for key, item in value.items()}
+    return value
+
+
+def dumps(message: dict) -> bytes:
+    return (json.dumps({"v": VERSION, **message}, separators=(",", ":")) + "\n").encode()
+
+
+def _maybe(cls: type, value: dict | None) -> Any:
+    return cls(**value) if value is not None else None
+
+
+def decode_inbound(data: dict) -> base.InboundMessage:
+    return base.InboundMessage(
+        **{
+            **data,
+            "media": _maybe(base.InboundMedia, data.get("media")),
+            "location": _maybe(base.Location, data.get("location")),
+            "contact": _maybe(base.Contact, data.get("contact")),
+        }
+    )
+
+
+def decode_event(data: dict) -> base.Event:
+    cls = _EVENTS[data["type"]]
+    fields = dict(data)
+    if cls is base.MessageReceived:
+        fields["message"] = decode_inbound(fields["message"])
+    if cls is base.Receipt:
+        fields["message_ids"] = tuple(fields["message_ids"])
+    return cls(**fields)
+
+
+def decode_outbound(data: dict) -> base.OutboundMessage:
+    media = data.get("media")
+    return base.OutboundMessage(
+        **{
+            **data,
+            "media": base.Media(**{**media, "path": Path(media["path"])}) if media else None,
+            "location": _maybe(base.Location, data.get("location")),
+            "contact": _maybe(base.Contact, data.get("contact")),
+        }
+    )
+
+
+def decode_result(op: str, value: Any) -> Any:
+    if op == "send":
+        return base.SendResult(**value)
+    if op == "check_numbers":
+        return [base.NumberCheck(**item) for item in value]
+    if op == "download":
+        return base64.b64decode(value)
+    return value
+
+
+# The engine commands a host serves, and the sandbox's controls (served by sandbox hosts only).
+OPS = frozenset(
+    {
+        "start",
+        "stop",
+        "logout",
+        "send",
+        "request_pair_code",
+        "check_numbers",
+        "mark_read",
+        "set_typing",
+        "download",
+    }
+)
+SANDBOX_OPS = frozenset({"scan", "receive", "drop_connection", "remote_logout", "replace"})
+
+
+def decode_args(op: str, args: dict) -> dict:
+    """A request's arguments as the engine method takes them."""
+    args = dict(args)
+    if op == "start":
+        args["auth_dir"] = Path(args["auth_dir"])
+    elif op == "send":
+        args["message"] = decode_outbound(args["message"])
+    elif op == "download":
+        args["media"] = base.InboundMedia(**args["media"])
+    elif op == "receive" and args.get("media") is not None:
+        args["media"] = base64.b64decode(args["media"])
+    return args
+
+
+def encode_result(op: str, value: Any) -> Any:
+    if op == "download":
+        return base64.b64encode(value).decode()
+    return encode(value)

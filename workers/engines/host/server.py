@@ -1,0 +1,116 @@
+"""The host's side: runs one engine in this fresh process and serves the worker's calls.
+
+Started by `HostedEngine` as `python -m workers.engines.host.server ENGINE FD_IN FD_OUT`. EOF on
+FD_IN means the worker is gone: the host stops its sessions (keeping their stores) and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from workers.engines.base import Engine, EngineError
+from workers.engines.host import protocol
+
+logger = logging.getLogger("workers.engines.host")
+
+
+def make_engine(kind: str) -> Engine:
+    if kind == "sandbox":
+        from workers.engines.sandbox import SandboxEngine, SandboxTimings, SandboxWorld
+
+        timings = SandboxTimings(**json.loads(os.environ.get("SANDBOX_TIMINGS", "{}")))
+        return SandboxEngine(
+            SandboxWorld(Path(os.environ["SANDBOX_DIR"])),
+            worker=os.environ.get("ENGINE_HOST_WORKER", ""),
+            timings=timings,
+        )
+    if kind == "neonize":
+        from workers.engines.neonize.engine import NeonizeEngine
+
+        return NeonizeEngine()
+    raise SystemExit(f"unknown engine {kind!r}")
+
+
+class HostServer:
+    def __init__(self, engine: Engine, out: asyncio.StreamWriter) -> None:
+        self.engine = engine
+        self.out = out
+
+    def send(self, message: dict) -> None:
+        self.out.write(protocol.dumps(message))
+
+    async def forward_events(self) -> None:
+        async for event in self.engine.events():
+            self.send({"event": protocol.encode(event)})
+
+    async def handle(self, request: dict) -> None:
+        op = request.get("op", "")
+        try:
+            allowed = protocol.OPS | (
+                protocol.SANDBOX_OPS if self.engine.name == "sandbox" else set()
+            )
+            if op not in allowed:
+                raise EngineError(f"unknown operation {op!r}", permanent=True, code="bad_request")
+            args = protocol.decode_args(op, request.get("args") or {})
+            result = await getattr(self.engine, op)(**args)
+            self.send(
+                {"id": request["id"], "ok": True, "result": protocol.encode_result(op, result)}
+            )
+        except EngineError as exc:
+            error = {"message": str(exc), "permanent": exc.permanent, "code": exc.code}
+            self.send({"id": request["id"], "ok": False, "error": error})
+        except Exception as exc:
+            logger.exception("host operation %s failed", op)
+            error = {
+                "message": f"{type(exc).__name__}: {exc}",
+                "permanent": False,
+                "code": "host_error",
+            }
+            self.send({"id": request["id"], "ok": False, "error": error})
+
+
+async def serve(kind: str, fd_in: int, fd_out: int) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=64 * 1024 * 1024)
+    await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd_in, "rb", buffering=0)
+    )
+    transport, writer_protocol = await loop.connect_write_pipe(
+        asyncio.streams.FlowControlMixin, os.fdopen(fd_out, "wb", buffering=0)
+    )
+    out = asyncio.StreamWriter(transport, writer_protocol, None, loop)
+    engine = make_engine(kind)
+    server = HostServer(engine, out)
+    server.send({"hello": {"engine": kind, "pid": os.getpid()}})
+    events = asyncio.create_task(server.forward_events())
+    tasks: set[asyncio.Task] = set()
+    try:
+        while line := await reader.readline():
+            request = json.loads(line)
+            if request.get("v") != protocol.VERSION:
+                continue
+            task = asyncio.create_task(server.handle(request))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+    finally:
+        await engine.close()
+        events.cancel()
+
+
+def main() -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=os.environ.get("LOG_LEVEL", "INFO"),
+        format="%(levelname)s %(name)s %(message)s",
+    )
+    kind, fd_in, fd_out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    asyncio.run(serve(kind, fd_in, fd_out))
+
+
+if __name__ == "__main__":
+    main()
