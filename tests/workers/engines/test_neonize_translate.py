@@ -1,0 +1,225 @@
+"""neonize's real event objects, built from its protobuf classes, become our events."""
+
+from __future__ import annotations
+
+import pytest
+from neonize.proto import Neonize_pb2 as N
+from neonize.proto.waCommon import WACommon_pb2 as common
+from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as wa
+
+from workers.engines.base import Disconnected, LoggedOut
+from workers.engines.neonize import translate
+
+
+def jid(user: str, server: str = "s.whatsapp.net") -> N.JID:
+    return N.JID(User=user, Server=server)
+
+
+def message_event(
+    content: wa.Message,
+    *,
+    sender: N.JID | None = None,
+    sender_alt: N.JID | None = None,
+    chat: N.JID | None = None,
+    group: bool = False,
+) -> N.Message:
+    sender = sender or jid("15550002")
+    source = N.MessageSource(Chat=chat or sender, Sender=sender, IsFromMe=False, IsGroup=group)
+    if sender_alt is not None:
+        source.SenderAlt.CopyFrom(sender_alt)
+    info = N.MessageInfo(MessageSource=source, ID="3EB0ABC", Pushname="Ann", Timestamp=1700000000)
+    return N.Message(Info=info, Message=content)
+
+
+def test_a_text_message() -> None:
+    event = translate.translate_message("s1", message_event(wa.Message(conversation="hello")))
+    message = event.message
+    assert (event.session_id, message.type, message.text) == ("s1", "text", "hello")
+    assert (message.wa_message_id, message.chat, message.sender) == (
+        "3EB0ABC",
+        "15550002@s.whatsapp.net",
+        "15550002@s.whatsapp.net",
+    )
+    assert (message.sender_phone, message.push_name, message.timestamp) == (
+        "+15550002",
+        "Ann",
+        1700000000.0,
+    )
+
+
+def test_a_reply_carries_the_quoted_id() -> None:
+    content = wa.Message(
+        extendedTextMessage=wa.ExtendedTextMessage(
+            text="yes", contextInfo=wa.ContextInfo(stanzaID="QUOTED1")
+        )
+    )
+    message = translate.translate_message("s1", message_event(content)).message
+    assert (message.text, message.reply_to) == ("yes", "QUOTED1")
+
+
+def test_an_image_keeps_what_is_needed_to_download_it() -> None:
+    content = wa.Message(
+        imageMessage=wa.ImageMessage(
+            mimetype="image/jpeg",
+            caption="a cat",
+            fileLength=1234,
+            fileSHA256=b"\x01\x02",
+            mediaKey=b"k" * 32,
+            directPath="/v/t62/abc",
+        )
+    )
+    message = translate.translate_message("s1", message_event(content)).message
+    assert (message.type, message.caption) == ("image", "a cat")
+    assert (message.media.mime_type, message.media.size, message.media.sha256) == (
+        "image/jpeg",
+        1234,
+        "0102",
+    )
+    import base64
+
+    restored = wa.Message.FromString(base64.b64decode(message.media.ref["message"]))
+    assert restored.imageMessage.mediaKey == b"k" * 32
+
+
+@pytest.mark.parametrize(("ptt", "kind"), [(True, "voice"), (False, "audio")])
+def test_voice_notes_and_audio(ptt: bool, kind: str) -> None:
+    content = wa.Message(audioMessage=wa.AudioMessage(mimetype="audio/ogg; codecs=opus", PTT=ptt))
+    assert translate.translate_message("s1", message_event(content)).message.type == kind
+
+
+def test_documents_video_location_contact_and_reaction() -> None:
+    cases = {
+        "document": wa.Message(
+            documentMessage=wa.DocumentMessage(
+                mimetype="application/pdf", fileName="a.pdf", caption="the file"
+            )
+        ),
+        "video": wa.Message(videoMessage=wa.VideoMessage(mimetype="video/mp4")),
+        "location": wa.Message(
+            locationMessage=wa.LocationMessage(
+                degreesLatitude=52.5, degreesLongitude=13.4, name="Berlin"
+            )
+        ),
+        "contact": wa.Message(
+            contactMessage=wa.ContactMessage(displayName="Bob", vcard="BEGIN:VCARD\nEND:VCARD")
+        ),
+        "reaction": wa.Message(
+            reactionMessage=wa.ReactionMessage(text="👍", key=common.MessageKey(ID="TARGET1"))
+        ),
+    }
+    results = {
+        kind: translate.translate_message("s1", message_event(c)).message
+        for kind, c in cases.items()
+    }
+    assert results["document"].media.filename == "a.pdf"
+    assert results["document"].caption == "the file"
+    assert results["video"].type == "video"
+    assert (results["location"].location.latitude, results["location"].location.name) == (
+        52.5,
+        "Berlin",
+    )
+    assert results["contact"].contact.name == "Bob"
+    assert (results["reaction"].reaction, results["reaction"].reply_to) == ("👍", "TARGET1")
+
+
+def test_wrapped_messages_are_unwrapped() -> None:
+    content = wa.Message(
+        ephemeralMessage=wa.FutureProofMessage(message=wa.Message(conversation="disappearing"))
+    )
+    assert translate.translate_message("s1", message_event(content)).message.text == "disappearing"
+
+
+def test_a_lid_sender_gets_its_phone_number_from_sender_alt() -> None:
+    event = message_event(
+        wa.Message(conversation="hi"), sender=jid("123456789", "lid"), sender_alt=jid("15550003")
+    )
+    message = translate.translate_message("s1", event).message
+    assert message.sender == "123456789@lid"
+    assert message.sender_phone == "+15550003"
+
+
+def test_a_lid_sender_is_resolved_through_the_store_when_needed() -> None:
+    event = message_event(wa.Message(conversation="hi"), sender=jid("987654321", "lid"))
+    resolved = translate.translate_message(
+        "s1", event, resolve_lid=lambda lid: "15550004@s.whatsapp.net"
+    ).message
+    unresolved = translate.translate_message("s1", event, resolve_lid=lambda lid: "").message
+    assert (resolved.sender_phone, unresolved.sender_phone) == ("+15550004", "")
+
+
+def test_group_messages_name_the_group_and_the_sender() -> None:
+    event = message_event(
+        wa.Message(conversation="hi all"), chat=jid("1203630", "g.us"), group=True
+    )
+    message = translate.translate_message("s1", event).message
+    assert (message.chat, message.is_group, message.sender_phone) == (
+        "1203630@g.us",
+        True,
+        "+15550002",
+    )
+
+
+def test_protocol_messages_are_not_user_messages() -> None:
+    content = wa.Message(protocolMessage=wa.ProtocolMessage())
+    assert translate.translate_message("s1", message_event(content)) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "status"),
+    [
+        ("DELIVERED", "delivered"),
+        ("READ", "read"),
+        ("PLAYED", "played"),
+        ("READ_SELF", None),
+        ("SENDER", None),
+    ],
+)
+def test_receipts(name: str, status: str | None) -> None:
+    event = N.Receipt(
+        MessageSource=N.MessageSource(Chat=jid("15550002")),
+        MessageIDs=["A", "B"],
+        Timestamp=1700000001,
+        Type=N.Receipt.ReceiptType.Value(name),
+    )
+    receipt = translate.translate_receipt("s1", event)
+    if status is None:
+        assert receipt is None
+    else:
+        assert (receipt.status, receipt.message_ids, receipt.chat) == (
+            status,
+            ("A", "B"),
+            "15550002@s.whatsapp.net",
+        )
+
+
+def test_the_receipt_table_matches_neonize() -> None:
+    for number, status in translate.RECEIPT_STATUS.items():
+        assert N.Receipt.ReceiptType.Name(number) == status.upper()
+    for number in translate.LOGOUT_REASONS:
+        assert N.ConnectFailureReason.Name(number) in {
+            "LOGGED_OUT",
+            "MAIN_DEVICE_GONE",
+            "UNKNOWN_LOGOUT",
+        }
+    assert N.ConnectFailureReason.Name(3) == "TEMP_BANNED"
+
+
+def test_logged_out_and_connect_failures() -> None:
+    logged_out = translate.translate_logged_out(
+        "s1", N.LoggedOut(OnConnect=True, Reason=N.ConnectFailureReason.Value("MAIN_DEVICE_GONE"))
+    )
+    assert isinstance(logged_out, LoggedOut) and "main device gone" in logged_out.reason
+
+    failure = translate.translate_connect_failure(
+        "s1", N.ConnectFailure(Reason=N.ConnectFailureReason.Value("TEMP_BANNED"))
+    )
+    assert isinstance(failure, Disconnected)
+    assert (failure.will_reconnect, failure.code) == (False, "temporarily_banned")
+    transient = translate.translate_connect_failure(
+        "s1", N.ConnectFailure(Reason=N.ConnectFailureReason.Value("SERVICE_UNAVAILABLE"))
+    )
+    assert transient.will_reconnect
+    gone = translate.translate_connect_failure(
+        "s1", N.ConnectFailure(Reason=N.ConnectFailureReason.Value("LOGGED_OUT"))
+    )
+    assert isinstance(gone, LoggedOut)

@@ -1,0 +1,188 @@
+"""neonize's event objects (protobuf messages) → our engine events.
+
+Pure functions over the protobuf objects' attributes: they import nothing from neonize, so they can
+be tested with real neonize event objects built from its protobuf classes, without a connection.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Callable
+
+from workers.engines.base import (
+    Contact,
+    Disconnected,
+    InboundMedia,
+    InboundMessage,
+    Location,
+    LoggedOut,
+    MessageReceived,
+    Receipt,
+)
+from workers.engines.jids import LID_SERVER, USER_SERVER, jid_to_phone
+
+logger = logging.getLogger(__name__)
+
+# whatsmeow's receipt types (neonize.proto.Neonize_pb2.Receipt.ReceiptType): the ones that move an
+# outbound message forward. SENDER, RETRY, READ_SELF, … are not about the recipient.
+RECEIPT_STATUS = {1: "delivered", 4: "read", 6: "played"}
+
+# ConnectFailureReason values that mean the device was unlinked: the store is worthless.
+LOGOUT_REASONS = {2: "logged out", 4: "main device gone", 5: "unknown logout"}
+CONNECT_FAILURE_CODES = {3: "temporarily_banned", 6: "client_outdated", 7: "bad_user_agent"}
+
+
+def jid_str(jid) -> str:
+    """`user@server`, without the device part; "" for an empty JID."""
+    if jid is None or not jid.User or getattr(jid, "IsEmpty", False):
+        return f"@{jid.Server}" if jid is not None and jid.Server and not jid.User else ""
+    return f"{jid.User}@{jid.Server}"
+
+
+def _unwrap(message):
+    """Ephemeral, view-once and documents-with-caption wrap the real content."""
+    for wrapper in (
+        "ephemeralMessage",
+        "viewOnceMessage",
+        "viewOnceMessageV2",
+        "viewOnceMessageV2Extension",
+        "documentWithCaptionMessage",
+    ):
+        if message.HasField(wrapper):
+            return _unwrap(getattr(message, wrapper).message)
+    return message
+
+
+_MEDIA_FIELDS = {
+    "imageMessage": "image",
+    "videoMessage": "video",
+    "ptvMessage": "video",
+    "audioMessage": "audio",
+    "documentMessage": "document",
+}
+
+
+def _media(field: str, content, message) -> InboundMedia:
+    # The media's keys are in the message itself: keeping it lets the host download it later.
+    return InboundMedia(
+        mime_type=content.mimetype or "application/octet-stream",
+        filename=getattr(content, "fileName", "") or "",
+        size=content.fileLength or None,
+        sha256=content.fileSHA256.hex() if content.fileSHA256 else "",
+        ref={"message": base64.b64encode(message.SerializeToString()).decode(), "field": field},
+    )
+
+
+def sender_phone_of(sender: str, sender_alt: str, resolve: Callable[[str], str] | None) -> str:
+    """The phone number behind a sender: from its JID, from its alternative JID (whatsmeow sends
+    the phone-number JID beside a @lid sender when it knows it), or by asking the store."""
+    for jid in (sender, sender_alt):
+        if phone := jid_to_phone(jid):
+            return phone
+    if sender.endswith(f"@{LID_SERVER}") and resolve is not None:
+        try:
+            return jid_to_phone(resolve(sender))
+        except Exception:  # noqa: BLE001 - unresolvable is a normal answer
+            logger.debug("could not resolve %s to a phone number", sender)
+    return ""
+
+
+def translate_message(
+    session_id: str,
+    event,
+    resolve_lid: Callable[[str], str] | None = None,
+) -> MessageReceived | None:
+    """A neonize `Message` event as `MessageReceived`, or None for what is not a user message
+    (protocol messages, polls, stickers, …)."""
+    info, source = event.Info, event.Info.MessageSource
+    sender, chat = jid_str(source.Sender), jid_str(source.Chat)
+    content = _unwrap(event.Message)
+    fields: dict = {}
+    reply_to = ""
+    if content.conversation:
+        kind, fields["text"] = "text", content.conversation
+    elif content.HasField("extendedTextMessage"):
+        kind, fields["text"] = "text", content.extendedTextMessage.text
+        reply_to = content.extendedTextMessage.contextInfo.stanzaID
+    elif field := next((f for f in _MEDIA_FIELDS if content.HasField(f)), ""):
+        media = getattr(content, field)
+        kind = _MEDIA_FIELDS[field]
+        if field == "audioMessage" and media.PTT:
+            kind = "voice"
+        fields["caption"] = getattr(media, "caption", "") or ""
+        fields["media"] = _media(field, media, content)
+        reply_to = media.contextInfo.stanzaID
+    elif content.HasField("locationMessage"):
+        location = content.locationMessage
+        kind = "location"
+        fields["location"] = Location(
+            location.degreesLatitude, location.degreesLongitude, location.name, location.address
+        )
+    elif content.HasField("contactMessage"):
+        kind = "contact"
+        fields["contact"] = Contact(
+            content.contactMessage.displayName, vcard=content.contactMessage.vcard
+        )
+    elif content.HasField("reactionMessage"):
+        kind = "reaction"
+        fields["reaction"] = content.reactionMessage.text
+        reply_to = content.reactionMessage.key.ID
+    else:
+        return None
+    message = InboundMessage(
+        wa_message_id=info.ID,
+        chat=chat,
+        sender=sender,
+        type=kind,
+        timestamp=info.Timestamp / 1000 if info.Timestamp > 10**11 else float(info.Timestamp),
+        sender_phone=sender_phone_of(sender, jid_str(source.SenderAlt), resolve_lid),
+        push_name=info.Pushname,
+        from_me=source.IsFromMe,
+        is_group=source.IsGroup,
+        reply_to=reply_to,
+        **fields,
+    )
+    return MessageReceived(session_id, message)
+
+
+def translate_receipt(session_id: str, event) -> Receipt | None:
+    status = RECEIPT_STATUS.get(event.Type)
+    if status is None or not event.MessageIDs:
+        return None
+    return Receipt(
+        session_id,
+        chat=jid_str(event.MessageSource.Chat),
+        message_ids=tuple(event.MessageIDs),
+        status=status,
+        timestamp=event.Timestamp / 1000 if event.Timestamp > 10**11 else float(event.Timestamp),
+    )
+
+
+def translate_logged_out(session_id: str, event) -> LoggedOut:
+    reason = LOGOUT_REASONS.get(event.Reason, f"reason {event.Reason}")
+    return LoggedOut(session_id, reason=f"{reason} (on connect)" if event.OnConnect else reason)
+
+
+def translate_connect_failure(session_id: str, event) -> LoggedOut | Disconnected:
+    if event.Reason in LOGOUT_REASONS:
+        return LoggedOut(session_id, reason=LOGOUT_REASONS[event.Reason])
+    code = CONNECT_FAILURE_CODES.get(event.Reason)
+    if code:
+        return Disconnected(
+            session_id, reason=event.Message or code, will_reconnect=False, code=code
+        )
+    return Disconnected(session_id, reason=event.Message or "connect failure", will_reconnect=True)
+
+
+def translate_temporary_ban(session_id: str, event) -> Disconnected:
+    return Disconnected(
+        session_id,
+        reason=f"temporarily banned (code {event.Code}, expires in {event.Expire} s)",
+        will_reconnect=False,
+        code="temporarily_banned",
+    )
+
+
+def is_phone_jid(jid: str) -> bool:
+    return jid.endswith(f"@{USER_SERVER}")
