@@ -32,7 +32,10 @@ def make_engine(kind: str) -> Engine:
     if kind == "neonize":
         from workers.engines.neonize.engine import NeonizeEngine
 
-        return NeonizeEngine()
+        return NeonizeEngine(
+            retry_first=float(os.environ.get("NEONIZE_RETRY_FIRST", "2")),
+            retry_max=float(os.environ.get("NEONIZE_RETRY_MAX", "60")),
+        )
     raise SystemExit(f"unknown engine {kind!r}")
 
 

@@ -1,0 +1,544 @@
+"""The neonize engine, run inside an engine host process (never in a worker or web process).
+
+What shapes it (measured on neonize 0.5.2):
+- its Go core keeps shared maps without locks: concurrent calls for different sessions can abort
+  the process. Every call into neonize therefore goes through one thread (`_calls`), and sessions
+  start and stop one at a time (`_lifecycle`).
+- `connect()` blocks for the whole life of a connection, so each session's connection runs on a
+  thread of its own; only that long call is outside `_calls`.
+- event handlers run on Go's threads: they only hand the event to the event loop, which translates
+  it on the `_calls` thread (translation may ask the store, e.g. to resolve a @lid).
+- handlers must be registered before `connect()`; `get_me()` before connecting aborts.
+- an initial connect that fails (no network, DNS) raises at once or after up to 60 s; it is retried
+  here with exponential backoff, reported as `Disconnected(will_reconnect=True,
+  code="connect_failed")`. Once connected, whatsmeow retries dropped connections itself.
+- the QR window is 60 s and then five codes of 20 s; when it closes unscanned the session ends with
+  `Disconnected(will_reconnect=False, code="qr_timeout")`.
+- `send_message` returns the WhatsApp id only after sending: the engine cannot take our id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workers.engines.base import (
+    Connected,
+    Disconnected,
+    Engine,
+    EngineError,
+    InboundMedia,
+    LoggedOut,
+    NumberCheck,
+    OutboundMessage,
+    PairCode,
+    QrCode,
+    SendResult,
+    StreamReplaced,
+)
+from workers.engines.jids import jid_to_phone, jid_user
+from workers.engines.neonize import translate
+from workers.engines.store import delete_store, store_path
+
+logger = logging.getLogger(__name__)
+
+QR_FIRST, QR_NEXT, QR_CODES = 60.0, 20.0, 6
+PAIR_CODE_VALID = 180.0
+
+
+@dataclass
+class _Session:
+    id: str
+    auth_dir: Path
+    client: Any = None
+    thread: threading.Thread | None = None
+    state: str = "starting"  # starting | linking | connected | retrying | closed
+    qr_count: int = 0
+    qr_deadline: asyncio.TimerHandle | None = None
+    attempts: int = 0
+    tasks: set[asyncio.Task] = field(default_factory=set)
+
+
+class NeonizeEngine(Engine):
+    name = "neonize"
+    accepts_message_ids = False
+
+    def __init__(
+        self, *, retry_first: float = 2.0, retry_max: float = 60.0, settle: float = 0.5
+    ) -> None:
+        super().__init__()
+        import neonize  # noqa: F401 - loads the Go library in this (host) process only
+
+        logging.getLogger("neonize").setLevel(logging.WARNING)
+        logging.getLogger("whatsmeow").setLevel(logging.WARNING)
+        self.retry_first, self.retry_max, self.settle = retry_first, retry_max, settle
+        self._calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="neonize-call")
+        self._lifecycle = asyncio.Lock()
+        self._sessions: dict[str, _Session] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    async def _call(self, function, *args: Any) -> Any:
+        """Run `function` on the one thread allowed to call into neonize."""
+        return await asyncio.get_running_loop().run_in_executor(self._calls, function, *args)
+
+    def _session(self, session_id: str, *, connected: bool = False) -> _Session:
+        session = self._sessions.get(session_id)
+        if session is None:
+            raise EngineError(
+                f"session {session_id} is not started", permanent=True, code="not_started"
+            )
+        if connected and session.state != "connected":
+            raise EngineError(f"session {session_id} is not connected", code="not_connected")
+        return session
+
+    def _from_go(self, coroutine_function, *args: Any) -> None:
+        """Called on Go's threads: hand the work to the event loop and return at once."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(lambda: loop.create_task(coroutine_function(*args)))
+
+    def _spawn(self, session: _Session, coroutine) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        session.tasks.add(task)
+        task.add_done_callback(session.tasks.discard)
+
+    # --- the client and its handlers -------------------------------------------------------------
+
+    def _make_client(self, session: _Session) -> Any:
+        from neonize.client import NewClient
+        from neonize.events import (
+            ConnectedEv,
+            ConnectFailureEv,
+            DisconnectedEv,
+            LoggedOutEv,
+            MessageEv,
+            ReceiptEv,
+            StreamReplacedEv,
+            TemporaryBanEv,
+        )
+
+        session.auth_dir.mkdir(parents=True, exist_ok=True)
+        client = NewClient(name=str(store_path(session.auth_dir)), uuid=session.id)
+        sid = session.id
+        client.event.qr(lambda _c, data: self._from_go(self._on_qr, sid, data))
+        handlers = {
+            ConnectedEv: self._on_connected,
+            DisconnectedEv: self._on_disconnected,
+            LoggedOutEv: self._on_logged_out,
+            StreamReplacedEv: self._on_stream_replaced,
+            ConnectFailureEv: self._on_connect_failure,
+            TemporaryBanEv: self._on_temporary_ban,
+            MessageEv: self._on_message,
+            ReceiptEv: self._on_receipt,
+        }
+        for event_type, handler in handlers.items():
+            client.event(event_type)(
+                lambda _c, event, handler=handler: self._from_go(handler, sid, event)
+            )
+        return client
+
+    def _run_connection(self, session: _Session) -> None:
+        """The session's own thread: `connect()` returns only when the connection ends."""
+        error: BaseException | None = None
+        try:
+            session.client.connect()
+        except BaseException as exc:  # noqa: BLE001 - reported to the event loop
+            error = exc
+        self._from_go(self._on_connection_ended, session.id, session, error)
+
+    async def _launch(self, session: _Session) -> None:
+        session.state = "starting"
+        session.attempts += 1
+        if session.client is None:
+            session.client = await self._call(self._make_client, session)
+        session.thread = threading.Thread(
+            target=self._run_connection, args=(session,), name=f"neonize-{session.id}", daemon=True
+        )
+        session.thread.start()
+        await asyncio.sleep(self.settle)  # let the Go side register it before the next start
+
+    # --- events (on the event loop) ---------------------------------------------------------------
+
+    async def _on_qr(self, session_id: str, data: bytes) -> None:
+        session = self._sessions.get(session_id)
+        if session is None or session.state == "closed":
+            return
+        session.state = "linking"
+        valid = QR_FIRST if session.qr_count == 0 else QR_NEXT
+        session.qr_count += 1
+        self.emit(QrCode(session_id, code=data.decode(), expires_in=valid))
+        if session.qr_deadline is not None:
+            session.qr_deadline.cancel()
+        if session.qr_count >= QR_CODES:
+            session.qr_deadline = asyncio.get_running_loop().call_later(
+                valid + 2, lambda: self._spawn(session, self._qr_timeout(session))
+            )
+
+    async def _qr_timeout(self, session: _Session) -> None:
+        if session.state != "linking":
+            return
+        await self._stop_session(session)
+        self.emit(
+            Disconnected(
+                session.id,
+                reason="the QR code was not scanned in time",
+                will_reconnect=False,
+                code="qr_timeout",
+            )
+        )
+
+    async def _on_connected(self, session_id: str, event: Any) -> None:
+        session = self._sessions.get(session_id)
+        if session is None or session.state == "closed":
+            return
+        if session.qr_deadline is not None:
+            session.qr_deadline.cancel()
+        me = await self._call(session.client.get_me)
+        jid = translate.jid_str(me.JID) if me.HasField("JID") else ""
+        session.state, session.attempts = "connected", 0
+        self.emit(
+            Connected(session_id, jid=jid, phone_number=jid_to_phone(jid), push_name=me.PushName)
+        )
+
+    async def _on_disconnected(self, session_id: str, event: Any) -> None:
+        session = self._sessions.get(session_id)
+        if session is not None and session.state == "connected":
+            self.emit(Disconnected(session_id, reason="connection lost", will_reconnect=True))
+
+    async def _on_logged_out(self, session_id: str, event: Any) -> None:
+        await self._end_logged_out(session_id, translate.translate_logged_out(session_id, event))
+
+    async def _end_logged_out(self, session_id: str, event: LoggedOut) -> None:
+        session = self._sessions.get(session_id)
+        if session is None:
+            return
+        await self._stop_session(session)
+        delete_store(session.auth_dir)  # the keys are worthless now
+        self.emit(event)
+
+    async def _on_stream_replaced(self, session_id: str, event: Any) -> None:
+        session = self._sessions.get(session_id)
+        if session is None:
+            return
+        # Never reconnect by ourselves: the runtime re-checks its lease first.
+        await self._stop_session(session)
+        self.emit(StreamReplaced(session_id))
+
+    async def _on_connect_failure(self, session_id: str, event: Any) -> None:
+        result = translate.translate_connect_failure(session_id, event)
+        if isinstance(result, LoggedOut):
+            await self._end_logged_out(session_id, result)
+        elif not result.will_reconnect:
+            session = self._sessions.get(session_id)
+            if session is not None:
+                await self._stop_session(session)
+            self.emit(result)
+
+    async def _on_temporary_ban(self, session_id: str, event: Any) -> None:
+        session = self._sessions.get(session_id)
+        if session is not None:
+            await self._stop_session(session)
+        self.emit(translate.translate_temporary_ban(session_id, event))
+
+    async def _on_message(self, session_id: str, event: Any) -> None:
+        session = self._sessions.get(session_id)
+        if session is None or session.client is None:
+            return
+        client = session.client
+
+        def resolve(lid: str) -> str:
+            from neonize.proto.Neonize_pb2 import JID
+
+            user, _, server = lid.partition("@")
+            return translate.jid_str(client.get_pn_from_lid(JID(User=user, Server=server)))
+
+        received = await self._call(translate.translate_message, session_id, event, resolve)
+        if received is not None:
+            self.emit(received)
+
+    async def _on_receipt(self, session_id: str, event: Any) -> None:
+        receipt = translate.translate_receipt(session_id, event)
+        if receipt is not None:
+            self.emit(receipt)
+
+    async def _on_connection_ended(
+        self, session_id: str, session: _Session, error: BaseException | None
+    ) -> None:
+        if self._sessions.get(session_id) is not session or session.state == "closed":
+            return  # stopped on purpose
+        delay = min(self.retry_max, self.retry_first * 2 ** max(0, session.attempts - 1))
+        reason = f"{type(error).__name__}: {error}" if error else "the connection ended"
+        logger.warning(
+            "neonize connection ended (%s); retrying in %.0fs",
+            reason,
+            delay,
+            extra={"session_id": session_id},
+        )
+        session.state = "retrying"
+        self.emit(
+            Disconnected(
+                session_id, reason=reason[:500], will_reconnect=True, code="connect_failed"
+            )
+        )
+        self._spawn(session, self._retry(session, delay))
+
+    async def _retry(self, session: _Session, delay: float) -> None:
+        await asyncio.sleep(delay)
+        async with self._lifecycle:
+            if self._sessions.get(session.id) is session and session.state == "retrying":
+                await self._launch(session)
+
+    # --- commands -----------------------------------------------------------------------------
+
+    async def start(self, session_id: str, auth_dir: Path) -> None:
+        self._loop = asyncio.get_running_loop()
+        async with self._lifecycle:
+            if session_id in self._sessions:
+                raise EngineError(
+                    f"session {session_id} is already started",
+                    permanent=True,
+                    code="already_started",
+                )
+            session = _Session(session_id, Path(auth_dir))
+            self._sessions[session_id] = session
+            try:
+                await self._launch(session)
+            except Exception as exc:
+                self._sessions.pop(session_id, None)
+                raise EngineError(f"could not start: {exc}", code="start_failed") from exc
+
+    async def _stop_session(self, session: _Session) -> None:
+        """Disconnect (keeping the store) and wait for the connection's thread to end."""
+        session.state = "closed"
+        self._sessions.pop(session.id, None)
+        if session.qr_deadline is not None:
+            session.qr_deadline.cancel()
+        current = asyncio.current_task()
+        for task in list(session.tasks):
+            if task is not current:
+                task.cancel()
+        if session.client is not None:
+            await self._call(session.client.stop)
+        if session.thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, session.thread.join, 30)
+
+    async def stop(self, session_id: str) -> None:
+        session = self._sessions.get(session_id)
+        if session is None:
+            return
+        async with self._lifecycle:
+            await self._stop_session(session)
+
+    async def logout(self, session_id: str) -> None:
+        session = self._session(session_id)
+        if session.state == "connected":
+            try:
+                await self._call(session.client.logout)
+            except Exception as exc:  # noqa: BLE001 - unlinking locally matters more
+                logger.warning(
+                    "logout on WhatsApp failed: %s", exc, extra={"session_id": session_id}
+                )
+        async with self._lifecycle:
+            await self._stop_session(session)
+        delete_store(session.auth_dir)
+        self.emit(LoggedOut(session_id, reason="logged out"))
+
+    async def send(self, session_id: str, message: OutboundMessage) -> SendResult:
+        session = self._session(session_id, connected=True)
+        try:
+            response = await self._call(self._send, session.client, message)
+        except EngineError:
+            raise
+        except Exception as exc:
+            raise EngineError(f"{type(exc).__name__}: {exc}", code="send_failed") from exc
+        return SendResult(
+            wa_message_id=response.ID, timestamp=float(response.Timestamp or time.time())
+        )
+
+    def _send(self, client: Any, message: OutboundMessage) -> Any:
+        """On the neonize thread: build the WhatsApp message for `message` and send it."""
+        from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as wa
+        from neonize.utils.jid import build_jid
+
+        user, _, server = message.to.partition("@")
+        to = build_jid(user, server or "s.whatsapp.net")
+        context = (
+            wa.ContextInfo(
+                stanzaID=message.reply_to,
+                participant=message.reply_to_sender or None,
+                quotedMessage=wa.Message(conversation=""),
+            )
+            if message.reply_to and message.type != "reaction"
+            else None
+        )
+        kind = message.type
+        if kind == "text":
+            content = (
+                wa.Message(
+                    extendedTextMessage=wa.ExtendedTextMessage(
+                        text=message.text, contextInfo=context
+                    )
+                )
+                if context
+                else message.text
+            )
+        elif kind == "reaction":
+            sender_user, _, sender_server = (message.reply_to_sender or message.to).partition("@")
+            content = client.build_reaction(
+                to, build_jid(sender_user, sender_server), message.reply_to, message.reaction
+            )
+        elif kind == "location":
+            location = message.location
+            content = wa.Message(
+                locationMessage=wa.LocationMessage(
+                    degreesLatitude=location.latitude,
+                    degreesLongitude=location.longitude,
+                    name=location.name,
+                    address=location.address,
+                    contextInfo=context,
+                )
+            )
+        elif kind == "contact":
+            contact = message.contact
+            digits = jid_user(contact.phone_number.lstrip("+") + "@")
+            vcard = contact.vcard or (
+                f"BEGIN:VCARD\nVERSION:3.0\nFN:{contact.name}\n"
+                f"TEL;type=CELL;waid={digits}:+{digits}\nEND:VCARD"
+            )
+            content = wa.Message(
+                contactMessage=wa.ContactMessage(
+                    displayName=contact.name, vcard=vcard, contextInfo=context
+                )
+            )
+        else:
+            path = str(message.media.path)
+            if kind == "image":
+                content = client.build_image_message(path, caption=message.caption or None)
+            elif kind == "video":
+                content = client.build_video_message(path, caption=message.caption or None)
+            elif kind in ("audio", "voice"):
+                content = client.build_audio_message(path, ptt=kind == "voice")
+            else:
+                content = client.build_document_message(
+                    path,
+                    caption=message.caption or None,
+                    filename=message.media.filename or None,
+                    mimetype=message.media.mime_type,
+                )
+            if context is not None:
+                for field_name in (
+                    "imageMessage",
+                    "videoMessage",
+                    "audioMessage",
+                    "documentMessage",
+                ):
+                    if content.HasField(field_name):
+                        getattr(content, field_name).contextInfo.CopyFrom(context)
+        return client.send_message(to, content)
+
+    async def request_pair_code(self, session_id: str, phone_number: str) -> str:
+        session = self._session(session_id)
+        if session.state == "connected":
+            raise EngineError(
+                "the session is already linked", permanent=True, code="already_linked"
+            )
+        digits = "".join(ch for ch in phone_number if ch.isdigit())
+        try:
+            code = await self._call(session.client.PairPhone, digits, True)
+        except Exception as exc:
+            raise EngineError(f"{type(exc).__name__}: {exc}", code="pair_code_failed") from exc
+        self.emit(PairCode(session_id, code=code, expires_in=PAIR_CODE_VALID))
+        return code
+
+    async def check_numbers(self, session_id: str, phone_numbers: list[str]) -> list[NumberCheck]:
+        session = self._session(session_id, connected=True)
+        queries = ["+" + "".join(ch for ch in n if ch.isdigit()) for n in phone_numbers]
+        try:
+            answers = await self._call(lambda: list(session.client.is_on_whatsapp(*queries)))
+        except Exception as exc:
+            raise EngineError(f"{type(exc).__name__}: {exc}", code="check_failed") from exc
+        by_query = {answer.Query: answer for answer in answers}
+        results = []
+        for number, query in zip(phone_numbers, queries, strict=True):
+            answer = by_query.get(query)
+            results.append(
+                NumberCheck(
+                    number,
+                    on_whatsapp=bool(answer and answer.IsIn),
+                    jid=translate.jid_str(answer.JID) if answer and answer.IsIn else "",
+                )
+            )
+        return results
+
+    async def mark_read(
+        self, session_id: str, chat: str, message_ids: list[str], sender: str = ""
+    ) -> None:
+        session = self._session(session_id, connected=True)
+
+        def mark() -> None:
+            from neonize.utils.enum import ReceiptType
+            from neonize.utils.jid import build_jid
+
+            chat_user, _, chat_server = chat.partition("@")
+            sender_user, _, sender_server = (sender or chat).partition("@")
+            session.client.mark_read(
+                *message_ids,
+                chat=build_jid(chat_user, chat_server),
+                sender=build_jid(sender_user, sender_server),
+                receipt=ReceiptType.READ,
+            )
+
+        await self._checked(mark, "mark_read_failed")
+
+    async def set_typing(self, session_id: str, chat: str, typing: bool) -> None:
+        session = self._session(session_id, connected=True)
+
+        def presence() -> None:
+            from neonize.utils.enum import ChatPresence, ChatPresenceMedia
+            from neonize.utils.jid import build_jid
+
+            user, _, server = chat.partition("@")
+            state = (
+                ChatPresence.CHAT_PRESENCE_COMPOSING
+                if typing
+                else ChatPresence.CHAT_PRESENCE_PAUSED
+            )
+            session.client.send_chat_presence(
+                build_jid(user, server), state, ChatPresenceMedia.CHAT_PRESENCE_MEDIA_TEXT
+            )
+
+        await self._checked(presence, "presence_failed")
+
+    async def download(self, session_id: str, media: InboundMedia) -> bytes:
+        session = self._session(session_id, connected=True)
+
+        def fetch() -> bytes:
+            from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as wa
+
+            return session.client.download_any(
+                wa.Message.FromString(base64.b64decode(media.ref["message"]))
+            )
+
+        return await self._checked(fetch, "media_unavailable")
+
+    async def _checked(self, function, code: str) -> Any:
+        try:
+            return await self._call(function)
+        except EngineError:
+            raise
+        except Exception as exc:
+            raise EngineError(f"{type(exc).__name__}: {exc}", code=code) from exc
+
+    async def close(self) -> None:
+        for session_id in list(self._sessions):
+            await self.stop(session_id)
+        self._calls.shutdown(wait=False, cancel_futures=True)
