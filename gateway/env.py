@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -171,3 +172,14 @@ def env_rsa_public_key(name: str) -> str:
             "written as \\n",
         )
     return value
+
+
+def documented_variables(env_example: Path) -> list[str]:
+    """The variable names `.env.example` documents (`NAME=` or `# NAME=` at a line's start): the
+    list of everything the gateway reads, used to give tests and `make test` a clean environment."""
+    names = []
+    for line in env_example.read_text().splitlines():
+        name, equals, _ = line.lstrip("# ").partition("=")
+        if equals and name.isidentifier() and name.isupper():
+            names.append(name)
+    return names

@@ -345,6 +345,8 @@ if SESSION_ENCRYPTION_KEY is None and not PRODUCTION:
     )[:32]
 DEFAULT_ENGINE = env_choice("DEFAULT_ENGINE", ("neonize", "sandbox"), "neonize")
 SANDBOX_ENABLED = env_bool("SANDBOX_ENABLED", not PRODUCTION)
+# neonize runs in engine host processes of at most this many sessions each (workers.engines.host).
+NEONIZE_SESSIONS_PER_HOST = env_int("NEONIZE_SESSIONS_PER_HOST", 20, minimum=1, maximum=500)
 WORKER_LEASE_SECONDS = env_int("WORKER_LEASE_SECONDS", 30, minimum=6, maximum=3600)
 
 # --- Internationalisation -----------------------------------------------------------------------

@@ -26,6 +26,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from gateway.env import documented_variables  # noqa: E402
+
 BIN = Path(sys.executable).parent
 # pytest-django tests in `test_gateway`, recreated by each run (so a crashed run leaves nothing).
 DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/gateway")
@@ -159,41 +162,7 @@ def stop(process: subprocess.Popen) -> None:
 
 # Everything the gateway reads from the environment is set here or removed, so a developer's own
 # environment cannot change what the suite tests.
-GATEWAY_VARS = [
-    "SECRET_KEY",
-    "DEBUG",
-    "ALLOWED_HOSTS",
-    "CSRF_TRUSTED_ORIGINS",
-    "CORS_ALLOWED_ORIGINS",
-    "DATABASE_URL",
-    "REDIS_URL",
-    "S3_ENDPOINT_URL",
-    "S3_BUCKET",
-    "S3_ACCESS_KEY_ID",
-    "S3_SECRET_ACCESS_KEY",
-    "S3_REGION",
-    "PUBLIC_URL",
-    "BACKEND_URL",
-    "BACKEND_TOKEN",
-    "BACKEND_JWT_SECRET",
-    "BACKEND_JWT_PUBLIC_KEY",
-    "BACKEND_JWT_AUDIENCE",
-    "BACKEND_JWT_ISSUER",
-    "WEBHOOK_SECRET",
-    "SESSION_ENCRYPTION_KEY",
-    "DEFAULT_ENGINE",
-    "SANDBOX_ENABLED",
-    "BACKEND_HEARTBEAT_SECONDS",
-    "WORKER_LEASE_SECONDS",
-    "METRICS_TOKEN",
-    "API_THROTTLE_RATE",
-    "GATEWAY_VAR_DIR",
-    "SECURE_SSL_REDIRECT",
-    "SESSION_COOKIE_SECURE",
-    "CSRF_COOKIE_SECURE",
-    "SECURE_HSTS_SECONDS",
-    "LOG_LEVEL",
-]
+GATEWAY_VARS = documented_variables(ROOT / ".env.example")
 
 
 def base_env(var_dir: Path) -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -15,36 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 from gateway import env
 
 ROOT = Path(__file__).resolve().parents[2]
-GATEWAY_VARS = {
-    "SECRET_KEY",
-    "DEBUG",
-    "ALLOWED_HOSTS",
-    "CSRF_TRUSTED_ORIGINS",
-    "CORS_ALLOWED_ORIGINS",
-    "DATABASE_URL",
-    "REDIS_URL",
-    "S3_ENDPOINT_URL",
-    "S3_BUCKET",
-    "S3_ACCESS_KEY_ID",
-    "S3_SECRET_ACCESS_KEY",
-    "S3_REGION",
-    "PUBLIC_URL",
-    "BACKEND_URL",
-    "BACKEND_TOKEN",
-    "BACKEND_JWT_SECRET",
-    "BACKEND_JWT_PUBLIC_KEY",
-    "BACKEND_JWT_AUDIENCE",
-    "BACKEND_JWT_ISSUER",
-    "WEBHOOK_SECRET",
-    "SESSION_ENCRYPTION_KEY",
-    "DEFAULT_ENGINE",
-    "SANDBOX_ENABLED",
-    "BACKEND_HEARTBEAT_SECONDS",
-    "WORKER_LEASE_SECONDS",
-    "METRICS_TOKEN",
-    "API_THROTTLE_RATE",
-    "SECURE_SSL_REDIRECT",
-}
+GATEWAY_VARS = set(env.documented_variables(ROOT / ".env.example"))
 POSTGRES = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/gateway")
 
 
@@ -248,6 +220,16 @@ def test_check_flags_dangerous_combinations(
     )
     assert result.returncode != 0
     assert check_id in result.stderr
+
+
+@pytest.mark.smoke
+def test_every_variable_the_settings_read_is_documented() -> None:
+    source = (ROOT / "gateway" / "settings.py").read_text()
+    read = set(re.findall(r'env_\w+\(\s*"([A-Z0-9_]+)"', source))
+    assert read, "the pattern found nothing: the test would pass vacuously"
+    assert read - GATEWAY_VARS == set()
+    readme = (ROOT / "README.md").read_text()
+    assert [name for name in sorted(read) if f"`{name}`" not in readme] == []
 
 
 @pytest.mark.smoke

@@ -35,6 +35,7 @@ def make_engine(kind: str) -> Engine:
         return NeonizeEngine(
             retry_first=float(os.environ.get("NEONIZE_RETRY_FIRST", "2")),
             retry_max=float(os.environ.get("NEONIZE_RETRY_MAX", "60")),
+            settle=float(os.environ.get("NEONIZE_SETTLE", "0.5")),
         )
     raise SystemExit(f"unknown engine {kind!r}")
 
