@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -172,6 +173,20 @@ def env_rsa_public_key(name: str) -> str:
             "written as \\n",
         )
     return value
+
+
+def env_json_object(name: str) -> dict:
+    """A JSON object, or {} when unset."""
+    value = _raw(name)
+    if value is None:
+        return {}
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        _fail(name, "a JSON object", value)
+    return parsed
 
 
 def documented_variables(env_example: Path) -> list[str]:

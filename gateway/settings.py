@@ -22,6 +22,7 @@ from gateway.env import (
     env_bool,
     env_choice,
     env_int,
+    env_json_object,
     env_key32,
     env_list,
     env_origins,
@@ -153,8 +154,14 @@ if _db["ENGINE"] == "django.db.backends.postgresql":
 elif _db["ENGINE"] == "django.db.backends.sqlite3":
     # Web and worker share one process in the embedded mode; WAL and a busy timeout keep SQLite's
     # single writer from failing readers with "database is locked".
+    # IMMEDIATE: a transaction takes the write lock when it begins, so one that reads and then
+    # writes waits for the lock instead of failing with "database is locked".
     _db.setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+        {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
     )
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -345,6 +352,9 @@ if SESSION_ENCRYPTION_KEY is None and not PRODUCTION:
     )[:32]
 DEFAULT_ENGINE = env_choice("DEFAULT_ENGINE", ("neonize", "sandbox"), "neonize")
 SANDBOX_ENABLED = env_bool("SANDBOX_ENABLED", not PRODUCTION)
+# The sandbox's clock (workers.engines.sandbox.SandboxTimings), as JSON; tests and demos shorten it,
+# e.g. {"qr_first": 5, "qr_next": 5, "delivered_after": 0.2, "read_after": 0.5}.
+SANDBOX_TIMINGS = env_json_object("SANDBOX_TIMINGS")
 # neonize runs in engine host processes of at most this many sessions each (workers.engines.host).
 NEONIZE_SESSIONS_PER_HOST = env_int("NEONIZE_SESSIONS_PER_HOST", 20, minimum=1, maximum=500)
 WORKER_LEASE_SECONDS = env_int("WORKER_LEASE_SECONDS", 30, minimum=6, maximum=3600)

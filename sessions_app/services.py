@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.files.storage import storages
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from sessions_app.models import DesiredState, Session, SessionEvent
+from sessions_app.models import DesiredState, Session, SessionEvent, SessionStatus
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +57,12 @@ def session_create(
         "desired_state": DesiredState.RUNNING if start else DesiredState.STOPPED,
     }
     if external_id is None:
-        return Session.objects.create(**fields), True
+        with transaction.atomic():
+            notify_workers()
+            return Session.objects.create(**fields), True
     try:
         with transaction.atomic():
+            notify_workers()
             return Session.objects.create(external_id=external_id, **fields), True
     except IntegrityError:
         return Session.objects.get(external_id=external_id), False
@@ -69,8 +75,10 @@ def _request(session: Session, *, running: bool = False, **changes: Any) -> Sess
     rows = Session.objects.filter(pk=session.pk)
     if running:
         rows = rows.filter(delete_requested_at__isnull=True)
-    if not rows.update(**changes):
-        raise SessionBeingDeleted(f"Session {session.pk} is being deleted.")
+    with transaction.atomic():
+        if not rows.update(**changes):
+            raise SessionBeingDeleted(f"Session {session.pk} is being deleted.")
+        notify_workers()
     session.refresh_from_db()
     return session
 
@@ -197,3 +205,166 @@ def session_set_status(
                 worker_id=worker_id,
             )
     return session
+
+
+# --- Leases: what the worker runtime calls (ARCHITECTURE.md, "Leases") -----------------------
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A session as its owning worker sees it: its fencing `epoch` and what is wanted of it."""
+
+    session_id: uuid.UUID
+    epoch: int
+    engine: str
+    status: str
+    desired_state: str
+    restart_requested_at: datetime | None
+    logout_requested_at: datetime | None
+    delete_requested_at: datetime | None
+
+    @classmethod
+    def of(cls, session: Session) -> Lease:
+        return cls(
+            session.pk,
+            session.lease_epoch,
+            session.engine,
+            session.status,
+            session.desired_state,
+            session.restart_requested_at,
+            session.logout_requested_at,
+            session.delete_requested_at,
+        )
+
+    @property
+    def wants_running(self) -> bool:
+        return self.desired_state == DesiredState.RUNNING and self.delete_requested_at is None
+
+
+def _claimable() -> Q:
+    """Sessions a worker should hold: wanted running, or with a logout/delete to carry out."""
+    wanted = (
+        Q(desired_state=DesiredState.RUNNING)
+        | Q(logout_requested_at__isnull=False)
+        | Q(delete_requested_at__isnull=False)
+    )
+    free = Q(worker__isnull=True) | Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=Now())
+    return wanted & free
+
+
+def sessions_claim(
+    *, worker_id: uuid.UUID, engines: list[str], limit: int, ttl: float
+) -> list[Lease]:
+    """Claim up to `limit` free sessions for `worker_id`, each with a new lease epoch.
+
+    `SELECT … FOR UPDATE SKIP LOCKED`: workers claiming at once never wait for each other and never
+    claim the same row. Expiry is judged by the database clock (`Now()`).
+    """
+    if limit <= 0:
+        return []
+    with transaction.atomic():
+        ids = list(
+            Session.objects.select_for_update(skip_locked=True)
+            .filter(_claimable(), engine__in=engines)
+            .order_by("lease_expires_at", "created_at")
+            .values_list("pk", flat=True)[:limit]
+        )
+        if not ids:
+            return []
+        Session.objects.filter(pk__in=ids).update(
+            worker_id=worker_id,
+            lease_expires_at=Now() + timedelta(seconds=ttl),
+            lease_epoch=F("lease_epoch") + 1,
+            target_worker=None,
+            updated_at=timezone.now(),
+        )
+        return [Lease.of(session) for session in Session.objects.filter(pk__in=ids)]
+
+
+def sessions_renew(*, worker_id: uuid.UUID, ttl: float) -> dict[uuid.UUID, int]:
+    """Extend every lease `worker_id` still holds; returns {session id: epoch} of those.
+
+    A lease that has already expired is not renewed (another worker may have claimed it, or may
+    at any moment): its session is missing from the result and the caller must stop it.
+    """
+    with transaction.atomic():
+        held = Session.objects.filter(worker_id=worker_id, lease_expires_at__gt=Now())
+        held.update(lease_expires_at=Now() + timedelta(seconds=ttl))
+        return dict(held.values_list("pk", "lease_epoch"))
+
+
+def session_lease(*, session_id: uuid.UUID, epoch: int) -> Lease | None:
+    """The session as its owner should see it now, or None when the lease is no longer `epoch`'s
+    (or has expired by the database clock)."""
+    session = Session.objects.filter(
+        pk=session_id, lease_epoch=epoch, lease_expires_at__gt=Now()
+    ).first()
+    return Lease.of(session) if session else None
+
+
+def session_release(*, session_id: uuid.UUID, epoch: int) -> bool:
+    """Give a session's lease up (fenced): another worker may claim it at once."""
+    return bool(
+        Session.objects.filter(pk=session_id, lease_epoch=epoch).update(
+            worker=None, lease_expires_at=None, updated_at=timezone.now()
+        )
+    )
+
+
+def sessions_release_all(*, worker_id: uuid.UUID) -> int:
+    """Release every lease of a worker in one statement (a graceful stop)."""
+    return Session.objects.filter(worker_id=worker_id).update(
+        worker=None, lease_expires_at=None, updated_at=timezone.now()
+    )
+
+
+def session_request_done(*, session_id: uuid.UUID, epoch: int, request: str) -> None:
+    """The owner carried out a restart or logout request: clear it (fenced)."""
+    assert request in ("restart_requested_at", "logout_requested_at")
+    Session.objects.filter(pk=session_id, lease_epoch=epoch).update(**{request: None})
+
+
+def session_fail(
+    *, session_id: uuid.UUID, epoch: int, worker_id: uuid.UUID | None, code: str, error: str
+) -> Session:
+    """Unrecoverable: `failed` with a code, and no longer wanted running, so no worker retries it
+    until someone starts it again."""
+    with transaction.atomic():
+        session = session_set_status(
+            session_id=session_id,
+            status=SessionStatus.FAILED,
+            epoch=epoch,
+            worker_id=worker_id,
+            reason=code,
+            error_code=code,
+            error=error,
+        )
+        Session.objects.filter(pk=session_id).update(desired_state=DesiredState.STOPPED)
+    return session
+
+
+def session_delete_owned(*, session_id: uuid.UUID, epoch: int) -> bool:
+    """The owner logged a session out whose delete was requested: delete it now (fenced)."""
+    session = Session.objects.filter(pk=session_id, lease_epoch=epoch).first()
+    if session is None:
+        return False
+    with transaction.atomic():
+        media = list(session.messages.exclude(media="").values_list("media", flat=True))
+        session.delete()
+        transaction.on_commit(lambda: _delete_files(session_id, media))
+    return True
+
+
+def sessions_owned(*, worker_id: uuid.UUID) -> list[Lease]:
+    """Every session `worker_id` holds a lease on, as it should see them now (one query)."""
+    return [
+        Lease.of(s) for s in Session.objects.filter(worker_id=worker_id, lease_expires_at__gt=Now())
+    ]
+
+
+def notify_workers() -> None:
+    """Wake the workers (LISTEN gateway_sessions) when the transaction commits; PostgreSQL
+    delivers NOTIFY only on commit, and drops it on rollback. Workers also poll: it is a hint."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify('gateway_sessions', '')")

@@ -1,0 +1,31 @@
+"""Current QR and pairing codes live in the cache (Redis in production) for as long as they are
+valid, never in the database."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.core.cache import cache
+
+
+def _key(session_id: object, kind: str) -> str:
+    return f"session:{session_id}:{kind}"
+
+
+def code_store(*, session_id: object, kind: str, code: str, expires_in: float) -> dict[str, Any]:
+    """Keep `code` (kind `qr` or `pair_code`) until it expires; returns what was stored."""
+    value = {"code": code, "expires_at": time.time() + expires_in}
+    cache.set(_key(session_id, kind), value, timeout=max(1, int(expires_in)))
+    return value
+
+
+def code_get(*, session_id: object, kind: str) -> dict[str, Any] | None:
+    value = cache.get(_key(session_id, kind))
+    if value is None or value["expires_at"] <= time.time():
+        return None
+    return value
+
+
+def codes_clear(*, session_id: object) -> None:
+    cache.delete_many([_key(session_id, "qr"), _key(session_id, "pair_code")])

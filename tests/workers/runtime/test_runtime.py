@@ -1,0 +1,231 @@
+"""The worker runtime, in process, on PostgreSQL, with the sandbox engine."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from asgiref.sync import sync_to_async
+from django.db import connections
+
+from sessions_app import qr
+from sessions_app import services as sessions
+from sessions_app.models import Session, SessionEvent
+from tests.workers.engines.test_sandbox import FAST
+from workers.engines.sandbox import SandboxEngine, SandboxWorld
+from workers.models import Worker
+from workers.runtime.worker import RuntimeConfig, WorkerRuntime
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+
+
+async def until(check: Callable[[], object], timeout: float = 10, what: str = "") -> object:
+    """Wait until `check()` (run in a thread, so it may query) is truthy; fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await sync_to_async(check)()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what or check}")
+        await asyncio.sleep(0.05)
+
+
+def session_row(session_id) -> Session:
+    return Session.objects.select_related("worker").get(pk=session_id)
+
+
+@pytest_asyncio.fixture
+async def world(tmp_path: Path) -> SandboxWorld:
+    return SandboxWorld(tmp_path / "world")
+
+
+@pytest_asyncio.fixture
+async def start_worker(tmp_path: Path, world: SandboxWorld):
+    running: list[tuple[WorkerRuntime, asyncio.Task]] = []
+
+    async def start(name: str = "w1", lease_seconds: float = 6) -> WorkerRuntime:
+        engine = SandboxEngine(world, worker=name, timings=FAST)
+        runtime = WorkerRuntime(
+            RuntimeConfig(
+                name=name,
+                engines=["sandbox"],
+                lease_seconds=lease_seconds,
+                poll_seconds=0.2,
+                auth_root=tmp_path / "auth",
+            ),
+            engines={"sandbox": engine},
+        )
+        task = asyncio.create_task(runtime.run())
+        running.append((runtime, task))
+        await until(lambda: runtime.worker_id, what="the worker to register")
+        return runtime
+
+    yield start
+    for runtime, task in running:
+        runtime.stop.set()
+        await asyncio.wait_for(task, 20)
+    await sync_to_async(connections.close_all)()
+
+
+def create(**fields) -> Session:
+    return sessions.session_create(external_id=None, engine="sandbox", **fields)[0]
+
+
+async def linked(runtime: WorkerRuntime, phone: str = "+15550001") -> Session:
+    session = await sync_to_async(create)()
+    await until(lambda: session_row(session.id).status == "scan_qr", what="a QR code")
+    await runtime.engines["sandbox"].scan(str(session.id), phone)
+    await until(lambda: session_row(session.id).status == "connected", what="connected")
+    return session
+
+
+async def test_a_new_session_is_claimed_shows_a_qr_and_connects_when_scanned(start_worker) -> None:
+    runtime = await start_worker()
+    session = await linked(runtime)
+
+    row = await sync_to_async(session_row)(session.id)
+    assert (row.worker.name, row.lease_epoch, row.phone_number) == ("w1", 1, "+15550001")
+    assert row.jid == "15550001@s.whatsapp.net" and row.linked_at is not None
+    steps = await sync_to_async(
+        lambda: list(
+            SessionEvent.objects.filter(session=session)
+            .order_by("id")
+            .values_list("from_status", "to_status")
+        )
+    )()
+    assert steps == [("stopped", "starting"), ("starting", "scan_qr"), ("scan_qr", "connected")]
+    assert await sync_to_async(qr.code_get)(session_id=session.id, kind="qr") is None
+
+
+async def test_the_qr_code_is_in_the_cache_while_it_is_valid(start_worker) -> None:
+    await start_worker()
+    session = await sync_to_async(create)()
+    code = await until(lambda: qr.code_get(session_id=session.id, kind="qr"), what="a QR")
+    assert code["code"].startswith("2@sandbox,") and code["expires_at"] > time.time()
+
+
+async def test_stop_disconnects_keeps_auth_and_releases_the_lease(
+    start_worker,
+    tmp_path: Path,
+) -> None:
+    runtime = await start_worker()
+    session = await linked(runtime)
+
+    await sync_to_async(sessions.session_request_stop)(session=session)
+
+    row = await until(lambda: (r := session_row(session.id)).status == "stopped" and r, what="stop")
+    assert row.worker is None and row.lease_expires_at is None
+    assert runtime.engines["sandbox"].status(str(session.id)) == "stopped"
+    assert (tmp_path / "auth" / str(session.id) / "store.sqlite3").exists()
+
+
+async def test_a_restart_reconnects_from_the_store_without_a_qr(start_worker) -> None:
+    runtime = await start_worker()
+    session = await linked(runtime)
+    await sync_to_async(sessions.session_request_stop)(session=session)
+    await until(lambda: session_row(session.id).status == "stopped")
+
+    await sync_to_async(sessions.session_request_start)(session=session)
+
+    await until(lambda: session_row(session.id).status == "connected", what="reconnected")
+    statuses = await sync_to_async(
+        lambda: list(
+            SessionEvent.objects.filter(session=session).values_list("to_status", flat=True)
+        )
+    )()
+    assert statuses.count("scan_qr") == 1
+
+
+async def test_logout_unlinks_deletes_auth_and_links_again(
+    start_worker,
+    world: SandboxWorld,
+    tmp_path: Path,
+) -> None:
+    runtime = await start_worker()
+    session = await linked(runtime)
+
+    await sync_to_async(sessions.session_request_logout)(session=session)
+
+    await until(lambda: session_row(session.id).status == "scan_qr", what="a new QR")
+    row = await sync_to_async(session_row)(session.id)
+    assert row.logout_requested_at is None
+    assert not (tmp_path / "auth" / str(session.id) / "store.sqlite3").exists()
+    assert "logout" in [e["event"] for e in world.read_log(str(session.id))]
+
+
+async def test_delete_of_a_running_session_logs_out_then_deletes(start_worker, api) -> None:
+    runtime = await start_worker()
+    session = await linked(runtime)
+
+    response = await sync_to_async(api.delete)(f"/api/v1/sessions/{session.id}")
+
+    assert response.status_code == 202
+    await until(lambda: not Session.objects.filter(pk=session.id).exists(), what="the delete")
+    await until(lambda: str(session.id) not in runtime.runners, what="the runner to go")
+
+
+async def test_an_unscanned_qr_window_fails_the_session(start_worker) -> None:
+    await start_worker()
+    session = await sync_to_async(create)()
+
+    row = await until(
+        lambda: (r := session_row(session.id)).status == "failed" and r, what="qr_timeout"
+    )
+
+    assert (row.last_error_code, row.desired_state, row.worker) == ("qr_timeout", "stopped", None)
+
+
+async def test_a_lost_lease_closes_the_connection_without_writing(start_worker) -> None:
+    runtime = await start_worker()
+    session = await linked(runtime)
+    # Another worker claimed it (a new epoch) while this one was not looking.
+    await sync_to_async(lambda: Session.objects.filter(pk=session.id).update(lease_epoch=99))()
+
+    await until(lambda: str(session.id) not in runtime.runners, what="the session to be dropped")
+
+    assert runtime.engines["sandbox"].status(str(session.id)) == "stopped"
+    row = await sync_to_async(session_row)(session.id)
+    assert (row.status, row.lease_epoch) == ("connected", 99)  # nothing written by the loser
+
+
+async def test_a_graceful_stop_releases_everything(start_worker) -> None:
+    runtime = await start_worker()
+    session = await linked(runtime)
+
+    runtime.stop.set()
+    await until(lambda: Worker.objects.get(pk=runtime.worker_id).status == "stopped")
+
+    row = await sync_to_async(session_row)(session.id)
+    assert (row.status, row.worker, row.desired_state) == ("stopped", None, "running")
+    assert (await sync_to_async(Worker.objects.get)(pk=runtime.worker_id)).stopped_at
+
+
+async def test_another_worker_takes_over_without_a_new_qr(start_worker) -> None:
+    first = await start_worker("w1")
+    session = await linked(first)
+    first.stop.set()
+    await until(lambda: session_row(session.id).worker is None)
+
+    await start_worker("w2")
+
+    row = await until(
+        lambda: (
+            (r := session_row(session.id)).status == "connected"
+            and r.worker
+            and r.worker.name == "w2"
+            and r
+        ),
+        what="w2 to connect it",
+    )
+    assert row.lease_epoch == 2
+    steps = await sync_to_async(
+        lambda: list(
+            SessionEvent.objects.filter(session=session).values_list("to_status", flat=True)
+        )
+    )()
+    assert steps.count("scan_qr") == 1

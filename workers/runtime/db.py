@@ -1,0 +1,50 @@
+"""The runtime's door to the database: sync, transactional service functions run in a small pool.
+
+Every call first drops connections that died or aged out (`close_old_connections`), so a database
+that restarts, or a connection killed under us, costs one failed step and nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections, connections
+
+T = TypeVar("T")
+_THREADS = 4
+_executor = ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="worker-db")
+
+
+def _fresh(function: Callable[..., T]) -> Callable[..., T]:
+    def call(*args: Any, **kwargs: Any) -> T:
+        close_old_connections()
+        return function(*args, **kwargs)
+
+    return call
+
+
+async def db(function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    return await sync_to_async(_fresh(function), thread_sensitive=False, executor=_executor)(
+        *args, **kwargs
+    )
+
+
+async def db_close() -> None:
+    """Close the connection of every pool thread (a stopping worker gives its connections back).
+
+    A barrier makes each of the pool's threads run one of the closes."""
+    barrier = threading.Barrier(_THREADS)
+
+    def close() -> None:
+        connections.close_all()
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait(timeout=5)
+
+    loop = asyncio.get_running_loop()
+    await asyncio.gather(*(loop.run_in_executor(_executor, close) for _ in range(_THREADS)))

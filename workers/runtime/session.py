@@ -1,0 +1,272 @@
+"""One session held by this worker: its lease, its connection, and the status it reports.
+
+Each runner works through its own queue (engine events and "look at what is wanted" requests) one
+item at a time, so its writes are ordered; an error in one item is logged and recorded and never
+reaches another session. Every write is fenced by the lease epoch: a refused write (`LeaseLost`)
+means another worker owns the session now, and this one closes its connection without a word.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import uuid
+from typing import TYPE_CHECKING
+
+from django.utils import timezone
+
+from gateway import logging as log_context
+from sessions_app import qr
+from sessions_app import services as sessions
+from sessions_app.models import SessionStatus
+from workers.engines.base import (
+    Connected,
+    Disconnected,
+    EngineError,
+    Event,
+    LoggedOut,
+    PairCode,
+    QrCode,
+    StreamReplaced,
+)
+from workers.runtime.db import db
+
+if TYPE_CHECKING:
+    from workers.runtime.worker import WorkerRuntime
+
+logger = logging.getLogger(__name__)
+S = SessionStatus
+_RECHECK = object()  # queue item: re-read what is wanted of the session
+
+
+class SessionRunner:
+    def __init__(self, runtime: WorkerRuntime, lease: sessions.Lease, claimed_at: float) -> None:
+        self.runtime = runtime
+        self.id: uuid.UUID = lease.session_id
+        self.key = str(self.id)
+        self.epoch = lease.epoch
+        self.engine = runtime.engines[lease.engine]
+        self.lease = lease
+        self.status = lease.status
+        # Self-fencing: the connection must close before the lease could expire unrenewed. Timed
+        # on the monotonic clock from when the claim or the last successful renewal started.
+        self.deadline = claimed_at + runtime.config.lease_seconds
+        self.started = False
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.task: asyncio.Task | None = None
+        self.auth_dir = runtime.config.auth_root / self.key
+
+    # --- the loop ---------------------------------------------------------------------------------
+
+    def launch(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run(), name=f"session-{self.key}")
+        self.recheck()
+
+    def recheck(self) -> None:
+        self.queue.put_nowait(_RECHECK)
+
+    def deliver(self, event: Event) -> None:
+        self.queue.put_nowait(event)
+
+    async def _run(self) -> None:
+        with log_context.bind(session_id=self.key, worker_id=str(self.runtime.worker_id)):
+            while True:
+                item = await self.queue.get()
+                try:
+                    if item is _RECHECK:
+                        await self._reconcile()
+                    else:
+                        await self._handle(item)
+                except sessions.LeaseLost:
+                    logger.warning("lease lost; closing the connection")
+                    await self.drop()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    logger.exception("session step failed")
+                if self.key not in self.runtime.runners:
+                    return
+
+    # --- helpers ----------------------------------------------------------------------------------
+
+    async def _status(self, status: str, reason: str = "", **fields: object) -> None:
+        try:
+            session = await db(
+                sessions.session_set_status,
+                session_id=self.id,
+                status=status,
+                epoch=self.epoch,
+                worker_id=self.runtime.worker_id,
+                reason=reason,
+                **fields,
+            )
+        except sessions.IllegalTransition as exc:
+            logger.warning("status change refused: %s", exc)
+            return
+        self.status = session.status
+
+    async def _engine_stop(self) -> None:
+        if self.started:
+            self.started = False
+            try:
+                await self.engine.stop(self.key)
+            except EngineError as exc:
+                logger.warning("engine stop failed: %s", exc)
+
+    def _forget(self) -> None:
+        if self.runtime.runners.get(self.key) is self:
+            del self.runtime.runners[self.key]
+            self.runtime.forgotten(self)
+
+    async def drop(self) -> None:
+        """Close the connection locally and forget the session, writing nothing (not ours now)."""
+        await self._engine_stop()
+        self._forget()
+
+    async def release(self, status: str = S.STOPPED, reason: str = "") -> None:
+        """Stop the connection (keeping auth), report `status`, give the lease up."""
+        await self._engine_stop()
+        await self._status(status, reason)
+        await db(sessions.session_release, session_id=self.id, epoch=self.epoch)
+        self._forget()
+
+    # --- what is wanted ---------------------------------------------------------------------------
+
+    async def _reconcile(self) -> None:
+        lease = await db(sessions.session_lease, session_id=self.id, epoch=self.epoch)
+        if lease is None:
+            raise sessions.LeaseLost(self.key)
+        self.lease = lease
+        self.status = lease.status
+        if lease.logout_requested_at or lease.delete_requested_at:
+            await self._logout()
+        elif not lease.wants_running:
+            await self.release(S.STOPPED, "stop requested")
+        elif lease.restart_requested_at:
+            await self._engine_stop()
+            await db(
+                sessions.session_request_done,
+                session_id=self.id,
+                epoch=self.epoch,
+                request="restart_requested_at",
+            )
+            await self._start("restart requested")
+        elif not self.started:
+            await self._start("claimed")
+
+    async def _start(self, reason: str) -> None:
+        await self._status(S.STARTING, reason)
+        self.auth_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            await self.engine.start(self.key, self.auth_dir)
+        except EngineError as exc:
+            if exc.permanent:
+                await self._fail(exc.code, str(exc))
+                return
+            await self._status(S.RECONNECTING, "start failed", error_code=exc.code, error=str(exc))
+            self.runtime.retry_later(self, delay=5)
+            return
+        self.started = True
+
+    async def _logout(self) -> None:
+        if self.started:
+            try:
+                await self.engine.logout(self.key)  # its LoggedOut event finishes the job
+                self.started = False
+                return
+            except EngineError as exc:
+                logger.warning("engine logout failed (%s); deleting the auth state anyway", exc)
+                await self._engine_stop()
+        await self._logged_out("logout requested")
+
+    async def _logged_out(self, reason: str) -> None:
+        """The device is unlinked: auth state goes; then delete, restart with a new QR, or stop."""
+        self.started = False
+        shutil.rmtree(self.auth_dir, ignore_errors=True)
+        await db(qr.codes_clear, session_id=self.id)
+        await self._status(S.LOGGED_OUT, reason)
+        await db(
+            sessions.session_request_done,
+            session_id=self.id,
+            epoch=self.epoch,
+            request="logout_requested_at",
+        )
+        lease = await db(sessions.session_lease, session_id=self.id, epoch=self.epoch)
+        if lease is None:
+            raise sessions.LeaseLost(self.key)
+        if lease.delete_requested_at:
+            await db(sessions.session_delete_owned, session_id=self.id, epoch=self.epoch)
+            self._forget()
+        elif lease.wants_running:
+            await self._start("logged out; linking again")
+        else:
+            await self.release(S.STOPPED, "logged out")
+
+    async def _fail(self, code: str, error: str) -> None:
+        await self._engine_stop()
+        await db(
+            sessions.session_fail,
+            session_id=self.id,
+            epoch=self.epoch,
+            worker_id=self.runtime.worker_id,
+            code=code,
+            error=error,
+        )
+        await db(sessions.session_release, session_id=self.id, epoch=self.epoch)
+        self._forget()
+
+    # --- what the engine says ---------------------------------------------------------------------
+
+    async def _handle(self, event: Event) -> None:
+        if isinstance(event, QrCode):
+            await db(
+                qr.code_store,
+                session_id=self.id,
+                kind="qr",
+                code=event.code,
+                expires_in=event.expires_in,
+            )
+            await self._status(S.SCAN_QR, "new QR code")
+        elif isinstance(event, PairCode):
+            await db(
+                qr.code_store,
+                session_id=self.id,
+                kind="pair_code",
+                code=event.code,
+                expires_in=event.expires_in,
+            )
+            await self._status(S.PAIRING, "pairing code requested")
+        elif isinstance(event, Connected):
+            await db(qr.codes_clear, session_id=self.id)
+            linked = {
+                "phone_number": event.phone_number,
+                "jid": event.jid,
+                "push_name": event.push_name,
+            }
+            if self.status in (S.SCAN_QR, S.PAIRING):  # a new link, not a reconnect
+                linked["linked_at"] = timezone.now()
+            await self._status(S.CONNECTED, "connected", **linked)
+        elif isinstance(event, Disconnected):
+            if event.will_reconnect:
+                await self._status(
+                    S.RECONNECTING, event.reason, error_code=event.code, error=event.reason
+                )
+            else:
+                self.started = False
+                await self._fail(event.code or "disconnected", event.reason)
+        elif isinstance(event, LoggedOut):
+            await self._logged_out(event.reason or "logged out")
+        elif isinstance(event, StreamReplaced):
+            self.started = False
+            # Never reconnect without re-checking the lease: if another worker owns the session
+            # now, this raises LeaseLost and we close quietly.
+            if await db(sessions.session_lease, session_id=self.id, epoch=self.epoch) is None:
+                raise sessions.LeaseLost(self.key)
+            await self._fail("stream_replaced", "another connection took this session over")
+        # Messages, receipts and send failures are the messaging layer's (a later step).
+
+    def check_deadline(self, now: float) -> bool:
+        """True when the lease may have run out unrenewed: the caller closes the connection."""
+        return now >= self.deadline - 1.0

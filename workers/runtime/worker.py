@@ -1,0 +1,313 @@
+"""The worker: one event loop that holds sessions' leases and connections.
+
+    run()  ─ register the Worker row
+           ├ lease loop     renew every lease each TTL/3; forget sessions whose renewal failed
+           ├ watchdog       close a connection before its lease could expire unrenewed
+           ├ claim loop     claim free sessions (SKIP LOCKED) and re-read what is wanted of ours,
+           │                woken at once by NOTIFY, and by a slow poll as well
+           ├ event pumps    engine events → the session's runner
+           └ sandbox controls (when the sandbox engine runs here)
+    stop (SIGTERM/SIGINT) → stop claiming, disconnect every session (never log out), report them
+           stopped, release all leases in one statement, mark the Worker stopped.
+
+Steps return whether they found work; waits end at once when `stop` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+
+from sessions_app import services as sessions
+from sessions_app.models import SessionStatus
+from workers import services as registry
+from workers.engines.base import Engine
+from workers.runtime.db import db, db_close
+from workers.runtime.session import SessionRunner
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RuntimeConfig:
+    name: str = ""
+    capacity: int = 100
+    engines: list[str] = field(default_factory=lambda: ["neonize", "sandbox"])
+    lease_seconds: float = 30.0
+    poll_seconds: float = 2.0
+    auth_root: Path = Path("var/auth")
+
+    @classmethod
+    def from_settings(cls, **overrides: object) -> RuntimeConfig:
+        engines = ["neonize", *(["sandbox"] if settings.SANDBOX_ENABLED else [])]
+        values = {
+            "lease_seconds": float(settings.WORKER_LEASE_SECONDS),
+            "engines": engines,
+            "auth_root": settings.VAR_DIR / "auth",
+        }
+        values.update({k: v for k, v in overrides.items() if v})
+        return cls(**values)
+
+
+def build_engines(config: RuntimeConfig) -> dict[str, Engine]:
+    engines: dict[str, Engine] = {}
+    if "sandbox" in config.engines:
+        from workers.engines.sandbox import SandboxEngine, SandboxTimings, SandboxWorld
+
+        engines["sandbox"] = SandboxEngine(
+            SandboxWorld(settings.VAR_DIR / "sandbox"),
+            worker=config.name,
+            timings=SandboxTimings(**settings.SANDBOX_TIMINGS),
+        )
+    if "neonize" in config.engines:
+        from workers.engines.host.client import HostedEngine
+
+        engines["neonize"] = HostedEngine(
+            "neonize", sessions_per_host=settings.NEONIZE_SESSIONS_PER_HOST
+        )
+    return engines
+
+
+class WorkerRuntime:
+    def __init__(self, config: RuntimeConfig, engines: dict[str, Engine] | None = None) -> None:
+        self.config = config
+        self.engines = engines if engines is not None else build_engines(config)
+        self.stop = asyncio.Event()
+        self.wake = asyncio.Event()
+        self.runners: dict[str, SessionRunner] = {}
+        self.worker_id = None
+        self.claiming = True
+        self._sandbox_listener = None
+        self._background: set[asyncio.Task] = set()
+
+    # --- life -------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        worker = await db(
+            registry.worker_register,
+            name=self.config.name,
+            capacity=self.config.capacity,
+            engines=list(self.engines),
+        )
+        self.worker_id = worker.pk
+        self.config.name = worker.name
+        logger.info("worker %s started", worker.name, extra={"worker_id": str(worker.pk)})
+        loops = [
+            self._lease_loop(),
+            self._watchdog(),
+            self._claim_loop(),
+            *(self._pump(engine) for engine in self.engines.values()),
+        ]
+        if connection.vendor == "postgresql":
+            loops.append(self._listen())
+        if "sandbox" in self.engines and settings.SANDBOX_ENABLED:
+            from channels.layers import get_channel_layer
+
+            from workers.runtime.sandbox_controls import SandboxControlListener
+
+            self._sandbox_listener = SandboxControlListener(
+                self.engines["sandbox"], get_channel_layer()
+            )
+            loops.append(self._sandbox_listener.run(self.stop))
+        tasks = [asyncio.create_task(loop) for loop in loops]
+        try:
+            await self.stop.wait()
+        finally:
+            self.claiming = False
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Disconnect every session (keeping auth), report it stopped, release all leases at once,
+        mark the worker stopped. Never logs a session out."""
+        runners = list(self.runners.values())
+        for runner in runners:
+            if runner.task is not None:
+                runner.task.cancel()
+        await asyncio.gather(*(r.task for r in runners if r.task), return_exceptions=True)
+        for runner in runners:
+            await runner._engine_stop()
+            with contextlib.suppress(Exception):  # best effort: the lease goes either way
+                await runner._status(SessionStatus.STOPPED, "worker stopping")
+        if self.worker_id is not None:
+            released = await db(sessions.sessions_release_all, worker_id=self.worker_id)
+            await db(registry.worker_stopped, worker_id=self.worker_id)
+            logger.info("worker stopped; %s leases released", released)
+        self.runners.clear()
+        for engine in self.engines.values():
+            with contextlib.suppress(Exception):
+                await engine.close()
+        await db_close()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), seconds)
+
+    async def _forever(self, step, period: float) -> None:
+        """Run `step` every `period` seconds; a failing step (database down) is logged and tried
+        again next period."""
+        while not self.stop.is_set():
+            try:
+                await step()
+            except Exception:
+                logger.exception("%s failed; retrying", step.__name__)
+            await self._sleep(period)
+
+    # --- leases -----------------------------------------------------------------------------------
+
+    async def _lease_loop(self) -> None:
+        await self._forever(self.step_renew, self.config.lease_seconds / 3)
+
+    async def step_renew(self) -> None:
+        started = time.monotonic()
+        held = await db(
+            sessions.sessions_renew, worker_id=self.worker_id, ttl=self.config.lease_seconds
+        )
+        for key, runner in list(self.runners.items()):
+            if runner.id in held and held[runner.id] == runner.epoch:
+                runner.deadline = started + self.config.lease_seconds
+            else:
+                logger.warning("lease not renewed; closing", extra={"session_id": key})
+                await runner.drop()
+        stats = {
+            "sessions": len(self.runners),
+            "by_status": dict(Counter(r.status for r in self.runners.values())),
+        }
+        status = await db(registry.worker_heartbeat, worker_id=self.worker_id, stats=stats)
+        if status is None:
+            logger.error("this worker was declared dead; dropping every session")
+            for runner in list(self.runners.values()):
+                await runner.drop()
+        await db(registry.workers_mark_dead)
+
+    async def _watchdog(self) -> None:
+        while not self.stop.is_set():
+            now = time.monotonic()
+            for runner in list(self.runners.values()):
+                if runner.check_deadline(now):
+                    logger.error(
+                        "lease about to expire unrenewed; closing the connection",
+                        extra={"session_id": runner.key},
+                    )
+                    await runner.drop()
+            await self._sleep(0.5)
+
+    # --- claims and wanted state ------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        while not self.stop.is_set():
+            try:
+                await self.step_claim()
+                await self.step_reconcile()
+            except Exception:
+                logger.exception("claim step failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.config.poll_seconds)
+            self.wake.clear()
+
+    async def step_claim(self) -> bool:
+        if not self.claiming:
+            return False
+        room = self.config.capacity - len(self.runners)
+        started = time.monotonic()
+        leases = await db(
+            sessions.sessions_claim,
+            worker_id=self.worker_id,
+            engines=list(self.engines),
+            limit=room,
+            ttl=self.config.lease_seconds,
+        )
+        for lease in leases:
+            runner = SessionRunner(self, lease, claimed_at=started)
+            self.runners[runner.key] = runner
+            if self._sandbox_listener is not None and lease.engine == "sandbox":
+                await self._sandbox_listener.join(runner.key)
+            runner.launch()
+        return bool(leases)
+
+    async def step_reconcile(self) -> bool:
+        """Re-read what is wanted of the sessions we hold (one query) and queue a look at those
+        whose wanted state changed."""
+        owned = {
+            str(lease.session_id): lease
+            for lease in await db(sessions.sessions_owned, worker_id=self.worker_id)
+        }
+        changed = False
+        for key, runner in list(self.runners.items()):
+            lease = owned.get(key)
+            if lease is None or lease.epoch != runner.epoch:
+                continue  # the lease loop decides about lost leases
+            if (
+                lease.desired_state,
+                lease.restart_requested_at,
+                lease.logout_requested_at,
+                lease.delete_requested_at,
+            ) != (
+                runner.lease.desired_state,
+                runner.lease.restart_requested_at,
+                runner.lease.logout_requested_at,
+                runner.lease.delete_requested_at,
+            ):
+                runner.lease = lease
+                runner.recheck()
+                changed = True
+        return changed
+
+    def retry_later(self, runner: SessionRunner, delay: float) -> None:
+        async def later() -> None:
+            await self._sleep(delay)
+            if self.runners.get(runner.key) is runner:
+                runner.recheck()
+
+        task = asyncio.get_running_loop().create_task(later())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def forgotten(self, runner: SessionRunner) -> None:
+        if self._sandbox_listener is not None and runner.lease.engine == "sandbox":
+            task = asyncio.get_running_loop().create_task(self._sandbox_listener.leave(runner.key))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    # --- engine events ----------------------------------------------------------------------------
+
+    async def _pump(self, engine: Engine) -> None:
+        async for event in engine.events():
+            runner = self.runners.get(event.session_id)
+            if runner is not None:
+                runner.deliver(event)
+
+    # --- wake-ups ---------------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        """LISTEN gateway_sessions on a connection of its own; reconnects when it drops. NOTIFY is
+        only a hint: the claim loop polls as well."""
+        import psycopg
+
+        params = connection.get_connection_params()
+        params.pop("cursor_factory", None)
+        params.pop("context", None)
+        while not self.stop.is_set():
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    **params, autocommit=True
+                ) as listener:
+                    await listener.execute("LISTEN gateway_sessions")
+                    self.wake.set()  # anything missed while we were not listening
+                    async for _ in listener.notifies():
+                        self.wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("LISTEN connection lost; reconnecting", exc_info=True)
+                await self._sleep(1)
