@@ -181,7 +181,10 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [{"address": REDIS_URL, "socket_connect_timeout": 2}],
+                # Reads must outlast channels_redis's 5 s blocking receive (BZPOPMIN).
+                "hosts": [
+                    {"address": REDIS_URL, "socket_connect_timeout": 2, "socket_timeout": 15}
+                ],
                 "prefix": "gw:asgi",
             },
         }

@@ -88,10 +88,25 @@ def free_port() -> int:
     raise SystemExit("[make test] no free ports")
 
 
-def start_seaweedfs(workdir: Path) -> tuple[subprocess.Popen, dict[str, str]]:
+class SeaweedFSExited(Exception):
+    pass
+
+
+def start_seaweedfs(workdir: Path, attempts: int = 3) -> tuple[subprocess.Popen, dict[str, str]]:
+    """Start SeaweedFS; ports are picked at random, so a collision is retried on other ports."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return _start_seaweedfs(workdir / f"seaweedfs-{attempt}")
+        except SeaweedFSExited as exc:
+            tail = exc.args[0].read_text(errors="replace").splitlines()[-5:]
+            say(f"SeaweedFS exited at start (attempt {attempt}): " + " | ".join(tail))
+    raise SystemExit("[make test] SeaweedFS would not start")
+
+
+def _start_seaweedfs(workdir: Path) -> tuple[subprocess.Popen, dict[str, str]]:
     weed = BIN / "weed"
     s3, master, volume, filer, admin = (free_port() for _ in range(5))
-    (workdir / "data").mkdir()
+    (workdir / "data").mkdir(parents=True)
     access_key, secret_key = "test" + secrets.token_hex(8), secrets.token_urlsafe(24)
     env = {**os.environ, "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
     log = open(workdir / "seaweedfs.log", "wb")
@@ -123,7 +138,7 @@ def start_seaweedfs(workdir: Path) -> tuple[subprocess.Popen, dict[str, str]]:
 
     def bucket_ready() -> bool:
         if process.poll() is not None:
-            raise SystemExit(f"[make test] SeaweedFS exited; see {workdir / 'seaweedfs.log'}")
+            raise SeaweedFSExited(workdir / "seaweedfs.log")
         import boto3
         from botocore.config import Config
 

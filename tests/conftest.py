@@ -103,3 +103,13 @@ def make_session(db) -> Callable[..., object]:
         return Session.objects.create(**fields)
 
     return make
+
+
+@pytest.fixture
+def test_database_url() -> str:
+    """DATABASE_URL pointing at the test database, for processes a test starts."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    name = settings.DATABASES["default"]["NAME"]
+    return urlunsplit(parts._replace(path=f"/{name}"))

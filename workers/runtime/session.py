@@ -51,6 +51,7 @@ class SessionRunner:
         self.status = lease.status
         # Self-fencing: the connection must close before the lease could expire unrenewed. Timed
         # on the monotonic clock from when the claim or the last successful renewal started.
+        self.claimed_at = claimed_at
         self.deadline = claimed_at + runtime.config.lease_seconds
         self.started = False
         self.queue: asyncio.Queue = asyncio.Queue()

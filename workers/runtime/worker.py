@@ -174,6 +174,8 @@ class WorkerRuntime:
             sessions.sessions_renew, worker_id=self.worker_id, ttl=self.config.lease_seconds
         )
         for key, runner in list(self.runners.items()):
+            if runner.claimed_at >= started:
+                continue  # claimed while this renewal ran: its claim is newer than what we read
             if runner.id in held and held[runner.id] == runner.epoch:
                 runner.deadline = started + self.config.lease_seconds
             else:

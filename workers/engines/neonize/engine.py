@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -74,6 +75,8 @@ class NeonizeEngine(Engine):
         self, *, retry_first: float = 2.0, retry_max: float = 60.0, settle: float = 0.5
     ) -> None:
         super().__init__()
+        # neonize tags every 1:1 message as sent by a bot unless told not to.
+        os.environ.setdefault("NEONIZE_BOT_TAG", "off")
         import neonize  # noqa: F401 - loads the Go library in this (host) process only
 
         logging.getLogger("neonize").setLevel(logging.WARNING)
