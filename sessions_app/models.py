@@ -104,6 +104,13 @@ class Session(models.Model):
         help_text="Where an operator asked this session to move.",
     )
 
+    # The latest encrypted auth snapshot (sessions_app.snapshots), made "latest" only under the
+    # lease that took it.
+    snapshot_key = models.CharField(max_length=300, blank=True)
+    snapshot_epoch = models.BigIntegerField(null=True, blank=True)
+    snapshot_number = models.PositiveIntegerField(default=0)
+    snapshot_at = models.DateTimeField(null=True, blank=True)
+
     # Increments with every webhook event about this session (its per-session sequence).
     event_sequence = models.BigIntegerField(default=0)
 

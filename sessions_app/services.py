@@ -368,3 +368,22 @@ def notify_workers() -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_notify('gateway_sessions', '')")
+
+
+def session_forget_auth(*, session_id: uuid.UUID, epoch: int) -> None:
+    """After a real logout: the auth snapshots are worthless, so they go, and no worker may
+    restore them again (fenced; the files are deleted after commit, best effort)."""
+    with transaction.atomic():
+        updated = Session.objects.filter(pk=session_id, lease_epoch=epoch).update(
+            snapshot_key="", snapshot_epoch=None, snapshot_at=None
+        )
+        if not updated:
+            raise LeaseLost(f"session {session_id} is no longer at epoch {epoch}")
+        transaction.on_commit(lambda: _delete_tree_safely(str(session_id)))
+
+
+def _delete_tree_safely(directory: str) -> None:
+    try:
+        _delete_tree(storages["sessions"], directory)
+    except Exception:
+        logger.exception("could not delete auth snapshots", extra={"session_id": directory})

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from django.utils import timezone
 
 from gateway import logging as log_context
-from sessions_app import qr
+from sessions_app import qr, snapshots
 from sessions_app import services as sessions
 from sessions_app.models import SessionStatus
 from workers.engines.base import (
@@ -54,6 +54,7 @@ class SessionRunner:
         self.claimed_at = claimed_at
         self.deadline = claimed_at + runtime.config.lease_seconds
         self.started = False
+        self.snapshot_mtime = 0.0
         self.queue: asyncio.Queue = asyncio.Queue()
         self.task: asyncio.Task | None = None
         self.auth_dir = runtime.config.auth_root / self.key
@@ -161,6 +162,23 @@ class SessionRunner:
         await self._status(S.STARTING, reason)
         self.auth_dir.mkdir(parents=True, exist_ok=True)
         try:
+            if await db(snapshots.snapshot_restore, session_id=self.id, auth_dir=self.auth_dir):
+                logger.info("auth state restored from the latest snapshot")
+        except snapshots.SnapshotInvalid as exc:
+            await self._fail("snapshot_invalid", str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - storage unreachable: try again, never relink
+            if not (self.auth_dir / snapshots.STORE).exists():
+                await self._status(
+                    S.RECONNECTING,
+                    "auth snapshot unavailable",
+                    error_code="storage_unavailable",
+                    error=str(exc)[:500],
+                )
+                self.runtime.retry_later(self, delay=5)
+                return
+            logger.warning("snapshot storage unavailable; starting from the local store")
+        try:
             await self.engine.start(self.key, self.auth_dir)
         except EngineError as exc:
             if exc.permanent:
@@ -186,6 +204,7 @@ class SessionRunner:
         """The device is unlinked: auth state goes; then delete, restart with a new QR, or stop."""
         self.started = False
         shutil.rmtree(self.auth_dir, ignore_errors=True)
+        await db(sessions.session_forget_auth, session_id=self.id, epoch=self.epoch)
         await db(qr.codes_clear, session_id=self.id)
         await self._status(S.LOGGED_OUT, reason)
         await db(
@@ -246,9 +265,12 @@ class SessionRunner:
                 "jid": event.jid,
                 "push_name": event.push_name,
             }
-            if self.status in (S.SCAN_QR, S.PAIRING):  # a new link, not a reconnect
+            new_link = self.status in (S.SCAN_QR, S.PAIRING)
+            if new_link:
                 linked["linked_at"] = timezone.now()
             await self._status(S.CONNECTED, "connected", **linked)
+            if new_link:
+                await self.snapshot("linked")
         elif isinstance(event, Disconnected):
             if event.will_reconnect:
                 await self._status(
@@ -267,6 +289,33 @@ class SessionRunner:
                 raise sessions.LeaseLost(self.key)
             await self._fail("stream_replaced", "another connection took this session over")
         # Messages, receipts and send failures are the messaging layer's (a later step).
+
+    async def snapshot(self, reason: str) -> bool:
+        """Snapshot the auth state (fenced). Storage being down never disconnects anything: the
+        next periodic check tries again. Returns True when a snapshot was taken."""
+        store = self.auth_dir / snapshots.STORE
+        if not store.exists():
+            return False
+        changed_at = store.stat().st_mtime
+        try:
+            key = await db(
+                snapshots.snapshot_take,
+                session_id=self.id,
+                epoch=self.epoch,
+                auth_dir=self.auth_dir,
+            )
+        except sessions.LeaseLost:
+            raise
+        except Exception as exc:  # noqa: BLE001 - storage errors of any kind
+            logger.warning("auth snapshot failed (%s): %s; will retry", reason, exc)
+            return False
+        self.snapshot_mtime = changed_at
+        logger.info("auth snapshot taken (%s)", reason, extra={"snapshot": key})
+        return True
+
+    def store_changed(self) -> bool:
+        store = self.auth_dir / snapshots.STORE
+        return store.exists() and store.stat().st_mtime > self.snapshot_mtime
 
     def check_deadline(self, now: float) -> bool:
         """True when the lease may have run out unrenewed: the caller closes the connection."""

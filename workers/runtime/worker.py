@@ -43,6 +43,7 @@ class RuntimeConfig:
     engines: list[str] = field(default_factory=lambda: ["neonize", "sandbox"])
     lease_seconds: float = 30.0
     poll_seconds: float = 2.0
+    snapshot_seconds: float = 60.0
     auth_root: Path = Path("var/auth")
 
     @classmethod
@@ -52,6 +53,7 @@ class RuntimeConfig:
             "lease_seconds": float(settings.WORKER_LEASE_SECONDS),
             "engines": engines,
             "auth_root": settings.VAR_DIR / "auth",
+            "snapshot_seconds": float(settings.SNAPSHOT_INTERVAL_SECONDS),
         }
         values.update({k: v for k, v in overrides.items() if v})
         return cls(**values)
@@ -104,6 +106,7 @@ class WorkerRuntime:
             self._lease_loop(),
             self._watchdog(),
             self._claim_loop(),
+            self._snapshot_loop(),
             *(self._pump(engine) for engine in self.engines.values()),
         ]
         if connection.vendor == "postgresql":
@@ -138,6 +141,8 @@ class WorkerRuntime:
         for runner in runners:
             await runner._engine_stop()
             with contextlib.suppress(Exception):  # best effort: the lease goes either way
+                if runner.store_changed():
+                    await runner.snapshot("worker stopping")
                 await runner._status(SessionStatus.STOPPED, "worker stopping")
         if self.worker_id is not None:
             released = await db(sessions.sessions_release_all, worker_id=self.worker_id)
@@ -203,6 +208,23 @@ class WorkerRuntime:
                     )
                     await runner.drop()
             await self._sleep(0.5)
+
+    # --- auth snapshots ---------------------------------------------------------------------------
+
+    async def _snapshot_loop(self) -> None:
+        await self._forever(self.step_snapshots, self.config.snapshot_seconds)
+
+    async def step_snapshots(self) -> bool:
+        """Snapshot every connected session whose store changed since its last snapshot (a
+        debounce: at most one snapshot per session per period)."""
+        taken = False
+        for runner in list(self.runners.values()):
+            if runner.status == SessionStatus.CONNECTED and runner.store_changed():
+                try:
+                    taken |= await runner.snapshot("store changed")
+                except sessions.LeaseLost:
+                    await runner.drop()
+        return taken
 
     # --- claims and wanted state ------------------------------------------------------------------
 

@@ -48,7 +48,9 @@ async def world(tmp_path: Path) -> SandboxWorld:
 async def start_worker(tmp_path: Path, world: SandboxWorld):
     running: list[tuple[WorkerRuntime, asyncio.Task]] = []
 
-    async def start(name: str = "w1", lease_seconds: float = 6) -> WorkerRuntime:
+    async def start(
+        name: str = "w1", lease_seconds: float = 6, auth_root: Path | None = None
+    ) -> WorkerRuntime:
         engine = SandboxEngine(world, worker=name, timings=FAST)
         runtime = WorkerRuntime(
             RuntimeConfig(
@@ -56,7 +58,7 @@ async def start_worker(tmp_path: Path, world: SandboxWorld):
                 engines=["sandbox"],
                 lease_seconds=lease_seconds,
                 poll_seconds=0.2,
-                auth_root=tmp_path / "auth",
+                auth_root=auth_root or tmp_path / "auth",
             ),
             engines={"sandbox": engine},
         )
@@ -154,6 +156,7 @@ async def test_logout_unlinks_deletes_auth_and_links_again(
     await until(lambda: session_row(session.id).status == "scan_qr", what="a new QR")
     row = await sync_to_async(session_row)(session.id)
     assert row.logout_requested_at is None
+    assert row.snapshot_key == ""  # a real logout is the one thing that deletes auth state
     assert not (tmp_path / "auth" / str(session.id) / "store.sqlite3").exists()
     assert "logout" in [e["event"] for e in world.read_log(str(session.id))]
 
@@ -229,3 +232,65 @@ async def test_another_worker_takes_over_without_a_new_qr(start_worker) -> None:
         )
     )()
     assert steps.count("scan_qr") == 1
+
+
+async def test_a_worker_on_another_machine_restores_the_snapshot_without_a_qr(
+    start_worker,
+    tmp_path: Path,
+) -> None:
+    first = await start_worker("w1")
+    session = await linked(first)
+    await until(lambda: session_row(session.id).snapshot_key, what="the snapshot after linking")
+    first.stop.set()
+    await until(lambda: session_row(session.id).worker is None)
+
+    second = await start_worker("w2", auth_root=tmp_path / "machine-2")
+
+    await until(
+        lambda: (
+            (r := session_row(session.id)).status == "connected"
+            and r.worker
+            and r.worker.name == "w2"
+        ),
+        what="w2 to reconnect it from the snapshot",
+    )
+    assert (tmp_path / "machine-2" / str(session.id) / "store.sqlite3").exists()
+    steps = await sync_to_async(
+        lambda: list(
+            SessionEvent.objects.filter(session=session).values_list("to_status", flat=True)
+        )
+    )()
+    assert steps.count("scan_qr") == 1
+    assert second.runners[str(session.id)].status == "connected"
+
+
+async def test_a_tampered_snapshot_fails_the_session_and_keeps_auth(
+    start_worker,
+    tmp_path: Path,
+) -> None:
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import storages
+
+    first = await start_worker("w1")
+    session = await linked(first)
+    key = await until(lambda: session_row(session.id).snapshot_key, what="a snapshot")
+    first.stop.set()
+    await until(lambda: session_row(session.id).worker is None)
+
+    def tamper() -> None:
+        storage = storages["sessions"]
+        with storage.open(key, "rb") as blob:
+            data = bytearray(blob.read())
+        data[20] ^= 0xFF
+        storage.delete(key)
+        storage.save(key, ContentFile(bytes(data)))
+
+    await sync_to_async(tamper)()
+    await start_worker("w2", auth_root=tmp_path / "machine-2")
+
+    row = await until(
+        lambda: (r := session_row(session.id)).status == "failed" and r, what="the refusal"
+    )
+    assert row.last_error_code == "snapshot_invalid"
+    assert await sync_to_async(storages["sessions"].exists)(key)  # auth state never deleted
+    assert (tmp_path / "auth" / str(session.id) / "store.sqlite3").exists()
