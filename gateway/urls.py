@@ -30,6 +30,7 @@ api_v1 = [
         session_views.SessionRestartApi.as_view(),
         name="session-restart",
     ),
+    path("sessions/<uuid:session_id>/migrate", session_views.SessionMigrateApi.as_view()),
     path(
         "sessions/<uuid:session_id>/logout",
         session_views.SessionLogoutApi.as_view(),
@@ -42,6 +43,7 @@ api_v1 = [
     path("sandbox/sessions/<uuid:session_id>/replace", sandbox.SandboxReplaceApi.as_view()),
     path("workers", worker_views.WorkerListApi.as_view(), name="worker-list"),
     path("workers/<uuid:worker_id>", worker_views.WorkerDetailApi.as_view(), name="worker-detail"),
+    path("workers/<uuid:worker_id>/drain", worker_views.WorkerDrainApi.as_view()),
 ]
 
 urlpatterns = [

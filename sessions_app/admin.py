@@ -124,7 +124,24 @@ class SessionAdmin(admin.ModelAdmin):
         _bulk(services.session_request_stop, "Stop"),
         _bulk(services.session_request_restart, "Restart"),
         _bulk(services.session_request_logout, "Logout"),
+        "migrate_sessions",
     ]
+
+    @admin.action(description="Move selected sessions to another worker", permissions=["change"])
+    def migrate_sessions(self, request: HttpRequest, queryset: QuerySet[Session]) -> None:
+        moved, stuck = 0, 0
+        for session in queryset:
+            try:
+                services.session_request_migrate(session=session)
+                moved += 1
+            except (services.NoWorkerAvailable, services.SessionBeingDeleted):
+                stuck += 1
+        self.message_user(
+            request,
+            f"{moved} session(s) moving; {stuck} could not move (no "
+            "other active worker runs their engine).",
+            messages.SUCCESS if not stuck else messages.WARNING,
+        )
 
 
 @admin.register(SessionEvent)

@@ -99,3 +99,12 @@ class SessionFilterSerializer(serializers.Serializer):
     status = serializers.MultipleChoiceField(choices=SessionStatus.choices, required=False)
     worker = serializers.UUIDField(required=False)
     external_id = serializers.CharField(max_length=200, required=False)
+
+
+class SessionMigrateInputSerializer(serializers.Serializer):
+    worker = serializers.UUIDField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="The worker to move to; by default the least loaded other active worker.",
+    )

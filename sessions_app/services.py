@@ -14,11 +14,12 @@ from typing import Any
 
 from django.core.files.storage import storages
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
 from sessions_app.models import DesiredState, Session, SessionEvent, SessionStatus
+from workers.models import Worker, WorkerStatus
 
 logger = logging.getLogger(__name__)
 
@@ -222,6 +223,7 @@ class Lease:
     restart_requested_at: datetime | None
     logout_requested_at: datetime | None
     delete_requested_at: datetime | None
+    target_worker_id: uuid.UUID | None = None
 
     @classmethod
     def of(cls, session: Session) -> Lease:
@@ -234,6 +236,17 @@ class Lease:
             session.restart_requested_at,
             session.logout_requested_at,
             session.delete_requested_at,
+            session.target_worker_id,
+        )
+
+    def wanted(self) -> tuple:
+        """What the owner acts on; a change in it makes the owner look again."""
+        return (
+            self.desired_state,
+            self.restart_requested_at,
+            self.logout_requested_at,
+            self.delete_requested_at,
+            self.target_worker_id,
         )
 
     @property
@@ -264,8 +277,14 @@ def sessions_claim(
         return []
     with transaction.atomic():
         ids = list(
-            Session.objects.select_for_update(skip_locked=True)
+            Session.objects.select_for_update(skip_locked=True, of=("self",))
             .filter(_claimable(), engine__in=engines)
+            # A session on its way to another worker waits for that one, unless it is gone.
+            .filter(
+                Q(target_worker__isnull=True)
+                | Q(target_worker_id=worker_id)
+                | ~Q(target_worker__status__in=[WorkerStatus.ACTIVE])
+            )
             .order_by("lease_expires_at", "created_at")
             .values_list("pk", flat=True)[:limit]
         )
@@ -387,3 +406,25 @@ def _delete_tree_safely(directory: str) -> None:
         _delete_tree(storages["sessions"], directory)
     except Exception:
         logger.exception("could not delete auth snapshots", extra={"session_id": directory})
+
+
+class NoWorkerAvailable(Exception):
+    """No other active worker can take the session."""
+
+
+def session_request_migrate(*, session: Session, target: Worker | None = None) -> Session:
+    """Move a session to `target`, or to the least loaded other active worker that runs its
+    engine. Its owner hands it over (disconnect, snapshot, release) and only the target claims it.
+    """
+    if target is None:
+        # Workers are few: filter their engines here rather than with JSON lookups per backend.
+        candidates = (
+            Worker.objects.filter(status=WorkerStatus.ACTIVE)
+            .exclude(pk=session.worker_id)
+            .annotate(load=Count("sessions"))
+            .order_by("load", "started_at")
+        )
+        target = next((w for w in candidates if session.engine in w.engines), None)
+    if target is None or target.pk == session.worker_id or target.status != WorkerStatus.ACTIVE:
+        raise NoWorkerAvailable("No other active worker can take this session.")
+    return _request(session, target_worker=target)

@@ -7,6 +7,7 @@ import uuid
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -19,8 +20,10 @@ from sessions_app.models import Session
 from sessions_app.serializers import (
     SessionCreateInputSerializer,
     SessionFilterSerializer,
+    SessionMigrateInputSerializer,
     SessionOutputSerializer,
 )
+from workers.models import Worker
 
 TAG = ["sessions"]
 
@@ -173,3 +176,32 @@ class SessionLogoutApi(_SessionRequestApi):
     )
     def post(self, request: Request, session_id: uuid.UUID) -> Response:
         return super().post(request, session_id)
+
+
+class SessionMigrateApi(APIView):
+    @extend_schema(
+        operation_id="sessions_migrate",
+        tags=TAG,
+        request=SessionMigrateInputSerializer,
+        responses={202: SessionOutputSerializer, **errors(400, 404, 409)},
+        summary="Move a session to another worker",
+        description="The worker running it disconnects, snapshots its auth state and releases it; "
+        "the target restores it and reconnects, with no QR scan. 409 `no_worker_available` when "
+        "no other active worker runs the session's engine.",
+    )
+    def post(self, request: Request, session_id: uuid.UUID) -> Response:
+        data = SessionMigrateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        session = selectors.session_get(session_id=session_id)
+        target = None
+        if data.validated_data["worker"]:
+            target = Worker.objects.filter(pk=data.validated_data["worker"]).first()
+            if target is None:
+                raise ValidationError({"worker": ["No such worker."]})
+        try:
+            session = services.session_request_migrate(session=session, target=target)
+        except services.NoWorkerAvailable as exc:
+            raise Conflict(str(exc), code="no_worker_available") from None
+        except services.SessionBeingDeleted:
+            raise Conflict("The session is being deleted.", code="session_deleting") from None
+        return Response(SessionOutputSerializer(session).data, status=status.HTTP_202_ACCEPTED)

@@ -1,7 +1,8 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 
+from workers import services
 from workers.models import Worker
 
 
@@ -46,3 +47,13 @@ class WorkerAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    actions = ["drain_workers"]
+
+    @admin.action(
+        description="Drain selected workers (hand their sessions to others)", permissions=["change"]
+    )
+    def drain_workers(self, request: HttpRequest, queryset: QuerySet[Worker]) -> None:
+        for worker in queryset:
+            services.worker_drain(worker=worker)
+        self.message_user(request, f"Draining {queryset.count()} worker(s).", messages.SUCCESS)

@@ -44,3 +44,16 @@ def workers_mark_dead() -> int:
 
 def worker_stopped(*, worker_id: uuid.UUID) -> None:
     Worker.objects.filter(pk=worker_id).update(status=WorkerStatus.STOPPED, stopped_at=Now())
+
+
+def worker_drain(*, worker: Worker) -> Worker:
+    """Ask a worker to hand all its sessions over to others and take no new ones."""
+    from sessions_app.services import notify_workers
+
+    with transaction.atomic():
+        Worker.objects.filter(pk=worker.pk, status=WorkerStatus.ACTIVE).update(
+            status=WorkerStatus.DRAINING
+        )
+        notify_workers()
+    worker.refresh_from_db()
+    return worker

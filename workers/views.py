@@ -4,13 +4,13 @@ import uuid
 
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
-from rest_framework import generics
+from rest_framework import generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from gateway.openapi import errors
-from workers import selectors
+from workers import selectors, services
 from workers.models import Worker
 from workers.serializers import WorkerFilterSerializer, WorkerOutputSerializer
 
@@ -45,3 +45,21 @@ class WorkerDetailApi(APIView):
     )
     def get(self, request: Request, worker_id: uuid.UUID) -> Response:
         return Response(WorkerOutputSerializer(selectors.worker_get(worker_id=worker_id)).data)
+
+
+class WorkerDrainApi(APIView):
+    @extend_schema(
+        operation_id="workers_drain",
+        tags=TAG,
+        request=None,
+        responses={202: WorkerOutputSerializer, **errors(404)},
+        summary="Drain a worker",
+        description="The worker takes no new sessions and hands each of its sessions over to "
+        "other workers (disconnect, snapshot, release; they reconnect without a QR scan).",
+    )
+    def post(self, request: Request, worker_id: uuid.UUID) -> Response:
+        worker = services.worker_drain(worker=selectors.worker_get(worker_id=worker_id))
+        return Response(
+            WorkerOutputSerializer(selectors.worker_get(worker_id=worker.pk)).data,
+            status=status.HTTP_202_ACCEPTED,
+        )

@@ -78,6 +78,8 @@ class SessionRunner:
                 try:
                     if item is _RECHECK:
                         await self._reconcile()
+                    elif isinstance(item, tuple) and item[0] == "handover":
+                        await self.handover(item[1])
                     else:
                         await self._handle(item)
                 except sessions.LeaseLost:
@@ -127,6 +129,14 @@ class SessionRunner:
         await self._engine_stop()
         self._forget()
 
+    async def handover(self, reason: str) -> None:
+        """Give the session to another worker: disconnect, snapshot, report stopped, release. The
+        next owner restores the snapshot; the two connections never overlap."""
+        await self._engine_stop()
+        if self.store_changed() or not self.snapshot_mtime:
+            await self.snapshot(reason)
+        await self.release(S.STOPPED, reason)
+
     async def release(self, status: str = S.STOPPED, reason: str = "") -> None:
         """Stop the connection (keeping auth), report `status`, give the lease up."""
         await self._engine_stop()
@@ -146,6 +156,8 @@ class SessionRunner:
             await self._logout()
         elif not lease.wants_running:
             await self.release(S.STOPPED, "stop requested")
+        elif lease.target_worker_id and lease.target_worker_id != self.runtime.worker_id:
+            await self.handover("moving to another worker")
         elif lease.restart_requested_at:
             await self._engine_stop()
             await db(

@@ -30,6 +30,7 @@ from sessions_app import services as sessions
 from sessions_app.models import SessionStatus
 from workers import services as registry
 from workers.engines.base import Engine
+from workers.models import WorkerStatus
 from workers.runtime.db import db, db_close
 from workers.runtime.session import SessionRunner
 
@@ -195,6 +196,11 @@ class WorkerRuntime:
             logger.error("this worker was declared dead; dropping every session")
             for runner in list(self.runners.values()):
                 await runner.drop()
+        elif status == WorkerStatus.DRAINING and self.claiming:
+            logger.warning("draining: handing every session over to other workers")
+            self.claiming = False
+            for runner in list(self.runners.values()):
+                runner.queue.put_nowait(("handover", "worker draining"))
         await db(registry.workers_mark_dead)
 
     async def _watchdog(self) -> None:
@@ -271,17 +277,7 @@ class WorkerRuntime:
             lease = owned.get(key)
             if lease is None or lease.epoch != runner.epoch:
                 continue  # the lease loop decides about lost leases
-            if (
-                lease.desired_state,
-                lease.restart_requested_at,
-                lease.logout_requested_at,
-                lease.delete_requested_at,
-            ) != (
-                runner.lease.desired_state,
-                runner.lease.restart_requested_at,
-                runner.lease.logout_requested_at,
-                runner.lease.delete_requested_at,
-            ):
+            if lease.wanted() != runner.lease.wanted():
                 runner.lease = lease
                 runner.recheck()
                 changed = True

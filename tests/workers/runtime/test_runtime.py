@@ -39,6 +39,14 @@ def session_row(session_id) -> Session:
     return Session.objects.select_related("worker").get(pk=session_id)
 
 
+@pytest_asyncio.fixture(autouse=True)
+async def _close_connections():
+    """The ORM ran in sync_to_async's thread: close its connection so the test database can be
+    dropped at the end of the run."""
+    yield
+    await sync_to_async(connections.close_all)()
+
+
 @pytest_asyncio.fixture
 async def world(tmp_path: Path) -> SandboxWorld:
     return SandboxWorld(tmp_path / "world")
@@ -71,7 +79,6 @@ async def start_worker(tmp_path: Path, world: SandboxWorld):
     for runtime, task in running:
         runtime.stop.set()
         await asyncio.wait_for(task, 20)
-    await sync_to_async(connections.close_all)()
 
 
 def create(**fields) -> Session:
@@ -294,3 +301,76 @@ async def test_a_tampered_snapshot_fails_the_session_and_keeps_auth(
     assert row.last_error_code == "snapshot_invalid"
     assert await sync_to_async(storages["sessions"].exists)(key)  # auth state never deleted
     assert (tmp_path / "auth" / str(session.id) / "store.sqlite3").exists()
+
+
+async def test_migration_moves_a_session_with_no_overlap_and_no_qr(
+    start_worker,
+    api,
+    world: SandboxWorld,
+) -> None:
+    first = await start_worker("w1")
+    session = await linked(first)
+    second = await start_worker("w2")
+
+    response = await sync_to_async(api.post)(
+        f"/api/v1/sessions/{session.id}/migrate", {"worker": str(second.worker_id)}, format="json"
+    )
+
+    assert response.status_code == 202
+    await until(
+        lambda: (
+            (r := session_row(session.id)).status == "connected"
+            and r.worker
+            and r.worker.name == "w2"
+        ),
+        what="w2 to hold it",
+    )
+    log = [
+        (e["event"], e["worker"])
+        for e in world.read_log(str(session.id))
+        if e["event"] in ("connect", "disconnect")
+    ]
+    assert log == [("connect", "w1"), ("disconnect", "w1"), ("connect", "w2")]
+    assert (await sync_to_async(session_row)(session.id)).target_worker_id is None
+
+
+async def test_draining_a_worker_moves_all_its_sessions(start_worker, api) -> None:
+    first = await start_worker("w1")
+    sessions_on_first = [await linked(first, phone) for phone in ("+15550001", "+15550002")]
+    await start_worker("w2")
+
+    response = await sync_to_async(api.post)(f"/api/v1/workers/{first.worker_id}/drain")
+
+    assert response.status_code == 202 and response.json()["status"] == "draining"
+    for session in sessions_on_first:
+        await until(
+            lambda s=session: (
+                (r := session_row(s.id)).status == "connected"
+                and r.worker
+                and r.worker.name == "w2"
+            ),
+            timeout=20,
+            what="the move",
+        )
+    assert first.runners == {}
+
+
+@pytest.mark.parametrize(
+    "body", [{"worker": "not-a-uuid"}, {"worker": "00000000-0000-0000-0000-000000000009"}]
+)
+async def test_migrating_to_an_unknown_worker_is_a_400(api, make_session, body) -> None:
+    session = await sync_to_async(make_session)()
+    response = await sync_to_async(api.post)(
+        f"/api/v1/sessions/{session.id}/migrate", body, format="json"
+    )
+    assert response.status_code == 400
+    assert "worker" in response.json()["error"]["details"]
+
+
+async def test_migrating_with_no_other_worker_is_a_409(api, make_session) -> None:
+    session = await sync_to_async(make_session)()
+    response = await sync_to_async(api.post)(
+        f"/api/v1/sessions/{session.id}/migrate", {}, format="json"
+    )
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "no_worker_available"
