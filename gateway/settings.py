@@ -358,6 +358,9 @@ SANDBOX_ENABLED = env_bool("SANDBOX_ENABLED", not PRODUCTION)
 # The sandbox's clock (workers.engines.sandbox.SandboxTimings), as JSON; tests and demos shorten it,
 # e.g. {"qr_first": 5, "qr_next": 5, "delivered_after": 0.2, "read_after": 0.5}.
 SANDBOX_TIMINGS = env_json_object("SANDBOX_TIMINGS")
+# The simulated WhatsApp servers' state, shared by every process on the machine that runs sandbox
+# sessions (by default inside GATEWAY_VAR_DIR).
+SANDBOX_DIR = Path(env_str("SANDBOX_DIR", str(VAR_DIR / "sandbox")))
 # A connected session's auth state is snapshotted at most this often when it changed (and always
 # after linking and on a graceful stop).
 SNAPSHOT_INTERVAL_SECONDS = env_int("SNAPSHOT_INTERVAL_SECONDS", 60, minimum=5, maximum=3600)

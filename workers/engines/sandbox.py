@@ -110,10 +110,50 @@ class SandboxWorld:
                 record = json.loads(path.read_text())
                 path.write_text(json.dumps({**record, "valid": False}))
 
+    @staticmethod
+    def _append(directory: Path, event: str, **fields: object) -> None:
+        with open(directory / "log.jsonl", "a") as log:
+            log.write(json.dumps({"at": time.time(), "event": event, **fields}) + "\n")
+
     def log(self, session_id: str, event: str, **fields: object) -> None:
-        entry = {"at": time.time(), "event": event, **fields}
-        with self._locked(session_id) as directory, open(directory / "log.jsonl", "a") as log:
-            log.write(json.dumps(entry) + "\n")
+        with self._locked(session_id) as directory:
+            self._append(directory, event, **fields)
+
+    def open_connection(self, session_id: str, worker: str, device: str) -> str:
+        """A connection with the session's credentials. Like WhatsApp, the server keeps one: a
+        connection already open is replaced (and logged as disconnected) at this moment."""
+        connection = uuid.uuid4().hex
+        with self._locked(session_id) as directory:
+            current = directory / "connection.json"
+            if current.exists():
+                previous = json.loads(current.read_text())
+                self._append(
+                    directory,
+                    "disconnect",
+                    worker=previous["worker"],
+                    connection=previous["connection"],
+                    reason="replaced by another connection",
+                )
+            current.write_text(json.dumps({"connection": connection, "worker": worker}))
+            self._append(directory, "connect", worker=worker, device=device, connection=connection)
+        return connection
+
+    def close_connection(self, session_id: str, connection: str, worker: str, reason: str) -> bool:
+        """Close `connection` if the server still has it open; False when it was replaced."""
+        with self._locked(session_id) as directory:
+            current = directory / "connection.json"
+            if not current.exists() or json.loads(current.read_text())["connection"] != connection:
+                return False
+            current.unlink()
+            self._append(
+                directory, "disconnect", worker=worker, connection=connection, reason=reason
+            )
+        return True
+
+    def connection_current(self, session_id: str, connection: str) -> bool:
+        with self._locked(session_id) as directory:
+            current = directory / "connection.json"
+            return current.exists() and json.loads(current.read_text())["connection"] == connection
 
     def read_log(self, session_id: str) -> list[dict]:
         path = self.root / session_id / "log.jsonl"
@@ -149,6 +189,7 @@ class _Session:
     phone_number: str = ""
     device: str = ""
     pair_phone: str = ""
+    connection: str = ""  # the simulated server's id for our open connection
     tasks: set[asyncio.Task] = field(default_factory=set)
 
 
@@ -192,7 +233,7 @@ class SandboxEngine(Engine):
 
     def _connect(self, session: _Session) -> None:
         session.state = "connected"
-        self.world.log(session.id, "connect", worker=self.worker, device=session.device)
+        session.connection = self.world.open_connection(session.id, self.worker, session.device)
         self.emit(
             Connected(
                 session.id,
@@ -254,7 +295,7 @@ class SandboxEngine(Engine):
         if session is None:
             return
         if session.state == "connected":
-            self.world.log(session_id, "disconnect", worker=self.worker, reason="stop")
+            self.world.close_connection(session_id, session.connection, self.worker, "stop")
         self._close(session)
 
     async def logout(self, session_id: str) -> None:
@@ -262,12 +303,20 @@ class SandboxEngine(Engine):
         if session.device:
             self.world.unlink(session_id)
         self.world.log(session_id, "logout", worker=self.worker)
+        if session.connection:
+            self.world.close_connection(session_id, session.connection, self.worker, "logout")
         delete_store(session.auth_dir)
         self._close(session)
         self.emit(LoggedOut(session_id, reason="logged out"))
 
     async def send(self, session_id: str, message: OutboundMessage) -> SendResult:
         session = self._session(session_id, connected=True)
+        if not self.world.connection_current(session_id, session.connection):
+            # The server replaced our connection (another worker connected): like whatsmeow, we
+            # learn it now, and never reconnect by ourselves.
+            self._close(session)
+            self.emit(StreamReplaced(session_id))
+            raise EngineError("the connection was replaced", code="not_connected")
         if jid_user(message.to).endswith(NOT_ON_WHATSAPP_SUFFIX):
             raise EngineError(
                 f"{jid_user(message.to)} is not on WhatsApp", permanent=True, code="not_on_whatsapp"
@@ -431,7 +480,7 @@ class SandboxEngine(Engine):
     async def drop_connection(self, session_id: str) -> None:
         """The network drops; like whatsmeow, the engine reconnects by itself."""
         session = self._session(session_id, connected=True)
-        self.world.log(session_id, "disconnect", worker=self.worker, reason="network")
+        self.world.close_connection(session_id, session.connection, self.worker, "network")
         session.state = "reconnecting"
         self.emit(Disconnected(session_id, reason="connection lost", will_reconnect=True))
         self._spawn(session, self._reconnect(session))
@@ -446,6 +495,8 @@ class SandboxEngine(Engine):
         session = self._session(session_id)
         self.world.unlink(session_id)
         self.world.log(session_id, "remote_logout", worker=self.worker)
+        if session.connection:
+            self.world.close_connection(session_id, session.connection, self.worker, "unlinked")
         delete_store(session.auth_dir)
         self._close(session)
         self.emit(LoggedOut(session_id, reason="unlinked from the phone"))
@@ -453,7 +504,9 @@ class SandboxEngine(Engine):
     async def replace(self, session_id: str) -> None:
         """Another connection with the same credentials takes over this session."""
         session = self._session(session_id, connected=True)
-        self.world.log(session_id, "replaced", worker=self.worker)
+        self.world.close_connection(
+            session_id, session.connection, self.worker, "replaced by another connection"
+        )
         self._close(session)
         self.emit(StreamReplaced(session_id))
 

@@ -66,7 +66,7 @@ def build_engines(config: RuntimeConfig) -> dict[str, Engine]:
         from workers.engines.sandbox import SandboxEngine, SandboxTimings, SandboxWorld
 
         engines["sandbox"] = SandboxEngine(
-            SandboxWorld(settings.VAR_DIR / "sandbox"),
+            SandboxWorld(settings.SANDBOX_DIR),
             worker=config.name,
             timings=SandboxTimings(**settings.SANDBOX_TIMINGS),
         )

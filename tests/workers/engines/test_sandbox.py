@@ -298,7 +298,8 @@ async def test_a_replaced_stream_closes_our_connection(
     assert isinstance(await next_event(engine, StreamReplaced), StreamReplaced)
     assert engine.status("s1") == "stopped"
     assert store_path(tmp_path / "auth").exists()  # a takeover never deletes auth state
-    assert world.read_log("s1")[-1]["event"] == "replaced"
+    last = world.read_log("s1")[-1]
+    assert (last["event"], last["reason"]) == ("disconnect", "replaced by another connection")
 
 
 async def test_stop_keeps_the_store_and_logs_the_disconnect(
@@ -317,3 +318,24 @@ async def test_stop_keeps_the_store_and_logs_the_disconnect(
         "disconnect",
     ]
     assert engine.status("s1") == "stopped"
+
+
+async def test_a_second_connection_replaces_the_first_as_on_whatsapp(
+    engine: SandboxEngine, world: SandboxWorld, tmp_path: Path
+) -> None:
+    await linked(engine, tmp_path / "auth")
+    other = SandboxEngine(world, worker="worker-b", timings=FAST)
+    await other.start("s1", tmp_path / "auth")  # same credentials, another process
+    await next_event(other, Connected)
+
+    with pytest.raises(EngineError):
+        await engine.send("s1", OutboundMessage(id="LATE", to=TO, type="text", text="hi"))
+
+    assert isinstance(await next_event(engine, StreamReplaced), StreamReplaced)
+    assert [(e["event"], e["worker"]) for e in world.read_log("s1")] == [
+        ("connect", "worker-a"),
+        ("disconnect", "worker-a"),
+        ("connect", "worker-b"),
+    ]
+    assert world.phone_messages("s1") == []  # the replaced connection delivered nothing
+    await other.close()

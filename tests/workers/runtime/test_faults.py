@@ -1,0 +1,185 @@
+"""Faults with real worker processes (PostgreSQL, Redis, SeaweedFS, the sandbox engine).
+
+Each worker gets a directory of its own (as if on its own machine), so a session can only move
+between them through its encrypted snapshot in S3; they share the simulated WhatsApp servers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from sessions_app import services as sessions
+from sessions_app.models import Session, SessionEvent
+from tests.gateway.test_settings import ROOT
+from workers.engines.sandbox import SandboxWorld
+from workers.sandbox import sandbox_control_send
+
+pytestmark = pytest.mark.django_db(transaction=True)
+LEASE = 6
+
+
+class Workers:
+    def __init__(self, tmp_path: Path, database_url: str) -> None:
+        self.tmp_path, self.database_url = tmp_path, database_url
+        self.world = SandboxWorld(tmp_path / "sandbox")
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str) -> subprocess.Popen:
+        env = {
+            **os.environ,
+            "DATABASE_URL": self.database_url,
+            "GATEWAY_VAR_DIR": str(self.tmp_path / name),
+            "SANDBOX_DIR": str(self.tmp_path / "sandbox"),
+            "SANDBOX_TIMINGS": json.dumps({"qr_first": 120, "qr_next": 120}),
+            "WORKER_LEASE_SECONDS": str(LEASE),
+            "LOG_LEVEL": "INFO",
+        }
+        log = open(self.tmp_path / f"{name}.log", "w")
+        self.processes[name] = subprocess.Popen(
+            [
+                sys.executable,
+                "manage.py",
+                "run_worker",
+                "--name",
+                name,
+                "--engines",
+                "sandbox",
+                "--capacity",
+                "200",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        return self.processes[name]
+
+    def log(self, name: str) -> str:
+        return (self.tmp_path / f"{name}.log").read_text()
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGCONT)
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@pytest.fixture
+def workers(tmp_path: Path, test_database_url: str):
+    fleet = Workers(tmp_path, test_database_url)
+    yield fleet
+    fleet.stop_all()
+
+
+def wait_for(check, timeout: float, what: str) -> object:
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.1)
+    return result
+
+
+def held_by(name: str, ids: list, status: str) -> bool:
+    """Every session is in `status`, and got there through `name` (a status left behind by
+    another worker does not count)."""
+    reached = (
+        SessionEvent.objects.filter(session_id__in=ids, to_status=status, worker__name=name)
+        .values("session_id")
+        .distinct()
+    )
+    return reached.count() == len(ids) and Session.objects.filter(
+        pk__in=ids, worker__name=name, status=status
+    ).count() == len(ids)
+
+
+def link_all(workers: Workers, name: str, count: int) -> list:
+    ids = [sessions.session_create(external_id=None, engine="sandbox")[0].pk for _ in range(count)]
+    wait_for(lambda: held_by(name, ids, "scan_qr"), 60, f"{name} to show {count} QR codes")
+    for number, session in enumerate(Session.objects.filter(pk__in=ids)):
+        sandbox_control_send(session=session, action="scan", phone_number=f"+1555{number:07d}")
+    wait_for(lambda: held_by(name, ids, "connected"), 60, f"{count} sessions to connect")
+    wait_for(
+        lambda: Session.objects.filter(pk__in=ids).exclude(snapshot_key="").count() == count,
+        60,
+        "their snapshots",
+    )
+    return ids
+
+
+def assert_one_connection_at_a_time(world: SandboxWorld, ids: list) -> None:
+    """In the simulated servers' log, a session never has two open connections."""
+    for session_id in ids:
+        open_connections: set[str] = set()
+        for entry in world.read_log(str(session_id)):
+            if entry["event"] == "connect":
+                assert not open_connections, (session_id, entry)
+                open_connections.add(entry["connection"])
+            elif entry["event"] == "disconnect":
+                open_connections.discard(entry["connection"])
+
+
+def qr_counts(ids: list) -> Counter:
+    return Counter(
+        SessionEvent.objects.filter(session_id__in=ids, to_status="scan_qr").values_list(
+            "session_id", flat=True
+        )
+    )
+
+
+def test_a_killed_worker_s_sessions_reconnect_elsewhere_without_a_qr(workers: Workers) -> None:
+    first = workers.start("a")
+    ids = link_all(workers, "a", 50)
+    workers.start("b")
+
+    os.kill(first.pid, signal.SIGKILL)
+    killed = time.monotonic()
+
+    wait_for(lambda: held_by("b", ids, "connected"), LEASE + 60, "b to reconnect all 50")
+    assert time.monotonic() - killed < LEASE + 60
+    assert set(qr_counts(ids).values()) == {1}  # only the first link ever showed a QR
+    assert_one_connection_at_a_time(workers.world, ids)
+    assert all((workers.tmp_path / "b" / "auth" / str(i) / "store.sqlite3").exists() for i in ids)
+
+
+def test_a_paused_worker_cannot_take_its_sessions_back(workers: Workers) -> None:
+    first = workers.start("a")
+    ids = link_all(workers, "a", 3)
+    workers.start("b")
+
+    os.kill(first.pid, signal.SIGSTOP)
+    wait_for(lambda: held_by("b", ids, "connected"), LEASE + 60, "b to take over")
+    epochs = dict(Session.objects.filter(pk__in=ids).values_list("pk", "lease_epoch"))
+    os.kill(first.pid, signal.SIGCONT)
+
+    # Awake again, `a` finds its leases gone and closes its connections; it writes nothing.
+    wait_for(
+        lambda: workers.log("a").count("closing") >= len(ids),
+        30,
+        "a to close its stale connections",
+    )
+    rows = {s.pk: s for s in Session.objects.select_related("worker").filter(pk__in=ids)}
+    assert all(r.worker.name == "b" and r.status == "connected" for r in rows.values())
+    assert {pk: r.lease_epoch for pk, r in rows.items()} == epochs
+    assert_one_connection_at_a_time(workers.world, ids)
+    for session_id in ids:
+        reconnects_by_a = [
+            e
+            for e in workers.world.read_log(str(session_id))[2:]
+            if e["event"] == "connect" and e["worker"] == "a"
+        ]
+        assert reconnects_by_a == []
