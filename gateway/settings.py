@@ -338,6 +338,12 @@ BACKEND_JWT_AUDIENCE = env_str("BACKEND_JWT_AUDIENCE")
 BACKEND_JWT_ISSUER = env_str("BACKEND_JWT_ISSUER")
 
 METRICS_TOKEN = env_str("METRICS_TOKEN")
+# Crash tests only (gateway/failpoints.py): "name=exit,…"; off unless set.
+GATEWAY_FAILPOINTS = dict(
+    item.partition("=")[::2] for item in env_list("GATEWAY_FAILPOINTS") if item.endswith("=exit")
+)
+if len(GATEWAY_FAILPOINTS) != len(env_list("GATEWAY_FAILPOINTS")):
+    raise ImproperlyConfigured("Environment variable GATEWAY_FAILPOINTS: expected name=exit,…")
 
 # --- Gateway behaviour --------------------------------------------------------------------------
 

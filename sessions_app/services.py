@@ -18,6 +18,7 @@ from django.db.models import Count, F, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from gateway.failpoints import failpoint
 from sessions_app.models import DesiredState, Session, SessionEvent, SessionStatus
 from workers.models import Worker, WorkerStatus
 
@@ -297,7 +298,9 @@ def sessions_claim(
             target_worker=None,
             updated_at=timezone.now(),
         )
-        return [Lease.of(session) for session in Session.objects.filter(pk__in=ids)]
+        leases = [Lease.of(session) for session in Session.objects.filter(pk__in=ids)]
+    failpoint("after_claim")
+    return leases
 
 
 def sessions_renew(*, worker_id: uuid.UUID, ttl: float) -> dict[uuid.UUID, int]:

@@ -28,6 +28,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 from django.utils import timezone
 
+from gateway.failpoints import failpoint
 from sessions_app.models import Session
 from sessions_app.services import LeaseLost
 
@@ -97,6 +98,7 @@ def snapshot_take(*, session_id: uuid.UUID, epoch: int, auth_dir: Path) -> str |
         f"{session_id}/epoch-{epoch:010d}/{number:08d}-{secrets.token_hex(4)}.snap",
         ContentFile(blob),
     )
+    failpoint("during_snapshot_upload")
     updated = Session.objects.filter(pk=session_id, lease_epoch=epoch).update(
         snapshot_key=key, snapshot_epoch=epoch, snapshot_number=number, snapshot_at=timezone.now()
     )

@@ -51,7 +51,6 @@ class SessionRunner:
         self.status = lease.status
         # Self-fencing: the connection must close before the lease could expire unrenewed. Timed
         # on the monotonic clock from when the claim or the last successful renewal started.
-        self.claimed_at = claimed_at
         self.deadline = claimed_at + runtime.config.lease_seconds
         self.started = False
         self.snapshot_mtime = 0.0
@@ -125,9 +124,17 @@ class SessionRunner:
             self.runtime.forgotten(self)
 
     async def drop(self) -> None:
-        """Close the connection locally and forget the session, writing nothing (not ours now)."""
-        await self._engine_stop()
+        """Close the connection locally and forget the session, writing nothing (not ours now).
+        Work in progress for it is cancelled, and the engine is told to stop even if a start was
+        under way."""
         self._forget()
+        if self.task is not None and self.task is not asyncio.current_task():
+            self.task.cancel()
+        self.started = False
+        try:
+            await self.engine.stop(self.key)
+        except EngineError as exc:
+            logger.warning("engine stop failed: %s", exc)
 
     async def handover(self, reason: str) -> None:
         """Give the session to another worker: disconnect, snapshot, report stopped, release. The

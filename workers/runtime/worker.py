@@ -180,13 +180,17 @@ class WorkerRuntime:
             sessions.sessions_renew, worker_id=self.worker_id, ttl=self.config.lease_seconds
         )
         for key, runner in list(self.runners.items()):
-            if runner.claimed_at >= started:
-                continue  # claimed while this renewal ran: its claim is newer than what we read
             if runner.id in held and held[runner.id] == runner.epoch:
                 runner.deadline = started + self.config.lease_seconds
-            else:
-                logger.warning("lease not renewed; closing", extra={"session_id": key})
-                await runner.drop()
+                continue
+            # Missing from the renewal: lost, or claimed by us while the renewal ran (its commit
+            # came after our read). Ask once more before closing anything.
+            checked = time.monotonic()
+            if await db(sessions.session_lease, session_id=runner.id, epoch=runner.epoch):
+                runner.deadline = max(runner.deadline, checked + self.config.lease_seconds / 2)
+                continue
+            logger.warning("lease not renewed; closing", extra={"session_id": key})
+            await runner.drop()
         stats = {
             "sessions": len(self.runners),
             "by_status": dict(Counter(r.status for r in self.runners.values())),

@@ -33,9 +33,10 @@ class Workers:
         self.world = SandboxWorld(tmp_path / "sandbox")
         self.processes: dict[str, subprocess.Popen] = {}
 
-    def start(self, name: str) -> subprocess.Popen:
+    def start(self, name: str, **extra_env: str) -> subprocess.Popen:
         env = {
             **os.environ,
+            **extra_env,
             "DATABASE_URL": self.database_url,
             "GATEWAY_VAR_DIR": str(self.tmp_path / name),
             "SANDBOX_DIR": str(self.tmp_path / "sandbox"),
@@ -183,3 +184,59 @@ def test_a_paused_worker_cannot_take_its_sessions_back(workers: Workers) -> None
             if e["event"] == "connect" and e["worker"] == "a"
         ]
         assert reconnects_by_a == []
+
+
+def test_a_crash_right_after_a_claim_only_delays_the_session(workers: Workers) -> None:
+    doomed = workers.start("a", GATEWAY_FAILPOINTS="after_claim=exit")
+    session, _ = sessions.session_create(external_id=None, engine="sandbox")
+
+    assert doomed.wait(timeout=30) == 86  # the failpoint's exit code
+    row = Session.objects.get(pk=session.pk)
+    assert (row.worker.name, row.lease_epoch, row.status) == ("a", 1, "stopped")
+    workers.start("b")
+    wait_for(
+        lambda: held_by("b", [session.pk], "scan_qr"),
+        LEASE + 30,
+        "b to take it once a's lease expired",
+    )
+
+
+def test_workers_survive_their_database_connections_being_killed(workers: Workers) -> None:
+    from django.db import connection
+
+    workers.start("a")
+    ids = link_all(workers, "a", 3)
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert cursor.fetchone()[0] >= 1
+
+    # Still alive and in charge: a change is carried out, the other sessions stay connected.
+    sessions.session_request_stop(session=Session.objects.get(pk=ids[0]))
+    wait_for(
+        lambda: (
+            held_by("a", [ids[0]], "stopped")
+            or Session.objects.filter(pk=ids[0], status="stopped", worker=None).exists()
+        ),
+        30,
+        "the stop to be carried out",
+    )
+    assert Session.objects.filter(pk__in=ids[1:], worker__name="a", status="connected").count() == 2
+    assert workers.processes["a"].poll() is None
+
+
+def test_storage_being_down_never_disconnects_a_session(workers: Workers) -> None:
+    workers.start("a", S3_ENDPOINT_URL="http://127.0.0.1:1")  # nothing listens there
+    session, _ = sessions.session_create(external_id=None, engine="sandbox")
+    wait_for(lambda: held_by("a", [session.pk], "scan_qr"), 60, "a QR code")
+
+    sandbox_control_send(session=session, action="scan", phone_number="+15550001")
+
+    wait_for(lambda: held_by("a", [session.pk], "connected"), 60, "the link")
+    wait_for(lambda: "auth snapshot failed" in workers.log("a"), 60, "the failed snapshot")
+    row = Session.objects.get(pk=session.pk)
+    assert (row.status, row.snapshot_key) == ("connected", "")
+    assert (workers.tmp_path / "a" / "auth" / str(session.pk) / "store.sqlite3").exists()
