@@ -57,3 +57,7 @@ def worker_drain(*, worker: Worker) -> Worker:
         notify_workers()
     worker.refresh_from_db()
     return worker
+
+
+def worker_set_backend_id(*, worker_id: uuid.UUID, backend_id: str) -> None:
+    Worker.objects.filter(pk=worker_id).update(backend_id=backend_id[:100])

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -90,6 +91,7 @@ class WorkerRuntime:
         self.claiming = True
         self._sandbox_listener = None
         self._background: set[asyncio.Task] = set()
+        self._started = time.monotonic()
 
     # --- life -------------------------------------------------------------------------------------
 
@@ -101,6 +103,7 @@ class WorkerRuntime:
             engines=list(self.engines),
         )
         self.worker_id = worker.pk
+        self.worker = worker
         self.config.name = worker.name
         logger.info("worker %s started", worker.name, extra={"worker_id": str(worker.pk)})
         loops = [
@@ -112,6 +115,8 @@ class WorkerRuntime:
         ]
         if connection.vendor == "postgresql":
             loops.append(self._listen())
+        if settings.BACKEND_URL:
+            loops.append(self._backend_loop())
         if "sandbox" in self.engines and settings.SANDBOX_ENABLED:
             from channels.layers import get_channel_layer
 
@@ -310,6 +315,60 @@ class WorkerRuntime:
             runner = self.runners.get(event.session_id)
             if runner is not None:
                 runner.deliver(event)
+
+    # --- the backend ----------------------------------------------------------------------------
+
+    def _report(self) -> dict:
+        by_status = Counter(runner.status for runner in self.runners.values())
+        return {
+            "worker_id": str(self.worker_id),
+            "status": "draining" if not self.claiming else "active",
+            "sessions": {"total": len(self.runners), **by_status},
+            "capacity": self.config.capacity,
+            "memory_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "uptime_seconds": round(time.monotonic() - self._started, 1),
+        }
+
+    async def _backend_loop(self) -> None:
+        """Register with the backend (retrying with backoff), then heartbeat. Failures are logged
+        and skipped: the backend being down never touches WhatsApp traffic."""
+        from gateway.backend import BackendClient, BackendUnavailable
+
+        client = BackendClient()
+        worker = self.worker
+        body = {
+            "worker_id": str(worker.pk),
+            "name": worker.name,
+            "hostname": worker.hostname,
+            "endpoint": settings.PUBLIC_URL,
+            "capacity": worker.capacity,
+            "engines": worker.engines,
+            "version": worker.version,
+            "started_at": worker.started_at.isoformat(),
+        }
+        backend_id, delay = "", 1.0
+        try:
+            while not self.stop.is_set() and not backend_id:
+                try:
+                    backend_id = await client.register(body)
+                    await db(
+                        registry.worker_set_backend_id, worker_id=worker.pk, backend_id=backend_id
+                    )
+                    logger.info("registered with the backend as %s", backend_id)
+                except BackendUnavailable as exc:
+                    logger.warning(
+                        "backend registration failed (%s); retrying in %.0fs", exc, delay
+                    )
+                    await self._sleep(delay)
+                    delay = min(delay * 2, 60)
+            while not self.stop.is_set():
+                try:
+                    await client.heartbeat(backend_id, self._report())
+                except BackendUnavailable as exc:
+                    logger.warning("backend heartbeat skipped: %s", exc)
+                await self._sleep(settings.BACKEND_HEARTBEAT_SECONDS)
+        finally:
+            await client.close()
 
     # --- wake-ups ---------------------------------------------------------------------------------
 

@@ -8,17 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from asgiref.sync import sync_to_async
-from django.db import connections
 
 from sessions_app import qr
 from sessions_app import services as sessions
 from sessions_app.models import Session, SessionEvent
-from tests.workers.engines.test_sandbox import FAST
-from workers.engines.sandbox import SandboxEngine, SandboxWorld
+from workers.engines.sandbox import SandboxWorld
 from workers.models import Worker
-from workers.runtime.worker import RuntimeConfig, WorkerRuntime
+from workers.runtime.worker import WorkerRuntime
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
@@ -37,48 +34,6 @@ async def until(check: Callable[[], object], timeout: float = 10, what: str = ""
 
 def session_row(session_id) -> Session:
     return Session.objects.select_related("worker").get(pk=session_id)
-
-
-@pytest_asyncio.fixture(autouse=True)
-async def _close_connections():
-    """The ORM ran in sync_to_async's thread: close its connection so the test database can be
-    dropped at the end of the run."""
-    yield
-    await sync_to_async(connections.close_all)()
-
-
-@pytest_asyncio.fixture
-async def world(tmp_path: Path) -> SandboxWorld:
-    return SandboxWorld(tmp_path / "world")
-
-
-@pytest_asyncio.fixture
-async def start_worker(tmp_path: Path, world: SandboxWorld):
-    running: list[tuple[WorkerRuntime, asyncio.Task]] = []
-
-    async def start(
-        name: str = "w1", lease_seconds: float = 6, auth_root: Path | None = None
-    ) -> WorkerRuntime:
-        engine = SandboxEngine(world, worker=name, timings=FAST)
-        runtime = WorkerRuntime(
-            RuntimeConfig(
-                name=name,
-                engines=["sandbox"],
-                lease_seconds=lease_seconds,
-                poll_seconds=0.2,
-                auth_root=auth_root or tmp_path / "auth",
-            ),
-            engines={"sandbox": engine},
-        )
-        task = asyncio.create_task(runtime.run())
-        running.append((runtime, task))
-        await until(lambda: runtime.worker_id, what="the worker to register")
-        return runtime
-
-    yield start
-    for runtime, task in running:
-        runtime.stop.set()
-        await asyncio.wait_for(task, 20)
 
 
 def create(**fields) -> Session:

@@ -1,0 +1,74 @@
+"""A circuit breaker per backend target, shared by every process through the cache (Redis).
+
+Closed: calls go through; `failure_threshold` consecutive failures open it. Open: nothing is
+attempted for `cool_down` seconds. Then one process (whoever wins `cache.add`) may probe: success
+closes the breaker, failure opens it again. A cache that is down makes the breaker permissive
+(calls go through, as if closed): it protects the backend, it must never stop our own work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+
+from django.core.cache import cache
+
+logger = logging.getLogger(__name__)
+
+
+class CircuitBreaker:
+    def __init__(self, target: str, *, failure_threshold: int = 5, cool_down: float = 30) -> None:
+        self.target = target
+        self.failure_threshold = failure_threshold
+        self.cool_down = cool_down
+        digest = hashlib.sha256(target.encode()).hexdigest()[:16]
+        self._failures = f"breaker:{digest}:failures"
+        self._open_until = f"breaker:{digest}:open_until"
+        self._probe = f"breaker:{digest}:probe"
+
+    def state(self) -> str:
+        """`closed`, `open` or `half_open` (cool-down over, waiting for a probe)."""
+        try:
+            open_until = cache.get(self._open_until)
+        except Exception:  # noqa: BLE001
+            return "closed"
+        if open_until is None:
+            return "closed"
+        return "open" if open_until > time.time() else "half_open"
+
+    def allow(self) -> bool:
+        """May a call be attempted now? In half-open state only one caller gets True."""
+        state = self.state()
+        if state == "closed":
+            return True
+        if state == "open":
+            return False
+        try:
+            return cache.add(self._probe, 1, timeout=max(1, int(self.cool_down)))
+        except Exception:  # noqa: BLE001
+            return True
+
+    def success(self) -> None:
+        try:
+            if cache.get(self._open_until) is not None:
+                logger.info("circuit closed for %s", self.target)
+            cache.delete_many([self._failures, self._open_until, self._probe])
+        except Exception:
+            logger.debug("breaker cache unavailable", exc_info=True)
+
+    def failure(self) -> None:
+        try:
+            cache.add(self._failures, 0, timeout=None)
+            failures = cache.incr(self._failures)
+            if failures >= self.failure_threshold or self.state() == "half_open":
+                cache.set(self._open_until, time.time() + self.cool_down, timeout=None)
+                cache.delete(self._probe)
+                logger.warning(
+                    "circuit open for %s after %s failures; next probe in %ss",
+                    self.target,
+                    failures,
+                    self.cool_down,
+                )
+        except Exception:
+            logger.debug("breaker cache unavailable", exc_info=True)

@@ -1,0 +1,57 @@
+"""Fixtures for the runtime tests: in-process workers with the sandbox engine."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest_asyncio
+from asgiref.sync import sync_to_async
+from django.db import connections
+
+from tests.workers.engines.test_sandbox import FAST
+from tests.workers.runtime.test_runtime import until
+from workers.engines.sandbox import SandboxEngine, SandboxWorld
+from workers.runtime.worker import RuntimeConfig, WorkerRuntime
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def _close_connections():
+    """The ORM ran in sync_to_async's thread: close its connection so the test database can be
+    dropped at the end of the run."""
+    yield
+    await sync_to_async(connections.close_all)()
+
+
+@pytest_asyncio.fixture
+async def world(tmp_path: Path) -> SandboxWorld:
+    return SandboxWorld(tmp_path / "world")
+
+
+@pytest_asyncio.fixture
+async def start_worker(tmp_path: Path, world: SandboxWorld):
+    running: list[tuple[WorkerRuntime, asyncio.Task]] = []
+
+    async def start(
+        name: str = "w1", lease_seconds: float = 6, auth_root: Path | None = None
+    ) -> WorkerRuntime:
+        engine = SandboxEngine(world, worker=name, timings=FAST)
+        runtime = WorkerRuntime(
+            RuntimeConfig(
+                name=name,
+                engines=["sandbox"],
+                lease_seconds=lease_seconds,
+                poll_seconds=0.2,
+                auth_root=auth_root or tmp_path / "auth",
+            ),
+            engines={"sandbox": engine},
+        )
+        task = asyncio.create_task(runtime.run())
+        running.append((runtime, task))
+        await until(lambda: runtime.worker_id, what="the worker to register")
+        return runtime
+
+    yield start
+    for runtime, task in running:
+        runtime.stop.set()
+        await asyncio.wait_for(task, 20)
