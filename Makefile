@@ -7,7 +7,7 @@ PORT ?= 8000
 # Read .env, when there is one, for the commands that start the gateway.
 LOAD_ENV := set -a; [ ! -f .env ] || . ./.env; set +a
 
-.PHONY: run test lint format install install-dev
+.PHONY: run test bench lint format install install-dev
 
 $(VENV)/.base: requirements/base.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ run: $(VENV)/.base
 # them, then a smoke set on the embedded defaults. Extra pytest arguments: make test ARGS="-k auth".
 test: $(VENV)/.dev
 	$(BIN)/python scripts/run_tests.py $(ARGS)
+
+# Benchmarks, on the same services as the tests; each prints a Markdown table.
+bench: $(VENV)/.dev
+	$(BIN)/python scripts/run_tests.py --run $(BIN)/python bench/engines.py
+	$(BIN)/python scripts/run_tests.py --run $(BIN)/python bench/failover.py
+	$(BIN)/python scripts/run_tests.py --run $(BIN)/python bench/capacity.py
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

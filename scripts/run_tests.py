@@ -196,6 +196,8 @@ def pytest(env: dict[str, str], args: list[str]) -> int:
 
 def main() -> int:
     extra = sys.argv[1:]
+    # `--run CMD …`: run CMD (a benchmark) with the services' environment instead of the suite.
+    command = extra[1:] if extra[:1] == ["--run"] else None
     pg_cluster = ["pg_ctlcluster", "--skip-systemctl-redirect", *_pg_version(), "main"]
     redis_port = str(urlsplit(REDIS_URL).port)
     started: list[list[str]] = []
@@ -228,6 +230,10 @@ def main() -> int:
             f"services: PostgreSQL {_safe(DATABASE_URL)}, Redis {REDIS_URL}, "
             f"S3 {s3_env['S3_ENDPOINT_URL']}"
         )
+        if command is not None:
+            env["DATABASE_URL"] = DATABASE_URL.rsplit("/", 1)[0] + "/gateway_bench"
+            env.pop("GATEWAY_REQUIRE_SERVICES")
+            return subprocess.run(command, cwd=ROOT, env=env).returncode
         full = pytest(env, extra)
         say("smoke set on the embedded defaults (SQLite, in-memory layer, local storage)")
         smoke = pytest(base_env(workdir / "var-embedded"), ["-m", "smoke", *extra])

@@ -144,12 +144,18 @@ class WorkerRuntime:
             if runner.task is not None:
                 runner.task.cancel()
         await asyncio.gather(*(r.task for r in runners if r.task), return_exceptions=True)
-        for runner in runners:
+        for runner in runners:  # every connection closes first: it is local and quick
             await runner._engine_stop()
-            with contextlib.suppress(Exception):  # best effort: the lease goes either way
-                if runner.store_changed():
-                    await runner.snapshot("worker stopping")
-                await runner._status(SessionStatus.STOPPED, "worker stopping")
+        limit = asyncio.Semaphore(8)  # then snapshots and status writes, a few at a time
+
+        async def settle(runner: SessionRunner) -> None:
+            async with limit:
+                with contextlib.suppress(Exception):  # best effort: the lease goes either way
+                    if runner.store_changed():
+                        await runner.snapshot("worker stopping")
+                    await runner._status(SessionStatus.STOPPED, "worker stopping")
+
+        await asyncio.gather(*(settle(runner) for runner in runners))
         if self.worker_id is not None:
             released = await db(sessions.sessions_release_all, worker_id=self.worker_id)
             await db(registry.worker_stopped, worker_id=self.worker_id)

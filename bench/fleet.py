@@ -1,0 +1,114 @@
+"""Shared by the worker benchmarks: a bench database, worker processes, linking sandbox sessions."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
+
+
+def setup_database() -> None:
+    """A fresh database for the run (`gateway_bench`), migrated."""
+    import psycopg
+
+    url = urlsplit(os.environ["DATABASE_URL"])
+    name = url.path.lstrip("/")
+    admin = url._replace(path="/postgres").geturl()
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        connection.execute(f'CREATE DATABASE "{name}"')
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True)
+    import django
+
+    django.setup()
+
+
+class Fleet:
+    def __init__(self, workdir: Path, lease: int) -> None:
+        self.workdir, self.lease = workdir, lease
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str) -> subprocess.Popen:
+        env = {
+            **os.environ,
+            "GATEWAY_VAR_DIR": str(self.workdir / name),
+            "SANDBOX_DIR": str(self.workdir / "sandbox"),
+            "WORKER_LEASE_SECONDS": str(self.lease),
+            "SANDBOX_TIMINGS": '{"qr_first": 600, "qr_next": 600}',
+            "LOG_LEVEL": "WARNING",
+        }
+        log = open(self.workdir / f"{name}.log", "w")
+        self.processes[name] = subprocess.Popen(
+            [
+                sys.executable,
+                "manage.py",
+                "run_worker",
+                "--name",
+                name,
+                "--engines",
+                "sandbox",
+                "--capacity",
+                "2000",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        return self.processes[name]
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def wait_for(check, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def count(name: str, status: str) -> int:
+    from sessions_app.models import Session
+
+    return Session.objects.filter(worker__name=name, status=status).count()
+
+
+def link(worker: str, number: int) -> list:
+    """Create `number` sandbox sessions, let `worker` claim them, scan them, wait for snapshots."""
+    from sessions_app import services
+    from sessions_app.models import Session
+    from workers.sandbox import sandbox_control_send
+
+    ids = [services.session_create(external_id=None, engine="sandbox")[0].pk for _ in range(number)]
+    wait_for(lambda: count(worker, "scan_qr") == number, 300, "QR codes")
+    for index, session in enumerate(Session.objects.filter(pk__in=ids)):
+        sandbox_control_send(session=session, action="scan", phone_number=f"+1555{index:07d}")
+    wait_for(lambda: count(worker, "connected") == number, 300, "links")
+    wait_for(
+        lambda: Session.objects.filter(pk__in=ids).exclude(snapshot_key="").count() == number,
+        300,
+        "snapshots",
+    )
+    return ids
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
