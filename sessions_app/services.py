@@ -19,6 +19,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from gateway.failpoints import failpoint
+from sessions_app import events
 from sessions_app.models import DesiredState, Session, SessionEvent, SessionStatus
 from workers.models import Worker, WorkerStatus
 
@@ -172,20 +173,23 @@ def session_set_status(
     reason: str = "",
     error_code: str = "",
     error: str = "",
+    qr: dict[str, Any] | None = None,
+    pair_code: dict[str, Any] | None = None,
     **linked: Any,
 ) -> Session:
-    """Move a session to `status`, fenced by the caller's lease `epoch`, and record the change.
+    """Move a session to `status`, fenced by the caller's lease `epoch`, and record the change:
+    a SessionEvent, a `session.status` outbox row and a live push (sessions_app.events).
 
     Raises `LeaseLost` when `epoch` is not the session's current one (the caller must stop its
     connection) and `IllegalTransition` for a change the state machine forbids. Setting the status
-    it already has changes nothing and records nothing. `linked` may carry phone_number, jid,
-    push_name.
+    it already has changes nothing and records nothing, unless a new `qr` or `pair_code` comes
+    with it (each is announced). `linked` may carry phone_number, jid, push_name, linked_at.
     """
     with transaction.atomic():
         session = Session.objects.select_for_update().get(pk=session_id)
         if session.lease_epoch != epoch:
             raise LeaseLost(f"Session {session_id} is at epoch {session.lease_epoch}, not {epoch}.")
-        if session.status == status and not linked:
+        if session.status == status and not (linked or qr or pair_code):
             return session
         if session.status != status and not session.can_transition_to(status):
             raise IllegalTransition(session.status, status)
@@ -206,6 +210,8 @@ def session_set_status(
                 reason=reason,
                 worker_id=worker_id,
             )
+        if source != status or qr or pair_code:
+            events.session_status_changed(session, qr=qr, pair_code=pair_code)
     return session
 
 

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import shutil
 import uuid
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from django.utils import timezone
@@ -260,23 +261,23 @@ class SessionRunner:
 
     async def _handle(self, event: Event) -> None:
         if isinstance(event, QrCode):
-            await db(
+            code = await db(
                 qr.code_store,
                 session_id=self.id,
                 kind="qr",
                 code=event.code,
                 expires_in=event.expires_in,
             )
-            await self._status(S.SCAN_QR, "new QR code")
+            await self._status(S.SCAN_QR, "new QR code", qr=_announced(code))
         elif isinstance(event, PairCode):
-            await db(
+            code = await db(
                 qr.code_store,
                 session_id=self.id,
                 kind="pair_code",
                 code=event.code,
                 expires_in=event.expires_in,
             )
-            await self._status(S.PAIRING, "pairing code requested")
+            await self._status(S.PAIRING, "pairing code requested", pair_code=_announced(code))
         elif isinstance(event, Connected):
             await db(qr.codes_clear, session_id=self.id)
             linked = {
@@ -339,3 +340,11 @@ class SessionRunner:
     def check_deadline(self, now: float) -> bool:
         """True when the lease may have run out unrenewed: the caller closes the connection."""
         return now >= self.deadline - 1.0
+
+
+def _announced(code: dict) -> dict:
+    """A cached code as events carry it: the code and when it expires (ISO 8601)."""
+    return {
+        "code": code["code"],
+        "expires_at": datetime.fromtimestamp(code["expires_at"], tz=UTC).isoformat(),
+    }

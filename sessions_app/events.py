@@ -1,0 +1,93 @@
+"""Where a session's changes leave the database: the webhook outbox and the live pushes.
+
+`session_status_changed` runs inside the transaction that made the change. It takes the session's
+next event sequence, writes the `session.status` outbox row (when a backend is configured) in that
+same transaction — so no event is lost and none is invented by a rollback — and pushes the event
+to the channel layer (groups `session.<id>` and `sessions`) only after the commit.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import uuid
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from gateway.models import WebhookDelivery
+from sessions_app.models import Session
+
+logger = logging.getLogger(__name__)
+SESSION_STATUS_PATH = "/api/webhooks/session-status"
+
+
+def qr_image(code: str) -> str:
+    """The QR code as a PNG data URL (what a browser or the backend can show as it is)."""
+    import qrcode
+
+    buffer = io.BytesIO()
+    qrcode.make(code, box_size=8, border=2).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _next_sequence(session: Session) -> int:
+    Session.objects.filter(pk=session.pk).update(event_sequence=F("event_sequence") + 1)
+    return Session.objects.values_list("event_sequence", flat=True).get(pk=session.pk)
+
+
+def session_status_changed(
+    session: Session, *, qr: dict[str, Any] | None = None, pair_code: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Record and announce the session's current state. Call inside the changing transaction."""
+    body: dict[str, Any] = {
+        "id": str(uuid.uuid4()),
+        "event": "session.status",
+        "occurred_at": timezone.now().isoformat(),
+        "sequence": _next_sequence(session),
+        "session": {
+            "id": str(session.pk),
+            "external_id": session.external_id,
+            "status": session.status,
+            "phone_number": session.phone_number,
+            "worker_id": str(session.worker_id) if session.worker_id else None,
+        },
+        "error": (
+            {"code": session.last_error_code, "message": session.last_error}
+            if session.last_error_code or session.last_error
+            else None
+        ),
+    }
+    if qr is not None:
+        body["qr"] = {**qr, "image": qr_image(qr["code"])}
+    if pair_code is not None:
+        body["pair_code"] = pair_code
+    if settings.BACKEND_URL:
+        WebhookDelivery.objects.create(
+            event_id=body["id"],
+            event_type="session.status",
+            target=settings.BACKEND_URL + SESSION_STATUS_PATH,
+            payload=body,
+            session=session,
+            sequence=body["sequence"],
+        )
+    transaction.on_commit(lambda: push(session.pk, body))
+    return body
+
+
+def push(session_id: object, body: dict[str, Any]) -> None:
+    """Best effort after commit: a channel layer that is down costs a live update, nothing more
+    (the outbox row and the database hold the truth)."""
+    message = {"type": "session.status", "payload": body}
+    try:
+        layer = get_channel_layer()
+        async_to_sync(layer.group_send)(f"session.{session_id}", message)
+        async_to_sync(layer.group_send)("sessions", message)
+    except Exception:
+        logger.warning("live push failed", exc_info=True, extra={"session_id": str(session_id)})
