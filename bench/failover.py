@@ -79,6 +79,9 @@ def run(sessions: int) -> list[tuple]:
             )
         finally:
             fleet.stop_all()
+            from sessions_app.models import Session
+
+            Session.objects.all().delete()  # the next round starts from nothing
     return rows
 
 

@@ -195,6 +195,8 @@ def pytest(env: dict[str, str], args: list[str]) -> int:
 
 
 def main() -> int:
+    # A SIGTERM (a CI timeout, a Ctrl-C'd make) still stops what this run started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     extra = sys.argv[1:]
     # `--run CMD …`: run CMD (a benchmark) with the services' environment instead of the suite.
     command = extra[1:] if extra[:1] == ["--run"] else None
