@@ -186,12 +186,17 @@ if REDIS_URL:
                     {"address": REDIS_URL, "socket_connect_timeout": 2, "socket_timeout": 15}
                 ],
                 "prefix": "gw:asgi",
+                # A worker has one channel for all its sandbox controls; bursts (linking hundreds
+                # of sessions) must not overflow it (the default is 100 and drops the rest).
+                "capacity": 5000,
             },
         }
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 5000}}
+    }
 
 # --- Storage ------------------------------------------------------------------------------------
 

@@ -331,19 +331,23 @@ def session_lease(*, session_id: uuid.UUID, epoch: int) -> Lease | None:
 
 
 def session_release(*, session_id: uuid.UUID, epoch: int) -> bool:
-    """Give a session's lease up (fenced): another worker may claim it at once."""
-    return bool(
-        Session.objects.filter(pk=session_id, lease_epoch=epoch).update(
+    """Give a session's lease up (fenced): another worker may claim it at once (and is woken)."""
+    with transaction.atomic():
+        released = Session.objects.filter(pk=session_id, lease_epoch=epoch).update(
             worker=None, lease_expires_at=None, updated_at=timezone.now()
         )
-    )
+        notify_workers()
+    return bool(released)
 
 
 def sessions_release_all(*, worker_id: uuid.UUID) -> int:
-    """Release every lease of a worker in one statement (a graceful stop)."""
-    return Session.objects.filter(worker_id=worker_id).update(
-        worker=None, lease_expires_at=None, updated_at=timezone.now()
-    )
+    """Release every lease of a worker in one statement (a graceful stop); wakes the others."""
+    with transaction.atomic():
+        released = Session.objects.filter(worker_id=worker_id).update(
+            worker=None, lease_expires_at=None, updated_at=timezone.now()
+        )
+        notify_workers()
+    return released
 
 
 def session_request_done(*, session_id: uuid.UUID, epoch: int, request: str) -> None:
