@@ -6,7 +6,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fleet import Fleet, link, setup_database
+from fleet import Fleet, link, setup_database, wait_for
 
 SESSIONS = 1000
 WINDOW = 30.0
@@ -37,6 +37,10 @@ def main() -> None:
         try:
             worker = fleet.start("capacity")
             started = time.monotonic()
+            from workers.models import Worker
+
+            wait_for(lambda: Worker.objects.filter(name="capacity").exists(), 60, "the worker")
+            time.sleep(2)  # settled after start-up (a bench, not a test)
             idle_rss, _, _ = proc(worker.pid)
             link("capacity", SESSIONS)
             linked_in = time.monotonic() - started
