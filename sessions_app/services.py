@@ -309,14 +309,20 @@ def sessions_claim(
     return leases
 
 
-def sessions_renew(*, worker_id: uuid.UUID, ttl: float) -> dict[uuid.UUID, int]:
-    """Extend every lease `worker_id` still holds; returns {session id: epoch} of those.
+def sessions_renew(
+    *, worker_id: uuid.UUID, session_ids: list[uuid.UUID], ttl: float
+) -> dict[uuid.UUID, int]:
+    """Extend the leases of `session_ids` that `worker_id` still holds; returns {session id:
+    epoch} of those. Only sessions the worker actually runs are renewed, so a lease it holds by
+    mistake (a crash between claim and start) expires and another worker takes the session.
 
     A lease that has already expired is not renewed (another worker may have claimed it, or may
     at any moment): its session is missing from the result and the caller must stop it.
     """
     with transaction.atomic():
-        held = Session.objects.filter(worker_id=worker_id, lease_expires_at__gt=Now())
+        held = Session.objects.filter(
+            worker_id=worker_id, pk__in=session_ids, lease_expires_at__gt=Now()
+        )
         held.update(lease_expires_at=Now() + timedelta(seconds=ttl))
         return dict(held.values_list("pk", "lease_epoch"))
 

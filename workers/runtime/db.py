@@ -38,13 +38,25 @@ async def db(function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
 async def db_close() -> None:
     """Close the connection of every pool thread (a stopping worker gives its connections back).
 
-    A barrier makes each of the pool's threads run one of the closes."""
-    barrier = threading.Barrier(_THREADS)
-
-    def close() -> None:
-        connections.close_all()
-        with contextlib.suppress(threading.BrokenBarrierError):
-            barrier.wait(timeout=5)
-
+    A barrier per pool makes each of its threads run one of the closes."""
     loop = asyncio.get_running_loop()
-    await asyncio.gather(*(loop.run_in_executor(_executor, close) for _ in range(_THREADS)))
+    for executor in (_executor, _io_executor):
+        barrier = threading.Barrier(_THREADS)
+
+        def close(barrier: threading.Barrier = barrier) -> None:
+            connections.close_all()
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.wait(timeout=5)
+
+        await asyncio.gather(*(loop.run_in_executor(executor, close) for _ in range(_THREADS)))
+
+
+# Snapshots move files to and from storage, which can take seconds: they get threads of their own
+# so that lease renewals never wait behind them.
+_io_executor = ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="worker-io")
+
+
+async def io(function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    return await sync_to_async(_fresh(function), thread_sensitive=False, executor=_io_executor)(
+        *args, **kwargs
+    )

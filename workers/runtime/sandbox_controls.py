@@ -63,8 +63,11 @@ class SandboxControlListener:
 
     async def _subscribe(self) -> None:
         channel = await self.layer.new_channel("sandbox.")
-        for session_id in list(self.sessions):
-            await self.layer.group_add(control_group(session_id), channel)
+        added: set[str] = set()
+        while missing := self.sessions - added:  # sessions may join while we add
+            for session_id in missing:
+                await self.layer.group_add(control_group(session_id), channel)
+                added.add(session_id)
         self.channel = channel  # only now: `join` adds to it directly from here on
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -9,6 +9,7 @@ means another worker owns the session now, and this one closes its connection wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import uuid
@@ -31,7 +32,7 @@ from workers.engines.base import (
     QrCode,
     StreamReplaced,
 )
-from workers.runtime.db import db
+from workers.runtime.db import db, io
 
 if TYPE_CHECKING:
     from workers.runtime.worker import WorkerRuntime
@@ -55,6 +56,7 @@ class SessionRunner:
         self.deadline = claimed_at + runtime.config.lease_seconds
         self.started = False
         self.snapshot_mtime = 0.0
+        self.snapshot_lock = asyncio.Lock()
         self.queue: asyncio.Queue = asyncio.Queue()
         self.task: asyncio.Task | None = None
         self.auth_dir = runtime.config.auth_root / self.key
@@ -136,6 +138,10 @@ class SessionRunner:
             await self.engine.stop(self.key)
         except EngineError as exc:
             logger.warning("engine stop failed: %s", exc)
+        # Fenced, so harmless when another worker owns it; when the lease is still ours (renewals
+        # were slow), others may take the session now instead of after the TTL.
+        with contextlib.suppress(Exception):
+            await db(sessions.session_release, session_id=self.id, epoch=self.epoch)
 
     async def handover(self, reason: str) -> None:
         """Give the session to another worker: disconnect, snapshot, report stopped, release. The
@@ -182,7 +188,7 @@ class SessionRunner:
         await self._status(S.STARTING, reason)
         self.auth_dir.mkdir(parents=True, exist_ok=True)
         try:
-            if await db(snapshots.snapshot_restore, session_id=self.id, auth_dir=self.auth_dir):
+            if await io(snapshots.snapshot_restore, session_id=self.id, auth_dir=self.auth_dir):
                 logger.info("auth state restored from the latest snapshot")
         except snapshots.SnapshotInvalid as exc:
             await self._fail("snapshot_invalid", str(exc))
@@ -318,12 +324,13 @@ class SessionRunner:
             return False
         changed_at = store.stat().st_mtime
         try:
-            key = await db(
-                snapshots.snapshot_take,
-                session_id=self.id,
-                epoch=self.epoch,
-                auth_dir=self.auth_dir,
-            )
+            async with self.snapshot_lock:  # one at a time: the pointer must end on the newest
+                key = await io(
+                    snapshots.snapshot_take,
+                    session_id=self.id,
+                    epoch=self.epoch,
+                    auth_dir=self.auth_dir,
+                )
         except sessions.LeaseLost:
             raise
         except Exception as exc:  # noqa: BLE001 - storage errors of any kind

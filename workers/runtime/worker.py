@@ -144,8 +144,10 @@ class WorkerRuntime:
             if runner.task is not None:
                 runner.task.cancel()
         await asyncio.gather(*(r.task for r in runners if r.task), return_exceptions=True)
-        for runner in runners:  # every connection closes first: it is local and quick
-            await runner._engine_stop()
+        for runner in runners:  # every connection closes first, even one still starting
+            runner.started = False
+            with contextlib.suppress(Exception):
+                await runner.engine.stop(runner.key)
         limit = asyncio.Semaphore(8)  # then snapshots and status writes, a few at a time
 
         async def settle(runner: SessionRunner) -> None:
@@ -156,14 +158,16 @@ class WorkerRuntime:
                     await runner._status(SessionStatus.STOPPED, "worker stopping")
 
         await asyncio.gather(*(settle(runner) for runner in runners))
+        # The engines (and their host processes) end before any lease is released, so no
+        # connection of ours can outlive the moment another worker may claim its session.
+        for engine in self.engines.values():
+            with contextlib.suppress(Exception):
+                await engine.close()
         if self.worker_id is not None:
             released = await db(sessions.sessions_release_all, worker_id=self.worker_id)
             await db(registry.worker_stopped, worker_id=self.worker_id)
             logger.info("worker stopped; %s leases released", released)
         self.runners.clear()
-        for engine in self.engines.values():
-            with contextlib.suppress(Exception):
-                await engine.close()
         await db_close()
 
     async def _sleep(self, seconds: float) -> None:
@@ -188,7 +192,10 @@ class WorkerRuntime:
     async def step_renew(self) -> None:
         started = time.monotonic()
         held = await db(
-            sessions.sessions_renew, worker_id=self.worker_id, ttl=self.config.lease_seconds
+            sessions.sessions_renew,
+            worker_id=self.worker_id,
+            session_ids=[runner.id for runner in self.runners.values()],
+            ttl=self.config.lease_seconds,
         )
         for key, runner in list(self.runners.items()):
             if runner.id in held and held[runner.id] == runner.epoch:
@@ -208,9 +215,13 @@ class WorkerRuntime:
         }
         status = await db(registry.worker_heartbeat, worker_id=self.worker_id, stats=stats)
         if status is None:
-            logger.error("this worker was declared dead; dropping every session")
+            # Paused past the TTL, others took over: drop everything and exit (a supervisor
+            # starts a fresh worker) rather than claim again under a row marked dead.
+            logger.error("this worker was declared dead; dropping every session and stopping")
+            self.claiming = False
             for runner in list(self.runners.values()):
                 await runner.drop()
+            self.stop.set()
         elif status == WorkerStatus.DRAINING and self.claiming:
             logger.warning("draining: handing every session over to other workers")
             self.claiming = False
@@ -221,13 +232,14 @@ class WorkerRuntime:
     async def _watchdog(self) -> None:
         while not self.stop.is_set():
             now = time.monotonic()
-            for runner in list(self.runners.values()):
-                if runner.check_deadline(now):
-                    logger.error(
-                        "lease about to expire unrenewed; closing the connection",
-                        extra={"session_id": runner.key},
-                    )
-                    await runner.drop()
+            expiring = [r for r in self.runners.values() if r.check_deadline(now)]
+            for runner in expiring:
+                logger.error(
+                    "lease about to expire unrenewed; closing the connection",
+                    extra={"session_id": runner.key},
+                )
+            # All at once: one slow engine call must not keep another session open past its lease.
+            await asyncio.gather(*(runner.drop() for runner in expiring), return_exceptions=True)
             await self._sleep(0.5)
 
     # --- auth snapshots ---------------------------------------------------------------------------
@@ -276,7 +288,10 @@ class WorkerRuntime:
             runner = SessionRunner(self, lease, claimed_at=started)
             self.runners[runner.key] = runner
             if self._sandbox_listener is not None and lease.engine == "sandbox":
-                await self._sandbox_listener.join(runner.key)
+                try:
+                    await self._sandbox_listener.join(runner.key)
+                except Exception:  # the layer is down: the listener rejoins when it is back
+                    logger.warning("could not join the sandbox controls group", exc_info=True)
             runner.launch()
         return bool(leases)
 

@@ -26,10 +26,13 @@ from workers.engines.base import (
     Disconnected,
     Engine,
     EngineError,
+    Event,
     InboundMedia,
+    LoggedOut,
     NumberCheck,
     OutboundMessage,
     SendResult,
+    StreamReplaced,
 )
 from workers.engines.host import protocol
 
@@ -110,7 +113,7 @@ class _Host:
         while line := await reader.readline():
             message = json.loads(line)
             if "event" in message:
-                self.owner.emit(protocol.decode_event(message["event"]))
+                self.owner.forward(protocol.decode_event(message["event"]))
             elif (future := self._pending.pop(message.get("id"), None)) and not future.done():
                 future.set_result(message)
 
@@ -215,6 +218,15 @@ class HostedEngine(Engine):
         self._lock = asyncio.Lock()  # placement and host changes, one at a time
         self._restarts: set[asyncio.Task] = set()
         self._closing = False
+
+    def forward(self, event: Event) -> None:
+        """An event from a host. Events that end a session inside the host (logged out, stream
+        replaced, a disconnect it will not retry) also end it here, so nothing restarts it."""
+        if isinstance(event, LoggedOut | StreamReplaced) or (
+            isinstance(event, Disconnected) and not event.will_reconnect
+        ):
+            self._forget(event.session_id)
+        self.emit(event)
 
     def host_env(self) -> dict[str, str]:
         return {**os.environ, **self.extra_env}

@@ -335,11 +335,12 @@ class NeonizeEngine(Engine):
             await asyncio.get_running_loop().run_in_executor(None, session.thread.join, 30)
 
     async def stop(self, session_id: str) -> None:
-        session = self._sessions.get(session_id)
-        if session is None:
-            return
+        # The lock first: a stop that arrives while this session's start waits behind another
+        # one must see (and stop) what that start brings up.
         async with self._lifecycle:
-            await self._stop_session(session)
+            session = self._sessions.get(session_id)
+            if session is not None:
+                await self._stop_session(session)
 
     async def logout(self, session_id: str) -> None:
         session = self._session(session_id)
