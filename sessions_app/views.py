@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
+from datetime import UTC, datetime
 
 from django.db.models import QuerySet
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
-from rest_framework import generics, status
+from rest_framework import generics, serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from gateway.errors import Conflict
+from gateway.errors import Conflict, ServiceUnavailable
 from gateway.openapi import errors
 from gateway.parsers import SafeJSONParser
-from sessions_app import selectors, services
+from sessions_app import events, qr, selectors, services
 from sessions_app.models import Session
 from sessions_app.serializers import (
     SessionCreateInputSerializer,
@@ -205,3 +209,53 @@ class SessionMigrateApi(APIView):
         except services.SessionBeingDeleted:
             raise Conflict("The session is being deleted.", code="session_deleting") from None
         return Response(SessionOutputSerializer(session).data, status=status.HTTP_202_ACCEPTED)
+
+
+class SessionQrOutputSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="What the QR code encodes.")
+    image = serializers.CharField(help_text="The QR code as a PNG data URL.")
+    expires_at = serializers.DateTimeField()
+
+
+class SessionQrApi(APIView):
+    """The current QR code, from the cache (it is never stored in the database)."""
+
+    def perform_content_negotiation(self, request: Request, force: bool = False):
+        # PNG is answered by hand below; everything else, errors included, is JSON.
+        return super().perform_content_negotiation(request, force=True)
+
+    @extend_schema(
+        operation_id="sessions_qr",
+        tags=TAG,
+        responses={
+            (200, "application/json"): SessionQrOutputSerializer,
+            (200, "image/png"): OpenApiTypes.BINARY,
+            **errors(404, 409, 503),
+        },
+        summary="Get the current QR code",
+        description="JSON with the code, a PNG data URL and its expiry, or the PNG itself with "
+        "`Accept: image/png`. 409 `qr_not_available` when the session is not showing one (it is "
+        "not linking, or is already linked); 503 `cache_unavailable` when the cache is down.",
+    )
+    def get(self, request: Request, session_id: uuid.UUID) -> Response | HttpResponse:
+        session = selectors.session_get(session_id=session_id)
+        try:
+            current = qr.code_get(session_id=session.pk, kind="qr")
+        except Exception as exc:
+            raise ServiceUnavailable("The cache is unavailable.", code="cache_unavailable") from exc
+        if current is None:
+            raise Conflict(
+                f"The session has no QR code now (status {session.status}).",
+                code="qr_not_available",
+            )
+        image = events.qr_image(current["code"])
+        if "image/png" in request.headers.get("Accept", ""):
+            png = base64.b64decode(image.removeprefix("data:image/png;base64,"))
+            return HttpResponse(
+                png, content_type="image/png", headers={"Cache-Control": "no-store"}
+            )
+        expires_at = datetime.fromtimestamp(current["expires_at"], tz=UTC)
+        return Response(
+            {"code": current["code"], "image": image, "expires_at": expires_at},
+            headers={"Cache-Control": "no-store"},
+        )

@@ -22,6 +22,7 @@ ENDPOINTS = [
     ("get", "/api/v1/sessions"),
     ("post", "/api/v1/sessions"),
     ("get", f"/api/v1/sessions/{SESSION}"),
+    ("get", f"/api/v1/sessions/{SESSION}/qr"),
     ("delete", f"/api/v1/sessions/{SESSION}"),
     ("post", f"/api/v1/sessions/{SESSION}/start"),
     ("post", f"/api/v1/sessions/{SESSION}/stop"),
