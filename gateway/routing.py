@@ -12,7 +12,19 @@ from channels.auth import AuthMiddlewareStack
 from channels.security.websocket import OriginValidator
 from django.conf import settings
 
-websocket_urlpatterns: list = []
+
+def _patterns() -> list:
+    from django.urls import path
+
+    from sessions_app.consumers import SessionConsumer, SessionsConsumer
+
+    return [
+        path("ws/sessions/<uuid:session_id>/", SessionConsumer.as_asgi()),
+        path("ws/sessions/", SessionsConsumer.as_asgi()),
+    ]
+
+
+websocket_urlpatterns: list = _patterns()
 
 
 def allowed_origins() -> list[str]:

@@ -343,6 +343,8 @@ BACKEND_JWT_AUDIENCE = env_str("BACKEND_JWT_AUDIENCE")
 BACKEND_JWT_ISSUER = env_str("BACKEND_JWT_ISSUER")
 
 METRICS_TOKEN = env_str("METRICS_TOKEN")
+# How long a WebSocket token stays valid: minutes, so the link page can reconnect with it.
+WS_TOKEN_SECONDS = env_int("WS_TOKEN_SECONDS", 900, minimum=30, maximum=86400)
 # Crash tests only (gateway/failpoints.py): "name=exit,…"; off unless set.
 GATEWAY_FAILPOINTS = dict(
     item.partition("=")[::2] for item in env_list("GATEWAY_FAILPOINTS") if item.endswith("=exit")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
 from django.db.models import QuerySet
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -27,6 +28,7 @@ from sessions_app.serializers import (
     SessionMigrateInputSerializer,
     SessionOutputSerializer,
 )
+from sessions_app.tokens import ws_token_make
 from workers.models import Worker
 
 TAG = ["sessions"]
@@ -257,5 +259,43 @@ class SessionQrApi(APIView):
         expires_at = datetime.fromtimestamp(current["expires_at"], tz=UTC)
         return Response(
             {"code": current["code"], "image": image, "expires_at": expires_at},
+            headers={"Cache-Control": "no-store"},
+        )
+
+
+class SessionWsTokenOutputSerializer(serializers.Serializer):
+    token = serializers.CharField()
+    url = serializers.CharField(help_text="The WebSocket URL with the token in it.")
+    expires_at = serializers.DateTimeField()
+
+
+class SessionWsTokenApi(APIView):
+    @extend_schema(
+        operation_id="sessions_ws_token",
+        tags=TAG,
+        request=None,
+        responses={201: SessionWsTokenOutputSerializer, **errors(404)},
+        summary="Get a token for the session's WebSocket",
+        description="For a browser (e.g. the backend's front end showing the QR to its user): "
+        "opens `/ws/sessions/{id}/` for this one session, for `WS_TOKEN_SECONDS`. Messages are "
+        "`session.status`, `session.qr` and `session.pair_code`, with the webhook's fields.",
+    )
+    def post(self, request: Request, session_id: uuid.UUID) -> Response:
+        session = selectors.session_get(session_id=session_id)
+        token = ws_token_make(session.pk)
+        base = settings.PUBLIC_URL or request.build_absolute_uri("/").rstrip("/")
+        base = (
+            "wss://" + base.removeprefix("https://")
+            if base.startswith("https://")
+            else "ws://" + base.removeprefix("http://")
+        )
+        expires_at = datetime.now(tz=UTC) + timedelta(seconds=settings.WS_TOKEN_SECONDS)
+        return Response(
+            {
+                "token": token,
+                "url": f"{base}/ws/sessions/{session.pk}/?token={token}",
+                "expires_at": expires_at,
+            },
+            status=status.HTTP_201_CREATED,
             headers={"Cache-Control": "no-store"},
         )

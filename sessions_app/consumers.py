@@ -1,0 +1,133 @@
+"""WebSockets for live session state: `/ws/sessions/<id>/` (a staff member with permission on
+sessions, or `?token=` from `POST /api/v1/sessions/<id>/ws-token`) and `/ws/sessions/` (staff).
+
+On connect a consumer joins its group first and reads the current state second, so no change falls
+between the two; then it forwards every change. Consumers never write to the database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from sessions_app import qr
+from sessions_app.models import Session
+from sessions_app.tokens import ws_token_session
+
+
+def _staff_may_view(user: Any) -> bool:
+    return bool(
+        user
+        and user.is_authenticated
+        and user.is_active
+        and user.is_staff
+        and user.has_perm("sessions_app.view_session")
+    )
+
+
+def _messages(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """A `session.status` event as what browsers get: the status, then its QR or pairing code."""
+    messages = [
+        {
+            "type": "session.status",
+            **{k: v for k, v in payload.items() if k not in ("qr", "pair_code")},
+        }
+    ]
+    if payload.get("qr"):
+        messages.append({"type": "session.qr", "session": payload["session"], "qr": payload["qr"]})
+    if payload.get("pair_code"):
+        messages.append(
+            {
+                "type": "session.pair_code",
+                "session": payload["session"],
+                "pair_code": payload["pair_code"],
+            }
+        )
+    return messages
+
+
+class SessionConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self) -> None:
+        self.session_id = str(self.scope["url_route"]["kwargs"]["session_id"])
+        token = parse_qs(self.scope.get("query_string", b"").decode()).get("token", [""])[0]
+        allowed = _staff_may_view(await database_sync_to_async(lambda: self.scope["user"])()) or (
+            token and ws_token_session(token) == self.session_id
+        )
+        if not allowed:
+            await self.close()  # before accept: the handshake is refused
+            return
+        self.group = f"session.{self.session_id}"
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        current = await database_sync_to_async(self._current)()
+        if current is None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+            await self.close()
+            return
+        await self.accept()
+        for message in _messages(current):
+            await self.send_json(message)
+
+    def _current(self) -> dict[str, Any] | None:
+        session = Session.objects.filter(pk=self.session_id).first()
+        if session is None:
+            return None
+        payload: dict[str, Any] = {
+            "event": "session.status",
+            "sequence": session.event_sequence,
+            "session": {
+                "id": str(session.pk),
+                "external_id": session.external_id,
+                "status": session.status,
+                "phone_number": session.phone_number,
+                "worker_id": str(session.worker_id) if session.worker_id else None,
+            },
+            "error": (
+                {"code": session.last_error_code, "message": session.last_error}
+                if session.last_error_code or session.last_error
+                else None
+            ),
+        }
+        code = qr.code_get(session_id=session.pk, kind="qr")
+        if code is not None:
+            from sessions_app.events import qr_image
+
+            payload["qr"] = {
+                "code": code["code"],
+                "image": qr_image(code["code"]),
+                "expires_at": dt.datetime.fromtimestamp(code["expires_at"], tz=dt.UTC).isoformat(),
+            }
+        return payload
+
+    async def disconnect(self, code: int) -> None:
+        if getattr(self, "group", None):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def session_status(self, event: dict[str, Any]) -> None:
+        for message in _messages(event["payload"]):
+            await self.send_json(message)
+
+
+class SessionsConsumer(AsyncJsonWebsocketConsumer):
+    """Every session's status, for operators' dashboards (staff only)."""
+
+    async def connect(self) -> None:
+        if not _staff_may_view(await database_sync_to_async(lambda: self.scope["user"])()):
+            await self.close()
+            return
+        await self.channel_layer.group_add("sessions", self.channel_name)
+        self.joined = True
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        if getattr(self, "joined", False):
+            await self.channel_layer.group_discard("sessions", self.channel_name)
+
+    async def session_status(self, event: dict[str, Any]) -> None:
+        payload = event["payload"]
+        await self.send_json(
+            {"type": "session.status", **{k: v for k, v in payload.items() if k != "qr"}}
+        )
