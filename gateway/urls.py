@@ -33,6 +33,7 @@ api_v1 = [
     path("sessions/<uuid:session_id>/migrate", session_views.SessionMigrateApi.as_view()),
     path("sessions/<uuid:session_id>/qr", session_views.SessionQrApi.as_view()),
     path("sessions/<uuid:session_id>/ws-token", session_views.SessionWsTokenApi.as_view()),
+    path("sessions/<uuid:session_id>/pair-code", session_views.SessionPairCodeApi.as_view()),
     path(
         "sessions/<uuid:session_id>/logout",
         session_views.SessionLogoutApi.as_view(),

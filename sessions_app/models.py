@@ -83,6 +83,8 @@ class Session(models.Model):
     restart_requested_at = models.DateTimeField(null=True, blank=True)
     logout_requested_at = models.DateTimeField(null=True, blank=True)
     delete_requested_at = models.DateTimeField(null=True, blank=True)
+    pair_requested_at = models.DateTimeField(null=True, blank=True)
+    pair_phone = models.CharField(max_length=32, blank=True, help_text="For the pairing code.")
 
     phone_number = models.CharField(max_length=32, blank=True)
     jid = models.CharField(max_length=100, blank=True)

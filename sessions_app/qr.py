@@ -15,7 +15,7 @@ def _key(session_id: object, kind: str) -> str:
 
 def code_store(*, session_id: object, kind: str, code: str, expires_in: float) -> dict[str, Any]:
     """Keep `code` (kind `qr` or `pair_code`) until it expires; returns what was stored."""
-    value = {"code": code, "expires_at": time.time() + expires_in}
+    value = {"code": code, "expires_at": time.time() + expires_in, "stored_at": time.time()}
     cache.set(_key(session_id, kind), value, timeout=max(1, int(expires_in)))
     return value
 

@@ -231,6 +231,8 @@ class Lease:
     logout_requested_at: datetime | None
     delete_requested_at: datetime | None
     target_worker_id: uuid.UUID | None = None
+    pair_requested_at: datetime | None = None
+    pair_phone: str = ""
 
     @classmethod
     def of(cls, session: Session) -> Lease:
@@ -244,6 +246,8 @@ class Lease:
             session.logout_requested_at,
             session.delete_requested_at,
             session.target_worker_id,
+            session.pair_requested_at,
+            session.pair_phone,
         )
 
     def wanted(self) -> tuple:
@@ -254,6 +258,7 @@ class Lease:
             self.logout_requested_at,
             self.delete_requested_at,
             self.target_worker_id,
+            self.pair_requested_at,
         )
 
     @property
@@ -357,8 +362,8 @@ def sessions_release_all(*, worker_id: uuid.UUID) -> int:
 
 
 def session_request_done(*, session_id: uuid.UUID, epoch: int, request: str) -> None:
-    """The owner carried out a restart or logout request: clear it (fenced)."""
-    assert request in ("restart_requested_at", "logout_requested_at")
+    """The owner carried out a restart, logout or pairing-code request: clear it (fenced)."""
+    assert request in ("restart_requested_at", "logout_requested_at", "pair_requested_at")
     Session.objects.filter(pk=session_id, lease_epoch=epoch).update(**{request: None})
 
 
@@ -447,3 +452,15 @@ def session_request_migrate(*, session: Session, target: Worker | None = None) -
     if target is None or target.pk == session.worker_id or target.status != WorkerStatus.ACTIVE:
         raise NoWorkerAvailable("No other active worker can take this session.")
     return _request(session, target_worker=target)
+
+
+class NotLinking(Exception):
+    """The session is not waiting to be linked (it is linked already, or not running)."""
+
+
+def session_request_pair_code(*, session: Session, phone_number: str) -> Session:
+    """Ask the owning worker for a pairing code for `phone_number` (linking without a camera).
+    The code arrives like a QR code: in the cache, as a `session.pair_code` event and webhook."""
+    if session.status not in (SessionStatus.STARTING, SessionStatus.SCAN_QR, SessionStatus.PAIRING):
+        raise NotLinking(f"The session is {session.status}, not waiting to be linked.")
+    return _request(session, pair_phone=phone_number, pair_requested_at=timezone.now())

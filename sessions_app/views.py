@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -298,4 +299,59 @@ class SessionWsTokenApi(APIView):
             },
             status=status.HTTP_201_CREATED,
             headers={"Cache-Control": "no-store"},
+        )
+
+
+class SessionPairCodeInputSerializer(serializers.Serializer):
+    phone_number = serializers.RegexField(
+        r"^\+[1-9]\d{6,14}$", help_text="The number to link, E.164 (e.g. +15550001)."
+    )
+
+
+class SessionPairCodeOutputSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="Typed on the phone: Linked devices → Link with phone.")
+    expires_at = serializers.DateTimeField()
+
+
+PAIR_CODE_WAIT_SECONDS = 15.0
+
+
+class SessionPairCodeApi(APIView):
+    @extend_schema(
+        operation_id="sessions_pair_code",
+        tags=TAG,
+        request=SessionPairCodeInputSerializer,
+        responses={200: SessionPairCodeOutputSerializer, **errors(400, 404, 409, 503)},
+        summary="Link with a pairing code instead of a QR code",
+        description="Asks the worker running the session for a pairing code for `phone_number` "
+        "and returns it (waiting up to 15 s). 409 `not_linking` when the session is not waiting "
+        "to be linked; 503 `pair_code_unavailable` when no code came in time.",
+    )
+    def post(self, request: Request, session_id: uuid.UUID) -> Response:
+        data = SessionPairCodeInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        session = selectors.session_get(session_id=session_id)
+        asked = time.time()
+        try:
+            services.session_request_pair_code(
+                session=session, phone_number=data.validated_data["phone_number"]
+            )
+        except services.NotLinking as exc:
+            raise Conflict(str(exc), code="not_linking") from None
+        except services.SessionBeingDeleted:
+            raise Conflict("The session is being deleted.", code="session_deleting") from None
+        deadline = time.monotonic() + PAIR_CODE_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            code = qr.code_get(session_id=session.pk, kind="pair_code")
+            if code is not None and code.get("stored_at", 0) >= asked:
+                return Response(
+                    {
+                        "code": code["code"],
+                        "expires_at": datetime.fromtimestamp(code["expires_at"], tz=UTC),
+                    },
+                    headers={"Cache-Control": "no-store"},
+                )
+            time.sleep(0.1)  # the worker answers through the cache; a short poll
+        raise ServiceUnavailable(
+            "No pairing code came from the worker in time; try again.", code="pair_code_unavailable"
         )

@@ -181,8 +181,21 @@ class SessionRunner:
                 request="restart_requested_at",
             )
             await self._start("restart requested")
+        elif lease.pair_requested_at and self.started:
+            await db(
+                sessions.session_request_done,
+                session_id=self.id,
+                epoch=self.epoch,
+                request="pair_requested_at",
+            )
+            try:  # the code comes back as a PairCode event
+                await self.engine.request_pair_code(self.key, lease.pair_phone)
+            except EngineError as exc:
+                logger.warning("pairing code refused by the engine: %s", exc)
         elif not self.started:
             await self._start("claimed")
+            if lease.pair_requested_at:  # asked for before the connection was up: now
+                self.recheck()
 
     async def _start(self, reason: str) -> None:
         await self._status(S.STARTING, reason)

@@ -329,3 +329,55 @@ async def test_migrating_with_no_other_worker_is_a_409(api, make_session) -> Non
     )
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "no_worker_available"
+
+
+async def test_a_pairing_code_links_without_a_camera(start_worker, api) -> None:
+    runtime = await start_worker()
+    session = await sync_to_async(create)()
+    await until(lambda: session_row(session.id).status == "scan_qr", what="linking")
+
+    response = await sync_to_async(api.post)(
+        f"/api/v1/sessions/{session.id}/pair-code", {"phone_number": "+15550009"}, format="json"
+    )
+
+    assert response.status_code == 200, response.json()
+    assert len(response.json()["code"]) == 9 and response.json()["code"][4] == "-"
+    await until(lambda: session_row(session.id).status == "pairing", what="pairing")
+    await runtime.engines["sandbox"].scan(str(session.id))  # the user types the code
+    row = await until(lambda: (r := session_row(session.id)).status == "connected" and r)
+    assert row.phone_number == "+15550009"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        ("scan_qr", {"phone_number": "15550009"}, 400),
+        ("connected", {"phone_number": "+15550009"}, 409),
+    ],
+)
+async def test_pairing_code_requests_that_cannot_work(
+    api,
+    make_session,
+    status: str,
+    body: dict,
+    expected: int,
+) -> None:
+    session = await sync_to_async(make_session)(status=status)
+    response = await sync_to_async(api.post)(
+        f"/api/v1/sessions/{session.id}/pair-code", body, format="json"
+    )
+    assert response.status_code == expected
+    if expected == 409:
+        assert response.json()["error"]["code"] == "not_linking"
+
+
+async def test_a_pairing_code_nobody_answers_is_a_503(api, make_session, monkeypatch) -> None:
+    from sessions_app import views
+
+    monkeypatch.setattr(views, "PAIR_CODE_WAIT_SECONDS", 0.3)
+    session = await sync_to_async(make_session)(status="scan_qr")  # no worker runs it
+    response = await sync_to_async(api.post)(
+        f"/api/v1/sessions/{session.id}/pair-code", {"phone_number": "+15550009"}, format="json"
+    )
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "pair_code_unavailable"
