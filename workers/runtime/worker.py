@@ -56,6 +56,9 @@ class RuntimeConfig:
             "engines": engines,
             "auth_root": settings.VAR_DIR / "auth",
             "snapshot_seconds": float(settings.SNAPSHOT_INTERVAL_SECONDS),
+            # Without PostgreSQL there is no NOTIFY to wake the worker: poll more often (cheap on
+            # the embedded SQLite database, which serves one process).
+            "poll_seconds": 2.0 if settings.PRODUCTION else 0.5,
         }
         values.update({k: v for k, v in overrides.items() if v})
         return cls(**values)
