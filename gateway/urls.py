@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from gateway import health, metrics
+from sessions_app import link
 from sessions_app import views as session_views
 from workers import sandbox
 from workers import views as worker_views
@@ -54,6 +55,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
+    path("link/<uuid:session_id>/", link.link_page, name="link-page"),
+    path("link/<uuid:session_id>/pair-code", link.link_pair_code, name="link-pair-code"),
     path("health", health.live, name="health"),
     path("health/ready", health.ready, name="health-ready"),
     path("metrics", metrics.metrics, name="metrics"),

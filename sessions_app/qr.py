@@ -29,3 +29,15 @@ def code_get(*, session_id: object, kind: str) -> dict[str, Any] | None:
 
 def codes_clear(*, session_id: object) -> None:
     cache.delete_many([_key(session_id, "qr"), _key(session_id, "pair_code")])
+
+
+def pair_code_wait(*, session_id: object, since: float, timeout: float) -> dict[str, Any] | None:
+    """Wait (polling the cache) for a pairing code stored after `since`; None after `timeout`.
+    The worker that asks the engine for it answers through the cache."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code = code_get(session_id=session_id, kind="pair_code")
+        if code is not None and code.get("stored_at", 0) >= since:
+            return code
+        time.sleep(0.1)
+    return None

@@ -267,6 +267,7 @@ class SessionQrApi(APIView):
 class SessionWsTokenOutputSerializer(serializers.Serializer):
     token = serializers.CharField()
     url = serializers.CharField(help_text="The WebSocket URL with the token in it.")
+    link_url = serializers.CharField(help_text="The link page for the end user, with the token.")
     expires_at = serializers.DateTimeField()
 
 
@@ -291,10 +292,12 @@ class SessionWsTokenApi(APIView):
             else "ws://" + base.removeprefix("http://")
         )
         expires_at = datetime.now(tz=UTC) + timedelta(seconds=settings.WS_TOKEN_SECONDS)
+        page = settings.PUBLIC_URL or request.build_absolute_uri("/").rstrip("/")
         return Response(
             {
                 "token": token,
                 "url": f"{base}/ws/sessions/{session.pk}/?token={token}",
+                "link_url": f"{page}/link/{session.pk}/?token={token}",
                 "expires_at": expires_at,
             },
             status=status.HTTP_201_CREATED,
@@ -340,18 +343,13 @@ class SessionPairCodeApi(APIView):
             raise Conflict(str(exc), code="not_linking") from None
         except services.SessionBeingDeleted:
             raise Conflict("The session is being deleted.", code="session_deleting") from None
-        deadline = time.monotonic() + PAIR_CODE_WAIT_SECONDS
-        while time.monotonic() < deadline:
-            code = qr.code_get(session_id=session.pk, kind="pair_code")
-            if code is not None and code.get("stored_at", 0) >= asked:
-                return Response(
-                    {
-                        "code": code["code"],
-                        "expires_at": datetime.fromtimestamp(code["expires_at"], tz=UTC),
-                    },
-                    headers={"Cache-Control": "no-store"},
-                )
-            time.sleep(0.1)  # the worker answers through the cache; a short poll
+        code = qr.pair_code_wait(session_id=session.pk, since=asked, timeout=PAIR_CODE_WAIT_SECONDS)
+        if code is not None:
+            expires_at = datetime.fromtimestamp(code["expires_at"], tz=UTC)
+            return Response(
+                {"code": code["code"], "expires_at": expires_at},
+                headers={"Cache-Control": "no-store"},
+            )
         raise ServiceUnavailable(
             "No pairing code came from the worker in time; try again.", code="pair_code_unavailable"
         )

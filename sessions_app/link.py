@@ -1,0 +1,90 @@
+"""The link page: what the backend sends its end user to (or embeds) to link a phone.
+
+`/link/<session id>/?token=…` with a token from `POST /api/v1/sessions/{id}/ws-token`. The page
+(templates/link/page.html, no outside assets) follows the session over its WebSocket: the live QR
+with a countdown, a pairing code instead, and "Linked as +…" at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.clickjacking import xframe_options_exempt
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from gateway.errors import error_body
+from sessions_app import qr, services
+from sessions_app.models import Session
+from sessions_app.tokens import ws_token_session
+
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+PAIR_CODE_WAIT_SECONDS = 15.0
+
+
+def _session_for(request: HttpRequest, session_id: uuid.UUID) -> Session | None:
+    token = request.GET.get("token", "")
+    if not token or ws_token_session(token) != str(session_id):
+        return None
+    return Session.objects.filter(pk=session_id).first()
+
+
+@require_GET
+@xframe_options_exempt  # the backend may embed the page in its own front end
+def link_page(request: HttpRequest, session_id: uuid.UUID) -> HttpResponse:
+    session = _session_for(request, session_id)
+    if session is None:
+        return render(request, "link/invalid.html", status=403)
+    response = render(
+        request,
+        "link/page.html",
+        {
+            "session_id": str(session.pk),
+            "token": request.GET["token"],
+            "status": session.status,
+            "phone_number": session.phone_number,
+        },
+    )
+    response["Cache-Control"] = "no-store"
+    response["Referrer-Policy"] = "no-referrer"  # the token is in the URL
+    return response
+
+
+@csrf_exempt  # authenticated by the token in the URL, not by cookies
+@require_POST
+def link_pair_code(request: HttpRequest, session_id: uuid.UUID) -> JsonResponse:
+    """The page's "link with phone number instead": the same as the API's pair-code."""
+    session = _session_for(request, session_id)
+    if session is None:
+        return JsonResponse(
+            error_body("invalid_token", "This link is not valid any more."), status=403
+        )
+    try:
+        phone = str(json.loads(request.body or b"{}").get("phone_number", "")).strip()
+    except (ValueError, AttributeError):
+        phone = ""
+    if not E164.match(phone):
+        return JsonResponse(
+            error_body(
+                "validation_error", "Enter the number with its country code, e.g. +15550001."
+            ),
+            status=400,
+        )
+    asked = time.time()
+    try:
+        services.session_request_pair_code(session=session, phone_number=phone)
+    except (services.NotLinking, services.SessionBeingDeleted):
+        return JsonResponse(
+            error_body("not_linking", "This session is not waiting to be linked."), status=409
+        )
+    code = qr.pair_code_wait(session_id=session.pk, since=asked, timeout=PAIR_CODE_WAIT_SECONDS)
+    if code is None:
+        return JsonResponse(
+            error_body("pair_code_unavailable", "No code came in time; try again."), status=503
+        )
+    return JsonResponse({"code": code["code"], "expires_at": code["expires_at"]})
