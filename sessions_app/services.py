@@ -201,7 +201,18 @@ def session_set_status(
         session.last_error_code = error_code
         for field, value in linked.items():
             setattr(session, field, value)
-        session.save()
+        # Only what changed: a full-row save could put back fields others changed meanwhile
+        # (the lease, the desired state).
+        session.save(
+            update_fields=[
+                "status",
+                "status_changed_at",
+                "last_error",
+                "last_error_code",
+                "updated_at",
+                *linked,
+            ]
+        )
         if source != status:
             SessionEvent.objects.create(
                 session=session,
