@@ -7,7 +7,6 @@ between the two; then it forwards every change. Consumers never write to the dat
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -15,6 +14,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from sessions_app import qr
+from sessions_app.events import qr_image, session_state
 from sessions_app.models import Session
 from sessions_app.tokens import ws_token_session
 
@@ -78,28 +78,11 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         payload: dict[str, Any] = {
             "event": "session.status",
             "sequence": session.event_sequence,
-            "session": {
-                "id": str(session.pk),
-                "external_id": session.external_id,
-                "status": session.status,
-                "phone_number": session.phone_number,
-                "worker_id": str(session.worker_id) if session.worker_id else None,
-            },
-            "error": (
-                {"code": session.last_error_code, "message": session.last_error}
-                if session.last_error_code or session.last_error
-                else None
-            ),
+            **session_state(session),
         }
         code = qr.code_get(session_id=session.pk, kind="qr")
         if code is not None:
-            from sessions_app.events import qr_image
-
-            payload["qr"] = {
-                "code": code["code"],
-                "image": qr_image(code["code"]),
-                "expires_at": dt.datetime.fromtimestamp(code["expires_at"], tz=dt.UTC).isoformat(),
-            }
+            payload["qr"] = {**qr.announced(code), "image": qr_image(code["code"])}
         return payload
 
     async def disconnect(self, code: int) -> None:

@@ -42,6 +42,23 @@ def _next_sequence(session: Session) -> int:
     return Session.objects.values_list("event_sequence", flat=True).get(pk=session.pk)
 
 
+def session_state(session: Session) -> dict[str, Any]:
+    """The `session` and `error` fields of a `session.status` body (webhooks and WebSockets)."""
+    error = None
+    if session.last_error_code or session.last_error:
+        error = {"code": session.last_error_code, "message": session.last_error}
+    return {
+        "session": {
+            "id": str(session.pk),
+            "external_id": session.external_id,
+            "status": session.status,
+            "phone_number": session.phone_number,
+            "worker_id": str(session.worker_id) if session.worker_id else None,
+        },
+        "error": error,
+    }
+
+
 def session_status_changed(
     session: Session, *, qr: dict[str, Any] | None = None, pair_code: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -51,18 +68,7 @@ def session_status_changed(
         "event": "session.status",
         "occurred_at": timezone.now().isoformat(),
         "sequence": _next_sequence(session),
-        "session": {
-            "id": str(session.pk),
-            "external_id": session.external_id,
-            "status": session.status,
-            "phone_number": session.phone_number,
-            "worker_id": str(session.worker_id) if session.worker_id else None,
-        },
-        "error": (
-            {"code": session.last_error_code, "message": session.last_error}
-            if session.last_error_code or session.last_error
-            else None
-        ),
+        **session_state(session),
     }
     if qr is not None:
         body["qr"] = {**qr, "image": qr_image(qr["code"])}

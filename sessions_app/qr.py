@@ -4,6 +4,7 @@ valid, never in the database."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from django.core.cache import cache
@@ -18,6 +19,12 @@ def code_store(*, session_id: object, kind: str, code: str, expires_in: float) -
     value = {"code": code, "expires_at": time.time() + expires_in, "stored_at": time.time()}
     cache.set(_key(session_id, kind), value, timeout=max(1, int(expires_in)))
     return value
+
+
+def announced(code: dict[str, Any]) -> dict[str, Any]:
+    """A cached code as events carry it: the code and when it expires (ISO 8601)."""
+    expires_at = datetime.fromtimestamp(code["expires_at"], tz=UTC).isoformat()
+    return {"code": code["code"], "expires_at": expires_at}
 
 
 def code_get(*, session_id: object, kind: str) -> dict[str, Any] | None:

@@ -214,6 +214,16 @@ Event = (
     | SendFailed
 )
 
+
+def spawn_into(tasks: set[asyncio.Task], coroutine) -> asyncio.Task:
+    """Start `coroutine` as a task kept in `tasks` (a session's) until it is done, so closing the
+    session can cancel it."""
+    task = asyncio.get_running_loop().create_task(coroutine)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    return task
+
+
 # --- The interface -------------------------------------------------------------------------------
 
 

@@ -49,6 +49,7 @@ from workers.engines.base import (
     Receipt,
     SendResult,
     StreamReplaced,
+    spawn_into,
 )
 from workers.engines.jids import jid_to_phone, jid_user, phone_to_jid
 from workers.engines.store import KeyValueStore, delete_store
@@ -218,11 +219,6 @@ class SandboxEngine(Engine):
             raise EngineError(f"session {session_id} is not connected", code="not_connected")
         return session
 
-    def _spawn(self, session: _Session, coroutine) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        session.tasks.add(task)
-        task.add_done_callback(session.tasks.discard)
-
     def _close(self, session: _Session) -> None:
         session.state = "closed"
         current = asyncio.current_task()
@@ -262,9 +258,9 @@ class SandboxEngine(Engine):
                 self.emit(LoggedOut(session_id, reason="device was unlinked"))
                 return
             session.device, session.phone_number = device, phone
-            self._spawn(session, self._connect_later(session))
+            spawn_into(session.tasks, self._connect_later(session))
             return
-        self._spawn(session, self._rotate_qr(session))
+        spawn_into(session.tasks, self._rotate_qr(session))
 
     async def _connect_later(self, session: _Session) -> None:
         await asyncio.sleep(self.timings.connect_delay)
@@ -343,7 +339,7 @@ class SandboxEngine(Engine):
         if message.contact is not None:
             entry["contact"] = message.contact.name
         if self.world.deliver(session_id, message.id, entry):
-            self._spawn(session, self._receipts(session, message))
+            spawn_into(session.tasks, self._receipts(session, message))
         return SendResult(wa_message_id=message.id, timestamp=time.time())
 
     async def _receipts(self, session: _Session, message: OutboundMessage) -> None:
@@ -483,7 +479,7 @@ class SandboxEngine(Engine):
         self.world.close_connection(session_id, session.connection, self.worker, "network")
         session.state = "reconnecting"
         self.emit(Disconnected(session_id, reason="connection lost", will_reconnect=True))
-        self._spawn(session, self._reconnect(session))
+        spawn_into(session.tasks, self._reconnect(session))
 
     async def _reconnect(self, session: _Session) -> None:
         await asyncio.sleep(self.timings.reconnect_delay)

@@ -13,7 +13,6 @@ import contextlib
 import logging
 import shutil
 import uuid
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from django.utils import timezone
@@ -287,7 +286,7 @@ class SessionRunner:
                 code=event.code,
                 expires_in=event.expires_in,
             )
-            await self._status(S.SCAN_QR, "new QR code", qr=_announced(code))
+            await self._status(S.SCAN_QR, "new QR code", qr=qr.announced(code))
         elif isinstance(event, PairCode):
             code = await db(
                 qr.code_store,
@@ -296,7 +295,7 @@ class SessionRunner:
                 code=event.code,
                 expires_in=event.expires_in,
             )
-            await self._status(S.PAIRING, "pairing code requested", pair_code=_announced(code))
+            await self._status(S.PAIRING, "pairing code requested", pair_code=qr.announced(code))
         elif isinstance(event, Connected):
             await db(qr.codes_clear, session_id=self.id)
             linked = {
@@ -360,11 +359,3 @@ class SessionRunner:
     def check_deadline(self, now: float) -> bool:
         """True when the lease may have run out unrenewed: the caller closes the connection."""
         return now >= self.deadline - 1.0
-
-
-def _announced(code: dict) -> dict:
-    """A cached code as events carry it: the code and when it expires (ISO 8601)."""
-    return {
-        "code": code["code"],
-        "expires_at": datetime.fromtimestamp(code["expires_at"], tz=UTC).isoformat(),
-    }

@@ -43,6 +43,7 @@ from workers.engines.base import (
     QrCode,
     SendResult,
     StreamReplaced,
+    spawn_into,
 )
 from workers.engines.jids import jid_to_phone, jid_user
 from workers.engines.neonize import translate
@@ -108,11 +109,6 @@ class NeonizeEngine(Engine):
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(lambda: loop.create_task(coroutine_function(*args)))
-
-    def _spawn(self, session: _Session, coroutine) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        session.tasks.add(task)
-        task.add_done_callback(session.tasks.discard)
 
     # --- the client and its handlers -------------------------------------------------------------
 
@@ -183,7 +179,7 @@ class NeonizeEngine(Engine):
             session.qr_deadline.cancel()
         if session.qr_count >= QR_CODES:
             session.qr_deadline = asyncio.get_running_loop().call_later(
-                valid + 2, lambda: self._spawn(session, self._qr_timeout(session))
+                valid + 2, lambda: spawn_into(session.tasks, self._qr_timeout(session))
             )
 
     async def _qr_timeout(self, session: _Session) -> None:
@@ -292,7 +288,7 @@ class NeonizeEngine(Engine):
                 session_id, reason=reason[:500], will_reconnect=True, code="connect_failed"
             )
         )
-        self._spawn(session, self._retry(session, delay))
+        spawn_into(session.tasks, self._retry(session, delay))
 
     async def _retry(self, session: _Session, delay: float) -> None:
         await asyncio.sleep(delay)
