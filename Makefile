@@ -37,6 +37,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python scripts/run_tests.py --run $(BIN)/python bench/engines.py
 	$(BIN)/python scripts/run_tests.py --run $(BIN)/python bench/failover.py
 	$(BIN)/python scripts/run_tests.py --run $(BIN)/python bench/capacity.py
+	$(BIN)/python scripts/run_tests.py --run $(BIN)/python bench/qr_latency.py
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

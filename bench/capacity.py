@@ -6,7 +6,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fleet import Fleet, link, setup_database, wait_for
+from fleet import link, sandbox_fleet, setup_database, wait_until
 
 SESSIONS = 1000
 WINDOW = 30.0
@@ -33,13 +33,13 @@ def proc(pid: int) -> tuple[float, float, int]:
 def main() -> None:
     setup_database()
     with tempfile.TemporaryDirectory() as tmp:
-        fleet = Fleet(Path(tmp), 30)
+        fleet = sandbox_fleet(Path(tmp), 30)
         try:
-            worker = fleet.start("capacity")
+            worker = fleet.worker("capacity", capacity=2000)
             started = time.monotonic()
             from workers.models import Worker
 
-            wait_for(lambda: Worker.objects.filter(name="capacity").exists(), 60, "the worker")
+            wait_until(lambda: Worker.objects.filter(name="capacity").exists(), 60, "the worker")
             time.sleep(2)  # settled after start-up (a bench, not a test)
             idle_rss, _, _ = proc(worker.pid)
             link("capacity", SESSIONS)

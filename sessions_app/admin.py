@@ -1,22 +1,27 @@
+from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, JsonResponse
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.views.decorators.http import require_POST
 
+from gateway.admin import LiveMedia, ago, badge
 from sessions_app import services
-from sessions_app.models import Session, SessionEvent
+from sessions_app.link import pair_code_response
+from sessions_app.models import Session, SessionEvent, SessionStatus
+from sessions_app.tokens import ws_token_make
+from workers.models import Worker
+
+TIMELINE_LENGTH = 50
+LINKING = [SessionStatus.STARTING, SessionStatus.SCAN_QR, SessionStatus.PAIRING]
 
 
-class SessionEventInline(admin.TabularInline):
-    model = SessionEvent
-    extra = 0
-    can_delete = False
-    fields = ["created_at", "from_status", "to_status", "reason", "worker"]
-    readonly_fields = fields
-    ordering = ["-created_at", "-id"]
-    show_change_link = False
-
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
+def _worker_names() -> dict[str, str]:
+    """For the live script: a session's new worker_id shown by name."""
+    return {str(pk): name for pk, name in Worker.objects.values_list("pk", "name")}
 
 
 def _bulk(service, verb: str):
@@ -37,14 +42,15 @@ def _bulk(service, verb: str):
 class SessionAdmin(admin.ModelAdmin):
     list_display = [
         "__str__",
-        "status",
+        "status_badge",
         "desired_state",
-        "phone_number",
+        "phone",
         "engine",
-        "worker",
-        "status_changed_at",
+        "worker_name",
+        "last_change",
         "created_at",
     ]
+    Media = LiveMedia
     list_filter = ["status", "desired_state", "engine", "worker"]
     list_select_related = ["worker"]
     search_fields = ["id", "external_id", "name", "phone_number", "jid", "push_name"]
@@ -104,7 +110,69 @@ class SessionAdmin(admin.ModelAdmin):
         ),
         ("Times", {"fields": ["created_at", "updated_at"]}),
     ]
-    inlines = [SessionEventInline]
+
+    # Live cells: the script updates them from `/ws/sessions/` by the data- attributes.
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, session: Session):
+        return badge(session.status, session_status=session.pk)
+
+    @admin.display(description="phone number", ordering="phone_number")
+    def phone(self, session: Session):
+        return format_html(
+            '<span data-session-phone="{}">{}</span>', session.pk, session.phone_number or "-"
+        )
+
+    @admin.display(description="worker", ordering="worker__name")
+    def worker_name(self, session: Session):
+        return format_html(
+            '<span data-session-worker="{}">{}</span>',
+            session.pk,
+            session.worker.name if session.worker else "-",
+        )
+
+    @admin.display(description="last change", ordering="status_changed_at")
+    def last_change(self, session: Session):
+        return ago(session.status_changed_at, session_changed=session.pk)
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        return super().changelist_view(
+            request, {**(extra_context or {}), "worker_names": _worker_names()}
+        )
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url="", extra_context=None):
+        session = self.get_object(request, object_id)
+        if session is not None:
+            token = ws_token_make(session.pk)
+            extra_context = {
+                **(extra_context or {}),
+                "worker_names": _worker_names(),
+                "linking_statuses": LINKING,
+                "timeline": session.events.order_by("-created_at", "-id")[:TIMELINE_LENGTH],
+                "events_url": reverse("admin:sessions_app_sessionevent_changelist")
+                + f"?session__id__exact={session.pk}",
+                "pair_code_url": reverse("admin:sessions_app_session_pair_code", args=[session.pk]),
+                "link_url": reverse("link-page", args=[session.pk]) + f"?token={token}",
+                "link_minutes": settings.WS_TOKEN_SECONDS // 60,
+            }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def get_urls(self):
+        pair_code = self.admin_site.admin_view(require_POST(self.pair_code_view))
+        return [
+            path(
+                "<uuid:session_id>/pair-code/",
+                pair_code,
+                name="sessions_app_session_pair_code",
+            ),
+            *super().get_urls(),
+        ]
+
+    def pair_code_view(self, request: HttpRequest, session_id) -> JsonResponse:
+        """The session page's "link with a pairing code" (CSRF-protected, change permission)."""
+        session = get_object_or_404(Session, pk=session_id)
+        if not self.has_change_permission(request, session):
+            raise PermissionDenied
+        return pair_code_response(session, request.body)
 
     def delete_model(self, request: HttpRequest, obj: Session) -> None:
         # Through the service: a running session is logged out by its worker first, and files go.

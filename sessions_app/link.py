@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import uuid
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -19,12 +18,9 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from gateway.errors import error_body
-from sessions_app import qr, services
+from sessions_app import services
 from sessions_app.models import Session
 from sessions_app.tokens import ws_token_session
-
-E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-PAIR_CODE_WAIT_SECONDS = 15.0
 
 
 def _session_for(request: HttpRequest, session_id: uuid.UUID) -> Session | None:
@@ -64,26 +60,29 @@ def link_pair_code(request: HttpRequest, session_id: uuid.UUID) -> JsonResponse:
         return JsonResponse(
             error_body("invalid_token", "This link is not valid any more."), status=403
         )
+    return pair_code_response(session, request.body)
+
+
+def pair_code_response(session: Session, body: bytes) -> JsonResponse:
+    """`{"phone_number": "+…"}` in, the pairing code out (the link page's and the admin's form)."""
     try:
-        phone = str(json.loads(request.body or b"{}").get("phone_number", "")).strip()
+        phone = str(json.loads(body or b"{}").get("phone_number", "")).strip()
     except (ValueError, AttributeError):
         phone = ""
-    if not E164.match(phone):
+    if not re.match(services.E164, phone):
         return JsonResponse(
             error_body(
                 "validation_error", "Enter the number with its country code, e.g. +15550001."
             ),
             status=400,
         )
-    asked = time.time()
     try:
-        services.session_request_pair_code(session=session, phone_number=phone)
+        code = services.session_pair_code(session=session, phone_number=phone)
     except (services.NotLinking, services.SessionBeingDeleted):
         return JsonResponse(
             error_body("not_linking", "This session is not waiting to be linked."), status=409
         )
-    code = qr.pair_code_wait(session_id=session.pk, since=asked, timeout=PAIR_CODE_WAIT_SECONDS)
-    if code is None:
+    except services.PairCodeUnavailable:
         return JsonResponse(
             error_body("pair_code_unavailable", "No code came in time; try again."), status=503
         )

@@ -7,6 +7,7 @@ worker that holds a session's lease changes what is *true* (`status`), fenced by
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,7 +20,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from gateway.failpoints import failpoint
-from sessions_app import events
+from sessions_app import events, qr
 from sessions_app.models import DesiredState, Session, SessionEvent, SessionStatus
 from workers.models import Worker, WorkerStatus
 
@@ -465,8 +466,17 @@ def session_request_migrate(*, session: Session, target: Worker | None = None) -
     return _request(session, target_worker=target)
 
 
+# A phone number as WhatsApp wants it for linking: E.164 with its country code.
+E164 = r"^\+[1-9]\d{6,14}$"
+PAIR_CODE_WAIT_SECONDS = 15.0
+
+
 class NotLinking(Exception):
     """The session is not waiting to be linked (it is linked already, or not running)."""
+
+
+class PairCodeUnavailable(Exception):
+    """The owning worker gave no pairing code in time."""
 
 
 def session_request_pair_code(*, session: Session, phone_number: str) -> Session:
@@ -475,3 +485,13 @@ def session_request_pair_code(*, session: Session, phone_number: str) -> Session
     if session.status not in (SessionStatus.STARTING, SessionStatus.SCAN_QR, SessionStatus.PAIRING):
         raise NotLinking(f"The session is {session.status}, not waiting to be linked.")
     return _request(session, pair_phone=phone_number, pair_requested_at=timezone.now())
+
+
+def session_pair_code(*, session: Session, phone_number: str) -> dict[str, Any]:
+    """Ask for a pairing code and wait for it (`code`, `expires_at` as a Unix time)."""
+    asked = time.time()
+    session_request_pair_code(session=session, phone_number=phone_number)
+    code = qr.pair_code_wait(session_id=session.pk, since=asked, timeout=PAIR_CODE_WAIT_SECONDS)
+    if code is None:
+        raise PairCodeUnavailable("No pairing code came from the worker in time; try again.")
+    return code

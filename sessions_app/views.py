@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -307,16 +306,13 @@ class SessionWsTokenApi(APIView):
 
 class SessionPairCodeInputSerializer(serializers.Serializer):
     phone_number = serializers.RegexField(
-        r"^\+[1-9]\d{6,14}$", help_text="The number to link, E.164 (e.g. +15550001)."
+        services.E164, help_text="The number to link, E.164 (e.g. +15550001)."
     )
 
 
 class SessionPairCodeOutputSerializer(serializers.Serializer):
     code = serializers.CharField(help_text="Typed on the phone: Linked devices → Link with phone.")
     expires_at = serializers.DateTimeField()
-
-
-PAIR_CODE_WAIT_SECONDS = 15.0
 
 
 class SessionPairCodeApi(APIView):
@@ -334,22 +330,17 @@ class SessionPairCodeApi(APIView):
         data = SessionPairCodeInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         session = selectors.session_get(session_id=session_id)
-        asked = time.time()
         try:
-            services.session_request_pair_code(
+            code = services.session_pair_code(
                 session=session, phone_number=data.validated_data["phone_number"]
             )
         except services.NotLinking as exc:
             raise Conflict(str(exc), code="not_linking") from None
         except services.SessionBeingDeleted:
             raise Conflict("The session is being deleted.", code="session_deleting") from None
-        code = qr.pair_code_wait(session_id=session.pk, since=asked, timeout=PAIR_CODE_WAIT_SECONDS)
-        if code is not None:
-            expires_at = datetime.fromtimestamp(code["expires_at"], tz=UTC)
-            return Response(
-                {"code": code["code"], "expires_at": expires_at},
-                headers={"Cache-Control": "no-store"},
-            )
-        raise ServiceUnavailable(
-            "No pairing code came from the worker in time; try again.", code="pair_code_unavailable"
+        except services.PairCodeUnavailable as exc:
+            raise ServiceUnavailable(str(exc), code="pair_code_unavailable") from None
+        expires_at = datetime.fromtimestamp(code["expires_at"], tz=UTC)
+        return Response(
+            {"code": code["code"], "expires_at": expires_at}, headers={"Cache-Control": "no-store"}
         )

@@ -1,7 +1,10 @@
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html
 
+from gateway.admin import LiveMedia, ago, badge
 from workers import services
 from workers.models import Worker
 
@@ -10,15 +13,15 @@ from workers.models import Worker
 class WorkerAdmin(admin.ModelAdmin):
     list_display = [
         "name",
-        "status",
+        "status_badge",
         "hostname",
         "pid",
-        "session_count",
-        "capacity",
-        "last_heartbeat_at",
+        "load",
+        "heartbeat",
         "version",
         "started_at",
     ]
+    Media = LiveMedia
     list_filter = ["status", "hostname"]
     search_fields = ["id", "name", "hostname"]
     readonly_fields = [
@@ -41,9 +44,27 @@ class WorkerAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Worker]:
         return super().get_queryset(request).annotate(session_count=Count("sessions"))
 
-    @admin.display(ordering="session_count", description="sessions")
-    def session_count(self, worker: Worker) -> int:
-        return worker.session_count
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, worker: Worker):
+        return badge(worker.status)
+
+    @admin.display(description="load", ordering="session_count")
+    def load(self, worker: Worker):
+        """Sessions held against capacity."""
+        share = 100 * worker.session_count / worker.capacity if worker.capacity else 0
+        return format_html(
+            '{} / {} <span class="gw-live">({}%)</span>',
+            worker.session_count,
+            worker.capacity,
+            round(share),
+        )
+
+    @admin.display(description="heartbeat", ordering="last_heartbeat_at")
+    def heartbeat(self, worker: Worker):
+        """Age of the last heartbeat; red once older than the lease TTL (a live worker beats
+        every TTL/3, so it is then about to be marked dead)."""
+        alive = worker.status in ("active", "draining")
+        return ago(worker.last_heartbeat_at, stale_after=settings.WORKER_LEASE_SECONDS * alive)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -23,9 +23,9 @@ from gateway.errors import ApiError, Conflict, ServiceUnavailable
 from gateway.openapi import errors
 from sessions_app.models import Engine, Session
 from sessions_app.selectors import session_get
+from sessions_app.services import E164
 
 ACTIONS = ("scan", "receive", "disconnect", "logout", "replace")
-E164 = r"^\+[1-9]\d{6,14}$"
 MAX_MEDIA_BYTES = 5 * 1024 * 1024
 
 

@@ -103,3 +103,81 @@ def test_deleting_in_the_admin_goes_through_the_service(operator: Client, make_s
     assert list(Session.objects.all()) == [running]
     running.refresh_from_db()
     assert running.delete_requested_at is not None
+
+
+def test_the_session_list_has_live_badges(operator: Client, make_session) -> None:
+    worker = Worker.objects.create(name="worker-a")
+    session = make_session(status="connected", phone_number="+15550001", worker=worker)
+    page = operator.get("/admin/sessions_app/session/").content.decode()
+    assert f'data-status="connected" data-session-status="{session.id}"' in page
+    assert f'data-session-phone="{session.id}">+15550001<' in page
+    assert f'data-session-worker="{session.id}">worker-a<' in page
+    assert f'data-session-changed="{session.id}"' in page
+    assert "data-live-sessions" in page and "gateway/admin-live.js" in page
+    assert f'"{worker.id}": "worker-a"' in page  # names for workers a session moves to
+
+
+def test_the_session_page_has_the_live_panel_and_its_latest_events(
+    operator: Client, make_session
+) -> None:
+    session = make_session(status="scan_qr")
+    for n in range(60):
+        session.events.create(from_status="starting", to_status="scan_qr", reason=f"event-{n}")
+    page = operator.get(f"/admin/sessions_app/session/{session.id}/change/").content.decode()
+    assert f'data-live-session="{session.id}"' in page
+    assert 'id="gw-linking" hidden' not in page  # linking: the QR and pairing form show
+    assert "event-59" in page and "event-10" in page and "event-9<" not in page  # newest 50
+    assert f"?session__id__exact={session.id}" in page
+    link = re.search(r'href="(/link/[^"]+)"', page).group(1).replace("&amp;", "&")
+    assert operator.get(link).status_code == 200  # the link page for the phone's owner works
+
+    connected = make_session(status="connected")
+    page = operator.get(f"/admin/sessions_app/session/{connected.id}/change/").content.decode()
+    assert 'id="gw-linking" hidden' in page
+
+
+def test_the_admin_pairing_form_needs_csrf_and_change_permission(
+    make_session, staff_user, django_user_model
+) -> None:
+    from django.contrib.auth.models import Permission
+
+    session = make_session(status="connected")
+    url = f"/admin/sessions_app/session/{session.id}/pair-code/"
+    body = {"phone_number": "+15550001"}
+
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(staff_user)
+    assert strict.post(url, body, content_type="application/json").status_code == 403
+
+    client = Client()
+    client.force_login(staff_user)
+    response = client.post(url, body, content_type="application/json")
+    assert response.status_code == 409 and response.json()["error"]["code"] == "not_linking"
+    response = client.post(url, {"phone_number": "555"}, content_type="application/json")
+    assert response.status_code == 400
+    assert client.get(url).status_code == 405
+
+    viewer = django_user_model.objects.create_user("viewer", password="x" * 20, is_staff=True)
+    viewer.user_permissions.add(
+        Permission.objects.get(codename="view_session", content_type__app_label="sessions_app")
+    )
+    client.force_login(viewer)
+    assert client.post(url, body, content_type="application/json").status_code == 403
+
+
+def test_the_worker_list_shows_heartbeat_age_load_and_status(operator: Client, settings) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    fresh = Worker.objects.create(name="fresh", capacity=4)
+    Session.objects.create(engine="sandbox", worker=fresh)
+    stale = Worker.objects.create(name="stale", capacity=10)
+    Worker.objects.filter(pk=stale.pk).update(
+        last_heartbeat_at=timezone.now() - timedelta(seconds=settings.WORKER_LEASE_SECONDS + 5)
+    )
+    page = operator.get("/admin/workers/worker/").content.decode()
+    assert "1 / 4" in page and "(25%)" in page and "0 / 10" in page
+    assert re.search(r'<time [^>]*data-stale-after="\d+"[^>]*>\d+ s ago</time>', page)
+    assert page.count('class="gw-stale"') == 1  # only the worker that missed its heartbeats
+    assert page.count('data-status="active"') == 2

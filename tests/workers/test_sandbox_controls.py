@@ -90,6 +90,20 @@ async def test_the_api_drives_the_simulated_phone(running, api: APIClient) -> No
 
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
+async def test_the_listener_never_starves_websockets_in_the_same_process(running) -> None:
+    """`serve` runs the listener beside the WebSocket consumers on one loop and one layer: a
+    message for a consumer's channel arrives while the listener is waiting for controls."""
+    layer = get_channel_layer()
+    consumer = await layer.new_channel()
+    await layer.group_add("browsers", consumer)
+    while not (layer.receive_lock and layer.receive_lock.locked()):
+        await asyncio.sleep(0.01)  # until the listener is inside its blocking read
+    await layer.group_send("browsers", {"type": "session.status", "n": 1})
+    assert (await asyncio.wait_for(layer.receive(consumer), 3))["n"] == 1
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
 async def test_the_sandbox_command_does_the_same(running) -> None:
     session, engine = running
     out = io.StringIO()

@@ -271,7 +271,9 @@ class SandboxEngine(Engine):
         t = self.timings
         for number in range(1 + t.qr_rotations):
             valid = t.qr_first if number == 0 else t.qr_next
-            code = f"2@sandbox,{session.id},{number},{secrets.token_urlsafe(24)}"
+            # The simulated ref carries its issue time (ms), for bench/qr_latency.py.
+            issued = int(time.time() * 1000)
+            code = f"2@sandbox,{session.id},{number},{issued},{secrets.token_urlsafe(24)}"
             self.emit(QrCode(session.id, code=code, expires_in=valid))
             await asyncio.sleep(valid)
             if session.state != "linking":

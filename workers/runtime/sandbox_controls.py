@@ -62,7 +62,10 @@ class SandboxControlListener:
             await self.layer.group_discard(control_group(session_id), self.channel)
 
     async def _subscribe(self) -> None:
-        channel = await self.layer.new_channel("sandbox.")
+        # The default prefix, always: channels_redis reads all of a process's channels through one
+        # Redis list per prefix under one lock, so a channel of another prefix starves the
+        # WebSocket consumers sharing this process (`serve`) until a control arrives.
+        channel = await self.layer.new_channel()
         added: set[str] = set()
         while missing := self.sessions - added:  # sessions may join while we add
             for session_id in missing:

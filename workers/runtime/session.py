@@ -286,7 +286,10 @@ class SessionRunner:
                 code=event.code,
                 expires_in=event.expires_in,
             )
-            await self._status(S.SCAN_QR, "new QR code", qr=qr.announced(code))
+            # Once a pairing code was asked for, the session stays `pairing`: the rotating QR stays
+            # current (and scannable), but the status does not flip back and forth.
+            status = S.PAIRING if self.status == S.PAIRING else S.SCAN_QR
+            await self._status(status, "new QR code", qr=qr.announced(code))
         elif isinstance(event, PairCode):
             code = await db(
                 qr.code_store,

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,7 +17,7 @@ import pytest
 
 from sessions_app import services as sessions
 from sessions_app.models import Session, SessionEvent
-from tests.gateway.test_settings import ROOT
+from tests.processes import Processes, wait_until
 from workers.engines.sandbox import SandboxWorld
 from workers.sandbox import sandbox_control_send
 
@@ -27,72 +25,16 @@ pytestmark = pytest.mark.django_db(transaction=True)
 LEASE = 6
 
 
-class Workers:
-    def __init__(self, tmp_path: Path, database_url: str) -> None:
-        self.tmp_path, self.database_url = tmp_path, database_url
-        self.world = SandboxWorld(tmp_path / "sandbox")
-        self.processes: dict[str, subprocess.Popen] = {}
-
-    def start(self, name: str, **extra_env: str) -> subprocess.Popen:
-        env = {
-            **os.environ,
-            **extra_env,
-            "DATABASE_URL": self.database_url,
-            "GATEWAY_VAR_DIR": str(self.tmp_path / name),
-            "SANDBOX_DIR": str(self.tmp_path / "sandbox"),
-            "SANDBOX_TIMINGS": json.dumps({"qr_first": 120, "qr_next": 120}),
-            "WORKER_LEASE_SECONDS": str(LEASE),
-            "LOG_LEVEL": "INFO",
-        }
-        log = open(self.tmp_path / f"{name}.log", "w")
-        self.processes[name] = subprocess.Popen(
-            [
-                sys.executable,
-                "manage.py",
-                "run_worker",
-                "--name",
-                name,
-                "--engines",
-                "sandbox",
-                "--capacity",
-                "200",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        return self.processes[name]
-
-    def log(self, name: str) -> str:
-        return (self.tmp_path / f"{name}.log").read_text()
-
-    def stop_all(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                os.kill(process.pid, signal.SIGCONT)
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
 @pytest.fixture
 def workers(tmp_path: Path, test_database_url: str):
-    fleet = Workers(tmp_path, test_database_url)
+    fleet = Processes(
+        tmp_path,
+        DATABASE_URL=test_database_url,
+        SANDBOX_TIMINGS=json.dumps({"qr_first": 120, "qr_next": 120}),
+        WORKER_LEASE_SECONDS=str(LEASE),
+    )
     yield fleet
     fleet.stop_all()
-
-
-def wait_for(check, timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
-    return result
 
 
 def held_by(name: str, ids: list, status: str) -> bool:
@@ -108,13 +50,13 @@ def held_by(name: str, ids: list, status: str) -> bool:
     ).count() == len(ids)
 
 
-def link_all(workers: Workers, name: str, count: int) -> list:
+def link_all(workers: Processes, name: str, count: int) -> list:
     ids = [sessions.session_create(external_id=None, engine="sandbox")[0].pk for _ in range(count)]
-    wait_for(lambda: held_by(name, ids, "scan_qr"), 60, f"{name} to show {count} QR codes")
+    wait_until(lambda: held_by(name, ids, "scan_qr"), 60, f"{name} to show {count} QR codes")
     for number, session in enumerate(Session.objects.filter(pk__in=ids)):
         sandbox_control_send(session=session, action="scan", phone_number=f"+1555{number:07d}")
-    wait_for(lambda: held_by(name, ids, "connected"), 60, f"{count} sessions to connect")
-    wait_for(
+    wait_until(lambda: held_by(name, ids, "connected"), 60, f"{count} sessions to connect")
+    wait_until(
         lambda: Session.objects.filter(pk__in=ids).exclude(snapshot_key="").count() == count,
         60,
         "their snapshots",
@@ -142,33 +84,33 @@ def qr_counts(ids: list) -> Counter:
     )
 
 
-def test_a_killed_worker_s_sessions_reconnect_elsewhere_without_a_qr(workers: Workers) -> None:
-    first = workers.start("a")
+def test_a_killed_worker_s_sessions_reconnect_elsewhere_without_a_qr(workers: Processes) -> None:
+    first = workers.worker("a")
     ids = link_all(workers, "a", 50)
-    workers.start("b")
+    workers.worker("b")
 
     os.kill(first.pid, signal.SIGKILL)
     killed = time.monotonic()
 
-    wait_for(lambda: held_by("b", ids, "connected"), LEASE + 60, "b to reconnect all 50")
+    wait_until(lambda: held_by("b", ids, "connected"), LEASE + 60, "b to reconnect all 50")
     assert time.monotonic() - killed < LEASE + 60
     assert set(qr_counts(ids).values()) == {1}  # only the first link ever showed a QR
     assert_one_connection_at_a_time(workers.world, ids)
-    assert all((workers.tmp_path / "b" / "auth" / str(i) / "store.sqlite3").exists() for i in ids)
+    assert all((workers.workdir / "b" / "auth" / str(i) / "store.sqlite3").exists() for i in ids)
 
 
-def test_a_paused_worker_cannot_take_its_sessions_back(workers: Workers) -> None:
-    first = workers.start("a")
+def test_a_paused_worker_cannot_take_its_sessions_back(workers: Processes) -> None:
+    first = workers.worker("a")
     ids = link_all(workers, "a", 3)
-    workers.start("b")
+    workers.worker("b")
 
     os.kill(first.pid, signal.SIGSTOP)
-    wait_for(lambda: held_by("b", ids, "connected"), LEASE + 60, "b to take over")
+    wait_until(lambda: held_by("b", ids, "connected"), LEASE + 60, "b to take over")
     epochs = dict(Session.objects.filter(pk__in=ids).values_list("pk", "lease_epoch"))
     os.kill(first.pid, signal.SIGCONT)
 
     # Awake again, `a` finds its leases gone and closes its connections; it writes nothing.
-    wait_for(
+    wait_until(
         lambda: workers.log("a").count("closing") >= len(ids),
         30,
         "a to close its stale connections",
@@ -186,25 +128,25 @@ def test_a_paused_worker_cannot_take_its_sessions_back(workers: Workers) -> None
         assert reconnects_by_a == []
 
 
-def test_a_crash_right_after_a_claim_only_delays_the_session(workers: Workers) -> None:
-    doomed = workers.start("a", GATEWAY_FAILPOINTS="after_claim=exit")
+def test_a_crash_right_after_a_claim_only_delays_the_session(workers: Processes) -> None:
+    doomed = workers.worker("a", GATEWAY_FAILPOINTS="after_claim=exit")
     session, _ = sessions.session_create(external_id=None, engine="sandbox")
 
     assert doomed.wait(timeout=30) == 86  # the failpoint's exit code
     row = Session.objects.get(pk=session.pk)
     assert (row.worker.name, row.lease_epoch, row.status) == ("a", 1, "stopped")
-    workers.start("b")
-    wait_for(
+    workers.worker("b")
+    wait_until(
         lambda: held_by("b", [session.pk], "scan_qr"),
         LEASE + 30,
         "b to take it once a's lease expired",
     )
 
 
-def test_workers_survive_their_database_connections_being_killed(workers: Workers) -> None:
+def test_workers_survive_their_database_connections_being_killed(workers: Processes) -> None:
     from django.db import connection
 
-    workers.start("a")
+    workers.worker("a")
     ids = link_all(workers, "a", 3)
 
     with connection.cursor() as cursor:
@@ -216,7 +158,7 @@ def test_workers_survive_their_database_connections_being_killed(workers: Worker
 
     # Still alive and in charge: a change is carried out, the other sessions stay connected.
     sessions.session_request_stop(session=Session.objects.get(pk=ids[0]))
-    wait_for(
+    wait_until(
         lambda: (
             held_by("a", [ids[0]], "stopped")
             or Session.objects.filter(pk=ids[0], status="stopped", worker=None).exists()
@@ -228,15 +170,15 @@ def test_workers_survive_their_database_connections_being_killed(workers: Worker
     assert workers.processes["a"].poll() is None
 
 
-def test_storage_being_down_never_disconnects_a_session(workers: Workers) -> None:
-    workers.start("a", S3_ENDPOINT_URL="http://127.0.0.1:1")  # nothing listens there
+def test_storage_being_down_never_disconnects_a_session(workers: Processes) -> None:
+    workers.worker("a", S3_ENDPOINT_URL="http://127.0.0.1:1")  # nothing listens there
     session, _ = sessions.session_create(external_id=None, engine="sandbox")
-    wait_for(lambda: held_by("a", [session.pk], "scan_qr"), 60, "a QR code")
+    wait_until(lambda: held_by("a", [session.pk], "scan_qr"), 60, "a QR code")
 
     sandbox_control_send(session=session, action="scan", phone_number="+15550001")
 
-    wait_for(lambda: held_by("a", [session.pk], "connected"), 60, "the link")
-    wait_for(lambda: "auth snapshot failed" in workers.log("a"), 60, "the failed snapshot")
+    wait_until(lambda: held_by("a", [session.pk], "connected"), 60, "the link")
+    wait_until(lambda: "auth snapshot failed" in workers.log("a"), 60, "the failed snapshot")
     row = Session.objects.get(pk=session.pk)
     assert (row.status, row.snapshot_key) == ("connected", "")
-    assert (workers.tmp_path / "a" / "auth" / str(session.pk) / "store.sqlite3").exists()
+    assert (workers.workdir / "a" / "auth" / str(session.pk) / "store.sqlite3").exists()

@@ -373,9 +373,9 @@ async def test_pairing_code_requests_that_cannot_work(
 
 
 async def test_a_pairing_code_nobody_answers_is_a_503(api, make_session, monkeypatch) -> None:
-    from sessions_app import views
+    from sessions_app import services
 
-    monkeypatch.setattr(views, "PAIR_CODE_WAIT_SECONDS", 0.3)
+    monkeypatch.setattr(services, "PAIR_CODE_WAIT_SECONDS", 0.3)
     session = await sync_to_async(make_session)(status="scan_qr")  # no worker runs it
     response = await sync_to_async(api.post)(
         f"/api/v1/sessions/{session.id}/pair-code", {"phone_number": "+15550009"}, format="json"

@@ -1,0 +1,106 @@
+"""QR latency: from the engine issuing a QR code to the browser's WebSocket message.
+
+Two processes on the Redis channel layer, as in production: `run_worker` (the sandbox engine; QR
+codes rotate every second) and `serve --no-worker` (daphne, the WebSocket consumers). Headless
+Chromium opens one `/ws/sessions/<id>/?token=…` socket per session, as the link page does, and
+records for every pushed `session.qr` message `Date.now()` minus the issue time the sandbox puts
+in its codes (same machine, same clock). The path measured: engine event → worker (cache, status
+row, commit) → Redis group_send → daphne consumer → WebSocket → browser.
+
+`make bench` or `scripts/run_tests.py --run .venv/bin/python bench/qr_latency.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from fleet import percentile, setup_database
+
+from tests.processes import Processes, answers, free_port, launch_chromium, wait_until
+
+SAMPLES_PER_SESSION = 12
+COLLECT = """([url, sessions, wanted]) => new Promise((resolve) => {
+  const samples = [];
+  let finished = 0;
+  for (const [id, token] of sessions) {
+    const socket = new WebSocket(`${url}/ws/sessions/${id}/?token=${token}`);
+    let first = true, got = 0;
+    socket.onmessage = (event) => {
+      const message = JSON.parse(event.data);
+      if (message.type !== "session.qr") return;
+      if (first) { first = false; return; }  // the current code on connect, not a push
+      samples.push(Date.now() - Number(message.qr.code.split(",")[3]));
+      if (++got < wanted) return;
+      socket.close();
+      if (++finished === sessions.length) resolve(samples);
+    };
+  }
+})"""
+
+
+def measure(processes: Processes, url: str, browser, sessions: int) -> list[float]:
+    from sessions_app.models import Session
+    from sessions_app.services import session_create
+    from sessions_app.tokens import ws_token_make
+
+    ids = [
+        session_create(external_id=f"qr-{sessions}-{n}", engine="sandbox")[0].pk
+        for n in range(sessions)
+    ]
+    wait_until(
+        lambda: Session.objects.filter(pk__in=ids, status="scan_qr").count() == sessions,
+        120,
+        "QR codes",
+    )
+    page = browser.new_page()
+    page.goto(url + "/health")  # the sockets' origin: the gateway itself
+    samples = page.evaluate(
+        COLLECT,
+        [url.replace("http", "ws"), [[str(i), ws_token_make(i)] for i in ids], SAMPLES_PER_SESSION],
+    )
+    page.close()
+    Session.objects.filter(pk__in=ids).update(desired_state="stopped")
+    return samples
+
+
+def main() -> None:
+    from playwright.sync_api import sync_playwright
+
+    setup_database()
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # the ORM beside Playwright's sync API
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright:
+        timings = {"qr_first": 1, "qr_next": 1, "qr_rotations": 10_000}
+        processes = Processes(Path(tmp), SANDBOX_TIMINGS=json.dumps(timings), LOG_LEVEL="WARNING")
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        try:
+            processes.worker("worker", capacity=1000)
+            processes.start("web", "serve", "--no-worker", "--port", str(port))
+            wait_until(lambda: answers(url + "/health"), 60, "the web process")
+            browser = launch_chromium(playwright)
+            for sessions in (1, 10, 25, 50):
+                samples = measure(processes, url, browser, sessions)
+                rows.append(
+                    (
+                        sessions,
+                        len(samples),
+                        percentile(samples, 0.5),
+                        percentile(samples, 0.95),
+                        max(samples),
+                    )
+                )
+            browser.close()
+        finally:
+            processes.stop_all()
+    print("\n| sessions rotating QR codes (1/s each) | samples | p50 ms | p95 ms | max ms |")
+    print("|---:|---:|---:|---:|---:|")
+    for sessions, count, p50, p95, top in rows:
+        print(f"| {sessions} | {count} | {p50:.0f} | {p95:.0f} | {top:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
