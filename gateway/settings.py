@@ -297,7 +297,11 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["gateway.auth.IsApiClient"],
     "DEFAULT_THROTTLE_CLASSES": ["gateway.throttling.ClientRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"client": env_rate("API_THROTTLE_RATE", "6000/min")},
+    "DEFAULT_THROTTLE_RATES": {
+        "client": env_rate("API_THROTTLE_RATE", "6000/min"),
+        # Bulk number checks get numbers banned: a low rate of its own, per client.
+        "check_numbers": env_rate("CHECK_NUMBERS_RATE", "10/min"),
+    },
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
         "gateway.parsers.SafeJSONParser",
@@ -329,6 +333,10 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "SessionStatusEnum": "sessions_app.models.SessionStatus",
         "WorkerStatusEnum": "workers.models.WorkerStatus",
+        "MessageTypeEnum": "messaging.models.MessageType",
+        "MessageStatusEnum": "messaging.models.MessageStatus",
+        "MessageDirectionEnum": "messaging.models.Direction",
+        "SandboxMessageTypeEnum": "workers.sandbox.SANDBOX_MESSAGE_TYPES",
     },
 }
 
@@ -380,6 +388,30 @@ SNAPSHOT_INTERVAL_SECONDS = env_int("SNAPSHOT_INTERVAL_SECONDS", 60, minimum=5, 
 # neonize runs in engine host processes of at most this many sessions each (workers.engines.host).
 NEONIZE_SESSIONS_PER_HOST = env_int("NEONIZE_SESSIONS_PER_HOST", 20, minimum=1, maximum=500)
 WORKER_LEASE_SECONDS = env_int("WORKER_LEASE_SECONDS", 30, minimum=6, maximum=3600)
+
+# --- Messages -----------------------------------------------------------------------------------
+
+_MB = 1024 * 1024
+MEDIA_MAX_IMAGE_BYTES = env_int("MEDIA_MAX_IMAGE_BYTES", 5 * _MB, minimum=1024)
+MEDIA_MAX_VIDEO_BYTES = env_int("MEDIA_MAX_VIDEO_BYTES", 16 * _MB, minimum=1024)
+MEDIA_MAX_AUDIO_BYTES = env_int("MEDIA_MAX_AUDIO_BYTES", 16 * _MB, minimum=1024)
+MEDIA_MAX_DOCUMENT_BYTES = env_int("MEDIA_MAX_DOCUMENT_BYTES", 100 * _MB, minimum=1024)
+MEDIA_FETCH_TIMEOUT_SECONDS = env_int("MEDIA_FETCH_TIMEOUT_SECONDS", 30, minimum=1, maximum=600)
+# Networks `media.url` may reach although they are not public (e.g. an internal file server).
+MEDIA_FETCH_ALLOWED_NETWORKS = env_list("MEDIA_FETCH_ALLOWED_NETWORKS")
+# How long a temporary media URL (message detail, webhooks) stays valid.
+MEDIA_URL_SECONDS = env_int("MEDIA_URL_SECONDS", 24 * 3600, minimum=60, maximum=7 * 24 * 3600)
+# Pacing per session, to keep numbers from being banned: a random pause of MIN..MAX seconds
+# between two messages, and at most SEND_MAX_PER_MINUTE a minute (0: no cap); shared by every
+# process through the cache. SEND_TYPING shows "typing…" before each text message.
+SEND_INTERVAL_MIN_SECONDS = env_int("SEND_INTERVAL_MIN_SECONDS", 2, minimum=0, maximum=600)
+SEND_INTERVAL_MAX_SECONDS = env_int(
+    "SEND_INTERVAL_MAX_SECONDS", 5, minimum=SEND_INTERVAL_MIN_SECONDS, maximum=600
+)
+SEND_MAX_PER_MINUTE = env_int("SEND_MAX_PER_MINUTE", 30, minimum=0)
+SEND_TYPING = env_bool("SEND_TYPING", False)
+# Transient send failures are retried (same message id) this many times, with backoff.
+SEND_MAX_ATTEMPTS = env_int("SEND_MAX_ATTEMPTS", 5, minimum=1, maximum=50)
 
 # --- Internationalisation -----------------------------------------------------------------------
 

@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from gateway import health, metrics
+from messaging import views as message_views
 from sessions_app import link
 from sessions_app import views as session_views
 from workers import sandbox
@@ -40,6 +41,13 @@ api_v1 = [
         session_views.SessionLogoutApi.as_view(),
         name="session-logout",
     ),
+    path("sessions/<uuid:session_id>/messages", message_views.SessionMessagesApi.as_view()),
+    path(
+        "sessions/<uuid:session_id>/messages/<uuid:message_id>/read",
+        message_views.MessageReadApi.as_view(),
+    ),
+    path("sessions/<uuid:session_id>/check-numbers", message_views.CheckNumbersApi.as_view()),
+    path("messages/<uuid:message_id>", message_views.MessageDetailApi.as_view()),
     path("sandbox/sessions/<uuid:session_id>/scan", sandbox.SandboxScanApi.as_view()),
     path("sandbox/sessions/<uuid:session_id>/receive", sandbox.SandboxReceiveApi.as_view()),
     path("sandbox/sessions/<uuid:session_id>/disconnect", sandbox.SandboxDisconnectApi.as_view()),
@@ -57,6 +65,7 @@ urlpatterns = [
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
     path("link/<uuid:session_id>/", link.link_page, name="link-page"),
     path("link/<uuid:session_id>/pair-code", link.link_pair_code, name="link-pair-code"),
+    path("media/<str:token>", message_views.media_download, name="media-download"),
     path("health", health.live, name="health"),
     path("health/ready", health.ready, name="health-ready"),
     path("metrics", metrics.metrics, name="metrics"),

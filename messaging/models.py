@@ -95,6 +95,10 @@ class Message(models.Model):
     media_sha256 = models.CharField(max_length=64, blank=True)
     media_filename = models.CharField(max_length=255, blank=True)
     reply_to = models.CharField(max_length=100, blank=True)
+    # An inbound message whose media is not in storage yet (storage down, download failed): its
+    # `message.received` webhook is written once the media is there. The engine's download
+    # reference waits in `payload["media_ref"]`.
+    media_pending = models.BooleanField(default=False)
 
     # NULL, not "", where absent: the unique constraints below apply only to rows that have one.
     wa_message_id = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001

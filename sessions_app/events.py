@@ -59,30 +59,40 @@ def session_state(session: Session) -> dict[str, Any]:
     }
 
 
-def session_status_changed(
-    session: Session, *, qr: dict[str, Any] | None = None, pair_code: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Record and announce the session's current state. Call inside the changing transaction."""
+def outbox_event(session: Session, event: str, path: str, **fields: Any) -> dict[str, Any]:
+    """An event body about `session` (`id`, `event`, `occurred_at`, its next `sequence`,
+    `session`, then `fields`), written to the webhook outbox when a backend is configured. Call
+    inside the transaction that made the change."""
     body: dict[str, Any] = {
         "id": str(uuid.uuid4()),
-        "event": "session.status",
+        "event": event,
         "occurred_at": timezone.now().isoformat(),
         "sequence": _next_sequence(session),
-        **session_state(session),
+        "session": session_state(session)["session"],
+        **fields,
     }
-    if qr is not None:
-        body["qr"] = {**qr, "image": qr_image(qr["code"])}
-    if pair_code is not None:
-        body["pair_code"] = pair_code
     if settings.BACKEND_URL:
         WebhookDelivery.objects.create(
             event_id=body["id"],
-            event_type="session.status",
-            target=settings.BACKEND_URL + SESSION_STATUS_PATH,
+            event_type=event,
+            target=settings.BACKEND_URL + path,
             payload=body,
             session=session,
             sequence=body["sequence"],
         )
+    return body
+
+
+def session_status_changed(
+    session: Session, *, qr: dict[str, Any] | None = None, pair_code: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Record and announce the session's current state. Call inside the changing transaction."""
+    extra: dict[str, Any] = {"error": session_state(session)["error"]}
+    if qr is not None:
+        extra["qr"] = {**qr, "image": qr_image(qr["code"])}
+    if pair_code is not None:
+        extra["pair_code"] = pair_code
+    body = outbox_event(session, "session.status", SESSION_STATUS_PATH, **extra)
     transaction.on_commit(lambda: push(session.pk, body))
     return body
 

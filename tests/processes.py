@@ -33,9 +33,12 @@ class Processes:
 
     def start(self, name: str, *command: str, **env: str) -> subprocess.Popen:
         """`manage.py *command` as `name`; `env` on top of the environment given at creation."""
+        return self.run(name, [sys.executable, "manage.py", *command], **env)
+
+    def run(self, name: str, argv: list[str], **env: str) -> subprocess.Popen:
         log = open(self.workdir / f"{name}.log", "w")
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "manage.py", *command],
+            argv,
             cwd=ROOT,
             env={
                 **os.environ,

@@ -29,8 +29,11 @@ ACTIONS = ("scan", "receive", "disconnect", "logout", "replace")
 MAX_MEDIA_BYTES = 5 * 1024 * 1024
 
 
+SANDBOX_MESSAGE_TYPES = ["text", "image", "video", "audio", "voice", "document"]
+
+
 def control_group(session_id: object) -> str:
-    return f"sandbox.{session_id}"
+    return f"controls.{session_id}"
 
 
 class SandboxDisabled(ApiError):
@@ -84,9 +87,7 @@ class SandboxMediaInputSerializer(serializers.Serializer):
 class SandboxReceiveInputSerializer(serializers.Serializer):
     # `from` is a Python keyword, so the field is declared through the class namespace.
     locals()["from"] = serializers.RegexField(E164, help_text="Who sends it (E.164).")
-    type = serializers.ChoiceField(
-        ["text", "image", "video", "audio", "voice", "document"], default="text"
-    )
+    type = serializers.ChoiceField(SANDBOX_MESSAGE_TYPES, default="text")
     text = serializers.CharField(
         max_length=4096, required=False, default="", help_text="The text, or the caption of media."
     )

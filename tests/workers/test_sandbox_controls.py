@@ -20,7 +20,8 @@ from rest_framework.test import APIClient
 from tests.workers.engines.test_sandbox import FAST, next_event
 from workers.engines.base import Connected, Disconnected, MessageReceived, QrCode, StreamReplaced
 from workers.engines.sandbox import SandboxEngine, SandboxWorld
-from workers.runtime.sandbox_controls import SandboxControlListener
+from workers.runtime.controls import ControlListener
+from workers.sandbox import control_group
 
 
 @pytest_asyncio.fixture
@@ -28,7 +29,7 @@ async def running(make_session, tmp_path: Path):
     """A sandbox session showing QR codes in an engine whose listener follows the channel layer."""
     session = await sync_to_async(make_session)(engine="sandbox")
     engine = SandboxEngine(SandboxWorld(tmp_path / "world"), worker="w1", timings=FAST)
-    listener = SandboxControlListener(engine, get_channel_layer(), retry_seconds=0.05)
+    listener = ControlListener(lambda _: engine, get_channel_layer(), retry_seconds=0.05)
     await listener.join(str(session.id))
     stop = asyncio.Event()
     task = asyncio.create_task(listener.run(stop))
@@ -207,7 +208,7 @@ async def test_the_listener_survives_the_channel_layer_going_away(tmp_path: Path
 
     layer = FlakyLayer()
     engine = SandboxEngine(SandboxWorld(tmp_path / "world"), timings=FAST)
-    listener = SandboxControlListener(engine, layer, retry_seconds=0.01)
+    listener = ControlListener(lambda _: engine, layer, retry_seconds=0.01)
     await listener.join("s1")
     await engine.start("s1", tmp_path / "auth")
     stop = asyncio.Event()
@@ -215,7 +216,7 @@ async def test_the_listener_survives_the_channel_layer_going_away(tmp_path: Path
     while layer.failures or not listener.channel:  # failed three times, then subscribed again
         await asyncio.sleep(0.01)
     await layer.group_send(
-        "sandbox.s1",
+        control_group("s1"),
         {
             "type": "sandbox.control",
             "session_id": "s1",

@@ -34,3 +34,29 @@ def is_lid(jid: str) -> bool:
 
 def is_group(jid: str) -> bool:
     return jid.partition("@")[2] == GROUP_SERVER
+
+
+def recipient_jid(value: str) -> str:
+    """A message's `to`: an E.164 number (validated with phonenumbers) or a JID of a user, a
+    @lid or a group. ValueError says what is wrong."""
+    import re
+
+    import phonenumbers
+
+    value = value.strip()
+    if "@" in value:
+        user, _, server = value.partition("@")
+        if server not in (USER_SERVER, LID_SERVER, GROUP_SERVER):
+            raise ValueError(f"Unknown JID server {server!r}.")
+        if not re.fullmatch(r"[0-9]+(-[0-9]+)?", user):
+            raise ValueError("A JID's user part is digits.")
+        return f"{user}@{server}"
+    if not value.startswith("+"):
+        raise ValueError("A phone number needs its country code, e.g. +15550001.")
+    try:
+        number = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        raise ValueError("Not a phone number.") from None
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError("Not a valid phone number.")
+    return phone_to_jid(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import shutil
 import uuid
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from django.utils import timezone
 
 from gateway import logging as log_context
+from messaging import media as media_files
+from messaging import services as messages
+from messaging.models import Direction, MessageStatus
 from sessions_app import qr, snapshots
 from sessions_app import services as sessions
 from sessions_app.models import SessionStatus
@@ -26,12 +31,18 @@ from workers.engines.base import (
     Disconnected,
     EngineError,
     Event,
+    InboundMedia,
+    InboundMessage,
     LoggedOut,
+    MessageReceived,
     PairCode,
     QrCode,
+    Receipt,
+    SendFailed,
     StreamReplaced,
 )
 from workers.runtime.db import db, io
+from workers.runtime.sender import Sender
 
 if TYPE_CHECKING:
     from workers.runtime.worker import WorkerRuntime
@@ -54,17 +65,20 @@ class SessionRunner:
         # on the monotonic clock from when the claim or the last successful renewal started.
         self.deadline = claimed_at + runtime.config.lease_seconds
         self.started = False
+        self.connected = False
         self.snapshot_mtime = 0.0
         self.snapshot_lock = asyncio.Lock()
         self.queue: asyncio.Queue = asyncio.Queue()
         self.task: asyncio.Task | None = None
         self.auth_dir = runtime.config.auth_root / self.key
+        self.sender = Sender(self)
 
     # --- the loop ---------------------------------------------------------------------------------
 
     def launch(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"session-{self.key}")
         self.recheck()
+        self.sender.start()
 
     def recheck(self) -> None:
         self.queue.put_nowait(_RECHECK)
@@ -111,8 +125,13 @@ class SessionRunner:
             logger.warning("status change refused: %s", exc)
             return
         self.status = session.status
+        # Connected by us, now (the status read at the claim is the previous owner's).
+        self.connected = self.status == S.CONNECTED
+        if self.connected:
+            self.sender.poke()
 
     async def _engine_stop(self) -> None:
+        self.connected = False
         if self.started:
             self.started = False
             try:
@@ -121,6 +140,7 @@ class SessionRunner:
                 logger.warning("engine stop failed: %s", exc)
 
     def _forget(self) -> None:
+        self.sender.cancel()
         if self.runtime.runners.get(self.key) is self:
             del self.runtime.runners[self.key]
             self.runtime.forgotten(self)
@@ -329,7 +349,101 @@ class SessionRunner:
             if await db(sessions.session_lease, session_id=self.id, epoch=self.epoch) is None:
                 raise sessions.LeaseLost(self.key)
             await self._fail("stream_replaced", "another connection took this session over")
-        # Messages, receipts and send failures are the messaging layer's (a later step).
+        elif isinstance(event, MessageReceived):
+            await self._inbound(event.message)
+        elif isinstance(event, Receipt):
+            await db(
+                messages.receipts_apply,
+                session_id=self.id,
+                epoch=self.epoch,
+                message_ids=list(event.message_ids),
+                status=event.status,
+                at=event.timestamp,
+            )
+        elif isinstance(event, SendFailed):
+            await db(
+                messages.message_failed_by_engine,
+                session_id=self.id,
+                epoch=self.epoch,
+                wa_message_id=event.message_id,
+                code=event.code,
+                error=event.error,
+            )
+
+    # --- inbound messages -------------------------------------------------------------------------
+
+    async def _inbound(self, message: InboundMessage) -> None:
+        """Stored once (a duplicate after a reconnect is dropped by its WhatsApp id); its media is
+        fetched and stored after, and retried while storage is down."""
+        payload: dict = {"push_name": message.push_name, "is_group": message.is_group}
+        if message.location is not None:
+            payload["location"] = dataclasses.asdict(message.location)
+        if message.contact is not None:
+            payload["contact"] = dataclasses.asdict(message.contact)
+        if message.type == "reaction":
+            payload["reaction"] = message.reaction
+        media = message.media
+        if media is not None:
+            payload["media_ref"] = dataclasses.asdict(media)
+        stored = await db(
+            messages.inbound_store,
+            session_id=self.id,
+            epoch=self.epoch,
+            media=media is not None,
+            fields={
+                "direction": Direction.OUT if message.from_me else Direction.IN,
+                "status": MessageStatus.SENT if message.from_me else MessageStatus.RECEIVED,
+                "wa_message_id": message.wa_message_id,
+                "chat": message.chat,
+                "sender": message.sender,
+                "sender_phone": message.sender_phone,
+                "type": message.type,
+                "text": message.text,
+                "caption": message.caption,
+                "reply_to": message.reply_to,
+                "payload": payload,
+                "received_at": datetime.fromtimestamp(message.timestamp, tz=UTC),
+                "media_mime_type": media.mime_type if media else "",
+                "media_size": media.size if media else None,
+                "media_sha256": media.sha256 if media else "",
+                "media_filename": media.filename if media else "",
+            },
+        )
+        if stored is not None and media is not None:
+            await self._store_media(stored.pk, stored.type, media)
+
+    async def _store_media(self, message_id: uuid.UUID, kind: str, media: InboundMedia) -> bool:
+        try:
+            data = await self.engine.download(self.key, media)
+            stored = await io(
+                media_files.store,
+                session_id=self.id,
+                message_id=message_id,
+                kind=kind,
+                data=data,
+                mime_type=media.mime_type,
+                filename=media.filename,
+            )
+        except Exception as exc:  # noqa: BLE001 - storage or download down: the message waits
+            logger.warning(
+                "media of an inbound message delayed: %s",
+                exc,
+                extra={"message_id": str(message_id)},
+            )
+            return False
+        return await db(
+            messages.inbound_media_stored,
+            session_id=self.id,
+            epoch=self.epoch,
+            message_id=message_id,
+            media_fields=stored.model_fields(),
+        )
+
+    async def retry_pending_media(self) -> None:
+        for message in await db(messages.media_pending, session_id=self.id):
+            ref = message.payload.get("media_ref")
+            if ref and not await self._store_media(message.pk, message.type, InboundMedia(**ref)):
+                return  # still down: try again later
 
     async def snapshot(self, reason: str) -> bool:
         """Snapshot the auth state (fenced). Storage being down never disconnects anything: the

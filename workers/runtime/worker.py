@@ -6,7 +6,7 @@
            ├ claim loop     claim free sessions (SKIP LOCKED) and re-read what is wanted of ours,
            │                woken at once by NOTIFY, and by a slow poll as well
            ├ event pumps    engine events → the session's runner
-           └ sandbox controls (when the sandbox engine runs here)
+           └ controls: sandbox controls and calls (check numbers, mark read)
     stop (SIGTERM/SIGINT) → stop claiming, disconnect every session (never log out), report them
            stopped, release all leases in one statement, mark the Worker stopped.
 
@@ -24,6 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
 
@@ -32,6 +33,7 @@ from sessions_app.models import SessionStatus
 from workers import services as registry
 from workers.engines.base import Engine
 from workers.models import WorkerStatus
+from workers.runtime.controls import ControlListener
 from workers.runtime.db import db, db_close
 from workers.runtime.session import SessionRunner
 
@@ -92,9 +94,13 @@ class WorkerRuntime:
         self.runners: dict[str, SessionRunner] = {}
         self.worker_id = None
         self.claiming = True
-        self._sandbox_listener = None
+        self._controls = ControlListener(self._engine_for, get_channel_layer())
         self._background: set[asyncio.Task] = set()
         self._started = time.monotonic()
+
+    def _engine_for(self, session_id: str) -> Engine | None:
+        runner = self.runners.get(session_id)
+        return runner.engine if runner is not None else None
 
     # --- life -------------------------------------------------------------------------------------
 
@@ -120,15 +126,7 @@ class WorkerRuntime:
             loops.append(self._listen())
         if settings.BACKEND_URL:
             loops.append(self._backend_loop())
-        if "sandbox" in self.engines and settings.SANDBOX_ENABLED:
-            from channels.layers import get_channel_layer
-
-            from workers.runtime.sandbox_controls import SandboxControlListener
-
-            self._sandbox_listener = SandboxControlListener(
-                self.engines["sandbox"], get_channel_layer()
-            )
-            loops.append(self._sandbox_listener.run(self.stop))
+        loops.append(self._controls.run(self.stop))
         tasks = [asyncio.create_task(loop) for loop in loops]
         try:
             await self.stop.wait()
@@ -144,9 +142,12 @@ class WorkerRuntime:
         mark the worker stopped. Never logs a session out."""
         runners = list(self.runners.values())
         for runner in runners:
+            runner.sender.cancel()
             if runner.task is not None:
                 runner.task.cancel()
-        await asyncio.gather(*(r.task for r in runners if r.task), return_exceptions=True)
+        await asyncio.gather(
+            *(t for r in runners for t in (r.task, r.sender.task) if t), return_exceptions=True
+        )
         for runner in runners:  # every connection closes first, even one still starting
             runner.started = False
             with contextlib.suppress(Exception):
@@ -290,11 +291,10 @@ class WorkerRuntime:
         for lease in leases:
             runner = SessionRunner(self, lease, claimed_at=started)
             self.runners[runner.key] = runner
-            if self._sandbox_listener is not None and lease.engine == "sandbox":
-                try:
-                    await self._sandbox_listener.join(runner.key)
-                except Exception:  # the layer is down: the listener rejoins when it is back
-                    logger.warning("could not join the sandbox controls group", exc_info=True)
+            try:
+                await self._controls.join(runner.key)
+            except Exception:  # the layer is down: the listener rejoins when it is back
+                logger.warning("could not join the session's controls group", exc_info=True)
             runner.launch()
         return bool(leases)
 
@@ -327,10 +327,9 @@ class WorkerRuntime:
         task.add_done_callback(self._background.discard)
 
     def forgotten(self, runner: SessionRunner) -> None:
-        if self._sandbox_listener is not None and runner.lease.engine == "sandbox":
-            task = asyncio.get_running_loop().create_task(self._sandbox_listener.leave(runner.key))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        task = asyncio.get_running_loop().create_task(self._controls.leave(runner.key))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # --- engine events ----------------------------------------------------------------------------
 
@@ -397,8 +396,9 @@ class WorkerRuntime:
     # --- wake-ups ---------------------------------------------------------------------------------
 
     async def _listen(self) -> None:
-        """LISTEN gateway_sessions on a connection of its own; reconnects when it drops. NOTIFY is
-        only a hint: the claim loop polls as well."""
+        """LISTEN gateway_sessions (claims) and gateway_messages (a session's send queue) on a
+        connection of its own; reconnects when it drops. NOTIFY is only a hint: the loops poll
+        as well."""
         import psycopg
 
         params = connection.get_connection_params()
@@ -410,9 +410,17 @@ class WorkerRuntime:
                     **params, autocommit=True
                 ) as listener:
                     await listener.execute("LISTEN gateway_sessions")
+                    await listener.execute("LISTEN gateway_messages")
                     self.wake.set()  # anything missed while we were not listening
-                    async for _ in listener.notifies():
-                        self.wake.set()
+                    for runner in list(self.runners.values()):
+                        runner.sender.poke()
+                    async for notice in listener.notifies():
+                        if notice.channel == "gateway_messages":
+                            runner = self.runners.get(notice.payload)
+                            if runner is not None:
+                                runner.sender.poke()
+                        else:
+                            self.wake.set()
             except asyncio.CancelledError:
                 raise
             except Exception:

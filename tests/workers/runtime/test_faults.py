@@ -182,3 +182,31 @@ def test_storage_being_down_never_disconnects_a_session(workers: Processes) -> N
     row = Session.objects.get(pk=session.pk)
     assert (row.status, row.snapshot_key) == ("connected", "")
     assert (workers.workdir / "a" / "auth" / str(session.pk) / "store.sqlite3").exists()
+
+
+def test_a_crash_after_sending_before_the_commit_never_sends_twice(workers: Processes) -> None:
+    from messaging.models import Message
+    from messaging.services import message_create
+
+    no_pacing = {"SEND_INTERVAL_MIN_SECONDS": "0", "SEND_INTERVAL_MAX_SECONDS": "0"}
+    doomed = workers.worker("a", GATEWAY_FAILPOINTS="after_send_before_commit=exit", **no_pacing)
+    [session_id] = link_all(workers, "a", 1)
+    message, _ = message_create(
+        session=Session.objects.get(pk=session_id),
+        fields={"chat": "4915123456789@s.whatsapp.net", "type": "text", "text": "only once"},
+        fingerprint="",
+    )
+    wait_until(lambda: doomed.poll() is not None, 30, "a to exit at the failpoint")
+    assert Message.objects.get(pk=message.pk).status == "sending"  # sent, but not recorded
+
+    workers.worker("b", **no_pacing)
+    wait_until(
+        lambda: Message.objects.get(pk=message.pk).status in ("sent", "delivered", "read"),
+        LEASE + 60,
+        "b to finish the send",
+    )
+    on_phone = [
+        m for m in workers.world.phone_messages(str(session_id)) if m["text"] == "only once"
+    ]
+    assert len(on_phone) == 1  # the retry used the same WhatsApp id: no second copy
+    assert on_phone[0]["id"] == Message.objects.get(pk=message.pk).wa_message_id

@@ -1,18 +1,26 @@
-"""Applies the sandbox controls published by the API (`workers.sandbox`) to this worker's engine.
+"""Commands for this worker's sessions that arrive over the channel layer: sandbox controls
+(`workers.sandbox`) and calls that need the session's engine and an answer (`messaging.calls`:
+check numbers, mark read).
 
-The listener has one channel on the channel layer and joins the group `sandbox.<session id>` of
-each sandbox session this worker runs. It survives the channel layer going away: after an error
-it waits, then joins its groups again (a restarted Redis has forgotten them) and goes on.
+The listener has one channel and joins the group `controls.<session id>` of each session this
+worker holds. It survives the channel layer going away: after an error it waits, then joins its
+groups again (a restarted Redis has forgotten them) and goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import logging
+from collections.abc import Callable
 
-from workers.engines.base import EngineError
+from django.conf import settings
+
+from messaging.calls import call_answer
+from workers.engines.base import Engine, EngineError
 from workers.engines.sandbox import SandboxEngine
+from workers.runtime.db import io
 from workers.sandbox import control_group
 
 logger = logging.getLogger(__name__)
@@ -43,9 +51,35 @@ async def apply_sandbox_control(engine: SandboxEngine, message: dict) -> None:
         )
 
 
-class SandboxControlListener:
-    def __init__(self, engine: SandboxEngine, layer, *, retry_seconds: float = 1.0) -> None:
-        self.engine = engine
+# What a call may ask of an engine, with the arguments it takes.
+CALLS = {"check_numbers": ("phone_numbers",), "mark_read": ("chat", "message_ids", "sender")}
+
+
+async def answer_call(engine: Engine, message: dict) -> None:
+    """Run one call on the engine and leave its answer where the caller waits for it."""
+    method, arguments = message["method"], message.get("arguments") or {}
+    try:
+        if method not in CALLS:
+            raise EngineError(f"unknown call {method!r}", permanent=True, code="unknown_call")
+        kwargs = {name: arguments[name] for name in CALLS[method] if name in arguments}
+        result = await getattr(engine, method)(message["session_id"], **kwargs)
+        if isinstance(result, list):
+            result = [dataclasses.asdict(item) for item in result]
+        answer = {"ok": result}
+    except EngineError as exc:
+        answer = {"error": {"code": exc.code, "message": str(exc)}}
+    await io(call_answer, call_id=message["call_id"], answer=answer)
+
+
+class ControlListener:
+    def __init__(
+        self,
+        engine_for: Callable[[str], Engine | None],
+        layer,
+        *,
+        retry_seconds: float = 1.0,
+    ) -> None:
+        self.engine_for = engine_for
         self.layer = layer
         self.retry_seconds = retry_seconds
         self.sessions: set[str] = set()
@@ -73,6 +107,15 @@ class SandboxControlListener:
                 added.add(session_id)
         self.channel = channel  # only now: `join` adds to it directly from here on
 
+    async def _apply(self, message: dict) -> None:
+        engine = self.engine_for(message.get("session_id", ""))
+        if engine is None:  # not ours (any more)
+            return
+        if message.get("type") == "session.call":
+            await answer_call(engine, message)
+        elif isinstance(engine, SandboxEngine) and settings.SANDBOX_ENABLED:
+            await apply_sandbox_control(engine, message)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Receive and apply controls until `stop` is set."""
         stopping = asyncio.ensure_future(stop.wait())
@@ -88,7 +131,7 @@ class SandboxControlListener:
                     if receiving not in done:
                         receiving.cancel()
                         break
-                    await apply_sandbox_control(self.engine, receiving.result())
+                    await self._apply(receiving.result())
                 except Exception:
                     logger.warning(
                         "sandbox controls: channel layer unavailable; retrying", exc_info=True

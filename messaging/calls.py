@@ -1,0 +1,68 @@
+"""Asking the worker that runs a session to do something with its engine and answer (check
+numbers, mark read): published to the session's control group on the channel layer; the answer
+comes back through the cache, where the caller waits for it."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.core.cache import cache
+
+from gateway.errors import ApiError, ServiceUnavailable
+
+CALL_SECONDS = 15.0
+
+
+def _key(call_id: str) -> str:
+    return f"call:{call_id}"
+
+
+def call_answer(*, call_id: str, answer: dict[str, Any]) -> None:
+    """The worker's side: leave the answer for a minute."""
+    cache.set(_key(call_id), answer, timeout=60)
+
+
+def call(session_id: object, method: str, **arguments: Any) -> dict[str, Any] | None:
+    """Publish the call and wait for the answer (`{"ok": …}` or `{"error": {code, message}}`);
+    None when no worker answered within CALL_SECONDS."""
+    from workers.sandbox import control_group
+
+    call_id = uuid.uuid4().hex
+    message = {
+        "type": "session.call",
+        "call_id": call_id,
+        "session_id": str(session_id),
+        "method": method,
+        "arguments": arguments,
+    }
+    try:
+        async_to_sync(get_channel_layer().group_send)(control_group(session_id), message)
+    except Exception as exc:
+        raise ServiceUnavailable("The channel layer is unavailable.") from exc
+    deadline = time.monotonic() + CALL_SECONDS
+    while time.monotonic() < deadline:
+        answer = cache.get(_key(call_id))
+        if answer is not None:
+            cache.delete(_key(call_id))
+            return answer
+        time.sleep(0.05)
+    return None
+
+
+def call_or_raise(session_id: object, method: str, **arguments: Any) -> Any:
+    """`call`, with the API's errors: 503 `session_unavailable` when nobody answers, 409 with the
+    engine's code when it refused."""
+    answer = call(session_id, method, **arguments)
+    if answer is None:
+        raise ServiceUnavailable(
+            "No worker answered for this session; is it connected?", code="session_unavailable"
+        )
+    if "error" in answer:
+        error = ApiError(answer["error"]["message"], code=answer["error"]["code"])
+        error.status_code = 409
+        raise error
+    return answer["ok"]

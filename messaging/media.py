@@ -1,0 +1,109 @@
+"""Media of outbound messages: size limits per type, the type told by the bytes (never by the
+name or the declared type alone), a safe file name, and storage through `STORAGES["default"]`."""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import unicodedata
+from dataclasses import dataclass
+
+import filetype
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.utils.text import get_valid_filename
+
+# What WhatsApp takes for each kind of message, by the bytes' real type.
+ACCEPTED = {
+    "image": {"image/jpeg", "image/png", "image/webp"},
+    "video": {"video/mp4", "video/3gpp", "video/quicktime"},
+    "audio": {"audio/mpeg", "audio/mp4", "audio/ogg", "audio/aac", "audio/amr", "video/mp4"},
+    "voice": {"audio/ogg"},  # a voice note is Ogg Opus
+}
+MEDIA_TYPES = ("image", "video", "audio", "voice", "document")
+
+
+class MediaRefused(Exception):
+    def __init__(self, code: str, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.code, self.status = code, status
+
+
+@dataclass(frozen=True)
+class StoredMedia:
+    name: str  # in the default storage
+    mime_type: str
+    size: int
+    sha256: str
+    filename: str
+
+    def model_fields(self) -> dict[str, object]:
+        """The Message fields that describe it."""
+        return {
+            "media": self.name,
+            "media_mime_type": self.mime_type,
+            "media_size": self.size,
+            "media_sha256": self.sha256,
+            "media_filename": self.filename,
+        }
+
+
+def max_bytes(kind: str) -> int:
+    return {
+        "image": settings.MEDIA_MAX_IMAGE_BYTES,
+        "video": settings.MEDIA_MAX_VIDEO_BYTES,
+        "audio": settings.MEDIA_MAX_AUDIO_BYTES,
+        "voice": settings.MEDIA_MAX_AUDIO_BYTES,
+    }.get(kind, settings.MEDIA_MAX_DOCUMENT_BYTES)
+
+
+def safe_filename(name: str, fallback: str) -> str:
+    """The last path component, normalised, with nothing a file system or a header could
+    misread; `fallback` when nothing is left."""
+    name = unicodedata.normalize("NFKC", name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if c.isprintable()).strip().lstrip(".")
+    try:
+        name = get_valid_filename(name)[:120]
+    except Exception:  # noqa: BLE001 - Django refuses names it cannot make valid
+        name = ""
+    return name or fallback
+
+
+def inspect(kind: str, data: bytes, declared_type: str = "", filename: str = "") -> str:
+    """The bytes' mime type, checked against the message's kind: 413 too large, 415 not what the
+    kind needs (or not what was declared)."""
+    limit = max_bytes(kind)
+    if len(data) > limit:
+        raise MediaRefused(
+            "payload_too_large", f"A {kind} may have at most {limit} bytes.", status=413
+        )
+    if not data:
+        raise MediaRefused("media_empty", "The file is empty.", status=400)
+    sniffed = filetype.guess_mime(data) or ""
+    if kind in ACCEPTED:
+        if sniffed not in ACCEPTED[kind]:
+            raise MediaRefused(
+                "unsupported_media_type",
+                f"The file is not a supported {kind} "
+                f"({sniffed or 'unknown type'}; accepted: {', '.join(sorted(ACCEPTED[kind]))}).",
+                status=415,
+            )
+        return "audio/ogg; codecs=opus" if kind == "voice" else sniffed
+    # Documents may be anything; a declared or named type must not contradict the bytes.
+    guessed = declared_type or mimetypes.guess_type(filename)[0] or ""
+    container = sniffed == "application/zip" and guessed.startswith("application/")
+    if sniffed and guessed not in ("", "application/octet-stream", sniffed) and not container:
+        raise MediaRefused(
+            "unsupported_media_type", f"The file's bytes are {sniffed}, not {guessed}.", status=415
+        )
+    return sniffed or guessed or "application/octet-stream"
+
+
+def store(
+    *, session_id: object, message_id: object, kind: str, data: bytes, mime_type: str, filename: str
+) -> StoredMedia:
+    extension = mimetypes.guess_extension(mime_type.split(";")[0]) or ""
+    name = safe_filename(filename, f"{kind}{extension}")
+    saved = default_storage.save(f"{session_id}/{message_id}/{name}", ContentFile(data))
+    return StoredMedia(saved, mime_type, len(data), hashlib.sha256(data).hexdigest(), name)

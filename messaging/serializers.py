@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from messaging import services
+from messaging.media import MEDIA_TYPES
+from messaging.models import Direction, Message, MessageStatus, MessageType
+from sessions_app.services import E164
+from workers.engines.jids import recipient_jid
+
+CAPTIONED = ("image", "video", "document")
+
+
+def _jid(value: str) -> str:
+    try:
+        return recipient_jid(value)
+    except ValueError as exc:
+        raise serializers.ValidationError(str(exc)) from None
+
+
+class LocationSerializer(serializers.Serializer):
+    latitude = serializers.FloatField(min_value=-90, max_value=90)
+    longitude = serializers.FloatField(min_value=-180, max_value=180)
+    name = serializers.CharField(max_length=200, required=False, default="", allow_blank=True)
+    address = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
+
+
+class ContactSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    phone_number = serializers.RegexField(E164, required=False, default="", help_text="E.164")
+    vcard = serializers.CharField(max_length=10000, required=False, default="", allow_blank=True)
+
+
+class MediaUrlSerializer(serializers.Serializer):
+    url = serializers.URLField(max_length=2000, help_text="Fetched by the gateway (http/https).")
+
+
+class MessageCreateInputSerializer(serializers.Serializer):
+    to = serializers.CharField(
+        max_length=100, help_text="E.164 number (+4915123456789) or a JID (…@g.us, …@lid)."
+    )
+    type = serializers.ChoiceField(choices=MessageType.choices, default=MessageType.TEXT)
+    text = serializers.CharField(max_length=4096, required=False, default="", allow_blank=True)
+    caption = serializers.CharField(max_length=1024, required=False, default="", allow_blank=True)
+    file = serializers.FileField(required=False, help_text="Multipart only: the media itself.")
+    media = MediaUrlSerializer(required=False, help_text="Or `media.url` to fetch it from.")
+    filename = serializers.CharField(max_length=255, required=False, default="", allow_blank=True)
+    reply_to = serializers.CharField(
+        max_length=100,
+        required=False,
+        default="",
+        allow_blank=True,
+        help_text="WhatsApp id of the message replied (or, for `reaction`, reacted) to.",
+    )
+    location = LocationSerializer(required=False)
+    contact = ContactSerializer(required=False)
+    reaction = serializers.CharField(
+        max_length=16,
+        required=False,
+        default="",
+        allow_blank=True,
+        help_text="An emoji; '' removes.",
+    )
+
+    def validate_to(self, value: str) -> str:
+        return _jid(value)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        kind = attrs["type"]
+        errors: dict[str, str] = {}
+        has_media = "file" in attrs or "media" in attrs
+        if kind in MEDIA_TYPES:
+            if ("file" in attrs) == ("media" in attrs):
+                errors["file"] = f"A {kind} needs exactly one of `file` or `media.url`."
+        elif has_media:
+            errors["file"] = f"A {kind} message has no media."
+        if attrs["caption"] and kind not in CAPTIONED:
+            errors["caption"] = f"A {kind} has no caption."
+        if kind == "text" and not attrs["text"].strip():
+            errors["text"] = "A text message needs `text`."
+        if kind != "text" and attrs["text"]:
+            errors["text"] = f"A {kind} has no `text`; use `caption`."
+        if kind == "location" and "location" not in attrs:
+            errors["location"] = "A location needs `location`."
+        if kind == "contact" and "contact" not in attrs:
+            errors["contact"] = "A contact needs `contact`."
+        if kind == "reaction" and not attrs["reply_to"]:
+            errors["reply_to"] = "A reaction needs `reply_to`: the message reacted to."
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+
+class MessageFilterSerializer(serializers.Serializer):
+    direction = serializers.ChoiceField(choices=Direction.choices, required=False)
+    status = serializers.ChoiceField(choices=MessageStatus.choices, required=False)
+    chat = serializers.CharField(max_length=100, required=False, help_text="E.164 number or JID.")
+    since = serializers.DateTimeField(required=False, help_text="Created at or after (ISO 8601).")
+
+    def validate_chat(self, value: str) -> str:
+        return _jid(value)
+
+
+class MessageOutputSerializer(serializers.ModelSerializer):
+    session = serializers.UUIDField(source="session_id")
+    error = serializers.SerializerMethodField()
+    media = serializers.SerializerMethodField()
+    location = serializers.JSONField(source="payload.location", default=None)
+    contact = serializers.JSONField(source="payload.contact", default=None)
+    reaction = serializers.CharField(source="payload.reaction", default=None)
+
+    class Meta:
+        model = Message
+        fields = [
+            "id",
+            "session",
+            "direction",
+            "chat",
+            "sender",
+            "sender_phone",
+            "type",
+            "text",
+            "caption",
+            "location",
+            "contact",
+            "reaction",
+            "reply_to",
+            "media",
+            "wa_message_id",
+            "idempotency_key",
+            "status",
+            "error",
+            "attempts",
+            "created_at",
+            "sending_at",
+            "sent_at",
+            "delivered_at",
+            "read_at",
+            "played_at",
+            "failed_at",
+            "received_at",
+        ]
+
+    def get_error(self, message: Message) -> dict[str, str] | None:
+        return services.message_error(message)
+
+    def get_media(self, message: Message) -> dict[str, Any] | None:
+        return services.message_media(message, with_url=self.context.get("media_urls", False))
+
+
+class CheckNumbersInputSerializer(serializers.Serializer):
+    phone_numbers = serializers.ListField(
+        child=serializers.RegexField(E164), min_length=1, max_length=50
+    )
+
+
+class NumberCheckSerializer(serializers.Serializer):
+    phone_number = serializers.CharField()
+    on_whatsapp = serializers.BooleanField()
+    jid = serializers.CharField()

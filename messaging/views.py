@@ -1,0 +1,276 @@
+"""The message API: send (JSON or multipart, idempotent), history, detail, mark read, check
+numbers; and the signed temporary media URLs of the embedded mode."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Any
+
+from django.core.files.storage import default_storage
+from django.db.models import QuerySet
+from django.http import FileResponse, Http404, HttpRequest
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, status
+from rest_framework.parsers import MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from gateway.errors import ApiError, Conflict, Unprocessable
+from gateway.openapi import errors
+from gateway.parsers import SafeJSONParser
+from gateway.throttling import ClientRateThrottle
+from messaging import calls, media, services
+from messaging.fetch import FetchRefused, fetch
+from messaging.models import Direction, Message, MessageStatus
+from messaging.serializers import (
+    CheckNumbersInputSerializer,
+    MessageCreateInputSerializer,
+    MessageFilterSerializer,
+    MessageOutputSerializer,
+    NumberCheckSerializer,
+)
+from sessions_app.selectors import session_get
+
+TAG = ["messages"]
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    description="The same key and body again returns the same message (200); the same key with "
+    "another body is a 422. Up to 200 printable characters.",
+)
+
+
+def _refused(exc: FetchRefused | media.MediaRefused) -> ApiError:
+    error = ApiError(str(exc), code=exc.code)
+    error.status_code = exc.status
+    return error
+
+
+def _fingerprint(data: dict[str, Any], file_digest: str) -> str:
+    """What identifies a request for Idempotency-Key: its validated fields and the file's hash."""
+    canonical = {k: v for k, v in data.items() if k != "file"}
+    canonical["file_sha256"] = file_digest
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not (0 < len(key) <= 200) or not key.isprintable():
+        raise ApiError(
+            "Idempotency-Key must be 1 to 200 printable characters.", code="validation_error"
+        )
+    return key
+
+
+class SessionMessagesApi(generics.ListAPIView):
+    serializer_class = MessageOutputSerializer
+    parser_classes = [SafeJSONParser, MultiPartParser]
+
+    def get_queryset(self) -> QuerySet[Message]:
+        filters = MessageFilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        session = session_get(session_id=self.kwargs["session_id"])
+        queryset = Message.objects.filter(session=session)
+        f = filters.validated_data
+        if "direction" in f:
+            queryset = queryset.filter(direction=f["direction"])
+        if "status" in f:
+            queryset = queryset.filter(status=f["status"])
+        if "chat" in f:
+            queryset = queryset.filter(chat=f["chat"])
+        if "since" in f:
+            queryset = queryset.filter(created_at__gte=f["since"])
+        return queryset
+
+    @extend_schema(
+        operation_id="messages_list",
+        tags=TAG,
+        parameters=[MessageFilterSerializer],
+        responses={200: MessageOutputSerializer(many=True), **errors(400, 404)},
+        summary="A session's messages",
+        description="Newest first, cursor pagination. Media appear without URLs here; "
+        "`GET /messages/{id}` gives a temporary one.",
+    )
+    def get(self, request: Request, session_id: uuid.UUID) -> Response:
+        return super().get(request)
+
+    @extend_schema(
+        operation_id="messages_send",
+        tags=TAG,
+        parameters=[IDEMPOTENCY_KEY],
+        request={
+            "application/json": MessageCreateInputSerializer,
+            "multipart/form-data": MessageCreateInputSerializer,
+        },
+        responses={
+            202: MessageOutputSerializer,
+            200: MessageOutputSerializer,
+            **errors(400, 404, 409, 413, 415, 422),
+        },
+        summary="Send a message",
+        description="Queues the message (202, status `queued`); the worker running the session "
+        "sends it at the session's pace, and every status change comes as a `message.status` "
+        "webhook. Media as a multipart `file` or as `media.url` (fetched by the gateway; only "
+        "public addresses). 409 `session_not_running` when the session is stopped, logged out "
+        "or failed (a reconnecting session keeps its queue). 413 over the size limits, 415 when "
+        "the bytes are not what `type` says.",
+    )
+    def post(self, request: Request, session_id: uuid.UUID) -> Response:
+        session = session_get(session_id=session_id)
+        key = _idempotency_key(request)
+        data = MessageCreateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        upload = v.get("file")
+        content = b""
+        if upload is not None:
+            if upload.size > media.max_bytes(v["type"]):
+                raise _refused(
+                    media.MediaRefused(
+                        "payload_too_large",
+                        f"A {v['type']} may have at most {media.max_bytes(v['type'])} bytes.",
+                        status=413,
+                    )
+                )
+            content = upload.read()
+            mime_type = self._inspect(v["type"], content, upload.content_type, upload.name)
+        fingerprint = _fingerprint(v, hashlib.sha256(content).hexdigest() if upload else "")
+
+        def store_media(message_id: uuid.UUID) -> dict[str, Any]:
+            data, declared, name = content, upload.content_type if upload else "", v["filename"]
+            if upload is None:
+                try:
+                    fetched = fetch(v["media"]["url"], max_bytes=media.max_bytes(v["type"]))
+                except FetchRefused as exc:
+                    raise _refused(exc) from None
+                data, declared = fetched.data, fetched.content_type
+                name = name or fetched.filename
+            else:
+                name = name or upload.name
+            mime = (
+                mime_type if upload is not None else self._inspect(v["type"], data, declared, name)
+            )
+            return media.store(
+                session_id=session.pk,
+                message_id=message_id,
+                kind=v["type"],
+                data=data,
+                mime_type=mime,
+                filename=name,
+            ).model_fields()
+
+        payload = {k: v[k] for k in ("location", "contact") if k in v} | (
+            {"reaction": v["reaction"]} if v["type"] == "reaction" else {}
+        )
+        try:
+            message, created = services.message_create(
+                session=session,
+                fields={
+                    "chat": v["to"],
+                    "type": v["type"],
+                    "text": v["text"],
+                    "caption": v["caption"],
+                    "reply_to": v["reply_to"],
+                    "payload": payload,
+                },
+                fingerprint=fingerprint,
+                idempotency_key=key,
+                store_media=store_media if v["type"] in media.MEDIA_TYPES else None,
+            )
+        except services.IdempotencyConflict as exc:
+            raise Unprocessable(str(exc), code="idempotency_key_reused") from None
+        except services.SessionNotRunning as exc:
+            raise Conflict(str(exc), code="session_not_running") from None
+        return Response(
+            MessageOutputSerializer(message).data,
+            status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK,
+        )
+
+    @staticmethod
+    def _inspect(kind: str, data: bytes, declared: str, name: str) -> str:
+        try:
+            return media.inspect(kind, data, declared, name)
+        except media.MediaRefused as exc:
+            raise _refused(exc) from None
+
+
+class MessageDetailApi(APIView):
+    @extend_schema(
+        operation_id="messages_retrieve",
+        tags=TAG,
+        responses={200: MessageOutputSerializer, **errors(404)},
+        summary="Get a message",
+        description="With a temporary `media.url` (valid `MEDIA_URL_SECONDS`).",
+    )
+    def get(self, request: Request, message_id: uuid.UUID) -> Response:
+        message = get_object_or_404(Message, pk=message_id)
+        return Response(MessageOutputSerializer(message, context={"media_urls": True}).data)
+
+
+class MessageReadApi(APIView):
+    @extend_schema(
+        operation_id="messages_mark_read",
+        tags=TAG,
+        request=None,
+        responses={200: MessageOutputSerializer, **errors(404, 409, 503)},
+        summary="Mark an inbound message read",
+        description="Sends the read receipt (blue ticks) through the worker running the session. "
+        "409 `not_inbound` for outbound messages; 503 `session_unavailable` when no worker "
+        "answers.",
+    )
+    def post(self, request: Request, session_id: uuid.UUID, message_id: uuid.UUID) -> Response:
+        message = get_object_or_404(Message, pk=message_id, session_id=session_id)
+        if message.direction != Direction.IN:
+            raise Conflict("Only inbound messages can be marked read.", code="not_inbound")
+        if message.status != MessageStatus.READ:
+            calls.call_or_raise(
+                message.session_id,
+                "mark_read",
+                chat=message.chat,
+                message_ids=[message.wa_message_id],
+                sender=message.sender,
+            )
+            services.message_mark_read(message=message)
+        return Response(MessageOutputSerializer(message).data)
+
+
+class CheckNumbersThrottle(ClientRateThrottle):
+    scope = "check_numbers"
+
+
+class CheckNumbersApi(APIView):
+    throttle_classes = [ClientRateThrottle, CheckNumbersThrottle]
+
+    @extend_schema(
+        operation_id="sessions_check_numbers",
+        tags=TAG,
+        request=CheckNumbersInputSerializer,
+        responses={200: NumberCheckSerializer(many=True), **errors(400, 404, 503)},
+        summary="Which numbers are on WhatsApp",
+        description="Up to 50 numbers a call, rate-limited per client (`CHECK_NUMBERS_RATE`): "
+        "WhatsApp bans numbers that check in bulk. Asks through the worker running the session; "
+        "503 `session_unavailable` when none answers.",
+    )
+    def post(self, request: Request, session_id: uuid.UUID) -> Response:
+        session = session_get(session_id=session_id)
+        data = CheckNumbersInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        result = calls.call_or_raise(
+            session.pk, "check_numbers", phone_numbers=data.validated_data["phone_numbers"]
+        )
+        return Response(NumberCheckSerializer(result, many=True).data)
+
+
+def media_download(request: HttpRequest, token: str) -> FileResponse:
+    """A temporary media URL of the embedded mode (S3 serves presigned URLs itself)."""
+    name = services.media_name_from_token(token)
+    if name is None or not default_storage.exists(name):
+        raise Http404("This link is not valid any more.")
+    return FileResponse(default_storage.open(name), as_attachment=False)

@@ -1,0 +1,165 @@
+"""The worker's side of message statuses, on the database: fencing, receipts in any order,
+retries, interrupted sends, inbound deduplication. Each forward change writes one outbox row."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from gateway.models import WebhookDelivery
+from messaging import services
+from messaging.models import Message
+from sessions_app.services import LeaseLost
+
+pytestmark = pytest.mark.django_db
+CHAT = "4915123456789@s.whatsapp.net"
+
+
+@pytest.fixture(autouse=True)
+def _backend(settings) -> None:
+    settings.BACKEND_URL = "http://backend.test"
+
+
+@pytest.fixture
+def held(make_session):
+    """A session this test holds with lease epoch 3."""
+    return make_session(
+        status="connected",
+        jid="1@s.whatsapp.net",
+        lease_epoch=3,
+        lease_expires_at=timezone.now() + timedelta(seconds=30),
+    )
+
+
+def queued(session, text: str = "x") -> Message:
+    return services.message_create(
+        session=session, fields={"chat": CHAT, "type": "text", "text": text}, fingerprint=""
+    )[0]
+
+
+def statuses(message: Message) -> list[str]:
+    return [
+        d.payload["message"]["status"]
+        for d in WebhookDelivery.objects.filter(event_type="message.status").order_by("sequence")
+        if d.payload["message"]["id"] == str(message.pk)
+    ]
+
+
+def sent(session, message: Message) -> Message:
+    job = services.message_next(session_id=session.pk, epoch=3, accepts_ids=True)
+    assert job.message_id == message.pk
+    services.message_sent(
+        session_id=session.pk,
+        epoch=3,
+        message_id=message.pk,
+        wa_message_id=job.wa_message_id,
+        at=time.time(),
+    )
+    return Message.objects.get(pk=message.pk)
+
+
+def test_the_queue_is_fifo_and_fenced(held) -> None:
+    first, second = queued(held, "1"), queued(held, "2")
+    with pytest.raises(LeaseLost):
+        services.message_next(session_id=held.pk, epoch=2, accepts_ids=True)
+    job = services.message_next(session_id=held.pk, epoch=3, accepts_ids=True)
+    assert job.message_id == first.pk and job.wa_message_id.startswith("3EB0")
+    assert Message.objects.get(pk=first.pk).status == "sending"  # before the engine is called
+    assert Message.objects.get(pk=second.pk).status == "queued"
+
+
+def test_receipts_only_move_forward(held) -> None:
+    message = sent(held, queued(held))
+    wa_id = message.wa_message_id
+    for status in ["read", "delivered", "read", "sent", "delivered"]:  # out of order, repeated
+        services.receipts_apply(
+            session_id=held.pk, epoch=3, message_ids=[wa_id], status=status, at=time.time()
+        )
+    message.refresh_from_db()
+    assert message.status == "read" and message.read_at and message.delivered_at is None
+    assert statuses(message) == ["sending", "sent", "read"]  # one row per forward change
+
+
+def test_a_transient_failure_is_retried_with_backoff_then_fails(held, settings) -> None:
+    settings.SEND_MAX_ATTEMPTS = 2
+    message = queued(held)
+    job = services.message_next(session_id=held.pk, epoch=3, accepts_ids=True)
+    assert services.message_send_error(
+        session_id=held.pk, epoch=3, message_id=message.pk, code="timeout", error="t", retry=True
+    )
+    wait = services.message_next(session_id=held.pk, epoch=3, accepts_ids=True)
+    assert isinstance(wait, float) and 0 < wait <= 4  # not due yet; holds the queue
+    Message.objects.filter(pk=message.pk).update(next_attempt_at=timezone.now())
+    again = services.message_next(session_id=held.pk, epoch=3, accepts_ids=True)
+    assert again.wa_message_id == job.wa_message_id and again.attempt == 2  # the same id
+    assert not services.message_send_error(
+        session_id=held.pk, epoch=3, message_id=message.pk, code="timeout", error="t", retry=True
+    )
+    message.refresh_from_db()
+    assert message.status == "failed" and message.error_code == "timeout"
+    assert statuses(message) == ["sending", "failed"]
+
+
+def test_sends_interrupted_on_an_engine_without_our_ids_fail(held) -> None:
+    message = queued(held)
+    services.message_next(session_id=held.pk, epoch=3, accepts_ids=False)  # then a crash
+    assert services.messages_recover(session_id=held.pk, epoch=3, accepts_ids=True) == 0
+    assert services.messages_recover(session_id=held.pk, epoch=3, accepts_ids=False) == 1
+    message.refresh_from_db()
+    assert message.status == "failed" and message.error_code == "send_interrupted"
+    assert statuses(message)[-1] == "failed"
+
+
+def test_a_late_send_failure_never_overrides_sent(held) -> None:
+    message = sent(held, queued(held))
+    assert not services.message_failed_by_engine(
+        session_id=held.pk, epoch=3, wa_message_id=message.wa_message_id, code="x", error="late"
+    )
+    message.refresh_from_db()
+    assert message.status == "sent"
+
+
+def test_inbound_messages_are_deduplicated_and_announced_once(held) -> None:
+    fields = {
+        "direction": "in",
+        "status": "received",
+        "wa_message_id": "W1",
+        "chat": CHAT,
+        "sender": CHAT,
+        "type": "text",
+        "text": "hi",
+        "received_at": timezone.now(),
+    }
+    first = services.inbound_store(session_id=held.pk, epoch=3, fields=fields, media=False)
+    again = services.inbound_store(session_id=held.pk, epoch=3, fields=fields, media=False)
+    assert first is not None and again is None
+    assert WebhookDelivery.objects.filter(event_type="message.received").count() == 1
+
+
+def test_inbound_media_is_announced_when_stored(held) -> None:
+    fields = {
+        "direction": "in",
+        "status": "received",
+        "wa_message_id": "W2",
+        "chat": CHAT,
+        "sender": CHAT,
+        "type": "image",
+        "received_at": timezone.now(),
+        "payload": {"media_ref": {"mime_type": "image/png", "ref": {}}},
+    }
+    message = services.inbound_store(session_id=held.pk, epoch=3, fields=fields, media=True)
+    assert not WebhookDelivery.objects.filter(event_type="message.received").exists()
+    assert [m.pk for m in services.media_pending(session_id=held.pk)] == [message.pk]
+    media = {"media": f"{held.pk}/{uuid.uuid4()}/x.png", "media_mime_type": "image/png"}
+    assert services.inbound_media_stored(
+        session_id=held.pk, epoch=3, message_id=message.pk, media_fields=media
+    )
+    assert not services.inbound_media_stored(  # a second store changes nothing
+        session_id=held.pk, epoch=3, message_id=message.pk, media_fields=media
+    )
+    rows = WebhookDelivery.objects.filter(event_type="message.received")
+    assert rows.count() == 1 and "media_ref" not in rows.get().payload["message"]

@@ -1,0 +1,196 @@
+"""A session's send queue, worked through by the worker that holds the session.
+
+One message at a time, oldest first, only while connected: `sending` is written before the engine
+is called; after the call, `sent` (or a retry with backoff, or `failed`). Paced per session
+(messaging.pacing). Woken by NOTIFY gateway_messages within milliseconds, and by a slow poll. On
+start (a claim), messages a previous owner left in `sending` are recovered first. While idle, it
+also retries inbound media that could not be stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import tempfile
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+
+from gateway import logging as log_context
+from gateway.failpoints import failpoint
+from messaging import pacing
+from messaging import services as messages
+from sessions_app import services as sessions
+from workers.engines.base import Contact, EngineError, Location, Media, OutboundMessage
+from workers.runtime.db import db, io
+
+if TYPE_CHECKING:
+    from workers.runtime.session import SessionRunner
+
+logger = logging.getLogger(__name__)
+MEDIA_RETRY_SECONDS = 30.0
+NEVER_SENT = ("not_connected", "not_started")
+
+
+def _media_to_file(name: str) -> str:
+    """The stored media as a local file for the engine (S3 objects are downloaded)."""
+    with (
+        default_storage.open(name) as source,
+        tempfile.NamedTemporaryFile(prefix="gateway-send-", delete=False) as target,
+    ):
+        for chunk in source.chunks():
+            target.write(chunk)
+    return target.name
+
+
+class Sender:
+    def __init__(self, runner: SessionRunner) -> None:
+        self.runner = runner
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"sender-{self.runner.key}"
+            )
+
+    def poke(self) -> None:
+        self.wake.set()
+
+    def cancel(self) -> None:
+        if self.task is not None and self.task is not asyncio.current_task():
+            self.task.cancel()
+
+    async def _wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), seconds)
+        self.wake.clear()
+
+    async def _run(self) -> None:
+        runner = self.runner
+        accepts_ids = runner.engine.accepts_message_ids
+        poll = runner.runtime.config.poll_seconds
+        recovered, media_due = False, 0.0
+        loop = asyncio.get_running_loop()
+        with log_context.bind(session_id=runner.key, worker_id=str(runner.runtime.worker_id)):
+            while True:
+                try:
+                    if not recovered:
+                        failed = await db(
+                            messages.messages_recover,
+                            session_id=runner.id,
+                            epoch=runner.epoch,
+                            accepts_ids=accepts_ids,
+                        )
+                        recovered = True
+                        if failed:
+                            logger.warning("%s interrupted message(s) failed", failed)
+                    if not runner.connected:
+                        await self._wait(poll)
+                        continue
+                    if loop.time() >= media_due:
+                        media_due = loop.time() + MEDIA_RETRY_SECONDS
+                        await runner.retry_pending_media()
+                    job = await db(
+                        messages.message_next,
+                        session_id=runner.id,
+                        epoch=runner.epoch,
+                        accepts_ids=accepts_ids,
+                    )
+                    if job is None:
+                        await self._wait(poll)
+                    elif isinstance(job, float):
+                        await self._wait(job)
+                    else:
+                        await self._send(job)
+                except sessions.LeaseLost:
+                    logger.warning("lease lost while sending; closing the connection")
+                    await runner.drop()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # the database went away, …: wait, then go on
+                    logger.exception("send queue step failed; retrying")
+                    await asyncio.sleep(poll)
+
+    async def _pace(self) -> None:
+        try:
+            wait = await io(pacing.pace_wait_seconds, self.runner.id)
+        except Exception:  # noqa: BLE001 - cache down: keep a safe pace locally
+            logger.warning("pacing state unavailable; pausing the longest interval")
+            wait = float(settings.SEND_INTERVAL_MAX_SECONDS)
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    async def _send(self, job: messages.SendJob) -> None:
+        runner, engine = self.runner, self.runner.engine
+        await self._pace()
+        path = ""
+        try:
+            if job.media_name:
+                path = await io(_media_to_file, job.media_name)
+            outbound = OutboundMessage(
+                id=job.wa_message_id or job.message_id.hex,
+                to=job.chat,
+                type=job.type,
+                text=job.text,
+                caption=job.caption,
+                media=Media(path, job.media_mime_type, job.media_filename) if path else None,
+                location=Location(**job.payload["location"]) if "location" in job.payload else None,
+                contact=Contact(**job.payload["contact"]) if "contact" in job.payload else None,
+                reaction=job.payload.get("reaction", ""),
+                reply_to=job.reply_to,
+            )
+            if settings.SEND_TYPING and job.type == "text":
+                with contextlib.suppress(EngineError):
+                    await engine.set_typing(runner.key, job.chat, True)
+                    await asyncio.sleep(min(3.0, 0.5 + len(job.text) * 0.03))
+            result = await engine.send(runner.key, outbound)
+        except EngineError as exc:
+            # These never reached WhatsApp: any engine may try again. Other transient errors
+            # are retried only where the engine takes our id (a retry cannot duplicate).
+            retry = exc.code in NEVER_SENT or (not exc.permanent and engine.accepts_message_ids)
+            await self._failed(job, exc.code, str(exc), retry)
+            return
+        except OSError as exc:  # the stored media could not be read: storage is down
+            await self._failed(job, "storage_unavailable", str(exc), retry=True)
+            return
+        finally:
+            if path:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+        failpoint("after_send_before_commit")
+        await db(
+            messages.message_sent,
+            session_id=runner.id,
+            epoch=runner.epoch,
+            message_id=job.message_id,
+            wa_message_id=result.wa_message_id,
+            at=result.timestamp,
+        )
+        try:
+            await io(pacing.pace_sent, runner.id)
+        except Exception:  # noqa: BLE001 - cache down: pause locally instead
+            await asyncio.sleep(settings.SEND_INTERVAL_MAX_SECONDS)
+
+    async def _failed(self, job: messages.SendJob, code: str, error: str, retry: bool) -> None:
+        retrying = await db(
+            messages.message_send_error,
+            session_id=self.runner.id,
+            epoch=self.runner.epoch,
+            message_id=job.message_id,
+            code=code,
+            error=error,
+            retry=retry,
+        )
+        logger.warning(
+            "send failed (%s): %s; %s",
+            code,
+            error,
+            "retrying" if retrying else "message failed",
+            extra={"message_id": str(job.message_id)},
+        )
