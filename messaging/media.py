@@ -58,6 +58,14 @@ def max_bytes(kind: str) -> int:
     }.get(kind, settings.MEDIA_MAX_DOCUMENT_BYTES)
 
 
+def check_size(kind: str, size: int) -> None:
+    limit = max_bytes(kind)
+    if size > limit:
+        raise MediaRefused(
+            "payload_too_large", f"A {kind} may have at most {limit} bytes.", status=413
+        )
+
+
 def safe_filename(name: str, fallback: str) -> str:
     """The last path component, normalised, with nothing a file system or a header could
     misread; `fallback` when nothing is left."""
@@ -73,11 +81,7 @@ def safe_filename(name: str, fallback: str) -> str:
 def inspect(kind: str, data: bytes, declared_type: str = "", filename: str = "") -> str:
     """The bytes' mime type, checked against the message's kind: 413 too large, 415 not what the
     kind needs (or not what was declared)."""
-    limit = max_bytes(kind)
-    if len(data) > limit:
-        raise MediaRefused(
-            "payload_too_large", f"A {kind} may have at most {limit} bytes.", status=413
-        )
+    check_size(kind, len(data))
     if not data:
         raise MediaRefused("media_empty", "The file is empty.", status=400)
     sniffed = filetype.guess_mime(data) or ""

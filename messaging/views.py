@@ -129,34 +129,26 @@ class SessionMessagesApi(generics.ListAPIView):
         data.is_valid(raise_exception=True)
         v = data.validated_data
         upload = v.get("file")
-        content = b""
+        content, mime_type = b"", ""
         if upload is not None:
-            if upload.size > media.max_bytes(v["type"]):
-                raise _refused(
-                    media.MediaRefused(
-                        "payload_too_large",
-                        f"A {v['type']} may have at most {media.max_bytes(v['type'])} bytes.",
-                        status=413,
-                    )
-                )
+            try:
+                media.check_size(v["type"], upload.size)  # before reading it
+            except media.MediaRefused as exc:
+                raise _refused(exc) from None
             content = upload.read()
             mime_type = self._inspect(v["type"], content, upload.content_type, upload.name)
         fingerprint = _fingerprint(v, hashlib.sha256(content).hexdigest() if upload else "")
 
         def store_media(message_id: uuid.UUID) -> dict[str, Any]:
-            data, declared, name = content, upload.content_type if upload else "", v["filename"]
+            """Only for a new message: a retried Idempotency-Key never fetches again."""
+            data, mime, name = content, mime_type, v["filename"] or (upload.name if upload else "")
             if upload is None:
                 try:
                     fetched = fetch(v["media"]["url"], max_bytes=media.max_bytes(v["type"]))
                 except FetchRefused as exc:
                     raise _refused(exc) from None
-                data, declared = fetched.data, fetched.content_type
-                name = name or fetched.filename
-            else:
-                name = name or upload.name
-            mime = (
-                mime_type if upload is not None else self._inspect(v["type"], data, declared, name)
-            )
+                data, name = fetched.data, name or fetched.filename
+                mime = self._inspect(v["type"], data, fetched.content_type, name)
             return media.store(
                 session_id=session.pk,
                 message_id=message_id,

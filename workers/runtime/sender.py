@@ -95,6 +95,11 @@ class Sender:
                     if loop.time() >= media_due:
                         media_due = loop.time() + MEDIA_RETRY_SECONDS
                         await runner.retry_pending_media()
+                    # The pause comes before a message is taken, so `sending` is written just
+                    # before the engine call, never across a pause.
+                    await self._pace()
+                    if not runner.connected:
+                        continue
                     job = await db(
                         messages.message_next,
                         session_id=runner.id,
@@ -128,7 +133,6 @@ class Sender:
 
     async def _send(self, job: messages.SendJob) -> None:
         runner, engine = self.runner, self.runner.engine
-        await self._pace()
         path = ""
         try:
             if job.media_name:
