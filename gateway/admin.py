@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 
 from gateway.models import WebhookDelivery
 
@@ -50,7 +50,7 @@ def ago(moment: datetime | None, *, stale_after: int = 0, **data: object) -> Saf
         timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S %Z"),
         stale_after,
         _data(data),
-        format_html(' class="gw-stale"') if stale_after and seconds > stale_after else "",
+        mark_safe(' class="gw-stale"') if stale_after and seconds > stale_after else "",
         text,
     )
 
