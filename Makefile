@@ -39,6 +39,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python scripts/run_tests.py --run $(BIN)/python bench/capacity.py
 	$(BIN)/python scripts/run_tests.py --run $(BIN)/python bench/qr_latency.py
 	$(BIN)/python scripts/run_tests.py --run $(BIN)/python bench/messages.py
+	$(BIN)/python scripts/run_tests.py --run $(BIN)/python bench/webhooks.py
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

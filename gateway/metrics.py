@@ -38,6 +38,7 @@ class FleetCollector(Collector):
         yield GaugeMetricFamily("gateway_workers", "Workers by status.", labels=["status"])
         yield GaugeMetricFamily("gateway_messages_queued", "Outbound messages waiting to be sent.")
         yield GaugeMetricFamily("gateway_webhook_backlog", "Webhook deliveries pending.")
+        yield from _webhook_families({})
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         from gateway.models import DeliveryStatus, WebhookDelivery
@@ -50,6 +51,7 @@ class FleetCollector(Collector):
             workers = _by_status(Worker, WorkerStatus)
             queued = Message.objects.filter(status=MessageStatus.QUEUED).count()
             backlog = WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING).count()
+            webhook = _webhook_figures(WebhookDelivery, DeliveryStatus)
         except Exception:
             logger.warning("fleet metrics unavailable", exc_info=True)
             return
@@ -67,6 +69,66 @@ class FleetCollector(Collector):
         yield GaugeMetricFamily(
             "gateway_webhook_backlog", "Webhook deliveries pending.", value=backlog
         )
+        yield from _webhook_families(webhook)
+
+
+def _webhook_figures(model, statuses) -> dict:
+    """Webhook health from the outbox itself (every process delivers; the database sees all)."""
+    from datetime import timedelta
+
+    from django.db.models import Avg, DurationField, ExpressionWrapper, F, Min, Q, Sum
+    from django.utils import timezone
+
+    from workers.runtime.dispatcher import breaker_for
+
+    now = timezone.now()
+    totals = model.objects.aggregate(
+        attempts=Sum("attempts"),
+        delivered=Count("pk", filter=Q(status=statuses.DELIVERED)),
+        oldest=Min("created_at", filter=Q(status=statuses.PENDING)),
+        latency=Avg(
+            ExpressionWrapper(F("delivered_at") - F("created_at"), output_field=DurationField()),
+            filter=Q(delivered_at__gte=now - timedelta(minutes=5)),
+        ),
+    )
+    targets = model.objects.filter(status=statuses.PENDING).values_list("target", flat=True)
+    breakers = {breaker_for(t).target: breaker_for(t).state() for t in set(targets.distinct())}
+    return {
+        "by_status": _by_status(model, statuses),
+        "attempts": totals["attempts"] or 0,
+        "failed": (totals["attempts"] or 0) - totals["delivered"],
+        "oldest": (now - totals["oldest"]).total_seconds() if totals["oldest"] else 0,
+        "latency": totals["latency"].total_seconds() if totals["latency"] else 0,
+        "breakers": breakers,
+    }
+
+
+def _webhook_families(figures: dict) -> Iterator[GaugeMetricFamily]:
+    by_status = GaugeMetricFamily(
+        "gateway_webhook_deliveries", "Webhook deliveries by status.", labels=["status"]
+    )
+    for status, count in figures.get("by_status", {}).items():
+        by_status.add_metric([status], count)
+    yield by_status
+    for name, help_text, key in [
+        ("gateway_webhook_attempts", "Delivery attempts made, all deliveries.", "attempts"),
+        ("gateway_webhook_failed_attempts", "Attempts that did not deliver.", "failed"),
+        ("gateway_webhook_oldest_pending_seconds", "Age of the oldest pending delivery.", "oldest"),
+        (
+            "gateway_webhook_latency_seconds",
+            "Mean time from the change to its delivery, over the last 5 minutes.",
+            "latency",
+        ),
+    ]:
+        yield GaugeMetricFamily(name, help_text, value=figures.get(key, 0))
+    circuit = GaugeMetricFamily(
+        "gateway_webhook_circuit_open",
+        "1 while a target's circuit breaker is open (0.5 half-open, waiting for a probe).",
+        labels=["target"],
+    )
+    for target, state in figures.get("breakers", {}).items():
+        circuit.add_metric([target], {"closed": 0, "half_open": 0.5, "open": 1}[state])
+    yield circuit
 
 
 _collector = FleetCollector()

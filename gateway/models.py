@@ -12,6 +12,8 @@ class DeliveryStatus(models.TextChoices):
     PENDING = "pending", "Pending"
     DELIVERED = "delivered", "Delivered"
     DEAD = "dead", "Dead"
+    # A QR code event that a newer status of its session made stale: never delivered as current.
+    SUPERSEDED = "superseded", "Superseded"
 
 
 class WebhookDelivery(models.Model):
@@ -36,6 +38,9 @@ class WebhookDelivery(models.Model):
     next_attempt_at = models.DateTimeField(default=timezone.now)
     last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    last_response = models.TextField(blank=True, help_text="The start of the last response body.")
+    # A dispatcher working on it until then (a crashed one's claim simply runs out).
+    claimed_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
 
@@ -48,6 +53,12 @@ class WebhookDelivery(models.Model):
                 fields=["next_attempt_at"],
                 condition=models.Q(status="pending"),
                 name="delivery_due_idx",
+            ),
+            # Each session's oldest pending delivery (the only one that may go now).
+            models.Index(
+                fields=["session", "sequence"],
+                condition=models.Q(status="pending"),
+                name="delivery_session_pending_idx",
             ),
         ]
         constraints = [

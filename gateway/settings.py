@@ -366,7 +366,27 @@ BACKEND_URL = env_url("BACKEND_URL").rstrip("/")
 BACKEND_TOKEN = env_str("BACKEND_TOKEN")
 BACKEND_HEARTBEAT_SECONDS = env_int("BACKEND_HEARTBEAT_SECONDS", 30, minimum=1, maximum=3600)
 WEBHOOK_SECRET = env_str("WEBHOOK_SECRET")
+# During a rotation: the old secret, so every webhook carries a signature for each.
+WEBHOOK_SECRET_PREVIOUS = env_str("WEBHOOK_SECRET_PREVIOUS")
+for _name, _secret in [
+    ("WEBHOOK_SECRET", WEBHOOK_SECRET),
+    ("WEBHOOK_SECRET_PREVIOUS", WEBHOOK_SECRET_PREVIOUS),
+]:
+    if _secret:
+        from standardwebhooks.webhooks import Webhook as _Webhook
+
+        try:
+            _Webhook(_secret)
+        except Exception:  # noqa: BLE001 - whatever the library refuses
+            raise ImproperlyConfigured(
+                f"{_name} must be whsec_ and base64: whsec_$(openssl rand -base64 32)."
+            ) from None
 WEBHOOK_MAX_AGE = env_int("WEBHOOK_MAX_AGE", 24 * 3600, minimum=60)
+WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1, maximum=120)
+# Webhook requests in flight at once per dispatcher (across sessions; one at a time per session).
+WEBHOOK_CONCURRENCY = env_int("WEBHOOK_CONCURRENCY", 8, minimum=1, maximum=256)
+WEBHOOK_BREAKER_FAILURES = env_int("WEBHOOK_BREAKER_FAILURES", 5, minimum=1)
+WEBHOOK_BREAKER_COOL_DOWN_SECONDS = env_int("WEBHOOK_BREAKER_COOL_DOWN_SECONDS", 30, minimum=1)
 SESSION_ENCRYPTION_KEY = env_key32("SESSION_ENCRYPTION_KEY")
 if SESSION_ENCRYPTION_KEY is None and not PRODUCTION:
     import base64 as _b64

@@ -22,6 +22,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from gateway.models import WebhookDelivery
+from gateway.webhooks import notify_dispatchers
 from sessions_app.models import Session
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ def outbox_event(session: Session, event: str, path: str, **fields: Any) -> dict
             session=session,
             sequence=body["sequence"],
         )
+        notify_dispatchers()
     return body
 
 

@@ -181,3 +181,29 @@ def test_the_worker_list_shows_heartbeat_age_load_and_status(operator: Client, s
     assert re.search(r'<time [^>]*data-stale-after="\d+"[^>]*>\d+ s ago</time>', page)
     assert page.count('class="gw-stale"') == 1  # only the worker that missed its heartbeats
     assert page.count('data-status="active"') == 2
+
+
+def test_a_delivery_shows_its_signed_request_and_can_be_replayed(
+    operator: Client, make_session, settings
+) -> None:
+    from django.db import transaction
+
+    from gateway.models import WebhookDelivery
+    from sessions_app.events import outbox_event
+
+    settings.BACKEND_URL = "http://backend.test"
+    settings.WEBHOOK_SECRET = "whsec_" + "A" * 43 + "="
+    with transaction.atomic():
+        outbox_event(make_session(), "test.event", "/hook", n=1)
+    delivery = WebhookDelivery.objects.get()
+    WebhookDelivery.objects.update(status="dead")
+    page = operator.get(f"/admin/gateway/webhookdelivery/{delivery.pk}/change/").content.decode()
+    assert f"webhook-id: {delivery.event_id}" in page and "webhook-signature: v1," in page
+    assert "POST http://backend.test/hook" in page and "closed" in page
+    operator.post(
+        "/admin/gateway/webhookdelivery/", {"action": "replay", "_selected_action": [delivery.pk]}
+    )
+    delivery.refresh_from_db()
+    assert (
+        delivery.status == "pending" and delivery.event_id == WebhookDelivery.objects.get().event_id
+    )

@@ -96,7 +96,8 @@ def test_metrics_report_the_fleet(client: Client, make_session) -> None:
 
 
 def test_metrics_take_one_query_per_gauge(client: Client, django_assert_num_queries) -> None:
-    with django_assert_num_queries(4):
+    # Sessions, workers, queued messages, backlog; webhook statuses, totals, pending targets.
+    with django_assert_num_queries(7):
         client.get("/metrics", REMOTE_ADDR="127.0.0.1")
 
 
@@ -129,3 +130,17 @@ def test_concurrent_readiness_probes_all_pass(live_server) -> None:
 def test_metrics_are_refused_to_proxied_requests_from_loopback(client: Client) -> None:
     response = client.get("/metrics", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.9")
     assert response.status_code == 403
+
+
+def test_metrics_show_the_webhook_outbox(client: Client, settings, make_session) -> None:
+    from django.db import transaction
+
+    from sessions_app.events import outbox_event
+
+    settings.BACKEND_URL = "http://backend.test"
+    with transaction.atomic():
+        outbox_event(make_session(), "test.event", "/hook")
+    text = client.get("/metrics", REMOTE_ADDR="127.0.0.1").content.decode()
+    assert 'gateway_webhook_deliveries{status="pending"} 1.0' in text
+    assert "gateway_webhook_oldest_pending_seconds" in text
+    assert 'gateway_webhook_circuit_open{target="http://backend.test"} 0.0' in text

@@ -6,7 +6,8 @@
            ├ claim loop     claim free sessions (SKIP LOCKED) and re-read what is wanted of ours,
            │                woken at once by NOTIFY, and by a slow poll as well
            ├ event pumps    engine events → the session's runner
-           └ controls: sandbox controls and calls (check numbers, mark read)
+           ├ controls: sandbox controls and calls (check numbers, mark read)
+           └ webhook dispatcher (when BACKEND_URL is set)
     stop (SIGTERM/SIGINT) → stop claiming, disconnect every session (never log out), report them
            stopped, release all leases in one statement, mark the Worker stopped.
 
@@ -35,6 +36,8 @@ from workers.engines.base import Engine
 from workers.models import WorkerStatus
 from workers.runtime.controls import ControlListener
 from workers.runtime.db import db, db_close
+from workers.runtime.dispatcher import Dispatcher
+from workers.runtime.notify import listen
 from workers.runtime.session import SessionRunner
 
 logger = logging.getLogger(__name__)
@@ -95,6 +98,9 @@ class WorkerRuntime:
         self.worker_id = None
         self.claiming = True
         self._controls = ControlListener(self._engine_for, get_channel_layer())
+        self.dispatcher = (
+            Dispatcher(poll_seconds=config.poll_seconds) if settings.BACKEND_URL else None
+        )
         self._background: set[asyncio.Task] = set()
         self._started = time.monotonic()
 
@@ -127,6 +133,8 @@ class WorkerRuntime:
         if settings.BACKEND_URL:
             loops.append(self._backend_loop())
         loops.append(self._controls.run(self.stop))
+        if self.dispatcher is not None:
+            loops.append(self.dispatcher.run(self.stop))
         tasks = [asyncio.create_task(loop) for loop in loops]
         try:
             await self.stop.wait()
@@ -396,33 +404,16 @@ class WorkerRuntime:
     # --- wake-ups ---------------------------------------------------------------------------------
 
     async def _listen(self) -> None:
-        """LISTEN gateway_sessions (claims) and gateway_messages (a session's send queue) on a
-        connection of its own; reconnects when it drops. NOTIFY is only a hint: the loops poll
-        as well."""
-        import psycopg
+        """LISTEN gateway_sessions (claims), gateway_messages (a session's send queue, payload:
+        its id) and gateway_webhooks (the dispatcher)."""
 
-        params = connection.get_connection_params()
-        params.pop("cursor_factory", None)
-        params.pop("context", None)
-        while not self.stop.is_set():
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    **params, autocommit=True
-                ) as listener:
-                    await listener.execute("LISTEN gateway_sessions")
-                    await listener.execute("LISTEN gateway_messages")
-                    self.wake.set()  # anything missed while we were not listening
-                    for runner in list(self.runners.values()):
-                        runner.sender.poke()
-                    async for notice in listener.notifies():
-                        if notice.channel == "gateway_messages":
-                            runner = self.runners.get(notice.payload)
-                            if runner is not None:
-                                runner.sender.poke()
-                        else:
-                            self.wake.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.warning("LISTEN connection lost; reconnecting", exc_info=True)
-                await self._sleep(1)
+        def messages(session_id: str) -> None:
+            runners = [self.runners.get(session_id)] if session_id else self.runners.values()
+            for runner in list(runners):
+                if runner is not None:
+                    runner.sender.poke()
+
+        handlers = {"gateway_sessions": lambda _: self.wake.set(), "gateway_messages": messages}
+        if self.dispatcher is not None:
+            handlers["gateway_webhooks"] = lambda _: self.dispatcher.wake.set()
+        await listen(handlers, self.stop)

@@ -210,3 +210,46 @@ def test_a_crash_after_sending_before_the_commit_never_sends_twice(workers: Proc
     ]
     assert len(on_phone) == 1  # the retry used the same WhatsApp id: no second copy
     assert on_phone[0]["id"] == Message.objects.get(pk=message.pk).wa_message_id
+
+
+def test_a_crash_after_the_response_redelivers_with_the_same_webhook_id(
+    workers: Processes, settings
+) -> None:
+    from django.db import transaction
+
+    from gateway.models import WebhookDelivery
+    from sessions_app.events import outbox_event
+    from tests.workers.runtime.test_webhooks import Receiver, new_secret
+
+    secret = new_secret()
+    receiver = Receiver(secret)
+    backend = {
+        "BACKEND_URL": f"http://127.0.0.1:{receiver.port}",
+        "WEBHOOK_SECRET": secret,
+        "WEBHOOK_TIMEOUT_SECONDS": "2",  # a crashed claim runs out after 2 * 2 + 5 s
+    }
+    settings.BACKEND_URL = backend["BACKEND_URL"]
+    session = Session.objects.create(engine="sandbox")
+    with transaction.atomic():
+        outbox_event(session, "test.event", "/api/webhooks/test")
+    try:
+        doomed = workers.start(
+            "d1",
+            "deliver_webhooks",
+            GATEWAY_FAILPOINTS="after_webhook_response_before_commit=exit",
+            **backend,
+        )
+        wait_until(lambda: doomed.poll() is not None, 30, "the dispatcher to exit at the failpoint")
+        assert len(receiver.received) == 1  # the backend has it; the gateway never recorded it
+        assert WebhookDelivery.objects.get().status == "pending"
+
+        workers.start("d2", "deliver_webhooks", **backend)
+        wait_until(
+            lambda: WebhookDelivery.objects.get().status == "delivered",
+            60,  # after the crashed claim runs out
+            "the redelivery",
+        )
+        ids = [headers["webhook-id"] for headers, _ in receiver.received]
+        assert len(ids) == 2 and ids[0] == ids[1] == str(WebhookDelivery.objects.get().event_id)
+    finally:
+        receiver.close()

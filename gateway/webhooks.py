@@ -1,0 +1,243 @@
+"""Webhook delivery, the database side: claiming due outbox rows, recording what happened, and
+the Standard Webhooks headers. The dispatcher (workers/runtime/dispatcher.py) does the HTTP.
+
+Claims: due `pending` rows that are the oldest pending row of their session (so a session's
+events arrive in order), `FOR UPDATE SKIP LOCKED`, marked `claimed_until` and committed at once:
+no transaction stays open during a request, and a crashed dispatcher's claims simply run out
+(the event is then delivered again, with the same `webhook-id`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Exists, F, OuterRef, Q
+from django.utils import timezone
+
+from gateway.models import DeliveryStatus, WebhookDelivery
+
+logger = logging.getLogger(__name__)
+P = DeliveryStatus
+MAX_BACKOFF_SECONDS = 3600
+RESPONSE_KEEP = 2000
+
+
+def notify_dispatchers() -> None:
+    """Wake dispatchers (LISTEN gateway_webhooks) when the transaction commits."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify('gateway_webhooks', '')")
+
+
+# --- The request ----------------------------------------------------------------------------------
+
+
+def body_of(delivery: WebhookDelivery) -> str:
+    return json.dumps(delivery.payload, separators=(",", ":"), ensure_ascii=False)
+
+
+def signed_headers(event_id: str, body: str, at: datetime | None = None) -> dict[str, str]:
+    """Standard Webhooks headers: one `v1,` signature per configured secret (two during a
+    rotation), plus the backend token when there is one."""
+    from standardwebhooks.webhooks import Webhook
+
+    at = at or timezone.now()
+    secrets = [s for s in (settings.WEBHOOK_SECRET, settings.WEBHOOK_SECRET_PREVIOUS) if s]
+    headers = {
+        "content-type": "application/json",
+        "user-agent": f"whatsapp-gateway/{settings.VERSION}",
+        "webhook-id": event_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+    }
+    if secrets:
+        headers["webhook-signature"] = " ".join(
+            Webhook(secret).sign(msg_id=event_id, timestamp=at, data=body) for secret in secrets
+        )
+    if settings.BACKEND_TOKEN:
+        headers["authorization"] = f"Bearer {settings.BACKEND_TOKEN}"
+    return headers
+
+
+# --- Claims ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: int
+    event_id: str
+    target: str
+    body: str
+    attempts: int
+    created_at: datetime
+
+
+def deliveries_claim(*, limit: int, hold_seconds: float) -> list[Claim]:
+    """Claim up to `limit` due deliveries, each the oldest pending one of its session. Stale QR
+    events met on the way are marked superseded instead."""
+    now = timezone.now()
+    pending = WebhookDelivery.objects.filter(status=P.PENDING)
+    if connection.vendor == "postgresql":
+        # Each session's oldest pending row, read off the (session, sequence) index of pending
+        # rows in one pass (DISTINCT ON), then locked by primary key: far cheaper than asking,
+        # for every candidate, whether an older one is pending.
+        heads = pending.filter(
+            pk__in=list(
+                pending.order_by("session_id", "sequence")
+                .distinct("session_id")
+                .values_list("pk", flat=True)
+            )
+        )
+    else:  # SQLite: one process, few rows
+        older = pending.filter(session_id=OuterRef("session_id"), sequence__lt=OuterRef("sequence"))
+        heads = pending.exclude(Exists(older))
+    with transaction.atomic():
+        rows = list(
+            heads.select_for_update(skip_locked=True)
+            .filter(next_attempt_at__lte=now)
+            .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+            .order_by("next_attempt_at", "id")[:limit]
+        )
+        claims, stale = [], []
+        for row in rows:
+            if _superseded(row):
+                stale.append(row.pk)
+                continue
+            claims.append(
+                Claim(
+                    row.pk,
+                    str(row.event_id),
+                    row.target,
+                    body_of(row),
+                    row.attempts,
+                    row.created_at,
+                )
+            )
+        if stale:
+            WebhookDelivery.objects.filter(pk__in=stale).update(status=P.SUPERSEDED)
+        WebhookDelivery.objects.filter(pk__in=[c.id for c in claims]).update(
+            claimed_until=now + timedelta(seconds=hold_seconds)
+        )
+        if stale:
+            notify_dispatchers()  # the next event of those sessions is free now
+    return claims
+
+
+def _superseded(row: WebhookDelivery) -> bool:
+    """A QR (or pairing code) event with a newer status event of its session behind it."""
+    if row.event_type != "session.status" or not (
+        row.payload.get("qr") or row.payload.get("pair_code")
+    ):
+        return False
+    return WebhookDelivery.objects.filter(
+        session_id=row.session_id, event_type="session.status", sequence__gt=row.sequence
+    ).exists()
+
+
+# --- Outcomes -------------------------------------------------------------------------------------
+
+
+def delivery_succeeded(*, delivery_id: int, status_code: int, response: str) -> None:
+    WebhookDelivery.objects.filter(pk=delivery_id, status=P.PENDING).update(
+        status=P.DELIVERED,
+        delivered_at=timezone.now(),
+        attempts=F("attempts") + 1,
+        last_status_code=status_code,
+        last_response=response[:RESPONSE_KEEP],
+        last_error="",
+        claimed_until=None,
+    )
+    notify_dispatchers()  # the session's next event may go now
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """`Retry-After` as seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - timezone.now()).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def backoff_seconds(attempts: int) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(1 h, 2^attempts s)]."""
+    return random.uniform(0, min(MAX_BACKOFF_SECONDS, 2.0**attempts))  # noqa: S311
+
+
+def delivery_failed(
+    *,
+    delivery_id: int,
+    created_at: datetime,
+    attempts: int,
+    error: str,
+    status_code: int | None = None,
+    response: str = "",
+    retry_after: float | None = None,
+) -> str:
+    """After a non-2xx answer or a network error: retried later, or `dead` once past
+    WEBHOOK_MAX_AGE. Returns the new status."""
+    now = timezone.now()
+    wait = max(backoff_seconds(attempts + 1), retry_after or 0)
+    next_at = now + timedelta(seconds=min(wait, MAX_BACKOFF_SECONDS))
+    dead = next_at > created_at + timedelta(seconds=settings.WEBHOOK_MAX_AGE)
+    WebhookDelivery.objects.filter(pk=delivery_id, status=P.PENDING).update(
+        status=P.DEAD if dead else P.PENDING,
+        attempts=attempts + 1,
+        next_attempt_at=next_at,
+        last_status_code=status_code,
+        last_error=error[:2000],
+        last_response=response[:RESPONSE_KEEP],
+        claimed_until=None,
+    )
+    if dead:
+        logger.error("webhook dead after %s attempts: %s", attempts + 1, error)
+        notify_dispatchers()
+    return P.DEAD if dead else P.PENDING
+
+
+def target_gone(*, target: str, delivery_id: int, response: str) -> int:
+    """410 Gone: the backend says this endpoint is gone for good. Everything pending for it is
+    marked dead (replayable from the admin once it is fixed), and operators are alerted."""
+    updated = WebhookDelivery.objects.filter(target=target, status=P.PENDING).update(
+        status=P.DEAD,
+        last_status_code=410,
+        last_error="the target answered 410 Gone; deliveries to it stopped",
+        claimed_until=None,
+    )
+    WebhookDelivery.objects.filter(pk=delivery_id).update(
+        attempts=F("attempts") + 1, last_response=response[:RESPONSE_KEEP]
+    )
+    logger.critical(
+        "webhook target %s answered 410 Gone: %s pending deliveries stopped (replay them from "
+        "the admin once it is fixed)",
+        target,
+        updated,
+    )
+    return updated
+
+
+def delivery_postponed(*, delivery_id: int, until: datetime) -> None:
+    """The target's circuit is open: not attempted, not counted; due again when it may probe."""
+    WebhookDelivery.objects.filter(pk=delivery_id, status=P.PENDING).update(
+        next_attempt_at=until, claimed_until=None
+    )
+
+
+def deliveries_replay(*, ids: list[Any]) -> int:
+    """Deliver again (dead, superseded or even delivered ones), with the same `webhook-id`."""
+    with transaction.atomic():
+        count = WebhookDelivery.objects.filter(pk__in=ids).update(
+            status=P.PENDING, next_attempt_at=timezone.now(), claimed_until=None
+        )
+        notify_dispatchers()
+    return count

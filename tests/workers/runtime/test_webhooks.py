@@ -1,0 +1,286 @@
+"""Webhook delivery to a real HTTP receiver that verifies every request with the
+`standardwebhooks` library (the dispatcher runs in process, on PostgreSQL and Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import secrets
+import socket
+import threading
+from collections import defaultdict
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import pytest_asyncio
+from asgiref.sync import sync_to_async
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from gateway.models import WebhookDelivery
+from messaging.models import Message
+from sessions_app.events import outbox_event
+from sessions_app.models import Session
+from tests.workers.runtime.test_runtime import linked, until
+from workers.runtime.dispatcher import Dispatcher, breaker_for
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+class Receiver:
+    """The backend: answers what `answer(headers, body)` says, keeps what it verified."""
+
+    def __init__(self, secret: str, port: int = 0) -> None:
+        self.secret = secret
+        self.received: list[tuple[dict, dict]] = []  # (headers, body) of verified requests
+        self.unverified = 0
+        self.answer = lambda headers, body: (200, {})
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers["content-length"]))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                try:
+                    body = Webhook(receiver.secret).verify(raw, headers)
+                except WebhookVerificationError:
+                    receiver.unverified += 1
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                status, extra = receiver.answer(headers, body)
+                if 200 <= status < 300:
+                    receiver.received.append((headers, body))
+                self.send_response(status)
+                for name, value in extra.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def backend(settings):
+    secret = new_secret()
+    receiver = Receiver(secret)
+    settings.BACKEND_URL = f"http://127.0.0.1:{receiver.port}"
+    settings.WEBHOOK_SECRET = secret
+    settings.WEBHOOK_BREAKER_FAILURES = 3
+    settings.WEBHOOK_BREAKER_COOL_DOWN_SECONDS = 3
+    yield receiver
+    receiver.close()
+
+
+@pytest_asyncio.fixture
+async def dispatch():
+    stop = asyncio.Event()
+    tasks = []
+
+    async def start() -> Dispatcher:
+        dispatcher = Dispatcher(poll_seconds=0.1)
+        tasks.append(asyncio.create_task(dispatcher.run(stop)))
+        return dispatcher
+
+    yield start
+    stop.set()
+    await asyncio.gather(*tasks)
+
+
+def produce(sessions: list[Session], per_session: int) -> None:
+    for n in range(per_session):
+        for session in sessions:
+            with transaction.atomic():
+                outbox_event(session, "test.event", "/api/webhooks/test", n=n)
+
+
+def sessions(count: int) -> list[Session]:
+    return [Session.objects.create(engine="sandbox") for _ in range(count)]
+
+
+def in_order_per_session(received: list[tuple[dict, dict]]) -> dict[str, list[int]]:
+    seen = defaultdict(list)
+    for _, body in received:
+        seen[body["session"]["id"]].append(body["sequence"])
+    return seen
+
+
+async def test_events_arrive_signed_and_in_order_per_session(backend, dispatch, settings) -> None:
+    settings.WEBHOOK_SECRET_PREVIOUS = old = new_secret()  # a rotation: both signatures go out
+    made = await sync_to_async(sessions)(3)
+    await sync_to_async(produce)(made, 20)
+    await dispatch()
+    await until(lambda: len(backend.received) == 60, what="60 webhooks")
+    assert backend.unverified == 0
+    for sequences in in_order_per_session(backend.received).values():
+        assert sequences == sorted(sequences) and len(sequences) == 20
+    headers, body = backend.received[0]
+    assert headers["webhook-id"] == body["id"] and len(headers["webhook-signature"].split()) == 2
+    raw = json.dumps(body, separators=(",", ":"))
+    Webhook(old).verify(raw, headers)  # the old secret's signature is there too
+    with pytest.raises(WebhookVerificationError):
+        Webhook(backend.secret).verify(raw.replace('"n":0', '"n":1'), headers)  # tampered
+    await until(
+        lambda: WebhookDelivery.objects.filter(status="delivered").count() == 60,
+        what="all recorded as delivered",
+    )
+
+
+async def test_an_outage_loses_nothing_and_the_open_circuit_attempts_nothing(
+    backend, dispatch, settings
+) -> None:
+    # The backend is away: nothing listens on its port (connection refused).
+    port = free_port()
+    settings.BACKEND_URL = f"http://127.0.0.1:{port}"
+    made = await sync_to_async(sessions)(10)
+    await sync_to_async(produce)(made, 100)  # 1,000 events while it is down
+    await dispatch()
+    breaker = breaker_for(settings.BACKEND_URL)
+    await until(lambda: breaker.state() == "open", what="the circuit to open")
+    await until(  # the requests in flight when it opened have failed too
+        lambda: not WebhookDelivery.objects.filter(claimed_until__gt=timezone.now()).exists(),
+        what="no request in flight",
+    )
+
+    def attempts() -> int:
+        return sum(WebhookDelivery.objects.values_list("attempts", flat=True))
+
+    during = await sync_to_async(attempts)()
+    assert during <= settings.WEBHOOK_BREAKER_FAILURES + 8  # the ones in flight when it opened
+    while await sync_to_async(breaker.state)() == "open":  # the whole cool-down: no attempt
+        assert await sync_to_async(attempts)() == during
+        await asyncio.sleep(0.05)
+
+    # It comes back answering 503 for a while, then recovers.
+    replies = {"n": 0}
+
+    def flaky(headers, body):
+        replies["n"] += 1
+        return (503, {}) if replies["n"] <= 2 else (200, {})
+
+    receiver = Receiver(backend.secret, port=port)
+    receiver.answer = flaky
+    try:
+        await until(lambda: len(receiver.received) == 1000, timeout=90, what="all 1,000")
+    finally:
+        receiver.close()
+    assert receiver.unverified == 0
+    assert len({h["webhook-id"] for h, _ in receiver.received}) == 1000  # none twice, none lost
+    for sequences in in_order_per_session(receiver.received).values():
+        assert sequences == sorted(sequences) and len(sequences) == 100
+
+
+async def test_retry_after_is_honoured(backend, dispatch) -> None:
+    backend.answer = lambda headers, body: (429, {"Retry-After": "120"})
+    [session] = await sync_to_async(sessions)(1)
+    await sync_to_async(produce)([session], 1)
+    await dispatch()
+    row = await until(
+        lambda: WebhookDelivery.objects.filter(attempts=1).first(), what="the first attempt"
+    )
+    assert row.status == "pending" and row.last_status_code == 429
+    assert row.next_attempt_at >= timezone.now() + timedelta(seconds=115)
+
+
+async def test_410_gone_stops_deliveries_to_that_target(backend, dispatch) -> None:
+    backend.answer = lambda headers, body: (410, {})
+    made = await sync_to_async(sessions)(2)
+    await sync_to_async(produce)(made, 3)
+    await dispatch()
+    await until(
+        lambda: WebhookDelivery.objects.filter(status="dead").count() == 6, what="all stopped"
+    )
+    rows = await sync_to_async(list)(WebhookDelivery.objects.all())
+    assert sum(r.attempts for r in rows) <= 2  # the first of each session at most
+    assert {r.last_status_code for r in rows} == {410}
+
+
+async def test_too_old_is_dead_and_replay_delivers_with_the_same_id(
+    backend, dispatch, settings, admin_client
+) -> None:
+    settings.WEBHOOK_MAX_AGE = 60
+    backend.answer = lambda headers, body: (500, {})
+    [session] = await sync_to_async(sessions)(1)
+    await sync_to_async(produce)([session], 1)
+    await sync_to_async(WebhookDelivery.objects.update)(
+        created_at=timezone.now() - timedelta(hours=2)
+    )
+    await dispatch()
+    row = await until(lambda: WebhookDelivery.objects.filter(status="dead").first(), what="dead")
+    assert row.attempts == 1 and row.last_status_code == 500
+
+    backend.answer = lambda headers, body: (200, {})
+    response = await sync_to_async(admin_client.post)(
+        "/admin/gateway/webhookdelivery/", {"action": "replay", "_selected_action": [row.pk]}
+    )
+    assert response.status_code == 302
+    await until(lambda: len(backend.received) == 1, what="the replay")
+    assert backend.received[0][0]["webhook-id"] == str(row.event_id)
+
+
+async def test_a_stale_qr_event_is_not_delivered_as_current(backend, dispatch) -> None:
+    [session] = await sync_to_async(sessions)(1)
+
+    def changes() -> None:
+        with transaction.atomic():
+            outbox_event(session, "session.status", "/s", qr={"code": "old"})
+        with transaction.atomic():
+            outbox_event(session, "session.status", "/s")  # linked since
+        with transaction.atomic():  # rolled back: no event
+            outbox_event(session, "session.status", "/s", qr={"code": "never"})
+            transaction.set_rollback(True)
+
+    await sync_to_async(changes)()
+    await dispatch()
+    await until(lambda: len(backend.received) == 1, what="the current status")
+    assert "qr" not in backend.received[0][1]
+    statuses = await sync_to_async(
+        lambda: sorted(WebhookDelivery.objects.values_list("status", flat=True))
+    )()
+    assert statuses == ["delivered", "superseded"]
+
+
+async def test_a_slow_backend_never_slows_whatsapp_traffic(backend, start_worker, api) -> None:
+    held = threading.Event()
+    backend.answer = lambda headers, body: (held.wait(30), (200, {}))[1]
+    try:
+        runtime = await start_worker()
+        session = await linked(runtime)
+        response = await sync_to_async(api.post)(
+            f"/api/v1/sessions/{session.id}/messages",
+            {"to": "+4915123456789", "text": "fast"},
+            format="json",
+        )
+        # Read on the phone while the backend still sits on the first webhook.
+        await until(
+            lambda: Message.objects.get(pk=response.json()["id"]).status == "read",
+            what="the message read",
+        )
+        assert not held.is_set() and backend.received == []
+    finally:
+        held.set()
+    cache.clear()

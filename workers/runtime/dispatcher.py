@@ -1,0 +1,136 @@
+"""The webhook dispatcher: delivers the outbox (gateway.models.WebhookDelivery) to the backend.
+
+Runs inside every worker (and `serve`), or alone with `manage.py deliver_webhooks`; any number at
+once. Each round claims due deliveries (the oldest pending one of each session: in order per
+session) up to its free slots, and posts them concurrently (WEBHOOK_CONCURRENCY). Woken by NOTIFY
+gateway_webhooks (new rows, a session's next event freed) and by a poll. A circuit breaker per
+target, shared through Redis, stops attempts while the backend is down; nothing is lost meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+import httpx
+from django.conf import settings
+from django.utils import timezone
+
+from gateway import webhooks
+from gateway.breaker import CircuitBreaker
+from gateway.failpoints import failpoint
+from workers.runtime.db import db, io
+
+logger = logging.getLogger(__name__)
+
+
+def breaker_for(target: str) -> CircuitBreaker:
+    """One breaker per backend (scheme, host and port), shared by all processes."""
+    parts = urlsplit(target)
+    return CircuitBreaker(
+        f"{parts.scheme}://{parts.netloc}",
+        failure_threshold=settings.WEBHOOK_BREAKER_FAILURES,
+        cool_down=settings.WEBHOOK_BREAKER_COOL_DOWN_SECONDS,
+    )
+
+
+class Dispatcher:
+    def __init__(self, *, poll_seconds: float = 2.0) -> None:
+        self.poll_seconds = poll_seconds
+        self.concurrency = settings.WEBHOOK_CONCURRENCY
+        self.wake = asyncio.Event()
+        self.in_flight: set[asyncio.Task] = set()
+        self.client: httpx.AsyncClient | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        timeout = settings.WEBHOOK_TIMEOUT_SECONDS
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=min(3.0, timeout)),
+            follow_redirects=False,
+            trust_env=False,
+        )
+        try:
+            while not stop.is_set():
+                claimed = await self._round(hold=timeout * 2 + 5)
+                if not claimed or self.in_flight:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.wake.wait(), self.poll_seconds)
+                    self.wake.clear()
+        finally:
+            if self.in_flight:  # let requests under way finish (their claims would run out)
+                await asyncio.wait(self.in_flight, timeout=timeout)
+            for task in self.in_flight:
+                task.cancel()
+            await self.client.aclose()
+
+    async def _round(self, hold: float) -> int:
+        free = self.concurrency - len(self.in_flight)
+        # Claim in batches (a claim is one query whatever its size), not a row per finished
+        # request.
+        if free <= 0 or (self.in_flight and free < max(1, self.concurrency // 2)):
+            return 0
+        try:
+            claims = await db(webhooks.deliveries_claim, limit=free, hold_seconds=hold)
+        except Exception:  # the database is away: try again after the poll interval
+            logger.warning("webhook claim failed", exc_info=True)
+            return 0
+        for claim in claims:
+            task = asyncio.get_running_loop().create_task(self._deliver(claim))
+            self.in_flight.add(task)
+            task.add_done_callback(self._finished)
+        return len(claims)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self.in_flight.discard(task)
+        self.wake.set()
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("webhook delivery step failed", exc_info=task.exception())
+
+    async def _deliver(self, claim: webhooks.Claim) -> None:
+        breaker = breaker_for(claim.target)
+        if not await io(breaker.allow):
+            until = timezone.now() + timedelta(seconds=breaker.cool_down)
+            await db(webhooks.delivery_postponed, delivery_id=claim.id, until=until)
+            return
+        headers = webhooks.signed_headers(claim.event_id, claim.body)
+        try:
+            response = await self.client.post(
+                claim.target, content=claim.body.encode(), headers=headers
+            )
+        except httpx.HTTPError as exc:
+            await io(breaker.failure)
+            await db(
+                webhooks.delivery_failed,
+                delivery_id=claim.id,
+                created_at=claim.created_at,
+                attempts=claim.attempts,
+                error=f"{type(exc).__name__}: {exc}"[:500],
+            )
+            return
+        failpoint("after_webhook_response_before_commit")
+        code, text = response.status_code, response.text[: webhooks.RESPONSE_KEEP]
+        if 200 <= code < 300:
+            await io(breaker.success)
+            await db(
+                webhooks.delivery_succeeded, delivery_id=claim.id, status_code=code, response=text
+            )
+        elif code == 410:
+            await io(breaker.success)  # it answered: the backend is up, the endpoint is gone
+            await db(webhooks.target_gone, target=claim.target, delivery_id=claim.id, response=text)
+        else:
+            # The backend being down or overloaded opens the circuit; a 4xx is its verdict on
+            # this one request, not a sign it is down.
+            await io(breaker.failure if code >= 500 or code == 429 else breaker.success)
+            await db(
+                webhooks.delivery_failed,
+                delivery_id=claim.id,
+                created_at=claim.created_at,
+                attempts=claim.attempts,
+                error=f"HTTP {code}",
+                status_code=code,
+                response=text,
+                retry_after=webhooks.retry_after_seconds(response.headers.get("retry-after")),
+            )
