@@ -91,7 +91,8 @@ def session_status_changed(
     """Record and announce the session's current state. Call inside the changing transaction."""
     extra: dict[str, Any] = {"error": session_state(session)["error"]}
     if qr is not None:
-        extra["qr"] = {**qr, "image": qr_image(qr["code"])}
+        # Callers may draw the image beforehand, outside the transaction (it takes milliseconds).
+        extra["qr"] = {**qr, "image": qr.get("image") or qr_image(qr["code"])}
     if pair_code is not None:
         extra["pair_code"] = pair_code
     body = outbox_event(session, "session.status", SESSION_STATUS_PATH, **extra)

@@ -25,6 +25,7 @@ from messaging import services as messages
 from messaging.models import Direction, MessageStatus
 from sessions_app import qr, snapshots
 from sessions_app import services as sessions
+from sessions_app.events import qr_image
 from sessions_app.models import SessionStatus
 from workers.engines.base import (
     Connected,
@@ -309,7 +310,9 @@ class SessionRunner:
             # Once a pairing code was asked for, the session stays `pairing`: the rotating QR stays
             # current (and scannable), but the status does not flip back and forth.
             status = S.PAIRING if self.status == S.PAIRING else S.SCAN_QR
-            await self._status(status, "new QR code", qr=qr.announced(code))
+            # The PNG is drawn before the status transaction, so it never holds the row meanwhile.
+            image = await io(qr_image, code["code"])
+            await self._status(status, "new QR code", qr={**qr.announced(code), "image": image})
         elif isinstance(event, PairCode):
             code = await db(
                 qr.code_store,

@@ -224,7 +224,8 @@ async def test_a_worker_on_another_machine_restores_the_snapshot_without_a_qr(
         )
     )()
     assert steps.count("scan_qr") == 1
-    assert second.runners[str(session.id)].status == "connected"
+    # The runner learns its status when its write returns, a moment after the commit.
+    await until(lambda: second.runners[str(session.id)].status == "connected", what="w2's runner")
 
 
 async def test_a_tampered_snapshot_fails_the_session_and_keeps_auth(
