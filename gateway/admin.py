@@ -72,7 +72,6 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
         "attempts",
         "last_status_code",
         "next_attempt_at",
-        "breaker",
     ]
     list_filter = ["status", "event_type", "target", "last_status_code"]
     list_select_related = ["session"]
@@ -126,6 +125,13 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
         from workers.runtime.dispatcher import breaker_for
 
         return breaker_for(delivery.target).state()
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        """The circuit of each backend with pending deliveries, once per page (not per row)."""
+        from workers.runtime.dispatcher import pending_circuits
+
+        circuits = pending_circuits()
+        return super().changelist_view(request, {**(extra_context or {}), "circuits": circuits})
 
     @admin.action(
         description="Replay selected deliveries (same webhook-id)", permissions=["replay"]

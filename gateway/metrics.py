@@ -79,7 +79,7 @@ def _webhook_figures(model, statuses) -> dict:
     from django.db.models import Avg, DurationField, ExpressionWrapper, F, Min, Q, Sum
     from django.utils import timezone
 
-    from workers.runtime.dispatcher import breaker_for
+    from workers.runtime.dispatcher import pending_circuits
 
     now = timezone.now()
     totals = model.objects.aggregate(
@@ -91,15 +91,13 @@ def _webhook_figures(model, statuses) -> dict:
             filter=Q(delivered_at__gte=now - timedelta(minutes=5)),
         ),
     )
-    targets = model.objects.filter(status=statuses.PENDING).values_list("target", flat=True)
-    breakers = {breaker_for(t).target: breaker_for(t).state() for t in set(targets.distinct())}
     return {
         "by_status": _by_status(model, statuses),
         "attempts": totals["attempts"] or 0,
         "failed": (totals["attempts"] or 0) - totals["delivered"],
         "oldest": (now - totals["oldest"]).total_seconds() if totals["oldest"] else 0,
         "latency": totals["latency"].total_seconds() if totals["latency"] else 0,
-        "breakers": breakers,
+        "breakers": pending_circuits(),
     }
 
 

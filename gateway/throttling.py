@@ -18,6 +18,16 @@ logger = logging.getLogger(__name__)
 _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+def window_count(key: str, *, timeout: int) -> int:
+    """Count one more in a fixed window kept under `key` (one atomic INCR on Redis); the count."""
+    cache.add(key, 0, timeout=timeout)
+    try:
+        return cache.incr(key)
+    except ValueError:  # the key expired between add and incr: a new window began
+        cache.set(key, 1, timeout=timeout)
+        return 1
+
+
 class ClientRateThrottle(BaseThrottle):
     """`API_THROTTLE_RATE` per API key / JWT subject / staff user, in fixed windows.
 
@@ -53,10 +63,7 @@ class ClientRateThrottle(BaseThrottle):
         self._wait = (window + 1) * period - now
         key = f"throttle:{self.scope}:{self._ident(request)}:{period}:{window}"
         try:
-            cache.add(key, 0, timeout=period + 1)
-            count = cache.incr(key)
-        except ValueError:  # the key expired between add and incr: a new window began
-            return True
+            count = window_count(key, timeout=period + 1)
         except Exception:
             logger.warning("rate limit cache unavailable; request allowed", exc_info=True)
             return True

@@ -154,7 +154,6 @@ def delivery_succeeded(*, delivery_id: int, status_code: int, response: str) -> 
         last_error="",
         claimed_until=None,
     )
-    notify_dispatchers()  # the session's next event may go now
 
 
 def retry_after_seconds(value: str | None) -> float | None:

@@ -11,6 +11,8 @@ import time
 from django.conf import settings
 from django.core.cache import cache
 
+from gateway.throttling import window_count
+
 
 def _next_key(session_id: object) -> str:
     return f"pace:{session_id}:next"
@@ -38,10 +40,5 @@ def pace_sent(session_id: object) -> float:
     if pause:
         cache.set(_next_key(session_id), now + pause, timeout=math.ceil(pause) + 1)
     if settings.SEND_MAX_PER_MINUTE:
-        key = _minute_key(session_id, int(now // 60))
-        cache.add(key, 0, timeout=120)
-        try:
-            cache.incr(key)
-        except ValueError:  # expired between add and incr
-            cache.set(key, 1, timeout=120)
+        window_count(_minute_key(session_id, int(now // 60)), timeout=120)
     return pause

@@ -18,7 +18,6 @@ from django.conf import settings
 from django.core import signing
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from messaging.models import STATUS_TIMESTAMP_FIELDS, Direction, Message, MessageStatus
@@ -462,7 +461,3 @@ def message_mark_read(*, message: Message) -> None:
         if _advance(locked, M.READ):
             locked.save(update_fields=["status", "read_at"])
         message.status, message.read_at = locked.status, locked.read_at
-
-
-def messages_queued_count() -> int:
-    return Message.objects.filter(Q(status=M.QUEUED) | Q(status=M.SENDING)).count()

@@ -14,7 +14,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from sessions_app import qr
-from sessions_app.events import qr_image, session_state
+from sessions_app.events import code_image, session_state
 from sessions_app.models import Session
 from sessions_app.tokens import ws_token_session
 
@@ -82,7 +82,7 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         }
         code = qr.code_get(session_id=session.pk, kind="qr")
         if code is not None:
-            payload["qr"] = {**qr.announced(code), "image": qr_image(code["code"])}
+            payload["qr"] = {**qr.announced(code), "image": code_image(code)}
         return payload
 
     async def disconnect(self, code: int) -> None:

@@ -38,6 +38,12 @@ def qr_image(code: str) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+def code_image(code: dict[str, Any]) -> str:
+    """A cached QR code's image: drawn once by the worker and kept with the code (drawn here only
+    for a code stored without one)."""
+    return code.get("image") or qr_image(code["code"])
+
+
 def _next_sequence(session: Session) -> int:
     Session.objects.filter(pk=session.pk).update(event_sequence=F("event_sequence") + 1)
     return Session.objects.values_list("event_sequence", flat=True).get(pk=session.pk)
@@ -92,7 +98,7 @@ def session_status_changed(
     extra: dict[str, Any] = {"error": session_state(session)["error"]}
     if qr is not None:
         # Callers may draw the image beforehand, outside the transaction (it takes milliseconds).
-        extra["qr"] = {**qr, "image": qr.get("image") or qr_image(qr["code"])}
+        extra["qr"] = {**qr, "image": code_image(qr)}
     if pair_code is not None:
         extra["pair_code"] = pair_code
     body = outbox_event(session, "session.status", SESSION_STATUS_PATH, **extra)

@@ -14,9 +14,14 @@ def _key(session_id: object, kind: str) -> str:
     return f"session:{session_id}:{kind}"
 
 
-def code_store(*, session_id: object, kind: str, code: str, expires_in: float) -> dict[str, Any]:
-    """Keep `code` (kind `qr` or `pair_code`) until it expires; returns what was stored."""
+def code_store(
+    *, session_id: object, kind: str, code: str, expires_in: float, image: str = ""
+) -> dict[str, Any]:
+    """Keep `code` (kind `qr` or `pair_code`), with its PNG data URL when drawn, until it
+    expires; returns what was stored."""
     value = {"code": code, "expires_at": time.time() + expires_in, "stored_at": time.time()}
+    if image:
+        value["image"] = image
     cache.set(_key(session_id, kind), value, timeout=max(1, int(expires_in)))
     return value
 

@@ -250,7 +250,7 @@ class SessionQrApi(APIView):
                 f"The session has no QR code now (status {session.status}).",
                 code="qr_not_available",
             )
-        image = events.qr_image(current["code"])
+        image = events.code_image(current)
         if "image/png" in request.headers.get("Accept", ""):
             png = base64.b64decode(image.removeprefix("data:image/png;base64,"))
             return HttpResponse(
@@ -284,18 +284,13 @@ class SessionWsTokenApi(APIView):
     def post(self, request: Request, session_id: uuid.UUID) -> Response:
         session = selectors.session_get(session_id=session_id)
         token = ws_token_make(session.pk)
-        base = settings.PUBLIC_URL or request.build_absolute_uri("/").rstrip("/")
-        base = (
-            "wss://" + base.removeprefix("https://")
-            if base.startswith("https://")
-            else "ws://" + base.removeprefix("http://")
-        )
-        expires_at = datetime.now(tz=UTC) + timedelta(seconds=settings.WS_TOKEN_SECONDS)
         page = settings.PUBLIC_URL or request.build_absolute_uri("/").rstrip("/")
+        socket = "ws" + page.removeprefix("http")  # http → ws, https → wss
+        expires_at = datetime.now(tz=UTC) + timedelta(seconds=settings.WS_TOKEN_SECONDS)
         return Response(
             {
                 "token": token,
-                "url": f"{base}/ws/sessions/{session.pk}/?token={token}",
+                "url": f"{socket}/ws/sessions/{session.pk}/?token={token}",
                 "link_url": f"{page}/link/{session.pk}/?token={token}",
                 "expires_at": expires_at,
             },

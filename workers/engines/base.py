@@ -215,6 +215,19 @@ Event = (
 )
 
 
+def started_session(sessions: dict, session_id: str, *, connected: bool = False):
+    """An engine's record of a started session (anything with a `state`): `not_started`
+    (permanent) when there is none, `not_connected` when `connected` is asked and it is not."""
+    session = sessions.get(session_id)
+    if session is None:
+        raise EngineError(
+            f"session {session_id} is not started", permanent=True, code="not_started"
+        )
+    if connected and session.state != "connected":
+        raise EngineError(f"session {session_id} is not connected", code="not_connected")
+    return session
+
+
 def spawn_into(tasks: set[asyncio.Task], coroutine) -> asyncio.Task:
     """Start `coroutine` as a task kept in `tasks` (a session's) until it is done, so closing the
     session can cancel it."""

@@ -50,6 +50,7 @@ from workers.engines.base import (
     SendResult,
     StreamReplaced,
     spawn_into,
+    started_session,
 )
 from workers.engines.jids import jid_to_phone, jid_user, phone_to_jid
 from workers.engines.store import KeyValueStore, delete_store
@@ -210,14 +211,7 @@ class SandboxEngine(Engine):
     # --- helpers ------------------------------------------------------------------------------
 
     def _session(self, session_id: str, *, connected: bool = False) -> _Session:
-        session = self._sessions.get(session_id)
-        if session is None:
-            raise EngineError(
-                f"session {session_id} is not started", permanent=True, code="not_started"
-            )
-        if connected and session.state != "connected":
-            raise EngineError(f"session {session_id} is not connected", code="not_connected")
-        return session
+        return started_session(self._sessions, session_id, connected=connected)
 
     def _close(self, session: _Session) -> None:
         session.state = "closed"

@@ -3,7 +3,8 @@
 Runs inside every worker (and `serve`), or alone with `manage.py deliver_webhooks`; any number at
 once. Each round claims due deliveries (the oldest pending one of each session: in order per
 session) up to its free slots, and posts them concurrently (WEBHOOK_CONCURRENCY). Woken by NOTIFY
-gateway_webhooks (new rows, a session's next event freed) and by a poll. A circuit breaker per
+gateway_webhooks (new rows), by its own finished requests (a session's next event is free then) and
+by a poll. A circuit breaker per
 target, shared through Redis, stops attempts while the backend is down; nothing is lost meanwhile.
 """
 
@@ -35,6 +36,15 @@ def breaker_for(target: str) -> CircuitBreaker:
         failure_threshold=settings.WEBHOOK_BREAKER_FAILURES,
         cool_down=settings.WEBHOOK_BREAKER_COOL_DOWN_SECONDS,
     )
+
+
+def pending_circuits() -> dict[str, str]:
+    """The circuit state of every backend that has deliveries waiting (admin, /metrics)."""
+    from gateway.models import DeliveryStatus, WebhookDelivery
+
+    targets = WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING)
+    targets = set(targets.values_list("target", flat=True).distinct())
+    return {breaker.target: breaker.state() for breaker in map(breaker_for, targets)}
 
 
 class Dispatcher:

@@ -7,7 +7,6 @@ import asyncio
 import base64
 import json
 import secrets
-import socket
 import threading
 from collections import defaultdict
 from datetime import timedelta
@@ -25,6 +24,7 @@ from gateway.models import WebhookDelivery
 from messaging.models import Message
 from sessions_app.events import outbox_event
 from sessions_app.models import Session
+from tests.processes import free_port
 from tests.workers.runtime.test_runtime import linked, until
 from workers.runtime.dispatcher import Dispatcher, breaker_for
 
@@ -76,12 +76,6 @@ class Receiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -265,11 +259,12 @@ async def test_a_stale_qr_event_is_not_delivered_as_current(backend, dispatch) -
 
 
 async def test_a_slow_backend_never_slows_whatsapp_traffic(backend, start_worker, api) -> None:
-    held = threading.Event()
-    backend.answer = lambda headers, body: (held.wait(30), (200, {}))[1]
+    held, holding = threading.Event(), threading.Event()
+    backend.answer = lambda headers, body: (holding.set(), held.wait(30), (200, {}))[2]
     try:
         runtime = await start_worker()
         session = await linked(runtime)
+        await until(holding.is_set, what="the backend to sit on a webhook")
         response = await sync_to_async(api.post)(
             f"/api/v1/sessions/{session.id}/messages",
             {"to": "+4915123456789", "text": "fast"},
@@ -280,7 +275,7 @@ async def test_a_slow_backend_never_slows_whatsapp_traffic(backend, start_worker
             lambda: Message.objects.get(pk=response.json()["id"]).status == "read",
             what="the message read",
         )
-        assert not held.is_set() and backend.received == []
+        assert not held.is_set() and backend.received == []  # still unanswered
     finally:
         held.set()
     cache.clear()

@@ -44,6 +44,7 @@ from workers.engines.base import (
     SendResult,
     StreamReplaced,
     spawn_into,
+    started_session,
 )
 from workers.engines.jids import jid_to_phone, jid_user
 from workers.engines.neonize import translate
@@ -95,14 +96,7 @@ class NeonizeEngine(Engine):
         return await asyncio.get_running_loop().run_in_executor(self._calls, function, *args)
 
     def _session(self, session_id: str, *, connected: bool = False) -> _Session:
-        session = self._sessions.get(session_id)
-        if session is None:
-            raise EngineError(
-                f"session {session_id} is not started", permanent=True, code="not_started"
-            )
-        if connected and session.state != "connected":
-            raise EngineError(f"session {session_id} is not connected", code="not_connected")
-        return session
+        return started_session(self._sessions, session_id, connected=connected)
 
     def _from_go(self, coroutine_function, *args: Any) -> None:
         """Called on Go's threads: hand the work to the event loop and return at once."""
