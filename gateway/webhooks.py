@@ -154,6 +154,9 @@ def delivery_succeeded(*, delivery_id: int, status_code: int, response: str) -> 
         last_error="",
         claimed_until=None,
     )
+    # Every dispatcher may take the session's next event now (measured: without this, a second
+    # dispatcher only finds it at its next poll and steady-state latency grows sevenfold).
+    notify_dispatchers()
 
 
 def retry_after_seconds(value: str | None) -> float | None:
