@@ -3,8 +3,9 @@
 Runs inside every worker (and `serve`), or alone with `manage.py deliver_webhooks`; any number at
 once. Each round claims due deliveries (the oldest pending one of each session: in order per
 session) up to its free slots, and posts them concurrently (WEBHOOK_CONCURRENCY). Woken by NOTIFY
-gateway_webhooks (new rows, and a session's next event freed by a delivery) and by a poll. A circuit breaker per
-target, shared through Redis, stops attempts while the backend is down; nothing is lost meanwhile.
+gateway_webhooks (new rows, and a session's next event freed by a delivery) and by a poll. A
+circuit breaker per target, shared through Redis, stops attempts while the backend is down;
+nothing is lost meanwhile.
 """
 
 from __future__ import annotations
