@@ -79,6 +79,30 @@ def test_bad_messages_are_400_with_the_field(api: APIClient, session, body, fiel
 
 
 @pytest.mark.parametrize(
+    ("to", "chat"),
+    [
+        # Possible for their country code though phonenumbers does not know them as assigned:
+        # WhatsApp is the judge of these, not the library's metadata.
+        ("+15555550123", "15555550123@s.whatsapp.net"),
+        ("+1 555 555 0199", "15555550199@s.whatsapp.net"),
+        ("+447700900123", "447700900123@s.whatsapp.net"),
+    ],
+)
+def test_possible_numbers_are_accepted(api: APIClient, session, to: str, chat: str) -> None:
+    response = api.post(url(session), {"to": to, "text": "x"}, format="json")
+    assert response.status_code == 202, response.json()
+    assert response.json()["chat"] == chat
+
+
+@pytest.mark.parametrize("to", ["+1555", "+15555550123456", "+999123456789", "+49 12"])
+def test_what_cannot_be_a_number_is_refused(api: APIClient, session, to: str) -> None:
+    response = api.post(url(session), {"to": to, "text": "x"}, format="json")
+    assert response.status_code == 400, response.json()
+    assert "to" in response.json()["error"]["details"]
+    assert not Message.objects.exists()
+
+
+@pytest.mark.parametrize(
     ("fields", "expected"),
     [
         ({"status": "stopped", "desired_state": "stopped"}, 409),

@@ -37,8 +37,13 @@ def is_group(jid: str) -> bool:
 
 
 def recipient_jid(value: str) -> str:
-    """A message's `to`: an E.164 number (validated with phonenumbers) or a JID of a user, a
-    @lid or a group. ValueError says what is wrong."""
+    """A message's `to`: an E.164 number or a JID of a user, a @lid or a group. ValueError says
+    what is wrong.
+
+    A number is accepted when its length is possible for its country code (`phonenumbers`), not
+    only when phonenumbers knows the range to be assigned: its metadata lags new ranges, and
+    WhatsApp is the judge (a number not on WhatsApp fails to send).
+    """
     import re
 
     import phonenumbers
@@ -57,6 +62,7 @@ def recipient_jid(value: str) -> str:
         number = phonenumbers.parse(value, None)
     except phonenumbers.NumberParseException:
         raise ValueError("Not a phone number.") from None
-    if not phonenumbers.is_valid_number(number):
-        raise ValueError("Not a valid phone number.")
+    reason = phonenumbers.is_possible_number_with_reason(number)
+    if reason != phonenumbers.ValidationResult.IS_POSSIBLE:
+        raise ValueError(f"Not a possible phone number for +{number.country_code}.")
     return phone_to_jid(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
