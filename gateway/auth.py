@@ -80,7 +80,7 @@ def decode_backend_jwt(token: str) -> dict[str, Any]:
         key = settings.BACKEND_JWT_PUBLIC_KEY
     else:
         raise jwt.InvalidAlgorithmError(f"Algorithm {algorithm!r} is not accepted.")
-    return jwt.decode(
+    claims = jwt.decode(
         token,
         key,
         algorithms=[algorithm],
@@ -93,6 +93,12 @@ def decode_backend_jwt(token: str) -> dict[str, Any]:
             "verify_iss": bool(settings.BACKEND_JWT_ISSUER),
         },
     )
+    # RFC 7519 makes the times NumericDates; PyJWT converts a string ("9999999999") with int().
+    for name in ("exp", "nbf", "iat"):
+        value = claims.get(name)
+        if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise jwt.InvalidTokenError(f"The {name!r} claim must be a number.")
+    return claims
 
 
 class BackendJWTAuthentication(authentication.BaseAuthentication):

@@ -174,6 +174,18 @@ def test_it_accepts_an_rs256_token(rs256) -> None:
         pytest.param(lambda: jwt.encode(_claims(), HS_SECRET, algorithm="HS512"), id="hs512"),
         pytest.param(lambda: "not.a.token", id="garbage"),
         pytest.param(
+            lambda: jwt.encode(
+                _claims(exp=str(int(time.time()) + 300)), HS_SECRET, algorithm="HS256"
+            ),
+            id="string-exp",
+        ),
+        pytest.param(
+            lambda: jwt.encode(_claims(exp=True), HS_SECRET, algorithm="HS256"), id="boolean-exp"
+        ),
+        pytest.param(
+            lambda: jwt.encode(_claims(nbf="0"), HS_SECRET, algorithm="HS256"), id="string-nbf"
+        ),
+        pytest.param(
             lambda: jwt.encode(_claims(), RSA_PRIVATE, algorithm="RS256"),
             id="rs256-without-public-key",
         ),
