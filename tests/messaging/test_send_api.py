@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import ipaddress
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,7 +19,7 @@ from django.db import connections
 from PIL import Image
 from rest_framework.test import APIClient
 
-from messaging.fetch import address_forbidden
+from messaging.fetch import FetchRefused, address_forbidden, fetch
 from messaging.models import Message
 
 pytestmark = pytest.mark.django_db
@@ -246,10 +248,61 @@ def test_oversize_uploads_are_413(api: APIClient, session, settings) -> None:
         "2002:7f00:1::1",
         "2002:a00:1::1",
         "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+        # Forms Python's is_global gets wrong, and IANA special-purpose blocks.
+        "::127.0.0.1",  # IPv4-compatible
+        "::ffff:0:127.0.0.1",  # IPv4-translated
+        "::ffff:0:8.8.8.8",
+        "fec0::1",  # site-local
+        "192.0.0.8",  # IPv4 dummy address
+        "192.0.0.9",  # PCP anycast (globally reachable, still special)
+        "198.18.0.1",  # benchmarking
+        "192.88.99.1",
+        "100::1",  # discard-only
+        "2001:2::1",  # benchmarking
+        "2001:db8::1",
+        "3fff::1",
+        "5f00::1",
+        "2620:4f:8000::1",
+        "64:ff9b:1::808:808",  # local-use NAT64, even for a public IPv4 address
+        "::ffff:192.0.0.8",
     ],
 )
 def test_non_public_addresses_are_forbidden(address: str) -> None:
     assert address_forbidden(ipaddress.ip_address(address))
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to make an internet socket fails the test: a refusal must come before one."""
+    original = socket.socket.__init__
+
+    def refuse(self, family=-1, *args, **kwargs) -> None:
+        if family in (socket.AF_INET, socket.AF_INET6):
+            raise AssertionError("a socket was opened for a refused address")
+        original(self, family, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "__init__", refuse)
+
+
+@pytest.mark.parametrize(
+    "media_url",
+    [
+        "http://[::127.0.0.1]/x.png",
+        "http://[::ffff:0:127.0.0.1]/x.png",
+        "http://[fec0::1]/x.png",
+        "http://192.0.0.8/x.png",
+        "http://198.18.0.1/x.png",
+        "http://[2001:db8::1]:8080/x.png",
+        "http://[64:ff9b:1::a9fe:a9fe]/latest/meta-data",
+        "http://169.254.169.254/latest/meta-data",
+    ],
+)
+def test_refused_addresses_are_refused_before_any_socket_exists(
+    no_network: None, media_url: str
+) -> None:
+    with pytest.raises(FetchRefused) as refused:
+        fetch(media_url, max_bytes=1024)
+    assert refused.value.code == "url_forbidden"
 
 
 @pytest.mark.parametrize(
@@ -339,7 +392,13 @@ def test_media_urls_to_our_own_network_are_refused_without_a_connection(
         ("http://no-such-host.invalid/x.png", "url_unresolvable"),
     ],
 )
-def test_other_refusals_have_codes(api: APIClient, session, media_url: str, code: str) -> None:
+def test_other_refusals_have_codes(
+    api: APIClient, session, media_url: str, code: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unresolvable(host: str, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", unresolvable)  # no DNS query leaves the machine
     response = send_url(api, session, media_url)
     assert response.status_code == 400
     assert response.json()["error"]["code"] == code
@@ -398,3 +457,60 @@ def test_a_media_url_too_large_is_413(api: APIClient, session, allowed_host, set
         server.close()
     assert response.status_code == 413
     assert not Message.objects.exists()
+
+
+def test_one_deadline_covers_a_server_that_trickles_headers(
+    api: APIClient, session, allowed_host, settings
+) -> None:
+    """A server sending one header line at a time, forever: each read is quick, the whole is not."""
+    settings.MEDIA_FETCH_TIMEOUT_SECONDS = 1
+    stop = threading.Event()
+
+    def trickle(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.wfile.flush()
+        while not stop.wait(0.2):
+            try:
+                handler.wfile.write(b"X-Trickle: 1\r\n")
+                handler.wfile.flush()
+            except OSError:
+                return
+
+    server = Target(allowed_host, trickle)
+    started = time.monotonic()
+    try:
+        response = send_url(api, session, f"{server.url}/slow.png")
+    finally:
+        stop.set()
+        server.close()
+    assert response.status_code == 400, response.json()
+    assert response.json()["error"]["code"] == "url_timeout"
+    assert time.monotonic() - started < 30  # it ended; before the fix it never did
+    assert not Message.objects.exists()
+
+
+def test_one_deadline_covers_every_redirect(
+    api: APIClient, session, allowed_host, settings
+) -> None:
+    """Five hops that each fit the budget do not get a budget each."""
+    settings.MEDIA_FETCH_TIMEOUT_SECONDS = 1
+    hops = []
+
+    def slow_redirect(handler: BaseHTTPRequestHandler) -> None:
+        hops.append(handler.path)
+        time.sleep(0.4)  # the server's own pace, not the test waiting for something
+        if len(hops) >= 5:
+            serve_png(handler)
+            return
+        handler.send_response(302)
+        handler.send_header("Location", f"/hop-{len(hops)}.png")
+        handler.end_headers()
+
+    server = Target(allowed_host, slow_redirect)
+    try:
+        response = send_url(api, session, f"{server.url}/hop-0.png")
+    finally:
+        server.close()
+    assert response.status_code == 400, response.json()
+    assert response.json()["error"]["code"] == "url_timeout"
+    assert len(hops) < 5
