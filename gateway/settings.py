@@ -110,6 +110,7 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "gateway.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "gateway.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -231,7 +232,13 @@ if S3_BUCKET:
         ),
     }
     _s3_backend = "storages.backends.s3.S3Storage"
-    _media = {"BACKEND": _s3_backend, "OPTIONS": {**_s3, "location": "media"}}
+    # Stored as downloads, with nothing guessed from the name (`x.tar.gz` is not gzip-encoded):
+    # a temporary URL says how each file is served (messaging.media.response_headers).
+    _media_objects = {"ContentType": "application/octet-stream", "ContentDisposition": "attachment"}
+    _media = {
+        "BACKEND": _s3_backend,
+        "OPTIONS": {**_s3, "location": "media", "object_parameters": _media_objects},
+    }
     # Auth snapshots are the keys to someone's WhatsApp account: never public, never overwritten.
     _sessions = {"BACKEND": _s3_backend, "OPTIONS": {**_s3, "location": "sessions"}}
 else:
@@ -274,6 +281,9 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 X_FRAME_OPTIONS = "DENY"
+# Who may embed the link page (CSP frame-ancestors): the gateway itself and these origins;
+# by default the browser origins trusted for the API.
+LINK_FRAME_ANCESTORS = ["'self'", *(env_origins("LINK_FRAME_ANCESTORS") or CORS_ALLOWED_ORIGINS)]
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", PRODUCTION)

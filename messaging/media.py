@@ -1,5 +1,13 @@
-"""Media of outbound messages: size limits per type, the type told by the bytes (never by the
-name or the declared type alone), a safe file name, and storage through `STORAGES["default"]`."""
+"""Media of messages: size limits per type, the type told by the bytes (never by the name or the
+declared type alone), a safe file name, storage through `STORAGES["default"]`, and how stored
+media are served.
+
+Media come from strangers (any WhatsApp user can send a linked number a "document" that is HTML,
+or an "image" that is SVG), so how a file is served is decided by its bytes alone, once, when it
+is stored: only types that cannot run script (JPEG, PNG, WebP, GIF, audio, video) are shown
+inline; everything else is a download of `application/octet-stream`, whatever its name or
+declared type says. Every temporary media URL carries that decision (`response_headers`).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +20,7 @@ import filetype
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.utils.http import content_disposition_header
 from django.utils.text import get_valid_filename
 
 # What WhatsApp takes for each kind of message, by the bytes' real type.
@@ -22,6 +31,9 @@ ACCEPTED = {
     "voice": {"audio/ogg"},  # a voice note is Ogg Opus
 }
 MEDIA_TYPES = ("image", "video", "audio", "voice", "document")
+# Images a browser shows without running anything in them (not SVG: it can carry script).
+INLINE_IMAGES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif"})
+DOWNLOAD = "application/octet-stream"
 
 
 class MediaRefused(Exception):
@@ -37,6 +49,7 @@ class StoredMedia:
     size: int
     sha256: str
     filename: str
+    served_as: str
 
     def model_fields(self) -> dict[str, object]:
         """The Message fields that describe it."""
@@ -46,7 +59,30 @@ class StoredMedia:
             "media_size": self.size,
             "media_sha256": self.sha256,
             "media_filename": self.filename,
+            "media_served_as": self.served_as,
         }
+
+
+def _inline(content_type: str) -> bool:
+    return content_type in INLINE_IMAGES or content_type.startswith(("audio/", "video/"))
+
+
+def served_as(data: bytes) -> str:
+    """The type a file is served as: what its bytes are when that cannot run script, otherwise
+    application/octet-stream (a download)."""
+    sniffed = filetype.guess_mime(data) or ""
+    return sniffed if _inline(sniffed) else DOWNLOAD
+
+
+def response_headers(served: str, filename: str) -> dict[str, str]:
+    """`Content-Type` and `Content-Disposition` for a file stored as `served` (a `served_as`
+    value; anything else, such as "" for files stored before, is a download)."""
+    inline = _inline(served)
+    return {
+        "Content-Type": served if inline else DOWNLOAD,
+        "Content-Disposition": content_disposition_header(not inline, filename or "file")
+        or "attachment",
+    }
 
 
 def max_bytes(kind: str) -> int:
@@ -110,4 +146,6 @@ def store(
     extension = mimetypes.guess_extension(mime_type.split(";")[0]) or ""
     name = safe_filename(filename, f"{kind}{extension}")
     saved = default_storage.save(f"{session_id}/{message_id}/{name}", ContentFile(data))
-    return StoredMedia(saved, mime_type, len(data), hashlib.sha256(data).hexdigest(), name)
+    return StoredMedia(
+        saved, mime_type, len(data), hashlib.sha256(data).hexdigest(), name, served_as(data)
+    )

@@ -20,6 +20,7 @@ from django.core.files.storage import default_storage
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from messaging import media
 from messaging.models import STATUS_TIMESTAMP_FIELDS, Direction, Message, MessageStatus
 from sessions_app.events import outbox_event
 from sessions_app.models import DesiredState, Session, SessionStatus
@@ -45,22 +46,37 @@ class IdempotencyConflict(Exception):
 
 def media_url(message: Message) -> str | None:
     """A temporary URL of the message's media (`MEDIA_URL_SECONDS`): presigned on S3, signed and
-    served by the gateway otherwise."""
+    served by the gateway otherwise; either way it carries the headers the file is served with
+    (`media.response_headers`), so no stored file can render as something that runs script."""
     if not message.media:
         return None
+    headers = media.response_headers(message.media_served_as, message.media_filename)
     if settings.S3_BUCKET:
-        return default_storage.url(message.media.name, expire=settings.MEDIA_URL_SECONDS)
-    token = signing.TimestampSigner(salt=MEDIA_SALT).sign_object(message.media.name)
+        return default_storage.url(
+            message.media.name,
+            expire=settings.MEDIA_URL_SECONDS,
+            parameters={
+                "ResponseContentType": headers["Content-Type"],
+                "ResponseContentDisposition": headers["Content-Disposition"],
+            },
+        )
+    token = signing.TimestampSigner(salt=MEDIA_SALT).sign_object(
+        {"name": message.media.name, "served_as": message.media_served_as, **headers}
+    )
     return f"{settings.PUBLIC_URL}/media/{token}"
 
 
-def media_name_from_token(token: str) -> str | None:
+def media_from_token(token: str) -> tuple[str, dict[str, str]] | None:
+    """The storage name and response headers a `/media/<token>` URL was signed with."""
     try:
-        return signing.TimestampSigner(salt=MEDIA_SALT).unsign_object(
+        signed = signing.TimestampSigner(salt=MEDIA_SALT).unsign_object(
             token, max_age=settings.MEDIA_URL_SECONDS
         )
     except signing.BadSignature:
         return None
+    if not isinstance(signed, dict) or not isinstance(signed.get("name"), str):
+        return None
+    return signed["name"], {k: signed[k] for k in ("Content-Type", "Content-Disposition")}
 
 
 def message_error(message: Message) -> dict[str, str] | None:

@@ -1,4 +1,4 @@
-"""Real-browser tests: the gateway as `manage.py serve` (daphne + an embedded sandbox worker) on
+"""Real-browser tests: the gateway as `manage.py serve` (HTTP, WebSockets and a sandbox worker) on
 the test database and Redis, driven by headless Chromium (Debian's `chromium`) through Playwright.
 
 Chromium missing is a failure, never a skip (`make test` installs it). Screenshots are saved in
@@ -70,23 +70,29 @@ class Gateway:
         self.url, self.api_key = url, api_key
 
     def post(self, path: str, body: dict) -> dict:
+        return self.call("POST", path, body)
+
+    def get(self, path: str) -> dict:
+        return self.call("GET", path)
+
+    def call(self, method: str, path: str, body: dict | None = None) -> dict:
         request = urllib.request.Request(
             self.url + path,
-            data=json.dumps(body).encode(),
+            data=None if body is None else json.dumps(body).encode(),
             headers={"Content-Type": "application/json", "X-API-Key": self.api_key},
-            method="POST",
+            method=method,
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read() or b"{}")
 
 
-@pytest.fixture
-def gateway(tmp_path: Path, test_database_url: str, transactional_db) -> Iterator[Gateway]:
+def start_gateway(tmp_path: Path, database_url: str, **env: str) -> Iterator[Gateway]:
     """`serve` with its worker; QR codes rotate every 3 s so a test sees one change."""
     processes = Processes(
         tmp_path,
-        DATABASE_URL=test_database_url,
+        DATABASE_URL=database_url,
         SANDBOX_TIMINGS=json.dumps({"qr_first": 4, "qr_next": 3, "qr_rotations": 30}),
+        **env,
     )
     port = free_port()
     server = processes.start("serve", "serve", "--port", str(port))
@@ -103,3 +109,29 @@ def gateway(tmp_path: Path, test_database_url: str, transactional_db) -> Iterato
     finally:
         processes.stop_all()
         shutil.rmtree(tmp_path / "sandbox", ignore_errors=True)
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, test_database_url: str, transactional_db) -> Iterator[Gateway]:
+    yield from start_gateway(tmp_path, test_database_url)
+
+
+@pytest.fixture
+def gateway_with_local_files(
+    tmp_path: Path, test_database_url: str, transactional_db
+) -> Iterator[Gateway]:
+    """The gateway keeping media on its own disk, so it serves them on its own origin."""
+    yield from start_gateway(tmp_path, test_database_url, S3_BUCKET="", S3_ENDPOINT_URL="")
+
+
+@pytest.fixture
+def csp_violations(page) -> list[str]:
+    """What the page's Content-Security-Policy refused, as Chromium reports it."""
+    refused: list[str] = []
+    page.on(
+        "console",
+        lambda message: (
+            refused.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+    return refused

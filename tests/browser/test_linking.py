@@ -57,7 +57,9 @@ def test_a_person_links_with_a_pairing_code_instead(gateway, page, screenshot) -
     page.click("#use-phone")
     page.fill("#phone", "555")
     page.click("#pair-form button")
-    page.wait_for_function("document.getElementById('pair-error').textContent", timeout=WAIT_MS)
+    page.wait_for_function(
+        "() => document.getElementById('pair-error').textContent", timeout=WAIT_MS
+    )
     assert "country code" in page.inner_text("#pair-error")
 
     page.fill("#phone", PHONE)
@@ -117,7 +119,9 @@ def test_an_operator_watches_and_links_a_session_in_the_admin(
     )
     page.fill("#gw-phone", PHONE)
     page.click("#gw-pair-button")
-    page.wait_for_function("document.getElementById('gw-pair-code').textContent", timeout=WAIT_MS)
+    page.wait_for_function(
+        "() => document.getElementById('gw-pair-code').textContent", timeout=WAIT_MS
+    )
     screenshot("session")
     gateway.post(f"/api/v1/sandbox/sessions/{session.pk}/scan", {"phone_number": PHONE})
     page.wait_for_selector(f"{badge}[data-status='connected']", timeout=WAIT_MS)

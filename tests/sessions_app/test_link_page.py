@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
+from django.contrib.staticfiles import finders
 from django.test import Client
 
 from sessions_app.tokens import ws_token_make
@@ -22,11 +24,28 @@ def test_the_page_opens_with_a_valid_token_and_needs_nothing_from_outside(
 
     assert response.status_code == 200
     page = response.content.decode()
-    assert str(session.id) in page and "/ws/sessions/" in page
+    assert str(session.id) in page and "/static/sessions_app/link.js" in page
+    assert "/ws/sessions/" in (Path(finders.find("sessions_app/link.js")).read_text())
     assert not re.search(r'(src|href)="(https?:)?//', page)  # no CDN, no outside assets
     assert "X-Frame-Options" not in response  # the backend may embed it
     assert response["Referrer-Policy"] == "no-referrer"
     assert 'name="viewport"' in page  # made for phones too
+
+
+@pytest.mark.smoke
+def test_the_page_runs_under_a_strict_csp_that_says_who_may_embed_it(
+    client: Client, make_session, settings
+) -> None:
+    settings.LINK_FRAME_ANCESTORS = ["'self'", "https://app.example.com"]
+    session = make_session(status="scan_qr")
+    response = client.get(f"/link/{session.id}/?token={ws_token_make(session.id)}")
+    policy = dict(
+        part.strip().split(" ", 1) for part in response["Content-Security-Policy"].split(";")
+    )
+    assert policy["default-src"] == "'none'" and policy["script-src"] == "'self'"
+    assert policy["frame-ancestors"] == "'self' https://app.example.com"
+    page = response.content.decode()
+    assert not re.search(r"<script>|<style|\son\w+=", page)  # nothing inline to allow
 
 
 @pytest.mark.parametrize("token", ["", "garbage", "other"])
