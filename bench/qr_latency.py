@@ -1,11 +1,11 @@
 """QR latency: from the engine issuing a QR code to the browser's WebSocket message.
 
 Two processes on the Redis channel layer, as in production: `run_worker` (the sandbox engine; QR
-codes rotate every second) and `serve --no-worker` (daphne, the WebSocket consumers). Headless
+codes rotate every second) and `serve --no-worker` (uvicorn, the WebSocket consumers). Headless
 Chromium opens one `/ws/sessions/<id>/?token=…` socket per session, as the link page does, and
 records for every pushed `session.qr` message `Date.now()` minus the issue time the sandbox puts
 in its codes (same machine, same clock). The path measured: engine event → worker (cache, status
-row, commit) → Redis group_send → daphne consumer → WebSocket → browser.
+row, commit) → Redis group_send → consumer (uvicorn) → WebSocket → browser.
 
 `make bench` or `scripts/run_tests.py --run .venv/bin/python bench/qr_latency.py`.
 """

@@ -1,4 +1,5 @@
-"""The ASGI application for daphne: Django's HTTP app, plus WebSockets under `/ws/`."""
+"""The ASGI application (uvicorn, through `manage.py serve`): Django's HTTP app with request bodies
+bounded at the edge, plus WebSockets under `/ws/`."""
 
 import os
 
@@ -10,10 +11,14 @@ django_asgi_app = get_asgi_application()  # sets Django up before the routing im
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from gateway.checks import refuse_serious_problems  # noqa: E402
+from gateway.limits import asgi_body_limit  # noqa: E402
 from gateway.routing import protect, websocket_urlpatterns  # noqa: E402
 
 refuse_serious_problems()
 
 application = ProtocolTypeRouter(
-    {"http": django_asgi_app, "websocket": protect(URLRouter(websocket_urlpatterns))}
+    {
+        "http": asgi_body_limit(django_asgi_app),
+        "websocket": protect(URLRouter(websocket_urlpatterns)),
+    }
 )

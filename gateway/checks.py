@@ -94,7 +94,7 @@ def check_settings(app_configs, **kwargs):
 
 
 def refuse_serious_problems() -> None:
-    """Web servers (gunicorn, daphne) run no system checks: they call this instead, so a production
+    """Web servers (gunicorn, uvicorn) run no system checks: they call this instead, so a production
     install with an error-level problem refuses to serve rather than serving insecurely."""
     from django.core.checks import run_checks
     from django.core.exceptions import ImproperlyConfigured

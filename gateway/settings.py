@@ -85,7 +85,6 @@ CORS_EXPOSE_HEADERS = ["X-Request-ID", "Retry-After"]
 # --- Applications -------------------------------------------------------------------------------
 
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -474,6 +473,7 @@ LOGGING = {
         # Django's own lines, which would say everything twice.
         "django.request": {"level": "CRITICAL"},
         "django.server": {"level": "WARNING"},
-        "daphne": {"level": "WARNING"},
+        # uvicorn's lines would repeat ours, and its WebSocket lines carry query strings (tokens).
+        "uvicorn": {"level": "WARNING"},
     },
 }

@@ -135,7 +135,7 @@ def test_rsa_public_keys_are_accepted_in_both_pem_forms(tmp_path: Path, encoding
 
 
 def test_web_servers_refuse_to_serve_with_a_serious_problem(tmp_path: Path) -> None:
-    """gunicorn and daphne run no system checks; the WSGI and ASGI modules run ours."""
+    """gunicorn and uvicorn run no system checks; the WSGI and ASGI modules run ours."""
     for module in ("gateway.wsgi", "gateway.asgi"):
         result = run(["-c", f"import {module}"], tmp_path, **production(DEBUG="true"))
         assert result.returncode != 0

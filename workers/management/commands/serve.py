@@ -1,15 +1,27 @@
-"""`serve`: the all-in-one gateway in one process, for trying it out and for small installs.
+"""`serve`: the all-in-one gateway in one process, for trying it out and for small installs; with
+`--no-worker`, the WebSocket server of a production install.
 
-Daphne serves HTTP and WebSockets, and a worker runs on daphne's own event loop (so the in-memory
-channel layer of the embedded mode reaches both). On SIGTERM/SIGINT the worker stops gracefully
-before the server exits. In production run gunicorn (HTTP), daphne (WebSockets) and `run_worker`
-separately.
+uvicorn serves HTTP and WebSockets, and a worker runs on the same event loop (so the in-memory
+channel layer of the embedded mode reaches both). uvicorn streams request bodies with
+backpressure, so a large body is never held in memory (daphne, used before, buffered and parsed
+whole bodies in Twisted first: 60 MB without credentials grew the process by ~720 MB);
+`gateway.limits` refuses oversized ones at the edge. On SIGTERM/SIGINT the worker stops
+gracefully (hands its sessions over) before the server closes.
 """
 
 import asyncio
+import contextlib
+import signal
+import socket
+from collections.abc import Iterator
 
+import uvicorn
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
+
+# Frames a browser sends here are small (the consumers read none of any size).
+WS_MAX_BYTES = 64 * 1024
+GRACEFUL_SECONDS = 10
 
 
 class Command(BaseCommand):
@@ -23,13 +35,23 @@ class Command(BaseCommand):
     def handle(
         self, *args: object, host: str, port: int, no_worker: bool, **options: object
     ) -> None:
-        from daphne.endpoints import build_endpoint_description_strings
-        from daphne.server import Server  # installs Twisted's asyncio reactor
-
         from gateway.asgi import application
 
-        if not no_worker:
-            self.attach_worker(name=f"serve-{port}")
+        config = uvicorn.Config(
+            application,
+            host=host,
+            port=port,
+            lifespan="off",
+            http="httptools",
+            ws="websockets-sansio",
+            ws_max_size=WS_MAX_BYTES,
+            log_config=None,  # our JSON logging (gateway.settings.LOGGING)
+            access_log=False,  # the request log line is gateway.middleware's
+            server_header=False,
+            proxy_headers=False,  # X-Forwarded-Proto is read by Django (SECURE_PROXY_SSL_HEADER)
+            timeout_graceful_shutdown=GRACEFUL_SECONDS,
+        )
+        sock = config.bind_socket()  # a port in use fails here, before a worker claims anything
         shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host
         base = settings.PUBLIC_URL or f"http://{shown}:{port}"
         self.stdout.write(
@@ -41,27 +63,35 @@ class Command(BaseCommand):
             "Stop with Ctrl-C."
         )
         self.stdout.flush()
-        Server(
-            application=application,
-            endpoints=build_endpoint_description_strings(host=host, port=port),
-            signal_handlers=True,
-            server_name="gateway",
-        ).run()
+        asyncio.run(self.run(Server(config), sock, worker=not no_worker, name=f"serve-{port}"))
 
-    def attach_worker(self, name: str) -> None:
-        from twisted.internet import defer, reactor
-
+    async def run(self, server: "Server", sock: socket.socket, *, worker: bool, name: str) -> None:
         from workers.runtime.worker import RuntimeConfig, WorkerRuntime
 
-        runtime = WorkerRuntime(RuntimeConfig.from_settings(name=name))
-        running: list[asyncio.Task] = []
-
-        def start() -> None:
-            running.append(asyncio.ensure_future(runtime.run()))
-
-        def stop() -> defer.Deferred | None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        runtime = WorkerRuntime(RuntimeConfig.from_settings(name=name)) if worker else None
+        tasks = [
+            asyncio.create_task(server.serve(sockets=[sock])),
+            asyncio.create_task(stop.wait()),
+        ]
+        if runtime is not None:
+            tasks.append(asyncio.create_task(runtime.run()))
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if runtime is not None:
             runtime.stop.set()
-            return defer.Deferred.fromFuture(running[0]) if running else None
+            await tasks[2]  # the worker hands its sessions over while the web still answers
+        server.should_exit = True
+        await tasks[0]
+        tasks[1].cancel()
 
-        reactor.callWhenRunning(start)
-        reactor.addSystemEventTrigger("before", "shutdown", stop)
+
+class Server(uvicorn.Server):
+    """uvicorn's server with the signals left to `Command.run`, which stops the worker first
+    (uvicorn's own handlers would also raise the signal again once it is done)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
