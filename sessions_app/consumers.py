@@ -7,6 +7,8 @@ between the two; then it forwards every change. Consumers never write to the dat
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -16,10 +18,17 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from sessions_app import qr
 from sessions_app.events import code_image, session_state
 from sessions_app.models import Session
-from sessions_app.tokens import ws_token_session
+from sessions_app.tokens import ws_token_read
+
+# The close code when a socket opened with a ws-token reaches the token's expiry (4000-4999 are
+# the application's own): the link page then says the link has expired.
+TOKEN_EXPIRED = 4001
 
 
-def _staff_may_view(user: Any) -> bool:
+@database_sync_to_async
+def _staff_may_view(scope: dict[str, Any]) -> bool:
+    """has_perm reads the user's groups and permissions from the database: never on the loop."""
+    user = scope.get("user")
     return bool(
         user
         and user.is_authenticated
@@ -50,14 +59,21 @@ def _messages(payload: dict[str, Any]) -> list[dict[str, Any]]:
     return messages
 
 
-class SessionConsumer(AsyncJsonWebsocketConsumer):
+class PushConsumer(AsyncJsonWebsocketConsumer):
+    """The server speaks, browsers listen: whatever a client sends (JSON or not) is ignored."""
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        return None
+
+
+class SessionConsumer(PushConsumer):
     async def connect(self) -> None:
         self.session_id = str(self.scope["url_route"]["kwargs"]["session_id"])
-        token = parse_qs(self.scope.get("query_string", b"").decode()).get("token", [""])[0]
-        allowed = _staff_may_view(await database_sync_to_async(lambda: self.scope["user"])()) or (
-            token and ws_token_session(token) == self.session_id
-        )
-        if not allowed:
+        raw = parse_qs(self.scope.get("query_string", b"").decode()).get("token", [""])[0]
+        token = ws_token_read(raw) if raw else None
+        if token is not None and token.session_id != self.session_id:
+            token = None
+        if token is None and not await _staff_may_view(self.scope):
             await self.close()  # before accept: the handshake is refused
             return
         self.group = f"session.{self.session_id}"
@@ -68,8 +84,14 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
             await self.close()
             return
         await self.accept()
+        if token is not None:  # a staff member's socket lives as long as their login
+            self.expiry = asyncio.create_task(self._close_at(token.expires_at))
         for message in _messages(current):
             await self.send_json(message)
+
+    async def _close_at(self, expires_at: float) -> None:
+        await asyncio.sleep(max(0.0, expires_at - time.time()))
+        await self.close(code=TOKEN_EXPIRED)
 
     def _current(self) -> dict[str, Any] | None:
         session = Session.objects.filter(pk=self.session_id).first()
@@ -86,6 +108,8 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         return payload
 
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "expiry", None):
+            self.expiry.cancel()
         if getattr(self, "group", None):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
@@ -94,11 +118,11 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json(message)
 
 
-class SessionsConsumer(AsyncJsonWebsocketConsumer):
+class SessionsConsumer(PushConsumer):
     """Every session's status, for operators' dashboards (staff only)."""
 
     async def connect(self) -> None:
-        if not _staff_may_view(await database_sync_to_async(lambda: self.scope["user"])()):
+        if not await _staff_may_view(self.scope):
             await self.close()
             return
         await self.channel_layer.group_add("sessions", self.channel_name)

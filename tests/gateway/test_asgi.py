@@ -21,12 +21,17 @@ class WhoAmI(AsyncJsonWebsocketConsumer):
 app = protect(URLRouter([path("ws/whoami/", WhoAmI.as_asgi())]))
 
 
+def socket(*headers: tuple[bytes, bytes], to=None) -> WebsocketCommunicator:
+    return WebsocketCommunicator(to or app, "/ws/whoami/", headers=list(headers))
+
+
+HOST = (b"host", b"localhost:8000")
+
+
 @pytest.mark.smoke
 @pytest.mark.asyncio
-async def test_a_socket_from_an_allowed_origin_is_accepted() -> None:
-    communicator = WebsocketCommunicator(
-        app, "/ws/whoami/", headers=[(b"origin", b"http://localhost:8000")]
-    )
+async def test_a_socket_from_the_gateways_own_origin_is_accepted() -> None:
+    communicator = socket((b"origin", b"http://localhost:8000"), HOST)
     connected, _ = await communicator.connect()
     assert connected
     assert await communicator.receive_json_from() == {"user": "AnonymousUser"}
@@ -34,24 +39,47 @@ async def test_a_socket_from_an_allowed_origin_is_accepted() -> None:
 
 
 @pytest.mark.asyncio
-async def test_a_socket_from_a_foreign_origin_is_refused(settings) -> None:
-    communicator = WebsocketCommunicator(
-        app, "/ws/whoami/", headers=[(b"origin", b"https://evil.example")]
-    )
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b"origin", b"https://evil.example"), HOST],
+        [(b"origin", b"http://localhost:9999"), HOST],  # another port is another origin
+        [(b"origin", b"https://localhost:8000"), HOST],  # another scheme too
+        [(b"origin", b"http://localhost:8000"), (b"host", b"evil.example:8000")],  # not ours
+        [(b"origin", b"http://evil.example"), (b"host", b"evil.example")],
+        [(b"origin", b"null"), HOST],
+        [HOST],  # no origin at all
+    ],
+)
+async def test_other_origins_are_refused(headers) -> None:
+    communicator = socket(*headers)
     connected, _ = await communicator.connect()
     assert not connected
+
+
+@pytest.mark.asyncio
+async def test_behind_a_tls_proxy_the_origin_is_https() -> None:
+    """The proxy says the browser came over https (Django's SECURE_PROXY_SSL_HEADER)."""
+    https = (b"origin", b"https://localhost"), (b"host", b"localhost")
+    forwarded = (b"x-forwarded-proto", b"https")
+    accepted = socket(*https, forwarded)
+    assert (await accepted.connect())[0]
+    await accepted.disconnect()
+    assert not (await socket(*https).connect())[0]
+    downgraded = socket((b"origin", b"http://localhost"), (b"host", b"localhost"), forwarded)
+    assert not (await downgraded.connect())[0]
 
 
 @pytest.mark.asyncio
 async def test_origins_trusted_for_cors_may_open_sockets(settings) -> None:
     settings.CORS_ALLOWED_ORIGINS = ["https://app.example.com"]
     trusted = protect(URLRouter([path("ws/whoami/", WhoAmI.as_asgi())]))
-    communicator = WebsocketCommunicator(
-        trusted, "/ws/whoami/", headers=[(b"origin", b"https://app.example.com")]
-    )
+    communicator = socket((b"origin", b"https://app.example.com"), HOST, to=trusted)
     connected, _ = await communicator.connect()
     assert connected
     await communicator.disconnect()
+    other_port = socket((b"origin", b"https://app.example.com:8443"), HOST, to=trusted)
+    assert not (await other_port.connect())[0]
 
 
 @pytest.mark.django_db

@@ -13,11 +13,13 @@ from django.test import Client
 
 from gateway.asgi import application
 from sessions_app import qr
+from sessions_app.consumers import TOKEN_EXPIRED
 from sessions_app.services import session_set_status
 from sessions_app.tokens import SALT, ws_token_make
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 ORIGIN = (b"origin", b"http://localhost:8000")
+HOST = (b"host", b"localhost:8000")
 
 
 @pytest_asyncio.fixture(autouse=True)
@@ -27,7 +29,7 @@ async def _close_connections():
 
 
 def socket(path: str, *headers: tuple[bytes, bytes]) -> WebsocketCommunicator:
-    return WebsocketCommunicator(application, path, headers=[ORIGIN, *headers])
+    return WebsocketCommunicator(application, path, headers=[ORIGIN, HOST, *headers])
 
 
 async def test_a_token_opens_its_session_with_the_current_state_then_every_change(
@@ -90,7 +92,7 @@ async def test_a_foreign_origin_is_refused_even_with_a_token(make_session) -> No
     communicator = WebsocketCommunicator(
         application,
         f"/ws/sessions/{session.id}/?token={ws_token_make(session.id)}",
-        headers=[(b"origin", b"https://evil.example")],
+        headers=[(b"origin", b"https://evil.example"), HOST],
     )
     connected, _ = await communicator.connect()
     assert not connected
@@ -112,3 +114,90 @@ async def test_staff_watch_every_session(staff_user, make_session) -> None:
     anonymous = socket("/ws/sessions/")
     assert not (await anonymous.connect())[0]
     await anonymous.wait()
+
+
+async def _staff_cookie(user) -> tuple[bytes, bytes]:
+    client = Client()
+    await sync_to_async(client.force_login)(user)
+    return (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+
+
+@pytest.fixture
+def viewer(django_user_model):
+    """A staff member who may only view sessions (not a superuser)."""
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user("viewer", password="x", is_staff=True)
+    user.user_permissions.add(
+        Permission.objects.get(codename="view_session", content_type__app_label="sessions_app")
+    )
+    return user
+
+
+async def test_staff_who_may_view_sessions_watch_them_without_being_superusers(
+    viewer, make_session
+) -> None:
+    cookie = await _staff_cookie(viewer)
+    session = await sync_to_async(make_session)(status="stopped")
+    for path in ("/ws/sessions/", f"/ws/sessions/{session.id}/"):
+        communicator = socket(path, cookie)
+        connected, _ = await communicator.connect()
+        assert connected, path
+        await communicator.disconnect()
+
+
+async def test_staff_without_the_view_permission_are_refused(
+    django_user_model, make_session
+) -> None:
+    user = await sync_to_async(django_user_model.objects.create_user)(
+        "nobody", password="x", is_staff=True
+    )
+    session = await sync_to_async(make_session)()
+    for path in ("/ws/sessions/", f"/ws/sessions/{session.id}/"):
+        communicator = socket(path, await _staff_cookie(user))
+        assert not (await communicator.connect())[0]
+        await communicator.wait()
+
+
+async def test_frames_from_the_client_are_ignored_json_or_not(make_session) -> None:
+    session = await sync_to_async(make_session)(status="starting", lease_epoch=1)
+    communicator = socket(f"/ws/sessions/{session.id}/?token={ws_token_make(session.id)}")
+    assert (await communicator.connect())[0]
+    await communicator.receive_json_from()  # the current state
+    await communicator.send_to(text_data="not json {")
+    await communicator.send_to(bytes_data=b"\x00\xff")
+    await communicator.send_json_to({"type": "anything"})
+    await sync_to_async(session_set_status)(session_id=session.id, status="scan_qr", epoch=1)
+    pushed = await communicator.receive_json_from(timeout=5)  # still open, still pushing
+    assert pushed["session"]["status"] == "scan_qr"
+    await communicator.disconnect()
+
+
+async def test_a_token_socket_is_closed_when_its_token_expires(make_session, settings) -> None:
+    settings.WS_TOKEN_SECONDS = 1
+    session = await sync_to_async(make_session)(status="scan_qr")
+    communicator = socket(f"/ws/sessions/{session.id}/?token={ws_token_make(session.id)}")
+    assert (await communicator.connect())[0]
+    await communicator.receive_json_from()
+    closed = await communicator.receive_output(timeout=10)
+    assert closed == {"type": "websocket.close", "code": TOKEN_EXPIRED}
+
+
+async def test_a_staff_socket_is_not_closed_by_any_token_expiry(
+    staff_user, make_session, settings
+) -> None:
+    settings.WS_TOKEN_SECONDS = 1
+    session = await sync_to_async(make_session)(status="scan_qr")
+    communicator = socket(f"/ws/sessions/{session.id}/", await _staff_cookie(staff_user))
+    assert (await communicator.connect())[0]
+    await communicator.receive_json_from()
+    assert await communicator.receive_nothing(timeout=2)
+    await communicator.disconnect()
+
+
+@pytest.mark.parametrize("path", ["/ws/nope/", "/ws/sessions/not-a-uuid/", "/ws/", "/elsewhere"])
+async def test_a_socket_to_a_path_nobody_serves_is_refused(path: str) -> None:
+    communicator = socket(path)
+    connected, _ = await communicator.connect()
+    assert not connected
+    await communicator.wait()

@@ -43,7 +43,14 @@
       if (message.type === "session.status") onStatus(message);
       if (message.type === "session.qr") onQr(message);
     };
-    socket.onclose = () => { if (!done) setTimeout(connect, retry); retry = Math.min(retry * 2, 15000); };
+    socket.onclose = (e) => {
+      if (e.code === 4001) {  // the link's token expired (sessions_app.consumers.TOKEN_EXPIRED)
+        done = true; $("problem-text").textContent = "This link has expired."; show("problem");
+        return;
+      }
+      if (!done) setTimeout(connect, retry);
+      retry = Math.min(retry * 2, 15000);
+    };
   }
   $("use-phone").onclick = () => { mode = "pair"; show("pair"); };
   $("use-qr").onclick = () => { mode = "scan"; show(expiresAt ? "scan" : "waiting"); };
