@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+from django.conf import settings
 from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse
 
@@ -21,6 +22,17 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 def request_id_of(request: HttpRequest) -> str:
     return getattr(request, "request_id", "")
+
+
+def client_ip(request: HttpRequest) -> str:
+    """The client's address: the connection's, or with TRUSTED_PROXY_COUNT proxies in front, the
+    address the outermost of them saw (each appends to X-Forwarded-For, so what a client writes
+    there itself is ignored)."""
+    proxies = settings.TRUSTED_PROXY_COUNT
+    forwarded = [a.strip() for a in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+    if proxies and len(forwarded) >= proxies and forwarded[-proxies]:
+        return forwarded[-proxies]
+    return request.META.get("REMOTE_ADDR", "")
 
 
 class RequestIdMiddleware:
