@@ -1,4 +1,4 @@
-"""Correlation ids for log lines.
+"""Correlation ids for log lines, and what log lines must never carry.
 
 `bind(request_id=…, session_id=…)` adds fields to every log line written in the current context
 (a request, a session's task, a message's send); `ContextFilter` copies them onto each record, and
@@ -10,7 +10,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import re
 from collections.abc import Iterator
+
+from pythonjsonlogger.json import JsonFormatter
 
 _context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
     "log_context", default=None
@@ -36,3 +39,22 @@ class ContextFilter(logging.Filter):
             if not hasattr(record, key):
                 setattr(record, key, value)
         return True
+
+
+# A URL's or path's query string (pre-signed S3 credentials, ?token=…), and the token of a
+# temporary media URL (`/media/<token>` opens the file for MEDIA_URL_SECONDS).
+_QUERY = re.compile(r"""(/[^\s"'<>?]*)\?[^\s"'<>#]+""")
+_MEDIA_TOKEN = re.compile(r"""(/media/)[^\s"'/?#]+(?![^\s"'?#])""")
+REDACTED = "[redacted]"
+
+
+def redact(text: str) -> str:
+    return _MEDIA_TOKEN.sub(rf"\g<1>{REDACTED}", _QUERY.sub(rf"\g<1>?{REDACTED}", text))
+
+
+class RedactingJsonFormatter(JsonFormatter):
+    """One JSON object per line, with query strings and media tokens taken out of the whole line:
+    the message (httpx logs every URL it requests), our fields (`path`) and tracebacks."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))

@@ -10,6 +10,7 @@ PostgreSQL `DATABASE_URL` is what makes an installation "production" for the saf
 
 from __future__ import annotations
 
+import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -36,6 +37,15 @@ from gateway.env import (
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("GATEWAY_VAR_DIR", str(BASE_DIR / "var"))).resolve()
 VERSION = "0.1.0"
+
+# Files the gateway writes (the embedded database, media, engine stores with the keys to WhatsApp
+# accounts, snapshots, secrets) are its own user's alone: 0600 files in 0700 directories. The
+# umask covers what SQLite and neonize create; Django's storage would chmod uploads to 0644.
+os.umask(0o077)
+FILE_UPLOAD_PERMISSIONS = 0o600
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
+if VAR_DIR.exists():
+    VAR_DIR.chmod(0o700)  # what an older version left readable inside is out of reach now
 
 # --- Mode ---------------------------------------------------------------------------------------
 
@@ -481,7 +491,7 @@ LOGGING = {
     "filters": {"context": {"()": "gateway.logging.ContextFilter"}},
     "formatters": {
         "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
+            "()": "gateway.logging.RedactingJsonFormatter",
             "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
             "datefmt": "%Y-%m-%dT%H:%M:%S%z",

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -13,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.gateway.test_settings import GATEWAY_VARS, ROOT
-from tests.processes import free_port
+from tests.processes import free_port, wait_until
 
 
 def get(url: str) -> tuple[int, bytes, dict[str, str]]:
@@ -76,3 +79,74 @@ def test_serve_runs_the_gateway_on_embedded_defaults_and_stops_on_sigterm(tmp_pa
     assert process.returncode == 0, output
     assert f"http://localhost:{port}/admin/" in output
     assert f"http://localhost:{port}/api/docs/" in output
+
+
+def call(base: str, method: str, path: str, key: str, body: dict | None = None) -> dict:
+    request = urllib.request.Request(
+        base + path,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"X-API-Key": key, "Content-Type": "application/json"},
+        method=method,
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def test_everything_serve_writes_is_its_own_users_alone(tmp_path: Path) -> None:
+    """The embedded database, media, auth stores, snapshots and secrets: 0600 files in 0700
+    directories, also when an older version left the var directory open."""
+    var = tmp_path / "var"
+    var.mkdir(mode=0o755)
+    env = {k: v for k, v in os.environ.items() if k not in GATEWAY_VARS}
+    env.update(GATEWAY_VAR_DIR=str(var), SANDBOX_TIMINGS='{"qr_first": 30}')
+    manage = [sys.executable, "manage.py"]
+    run = {"cwd": ROOT, "env": env, "check": True, "capture_output": True, "timeout": 120}
+    subprocess.run([*manage, "migrate", "--noinput"], **run)
+    key = subprocess.run([*manage, "create_api_key", "perms"], **run, text=True).stdout.split()[-1]
+    port = free_port()
+    process = subprocess.Popen(
+        [*manage, "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(f"{base}/health", process)
+        session = call(base, "POST", "/api/v1/sessions", key, {"engine": "sandbox"})["id"]
+        state = lambda: call(base, "GET", f"/api/v1/sessions/{session}", key)  # noqa: E731
+        wait_until(lambda: state()["status"] == "scan_qr", 30, "a QR code")
+        call(
+            base,
+            "POST",
+            f"/api/v1/sandbox/sessions/{session}/scan",
+            key,
+            {"phone_number": "+15550001"},
+        )
+        wait_until(lambda: state()["status"] == "connected", 30, "the session to connect")
+        media = {"data": base64.b64encode(b"%PDF-1.4 x").decode(), "mime_type": "application/pdf"}
+        call(
+            base,
+            "POST",
+            f"/api/v1/sandbox/sessions/{session}/receive",
+            key,
+            {"from": "+15550002", "type": "document", "media": media},
+        )
+        messages = lambda: call(base, "GET", f"/api/v1/sessions/{session}/messages", key)  # noqa: E731
+        wait_until(lambda: any(m["media"] for m in messages()["results"]), 30, "the media")
+    finally:
+        process.send_signal(signal.SIGTERM)  # a graceful stop also snapshots the session
+        output = process.communicate(timeout=30)[0]
+    assert process.returncode == 0, output
+
+    kinds = {"media": False, "auth": False, "sessions": False, "db.sqlite3": False}
+    assert stat.S_IMODE(var.stat().st_mode) == 0o700
+    for path in var.rglob("*"):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), f"{path.relative_to(var)}: {mode:o}"
+        top = path.relative_to(var).parts[0]
+        if top in kinds and path.is_file():
+            kinds[top] = True
+    assert all(kinds.values()), kinds  # each kind of secret was there to be checked

@@ -1,0 +1,74 @@
+"""No log line carries a query string (pre-signed S3 credentials, ?token=…) or a media token."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+from django.test import Client
+
+from gateway.logging import redact
+
+PRESIGNED = (
+    "https://s3.example.com/bucket/media/a/b/x.png?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+    "&X-Amz-Credential=AKIAEXAMPLE%2F20261201&X-Amz-Signature=deadbeef"
+)
+
+
+@pytest.fixture
+def log_lines() -> Iterator[io.StringIO]:
+    """What the configured JSON handler writes, as it writes it."""
+    (handler,) = [h for h in logging.getLogger().handlers if h.get_name() == "console"]
+    stream = io.StringIO()
+    previous = handler.setStream(stream)
+    level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.INFO)
+    try:
+        yield stream
+    finally:
+        handler.setStream(previous)
+        logging.getLogger().setLevel(level)
+
+
+def test_httpx_request_lines_lose_their_query_strings(log_lines: io.StringIO) -> None:
+    # httpx's own line for every request it makes (httpx/_client.py), here a media download.
+    logging.getLogger("httpx").info(
+        'HTTP Request: %s %s "%s %d %s"', "GET", PRESIGNED, "HTTP/1.1", 200, "OK"
+    )
+    line = json.loads(log_lines.getvalue().splitlines()[-1])
+    assert "X-Amz-Signature" not in line["message"] and "AKIAEXAMPLE" not in line["message"]
+    assert "https://s3.example.com/bucket/media/a/b/x.png?[redacted]" in line["message"]
+
+
+@pytest.mark.django_db
+def test_the_request_log_does_not_keep_media_tokens(log_lines: io.StringIO, client: Client) -> None:
+    client.get("/media/eyJuYW1lIjoieCJ9:1tSecret:signature")
+    line = json.loads(log_lines.getvalue().splitlines()[-1])
+    assert line["message"] == "request" and line["path"] == "/media/[redacted]"
+    assert "Secret" not in log_lines.getvalue()
+
+
+def test_tracebacks_and_fields_are_redacted_too(log_lines: io.StringIO) -> None:
+    try:
+        raise RuntimeError(f"could not fetch {PRESIGNED}")
+    except RuntimeError:
+        logging.getLogger("gateway.test").exception("failed", extra={"url": "/link/x/?token=abc"})
+    output = log_lines.getvalue()
+    assert "deadbeef" not in output and "token=abc" not in output
+    assert '"url": "/link/x/?[redacted]"' in output
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("GET /ws/sessions/1/?token=abc.def:ghi", "GET /ws/sessions/1/?[redacted]"),
+        ("see https://h/p?q=1#frag", "see https://h/p?[redacted]#frag"),
+        ("/media/abc.def:xyz done", "/media/[redacted] done"),
+        ("nothing to hide? no", "nothing to hide? no"),
+    ],
+)
+def test_redact(text: str, expected: str) -> None:
+    assert redact(text) == expected
