@@ -395,6 +395,9 @@ BACKEND_JWT_ISSUER = env_str("BACKEND_JWT_ISSUER")
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 # How long a WebSocket token stays valid: minutes, so the link page can reconnect with it.
 WS_TOKEN_SECONDS = env_int("WS_TOKEN_SECONDS", 900, minimum=30, maximum=86400)
+# Pairing codes per session and per phone number (API, link page and admin alike): asking
+# WhatsApp for codes in bulk gets numbers banned.
+PAIR_CODE_RATE = env_rate("PAIR_CODE_RATE", "5/h")
 # Crash tests only (gateway/failpoints.py): "name=exit,…"; off unless set.
 GATEWAY_FAILPOINTS = dict(
     item.partition("=")[::2] for item in env_list("GATEWAY_FAILPOINTS") if item.endswith("=exit")

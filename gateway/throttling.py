@@ -28,22 +28,37 @@ def window_count(key: str, *, timeout: int) -> int:
         return 1
 
 
+def parse_rate(rate: str) -> tuple[int, int]:
+    """`5/h` → (5, 3600)."""
+    count, _, period = rate.partition("/")
+    return int(count), _PERIODS[period[0]]
+
+
+def rate_wait(key: str, rate: str | None) -> float | None:
+    """Count one event under `key` against `rate` (fixed windows, shared by every process); the
+    seconds until the window ends when it is over the limit, else None. A cache that is down
+    lets it through (and logs it): losing a rate limit for a moment beats refusing traffic."""
+    if not rate:
+        return None
+    limit, period = parse_rate(rate)
+    now = time.time()
+    window = int(now // period)
+    try:
+        count = window_count(f"throttle:{key}:{period}:{window}", timeout=period + 1)
+    except Exception:
+        logger.warning("rate limit cache unavailable; %s allowed", key, exc_info=True)
+        return None
+    return (window + 1) * period - now if count > limit else None
+
+
 class ClientRateThrottle(BaseThrottle):
     """`API_THROTTLE_RATE` per API key / JWT subject / staff user, in fixed windows.
 
     One atomic `incr` per request (Redis `INCR`), so concurrent requests from many web processes
-    are all counted. A cache that is down lets requests through (and logs it): losing rate limiting
-    for a moment is better than refusing the backend's traffic.
+    are all counted (`rate_wait`).
     """
 
     scope = "client"
-
-    def _rate(self) -> tuple[int, int] | None:
-        rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
-        if not rate:
-            return None
-        count, _, period = rate.partition("/")
-        return int(count), _PERIODS[period[0]]
 
     def _ident(self, request: Request) -> str:
         user = request.user
@@ -54,20 +69,9 @@ class ClientRateThrottle(BaseThrottle):
         return f"ip:{self.get_ident(request)}"
 
     def allow_request(self, request: Request, view: Any) -> bool:
-        rate = self._rate()
-        if rate is None:
-            return True
-        limit, period = rate
-        now = time.time()
-        window = int(now // period)
-        self._wait = (window + 1) * period - now
-        key = f"throttle:{self.scope}:{self._ident(request)}:{period}:{window}"
-        try:
-            count = window_count(key, timeout=period + 1)
-        except Exception:
-            logger.warning("rate limit cache unavailable; request allowed", exc_info=True)
-            return True
-        return count <= limit
+        rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+        self._wait = rate_wait(f"{self.scope}:{self._ident(request)}", rate)
+        return self._wait is None
 
-    def wait(self) -> float:
+    def wait(self) -> float | None:
         return self._wait

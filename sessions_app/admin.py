@@ -142,7 +142,6 @@ class SessionAdmin(admin.ModelAdmin):
     def change_view(self, request: HttpRequest, object_id: str, form_url="", extra_context=None):
         session = self.get_object(request, object_id)
         if session is not None:
-            token = ws_token_make(session.pk)
             extra_context = {
                 **(extra_context or {}),
                 "worker_names": _worker_names(),
@@ -150,10 +149,17 @@ class SessionAdmin(admin.ModelAdmin):
                 "timeline": session.events.order_by("-created_at", "-id")[:TIMELINE_LENGTH],
                 "events_url": reverse("admin:sessions_app_sessionevent_changelist")
                 + f"?session__id__exact={session.pk}",
-                "pair_code_url": reverse("admin:sessions_app_session_pair_code", args=[session.pk]),
-                "link_url": reverse("link-page", args=[session.pk]) + f"?token={token}",
-                "link_minutes": settings.WS_TOKEN_SECONDS // 60,
             }
+            # Linking (a pairing code, the link page's token, which can ask for one) is a change.
+            if self.has_change_permission(request, session):
+                token = ws_token_make(session.pk)
+                extra_context |= {
+                    "pair_code_url": reverse(
+                        "admin:sessions_app_session_pair_code", args=[session.pk]
+                    ),
+                    "link_url": reverse("link-page", args=[session.pk]) + f"?token={token}",
+                    "link_minutes": settings.WS_TOKEN_SECONDS // 60,
+                }
         return super().change_view(request, object_id, form_url, extra_context)
 
     def get_urls(self):

@@ -8,6 +8,7 @@ with a countdown, a pairing code instead, and "Linked as +…" at the end.
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 
@@ -82,6 +83,10 @@ def pair_code_response(session: Session, body: bytes) -> JsonResponse:
         return JsonResponse(
             error_body("not_linking", "This session is not waiting to be linked."), status=409
         )
+    except services.PairCodeRateLimited as exc:
+        response = JsonResponse(error_body("rate_limited", str(exc)), status=429)
+        response["Retry-After"] = str(max(1, math.ceil(exc.wait)))
+        return response
     except services.PairCodeUnavailable:
         return JsonResponse(
             error_body("pair_code_unavailable", "No code came in time; try again."), status=503

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.files.storage import storages
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F, Q
@@ -20,6 +21,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from gateway.failpoints import failpoint
+from gateway.throttling import rate_wait
 from sessions_app import events, qr
 from sessions_app.models import DesiredState, Session, SessionEvent, SessionStatus
 from workers.models import Worker, WorkerStatus
@@ -479,18 +481,33 @@ class PairCodeUnavailable(Exception):
     """The owning worker gave no pairing code in time."""
 
 
-def session_request_pair_code(*, session: Session, phone_number: str) -> Session:
-    """Ask the owning worker for a pairing code for `phone_number` (linking without a camera).
-    The code arrives like a QR code: in the cache, as a `session.pair_code` event and webhook."""
-    if session.status not in (SessionStatus.STARTING, SessionStatus.SCAN_QR, SessionStatus.PAIRING):
-        raise NotLinking(f"The session is {session.status}, not waiting to be linked.")
-    return _request(session, pair_phone=phone_number, pair_requested_at=timezone.now())
+class PairCodeRateLimited(Exception):
+    """Too many pairing codes for this session or number (`PAIR_CODE_RATE`)."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__("Too many pairing codes asked for; try again later.")
+        self.wait = wait
 
 
 def session_pair_code(*, session: Session, phone_number: str) -> dict[str, Any]:
-    """Ask for a pairing code and wait for it (`code`, `expires_at` as a Unix time)."""
+    """Ask the owning worker for a pairing code for `phone_number` (linking without a camera) and
+    wait for it (`code`, `expires_at` as a Unix time). The code also arrives like a QR code: in the
+    cache, as a `session.pair_code` event and webhook.
+
+    At most `PAIR_CODE_RATE` per session and per number: WhatsApp bans numbers that ask for codes
+    in bulk, as for number checks. Raises NotLinking, SessionBeingDeleted, PairCodeRateLimited,
+    PairCodeUnavailable."""
+    if session.status not in (SessionStatus.STARTING, SessionStatus.SCAN_QR, SessionStatus.PAIRING):
+        raise NotLinking(f"The session is {session.status}, not waiting to be linked.")
+    rate = settings.PAIR_CODE_RATE
+    waits = [
+        rate_wait(f"pair_code:session:{session.pk}", rate),
+        rate_wait(f"pair_code:number:{phone_number}", rate),
+    ]
+    if any(waits):
+        raise PairCodeRateLimited(max(w for w in waits if w))
     asked = time.time()
-    session_request_pair_code(session=session, phone_number=phone_number)
+    _request(session, pair_phone=phone_number, pair_requested_at=timezone.now())
     code = qr.pair_code_wait(session_id=session.pk, since=asked, timeout=PAIR_CODE_WAIT_SECONDS)
     if code is None:
         raise PairCodeUnavailable("No pairing code came from the worker in time; try again.")

@@ -12,7 +12,7 @@ from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers, status
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -319,7 +319,8 @@ class SessionPairCodeApi(APIView):
         summary="Link with a pairing code instead of a QR code",
         description="Asks the worker running the session for a pairing code for `phone_number` "
         "and returns it (waiting up to 15 s). 409 `not_linking` when the session is not waiting "
-        "to be linked; 503 `pair_code_unavailable` when no code came in time.",
+        "to be linked; 429 `rate_limited` (with `Retry-After`) past `PAIR_CODE_RATE` codes for "
+        "the session or the number; 503 `pair_code_unavailable` when no code came in time.",
     )
     def post(self, request: Request, session_id: uuid.UUID) -> Response:
         data = SessionPairCodeInputSerializer(data=request.data)
@@ -333,6 +334,8 @@ class SessionPairCodeApi(APIView):
             raise Conflict(str(exc), code="not_linking") from None
         except services.SessionBeingDeleted:
             raise Conflict("The session is being deleted.", code="session_deleting") from None
+        except services.PairCodeRateLimited as exc:
+            raise Throttled(wait=exc.wait, detail=str(exc)) from None
         except services.PairCodeUnavailable as exc:
             raise ServiceUnavailable(str(exc), code="pair_code_unavailable") from None
         expires_at = datetime.fromtimestamp(code["expires_at"], tz=UTC)

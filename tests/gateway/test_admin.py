@@ -165,6 +165,27 @@ def test_the_admin_pairing_form_needs_csrf_and_change_permission(
     assert client.post(url, body, content_type="application/json").status_code == 403
 
 
+def test_a_view_only_staff_member_gets_no_link_page_token_and_no_pairing_form(
+    make_session, django_user_model
+) -> None:
+    """The link page's token can ask for pairing codes: handing it out is a change."""
+    from django.contrib.auth.models import Permission
+
+    viewer = django_user_model.objects.create_user("viewer", password="x" * 20, is_staff=True)
+    viewer.user_permissions.add(
+        Permission.objects.get(codename="view_session", content_type__app_label="sessions_app")
+    )
+    client = Client()
+    client.force_login(viewer)
+    session = make_session(status="scan_qr")
+    response = client.get(f"/admin/sessions_app/session/{session.id}/change/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "/link/" not in page and "token=" not in page
+    assert 'id="gw-pair-button"' not in page
+    assert 'id="gw-qr"' in page  # the live panel itself is still there to watch
+
+
 def test_the_worker_list_shows_heartbeat_age_load_and_status(operator: Client, settings) -> None:
     from datetime import timedelta
 

@@ -89,11 +89,12 @@ document.addEventListener("DOMContentLoaded", function () {
     const $ = (id) => document.getElementById(id);
     const sessionId = panel.dataset.liveSession;
     let status = panel.dataset.status, expiresAt = 0, pairExpiresAt = 0;
+    const pairing = Boolean($("gw-pair-button"));
     setInterval(() => {
       const left = Math.max(0, Math.round((expiresAt - Date.now()) / 1000));
       $("gw-qr-countdown").textContent = left ? `Changes in ${left} s` : "Waiting for the next code…";
       const pairLeft = Math.max(0, Math.round((pairExpiresAt - Date.now()) / 1000));
-      $("gw-pair-countdown").textContent = pairExpiresAt ? (pairLeft ? `Valid for ${pairLeft} s` : "Expired") : "";
+      if (pairing) $("gw-pair-countdown").textContent = pairExpiresAt ? (pairLeft ? `Valid for ${pairLeft} s` : "Expired") : "";
     }, 1000);
 
     follow(`/ws/sessions/${sessionId}/`, $("gw-live-session"), (message) => {
@@ -119,11 +120,12 @@ document.addEventListener("DOMContentLoaded", function () {
         $("gw-qr").dataset.code = message.qr.code;
         $("gw-qr-box").hidden = false;
         expiresAt = Date.parse(message.qr.expires_at) || 0;
-      } else if (message.type === "session.pair_code") {
+      } else if (message.type === "session.pair_code" && pairing) {
         $("gw-pair-code").textContent = message.pair_code.code;
       }
     });
 
+    if (!pairing) return;  // the form is there only for those who may change the session
     $("gw-phone").addEventListener("keydown", (event) => {
       if (event.key === "Enter") {  // inside the admin's form: ask for the code, never save
         event.preventDefault();
