@@ -23,6 +23,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
+from gateway.contract import ContractViolation
 from gateway.middleware import request_id_of
 
 logger = logging.getLogger("gateway.errors")
@@ -134,6 +135,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     elif isinstance(exc, exceptions.ValidationError):
         details = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
         body = error_body("validation_error", "The request has invalid fields.", details)
+        if getattr(request, "contract_checked", False) and not isinstance(exc, ContractViolation):
+            # It matched the schema (gateway.contract), so what is wrong is its content.
+            body["error"]["message"] = "The request is well-formed, but its content is not valid."
+            set_rollback()
+            return Response(body, status=status.HTTP_422_UNPROCESSABLE_ENTITY, headers=headers)
     else:
         code = _CODES.get(type(exc)) or next(
             (c for cls, c in _CODES.items() if isinstance(exc, cls)), exc.default_code

@@ -21,14 +21,16 @@ ErrorSerializer = inline_serializer(
 )
 
 _DESCRIPTIONS = {
-    400: "Invalid input (`validation_error` with field details, `malformed_request`).",
+    400: "The request does not match this schema (`validation_error` with the fields, "
+    "`malformed_request` for a body that cannot be read).",
     401: "No or bad credentials (`not_authenticated`, `authentication_failed`).",
     403: "Not allowed (`permission_denied`).",
     404: "No such object (`not_found`).",
-    409: "Conflicts with the current state.",
+    409: "Conflicts with the current state (or the session's engine refused it).",
     413: "Body too large (`payload_too_large`).",
     415: "Unsupported content type (`unsupported_media_type`).",
-    422: "Understood but not processable.",
+    422: "Matches the schema, but its content cannot be accepted (`validation_error` with the "
+    "fields, or a code of its own such as `idempotency_key_reused`).",
     429: "Rate limited (`rate_limited`); see `Retry-After`.",
     500: "Unexpected error (`internal_error`, with `details.request_id`).",
     503: "A dependency is down (`service_unavailable`).",

@@ -337,7 +337,8 @@ REST_FRAMEWORK = {
         "gateway.auth.BackendJWTAuthentication",
         "gateway.auth.StaffSessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["gateway.auth.IsApiClient"],
+    # The contract check is last: who may call comes first, then whether the call is well-formed.
+    "DEFAULT_PERMISSION_CLASSES": ["gateway.auth.IsApiClient", "gateway.contract.MatchesContract"],
     "DEFAULT_THROTTLE_CLASSES": ["gateway.throttling.ClientRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "client": env_rate("API_THROTTLE_RATE", "6000/min"),
@@ -345,11 +346,8 @@ REST_FRAMEWORK = {
         "check_numbers": env_rate("CHECK_NUMBERS_RATE", "10/min"),
     },
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": [
-        "gateway.parsers.SafeJSONParser",
-        "rest_framework.parsers.MultiPartParser",
-        "rest_framework.parsers.FormParser",
-    ],
+    # JSON everywhere; sending a message also takes multipart (a file), nothing takes forms.
+    "DEFAULT_PARSER_CLASSES": ["gateway.parsers.SafeJSONParser"],
     "DEFAULT_PAGINATION_CLASS": "gateway.pagination.CreatedCursorPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "gateway.errors.exception_handler",
@@ -361,7 +359,13 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": (
         "Link WhatsApp numbers, send and receive messages, and follow every status change. "
         "Authenticate with `Authorization: Api-Key <key>`, `X-API-Key: <key>` or a bearer JWT "
-        'signed by the backend. Every error is `{"error": {"code", "message", "details"}}`.'
+        'signed by the backend. Every error is `{"error": {"code", "message", "details"}}`.\n\n'
+        "This schema is enforced: a request that does not match it (types, required fields, "
+        "lengths, patterns, enums) is a 400 `validation_error` naming each field; one that "
+        "matches but whose content cannot be accepted (a number that cannot exist, a field the "
+        "message's type does not take, a URL the gateway will not fetch) is a 422. Request "
+        "bodies are JSON, except a message with a file (multipart). No text may contain NUL "
+        "(U+0000) or unpaired surrogates (400)."
     ),
     "VERSION": VERSION,
     "SERVE_INCLUDE_SCHEMA": False,
@@ -395,6 +399,9 @@ BACKEND_JWT_ISSUER = env_str("BACKEND_JWT_ISSUER")
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 # How long a WebSocket token stays valid: minutes, so the link page can reconnect with it.
 WS_TOKEN_SECONDS = env_int("WS_TOKEN_SECONDS", 900, minimum=30, maximum=86400)
+# How long the API waits for the worker running a session to answer (pairing codes, number checks,
+# mark read) before it says 503.
+WORKER_CALL_SECONDS = env_int("WORKER_CALL_SECONDS", 15, minimum=1, maximum=120)
 # Pairing codes per session and per phone number (API, link page and admin alike): asking
 # WhatsApp for codes in bulk gets numbers banned.
 PAIR_CODE_RATE = env_rate("PAIR_CODE_RATE", "5/h")

@@ -10,11 +10,10 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.core.cache import cache
 
 from gateway.errors import ApiError, ServiceUnavailable
-
-CALL_SECONDS = 15.0
 
 
 def _key(call_id: str) -> str:
@@ -28,7 +27,7 @@ def call_answer(*, call_id: str, answer: dict[str, Any]) -> None:
 
 def call(session_id: object, method: str, **arguments: Any) -> dict[str, Any] | None:
     """Publish the call and wait for the answer (`{"ok": …}` or `{"error": {code, message}}`);
-    None when no worker answered within CALL_SECONDS."""
+    None when no worker answered within WORKER_CALL_SECONDS."""
     from workers.sandbox import control_group
 
     call_id = uuid.uuid4().hex
@@ -43,7 +42,7 @@ def call(session_id: object, method: str, **arguments: Any) -> dict[str, Any] | 
         async_to_sync(get_channel_layer().group_send)(control_group(session_id), message)
     except Exception as exc:
         raise ServiceUnavailable("The channel layer is unavailable.") from exc
-    deadline = time.monotonic() + CALL_SECONDS
+    deadline = time.monotonic() + settings.WORKER_CALL_SECONDS
     while time.monotonic() < deadline:
         answer = cache.get(_key(call_id))
         if answer is not None:

@@ -84,7 +84,10 @@ _resolver = ThreadPoolExecutor(max_workers=4, thread_name_prefix="media-fetch-dn
 
 
 class FetchRefused(Exception):
-    def __init__(self, code: str, message: str, *, status: int = 400) -> None:
+    """A `media.url` that is not fetched. A 422 by default: the request is well-formed, the URL is
+    not one the gateway fetches (or could not fetch)."""
+
+    def __init__(self, code: str, message: str, *, status: int = 422) -> None:
         super().__init__(message)
         self.code, self.status = code, status
 

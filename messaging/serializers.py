@@ -8,7 +8,7 @@ from messaging import services
 from messaging.media import MEDIA_TYPES
 from messaging.models import Direction, Message, MessageStatus, MessageType
 from sessions_app.services import E164
-from workers.engines.jids import recipient_jid
+from workers.engines.jids import RECIPIENT_PATTERN, recipient_jid
 
 CAPTIONED = ("image", "video", "document")
 
@@ -34,18 +34,28 @@ class ContactSerializer(serializers.Serializer):
 
 
 class MediaUrlSerializer(serializers.Serializer):
-    url = serializers.URLField(max_length=2000, help_text="Fetched by the gateway (http/https).")
+    url = serializers.RegexField(
+        # RFC 3986 in ASCII (non-ASCII percent-encoded): an authority, then path, query, fragment.
+        r"^https?://[A-Za-z0-9._~%!$&'()*+,;=:@\[\]-]+([/?#][!-~]*)?$",
+        max_length=2000,
+        help_text="Fetched by the gateway: http or https, ASCII (percent-encode the rest), a "
+        "public address (422 `url_forbidden` otherwise), within MEDIA_FETCH_TIMEOUT_SECONDS.",
+    )
 
 
-class MessageCreateInputSerializer(serializers.Serializer):
-    to = serializers.CharField(
-        max_length=100, help_text="E.164 number (+4915123456789) or a JID (…@g.us, …@lid)."
+class MessageFieldsSerializer(serializers.Serializer):
+    """What a message is, however it is sent: JSON (`MessageCreateInputSerializer`) or
+    multipart with its file (`MessageUploadInputSerializer`)."""
+
+    to = serializers.RegexField(
+        RECIPIENT_PATTERN,
+        max_length=100,
+        help_text="E.164 number (+4915123456789) or a JID (…@g.us, …@lid). A number must be "
+        "possible for its country code (422 otherwise).",
     )
     type = serializers.ChoiceField(choices=MessageType.choices, default=MessageType.TEXT)
     text = serializers.CharField(max_length=4096, required=False, default="", allow_blank=True)
     caption = serializers.CharField(max_length=1024, required=False, default="", allow_blank=True)
-    file = serializers.FileField(required=False, help_text="Multipart only: the media itself.")
-    media = MediaUrlSerializer(required=False, help_text="Or `media.url` to fetch it from.")
     filename = serializers.CharField(max_length=255, required=False, default="", allow_blank=True)
     reply_to = serializers.CharField(
         max_length=100,
@@ -54,8 +64,6 @@ class MessageCreateInputSerializer(serializers.Serializer):
         allow_blank=True,
         help_text="WhatsApp id of the message replied (or, for `reaction`, reacted) to.",
     )
-    location = LocationSerializer(required=False)
-    contact = ContactSerializer(required=False)
     reaction = serializers.CharField(
         max_length=16,
         required=False,
@@ -93,10 +101,26 @@ class MessageCreateInputSerializer(serializers.Serializer):
         return attrs
 
 
+class MessageCreateInputSerializer(MessageFieldsSerializer):
+    """A message as JSON; media by `media.url`."""
+
+    media = MediaUrlSerializer(required=False, help_text="The media, fetched from this URL.")
+    location = LocationSerializer(required=False)
+    contact = ContactSerializer(required=False)
+
+
+class MessageUploadInputSerializer(MessageFieldsSerializer):
+    """A message as a multipart form, with its media as `file`."""
+
+    file = serializers.FileField(help_text="The media itself.")
+
+
 class MessageFilterSerializer(serializers.Serializer):
     direction = serializers.ChoiceField(choices=Direction.choices, required=False)
     status = serializers.ChoiceField(choices=MessageStatus.choices, required=False)
-    chat = serializers.CharField(max_length=100, required=False, help_text="E.164 number or JID.")
+    chat = serializers.RegexField(
+        RECIPIENT_PATTERN, max_length=100, required=False, help_text="E.164 number or JID."
+    )
     since = serializers.DateTimeField(required=False, help_text="Created at or after (ISO 8601).")
 
     def validate_chat(self, value: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from typing import Any
 
@@ -31,17 +32,20 @@ from messaging.serializers import (
     MessageCreateInputSerializer,
     MessageFilterSerializer,
     MessageOutputSerializer,
+    MessageUploadInputSerializer,
     NumberCheckSerializer,
 )
 from sessions_app.selectors import session_get
 
 TAG = ["messages"]
+# Printable ASCII: a header value any HTTP client and proxy carries unchanged.
+IDEMPOTENCY_KEY_PATTERN = r"^[ -~]{1,200}$"
 IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key",
-    str,
+    {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
     OpenApiParameter.HEADER,
     description="The same key and body again returns the same message (200); the same key with "
-    "another body is a 422. Up to 200 printable characters.",
+    "another body is a 422. 1 to 200 printable ASCII characters.",
 )
 
 
@@ -62,9 +66,9 @@ def _idempotency_key(request: Request) -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
-    if not (0 < len(key) <= 200) or not key.isprintable():
+    if not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):  # the contract check has said so already
         raise ApiError(
-            "Idempotency-Key must be 1 to 200 printable characters.", code="validation_error"
+            "Idempotency-Key must be 1 to 200 printable ASCII characters.", code="validation_error"
         )
     return key
 
@@ -93,7 +97,7 @@ class SessionMessagesApi(generics.ListAPIView):
         operation_id="messages_list",
         tags=TAG,
         parameters=[MessageFilterSerializer],
-        responses={200: MessageOutputSerializer(many=True), **errors(400, 404)},
+        responses={200: MessageOutputSerializer(many=True), **errors(400, 404, 422)},
         summary="A session's messages",
         description="Newest first, cursor pagination. Media appear without URLs here; "
         "`GET /messages/{id}` gives a temporary one.",
@@ -107,7 +111,7 @@ class SessionMessagesApi(generics.ListAPIView):
         parameters=[IDEMPOTENCY_KEY],
         request={
             "application/json": MessageCreateInputSerializer,
-            "multipart/form-data": MessageCreateInputSerializer,
+            "multipart/form-data": MessageUploadInputSerializer,
         },
         responses={
             202: MessageOutputSerializer,
@@ -117,15 +121,19 @@ class SessionMessagesApi(generics.ListAPIView):
         summary="Send a message",
         description="Queues the message (202, status `queued`); the worker running the session "
         "sends it at the session's pace, and every status change comes as a `message.status` "
-        "webhook. Media as a multipart `file` or as `media.url` (fetched by the gateway; only "
-        "public addresses). 409 `session_not_running` when the session is stopped, logged out "
-        "or failed (a reconnecting session keeps its queue). 413 over the size limits, 415 when "
-        "the bytes are not what `type` says.",
+        "webhook. Media as a multipart `file` (a form of the flat fields) or, in JSON, as "
+        "`media.url` (fetched by the gateway; only public addresses). 409 `session_not_running` "
+        "when the session is stopped, logged out or failed (a reconnecting session keeps its "
+        "queue). 413 over the size limits, 415 when the bytes are not what `type` says; 422 for "
+        "a well-formed message that cannot be sent as it is (a field its type does not take, a "
+        "number that cannot exist, `Idempotency-Key` reused with another body).",
     )
     def post(self, request: Request, session_id: uuid.UUID) -> Response:
         session = session_get(session_id=session_id)
         key = _idempotency_key(request)
-        data = MessageCreateInputSerializer(data=request.data)
+        multipart = request.content_type.startswith("multipart/")
+        serializer = MessageUploadInputSerializer if multipart else MessageCreateInputSerializer
+        data = serializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
         upload = v.get("file")
@@ -244,7 +252,10 @@ class CheckNumbersApi(APIView):
         operation_id="sessions_check_numbers",
         tags=TAG,
         request=CheckNumbersInputSerializer,
-        responses={200: NumberCheckSerializer(many=True), **errors(400, 404, 503)},
+        responses={
+            200: NumberCheckSerializer(many=True),
+            **errors(400, 404, 409, 413, 415, 422, 503),
+        },
         summary="Which numbers are on WhatsApp",
         description="Up to 50 numbers a call, rate-limited per client (`CHECK_NUMBERS_RATE`): "
         "WhatsApp bans numbers that check in bulk. Asks through the worker running the session; "

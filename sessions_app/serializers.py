@@ -10,21 +10,6 @@ from sessions_app.models import Engine, Session, SessionStatus
 MAX_METADATA_BYTES = 16 * 1024
 
 
-def _storable(value: object) -> bool:
-    """True when every string in `value` can be stored as PostgreSQL text (no NUL, valid UTF-8)."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
-        return "\x00" not in value
-    if isinstance(value, dict):
-        return all(_storable(k) and _storable(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_storable(item) for item in value)
-    return True
-
-
 class SessionOutputSerializer(serializers.ModelSerializer):
     worker_id = serializers.UUIDField(allow_null=True, read_only=True)
     last_error = serializers.SerializerMethodField()
@@ -82,8 +67,6 @@ class SessionCreateInputSerializer(serializers.Serializer):
     def validate_metadata(self, metadata: dict) -> dict:
         if len(json.dumps(metadata)) > MAX_METADATA_BYTES:
             raise serializers.ValidationError(f"At most {MAX_METADATA_BYTES} bytes of JSON.")
-        if not _storable(metadata):
-            raise serializers.ValidationError("Text may not contain NUL or unpaired surrogates.")
         return metadata
 
     def validate(self, attrs: dict) -> dict:

@@ -469,8 +469,7 @@ def session_request_migrate(*, session: Session, target: Worker | None = None) -
 
 
 # A phone number as WhatsApp wants it for linking: E.164 with its country code.
-E164 = r"^\+[1-9]\d{6,14}$"
-PAIR_CODE_WAIT_SECONDS = 15.0
+E164 = r"^\+[1-9][0-9]{6,14}$"
 
 
 class NotLinking(Exception):
@@ -508,7 +507,8 @@ def session_pair_code(*, session: Session, phone_number: str) -> dict[str, Any]:
         raise PairCodeRateLimited(max(w for w in waits if w))
     asked = time.time()
     _request(session, pair_phone=phone_number, pair_requested_at=timezone.now())
-    code = qr.pair_code_wait(session_id=session.pk, since=asked, timeout=PAIR_CODE_WAIT_SECONDS)
+    wait = settings.WORKER_CALL_SECONDS
+    code = qr.pair_code_wait(session_id=session.pk, since=asked, timeout=wait)
     if code is None:
         raise PairCodeUnavailable("No pairing code came from the worker in time; try again.")
     return code

@@ -19,7 +19,6 @@ from rest_framework.views import APIView
 
 from gateway.errors import Conflict, ServiceUnavailable
 from gateway.openapi import errors
-from gateway.parsers import SafeJSONParser
 from sessions_app import events, qr, selectors, services
 from sessions_app.models import Session
 from sessions_app.serializers import (
@@ -36,8 +35,6 @@ TAG = ["sessions"]
 
 class SessionListCreateApi(generics.ListAPIView):
     serializer_class = SessionOutputSerializer
-    # JSON only: `metadata` is an object, which form encodings cannot carry.
-    parser_classes = [SafeJSONParser]
 
     def get_queryset(self) -> QuerySet[Session]:
         filters = SessionFilterSerializer(data=self.request.query_params)
@@ -48,7 +45,7 @@ class SessionListCreateApi(generics.ListAPIView):
         operation_id="sessions_list",
         tags=TAG,
         parameters=[SessionFilterSerializer],
-        responses={200: SessionOutputSerializer(many=True), **errors(400)},
+        responses={200: SessionOutputSerializer(many=True), **errors(400, 422)},
         summary="List sessions",
         description="Newest first, with cursor pagination "
         "(`next`/`previous` links; `page_size` up to 200).",
@@ -63,7 +60,7 @@ class SessionListCreateApi(generics.ListAPIView):
         responses={
             201: SessionOutputSerializer,
             200: SessionOutputSerializer,
-            **errors(400, 413, 415),
+            **errors(400, 413, 415, 422),
         },
         summary="Create a session",
         description="Creates a session and, unless `start` is false, asks a worker to start "
@@ -189,7 +186,7 @@ class SessionMigrateApi(APIView):
         operation_id="sessions_migrate",
         tags=TAG,
         request=SessionMigrateInputSerializer,
-        responses={202: SessionOutputSerializer, **errors(400, 404, 409)},
+        responses={202: SessionOutputSerializer, **errors(400, 404, 409, 413, 415, 422)},
         summary="Move a session to another worker",
         description="The worker running it disconnects, snapshots its auth state and releases it; "
         "the target restores it and reconnects, with no QR scan. 409 `no_worker_available` when "
@@ -315,7 +312,10 @@ class SessionPairCodeApi(APIView):
         operation_id="sessions_pair_code",
         tags=TAG,
         request=SessionPairCodeInputSerializer,
-        responses={200: SessionPairCodeOutputSerializer, **errors(400, 404, 409, 503)},
+        responses={
+            200: SessionPairCodeOutputSerializer,
+            **errors(400, 404, 409, 413, 415, 422, 503),
+        },
         summary="Link with a pairing code instead of a QR code",
         description="Asks the worker running the session for a pairing code for `phone_number` "
         "and returns it (waiting up to 15 s). 409 `not_linking` when the session is not waiting "

@@ -155,7 +155,7 @@ def _schema(action: str, request: type | None, summary: str):
         tags=["sandbox"],
         request=request,
         summary=summary,
-        responses={202: SandboxSentSerializer, **errors(400, 404, 409, 503)},
+        responses={202: SandboxSentSerializer, **errors(400, 404, 409, 413, 415, 422, 503)},
         description="Only when SANDBOX_ENABLED, and only for sessions of the `sandbox` engine. "
         "The control is published to the worker running the session; its effects arrive as the "
         "session's events.",

@@ -29,7 +29,7 @@ class WorkerListApi(generics.ListAPIView):
         operation_id="workers_list",
         tags=TAG,
         parameters=[WorkerFilterSerializer],
-        responses={200: WorkerOutputSerializer(many=True), **errors(400)},
+        responses={200: WorkerOutputSerializer(many=True), **errors(400, 422)},
         summary="List workers",
     )
     def get(self, request: Request) -> Response:

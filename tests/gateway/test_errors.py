@@ -118,13 +118,14 @@ def test_each_request_is_logged_as_one_json_line(
 
 
 @pytest.mark.parametrize("path", ["/api/v1/sessions", "/api/v1/workers"])
-def test_an_edited_cursor_is_a_404_not_a_500(api: APIClient, path: str) -> None:
+def test_an_edited_cursor_is_a_422_not_a_500(api: APIClient, path: str) -> None:
     import base64
 
     cursor = base64.b64encode(b"p=notadate").decode()
     response = api.get(f"{path}?cursor={cursor}")
-    assert response.status_code == 404
-    assert _error(response)["code"] == "not_found"
+    assert response.status_code == 422
+    assert _error(response)["code"] == "validation_error"
+    assert "cursor" in _error(response)["details"]
 
 
 def test_json_nested_too_deeply_is_malformed(api: APIClient) -> None:

@@ -67,43 +67,44 @@ def test_it_uses_the_default_engine(api: APIClient, settings) -> None:
 
 
 @pytest.mark.parametrize(
-    ("body", "field"),
+    ("body", "field", "status"),
     [
-        ({"engine": "baileys"}, "engine"),
-        ({"external_id": "x" * 201}, "external_id"),
-        ({"metadata": ["not", "an", "object"]}, "metadata"),
-        ({"metadata": {"blob": "x" * 20000}}, "metadata"),
-        ({"start": "maybe"}, "start"),
-        ({"name": {"a": 1}}, "name"),
-        ({"name": "nul\x00byte"}, "name"),
-        ({"metadata": {"note": "nul\x00byte"}}, "metadata"),
-        ({"metadata": {"nul\x00key": 1}}, "metadata"),
-        ({"metadata": {"deep": [{"x": "\ud800"}]}}, "metadata"),
+        ({"engine": "baileys"}, "engine", 400),
+        ({"external_id": "x" * 201}, "external_id", 400),
+        ({"metadata": ["not", "an", "object"]}, "metadata", 400),
+        ({"start": "maybe"}, "start", 400),
+        ({"start": 0}, "start", 400),  # a boolean is true or false, not 0
+        ({"name": {"a": 1}}, "name", 400),
+        ({"name": 5}, "name", 400),
+        ({"name": "nul\x00byte"}, "name", 400),
+        ({"metadata": {"note": "nul\x00byte"}}, "metadata", 400),
+        ({"metadata": {"nul\x00key": 1}}, "metadata", 400),
+        ({"metadata": {"deep": [{"x": "\ud800"}]}}, "metadata", 400),
+        ({"metadata": {"blob": "x" * 20000}}, "metadata", 422),  # well-formed, too much of it
     ],
 )
 def test_it_rejects_invalid_fields_and_writes_nothing(
-    api: APIClient, body: dict, field: str
+    api: APIClient, body: dict, field: str, status: int
 ) -> None:
     # Encoded by hand: a lone surrogate cannot pass through a UTF-8 encoder.
     payload = json.dumps(body, ensure_ascii=True)
     response = api.post("/api/v1/sessions", payload, content_type="application/json")
 
-    assert response.status_code == 400
+    assert response.status_code == status
     error = response.json()["error"]
     assert error["code"] == "validation_error"
     assert field in error["details"]
-    assert Session.objects.count() == 0
 
 
 def test_it_refuses_the_sandbox_engine_when_disabled(api: APIClient, settings) -> None:
     settings.SANDBOX_ENABLED = False
     response = api.post("/api/v1/sessions", {"engine": "sandbox"}, format="json")
 
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert "engine" in response.json()["error"]["details"]
     settings.DEFAULT_ENGINE = "sandbox"
     response = api.post("/api/v1/sessions", {}, format="json")
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert "engine" in response.json()["error"]["details"]
     assert Session.objects.count() == 0
 
@@ -188,8 +189,28 @@ def test_it_rejects_bad_filters(api: APIClient, query: str) -> None:
 
 def test_it_rejects_a_bad_cursor(api: APIClient) -> None:
     response = api.get("/api/v1/sessions?cursor=garbage")
-    assert response.status_code == 404
-    assert response.json()["error"]["code"] == "not_found"
+    assert response.status_code == 422
+    assert response.json()["error"]["details"] == {"cursor": ["Invalid cursor"]}
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "page_size=0",
+        "page_size=201",
+        "page_size=abc",
+        "page_size=",
+        "worker=",
+        "worker=nope",
+        "status=bogus",
+        "status=connected&status=bogus",
+        "external_id=",
+    ],
+)
+def test_wrongly_typed_query_parameters_are_400_not_ignored(api: APIClient, query: str) -> None:
+    response = api.get(f"/api/v1/sessions?{query}")
+    assert response.status_code == 400, response.json()
+    assert query.split("=")[0] in response.json()["error"]["details"]
 
 
 def test_the_list_takes_a_constant_number_of_queries(

@@ -5,16 +5,15 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from sessions_app import services
 from sessions_app.tokens import ws_token_make
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def _quick(monkeypatch: pytest.MonkeyPatch, settings) -> None:
+def _quick(settings) -> None:
     # No worker runs these sessions: each allowed request ends 503 after this wait.
-    monkeypatch.setattr(services, "PAIR_CODE_WAIT_SECONDS", 0.05)
+    settings.WORKER_CALL_SECONDS = 0.05
     settings.PAIR_CODE_RATE = "2/h"
 
 

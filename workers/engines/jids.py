@@ -36,6 +36,11 @@ def is_group(jid: str) -> bool:
     return jid.partition("@")[2] == GROUP_SERVER
 
 
+# What a recipient can look like (the API's schema states it): a number with its country code
+# (digits, with spaces, dashes or brackets between them), or a JID of a user, a @lid or a group.
+RECIPIENT_PATTERN = r"^(\+[0-9][0-9 ()-]{5,30}|[0-9]+(-[0-9]+)?@(s\.whatsapp\.net|lid|g\.us))$"
+
+
 def recipient_jid(value: str) -> str:
     """A message's `to`: an E.164 number or a JID of a user, a @lid or a group. ValueError says
     what is wrong.

@@ -313,14 +313,18 @@ async def test_draining_a_worker_moves_all_its_sessions(start_worker, api) -> No
 
 
 @pytest.mark.parametrize(
-    "body", [{"worker": "not-a-uuid"}, {"worker": "00000000-0000-0000-0000-000000000009"}]
+    ("body", "status"),
+    [
+        ({"worker": "not-a-uuid"}, 400),
+        ({"worker": "00000000-0000-0000-0000-000000000009"}, 422),  # well-formed, no such worker
+    ],
 )
-async def test_migrating_to_an_unknown_worker_is_a_400(api, make_session, body) -> None:
+async def test_migrating_to_an_unknown_worker_is_refused(api, make_session, body, status) -> None:
     session = await sync_to_async(make_session)()
     response = await sync_to_async(api.post)(
         f"/api/v1/sessions/{session.id}/migrate", body, format="json"
     )
-    assert response.status_code == 400
+    assert response.status_code == status
     assert "worker" in response.json()["error"]["details"]
 
 
@@ -373,10 +377,8 @@ async def test_pairing_code_requests_that_cannot_work(
         assert response.json()["error"]["code"] == "not_linking"
 
 
-async def test_a_pairing_code_nobody_answers_is_a_503(api, make_session, monkeypatch) -> None:
-    from sessions_app import services
-
-    monkeypatch.setattr(services, "PAIR_CODE_WAIT_SECONDS", 0.3)
+async def test_a_pairing_code_nobody_answers_is_a_503(api, make_session, settings) -> None:
+    settings.WORKER_CALL_SECONDS = 0.3
     session = await sync_to_async(make_session)(status="scan_qr")  # no worker runs it
     response = await sync_to_async(api.post)(
         f"/api/v1/sessions/{session.id}/pair-code", {"phone_number": "+15550009"}, format="json"

@@ -19,6 +19,8 @@ import uvicorn
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
+from workers.runtime.worker import RuntimeConfig, WorkerRuntime
+
 # Frames a browser sends here are small (the consumers read none of any size).
 WS_MAX_BYTES = 64 * 1024
 GRACEFUL_SECONDS = 10
@@ -31,9 +33,18 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--no-worker", action="store_true", help="Serve the web only.")
+        parser.add_argument(
+            "--engines", default="", help="The worker's engines, comma-separated (default: all)."
+        )
 
     def handle(
-        self, *args: object, host: str, port: int, no_worker: bool, **options: object
+        self,
+        *args: object,
+        host: str,
+        port: int,
+        no_worker: bool,
+        engines: str,
+        **options: object,
     ) -> None:
         from gateway.asgi import application
 
@@ -63,16 +74,20 @@ class Command(BaseCommand):
             "Stop with Ctrl-C."
         )
         self.stdout.flush()
-        asyncio.run(self.run(Server(config), sock, worker=not no_worker, name=f"serve-{port}"))
+        worker = None
+        if not no_worker:
+            chosen = [e.strip() for e in engines.split(",") if e.strip()]
+            worker = RuntimeConfig.from_settings(name=f"serve-{port}", engines=chosen)
+        asyncio.run(self.run(Server(config), sock, worker))
 
-    async def run(self, server: "Server", sock: socket.socket, *, worker: bool, name: str) -> None:
-        from workers.runtime.worker import RuntimeConfig, WorkerRuntime
-
+    async def run(
+        self, server: "Server", sock: socket.socket, worker: RuntimeConfig | None
+    ) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        runtime = WorkerRuntime(RuntimeConfig.from_settings(name=name)) if worker else None
+        runtime = WorkerRuntime(worker) if worker is not None else None
         tasks = [
             asyncio.create_task(server.serve(sockets=[sock])),
             asyncio.create_task(stop.wait()),

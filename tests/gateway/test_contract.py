@@ -1,0 +1,68 @@
+"""The contract check (gateway/contract.py) holds every API request to the published schema."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver
+from rest_framework.test import APIClient
+
+from gateway import contract
+
+pytestmark = pytest.mark.django_db
+
+
+def _routes(patterns, prefix: str = "") -> list[str]:
+    routes = []
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            routes += _routes(pattern.url_patterns, prefix + str(pattern.pattern))
+        elif isinstance(pattern, URLPattern):
+            routes.append(prefix + str(pattern.pattern))
+    return routes
+
+
+def test_every_api_route_has_its_operation_in_the_schema() -> None:
+    """A route the check could not find in the schema would go unchecked."""
+    api = [r for r in _routes(get_resolver().url_patterns) if r.startswith("api/v1/")]
+    known = {path for path, _ in contract._operations()}
+    assert api and {contract._route_path(r) for r in api} <= known
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"HTTP_IDEMPOTENCY_KEY": "ключ"}, 400),  # not printable ASCII
+        ({"HTTP_IDEMPOTENCY_KEY": "k" * 201}, 400),
+        ({"HTTP_IDEMPOTENCY_KEY": "order-1234"}, 202),
+    ],
+)
+def test_headers_are_checked_too(api: APIClient, make_session, headers, status) -> None:
+    session = make_session(status="connected", desired_state="running", jid="1@s.whatsapp.net")
+    response = api.post(
+        f"/api/v1/sessions/{session.id}/messages",
+        {"to": "+4915123456789", "text": "x"},
+        format="json",
+        **headers,
+    )
+    assert response.status_code == status, response.json()
+    if status == 400:
+        assert "Idempotency-Key" in response.json()["error"]["details"]
+
+
+def test_a_violation_names_every_field_at_once(api: APIClient) -> None:
+    response = api.post(
+        "/api/v1/sessions", {"engine": "x", "start": "yes", "name": 1}, format="json"
+    )
+    assert response.status_code == 400
+    assert set(response.json()["error"]["details"]) == {"engine", "start", "name"}
+
+
+def test_an_anonymous_caller_is_told_401_before_any_rule(anon: APIClient) -> None:
+    response = anon.post("/api/v1/sessions", {"engine": "x"}, format="json")
+    assert response.status_code == 401
+
+
+def test_forms_are_not_taken_where_the_schema_says_json(api: APIClient) -> None:
+    response = api.post("/api/v1/sessions", {"name": "x"}, format="multipart")
+    assert response.status_code == 415
+    assert response.json()["error"]["code"] == "unsupported_media_type"
