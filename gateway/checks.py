@@ -90,6 +90,15 @@ def check_settings(app_configs, **kwargs):
                 id="gateway.W005",
             )
         )
+    if settings.VAR_DIR.exists() and settings.VAR_DIR.stat().st_mode & 0o077:
+        problems.append(
+            Warning(
+                f"{settings.VAR_DIR} can be read by other users.",
+                hint="It holds the embedded database, media and the keys to WhatsApp accounts; "
+                "the gateway could not make it 0700 (another user owns it): `chmod 700` it.",
+                id="gateway.W006",
+            )
+        )
     return problems
 
 

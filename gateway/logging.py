@@ -12,6 +12,7 @@ import contextvars
 import logging
 import re
 from collections.abc import Iterator
+from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -41,10 +42,10 @@ class ContextFilter(logging.Filter):
         return True
 
 
-# A URL's or path's query string (pre-signed S3 credentials, ?token=…), and the token of a
-# temporary media URL (`/media/<token>` opens the file for MEDIA_URL_SECONDS).
+# A URL's or path's query string (pre-signed S3 credentials, ?token=…), and a signed token in a
+# path (`/media/<token>` opens a file for MEDIA_URL_SECONDS; Django's signed values hold colons).
 _QUERY = re.compile(r"""(/[^\s"'<>?]*)\?[^\s"'<>#]+""")
-_MEDIA_TOKEN = re.compile(r"""(/media/)[^\s"'/?#]+(?![^\s"'?#])""")
+_MEDIA_TOKEN = re.compile(r"""(/media/)[^\s"'/?#]*:[^\s"'/?#]*""")
 REDACTED = "[redacted]"
 
 
@@ -52,9 +53,20 @@ def redact(text: str) -> str:
     return _MEDIA_TOKEN.sub(rf"\g<1>{REDACTED}", _QUERY.sub(rf"\g<1>?{REDACTED}", text))
 
 
-class RedactingJsonFormatter(JsonFormatter):
-    """One JSON object per line, with query strings and media tokens taken out of the whole line:
-    the message (httpx logs every URL it requests), our fields (`path`) and tracebacks."""
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(v) for v in value]
+    return value
 
-    def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+
+class RedactingJsonFormatter(JsonFormatter):
+    """One JSON object per line, with query strings and media tokens taken out of every field
+    before it is serialised: the message (httpx logs every URL it requests), our fields (`path`)
+    and the traceback."""
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        return _redacted(super().process_log_record(log_data))

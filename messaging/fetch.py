@@ -128,7 +128,11 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
 async def _checked_target(url: str) -> tuple[str, str, str]:
     """The URL to connect to (with the checked address in place of the name), the Host header and
     the TLS server name."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError:  # e.g. "http://[x/": a bracket that is no IPv6 address
+        raise FetchRefused("url_invalid", "The URL is not valid.") from None
     if parts.scheme not in ("http", "https"):
         raise FetchRefused("url_scheme", "Only http and https URLs can be fetched.")
     if parts.username or parts.password:
@@ -136,10 +140,7 @@ async def _checked_target(url: str) -> tuple[str, str, str]:
     host = parts.hostname
     if not host:
         raise FetchRefused("url_invalid", "The URL has no host.")
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        raise FetchRefused("url_invalid", "The URL's port is invalid.") from None
+    port = parts.port or (443 if parts.scheme == "https" else 80)
     addresses = await resolve(host, port)
     if not addresses or any(address_forbidden(a) for a in addresses):
         raise FetchRefused("url_forbidden", f"{host} resolves to an address that is not public.")
@@ -177,18 +178,25 @@ async def _fetch(url: str, max_bytes: int) -> Fetched:
                     extensions={"sni_hostname": server_name},
                 ) as response:
                     if response.is_redirect:
-                        url = urljoin(url, response.headers.get("location", ""))
+                        url = _redirected(url, response.headers.get("location", ""))
                         continue
                     if response.status_code != 200:
                         raise FetchRefused(
                             "url_fetch_failed", f"The URL answered {response.status_code}."
                         )
                     return await _read(response, url, max_bytes)
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL is not an HTTPError
                 raise FetchRefused(
                     "url_fetch_failed", f"The URL could not be fetched ({type(exc).__name__})."
                 ) from None
     raise FetchRefused("url_fetch_failed", f"More than {MAX_REDIRECTS} redirects.")
+
+
+def _redirected(url: str, location: str) -> str:
+    try:
+        return urljoin(url, location)
+    except ValueError:
+        raise FetchRefused("url_invalid", "A redirect went to an invalid URL.") from None
 
 
 async def _read(response: httpx.Response, url: str, max_bytes: int) -> Fetched:

@@ -35,8 +35,10 @@ class ContactSerializer(serializers.Serializer):
 
 class MediaUrlSerializer(serializers.Serializer):
     url = serializers.RegexField(
-        # RFC 3986 in ASCII (non-ASCII percent-encoded): an authority, then path, query, fragment.
-        r"^https?://[A-Za-z0-9._~%!$&'()*+,;=:@\[\]-]+([/?#][!-~]*)?$",
+        # RFC 3986 in ASCII (non-ASCII percent-encoded): [userinfo@]host[:port], then path, query,
+        # fragment; brackets only around an IPv6 address.
+        r"^https?://([A-Za-z0-9._~%!$&'()*+,;=:-]*@)?"
+        r"([A-Za-z0-9._~%!$&'()*+,;=-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]*)?([/?#][!-~]*)?$",
         max_length=2000,
         help_text="Fetched by the gateway: http or https, ASCII (percent-encode the rest), a "
         "public address (422 `url_forbidden` otherwise), within MEDIA_FETCH_TIMEOUT_SECONDS.",

@@ -61,22 +61,25 @@ def media_url(message: Message) -> str | None:
             },
         )
     token = signing.TimestampSigner(salt=MEDIA_SALT).sign_object(
-        {"name": message.media.name, "served_as": message.media_served_as, **headers}
+        [message.media.name, message.media_served_as, message.media_filename]
     )
     return f"{settings.PUBLIC_URL}/media/{token}"
 
 
 def media_from_token(token: str) -> tuple[str, dict[str, str]] | None:
-    """The storage name and response headers a `/media/<token>` URL was signed with."""
+    """The storage name and response headers of a `/media/<token>` URL."""
     try:
         signed = signing.TimestampSigner(salt=MEDIA_SALT).unsign_object(
             token, max_age=settings.MEDIA_URL_SECONDS
         )
     except signing.BadSignature:
         return None
-    if not isinstance(signed, dict) or not isinstance(signed.get("name"), str):
+    if not (
+        isinstance(signed, list) and len(signed) == 3 and all(isinstance(v, str) for v in signed)
+    ):
         return None
-    return signed["name"], {k: signed[k] for k in ("Content-Type", "Content-Disposition")}
+    name, served_as, filename = signed
+    return name, media.response_headers(served_as, filename)
 
 
 def message_error(message: Message) -> dict[str, str] | None:

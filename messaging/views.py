@@ -14,12 +14,12 @@ from django.db.models import QuerySet
 from django.http import FileResponse, Http404, HttpRequest
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import generics, status
+from rest_framework import status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
+from gateway.api import ApiView, ListApiView
 from gateway.errors import ApiError, Conflict, Unprocessable
 from gateway.openapi import errors
 from gateway.parsers import SafeJSONParser
@@ -73,7 +73,7 @@ def _idempotency_key(request: Request) -> str | None:
     return key
 
 
-class SessionMessagesApi(generics.ListAPIView):
+class SessionMessagesApi(ListApiView):
     serializer_class = MessageOutputSerializer
     parser_classes = [SafeJSONParser, MultiPartParser]
 
@@ -131,7 +131,7 @@ class SessionMessagesApi(generics.ListAPIView):
     def post(self, request: Request, session_id: uuid.UUID) -> Response:
         session = session_get(session_id=session_id)
         key = _idempotency_key(request)
-        multipart = request.content_type.startswith("multipart/")
+        multipart = request.content_type.lower().startswith("multipart/form-data")
         serializer = MessageUploadInputSerializer if multipart else MessageCreateInputSerializer
         data = serializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -201,7 +201,7 @@ class SessionMessagesApi(generics.ListAPIView):
             raise _refused(exc) from None
 
 
-class MessageDetailApi(APIView):
+class MessageDetailApi(ApiView):
     @extend_schema(
         operation_id="messages_retrieve",
         tags=TAG,
@@ -214,7 +214,7 @@ class MessageDetailApi(APIView):
         return Response(MessageOutputSerializer(message, context={"media_urls": True}).data)
 
 
-class MessageReadApi(APIView):
+class MessageReadApi(ApiView):
     @extend_schema(
         operation_id="messages_mark_read",
         tags=TAG,
@@ -245,7 +245,7 @@ class CheckNumbersThrottle(ClientRateThrottle):
     scope = "check_numbers"
 
 
-class CheckNumbersApi(APIView):
+class CheckNumbersApi(ApiView):
     throttle_classes = [ClientRateThrottle, CheckNumbersThrottle]
 
     @extend_schema(

@@ -26,26 +26,30 @@ TOKEN_EXPIRED = 4001
 
 
 @database_sync_to_async
-def _staff_may_view(scope: dict[str, Any]) -> bool:
-    """has_perm reads the user's groups and permissions from the database: never on the loop."""
+def _staff_may(scope: dict[str, Any], action: str) -> bool:
+    """Whether the scope's staff user may `action` ("view", "change") sessions. has_perm reads the
+    user's groups and permissions from the database: never on the loop."""
     user = scope.get("user")
     return bool(
         user
         and user.is_authenticated
         and user.is_active
         and user.is_staff
-        and user.has_perm("sessions_app.view_session")
+        and user.has_perm(f"sessions_app.{action}_session")
     )
 
 
-def _messages(payload: dict[str, Any]) -> list[dict[str, Any]]:
-    """A `session.status` event as what browsers get: the status, then its QR or pairing code."""
+def _messages(payload: dict[str, Any], *, codes: bool) -> list[dict[str, Any]]:
+    """A `session.status` event as what browsers get: the status, then its QR or pairing code
+    when `codes` (whoever can scan a QR code can link a phone: that is a change)."""
     messages = [
         {
             "type": "session.status",
             **{k: v for k, v in payload.items() if k not in ("qr", "pair_code")},
         }
     ]
+    if not codes:
+        return messages
     if payload.get("qr"):
         messages.append({"type": "session.qr", "session": payload["session"], "qr": payload["qr"]})
     if payload.get("pair_code"):
@@ -73,9 +77,11 @@ class SessionConsumer(PushConsumer):
         token = ws_token_read(raw) if raw else None
         if token is not None and token.session_id != self.session_id:
             token = None
-        if token is None and not await _staff_may_view(self.scope):
+        if token is None and not await _staff_may(self.scope, "view"):
             await self.close()  # before accept: the handshake is refused
             return
+        # A token is handed out to link the session (the API, or the admin to those who may).
+        self.codes = token is not None or await _staff_may(self.scope, "change")
         self.group = f"session.{self.session_id}"
         await self.channel_layer.group_add(self.group, self.channel_name)
         current = await database_sync_to_async(self._current)()
@@ -86,7 +92,7 @@ class SessionConsumer(PushConsumer):
         await self.accept()
         if token is not None:  # a staff member's socket lives as long as their login
             self.expiry = asyncio.create_task(self._close_at(token.expires_at))
-        for message in _messages(current):
+        for message in _messages(current, codes=self.codes):
             await self.send_json(message)
 
     async def _close_at(self, expires_at: float) -> None:
@@ -114,7 +120,7 @@ class SessionConsumer(PushConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def session_status(self, event: dict[str, Any]) -> None:
-        for message in _messages(event["payload"]):
+        for message in _messages(event["payload"], codes=self.codes):
             await self.send_json(message)
 
 
@@ -122,7 +128,7 @@ class SessionsConsumer(PushConsumer):
     """Every session's status, for operators' dashboards (staff only)."""
 
     async def connect(self) -> None:
-        if not await _staff_may_view(self.scope):
+        if not await _staff_may(self.scope, "view"):
             await self.close()
             return
         await self.channel_layer.group_add("sessions", self.channel_name)
@@ -134,7 +140,5 @@ class SessionsConsumer(PushConsumer):
             await self.channel_layer.group_discard("sessions", self.channel_name)
 
     async def session_status(self, event: dict[str, Any]) -> None:
-        payload = event["payload"]
-        await self.send_json(
-            {"type": "session.status", **{k: v for k, v in payload.items() if k != "qr"}}
-        )
+        (status,) = _messages(event["payload"], codes=False)  # codes belong to one session's page
+        await self.send_json(status)

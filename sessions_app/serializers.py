@@ -5,6 +5,7 @@ import json
 from django.conf import settings
 from rest_framework import serializers
 
+from gateway.contract import TEXT_RULE, text_problem
 from sessions_app.models import Engine, Session, SessionStatus
 
 MAX_METADATA_BYTES = 16 * 1024
@@ -67,6 +68,10 @@ class SessionCreateInputSerializer(serializers.Serializer):
     def validate_metadata(self, metadata: dict) -> dict:
         if len(json.dumps(metadata)) > MAX_METADATA_BYTES:
             raise serializers.ValidationError(f"At most {MAX_METADATA_BYTES} bytes of JSON.")
+        if text_problem(
+            metadata
+        ):  # the contract check refuses it first; PostgreSQL cannot store it
+            raise serializers.ValidationError(TEXT_RULE)
         return metadata
 
     def validate(self, attrs: dict) -> dict:

@@ -11,12 +11,12 @@ from django.db.models import QuerySet
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
-from rest_framework import generics, serializers, status
+from rest_framework import serializers, status
 from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
+from gateway.api import ApiView, ListApiView
 from gateway.errors import Conflict, ServiceUnavailable
 from gateway.openapi import errors
 from sessions_app import events, qr, selectors, services
@@ -33,7 +33,7 @@ from workers.models import Worker
 TAG = ["sessions"]
 
 
-class SessionListCreateApi(generics.ListAPIView):
+class SessionListCreateApi(ListApiView):
     serializer_class = SessionOutputSerializer
 
     def get_queryset(self) -> QuerySet[Session]:
@@ -77,7 +77,7 @@ class SessionListCreateApi(generics.ListAPIView):
         )
 
 
-class SessionDetailApi(APIView):
+class SessionDetailApi(ApiView):
     @extend_schema(
         operation_id="sessions_retrieve",
         tags=TAG,
@@ -104,7 +104,7 @@ class SessionDetailApi(APIView):
         return Response(SessionOutputSerializer(session).data, status=status.HTTP_202_ACCEPTED)
 
 
-class _SessionRequestApi(APIView):
+class _SessionRequestApi(ApiView):
     """POST that changes what is wanted of a session; its worker makes it so. Answers 202."""
 
     service = staticmethod(services.session_request_start)
@@ -181,7 +181,7 @@ class SessionLogoutApi(_SessionRequestApi):
         return super().post(request, session_id)
 
 
-class SessionMigrateApi(APIView):
+class SessionMigrateApi(ApiView):
     @extend_schema(
         operation_id="sessions_migrate",
         tags=TAG,
@@ -216,7 +216,7 @@ class SessionQrOutputSerializer(serializers.Serializer):
     expires_at = serializers.DateTimeField()
 
 
-class SessionQrApi(APIView):
+class SessionQrApi(ApiView):
     """The current QR code, from the cache (it is never stored in the database)."""
 
     def perform_content_negotiation(self, request: Request, force: bool = False):
@@ -267,7 +267,7 @@ class SessionWsTokenOutputSerializer(serializers.Serializer):
     expires_at = serializers.DateTimeField()
 
 
-class SessionWsTokenApi(APIView):
+class SessionWsTokenApi(ApiView):
     @extend_schema(
         operation_id="sessions_ws_token",
         tags=TAG,
@@ -307,7 +307,7 @@ class SessionPairCodeOutputSerializer(serializers.Serializer):
     expires_at = serializers.DateTimeField()
 
 
-class SessionPairCodeApi(APIView):
+class SessionPairCodeApi(ApiView):
     @extend_schema(
         operation_id="sessions_pair_code",
         tags=TAG,
@@ -318,9 +318,10 @@ class SessionPairCodeApi(APIView):
         },
         summary="Link with a pairing code instead of a QR code",
         description="Asks the worker running the session for a pairing code for `phone_number` "
-        "and returns it (waiting up to 15 s). 409 `not_linking` when the session is not waiting "
-        "to be linked; 429 `rate_limited` (with `Retry-After`) past `PAIR_CODE_RATE` codes for "
-        "the session or the number; 503 `pair_code_unavailable` when no code came in time.",
+        "and returns it (waiting up to `WORKER_CALL_SECONDS`). 409 `not_linking` when the "
+        "session is not waiting to be linked; 429 `rate_limited` (with `Retry-After`) past "
+        "`PAIR_CODE_RATE` codes for the session or the number; 503 `pair_code_unavailable` when "
+        "no code came in time.",
     )
     def post(self, request: Request, session_id: uuid.UUID) -> Response:
         data = SessionPairCodeInputSerializer(data=request.data)

@@ -17,16 +17,17 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
+from gateway.api import ApiView
 from gateway.errors import ApiError, Conflict, ServiceUnavailable
+from gateway.limits import SANDBOX_MEDIA_BYTES
 from gateway.openapi import errors
 from sessions_app.models import Engine, Session
 from sessions_app.selectors import session_get
 from sessions_app.services import E164
 
 ACTIONS = ("scan", "receive", "disconnect", "logout", "replace")
-MAX_MEDIA_BYTES = 5 * 1024 * 1024
+MAX_MEDIA_BYTES = SANDBOX_MEDIA_BYTES
 
 
 SANDBOX_MESSAGE_TYPES = ["text", "image", "video", "audio", "voice", "document"]
@@ -134,7 +135,7 @@ def control_arguments(action: str, data: dict) -> dict:
     return arguments
 
 
-class _SandboxControlApi(APIView):
+class _SandboxControlApi(ApiView):
     action = ""
 
     def control(self, request: Request, session_id: object) -> Response:

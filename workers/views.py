@@ -4,11 +4,11 @@ import uuid
 
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
-from rest_framework import generics, status
+from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
+from gateway.api import ApiView, ListApiView
 from gateway.openapi import errors
 from workers import selectors, services
 from workers.models import Worker
@@ -17,7 +17,7 @@ from workers.serializers import WorkerFilterSerializer, WorkerOutputSerializer
 TAG = ["workers"]
 
 
-class WorkerListApi(generics.ListAPIView):
+class WorkerListApi(ListApiView):
     serializer_class = WorkerOutputSerializer
 
     def get_queryset(self) -> QuerySet[Worker]:
@@ -36,7 +36,7 @@ class WorkerListApi(generics.ListAPIView):
         return super().get(request)
 
 
-class WorkerDetailApi(APIView):
+class WorkerDetailApi(ApiView):
     @extend_schema(
         operation_id="workers_retrieve",
         tags=TAG,
@@ -47,7 +47,7 @@ class WorkerDetailApi(APIView):
         return Response(WorkerOutputSerializer(selectors.worker_get(worker_id=worker_id)).data)
 
 
-class WorkerDrainApi(APIView):
+class WorkerDrainApi(ApiView):
     @extend_schema(
         operation_id="workers_drain",
         tags=TAG,

@@ -11,21 +11,50 @@ from gateway import contract
 pytestmark = pytest.mark.django_db
 
 
-def _routes(patterns, prefix: str = "") -> list[str]:
+def _routes(patterns, prefix: str = "") -> list[tuple[str, object]]:
     routes = []
     for pattern in patterns:
         if isinstance(pattern, URLResolver):
             routes += _routes(pattern.url_patterns, prefix + str(pattern.pattern))
         elif isinstance(pattern, URLPattern):
-            routes.append(prefix + str(pattern.pattern))
+            routes.append((prefix + str(pattern.pattern), pattern.callback))
     return routes
 
 
-def test_every_api_route_has_its_operation_in_the_schema() -> None:
-    """A route the check could not find in the schema would go unchecked."""
-    api = [r for r in _routes(get_resolver().url_patterns) if r.startswith("api/v1/")]
+def test_every_api_route_is_checked_against_its_operation() -> None:
+    """A route the check could not find in the schema, or a view without the check, would go
+    unchecked."""
+    api = [(r, view) for r, view in _routes(get_resolver().url_patterns) if r.startswith("api/v1/")]
     known = {path for path, _ in contract._operations()}
-    assert api and {contract._route_path(r) for r in api} <= known
+    assert api and {contract._route_path(r) for r, _ in api} <= known
+    assert all(issubclass(view.cls, contract.ContractChecked) for _, view in api)
+
+
+@pytest.mark.parametrize("content_type", ["*/*", "application/*", "*/json", "text/plain"])
+def test_a_body_of_a_type_the_operation_does_not_name_is_415(
+    api: APIClient, content_type: str
+) -> None:
+    """DRF's parsers would take wildcards; the schema names exact types, and so does the check."""
+    response = api.post(
+        "/api/v1/sessions", '{"metadata": {"a": "\\u0000"}}', content_type=content_type
+    )
+    assert response.status_code == 415, response.json()
+    assert response.json()["error"]["code"] == "unsupported_media_type"
+
+
+def test_a_body_without_a_type_is_415_and_no_body_is_an_empty_object(
+    api: APIClient, make_session
+) -> None:
+    response = api.generic("POST", "/api/v1/sessions", b'{"name": "x"}', content_type="")
+    assert response.status_code == 415
+    session = make_session(status="scan_qr")
+    missing = api.generic("POST", f"/api/v1/sessions/{session.id}/pair-code", b"", content_type="")
+    assert missing.status_code == 400 and "phone_number" in str(missing.json()["error"]["details"])
+
+
+def test_head_is_held_to_the_get_operation(api: APIClient) -> None:
+    assert api.head("/api/v1/sessions?page_size=0").status_code == 400
+    assert api.head("/api/v1/sessions?page_size=5").status_code == 200
 
 
 @pytest.mark.parametrize(

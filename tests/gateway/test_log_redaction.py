@@ -61,12 +61,20 @@ def test_tracebacks_and_fields_are_redacted_too(log_lines: io.StringIO) -> None:
     assert '"url": "/link/x/?[redacted]"' in output
 
 
+def test_lines_stay_json_when_a_url_is_quoted(log_lines: io.StringIO) -> None:
+    logging.getLogger("gateway.test").warning('fetching "https://x.example/y?sig=1" now')
+    line = json.loads(log_lines.getvalue().splitlines()[-1])  # still one valid JSON object
+    assert line["message"] == 'fetching "https://x.example/y?[redacted]" now'
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
         ("GET /ws/sessions/1/?token=abc.def:ghi", "GET /ws/sessions/1/?[redacted]"),
         ("see https://h/p?q=1#frag", "see https://h/p?[redacted]#frag"),
         ("/media/abc.def:xyz done", "/media/[redacted] done"),
+        ("/media/abc.def:xyz/ done", "/media/[redacted]/ done"),
+        ("s3://bucket/media/a/b/x.png", "s3://bucket/media/a/b/x.png"),  # a storage path, no token
         ("nothing to hide? no", "nothing to hide? no"),
     ],
 )

@@ -272,3 +272,16 @@ class TestEnvReaders:
         assert env.env_rate("X_RATE", "10/s") is None
         monkeypatch.delenv("X_RATE")
         assert env.env_rate("X_RATE", "10/s") == "10/s"
+
+
+def test_a_var_directory_others_can_read_is_flagged(tmp_path: Path, settings) -> None:
+    """When the gateway cannot make it 0700 itself (another user owns it), the checks say so."""
+    from gateway.checks import check_settings
+
+    open_dir = tmp_path / "var"
+    open_dir.mkdir(mode=0o755)
+    open_dir.chmod(0o755)
+    settings.VAR_DIR = open_dir
+    assert "gateway.W006" in [problem.id for problem in check_settings(None)]
+    open_dir.chmod(0o700)
+    assert "gateway.W006" not in [problem.id for problem in check_settings(None)]

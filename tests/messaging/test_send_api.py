@@ -306,6 +306,30 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "__init__", refuse)
 
 
+@pytest.mark.parametrize("media_url", ["http://[x/", "http://[::1:80/", "http://h:99999999/"])
+def test_an_unparsable_url_is_refused_not_a_500(no_network: None, media_url: str) -> None:
+    with pytest.raises(FetchRefused) as refused:
+        fetch(media_url, max_bytes=1024)
+    assert refused.value.code == "url_invalid"
+
+
+def test_a_redirect_to_an_unparsable_url_is_refused(
+    api: APIClient, session, allowed_host: str
+) -> None:
+    def redirect(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(302)
+        handler.send_header("Location", "http://[bad")
+        handler.end_headers()
+
+    server = Target(allowed_host, redirect)
+    try:
+        response = send_url(api, session, f"{server.url}/x.png")
+    finally:
+        server.close()
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "url_invalid"
+
+
 @pytest.mark.parametrize(
     "media_url",
     [

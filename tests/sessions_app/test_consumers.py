@@ -146,6 +146,36 @@ async def test_staff_who_may_view_sessions_watch_them_without_being_superusers(
         await communicator.disconnect()
 
 
+async def test_staff_who_may_only_view_never_get_a_qr_or_pairing_code(
+    viewer, staff_user, make_session
+) -> None:
+    """Whoever has the QR code can link a phone to the session: that is a change."""
+    session = await sync_to_async(make_session)(status="scan_qr", lease_epoch=1)
+    await sync_to_async(qr.code_store)(
+        session_id=session.id, kind="qr", code="2@now", expires_in=30
+    )
+    watching = socket(f"/ws/sessions/{session.id}/", await _staff_cookie(viewer))
+    linking = socket(f"/ws/sessions/{session.id}/", await _staff_cookie(staff_user))
+    assert (await watching.connect())[0] and (await linking.connect())[0]
+    assert (await watching.receive_json_from())["type"] == "session.status"
+    assert [(await linking.receive_json_from())["type"] for _ in range(2)] == [
+        "session.status",
+        "session.qr",
+    ]
+    await sync_to_async(session_set_status)(
+        session_id=session.id, status="pairing", epoch=1, pair_code={"code": "ABCD-EFGH"}
+    )
+    pushed = await watching.receive_json_from(timeout=5)
+    assert pushed["type"] == "session.status" and "pair_code" not in pushed
+    assert await watching.receive_nothing(timeout=0.5)
+    assert [(await linking.receive_json_from(timeout=5))["type"] for _ in range(2)] == [
+        "session.status",
+        "session.pair_code",
+    ]
+    await watching.disconnect()
+    await linking.disconnect()
+
+
 async def test_staff_without_the_view_permission_are_refused(
     django_user_model, make_session
 ) -> None:
