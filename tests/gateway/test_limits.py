@@ -32,6 +32,14 @@ class Server:
     def connect(self) -> socket.socket:
         return socket.create_connection(("127.0.0.1", self.port), timeout=30)
 
+    def answer_to_head(self, path: str, headers: dict[str, str]) -> tuple[int, str, dict]:
+        """Send a POST's head alone (not a byte of its body): the status, content type and JSON
+        body of the answer."""
+        with self.connect() as sock:
+            sock.sendall(request_head("POST", path, headers))
+            status, answer_headers, body = read_response(sock)
+        return status, answer_headers["content-type"], json.loads(body)
+
 
 def _worker_pid(master: int) -> int:
     """gunicorn's one worker process, where requests are handled."""
@@ -84,64 +92,42 @@ def request_head(method: str, path: str, headers: dict[str, str]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-def test_a_body_over_the_limit_is_refused_before_it_is_sent(server: Server, settings) -> None:
-    limit = settings.MEDIA_MAX_DOCUMENT_BYTES + MB
-    with server.connect() as sock:
-        sock.sendall(
-            request_head(
-                "POST",
-                UPLOAD_PATH,
-                {
-                    "Content-Type": "multipart/form-data; boundary=x",
-                    "Content-Length": str(limit + 1),
-                },
-            )
-        )
-        status, headers, body = read_response(sock)  # not a byte of the body was sent
-    assert status == 413
-    assert headers["content-type"] == "application/json"
-    assert json.loads(body)["error"]["code"] == "payload_too_large"
-
-
-def test_a_json_body_over_its_limit_is_refused_by_its_length(server: Server) -> None:
-    with server.connect() as sock:
-        sock.sendall(
-            request_head(
-                "POST",
-                "/api/v1/sessions",
-                {"Content-Type": "application/json", "Content-Length": str(3 * MB)},
-            )
-        )
-        status, _, body = read_response(sock)
-    assert status == 413 and json.loads(body)["error"]["code"] == "payload_too_large"
-
-
-def test_a_body_without_a_length_is_411_before_it_is_read(server: Server) -> None:
-    """A chunked body has no length to judge (Django under WSGI would even read it as empty)."""
-    with server.connect() as sock:
-        sock.sendall(
-            request_head(
-                "POST",
-                UPLOAD_PATH,
-                {"Content-Type": "multipart/form-data; boundary=x", "Transfer-Encoding": "chunked"},
-            )
-        )
-        status, headers, body = read_response(sock)  # not a chunk of it was sent
-    assert status == 411 and headers["content-type"] == "application/json"
-    assert json.loads(body)["error"]["code"] == "length_required"
-
-
-def test_json_on_the_upload_path_has_the_json_limit(server: Server) -> None:
-    with server.connect() as sock:
-        sock.sendall(
-            request_head(
-                "POST",
-                UPLOAD_PATH,
-                {"Content-Type": "application/json", "Content-Length": str(3 * MB)},
-            )
-        )
-        status, _, body = read_response(sock)
-    assert status == 413 and json.loads(body)["error"]["code"] == "payload_too_large"
+@pytest.mark.parametrize(
+    ("path", "headers", "status", "code"),
+    [
+        (  # over the largest media: refused by its length alone
+            UPLOAD_PATH,
+            {"Content-Type": "multipart/form-data; boundary=x", "Content-Length": str(102 * MB)},
+            413,
+            "payload_too_large",
+        ),
+        (  # JSON has its own limit, on the send path too
+            UPLOAD_PATH,
+            {"Content-Type": "application/json", "Content-Length": str(3 * MB)},
+            413,
+            "payload_too_large",
+        ),
+        (
+            "/api/v1/sessions",
+            {"Content-Type": "application/json", "Content-Length": str(3 * MB)},
+            413,
+            "payload_too_large",
+        ),
+        (  # a chunked body has no length to judge (Django under WSGI would read it as empty)
+            UPLOAD_PATH,
+            {"Content-Type": "multipart/form-data; boundary=x", "Transfer-Encoding": "chunked"},
+            411,
+            "length_required",
+        ),
+    ],
+)
+def test_a_body_is_refused_by_its_head_before_it_is_sent(
+    server: Server, settings, path: str, headers: dict, status: int, code: str
+) -> None:
+    assert settings.MEDIA_MAX_DOCUMENT_BYTES + MB < 102 * MB  # the first case is over the limit
+    answer = server.answer_to_head(path, headers)
+    assert answer == (status, "application/json", answer[2])
+    assert answer[2]["error"]["code"] == code
 
 
 def test_a_large_body_without_credentials_leaves_memory_flat(server: Server) -> None:

@@ -18,6 +18,8 @@ import pytest
 from tests.gateway.test_settings import GATEWAY_VARS, ROOT
 from tests.processes import free_port, wait_until
 
+MANAGE = [sys.executable, "manage.py"]
+
 
 def get(url: str) -> tuple[int, bytes, dict[str, str]]:
     try:
@@ -40,27 +42,36 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
     pytest.fail(f"serve did not answer at {url} within {timeout}s")
 
 
-def test_serve_runs_the_gateway_on_embedded_defaults_and_stops_on_sigterm(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in GATEWAY_VARS}
-    env["GATEWAY_VAR_DIR"] = str(tmp_path / "var")
-    manage = [sys.executable, "manage.py"]
+def embedded(var: Path, **env: str) -> dict[str, str]:
+    """The environment of `make run`: no gateway settings but these, a migrated database."""
+    environment = {k: v for k, v in os.environ.items() if k not in GATEWAY_VARS}
+    environment.update(GATEWAY_VAR_DIR=str(var), **env)
     subprocess.run(
-        [*manage, "migrate", "--noinput"],
+        [*MANAGE, "migrate", "--noinput"],
         cwd=ROOT,
-        env=env,
+        env=environment,
         check=True,
         capture_output=True,
         timeout=120,
     )
+    return environment
+
+
+def start_serve(env: dict[str, str]) -> tuple[subprocess.Popen, int]:
     port = free_port()
     process = subprocess.Popen(
-        [*manage, "serve", "--port", str(port)],
+        [*MANAGE, "serve", "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    return process, port
+
+
+def test_serve_runs_the_gateway_on_embedded_defaults_and_stops_on_sigterm(tmp_path: Path) -> None:
+    process, port = start_serve(embedded(tmp_path / "var"))
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(f"{base}/health", process)
@@ -97,21 +108,12 @@ def test_everything_serve_writes_is_its_own_users_alone(tmp_path: Path) -> None:
     directories, also when an older version left the var directory open."""
     var = tmp_path / "var"
     var.mkdir(mode=0o755)
-    env = {k: v for k, v in os.environ.items() if k not in GATEWAY_VARS}
-    env.update(GATEWAY_VAR_DIR=str(var), SANDBOX_TIMINGS='{"qr_first": 30}')
-    manage = [sys.executable, "manage.py"]
-    run = {"cwd": ROOT, "env": env, "check": True, "capture_output": True, "timeout": 120}
-    subprocess.run([*manage, "migrate", "--noinput"], **run)
-    key = subprocess.run([*manage, "create_api_key", "perms"], **run, text=True).stdout.split()[-1]
-    port = free_port()
-    process = subprocess.Popen(
-        [*manage, "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    env = embedded(var, SANDBOX_TIMINGS='{"qr_first": 30}')
+    made = subprocess.run(
+        [*MANAGE, "create_api_key", "perms"], cwd=ROOT, env=env, capture_output=True, text=True
     )
+    key = made.stdout.split()[-1]
+    process, port = start_serve(env)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(f"{base}/health", process)

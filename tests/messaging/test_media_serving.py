@@ -80,6 +80,23 @@ def served(client, api: APIClient, message_id, settings) -> httpx.Headers | dict
     return response.headers
 
 
+def inbound(session, kind: str, data: bytes, declared: str, name: str) -> Message:
+    """A message a stranger sent, its media stored as the runtime stores it."""
+    message = Message.objects.create(
+        session=session, direction="in", chat="1@s.whatsapp.net", type=kind, status="received"
+    )
+    stored = media.store(
+        session_id=session.pk,
+        message_id=message.pk,
+        kind=kind,
+        data=data,
+        mime_type=declared,
+        filename=name,
+    )
+    Message.objects.filter(pk=message.pk).update(**stored.model_fields())
+    return message
+
+
 @pytest.mark.smoke
 @pytest.mark.parametrize(
     ("name", "data", "declared"),
@@ -116,18 +133,7 @@ def test_an_uploaded_document_that_is_html_or_svg_downloads(
 def test_inbound_media_from_a_stranger_never_render_on_our_origin(
     api: APIClient, client, session, settings, kind, data, declared, name
 ) -> None:
-    message = Message.objects.create(
-        session=session, direction="in", chat="1@s.whatsapp.net", type=kind, status="received"
-    )
-    stored = media.store(
-        session_id=session.pk,
-        message_id=message.pk,
-        kind=kind,
-        data=data,
-        mime_type=declared,
-        filename=name,
-    )
-    Message.objects.filter(pk=message.pk).update(**stored.model_fields())
+    message = inbound(session, kind, data, declared, name)
     headers = served(client, api, message.pk, settings)
     assert headers["Content-Type"] == "application/octet-stream"
     assert headers["Content-Disposition"] == f'attachment; filename="{name}"'
@@ -137,18 +143,7 @@ def test_inbound_media_from_a_stranger_never_render_on_our_origin(
 def test_an_image_is_shown_inline_as_what_its_bytes_are(
     api: APIClient, client, session, settings
 ) -> None:
-    message = Message.objects.create(
-        session=session, direction="in", chat="1@s.whatsapp.net", type="image", status="received"
-    )
-    stored = media.store(
-        session_id=session.pk,
-        message_id=message.pk,
-        kind="image",
-        data=image("PNG"),
-        mime_type="text/html",  # what the sender claimed
-        filename="a.html",
-    )
-    Message.objects.filter(pk=message.pk).update(**stored.model_fields())
+    message = inbound(session, "image", image("PNG"), "text/html", "a.html")  # what it claimed
     headers = served(client, api, message.pk, settings)
     assert headers["Content-Type"] == "image/png"
     assert headers["Content-Disposition"].startswith("inline")
@@ -160,18 +155,7 @@ def test_the_gateways_media_responses_are_sandboxed(
 ) -> None:
     """`/media/<token>` (the embedded mode's temporary URLs) also sends a sandboxing CSP."""
     settings.S3_BUCKET = ""  # the gateway serves the file itself, from whatever storage holds it
-    message = Message.objects.create(
-        session=session, direction="in", chat="1@s.whatsapp.net", type="document", status="received"
-    )
-    stored = media.store(
-        session_id=session.pk,
-        message_id=message.pk,
-        kind="document",
-        data=HTML,
-        mime_type="text/html",
-        filename="x.html",
-    )
-    Message.objects.filter(pk=message.pk).update(**stored.model_fields())
+    message = inbound(session, "document", HTML, "text/html", "x.html")
     media_url = api.get(f"/api/v1/messages/{message.pk}").json()["media"]["url"]
     response = client.get(media_url[media_url.index("/media/") :])
     assert response.status_code == 200

@@ -313,19 +313,28 @@ def test_an_unparsable_url_is_refused_not_a_500(no_network: None, media_url: str
     assert refused.value.code == "url_invalid"
 
 
+def redirect_to(location: str):
+    def redirect(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(302)
+        handler.send_header("Location", location)
+        handler.end_headers()
+
+    return redirect
+
+
+def send_from(api, session, host: str, respond, path: str = "/x.png"):
+    """Send an image whose `media.url` is served by `respond` on `host`: (response, server)."""
+    server = Target(host, respond)
+    try:
+        return send_url(api, session, f"{server.url}{path}"), server
+    finally:
+        server.close()
+
+
 def test_a_redirect_to_an_unparsable_url_is_refused(
     api: APIClient, session, allowed_host: str
 ) -> None:
-    def redirect(handler: BaseHTTPRequestHandler) -> None:
-        handler.send_response(302)
-        handler.send_header("Location", "http://[bad")
-        handler.end_headers()
-
-    server = Target(allowed_host, redirect)
-    try:
-        response = send_url(api, session, f"{server.url}/x.png")
-    finally:
-        server.close()
+    response, _ = send_from(api, session, allowed_host, redirect_to("http://[bad"))
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "url_invalid"
 
@@ -469,16 +478,8 @@ def test_a_media_url_is_fetched_and_stored(api: APIClient, session, allowed_host
 def test_a_redirect_to_loopback_is_refused_before_connecting(
     api: APIClient, session, allowed_host: str, loopback_target: Target
 ) -> None:
-    def redirect(handler: BaseHTTPRequestHandler) -> None:
-        handler.send_response(302)
-        handler.send_header("Location", f"{loopback_target.url}/secret.png")
-        handler.end_headers()
-
-    redirector = Target(allowed_host, redirect)
-    try:
-        response = send_url(api, session, f"{redirector.url}/x.png")
-    finally:
-        redirector.close()
+    secret = f"{loopback_target.url}/secret.png"
+    response, redirector = send_from(api, session, allowed_host, redirect_to(secret))
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "url_forbidden"
     assert redirector.connections == 1 and loopback_target.connections == 0
