@@ -1,0 +1,41 @@
+"""neonize/exc.py: the exceptions the gateway meets (all NeonizeError, as in neonize 0.5.2)."""
+
+
+class NeonizeError(Exception):
+    pass
+
+
+class UnsupportedEvent(NeonizeError):
+    pass
+
+
+class SendMessageError(NeonizeError):
+    pass
+
+
+class PairPhoneError(NeonizeError):
+    pass
+
+
+class LogoutError(NeonizeError):
+    pass
+
+
+class IsOnWhatsAppError(NeonizeError):
+    pass
+
+
+class MarkReadError(NeonizeError):
+    pass
+
+
+class DownloadError(NeonizeError):
+    pass
+
+
+class GetJIDFromStoreError(NeonizeError):
+    pass
+
+
+class SendChatPresenceError(NeonizeError):
+    pass

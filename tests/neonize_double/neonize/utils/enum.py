@@ -1,0 +1,30 @@
+"""The enums of neonize/utils/enum.py the gateway uses, with neonize 0.5.2's values (including
+`ReceiptType.RETRY = b"RETRY"`, which whatsmeow does not know, and a str `HISTORY_SYNC`)."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class ChatPresence(Enum):
+    CHAT_PRESENCE_COMPOSING = 0
+    CHAT_PRESENCE_PAUSED = 1
+
+
+class ChatPresenceMedia(Enum):
+    CHAT_PRESENCE_MEDIA_TEXT = 0
+    CHAT_PRESENCE_MEDIA_AUDIO = 1
+
+
+class ReceiptType(Enum):
+    DELIVERED = b""
+    SENDER = b"sender"
+    RETRY = b"RETRY"
+    READ = b"read"
+    READ_SELF = b"read-self"
+    PLAYED = b"played"
+    PLAYED_SELF = b"played-self"
+    SERVER_ERROR = b"server-error"
+    INACTIVE = b"inactive"
+    PEER_MSG = b"peer_msg"
+    HISTORY_SYNC = "hist_sync"

@@ -1,0 +1,316 @@
+"""WhatsApp's side for the neonize double: its servers and the phones behind them.
+
+A `FakeWhatsApp` runs in the test process and listens on a Unix socket; the double's clients (in
+engine host processes) connect to it as whatsmeow connects to `web.whatsapp.com`: one connection
+per `connect()`, JSON lines both ways. A test drives the phones: scan a QR code, type a pairing
+code, send a message, read one, unlink the device, take the session over, ban it.
+
+What travels is what whatsmeow gets from the real servers (see BEHAVIOURS.md): `pair-device` with
+six refs (pair.go handlePairDevice), `pair-success` then stream error 515 (pair.go
+handlePairSuccess, connectionevents.go handleStreamError), `<success>` (handleConnectSuccess),
+`<failure reason=…>` at login (handleConnectFailure: 401/403/406 logged out, 402 banned, 405
+outdated), stream errors 401 `device_removed` and `replaced`, and the acks of sends (send.go).
+Events (messages, receipts) carry neonize's own protobuf objects, serialised.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import json
+import secrets
+import socketserver
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Refs in a pair-device IQ: six, so the first QR code lives 60 s (whatsmeow qrchan.go emitQRs).
+QR_REFS = 6
+
+
+@dataclass
+class Device:
+    """A linked device as the servers know it."""
+
+    uuid: str
+    jid: str = ""  # "15550001@s.whatsapp.net" once linked
+    lid: str = ""
+    push_name: str = ""
+    removed: bool = False  # unlinked from the phone: the next login fails with 401
+    ban: tuple[int, int] | None = None  # (code, expire seconds): the next login fails with 402
+    outdated: bool = False  # the next login fails with 405
+    offline: list[dict] = field(default_factory=list)  # pushes waiting for a connection
+
+
+class _Connection(socketserver.StreamRequestHandler):
+    server: _Server
+
+    def handle(self) -> None:
+        world = self.server.world
+        self.uuid = ""
+        self.lock = threading.Lock()
+        try:
+            for line in self.rfile:
+                request = json.loads(line)
+                world._request(self, request)
+        except (OSError, ValueError):
+            pass
+        finally:
+            world._gone(self)
+
+    def push(self, message: dict) -> bool:
+        try:
+            with self.lock:
+                self.wfile.write((json.dumps(message) + "\n").encode())
+                self.wfile.flush()
+            return True
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        try:
+            self.request.shutdown(2)
+        except OSError:
+            pass
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    world: FakeWhatsApp
+
+
+class FakeWhatsApp:
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.socket_path = directory / "whatsapp.sock"
+        self.devices: dict[str, Device] = {}
+        self.connections: dict[str, _Connection] = {}
+        self.phones: dict[str, list[dict]] = {}  # what each phone number received
+        self.reads: list[dict] = []  # read receipts sessions sent
+        self.media: dict[str, bytes] = {}
+        self.lids: dict[str, str] = {}  # lid user → phone user
+        self.pair_codes: dict[str, str] = {}  # uuid → the phone the code was asked for
+        self.logins: list[tuple[str, str, float]] = []  # (uuid, "qr" | jid, when)
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._server = _Server(str(self.socket_path), _Connection)
+        self._server.world = self
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._ids = itertools.count(1)
+
+    def start(self) -> FakeWhatsApp:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        with self._lock:
+            for connection in list(self.connections.values()):
+                connection.close()
+
+    # --- the servers' side of a connection ---------------------------------------------------
+
+    def _request(self, connection: _Connection, request: dict) -> None:
+        op = request.get("op")
+        answer: dict[str, Any] = {"res": request.get("req")}
+        with self._changed:
+            if op == "login":
+                self._login(connection, request, answer)
+            else:
+                device = self.devices.get(connection.uuid)
+                answer |= self._serve(device, op, request)
+            self._changed.notify_all()
+        connection.push(answer)
+        with self._lock:
+            pending = []
+            device = self.devices.get(connection.uuid)
+            if op == "login" and answer.get("ok") and device and device.jid and not device.removed:
+                pending, device.offline = device.offline, []
+        for push in pending:
+            connection.push(push)
+
+    def _login(self, connection: _Connection, request: dict, answer: dict) -> None:
+        uuid, jid = request["uuid"], request.get("jid") or ""
+        device = self.devices.setdefault(uuid, Device(uuid))
+        connection.uuid = uuid
+        self.logins.append((uuid, jid or "qr", time.monotonic()))
+        if jid and jid != device.jid:
+            device = self.devices[uuid] = Device(uuid)  # a store the servers never linked
+            answer |= {"ok": False, "failure": 401}
+        elif device.removed:
+            answer |= {"ok": False, "failure": 401}
+        elif device.ban is not None:
+            answer |= {"ok": False, "failure": 402, "code": device.ban[0], "expire": device.ban[1]}
+        elif device.outdated:
+            answer |= {"ok": False, "failure": 405}
+        else:
+            previous = self.connections.get(uuid)
+            self.connections[uuid] = connection
+            if previous is not None and previous is not connection:
+                # One connection per device: a second one replaces the first (stream conflict).
+                previous.push({"push": "stream_error", "conflict": "replaced"})
+            answer["ok"] = True
+            if not jid:
+                answer["pair_device"] = [secrets.token_urlsafe(12) for _ in range(QR_REFS)]
+
+    def _serve(self, device: Device | None, op: str, request: dict) -> dict:
+        if device is None or (not device.jid and op not in ("pair_phone", "upload")):
+            return {"error": "not logged in"}
+        if op == "send":
+            to = request["to"]
+            user = to.partition("@")[0]
+            if to.endswith("@s.whatsapp.net") and user.endswith("0000"):
+                return {"error": f"no LID found for {to} from server"}
+            message_id = "3EB0" + secrets.token_hex(9).upper()
+            received = {
+                "id": message_id,
+                "from": device.jid,
+                "to": to,
+                "message": request["message"],
+                "at": time.time(),
+            }
+            self.phones.setdefault(to, []).append(received)
+            return {"id": message_id, "t": int(time.time())}
+        if op == "pair_phone":
+            self.pair_codes[device.uuid if device else ""] = request["phone"]
+            code = secrets.token_hex(4).upper()
+            return {"code": f"{code[:4]}-{code[4:]}"}
+        if op == "usync":
+            return {
+                "results": [
+                    {
+                        "query": n,
+                        "jid": f"{n.lstrip('+')}@s.whatsapp.net",
+                        "in": not n.endswith("0000"),
+                    }
+                    for n in request["numbers"]
+                ]
+            }
+        if op == "mark_read":
+            self.reads.append({k: request[k] for k in ("ids", "chat", "sender", "type")})
+            return {"ok": True}
+        if op == "presence":
+            return {"ok": True}
+        if op == "upload":
+            data = base64.b64decode(request["data"])
+            path = "/v/" + hashlib.sha256(data).hexdigest()
+            self.media[path] = data
+            return {"direct_path": path}
+        if op == "download":
+            data = self.media.get(request["direct_path"])
+            if data is None:
+                return {"error": "download failed with status code 404"}
+            return {"data": base64.b64encode(data).decode()}
+        if op == "logout":
+            device.removed = True
+            return {"ok": True}
+        return {"error": f"unknown operation {op}"}
+
+    def _gone(self, connection: _Connection) -> None:
+        with self._changed:
+            if self.connections.get(connection.uuid) is connection:
+                del self.connections[connection.uuid]
+            self._changed.notify_all()
+
+    # --- what a test does, as the phone or as WhatsApp -----------------------------------------
+
+    def wait(self, predicate: Callable[[], Any], timeout: float = 30, what: str = "") -> Any:
+        """Wait until `predicate()` (called under the lock) is true; its value."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not (result := predicate()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"timed out waiting for {what or predicate}")
+                self._changed.wait(left)
+            return result
+
+    def connected(self, uuid: str) -> bool:
+        with self._lock:
+            return uuid in self.connections
+
+    def _push(self, uuid: str, message: dict, *, queue: bool = True) -> bool:
+        with self._lock:
+            connection = self.connections.get(uuid)
+            device = self.devices.get(uuid)
+            if connection is None:
+                if queue and device is not None:
+                    device.offline.append(message)
+                return False
+        return connection.push(message)
+
+    def scan(self, uuid: str, phone_number: str, push_name: str = "") -> str:
+        """The phone scans the session's QR code (or types its pairing code): pair-success, then
+        the stream error 515 that makes the client log in again as the new device."""
+        digits = "".join(ch for ch in phone_number if ch.isdigit())
+        jid = f"{digits}@s.whatsapp.net"
+        with self._lock:
+            device = self.devices[uuid]
+            device.jid, device.push_name, device.removed = (
+                jid,
+                push_name or f"Phone {digits}",
+                False,
+            )
+            device.lid = f"{int(digits) + 10**14}@lid"
+            self.lids[device.lid.partition("@")[0]] = digits
+        self._push(uuid, {"push": "pair_success", "jid": jid, "lid": device.lid}, queue=False)
+        self._push(uuid, {"push": "stream_error", "code": 515}, queue=False)
+        return jid
+
+    def deliver(self, uuid: str, event: Any) -> None:
+        """An inbound message (neonize's `Message` event object) reaches the device."""
+        self._push(
+            uuid, {"push": 17, "event": base64.b64encode(event.SerializeToString()).decode()}
+        )
+
+    def receipt(self, uuid: str, event: Any) -> None:
+        """A receipt (neonize's `Receipt` event object) reaches the device."""
+        self._push(
+            uuid, {"push": 18, "event": base64.b64encode(event.SerializeToString()).decode()}
+        )
+
+    def unlink(self, uuid: str) -> None:
+        """The phone removes the linked device: stream error 401 device_removed while connected,
+        `<failure reason=401>` at the next login otherwise."""
+        with self._lock:
+            self.devices[uuid].removed = True
+        self._push(
+            uuid, {"push": "stream_error", "code": 401, "conflict": "device_removed"}, queue=False
+        )
+
+    def replace(self, uuid: str) -> None:
+        """Another connection takes the session: stream error `replaced`."""
+        self._push(uuid, {"push": "stream_error", "conflict": "replaced"}, queue=False)
+
+    def ban(self, uuid: str, code: int = 101, expire: int = 3600) -> None:
+        """The number is banned for `expire` seconds: the servers close the connection and refuse
+        the next login with `<failure reason=402>`."""
+        with self._lock:
+            self.devices[uuid].ban = (code, expire)
+            connection = self.connections.get(uuid)
+        if connection is not None:
+            connection.close()
+
+    def outdate(self, uuid: str) -> None:
+        """This client version is too old: the next login fails with `<failure reason=405>`."""
+        with self._lock:
+            self.devices[uuid].outdated = True
+            connection = self.connections.get(uuid)
+        if connection is not None:
+            connection.close()
+
+    def drop(self, uuid: str) -> None:
+        """The network drops the connection (whatsmeow reconnects by itself)."""
+        with self._lock:
+            connection = self.connections.get(uuid)
+        if connection is not None:
+            connection.close()
+
+    def received(self, jid: str) -> list[dict]:
+        with self._lock:
+            return list(self.phones.get(jid, []))
