@@ -25,6 +25,7 @@ def double_env(world: FakeWhatsApp, scale: float = SCALE) -> dict[str, str]:
         "NEONIZE_QR_FIRST": str(60 * scale),
         "NEONIZE_QR_NEXT": str(20 * scale),
         "NEONIZE_SETTLE": "0.05",
+        "NEONIZE_STOP_WAIT": "0.5",
         "NEONIZE_RETRY_FIRST": "0.2",
         "NEONIZE_RETRY_MAX": "1",
     }

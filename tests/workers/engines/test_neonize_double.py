@@ -3,6 +3,7 @@ played by FakeWhatsApp): what a user of the real engine sees, from linking to lo
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest_asyncio
 from tests.neonize_double.harness import neonize_engine
 from tests.neonize_double.whatsapp import FakeWhatsApp
 from tests.workers.engines.test_sandbox import next_event
-from workers.engines.base import Connected, OutboundMessage, QrCode
+from workers.engines.base import Connected, Disconnected, OutboundMessage, QrCode
 
 pytestmark = pytest.mark.asyncio
 PHONE = "+15550123"
@@ -29,6 +30,18 @@ async def engine(world: FakeWhatsApp):
     engine = neonize_engine(world)
     yield engine
     await engine.close()
+
+
+async def next_event_of(engine, kind: type, session: str, timeout: float = 30):
+    """The next event of `kind` for `session`, skipping the others' (all within `timeout`)."""
+
+    async def find():
+        while True:
+            event = await next_event(engine, kind, timeout=timeout)
+            if event.session_id == session:
+                return event
+
+    return await asyncio.wait_for(find(), timeout)
 
 
 async def link(engine, world: FakeWhatsApp, auth: Path, session: str = "s1") -> Connected:
@@ -64,3 +77,45 @@ async def test_a_text_reaches_the_phone_with_the_id_whatsapp_gave(engine, world,
     )
     [received] = world.received("15550002@s.whatsapp.net")
     assert result.wa_message_id == received["id"] and received["id"].startswith("3EB0")
+
+
+async def test_stopping_a_session_while_its_qr_codes_come_neither_stalls_nor_kills_the_host(
+    engine, world, tmp_path
+) -> None:
+    """whatsmeow stops the codes without closing their channel (qrchan.go): that session's
+    connect() never returns. Nothing waits for it, the host does not crash, and the host with the
+    stuck thread takes no new session and is retired once it holds none."""
+    await engine.start("s1", tmp_path / "s1")
+    await engine.start("s2", tmp_path / "s2")
+    first = engine.hosts[0]
+    await next_event(engine, QrCode, timeout=30)
+    await asyncio.wait_for(engine.stop("s1"), 10)
+    await engine.start("s3", tmp_path / "s3")
+    qr = await next_event_of(engine, QrCode, "s3", timeout=10)
+    assert qr.session_id == "s3"
+    assert first.alive and first.stuck == 1 and "s3" not in first.sessions
+    await engine.stop("s2")
+    await asyncio.wait_for(first.process.wait(), 30)
+    assert first.retired  # shut down on purpose, not a crash
+
+
+async def test_a_qr_window_that_runs_out_ends_with_qr_timeout_and_the_host_lives(
+    engine, world, tmp_path
+) -> None:
+    await engine.start("s1", tmp_path / "s1")
+    first = engine.hosts[0]
+    ended = await next_event(engine, Disconnected, timeout=30)
+    assert (ended.code, ended.will_reconnect) == ("qr_timeout", False)
+    await engine.start("s2", tmp_path / "s2")
+    assert (await next_event_of(engine, QrCode, "s2", timeout=10)).session_id == "s2"
+    await asyncio.wait_for(first.process.wait(), 30)
+    assert first.retired  # FetchMe never returns after a timeout: that host is retired
+
+
+async def test_codes_that_stop_coming_end_the_linking_too(engine, world, tmp_path) -> None:
+    """A socket dropped while linking: no more codes, and no `timeout` either."""
+    await engine.start("s1", tmp_path / "s1")
+    await next_event(engine, QrCode, timeout=30)
+    world.drop("s1")
+    ended = await next_event(engine, Disconnected, timeout=30)
+    assert (ended.code, ended.will_reconnect) == ("qr_timeout", False)

@@ -57,6 +57,9 @@ class _Host:
         self._tasks: list[asyncio.Task] = []
         self.alive = False
         self.retired = False  # replaced on purpose: its death is not a crash
+        # Threads stuck in the engine's native code (neonize): no new sessions come here, and
+        # the host is retired once its sessions are gone.
+        self.stuck = 0
 
     async def spawn(self) -> None:
         loop = asyncio.get_running_loop()
@@ -114,6 +117,9 @@ class _Host:
             message = json.loads(line)
             if "event" in message:
                 self.owner.forward(protocol.decode_event(message["event"]))
+            elif "stuck" in message:
+                self.stuck = int(message["stuck"])
+                self.owner.retire_if_done(self)
             elif (future := self._pending.pop(message.get("id"), None)) and not future.done():
                 future.set_result(message)
 
@@ -233,7 +239,7 @@ class HostedEngine(Engine):
 
     async def _host_with_room(self) -> _Host:
         for host in self.hosts:
-            if host.alive and len(host.sessions) < self.sessions_per_host:
+            if host.alive and not host.stuck and len(host.sessions) < self.sessions_per_host:
                 return host
         host = _Host(self)
         await host.spawn()
@@ -309,6 +315,25 @@ class HostedEngine(Engine):
         self._auth_dirs.pop(session_id, None)
         if host is not None:
             host.sessions.discard(session_id)
+            self.retire_if_done(host)
+
+    def retire_if_done(self, host: _Host) -> None:
+        """A host with stuck threads is shut down once it holds no session (its threads end
+        with the process)."""
+        if not host.stuck or host.sessions or host.retired or self._closing:
+            return
+        logger.info(
+            "retiring engine host %s: %s connection(s) stuck in it",
+            host.number,
+            host.stuck,
+            extra={"engine": self.name, "host_pid": host.pid},
+        )
+        if host in self.hosts:
+            self.hosts.remove(host)
+        # Its stuck threads keep the process from exiting by itself: a short wait, then a kill.
+        task = asyncio.get_running_loop().create_task(host.shutdown(timeout=3))
+        self._restarts.add(task)
+        task.add_done_callback(self._restarts.discard)
 
     async def stop(self, session_id: str) -> None:
         host = self._placement.get(session_id)

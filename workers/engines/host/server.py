@@ -44,6 +44,8 @@ class HostServer:
     def __init__(self, engine: Engine, out: asyncio.StreamWriter) -> None:
         self.engine = engine
         self.out = out
+        if hasattr(engine, "on_stuck"):  # neonize: connections stuck in its Go side
+            engine.on_stuck = lambda count: self.send({"stuck": count})
 
     def send(self, message: dict) -> None:
         self.out.write(protocol.dumps(message))

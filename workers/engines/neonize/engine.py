@@ -12,9 +12,18 @@ What shapes it (measured on neonize 0.5.2):
 - an initial connect that fails (no network, DNS) raises at once or after up to 60 s; it is retried
   here with exponential backoff, reported as `Disconnected(will_reconnect=True,
   code="connect_failed")`. Once connected, whatsmeow retries dropped connections itself.
-- the QR window is 60 s and then five codes of 20 s; when it closes unscanned the session ends with
+- a QR code lives 60 s, the next ones 20 s; when no new code comes in time (the window closed
+  unscanned, or the socket dropped while linking) the session ends with
   `Disconnected(will_reconnect=False, code="qr_timeout")`.
 - `send_message` returns the WhatsApp id only after sending: the engine cannot take our id.
+- a connection stopped while linking never returns from `connect()` (whatsmeow stops the codes
+  without closing their channel; after the last code, FetchMe waits forever for a device id): a
+  stop waits for the connection's thread only briefly and never while holding the lifecycle lock;
+  a thread that does not end is counted (`stuck_threads`) and the worker retires the host once its
+  sessions are gone (workers.engines.host.client).
+- `get_me`, `get_pn_from_lid`, … on a client that `stop()` removed dereference nil in Go and abort
+  the whole host: every call that touches a client checks, on the one neonize thread, that the
+  session is still open (`_live`).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,8 +62,12 @@ from workers.engines.store import delete_store, store_path
 
 logger = logging.getLogger(__name__)
 
-QR_FIRST, QR_NEXT, QR_CODES = 60.0, 20.0, 6
+# WhatsApp's QR schedule (whatsmeow qrchan.go); tests run the neonize double on a faster clock.
+QR_FIRST = float(os.environ.get("NEONIZE_QR_FIRST", "60"))
+QR_NEXT = float(os.environ.get("NEONIZE_QR_NEXT", "20"))
 PAIR_CODE_VALID = 180.0
+# How long a stop waits for the connection's thread to end before counting it stuck.
+STOP_WAIT = float(os.environ.get("NEONIZE_STOP_WAIT", "5"))
 
 
 @dataclass
@@ -65,6 +79,7 @@ class _Session:
     state: str = "starting"  # starting | linking | connected | retrying | closed
     qr_count: int = 0
     qr_deadline: asyncio.TimerHandle | None = None
+    me: Any = None  # the Device neonize reported at Connected
     attempts: int = 0
     tasks: set[asyncio.Task] = field(default_factory=set)
 
@@ -88,12 +103,27 @@ class NeonizeEngine(Engine):
         self._lifecycle = asyncio.Lock()
         self._sessions: dict[str, _Session] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.stuck_threads = 0  # connections that never returned after a stop
+        self._watching: set[asyncio.Task] = set()
+        self.on_stuck: Callable[[int], None] | None = None  # the host tells its worker
 
     # --- plumbing -----------------------------------------------------------------------------
 
     async def _call(self, function, *args: Any) -> Any:
         """Run `function` on the one thread allowed to call into neonize."""
         return await asyncio.get_running_loop().run_in_executor(self._calls, function, *args)
+
+    async def _live(self, session: _Session, function, *args: Any) -> Any:
+        """`function(*args)` on the neonize thread, only while the session is still open there:
+        a stop closes the session on the event loop before it queues `client.stop()` on this same
+        thread, so a call that finds the session open runs before the client is gone."""
+
+        def call() -> Any:
+            if session.state == "closed" or session.client is None:
+                raise EngineError("the session was stopped", code="not_started")
+            return function(*args)
+
+        return await self._call(call)
 
     def _session(self, session_id: str, *, connected: bool = False) -> _Session:
         return started_session(self._sessions, session_id, connected=connected)
@@ -171,10 +201,12 @@ class NeonizeEngine(Engine):
         self.emit(QrCode(session_id, code=data.decode(), expires_in=valid))
         if session.qr_deadline is not None:
             session.qr_deadline.cancel()
-        if session.qr_count >= QR_CODES:
-            session.qr_deadline = asyncio.get_running_loop().call_later(
-                valid + 2, lambda: spawn_into(session.tasks, self._qr_timeout(session))
-            )
+        # No count of codes is assumed: whenever the next one does not come in time (the window
+        # closed, the socket dropped while linking, the servers sent fewer), linking is over.
+        session.qr_deadline = asyncio.get_running_loop().call_later(
+            valid + max(1.0, valid / 10),
+            lambda: spawn_into(session.tasks, self._qr_timeout(session)),
+        )
 
     async def _qr_timeout(self, session: _Session) -> None:
         if session.state != "linking":
@@ -195,7 +227,11 @@ class NeonizeEngine(Engine):
             return
         if session.qr_deadline is not None:
             session.qr_deadline.cancel()
-        me = await self._call(session.client.get_me)
+        try:
+            me = await self._live(session, session.client.get_me)
+        except EngineError:
+            return  # stopped meanwhile
+        session.me = me
         jid = translate.jid_str(me.JID) if me.HasField("JID") else ""
         session.state, session.attempts = "connected", 0
         self.emit(
@@ -254,7 +290,12 @@ class NeonizeEngine(Engine):
             user, _, server = lid.partition("@")
             return translate.jid_str(client.get_pn_from_lid(JID(User=user, Server=server)))
 
-        received = await self._call(translate.translate_message, session_id, event, resolve)
+        try:
+            received = await self._live(
+                session, translate.translate_message, session_id, event, resolve
+            )
+        except EngineError:
+            return  # stopped meanwhile: the message comes again on the next connection
         if received is not None:
             self.emit(received)
 
@@ -310,7 +351,8 @@ class NeonizeEngine(Engine):
                 raise EngineError(f"could not start: {exc}", code="start_failed") from exc
 
     async def _stop_session(self, session: _Session) -> None:
-        """Disconnect (keeping the store) and wait for the connection's thread to end."""
+        """Disconnect (keeping the store); the connection's thread is left to end by itself
+        (`_await_thread`)."""
         session.state = "closed"
         self._sessions.pop(session.id, None)
         if session.qr_deadline is not None:
@@ -321,16 +363,39 @@ class NeonizeEngine(Engine):
                 task.cancel()
         if session.client is not None:
             await self._call(session.client.stop)
-        if session.thread is not None:
-            await asyncio.get_running_loop().run_in_executor(None, session.thread.join, 30)
+        if current is None or current not in session.tasks:
+            return
+        # Stopped from inside (QR timeout, logged out, replaced, banned): nobody waits for the
+        # thread, but it is still watched.
+        spawn_into(self._watching, self._await_thread(session))
+
+    async def _await_thread(self, session: _Session) -> None:
+        """Wait briefly for a stopped connection's thread; one that does not end is stuck in the
+        Go side for good (it ends with the host process)."""
+        thread = session.thread
+        if thread is None:
+            return
+        await asyncio.get_running_loop().run_in_executor(None, thread.join, STOP_WAIT)
+        if thread.is_alive():
+            self.stuck_threads += 1
+            logger.warning(
+                "a stopped neonize connection did not end (%s stuck in this host)",
+                self.stuck_threads,
+                extra={"session_id": session.id},
+            )
+            if self.on_stuck is not None:
+                self.on_stuck(self.stuck_threads)
 
     async def stop(self, session_id: str) -> None:
         # The lock first: a stop that arrives while this session's start waits behind another
-        # one must see (and stop) what that start brings up.
+        # one must see (and stop) what that start brings up. Its thread is waited for after the
+        # lock is released, so no other session's start or stop waits behind it.
         async with self._lifecycle:
             session = self._sessions.get(session_id)
             if session is not None:
                 await self._stop_session(session)
+        if session is not None:
+            await self._await_thread(session)
 
     async def logout(self, session_id: str) -> None:
         session = self._session(session_id)
