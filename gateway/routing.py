@@ -10,7 +10,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from channels.auth import AuthMiddlewareStack
-from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
@@ -18,11 +17,11 @@ Origin = tuple[str, str, int]
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-class RefusedConsumer(AsyncWebsocketConsumer):
-    """Closes before accepting: the handshake is answered 403."""
-
-    async def connect(self) -> None:
-        await self.close()
+async def refuse(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Closes before accepting: the handshake is answered 403. A plain ASGI app, not a consumer:
+    a refused socket costs no channel on the channel layer (and leaves nothing waiting on it)."""
+    if (await receive())["type"] == "websocket.connect":
+        await send({"type": "websocket.close"})
 
 
 def _patterns() -> list:
@@ -33,7 +32,7 @@ def _patterns() -> list:
     return [
         path("ws/sessions/<uuid:session_id>/", SessionConsumer.as_asgi()),
         path("ws/sessions/", SessionsConsumer.as_asgi()),
-        re_path(r"", RefusedConsumer.as_asgi()),  # anything else: refused, never a 500
+        re_path(r"", refuse),  # anything else: refused, never a 500
     ]
 
 
@@ -93,7 +92,7 @@ class OriginCheck:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "websocket" and not origin_allowed(scope):
-            return await RefusedConsumer.as_asgi()(scope, receive, send)
+            return await refuse(scope, receive, send)
         return await self.app(scope, receive, send)
 
 
