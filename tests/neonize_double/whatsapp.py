@@ -68,7 +68,7 @@ class _Connection(socketserver.StreamRequestHandler):
                 self.wfile.write((json.dumps(message) + "\n").encode())
                 self.wfile.flush()
             return True
-        except OSError:
+        except (OSError, ValueError):  # the connection is gone (ValueError: its file is closed)
             return False
 
     def close(self) -> None:

@@ -234,6 +234,7 @@ class _Go:
         self.expected_disconnect = True
         self.stop_qrs.set()
         sock, self.sock = self.sock, None
+        self._clear_waiters()  # unlockedDisconnect: clearResponseWaiters(xmlStreamEndNode)
         if sock is not None:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
@@ -254,16 +255,21 @@ class _Go:
                 self._on_push(message)
         except (OSError, ValueError):
             pass
-        for done, answer in list(self.pending.values()):
-            answer["closed"] = True
-            done.set()
+        # client.go onDisconnect: only the current socket's end clears the response waiters (a
+        # socket Disconnect() closed already did; the requests waiting now are the next one's).
         current = self.sock is sock  # not current: Disconnect() closed it, or a new login did
         if current:
             self.sock = None
+            self._clear_waiters()
         if current and not self.expected_disconnect and not self.cancelled.is_set():
             # client.go onDisconnect: an unexpected close → Disconnected, then autoReconnect.
             self._dispatch(neonize_proto.Disconnected(status=True))
             threading.Thread(target=self._auto_reconnect, daemon=True).start()
+
+    def _clear_waiters(self) -> None:
+        for done, answer in list(self.pending.values()):
+            answer["closed"] = True
+            done.set()
 
     def _auto_reconnect(self) -> None:
         while not self.expected_disconnect and not self.cancelled.is_set():
@@ -373,7 +379,13 @@ class _Go:
             answer = self._connect()
         except (OSError, ConnectionError, TimeoutError) as exc:
             return str(exc)
-        self._after_login(answer)
+        if not self.jid:
+            self._after_login(answer)
+        else:
+            # An existing device: Connect() returns once the socket is up, and the login's
+            # outcome (success, or a failure such as 401) arrives after FetchMe has read the
+            # device id from the store.
+            threading.Timer(0.05, self._after_login, args=(answer,)).start()
         if self.qr is not None:  # a new device: `for evt := range qrChan`
             while (item := self.qr.get()) is not None:
                 kind, code = item

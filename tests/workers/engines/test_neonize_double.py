@@ -12,7 +12,14 @@ import pytest_asyncio
 from tests.neonize_double.harness import neonize_engine
 from tests.neonize_double.whatsapp import FakeWhatsApp
 from tests.workers.engines.test_sandbox import next_event
-from workers.engines.base import Connected, Disconnected, OutboundMessage, QrCode
+from workers.engines.base import (
+    Connected,
+    Disconnected,
+    LoggedOut,
+    OutboundMessage,
+    QrCode,
+    StreamReplaced,
+)
 
 pytestmark = pytest.mark.asyncio
 PHONE = "+15550123"
@@ -119,3 +126,47 @@ async def test_codes_that_stop_coming_end_the_linking_too(engine, world, tmp_pat
     world.drop("s1")
     ended = await next_event(engine, Disconnected, timeout=30)
     assert (ended.code, ended.will_reconnect) == ("qr_timeout", False)
+
+
+@pytest.mark.parametrize(
+    ("act", "code", "words"),
+    [
+        (lambda world: world.ban("s1", code=101, expire=7200), "temporary_ban", "7200 s"),
+        (lambda world: world.outdate("s1"), "client_outdated", "405"),
+    ],
+)
+async def test_a_ban_or_an_outdated_client_ends_the_session_with_its_reason(
+    engine, world, tmp_path, act, code: str, words: str
+) -> None:
+    """The servers refuse the next login (`<failure reason=402|405>`): whatsmeow does not
+    reconnect, and connect() would go on blocking in silence."""
+    await link(engine, world, tmp_path / "s1")
+    act(world)
+    ended = await next_event_of(engine, Disconnected, "s1")
+    while ended.will_reconnect:  # the drop first; then the refused login
+        ended = await next_event_of(engine, Disconnected, "s1")
+    assert ended.code == code and words in ended.reason
+
+
+async def test_the_phone_unlinking_the_device_logs_the_session_out(engine, world, tmp_path) -> None:
+    await link(engine, world, tmp_path / "s1")
+    world.unlink("s1")
+    logged_out = await next_event_of(engine, LoggedOut, "s1")
+    assert logged_out.session_id == "s1"
+    assert not (tmp_path / "s1" / "store.sqlite3").exists()  # the keys are worthless now
+
+
+async def test_unlinked_while_offline_is_logged_out_at_the_next_start(
+    engine, world, tmp_path
+) -> None:
+    await link(engine, world, tmp_path / "s1")
+    await engine.stop("s1")
+    world.unlink("s1")
+    await engine.start("s1", tmp_path / "s1")
+    assert "on connect" in (await next_event_of(engine, LoggedOut, "s1")).reason
+
+
+async def test_another_connection_taking_over_is_stream_replaced(engine, world, tmp_path) -> None:
+    await link(engine, world, tmp_path / "s1")
+    world.replace("s1")
+    assert (await next_event_of(engine, StreamReplaced, "s1")).session_id == "s1"

@@ -214,7 +214,7 @@ def test_logged_out_and_connect_failures() -> None:
         "s1", N.ConnectFailure(Reason=N.ConnectFailureReason.Value("TEMP_BANNED"))
     )
     assert isinstance(failure, Disconnected)
-    assert (failure.will_reconnect, failure.code) == (False, "temporarily_banned")
+    assert (failure.will_reconnect, failure.code) == (False, "temporary_ban")
     transient = translate.translate_connect_failure(
         "s1", N.ConnectFailure(Reason=N.ConnectFailureReason.Value("SERVICE_UNAVAILABLE"))
     )

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 
 from workers.engines.base import Engine, EngineError
@@ -116,6 +117,15 @@ def main() -> None:
     )
     kind, fd_in, fd_out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     asyncio.run(serve(kind, fd_in, fd_out))
+    # Every session is stopped and its store closed. A connection thread stuck in neonize's Go
+    # side (a stop during linking: its connect() never returns) would keep the interpreter from
+    # exiting for ever, and the worker would have to kill the host: exit without waiting for it.
+    stuck = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if stuck:
+        logger.warning("exiting with %d engine threads stuck", len(stuck))
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":

@@ -139,6 +139,7 @@ class NeonizeEngine(Engine):
     def _make_client(self, session: _Session) -> Any:
         from neonize.client import NewClient
         from neonize.events import (
+            ClientOutdatedEv,
             ConnectedEv,
             ConnectFailureEv,
             DisconnectedEv,
@@ -160,6 +161,7 @@ class NeonizeEngine(Engine):
             StreamReplacedEv: self._on_stream_replaced,
             ConnectFailureEv: self._on_connect_failure,
             TemporaryBanEv: self._on_temporary_ban,
+            ClientOutdatedEv: self._on_client_outdated,
             MessageEv: self._on_message,
             ReceiptEv: self._on_receipt,
         }
@@ -273,10 +275,19 @@ class NeonizeEngine(Engine):
             self.emit(result)
 
     async def _on_temporary_ban(self, session_id: str, event: Any) -> None:
+        await self._end_failed(session_id, translate.translate_temporary_ban(session_id, event))
+
+    async def _on_client_outdated(self, session_id: str, event: Any) -> None:
+        await self._end_failed(session_id, translate.translate_client_outdated(session_id))
+
+    async def _end_failed(self, session_id: str, event: Disconnected) -> None:
+        """A failure whatsmeow does not reconnect after: the session ends here, with its reason
+        (connect() would otherwise go on blocking in silence)."""
         session = self._sessions.get(session_id)
-        if session is not None:
-            await self._stop_session(session)
-        self.emit(translate.translate_temporary_ban(session_id, event))
+        if session is None:
+            return
+        await self._stop_session(session)
+        self.emit(event)
 
     async def _on_message(self, session_id: str, event: Any) -> None:
         session = self._sessions.get(session_id)

@@ -30,7 +30,15 @@ RECEIPT_STATUS = {1: "delivered", 4: "read", 6: "played"}
 
 # ConnectFailureReason values that mean the device was unlinked: the store is worthless.
 LOGOUT_REASONS = {2: "logged out", 4: "main device gone", 5: "unknown logout"}
-CONNECT_FAILURE_CODES = {3: "temporarily_banned", 6: "client_outdated", 7: "bad_user_agent"}
+CONNECT_FAILURE_CODES = {3: "temporary_ban", 6: "client_outdated", 7: "bad_user_agent"}
+# neonize TempBanReason (whatsmeow events.TempBanReason 101…106), for people.
+TEMP_BAN_REASONS = {
+    1: "sent to too many people",
+    2: "blocked by too many users",
+    3: "created too many groups",
+    4: "sent too many of the same message",
+    5: "broadcast list",
+}
 
 
 def jid_str(jid) -> str:
@@ -176,11 +184,23 @@ def translate_connect_failure(session_id: str, event) -> LoggedOut | Disconnecte
 
 
 def translate_temporary_ban(session_id: str, event) -> Disconnected:
+    """whatsmeow TemporaryBan (a `<failure reason=402>` at login): `Expire` is in seconds."""
+    reason = TEMP_BAN_REASONS.get(event.Code, f"code {event.Code}")
     return Disconnected(
         session_id,
-        reason=f"temporarily banned (code {event.Code}, expires in {event.Expire} s)",
+        reason=f"temporarily banned ({reason}); the ban ends in {event.Expire} s",
         will_reconnect=False,
-        code="temporarily_banned",
+        code="temporary_ban",
+    )
+
+
+def translate_client_outdated(session_id: str) -> Disconnected:
+    """whatsmeow ClientOutdated (a `<failure reason=405>`): this neonize is too old for WhatsApp."""
+    return Disconnected(
+        session_id,
+        reason="WhatsApp refuses this client version (405): update neonize",
+        will_reconnect=False,
+        code="client_outdated",
     )
 
 
