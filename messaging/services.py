@@ -252,6 +252,11 @@ class SendJob:
     text: str = ""
     caption: str = ""
     reply_to: str = ""
+    # What WhatsApp needs to show a quote or place a reaction: the quoted message's sender and
+    # whether it is ours (known when the gateway stored that message), and its text.
+    reply_to_sender: str = ""
+    reply_to_from_me: bool = False
+    reply_to_text: str = ""
     payload: dict[str, Any] = field(default_factory=dict)
     media_name: str = ""
     media_mime_type: str = ""
@@ -293,6 +298,7 @@ def message_next(*, session_id: uuid.UUID, epoch: int, accepts_ids: bool) -> Sen
         message.save(
             update_fields=["status", "sending_at", "wa_message_id", "attempts", "next_attempt_at"]
         )
+        quoted = _quoted(message)
         return SendJob(
             message_id=message.pk,
             wa_message_id=message.wa_message_id or "",
@@ -301,12 +307,28 @@ def message_next(*, session_id: uuid.UUID, epoch: int, accepts_ids: bool) -> Sen
             text=message.text,
             caption=message.caption,
             reply_to=message.reply_to,
+            reply_to_sender=quoted.sender if quoted else "",
+            reply_to_from_me=bool(quoted and quoted.direction == Direction.OUT),
+            reply_to_text=(quoted.text or quoted.caption)[:1024] if quoted else "",
             payload=message.payload,
             media_name=message.media.name if message.media else "",
             media_mime_type=message.media_mime_type,
             media_filename=message.media_filename,
             attempt=message.attempts,
         )
+
+
+def _quoted(message: Message) -> Message | None:
+    """The message `message` replies or reacts to, when this session stored it (same chat)."""
+    if not message.reply_to:
+        return None
+    return (
+        Message.objects.filter(
+            session_id=message.session_id, chat=message.chat, wa_message_id=message.reply_to
+        )
+        .only("sender", "direction", "text", "caption")
+        .first()
+    )
 
 
 def message_sent(

@@ -101,6 +101,7 @@ class FakeWhatsApp:
         self._server.world = self
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._ids = itertools.count(1)
+        self.handshake_delay = 0.0  # seconds before a login is answered
 
     def start(self) -> FakeWhatsApp:
         self._thread.start()
@@ -118,6 +119,8 @@ class FakeWhatsApp:
     def _request(self, connection: _Connection, request: dict) -> None:
         op = request.get("op")
         answer: dict[str, Any] = {"res": request.get("req")}
+        if op == "login" and self.handshake_delay:
+            time.sleep(self.handshake_delay)  # a slow network: the handshake takes this long
         with self._changed:
             if op == "login":
                 self._login(connection, request, answer)

@@ -72,7 +72,12 @@ class OutboundMessage:
     contact: Contact | None = None
     reaction: str = ""  # the emoji; "" removes a reaction
     reply_to: str = ""  # the WhatsApp id of the message replied or reacted to
-    reply_to_sender: str = ""  # its sender's JID, needed for reactions and quotes in groups
+    # What WhatsApp keys that message by besides its id (when the gateway knows the message):
+    # its sender's JID (a group member, in groups) and whether we sent it; and its text, which
+    # a quote carries for the recipient's phone to show.
+    reply_to_sender: str = ""
+    reply_to_from_me: bool = False
+    reply_to_text: str = ""
 
 
 @dataclass(frozen=True)

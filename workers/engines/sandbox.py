@@ -52,7 +52,7 @@ from workers.engines.base import (
     spawn_into,
     started_session,
 )
-from workers.engines.jids import jid_to_phone, jid_user, phone_to_jid
+from workers.engines.jids import is_group, jid_to_phone, jid_user, phone_to_jid
 from workers.engines.store import KeyValueStore, delete_store
 
 NOT_ON_WHATSAPP_SUFFIX = "0000"
@@ -322,6 +322,17 @@ class SandboxEngine(Engine):
             "reaction": message.reaction,
             "worker": self.worker,
         }
+        if message.reply_to:
+            # The quoted (or reacted-to) message's key as the recipient's phone gets it
+            # (whatsmeow BuildMessageKey): from-me for ours, its sender inside a group.
+            entry["key"] = {
+                "id": message.reply_to,
+                "from_me": message.reply_to_from_me,
+                "participant": ""
+                if message.reply_to_from_me or not is_group(message.to)
+                else message.reply_to_sender or message.to,
+            }
+            entry["quoted_text"] = message.reply_to_text
         if message.media is not None:
             data = Path(message.media.path).read_bytes()
             entry["media"] = {

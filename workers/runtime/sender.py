@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 MEDIA_RETRY_SECONDS = 30.0
-NEVER_SENT = ("not_connected", "not_started")
+NEVER_SENT = ("not_connected", "not_started", "lookup_failed", "upload_failed", "server_busy")
 
 
 def _media_to_file(name: str) -> str:
@@ -148,6 +148,9 @@ class Sender:
                 contact=Contact(**job.payload["contact"]) if "contact" in job.payload else None,
                 reaction=job.payload.get("reaction", ""),
                 reply_to=job.reply_to,
+                reply_to_sender=job.reply_to_sender,
+                reply_to_from_me=job.reply_to_from_me,
+                reply_to_text=job.reply_to_text,
             )
             if settings.SEND_TYPING and job.type == "text":
                 with contextlib.suppress(EngineError):

@@ -41,6 +41,7 @@ from workers.engines.base import (
     Receipt,
     SendFailed,
     StreamReplaced,
+    spawn_into,
 )
 from workers.runtime.db import db, io
 from workers.runtime.sender import Sender
@@ -73,6 +74,7 @@ class SessionRunner:
         self.task: asyncio.Task | None = None
         self.auth_dir = runtime.config.auth_root / self.key
         self.sender = Sender(self)
+        self.side_tasks: set[asyncio.Task] = set()  # pairing codes, media downloads
 
     # --- the loop ---------------------------------------------------------------------------------
 
@@ -142,6 +144,8 @@ class SessionRunner:
 
     def _forget(self) -> None:
         self.sender.cancel()
+        for task in list(self.side_tasks):
+            task.cancel()
         if self.runtime.runners.get(self.key) is self:
             del self.runtime.runners[self.key]
             self.runtime.forgotten(self)
@@ -208,14 +212,18 @@ class SessionRunner:
                 epoch=self.epoch,
                 request="pair_requested_at",
             )
-            try:  # the code comes back as a PairCode event
-                await self.engine.request_pair_code(self.key, lease.pair_phone)
-            except EngineError as exc:
-                logger.warning("pairing code refused by the engine: %s", exc)
+            # The engine may wait for its websocket first: the session's events go on meanwhile.
+            spawn_into(self.side_tasks, self._pair_code(lease.pair_phone))
         elif not self.started:
             await self._start("claimed")
             if lease.pair_requested_at:  # asked for before the connection was up: now
                 self.recheck()
+
+    async def _pair_code(self, phone_number: str) -> None:
+        try:  # the code comes back as a PairCode event
+            await self.engine.request_pair_code(self.key, phone_number)
+        except EngineError as exc:
+            logger.warning("pairing code refused by the engine: %s", exc)
 
     async def _start(self, reason: str) -> None:
         await self._status(S.STARTING, reason)

@@ -170,6 +170,7 @@ class _Go:
         self.store = _Store(client.name)
         self.jid, self.lid, self.push_name = self.store.device()
         self.sock: socket.socket | None = None
+        self.handshaking: socket.socket | None = None  # dialled, login not answered yet
         self.reader: threading.Thread | None = None
         self.expected_disconnect = False
         self.cancelled = threading.Event()  # the ctx Stop() cancels
@@ -199,25 +200,37 @@ class _Go:
     def _connect(self) -> dict:
         """whatsmeow Connect(): open the socket, log in; the answer of the login."""
         sock = self._dial()
-        self.sock, self.expected_disconnect = sock, False
+        self.expected_disconnect = False
         reader = sock.makefile("rb")
         self.reader = threading.Thread(target=self._read, args=(sock, reader), daemon=True)
         self.reader.start()
-        return self._rpc("login", uuid=self.client.uuid, jid=self.jid or None)
+        # client.go connect(): cli.socket is set once the handshake is done; until then every
+        # IQ (PairPhone, …) fails with ErrNotConnected. The login's answer ends the handshake.
+        self.handshaking = sock
+        try:
+            answer = self._rpc("login", sock=sock, uuid=self.client.uuid, jid=self.jid or None)
+        finally:
+            self.handshaking = None
+        if self.expected_disconnect:  # Disconnect() came during the handshake: it closed it
+            raise ConnectionError("websocket disconnected before info query returned response")
+        self.sock = sock
+        return answer
 
-    def _send_line(self, message: dict) -> None:
-        sock = self.sock
+    def _send_line(self, message: dict, sock: socket.socket | None = None) -> None:
+        sock = sock or self.sock
         if sock is None:
             raise ConnectionError("websocket not connected")
         with self.write_lock:
             sock.sendall((json.dumps(message) + "\n").encode())
 
-    def _rpc(self, op: str, timeout: float = 30, **fields: Any) -> dict:
+    def _rpc(
+        self, op: str, timeout: float = 30, sock: socket.socket | None = None, **fields: Any
+    ) -> dict:
         request_id = next(self.ids)
         done = threading.Event()
         self.pending[request_id] = (done, {})
         try:
-            self._send_line({"req": request_id, "op": op, **fields})
+            self._send_line({"req": request_id, "op": op, **fields}, sock)
         except OSError:
             self.pending.pop(request_id, None)
             raise ConnectionError("websocket not connected") from None
@@ -235,12 +248,13 @@ class _Go:
         self.stop_qrs.set()
         sock, self.sock = self.sock, None
         self._clear_waiters()  # unlockedDisconnect: clearResponseWaiters(xmlStreamEndNode)
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
+        for open_socket in (sock, self.handshaking):
+            if open_socket is not None:
+                try:
+                    open_socket.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                open_socket.close()
 
     def _read(self, sock: socket.socket, reader: Any) -> None:
         try:

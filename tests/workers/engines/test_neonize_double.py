@@ -4,6 +4,7 @@ played by FakeWhatsApp): what a user of the real engine sees, from linking to lo
 from __future__ import annotations
 
 import asyncio
+import base64
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,74 @@ async def test_another_connection_taking_over_is_stream_replaced(engine, world, 
     await link(engine, world, tmp_path / "s1")
     world.replace("s1")
     assert (await next_event_of(engine, StreamReplaced, "s1")).session_id == "s1"
+
+
+def sent_message(world: FakeWhatsApp, to: str, index: int = -1):
+    """The WhatsApp message (neonize's protobuf) a phone got."""
+    from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
+
+    return Message.FromString(base64.b64decode(world.received(to)[index]["message"]))
+
+
+async def test_quotes_and_reactions_carry_the_key_whatsapp_needs(engine, world, tmp_path) -> None:
+    """whatsmeow BuildMessageKey: our own message is from-me; a group member's is named by its
+    participant. A quote carries the quoted text (an empty one shows as a blank bubble)."""
+    await link(engine, world, tmp_path / "s1")
+    group, member = "120363000000000001@g.us", "4915100000002@s.whatsapp.net"
+    quoted = {"reply_to": "G1", "reply_to_sender": member, "reply_to_text": "who is in?"}
+    await engine.send("s1", OutboundMessage(id="a", to=group, type="text", text="me", **quoted))
+    await engine.send(
+        "s1", OutboundMessage(id="b", to=group, type="reaction", reaction="👍", **quoted)
+    )
+    own = {"reply_to": "3EB0OURS", "reply_to_from_me": True}
+    to = "15550002@s.whatsapp.net"
+    await engine.send("s1", OutboundMessage(id="c", to=to, type="reaction", reaction="❤️", **own))
+    await engine.send("s1", OutboundMessage(id="d", to=to, type="text", text="yes", **own))
+
+    context = sent_message(world, group, 0).extendedTextMessage.contextInfo
+    assert (context.stanzaID, context.participant) == ("G1", member)
+    assert context.quotedMessage.conversation == "who is in?"
+    key = sent_message(world, group, 1).reactionMessage.key
+    assert (key.ID, key.fromMe, key.participant) == ("G1", False, member)
+    key = sent_message(world, to, 0).reactionMessage.key
+    assert (key.ID, key.fromMe, key.participant) == ("3EB0OURS", True, "")
+    context = sent_message(world, to, 1).extendedTextMessage.contextInfo
+    assert context.participant == "15550123@s.whatsapp.net"  # ours: our own JID
+
+
+async def test_a_pairing_code_asked_for_while_starting_waits_for_the_websocket(
+    engine, world, tmp_path
+) -> None:
+    """whatsmeow PairPhone fails with ErrNotConnected before the handshake is done."""
+    world.handshake_delay = 0.5
+    await engine.start("s1", tmp_path / "s1")
+    code = await engine.request_pair_code("s1", PHONE)
+    assert len(code) == 9 and code[4] == "-"
+    assert world.pair_codes["s1"] == PHONE.lstrip("+")
+
+
+async def test_a_logout_while_connecting_unlinks_the_device_on_whatsapp(
+    engine, world, tmp_path
+) -> None:
+    """whatsmeow Logout is an IQ: sent before the connection is up, the phone would keep
+    listing the device."""
+    await link(engine, world, tmp_path / "s1")
+    await engine.stop("s1")
+    world.handshake_delay = 0.5
+    await engine.start("s1", tmp_path / "s1")
+    await engine.logout("s1")
+    logged_out = await next_event_of(engine, LoggedOut, "s1")
+    assert logged_out.reason == "logged out"
+    assert world.devices["s1"].removed
+
+
+async def test_a_number_not_on_whatsapp_fails_the_send_for_good(engine, world, tmp_path) -> None:
+    """whatsmeow send.go: a PN without a LID on the server is "no LID found": permanent."""
+    from workers.engines.base import EngineError
+
+    await link(engine, world, tmp_path / "s1")
+    with pytest.raises(EngineError) as refused:
+        await engine.send(
+            "s1", OutboundMessage(id="x", to="15550000@s.whatsapp.net", type="text", text="hi")
+        )
+    assert (refused.value.code, refused.value.permanent) == ("not_on_whatsapp", True)

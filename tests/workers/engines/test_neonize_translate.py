@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from neonize.exc import SendMessageError
 from neonize.proto import Neonize_pb2 as N
 from neonize.proto.waCommon import WACommon_pb2 as common
 from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as wa
@@ -223,3 +224,33 @@ def test_logged_out_and_connect_failures() -> None:
         "s1", N.ConnectFailure(Reason=N.ConnectFailureReason.Value("LOGGED_OUT"))
     )
     assert isinstance(gone, LoggedOut)
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "permanent"),
+    [
+        ("no LID found for 15550000@s.whatsapp.net from server", "not_on_whatsapp", True),
+        (
+            "failed to get group members: info query returned status 403: forbidden",
+            "not_in_group",
+            True,
+        ),
+        ("message recipient must be a user JID with no device part", "bad_recipient", True),
+        ("client is nil", "not_started", False),
+        ("failed to send message node: websocket not connected", "not_connected", False),
+        ("timed out waiting for message send response", "send_timeout", False),
+        ("server returned error 479", "server_refused", True),
+        ("server returned error 503", "server_busy", False),
+        (
+            "failed to get user info for 1555@s.whatsapp.net to fill LID cache: "
+            "info query timed out",
+            "lookup_failed",
+            False,
+        ),
+        ("something new", "send_failed", False),
+    ],
+)
+def test_send_errors_are_told_apart(text: str, code: str, permanent: bool) -> None:
+    """whatsmeow's send errors (errors.go, send.go): the message never went (retried by any
+    engine), went nowhere for good, or may have gone (failed, never sent twice)."""
+    assert translate.send_error(SendMessageError(text)) == (code, permanent)

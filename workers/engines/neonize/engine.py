@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import os
 import threading
@@ -66,8 +67,23 @@ logger = logging.getLogger(__name__)
 QR_FIRST = float(os.environ.get("NEONIZE_QR_FIRST", "60"))
 QR_NEXT = float(os.environ.get("NEONIZE_QR_NEXT", "20"))
 PAIR_CODE_VALID = 180.0
+# How long a pairing code asked for while the session starts waits for its websocket.
+PAIR_WAIT = 30.0
+# How long a logout waits for a session still connecting (unlinking needs the connection).
+LOGOUT_WAIT = 15.0
+LOCAL_ONLY = (
+    "logged out here only: WhatsApp could not be reached to unlink the device, so the phone "
+    "still lists it under Linked devices"
+)
 # How long a stop waits for the connection's thread to end before counting it stuck.
 STOP_WAIT = float(os.environ.get("NEONIZE_STOP_WAIT", "5"))
+
+
+def own_jid(me: Any) -> str:
+    """Our own user JID (no device part) from the Device neonize reported at Connected."""
+    if me is None or not me.HasField("JID"):
+        return ""
+    return jid_user(translate.jid_str(me.JID)) + "@s.whatsapp.net"
 
 
 @dataclass
@@ -82,6 +98,8 @@ class _Session:
     me: Any = None  # the Device neonize reported at Connected
     attempts: int = 0
     tasks: set[asyncio.Task] = field(default_factory=set)
+    # Set once the websocket is up: the first QR code came (linking) or the session connected.
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class NeonizeEngine(Engine):
@@ -185,11 +203,17 @@ class NeonizeEngine(Engine):
         session.attempts += 1
         if session.client is None:
             session.client = await self._call(self._make_client, session)
+        await self._call(self._start_connection, session)
+
+    def _start_connection(self, session: _Session) -> None:
+        """On the neonize thread: start the connection's own thread and hold this one while its
+        connect() registers the client in Go's map (an unlocked write: any other call into
+        neonize meanwhile, from any session, could abort the process)."""
         session.thread = threading.Thread(
             target=self._run_connection, args=(session,), name=f"neonize-{session.id}", daemon=True
         )
         session.thread.start()
-        await asyncio.sleep(self.settle)  # let the Go side register it before the next start
+        time.sleep(self.settle)
 
     # --- events (on the event loop) ---------------------------------------------------------------
 
@@ -198,6 +222,7 @@ class NeonizeEngine(Engine):
         if session is None or session.state == "closed":
             return
         session.state = "linking"
+        session.ready.set()
         valid = QR_FIRST if session.qr_count == 0 else QR_NEXT
         session.qr_count += 1
         self.emit(QrCode(session_id, code=data.decode(), expires_in=valid))
@@ -236,6 +261,7 @@ class NeonizeEngine(Engine):
         session.me = me
         jid = translate.jid_str(me.JID) if me.HasField("JID") else ""
         session.state, session.attempts = "connected", 0
+        session.ready.set()
         self.emit(
             Connected(session_id, jid=jid, phone_number=jid_to_phone(jid), push_name=me.PushName)
         )
@@ -409,43 +435,65 @@ class NeonizeEngine(Engine):
             await self._await_thread(session)
 
     async def logout(self, session_id: str) -> None:
+        """Unlink on WhatsApp, which needs the connection (whatsmeow Logout sends an IQ): a
+        session still connecting is waited for. Where WhatsApp cannot be reached the device is
+        unlinked here only, and the reason says so (the phone still lists it)."""
         session = self._session(session_id)
+        if session.state in ("starting", "retrying"):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(session.ready.wait(), LOGOUT_WAIT)
+        reason = "logged out"
         if session.state == "connected":
             try:
-                await self._call(session.client.logout)
+                await self._live(session, session.client.logout)
             except Exception as exc:  # noqa: BLE001 - unlinking locally matters more
                 logger.warning(
                     "logout on WhatsApp failed: %s", exc, extra={"session_id": session_id}
                 )
+                reason = f"{LOCAL_ONLY} ({type(exc).__name__}: {exc})"[:500]
+        elif session.state != "linking":  # linking: no device yet, nothing to unlink
+            reason = LOCAL_ONLY
         async with self._lifecycle:
             await self._stop_session(session)
         delete_store(session.auth_dir)
-        self.emit(LoggedOut(session_id, reason="logged out"))
+        self.emit(LoggedOut(session_id, reason=reason))
 
     async def send(self, session_id: str, message: OutboundMessage) -> SendResult:
         session = self._session(session_id, connected=True)
         try:
-            response = await self._call(self._send, session.client, message)
+            response = await self._live(session, self._send, session, message)
         except EngineError:
             raise
         except Exception as exc:
-            raise EngineError(f"{type(exc).__name__}: {exc}", code="send_failed") from exc
+            code, permanent = translate.send_error(exc)
+            raise EngineError(
+                f"{type(exc).__name__}: {exc}", code=code, permanent=permanent
+            ) from exc
         return SendResult(
             wa_message_id=response.ID, timestamp=float(response.Timestamp or time.time())
         )
 
-    def _send(self, client: Any, message: OutboundMessage) -> Any:
+    def _send(self, session: _Session, message: OutboundMessage) -> Any:
         """On the neonize thread: build the WhatsApp message for `message` and send it."""
         from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as wa
         from neonize.utils.jid import build_jid
 
+        client = session.client
         user, _, server = message.to.partition("@")
         to = build_jid(user, server or "s.whatsapp.net")
+        # WhatsApp keys the quoted (or reacted-to) message by chat, sender and id: the sender is
+        # a group's member in groups, the other person in a one-to-one chat, and our own JID
+        # for a message of ours (whatsmeow BuildMessageKey sets FromMe from that JID).
+        quoted_sender = (
+            own_jid(session.me)
+            if message.reply_to_from_me
+            else message.reply_to_sender or message.to
+        )
         context = (
             wa.ContextInfo(
                 stanzaID=message.reply_to,
-                participant=message.reply_to_sender or None,
-                quotedMessage=wa.Message(conversation=""),
+                participant=quoted_sender,
+                quotedMessage=wa.Message(conversation=message.reply_to_text),
             )
             if message.reply_to and message.type != "reaction"
             else None
@@ -462,7 +510,7 @@ class NeonizeEngine(Engine):
                 else message.text
             )
         elif kind == "reaction":
-            sender_user, _, sender_server = (message.reply_to_sender or message.to).partition("@")
+            sender_user, _, sender_server = quoted_sender.partition("@")
             content = client.build_reaction(
                 to, build_jid(sender_user, sender_server), message.reply_to, message.reaction
             )
@@ -517,6 +565,18 @@ class NeonizeEngine(Engine):
 
     async def request_pair_code(self, session_id: str, phone_number: str) -> str:
         session = self._session(session_id)
+        if not session.ready.is_set():
+            # whatsmeow PairPhone needs the websocket (ErrNotConnected before): a code asked for
+            # while the session is still starting waits for it.
+            try:
+                await asyncio.wait_for(session.ready.wait(), PAIR_WAIT)
+            except TimeoutError:
+                raise EngineError(
+                    "the session is not connected to WhatsApp yet; ask again shortly",
+                    code="not_ready",
+                ) from None
+        if session.state == "closed":
+            raise EngineError("the session was stopped", permanent=True, code="not_started")
         if session.state == "connected":
             raise EngineError(
                 "the session is already linked", permanent=True, code="already_linked"

@@ -206,3 +206,38 @@ def translate_client_outdated(session_id: str) -> Disconnected:
 
 def is_phone_jid(jid: str) -> bool:
     return jid.endswith(f"@{USER_SERVER}")
+
+
+# whatsmeow's send errors (errors.go, send.go SendMessage) by the text neonize raises them with:
+# (fragment, code, permanent). Codes the runtime knows never reached WhatsApp (not_connected,
+# not_started, lookup_failed, upload_failed, server_busy) are retried on any engine; the others
+# fail the message (a retry after "timed out waiting" could deliver it twice).
+SEND_ERRORS = (
+    ("no LID found for", "not_on_whatsapp", True),
+    ("message recipient must be a user JID", "bad_recipient", True),
+    ("can't send message to unknown server", "bad_recipient", True),
+    ("broadcast lists is not yet supported", "bad_recipient", True),
+    ("failed to get group members", "not_in_group", True),
+    ("the store doesn't contain a device JID", "not_linked", True),
+    ("client is nil", "not_started", False),
+    ("timed out waiting for message send response", "send_timeout", False),
+    ("disconnected before message send returned", "send_interrupted", False),
+    ("websocket not connected", "not_connected", False),
+    ("failed to upload", "upload_failed", False),
+    ("failed to get LID for", "lookup_failed", False),
+    ("failed to get user info", "lookup_failed", False),
+    ("info query timed out", "lookup_failed", False),
+)
+SERVER_BUSY = {"429", "500", "503"}
+
+
+def send_error(exc: Exception) -> tuple[str, bool]:
+    """(code, permanent) for an exception neonize raised from a send."""
+    text = str(exc)
+    if "server returned error" in text:
+        busy = text.rsplit(" ", 1)[-1] in SERVER_BUSY
+        return ("server_busy", False) if busy else ("server_refused", True)
+    for fragment, code, permanent in SEND_ERRORS:
+        if fragment in text:
+            return code, permanent
+    return "send_failed", False
