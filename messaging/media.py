@@ -15,10 +15,11 @@ import hashlib
 import mimetypes
 import unicodedata
 from dataclasses import dataclass
+from pathlib import Path
 
 import filetype
 from django.conf import settings
-from django.core.files.base import ContentFile
+from django.core.files.base import ContentFile, File
 from django.core.files.storage import default_storage
 from django.utils.http import content_disposition_header
 from django.utils.text import get_valid_filename
@@ -65,6 +66,10 @@ class StoredMedia:
 
 def _inline(content_type: str) -> bool:
     return content_type in INLINE_IMAGES or content_type.startswith(("audio/", "video/"))
+
+
+# filetype reads at most this many leading bytes to tell a type.
+SNIFF_BYTES = 8192
 
 
 def served_as(data: bytes) -> str:
@@ -141,11 +146,25 @@ def inspect(kind: str, data: bytes, declared_type: str = "", filename: str = "")
 
 
 def store(
-    *, session_id: object, message_id: object, kind: str, data: bytes, mime_type: str, filename: str
+    *,
+    session_id: object,
+    message_id: object,
+    kind: str,
+    content: bytes | Path,
+    mime_type: str,
+    filename: str,
 ) -> StoredMedia:
+    """Store `content` (bytes, or a local file, read in chunks: memory stays bounded for large
+    inbound media) as the message's media."""
     extension = mimetypes.guess_extension(mime_type.split(";")[0]) or ""
     name = safe_filename(filename, f"{kind}{extension}")
-    saved = default_storage.save(f"{session_id}/{message_id}/{name}", ContentFile(data))
-    return StoredMedia(
-        saved, mime_type, len(data), hashlib.sha256(data).hexdigest(), name, served_as(data)
-    )
+    file = ContentFile(content) if isinstance(content, bytes) else File(open(content, "rb"))
+    with file:
+        digest, size, head = hashlib.sha256(), 0, b""
+        for chunk in file.chunks():
+            head = head or chunk[:SNIFF_BYTES]
+            digest.update(chunk)
+            size += len(chunk)
+        file.seek(0)
+        saved = default_storage.save(f"{session_id}/{message_id}/{name}", file)
+    return StoredMedia(saved, mime_type, size, digest.hexdigest(), name, served_as(head))

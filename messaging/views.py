@@ -161,7 +161,7 @@ class SessionMessagesApi(ListApiView):
                 session_id=session.pk,
                 message_id=message_id,
                 kind=v["type"],
-                data=data,
+                content=data,
                 mime_type=mime,
                 filename=name,
             ).model_fields()

@@ -89,7 +89,7 @@ def inbound(session, kind: str, data: bytes, declared: str, name: str) -> Messag
         session_id=session.pk,
         message_id=message.pk,
         kind=kind,
-        data=data,
+        content=data,
         mime_type=declared,
         filename=name,
     )

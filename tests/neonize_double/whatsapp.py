@@ -268,13 +268,13 @@ class FakeWhatsApp:
     def deliver(self, uuid: str, event: Any) -> None:
         """An inbound message (neonize's `Message` event object) reaches the device."""
         self._push(
-            uuid, {"push": 17, "event": base64.b64encode(event.SerializeToString()).decode()}
+            uuid, {"push": 17, "event": base64.b64encode(event.SerializePartialToString()).decode()}
         )
 
     def receipt(self, uuid: str, event: Any) -> None:
         """A receipt (neonize's `Receipt` event object) reaches the device."""
         self._push(
-            uuid, {"push": 18, "event": base64.b64encode(event.SerializeToString()).decode()}
+            uuid, {"push": 18, "event": base64.b64encode(event.SerializePartialToString()).decode()}
         )
 
     def unlink(self, uuid: str) -> None:

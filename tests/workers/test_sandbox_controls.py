@@ -54,7 +54,7 @@ def post(api: APIClient, session, action: str, body: dict | None = None):
 
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
-async def test_the_api_drives_the_simulated_phone(running, api: APIClient) -> None:
+async def test_the_api_drives_the_simulated_phone(running, api: APIClient, tmp_path: Path) -> None:
     session, engine = running
 
     response = await post(api, session, "scan", {"phone_number": "+15550001"})
@@ -79,7 +79,8 @@ async def test_the_api_drives_the_simulated_phone(running, api: APIClient) -> No
         },
     )
     image = (await next_event(engine, MessageReceived)).message
-    assert await engine.download(str(session.id), image.media) == b"\x89PNG-bytes"
+    await engine.download(str(session.id), image.media, tmp_path / "got")
+    assert (tmp_path / "got").read_bytes() == b"\x89PNG-bytes"
 
     await post(api, session, "disconnect")
     assert (await next_event(engine, Disconnected)).will_reconnect

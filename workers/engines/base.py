@@ -300,7 +300,9 @@ class Engine(abc.ABC):
     async def set_typing(self, session_id: str, chat: str, typing: bool) -> None: ...
 
     @abc.abstractmethod
-    async def download(self, session_id: str, media: InboundMedia) -> bytes: ...
+    async def download(self, session_id: str, media: InboundMedia, into: Path) -> int:
+        """Write the media's bytes to the file `into` (never through an event or a pipe, so
+        memory stays bounded whatever its size); returns their count."""
 
     @abc.abstractmethod
     async def close(self) -> None:

@@ -401,14 +401,16 @@ class SandboxEngine(Engine):
         self._session(session_id, connected=True)
         self.world.log(session_id, "typing" if typing else "paused", chat=chat)
 
-    async def download(self, session_id: str, media: InboundMedia) -> bytes:
+    async def download(self, session_id: str, media: InboundMedia, into: Path) -> int:
         self._session(session_id, connected=True)
         try:
-            return base64.b64decode(media.ref["data"])
+            data = base64.b64decode(media.ref["data"])
         except (KeyError, ValueError) as exc:
             raise EngineError(
                 "the media cannot be downloaded", permanent=True, code="media_unavailable"
             ) from exc
+        Path(into).write_bytes(data)
+        return len(data)
 
     async def close(self) -> None:
         for session_id in list(self._sessions):

@@ -12,9 +12,12 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import shutil
+import tempfile
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from django.utils import timezone
@@ -75,6 +78,7 @@ class SessionRunner:
         self.auth_dir = runtime.config.auth_root / self.key
         self.sender = Sender(self)
         self.side_tasks: set[asyncio.Task] = set()  # pairing codes, media downloads
+        self.downloading: set[uuid.UUID] = set()  # inbound media being fetched
 
     # --- the loop ---------------------------------------------------------------------------------
 
@@ -423,20 +427,29 @@ class SessionRunner:
             },
         )
         if stored is not None and media is not None:
-            await self._store_media(stored.pk, stored.type, media)
+            # Off the event queue: a slow or large download never holds this session's receipts
+            # and messages behind it. The message's webhook goes once its media is stored.
+            spawn_into(self.side_tasks, self._store_media(stored.pk, stored.type, media))
 
     async def _store_media(self, message_id: uuid.UUID, kind: str, media: InboundMedia) -> bool:
+        if message_id in self.downloading:
+            return True  # under way already
+        self.downloading.add(message_id)
+        fd, name = tempfile.mkstemp(prefix="gateway-media-")
+        os.close(fd)
+        path = Path(name)
         try:
-            data = await self.engine.download(self.key, media)
-            stored = await io(
-                media_files.store,
-                session_id=self.id,
-                message_id=message_id,
-                kind=kind,
-                data=data,
-                mime_type=media.mime_type,
-                filename=media.filename,
-            )
+            async with self.runtime.downloads:
+                await self.engine.download(self.key, media, path)
+                stored = await io(
+                    media_files.store,
+                    session_id=self.id,
+                    message_id=message_id,
+                    kind=kind,
+                    content=path,
+                    mime_type=media.mime_type,
+                    filename=media.filename,
+                )
         except Exception as exc:  # noqa: BLE001 - storage or download down: the message waits
             logger.warning(
                 "media of an inbound message delayed: %s",
@@ -444,6 +457,9 @@ class SessionRunner:
                 extra={"message_id": str(message_id)},
             )
             return False
+        finally:
+            self.downloading.discard(message_id)
+            path.unlink(missing_ok=True)
         return await db(
             messages.inbound_media_stored,
             session_id=self.id,

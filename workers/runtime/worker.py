@@ -103,6 +103,8 @@ class WorkerRuntime:
         )
         self._background: set[asyncio.Task] = set()
         self._started = time.monotonic()
+        # Inbound media downloads at once, across this worker's sessions (each a temporary file).
+        self.downloads = asyncio.Semaphore(4)
 
     def _engine_for(self, session_id: str) -> Engine | None:
         runner = self.runners.get(session_id)

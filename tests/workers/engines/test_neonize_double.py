@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from workers.engines.base import (
     Connected,
     Disconnected,
     LoggedOut,
+    MessageReceived,
     OutboundMessage,
     QrCode,
     StreamReplaced,
@@ -242,3 +244,29 @@ async def test_a_number_not_on_whatsapp_fails_the_send_for_good(engine, world, t
             "s1", OutboundMessage(id="x", to="15550000@s.whatsapp.net", type="text", text="hi")
         )
     assert (refused.value.code, refused.value.permanent) == ("not_on_whatsapp", True)
+
+
+async def test_inbound_media_larger_than_the_host_pipe_arrives_through_a_file(
+    engine, world, tmp_path
+) -> None:
+    """70 MiB (a long video): as one base64 line it broke the host channel (64 MiB lines) and
+    every call to that host timed out. The host writes the file; only its size comes back."""
+    from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as wa
+
+    from tests.workers.engines.test_neonize_translate import message_event
+
+    await link(engine, world, tmp_path / "s1")
+    data = os.urandom(1 << 20) * 70
+    world.media["/v/big"] = data
+    video = wa.VideoMessage(
+        directPath="/v/big", mimetype="video/mp4", fileLength=len(data), caption="long"
+    )
+    world.deliver("s1", message_event(wa.Message(videoMessage=video)))
+    received = (await next_event_of(engine, MessageReceived, "s1")).message
+    into = tmp_path / "video.mp4"
+    assert await engine.download("s1", received.media, into) == len(data)
+    assert into.read_bytes() == data
+    status = await engine.send(  # the host still answers
+        "s1", OutboundMessage(id="z", to="15550002@s.whatsapp.net", type="text", text="got it")
+    )
+    assert status.wa_message_id.startswith("3EB0")

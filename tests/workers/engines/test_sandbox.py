@@ -268,7 +268,8 @@ async def test_inbound_messages_carry_the_number_behind_a_lid(
     assert text.text == "hello"
     image = (await next_event(engine, MessageReceived)).message
     assert (image.type, image.caption, image.media.mime_type) == ("image", "look", "image/png")
-    assert await engine.download("s1", image.media) == b"\x89PNG..."
+    assert await engine.download("s1", image.media, tmp_path / "got") == len(b"\x89PNG...")
+    assert (tmp_path / "got").read_bytes() == b"\x89PNG..."
 
 
 async def test_a_dropped_connection_comes_back_by_itself(

@@ -220,16 +220,58 @@ async def test_inbound_messages_are_stored_once_with_their_media(
         rows = WebhookDelivery.objects.filter(event_type="message.received").order_by("sequence")
         return any(r.payload["message"]["wa_message_id"] == "IN3" for r in rows) and list(rows)
 
-    rows = await until(received, what="IN3 stored")
-    assert [r.payload["message"]["wa_message_id"] for r in rows] == ["IN1", "IN2", "IN3"]
+    def all_received():
+        rows = received()
+        return rows and len(rows) == 3 and rows
+
+    # The image's webhook goes once its media is stored (downloads are off the event queue).
+    rows = await until(all_received, what="IN2's media stored")
+    by_id = {r.payload["message"]["wa_message_id"]: r.payload["message"] for r in rows}
+    assert sorted(by_id) == ["IN1", "IN2", "IN3"]
     assert await sync_to_async(Message.objects.filter(direction="in").count)() == 3
-    text, image = (row.payload["message"] for row in rows[:2])
+    text, image = by_id["IN1"], by_id["IN2"]
     assert text["text"] == "hi" and text["sender"].endswith("@lid")
     assert text["sender_phone"] == "+4915100000002"  # the number behind the @lid
     assert image["media"]["mime_type"] == "image/png" and image["media"]["url"]
     stored = await sync_to_async(Message.objects.get)(wa_message_id="IN2")
     with stored.media.open() as f:
         assert f.read() == png()
+
+
+async def test_a_slow_media_download_holds_nothing_behind_it(start_worker) -> None:
+    """Downloads run off the session's event queue: a text that comes after an image whose
+    download hangs is stored and announced at once; the image follows when its media is in."""
+    import asyncio
+
+    runtime = await start_worker()
+    session = await linked(runtime)
+    engine = runtime.engines["sandbox"]
+    release, download = asyncio.Event(), engine.download
+
+    async def slow_download(*args):
+        await release.wait()
+        return await download(*args)
+
+    engine.download = slow_download
+    kwargs = {"sender_phone": "+4915100000002"}
+    await engine.receive(
+        str(session.id),
+        type="image",
+        media=png(),
+        mime_type="image/png",
+        wa_message_id="I1",
+        **kwargs,
+    )
+    await engine.receive(str(session.id), text="after", wa_message_id="T2", **kwargs)
+
+    def announced():
+        rows = WebhookDelivery.objects.filter(event_type="message.received")
+        return [r.payload["message"]["wa_message_id"] for r in rows]
+
+    await until(lambda: "T2" in announced(), what="the text announced")
+    assert "I1" not in await sync_to_async(announced)()
+    release.set()
+    await until(lambda: "I1" in announced(), what="the image announced")
 
 
 async def test_mark_read_and_check_numbers_go_through_the_worker(

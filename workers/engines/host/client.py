@@ -373,8 +373,10 @@ class HostedEngine(Engine):
             "set_typing", session_id=session_id, chat=chat, typing=typing
         )
 
-    async def download(self, session_id: str, media: InboundMedia) -> bytes:
-        return await self._host_of(session_id).call("download", session_id=session_id, media=media)
+    async def download(self, session_id: str, media: InboundMedia, into: Path) -> int:
+        """The host writes the file itself (same machine): no media bytes cross the pipe."""
+        host = self._host_of(session_id)
+        return await host.call("download", session_id=session_id, media=media, into=str(into))
 
     async def control(self, session_id: str, op: str, **args: Any) -> Any:
         """A sandbox control (`scan`, `receive`, …) for a sandbox running in a host."""

@@ -97,8 +97,6 @@ def decode_result(op: str, value: Any) -> Any:
         return base.SendResult(**value)
     if op == "check_numbers":
         return [base.NumberCheck(**item) for item in value]
-    if op == "download":
-        return base64.b64decode(value)
     return value
 
 
@@ -128,12 +126,7 @@ def decode_args(op: str, args: dict) -> dict:
         args["message"] = decode_outbound(args["message"])
     elif op == "download":
         args["media"] = base.InboundMedia(**args["media"])
+        args["into"] = Path(args["into"])
     elif op == "receive" and args.get("media") is not None:
         args["media"] = base64.b64decode(args["media"])
     return args
-
-
-def encode_result(op: str, value: Any) -> Any:
-    if op == "download":
-        return base64.b64encode(value).decode()
-    return encode(value)

@@ -65,9 +65,7 @@ class HostServer:
                 raise EngineError(f"unknown operation {op!r}", permanent=True, code="bad_request")
             args = protocol.decode_args(op, request.get("args") or {})
             result = await getattr(self.engine, op)(**args)
-            self.send(
-                {"id": request["id"], "ok": True, "result": protocol.encode_result(op, result)}
-            )
+            self.send({"id": request["id"], "ok": True, "result": protocol.encode(result)})
         except EngineError as exc:
             error = {"message": str(exc), "permanent": exc.permanent, "code": exc.code}
             self.send({"id": request["id"], "ok": False, "error": error})

@@ -648,15 +648,15 @@ class NeonizeEngine(Engine):
 
         await self._checked(presence, "presence_failed")
 
-    async def download(self, session_id: str, media: InboundMedia) -> bytes:
+    async def download(self, session_id: str, media: InboundMedia, into: Path) -> int:
         session = self._session(session_id, connected=True)
 
-        def fetch() -> bytes:
+        def fetch() -> int:
             from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as wa
 
-            return session.client.download_any(
-                wa.Message.FromString(base64.b64decode(media.ref["message"]))
-            )
+            message = wa.Message.FromString(base64.b64decode(media.ref["message"]))
+            session.client.download_any(message, str(into))  # neonize writes the file
+            return Path(into).stat().st_size
 
         return await self._checked(fetch, "media_unavailable")
 
