@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 from collections.abc import Iterator
 
 from django.conf import settings
@@ -38,6 +39,7 @@ class FleetCollector(Collector):
         yield GaugeMetricFamily("gateway_workers", "Workers by status.", labels=["status"])
         yield GaugeMetricFamily("gateway_messages_queued", "Outbound messages waiting to be sent.")
         yield GaugeMetricFamily("gateway_webhook_backlog", "Webhook deliveries pending.")
+        yield _silence_family({})
         yield from _webhook_families({})
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -52,6 +54,7 @@ class FleetCollector(Collector):
             queued = Message.objects.filter(status=MessageStatus.QUEUED).count()
             backlog = WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING).count()
             webhook = _webhook_figures(WebhookDelivery, DeliveryStatus)
+            last_events = _last_events(Worker, WorkerStatus)
         except Exception:
             logger.warning("fleet metrics unavailable", exc_info=True)
             return
@@ -69,7 +72,30 @@ class FleetCollector(Collector):
         yield GaugeMetricFamily(
             "gateway_webhook_backlog", "Webhook deliveries pending.", value=backlog
         )
+        yield _silence_family(last_events)
         yield from _webhook_families(webhook)
+
+
+def _last_events(model, statuses) -> dict[str, float]:
+    """Each connected session's last event (Unix time), from its worker's last heartbeat."""
+    live = model.objects.filter(status__in=[statuses.ACTIVE, statuses.DRAINING])
+    last: dict[str, float] = {}
+    for stats in live.values_list("stats", flat=True):
+        last.update((stats or {}).get("last_event_at", {}))
+    return last
+
+
+def _silence_family(last_events: dict[str, float]) -> GaugeMetricFamily:
+    gauge = GaugeMetricFamily(
+        "gateway_session_last_event_age_seconds",
+        "Seconds since each connected session's last event (a zombie grows old here; "
+        "SESSION_SILENCE_SECONDS probes it).",
+        labels=["session_id"],
+    )
+    now = time.time()
+    for session_id, at in sorted(last_events.items()):
+        gauge.add_metric([session_id], max(0.0, now - at))
+    return gauge
 
 
 def _webhook_figures(model, statuses) -> dict:

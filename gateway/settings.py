@@ -459,6 +459,9 @@ SANDBOX_DIR = Path(env_str("SANDBOX_DIR", str(VAR_DIR / "sandbox")))
 # A connected session's auth state is snapshotted at most this often when it changed (and always
 # after linking and on a graceful stop).
 SNAPSHOT_INTERVAL_SECONDS = env_int("SNAPSHOT_INTERVAL_SECONDS", 60, minimum=5, maximum=3600)
+# A connected session with no event for this long is probed (one round trip to WhatsApp) and
+# restarted when the probe gets no answer: a zombie shown connected while nothing arrives.
+SESSION_SILENCE_SECONDS = env_int("SESSION_SILENCE_SECONDS", 900, minimum=1, maximum=86400)
 # neonize runs in engine host processes of at most this many sessions each (workers.engines.host).
 NEONIZE_SESSIONS_PER_HOST = env_int("NEONIZE_SESSIONS_PER_HOST", 20, minimum=1, maximum=500)
 WORKER_LEASE_SECONDS = env_int("WORKER_LEASE_SECONDS", 30, minimum=6, maximum=3600)

@@ -57,6 +57,7 @@ api_v1 = [
     path("sandbox/sessions/<uuid:session_id>/disconnect", sandbox.SandboxDisconnectApi.as_view()),
     path("sandbox/sessions/<uuid:session_id>/logout", sandbox.SandboxLogoutApi.as_view()),
     path("sandbox/sessions/<uuid:session_id>/replace", sandbox.SandboxReplaceApi.as_view()),
+    path("sandbox/sessions/<uuid:session_id>/freeze", sandbox.SandboxFreezeApi.as_view()),
     path("workers", worker_views.WorkerListApi.as_view(), name="worker-list"),
     path("workers/<uuid:worker_id>", worker_views.WorkerDetailApi.as_view(), name="worker-detail"),
     path("workers/<uuid:worker_id>/drain", worker_views.WorkerDrainApi.as_view()),

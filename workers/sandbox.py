@@ -26,7 +26,7 @@ from sessions_app.models import Engine, Session
 from sessions_app.selectors import session_get
 from sessions_app.services import E164
 
-ACTIONS = ("scan", "receive", "disconnect", "logout", "replace")
+ACTIONS = ("scan", "receive", "disconnect", "logout", "replace", "freeze")
 MAX_MEDIA_BYTES = SANDBOX_MEDIA_BYTES
 
 
@@ -205,5 +205,13 @@ class SandboxReplaceApi(_SandboxControlApi):
     action = "replace"
 
     @_schema("replace", None, "Let another connection take the session over")
+    def post(self, request: Request, session_id: object) -> Response:
+        return self.control(request, session_id)
+
+
+class SandboxFreezeApi(_SandboxControlApi):
+    action = "freeze"
+
+    @_schema("freeze", None, "Make the connection a zombie: it looks up, nothing comes through")
     def post(self, request: Request, session_id: object) -> Response:
         return self.control(request, session_id)

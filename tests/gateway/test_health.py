@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import time
 
 import pytest
 from django.conf import settings as django_settings
@@ -64,8 +65,10 @@ def test_readiness_is_503_naming_storage_when_s3_is_unreachable(client: Client, 
 @pytest.mark.smoke
 def test_metrics_report_the_fleet(client: Client, make_session) -> None:
     worker = Worker.objects.create(name="w")
-    Worker.objects.create(name="old", status="dead")
     first = make_session(status="connected", worker=worker)
+    worker.stats = {"last_event_at": {str(first.pk): time.time() - 600}}
+    worker.save()
+    Worker.objects.create(name="old", status="dead", stats={"last_event_at": {"gone": 0}})
     make_session(status="connected")
     make_session(status="scan_qr")
     for _ in range(3):
@@ -92,12 +95,15 @@ def test_metrics_report_the_fleet(client: Client, make_session) -> None:
     assert 'gateway_workers{status="dead"} 1.0' in text
     assert "gateway_messages_queued 3.0" in text
     assert "gateway_webhook_backlog 1.0" in text
+    [age] = [line for line in text.splitlines() if line.startswith("gateway_session_last_event")]
+    assert f'session_id="{first.pk}"' in age and 600 <= float(age.split()[-1]) < 660
     assert "django_http_requests_total_by_method_total" in text
 
 
 def test_metrics_take_one_query_per_gauge(client: Client, django_assert_num_queries) -> None:
-    # Sessions, workers, queued messages, backlog; webhook statuses, totals, pending targets.
-    with django_assert_num_queries(7):
+    # Sessions, workers, queued messages, backlog; webhook statuses, totals, pending targets;
+    # the live workers' last events.
+    with django_assert_num_queries(8):
         client.get("/metrics", REMOTE_ADDR="127.0.0.1")
 
 

@@ -53,10 +53,12 @@ class _Connection(socketserver.StreamRequestHandler):
         world = self.server.world
         self.uuid = ""
         self.lock = threading.Lock()
+        self.frozen = False  # half-open: what is sent is never answered, nothing is pushed
         try:
             for line in self.rfile:
                 request = json.loads(line)
-                world._request(self, request)
+                if not self.frozen:
+                    world._request(self, request)
         except (OSError, ValueError):
             pass
         finally:
@@ -197,7 +199,7 @@ class FakeWhatsApp:
         if op == "mark_read":
             self.reads.append({k: request[k] for k in ("ids", "chat", "sender", "type")})
             return {"ok": True}
-        if op == "presence":
+        if op in ("presence", "ping"):
             return {"ok": True}
         if op == "upload":
             data = base64.b64decode(request["data"])
@@ -241,7 +243,7 @@ class FakeWhatsApp:
         with self._lock:
             connection = self.connections.get(uuid)
             device = self.devices.get(uuid)
-            if connection is None:
+            if connection is None or connection.frozen:
                 if queue and device is not None:
                     device.offline.append(message)
                 return False
@@ -306,6 +308,19 @@ class FakeWhatsApp:
             connection = self.connections.get(uuid)
         if connection is not None:
             connection.close()
+
+    def freeze(self, uuid: str, frozen: bool = True) -> None:
+        """The session's connection goes half-open (a zombie): requests go unanswered and
+        nothing is pushed, without the socket closing. `frozen=False` brings it back."""
+        with self._lock:
+            connection = self.connections.get(uuid)
+            if connection is not None:
+                connection.frozen = frozen
+        if not frozen and connection is not None:
+            with self._lock:
+                pending, self.devices[uuid].offline = self.devices[uuid].offline, []
+            for push in pending:
+                connection.push(push)
 
     def drop(self, uuid: str) -> None:
         """The network drops the connection (whatsmeow reconnects by itself)."""

@@ -305,5 +305,10 @@ class Engine(abc.ABC):
         memory stays bounded whatever its size); returns their count."""
 
     @abc.abstractmethod
+    async def probe(self, session_id: str) -> None:
+        """A round trip to WhatsApp on the session's connection (a session silent for long may
+        be a zombie: shown connected, receiving nothing). Raises `EngineError` without answer."""
+
+    @abc.abstractmethod
     async def close(self) -> None:
         """Stop every session (keeping their stores) and release the engine's resources."""

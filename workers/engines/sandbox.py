@@ -157,6 +157,21 @@ class SandboxWorld:
             current = directory / "connection.json"
             return current.exists() and json.loads(current.read_text())["connection"] == connection
 
+    def freeze(self, session_id: str) -> None:
+        """The open connection goes half-open: it looks up, and nothing comes through it."""
+        with self._locked(session_id) as directory:
+            current = directory / "connection.json"
+            if current.exists():
+                record = json.loads(current.read_text())
+                current.write_text(json.dumps({**record, "frozen": True}))
+                self._append(directory, "frozen", connection=record["connection"])
+
+    def connection_answers(self, session_id: str, connection: str) -> bool:
+        with self._locked(session_id) as directory:
+            current = directory / "connection.json"
+            record = json.loads(current.read_text()) if current.exists() else {}
+        return record.get("connection") == connection and not record.get("frozen")
+
     def read_log(self, session_id: str) -> list[dict]:
         path = self.root / session_id / "log.jsonl"
         if not path.exists():
@@ -192,6 +207,7 @@ class _Session:
     device: str = ""
     pair_phone: str = ""
     connection: str = ""  # the simulated server's id for our open connection
+    frozen: bool = False  # the connection went half-open (`freeze`)
     tasks: set[asyncio.Task] = field(default_factory=set)
 
 
@@ -222,7 +238,7 @@ class SandboxEngine(Engine):
         self._sessions.pop(session.id, None)
 
     def _connect(self, session: _Session) -> None:
-        session.state = "connected"
+        session.state, session.frozen = "connected", False
         session.connection = self.world.open_connection(session.id, self.worker, session.device)
         self.emit(
             Connected(
@@ -303,6 +319,8 @@ class SandboxEngine(Engine):
 
     async def send(self, session_id: str, message: OutboundMessage) -> SendResult:
         session = self._session(session_id, connected=True)
+        if session.frozen:
+            raise EngineError("timed out waiting for message send response", code="send_timeout")
         if not self.world.connection_current(session_id, session.connection):
             # The server replaced our connection (another worker connected): like whatsmeow, we
             # learn it now, and never reconnect by ourselves.
@@ -356,7 +374,7 @@ class SandboxEngine(Engine):
             steps.append(("played", t.played_after))
         for status, delay in steps:
             await asyncio.sleep(max(0.0, delay))
-            if session.state != "connected":
+            if session.state != "connected" or session.frozen:
                 return  # receipts for an offline session arrive... never, in the sandbox
             self.emit(
                 Receipt(
@@ -412,6 +430,11 @@ class SandboxEngine(Engine):
         Path(into).write_bytes(data)
         return len(data)
 
+    async def probe(self, session_id: str) -> None:
+        session = self._session(session_id, connected=True)
+        if not self.world.connection_answers(session_id, session.connection):
+            raise EngineError("WhatsApp did not answer the probe", code="probe_failed")
+
     async def close(self) -> None:
         for session_id in list(self._sessions):
             await self.stop(session_id)
@@ -453,7 +476,9 @@ class SandboxEngine(Engine):
     ) -> InboundMessage:
         """A contact sends the session a message. `as_lid` hides the sender's number behind a
         @lid JID (as WhatsApp does more and more); the engine still resolves the number."""
-        self._session(session_id, connected=True)
+        session = self._session(session_id, connected=True)
+        if session.frozen:
+            raise EngineError("nothing comes through a frozen connection", code="not_connected")
         sender_jid = phone_to_jid(sender_phone)
         if as_lid:
             sender_jid = f"{int(hashlib.sha256(sender_phone.encode()).hexdigest()[:12], 16)}@lid"
@@ -505,6 +530,12 @@ class SandboxEngine(Engine):
         delete_store(session.auth_dir)
         self._close(session)
         self.emit(LoggedOut(session_id, reason="unlinked from the phone"))
+
+    async def freeze(self, session_id: str) -> None:
+        """The connection goes silent without closing (a zombie: nothing comes, nothing goes)."""
+        session = self._session(session_id, connected=True)
+        self.world.freeze(session_id)
+        session.frozen = True
 
     async def replace(self, session_id: str) -> None:
         """Another connection with the same credentials takes over this session."""

@@ -43,6 +43,8 @@ async def apply_sandbox_control(engine: SandboxEngine, message: dict) -> None:
             await engine.remote_logout(session_id)
         elif action == "replace":
             await engine.replace(session_id)
+        elif action == "freeze":
+            await engine.freeze(session_id)
         else:
             logger.warning("unknown sandbox control %r", action, extra={"session_id": session_id})
     except EngineError as exc:

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,6 +56,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 S = SessionStatus
 _RECHECK = object()  # queue item: re-read what is wanted of the session
+# How long a probe of a silent session may take before it counts as unanswered.
+PROBE_SECONDS = 45.0
 
 
 class SessionRunner:
@@ -79,6 +82,8 @@ class SessionRunner:
         self.sender = Sender(self)
         self.side_tasks: set[asyncio.Task] = set()  # pairing codes, media downloads
         self.downloading: set[uuid.UUID] = set()  # inbound media being fetched
+        self.last_event_at = self.last_event_wall = 0.0
+        self.touch()
 
     # --- the loop ---------------------------------------------------------------------------------
 
@@ -91,7 +96,12 @@ class SessionRunner:
         self.queue.put_nowait(_RECHECK)
 
     def deliver(self, event: Event) -> None:
+        self.touch()
         self.queue.put_nowait(event)
+
+    def touch(self) -> None:
+        """The session showed life (an event, an answered probe)."""
+        self.last_event_at, self.last_event_wall = time.monotonic(), time.time()
 
     async def _run(self) -> None:
         with log_context.bind(session_id=self.key, worker_id=str(self.runtime.worker_id)):
@@ -102,6 +112,8 @@ class SessionRunner:
                         await self._reconcile()
                     elif isinstance(item, tuple) and item[0] == "handover":
                         await self.handover(item[1])
+                    elif isinstance(item, tuple) and item[0] == "probe":
+                        await self._probe(item[1])
                     else:
                         await self._handle(item)
                 except sessions.LeaseLost:
@@ -222,6 +234,23 @@ class SessionRunner:
             await self._start("claimed")
             if lease.pair_requested_at:  # asked for before the connection was up: now
                 self.recheck()
+
+    async def _probe(self, silent: float) -> None:
+        """Silent for long: is the connection alive? A zombie (no answer) is restarted."""
+        if not self.started or self.status != S.CONNECTED:
+            return
+        try:
+            await asyncio.wait_for(self.engine.probe(self.key), PROBE_SECONDS)
+        except (EngineError, TimeoutError) as exc:
+            reason = (
+                f"no event for {silent:.0f} s and WhatsApp did not answer a probe "
+                f"({exc or 'timed out'}); restarting the connection"
+            )
+            logger.warning(reason)
+            await self._engine_stop()
+            await self._start(reason)
+            return
+        self.touch()
 
     async def _pair_code(self, phone_number: str) -> None:
         try:  # the code comes back as a PairCode event

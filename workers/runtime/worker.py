@@ -51,6 +51,7 @@ class RuntimeConfig:
     lease_seconds: float = 30.0
     poll_seconds: float = 2.0
     snapshot_seconds: float = 60.0
+    silence_seconds: float = 900.0
     auth_root: Path = Path("var/auth")
 
     @classmethod
@@ -61,6 +62,7 @@ class RuntimeConfig:
             "engines": engines,
             "auth_root": settings.VAR_DIR / "auth",
             "snapshot_seconds": float(settings.SNAPSHOT_INTERVAL_SECONDS),
+            "silence_seconds": float(settings.SESSION_SILENCE_SECONDS),
             # Without PostgreSQL there is no NOTIFY to wake the worker: poll more often (cheap on
             # the embedded SQLite database, which serves one process).
             "poll_seconds": 2.0 if settings.PRODUCTION else 0.5,
@@ -128,6 +130,7 @@ class WorkerRuntime:
             self._watchdog(),
             self._claim_loop(),
             self._snapshot_loop(),
+            self._silence_loop(),
             *(self._pump(engine) for engine in self.engines.values()),
         ]
         if connection.vendor == "postgresql":
@@ -226,6 +229,12 @@ class WorkerRuntime:
         stats = {
             "sessions": len(self.runners),
             "by_status": dict(Counter(r.status for r in self.runners.values())),
+            # When each connected session last had an event (Unix time): /metrics shows ages.
+            "last_event_at": {
+                r.key: round(r.last_event_wall, 1)
+                for r in self.runners.values()
+                if r.status == SessionStatus.CONNECTED
+            },
         }
         status = await db(registry.worker_heartbeat, worker_id=self.worker_id, stats=stats)
         if status is None:
@@ -272,6 +281,22 @@ class WorkerRuntime:
                 except sessions.LeaseLost:
                     await runner.drop()
         return taken
+
+    # --- zombies ----------------------------------------------------------------------------------
+
+    async def _silence_loop(self) -> None:
+        await self._forever(self.step_silence, min(60.0, self.config.silence_seconds / 4))
+
+    async def step_silence(self) -> int:
+        """Probe every connected session silent for `silence_seconds` (on its own queue)."""
+        now, probed = time.monotonic(), 0
+        for runner in list(self.runners.values()):
+            silent = now - runner.last_event_at
+            if runner.status == SessionStatus.CONNECTED and silent >= self.config.silence_seconds:
+                runner.touch()  # one probe per silent period
+                runner.queue.put_nowait(("probe", silent))
+                probed += 1
+        return probed
 
     # --- claims and wanted state ------------------------------------------------------------------
 

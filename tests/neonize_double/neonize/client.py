@@ -35,6 +35,7 @@ import hashlib
 import json
 import os
 import queue
+import random
 import socket
 import sqlite3
 import sys
@@ -72,6 +73,8 @@ from .utils.jid import Jid2String, build_jid, parse
 # The double's clock: 1.0 is WhatsApp's; tests shorten it.
 SCALE = float(os.environ.get("NEONIZE_DOUBLE_TIME_SCALE", "1"))
 QR_FIRST, QR_NEXT = 60.0, 20.0  # whatsmeow qrchan.go emitQRs
+# whatsmeow keepalive.go: KeepAliveIntervalMin/Max, KeepAliveResponseDeadline, KeepAliveMaxFailTime
+KEEPALIVE_MIN, KEEPALIVE_MAX, KEEPALIVE_DEADLINE, KEEPALIVE_MAX_FAIL = 20.0, 30.0, 10.0, 180.0
 MEDIA_FIELDS = ("imageMessage", "videoMessage", "audioMessage", "documentMessage", "stickerMessage")
 EVENT_BUFFER = 100  # NZ main.go: eventChan := make(chan …, 100)
 TEMP_BAN_CODES = {101: 1, 102: 2, 103: 3, 104: 4, 106: 5}  # NZ utils/encoder.go
@@ -303,6 +306,8 @@ class _Go:
                 self._start_qrs(answer["pair_device"])
             else:
                 self._dispatch(neonize_proto.Connected(status=True))  # handleConnectSuccess
+                keepalive = threading.Thread(target=self._keepalive, args=(self.sock,), daemon=True)
+                keepalive.start()
             return
         failure = answer.get("failure")
         self.expected_disconnect = True  # handleConnectFailure: no reconnect after a failure
@@ -316,6 +321,32 @@ class _Go:
         elif failure == 405:
             self._dispatch(neonize_proto.ClientOutdated())
         self.disconnect()
+
+    def _keepalive(self, sock: socket.socket | None) -> None:
+        """whatsmeow keepalive.go keepAliveLoop: a ping every 20-30 s with a 10 s deadline;
+        each miss is a KeepAliveTimeout, the first answer after misses a KeepAliveRestored;
+        3 minutes without an answer: Disconnect() (no Disconnected event) and autoReconnect."""
+        errors, last_success = 0, time.time()
+        while self.sock is sock and sock is not None and not self.cancelled.is_set():
+            time.sleep(random.uniform(KEEPALIVE_MIN, KEEPALIVE_MAX) * SCALE)  # noqa: S311
+            if self.sock is not sock:
+                return
+            try:
+                self._rpc("ping", timeout=KEEPALIVE_DEADLINE * SCALE)
+            except (ConnectionError, TimeoutError):
+                errors += 1
+                self._dispatch(
+                    neonize_proto.KeepAliveTimeout(ErrorCount=errors, LastSuccess=int(last_success))
+                )
+                if time.time() - last_success > KEEPALIVE_MAX_FAIL * SCALE and self.sock is sock:
+                    self.disconnect()
+                    self.expected_disconnect = False
+                    threading.Thread(target=self._auto_reconnect, daemon=True).start()
+                    return
+                continue
+            if errors:
+                self._dispatch(neonize_proto.KeepAliveRestored())
+            errors, last_success = 0, time.time()
 
     def _on_push(self, message: dict) -> None:
         kind = message.get("push")

@@ -118,6 +118,30 @@ async def test_a_stuck_host_is_recycled(hosted: HostedEngine, tmp_path: Path) ->
     assert stuck.pid not in hosted.host_pids()
 
 
+async def test_a_host_that_stops_answering_is_recycled_without_any_call(tmp_path: Path) -> None:
+    """Its pings go unanswered: recycled, and its sessions come back on a new host, before any
+    call would have had to time out."""
+    engine = HostedEngine(
+        "sandbox",
+        ping_interval=0.2,
+        ping_timeout=1,
+        restart_delay=0.2,
+        env={
+            "SANDBOX_DIR": str(tmp_path / "world"),
+            "SANDBOX_TIMINGS": json.dumps(dataclasses.asdict(FAST)),
+        },
+    )
+    try:
+        await link(engine, tmp_path, "s1", "+15550001")
+        stuck = engine.hosts[0]
+        os.kill(stuck.pid, signal.SIGSTOP)
+        assert (await next_event(engine, Disconnected)).will_reconnect
+        await next_event(engine, Connected)
+        assert stuck.pid not in engine.host_pids()
+    finally:
+        await engine.close()
+
+
 async def test_close_stops_the_hosts_and_keeps_the_stores(tmp_path: Path) -> None:
     engine = HostedEngine(
         "sandbox",

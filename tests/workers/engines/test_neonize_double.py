@@ -17,6 +17,7 @@ from tests.workers.engines.test_sandbox import next_event
 from workers.engines.base import (
     Connected,
     Disconnected,
+    EngineError,
     LoggedOut,
     MessageReceived,
     OutboundMessage,
@@ -26,6 +27,7 @@ from workers.engines.base import (
 
 pytestmark = pytest.mark.asyncio
 PHONE = "+15550123"
+TO = "15550002@s.whatsapp.net"
 
 
 @pytest.fixture
@@ -236,8 +238,6 @@ async def test_a_logout_while_connecting_unlinks_the_device_on_whatsapp(
 
 async def test_a_number_not_on_whatsapp_fails_the_send_for_good(engine, world, tmp_path) -> None:
     """whatsmeow send.go: a PN without a LID on the server is "no LID found": permanent."""
-    from workers.engines.base import EngineError
-
     await link(engine, world, tmp_path / "s1")
     with pytest.raises(EngineError) as refused:
         await engine.send(
@@ -270,3 +270,30 @@ async def test_inbound_media_larger_than_the_host_pipe_arrives_through_a_file(
         "s1", OutboundMessage(id="z", to="15550002@s.whatsapp.net", type="text", text="got it")
     )
     assert status.wa_message_id.startswith("3EB0")
+
+
+async def test_unanswered_keepalives_show_reconnecting_until_whatsapp_answers_again(
+    engine, world, tmp_path
+) -> None:
+    """whatsmeow keepalive.go: KeepAliveTimeout per missed ping, KeepAliveRestored at the next
+    answer. The session must not stay "connected" while nothing comes through."""
+    await link(engine, world, tmp_path / "s1")
+    world.freeze("s1")
+    stalled = await next_event_of(engine, Disconnected, "s1")
+    assert (stalled.code, stalled.will_reconnect) == ("keepalive_timeout", True)
+    with pytest.raises(EngineError) as refused:  # nothing is sent into the dead connection
+        await engine.send("s1", OutboundMessage(id="k", to=TO, type="text", text="hi"))
+    assert refused.value.code == "not_connected"
+    world.freeze("s1", frozen=False)
+    assert (await next_event_of(engine, Connected, "s1")).phone_number == PHONE
+
+
+async def test_three_minutes_without_keepalive_make_a_new_connection(
+    engine, world, tmp_path
+) -> None:
+    await link(engine, world, tmp_path / "s1")
+    world.freeze("s1")
+    assert (await next_event_of(engine, Disconnected, "s1")).code == "keepalive_timeout"
+    await next_event_of(engine, Connected, "s1", timeout=30)  # whatsmeow reconnected by itself
+    logins = [how for uuid, how, _ in world.logins if uuid == "s1"]
+    assert logins[-1] == "15550123@s.whatsapp.net" and len(logins) >= 3  # qr, 515, the new one

@@ -33,7 +33,10 @@ async def start_worker(tmp_path: Path, world: SandboxWorld):
     running: list[tuple[WorkerRuntime, asyncio.Task]] = []
 
     async def start(
-        name: str = "w1", lease_seconds: float = 6, auth_root: Path | None = None
+        name: str = "w1",
+        lease_seconds: float = 6,
+        auth_root: Path | None = None,
+        silence_seconds: float = 900,
     ) -> WorkerRuntime:
         engine = SandboxEngine(world, worker=name, timings=FAST)
         runtime = WorkerRuntime(
@@ -42,6 +45,7 @@ async def start_worker(tmp_path: Path, world: SandboxWorld):
                 engines=["sandbox"],
                 lease_seconds=lease_seconds,
                 poll_seconds=0.2,
+                silence_seconds=silence_seconds,
                 auth_root=auth_root or tmp_path / "auth",
             ),
             engines={"sandbox": engine},

@@ -3,8 +3,10 @@
 - Hosts are started fresh with `subprocess` (fork + exec of a new interpreter), never forked from
   the worker, so no engine state is ever copied into a child.
 - A host holds at most `sessions_per_host` sessions; a new one is started when all are full.
-- Every call has a deadline. A call that misses it means the host is stuck: the host is killed and
-  replaced ("recycled"), and the call fails with a transient `EngineError`.
+- Every call has a deadline (long: WhatsApp's own requests time out at 75 s and a neonize host makes
+  its calls one at a time). A call that misses it means the host is stuck: the host is killed and
+  replaced ("recycled"), and the call fails with a transient `EngineError`. A host is also pinged
+  (answered by its event loop, not its engine): one that stops answering is recycled at once.
 - A host that dies (a crash in the engine's native code, a SIGKILL) is replaced, and only its
   sessions are started again, one at a time, from their stores; each first gets a `Disconnected`
   (will_reconnect=True) so the runtime shows them as reconnecting.
@@ -14,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -105,6 +108,7 @@ class _Host:
             asyncio.create_task(self._read(reader)),
             asyncio.create_task(self._forward_output()),
             asyncio.create_task(self._watch()),
+            asyncio.create_task(self._ping()),
         ]
         logger.info(
             "engine host %s started",
@@ -149,7 +153,16 @@ class _Host:
             )
             self.owner.host_died(self)
 
-    async def call(self, op: str, **args: Any) -> Any:
+    async def _ping(self) -> None:
+        """Every `ping_interval`: a host whose loop does not answer within `ping_timeout` is
+        stuck (its engine calls would only time out one by one): recycle it now."""
+        while self.alive:
+            await asyncio.sleep(self.owner.ping_interval)
+            with contextlib.suppress(EngineError):
+                await self.call("ping", timeout=self.owner.ping_timeout)
+
+    async def call(self, op: str, timeout: float | None = None, **args: Any) -> Any:
+        timeout = timeout or self.owner.call_timeout
         if not self.alive or self._writer is None:
             raise EngineError("the engine host is not running", code="host_died")
         request_id = next(self._ids)
@@ -159,14 +172,14 @@ class _Host:
             protocol.dumps({"id": request_id, "op": op, "args": protocol.encode(args)})
         )
         try:
-            reply = await asyncio.wait_for(future, self.owner.call_timeout)
+            reply = await asyncio.wait_for(future, timeout)
         except TimeoutError:
             self._pending.pop(request_id, None)
             logger.error(
                 "engine host %s did not answer %s in %ss; recycling it",
                 self.number,
                 op,
-                self.owner.call_timeout,
+                timeout,
                 extra={"host_pid": self.pid},
             )
             self.kill()  # its death restarts its sessions on a new host
@@ -205,8 +218,10 @@ class HostedEngine(Engine):
         name: str,
         *,
         sessions_per_host: int = 20,
-        call_timeout: float = 60.0,
+        call_timeout: float = 240.0,
         start_timeout: float = 30.0,
+        ping_interval: float = 10.0,
+        ping_timeout: float = 15.0,
         restart_delay: float = 1.0,
         env: dict[str, str] | None = None,
     ) -> None:
@@ -216,6 +231,7 @@ class HostedEngine(Engine):
         self.sessions_per_host = sessions_per_host
         self.call_timeout = call_timeout
         self.start_timeout = start_timeout
+        self.ping_interval, self.ping_timeout = ping_interval, ping_timeout
         self.restart_delay = restart_delay
         self.extra_env = env or {}
         self.hosts: list[_Host] = []
@@ -377,6 +393,9 @@ class HostedEngine(Engine):
         """The host writes the file itself (same machine): no media bytes cross the pipe."""
         host = self._host_of(session_id)
         return await host.call("download", session_id=session_id, media=media, into=str(into))
+
+    async def probe(self, session_id: str) -> None:
+        await self._host_of(session_id).call("probe", session_id=session_id)
 
     async def control(self, session_id: str, op: str, **args: Any) -> Any:
         """A sandbox control (`scan`, `receive`, …) for a sandbox running in a host."""

@@ -112,9 +112,12 @@ OPS = frozenset(
         "mark_read",
         "set_typing",
         "download",
+        "probe",
     }
 )
-SANDBOX_OPS = frozenset({"scan", "receive", "drop_connection", "remote_logout", "replace"})
+SANDBOX_OPS = frozenset(
+    {"scan", "receive", "drop_connection", "remote_logout", "replace", "freeze"}
+)
 
 
 def decode_args(op: str, args: dict) -> dict:

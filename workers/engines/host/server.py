@@ -57,6 +57,9 @@ class HostServer:
 
     async def handle(self, request: dict) -> None:
         op = request.get("op", "")
+        if op == "ping":  # the worker's liveness check: answered by this loop, never the engine
+            self.send({"id": request["id"], "ok": True, "result": None})
+            return
         try:
             allowed = protocol.OPS | (
                 protocol.SANDBOX_OPS if self.engine.name == "sandbox" else set()

@@ -92,7 +92,9 @@ class _Session:
     auth_dir: Path
     client: Any = None
     thread: threading.Thread | None = None
-    state: str = "starting"  # starting | linking | connected | retrying | closed
+    # starting | linking | connected | stalled (keepalive unanswered) | reconnecting (whatsmeow
+    # retries) | retrying (we retry the first connect) | closed
+    state: str = "starting"
     qr_count: int = 0
     qr_deadline: asyncio.TimerHandle | None = None
     me: Any = None  # the Device neonize reported at Connected
@@ -161,6 +163,8 @@ class NeonizeEngine(Engine):
             ConnectedEv,
             ConnectFailureEv,
             DisconnectedEv,
+            KeepAliveRestoredEv,
+            KeepAliveTimeoutEv,
             LoggedOutEv,
             MessageEv,
             ReceiptEv,
@@ -180,6 +184,8 @@ class NeonizeEngine(Engine):
             ConnectFailureEv: self._on_connect_failure,
             TemporaryBanEv: self._on_temporary_ban,
             ClientOutdatedEv: self._on_client_outdated,
+            KeepAliveTimeoutEv: self._on_keepalive_timeout,
+            KeepAliveRestoredEv: self._on_keepalive_restored,
             MessageEv: self._on_message,
             ReceiptEv: self._on_receipt,
         }
@@ -266,9 +272,39 @@ class NeonizeEngine(Engine):
             Connected(session_id, jid=jid, phone_number=jid_to_phone(jid), push_name=me.PushName)
         )
 
+    async def _on_keepalive_timeout(self, session_id: str, event: Any) -> None:
+        """whatsmeow keepalive.go: a ping went unanswered. The socket looks open, nothing comes
+        through: `reconnecting` until a ping is answered again (KeepAliveRestored) or whatsmeow
+        reconnects by itself after 3 minutes (Connected)."""
+        session = self._sessions.get(session_id)
+        if session is None or session.state != "connected":
+            return
+        session.state = "stalled"
+        self.emit(
+            Disconnected(
+                session_id,
+                reason=f"WhatsApp stopped answering keepalive pings ({event.ErrorCount} missed)",
+                will_reconnect=True,
+                code="keepalive_timeout",
+            )
+        )
+
+    async def _on_keepalive_restored(self, session_id: str, event: Any) -> None:
+        session = self._sessions.get(session_id)
+        if session is None or session.state != "stalled" or session.me is None:
+            return
+        session.state = "connected"
+        jid = translate.jid_str(session.me.JID) if session.me.HasField("JID") else ""
+        self.emit(
+            Connected(
+                session_id, jid=jid, phone_number=jid_to_phone(jid), push_name=session.me.PushName
+            )
+        )
+
     async def _on_disconnected(self, session_id: str, event: Any) -> None:
         session = self._sessions.get(session_id)
-        if session is not None and session.state == "connected":
+        if session is not None and session.state in ("connected", "stalled"):
+            session.state = "reconnecting"  # whatsmeow reconnects; Connected follows
             self.emit(Disconnected(session_id, reason="connection lost", will_reconnect=True))
 
     async def _on_logged_out(self, session_id: str, event: Any) -> None:
@@ -577,7 +613,7 @@ class NeonizeEngine(Engine):
                 ) from None
         if session.state == "closed":
             raise EngineError("the session was stopped", permanent=True, code="not_started")
-        if session.state == "connected":
+        if session.state != "linking":  # connected, or reconnecting a linked device
             raise EngineError(
                 "the session is already linked", permanent=True, code="already_linked"
             )
@@ -659,6 +695,12 @@ class NeonizeEngine(Engine):
             return Path(into).stat().st_size
 
         return await self._checked(fetch, "media_unavailable")
+
+    async def probe(self, session_id: str) -> None:
+        """A usync query for our own number: a round trip WhatsApp must answer."""
+        session = self._session(session_id, connected=True)
+        own = "+" + jid_user(own_jid(session.me))
+        await self._checked(lambda: session.client.is_on_whatsapp(own), "probe_failed")
 
     async def _checked(self, function, code: str) -> Any:
         try:
