@@ -25,8 +25,19 @@ from gateway.openapi import errors
 from sessions_app.models import Engine, Session
 from sessions_app.selectors import session_get
 from sessions_app.services import E164
+from workers.engines.sandbox import RECEIPT_MODES
 
-ACTIONS = ("scan", "receive", "disconnect", "logout", "replace", "freeze")
+ACTIONS = (
+    "scan",
+    "receive",
+    "disconnect",
+    "logout",
+    "replace",
+    "freeze",
+    "ban",
+    "outdate",
+    "receipts",
+)
 MAX_MEDIA_BYTES = SANDBOX_MEDIA_BYTES
 
 
@@ -96,6 +107,12 @@ class SandboxReceiveInputSerializer(serializers.Serializer):
     as_lid = serializers.BooleanField(
         default=False, help_text="Hide the sender's number behind a @lid JID."
     )
+    resolvable = serializers.BooleanField(
+        default=True, help_text="With `as_lid`: False when the number behind it is not known."
+    )
+    from_me = serializers.BooleanField(
+        default=False, help_text="The phone itself sent it, to `from` (seen by linked devices)."
+    )
 
     def validate(self, attrs: dict) -> dict:
         if attrs["type"] == "text" and not attrs["text"]:
@@ -107,7 +124,25 @@ class SandboxReceiveInputSerializer(serializers.Serializer):
         return attrs
 
 
-SERIALIZERS = {"scan": SandboxScanInputSerializer, "receive": SandboxReceiveInputSerializer}
+class SandboxBanInputSerializer(serializers.Serializer):
+    expire_seconds = serializers.IntegerField(min_value=1, max_value=30 * 86400, default=3600)
+
+
+class SandboxReceiptsInputSerializer(serializers.Serializer):
+    mode = serializers.ChoiceField(
+        RECEIPT_MODES,
+        help_text="missing: `delivered` only (read receipts off); duplicated: each twice; "
+        "out_of_order: `read` before `delivered`; after_reconnect: held until the next "
+        "connection.",
+    )
+
+
+SERIALIZERS = {
+    "scan": SandboxScanInputSerializer,
+    "receive": SandboxReceiveInputSerializer,
+    "ban": SandboxBanInputSerializer,
+    "receipts": SandboxReceiptsInputSerializer,
+}
 
 
 def control_arguments(action: str, data: dict) -> dict:
@@ -118,13 +153,15 @@ def control_arguments(action: str, data: dict) -> dict:
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     values = serializer.validated_data
-    if action == "scan":
-        return {"phone_number": values["phone_number"]}
+    if action != "receive":
+        return dict(values)
     arguments = {
         "sender_phone": values["from"],
         "type": values["type"],
         "text": values["text"],
         "as_lid": values["as_lid"],
+        "resolvable": values["resolvable"],
+        "from_me": values["from_me"],
     }
     if "media" in values:
         arguments.update(
@@ -213,5 +250,29 @@ class SandboxFreezeApi(_SandboxControlApi):
     action = "freeze"
 
     @_schema("freeze", None, "Make the connection a zombie: it looks up, nothing comes through")
+    def post(self, request: Request, session_id: object) -> Response:
+        return self.control(request, session_id)
+
+
+class SandboxBanApi(_SandboxControlApi):
+    action = "ban"
+
+    @_schema("ban", SandboxBanInputSerializer, "Ban the number for a while (logins refused)")
+    def post(self, request: Request, session_id: object) -> Response:
+        return self.control(request, session_id)
+
+
+class SandboxOutdateApi(_SandboxControlApi):
+    action = "outdate"
+
+    @_schema("outdate", None, "WhatsApp refuses this client version (405)")
+    def post(self, request: Request, session_id: object) -> Response:
+        return self.control(request, session_id)
+
+
+class SandboxReceiptsApi(_SandboxControlApi):
+    action = "receipts"
+
+    @_schema("receipts", SandboxReceiptsInputSerializer, "How receipts come from now on")
     def post(self, request: Request, session_id: object) -> Response:
         return self.control(request, session_id)

@@ -86,8 +86,11 @@ async def test_the_api_drives_the_simulated_phone(running, api: APIClient, tmp_p
     assert (await next_event(engine, Disconnected)).will_reconnect
     await next_event(engine, Connected)
 
+    await post(api, session, "receipts", {"mode": "missing"})
+    await post(api, session, "freeze")
     await post(api, session, "replace")
     assert isinstance(await next_event(engine, StreamReplaced), StreamReplaced)
+    assert engine.status(str(session.id)) == "stopped"  # the frozen connection is gone
 
 
 @pytest.mark.asyncio
@@ -124,6 +127,8 @@ async def test_the_sandbox_command_does_the_same(running) -> None:
         ("receive", {"from": "+1", "text": "x"}, "from", 400),
         ("receive", {"from": "+15550002", "type": "sticker", "text": "x"}, "type", 400),
         ("receive", {"from": "+15550002"}, "text", 422),
+        ("receipts", {"mode": "sometimes"}, "mode", 400),
+        ("ban", {"expire_seconds": 0}, "expire_seconds", 400),
         ("receive", {"from": "+15550002", "type": "image"}, "media", 422),
         (
             "receive",

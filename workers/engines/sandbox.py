@@ -9,8 +9,12 @@ It runs in process, through the same runtime, storage, snapshot and webhook path
   that directory reconnects without a new scan, until the device is unlinked;
 - sends are `sent` at once, `delivered` and `read` after configurable delays, voice notes `played`;
   numbers ending in 0000 are not on WhatsApp; a message id is delivered to the simulated phone once;
-- triggers for inbound messages, dropped connections, remote logouts and a stream replaced by
-  another connection.
+- triggers for inbound messages (from contacts, from @lid senders that cannot be resolved, from
+  the phone itself), dropped connections (also while linking), remote logouts, a stream replaced
+  by another connection (learnt at once, as WhatsApp pushes it), a half-open connection (`freeze`),
+  temporary bans and an outdated client;
+- receipts as they come in real life, per session (`receipts`): normal, missing (read receipts
+  off: `delivered` only), duplicated, out of order, or held until the next reconnect.
 
 What the simulated WhatsApp servers know is shared by every process on the machine through a
 directory (`SandboxWorld`): which devices are linked, a log of who connected from which worker and
@@ -56,6 +60,7 @@ from workers.engines.jids import is_group, jid_to_phone, jid_user, phone_to_jid
 from workers.engines.store import KeyValueStore, delete_store
 
 NOT_ON_WHATSAPP_SUFFIX = "0000"
+RECEIPT_MODES = ("normal", "missing", "duplicated", "out_of_order", "after_reconnect")
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,7 @@ class SandboxTimings:
     delivered_after: float = 1.0
     read_after: float = 3.0
     played_after: float = 2.0
+    push_poll: float = 0.5  # how often a connection looks for what the servers push (replaced)
 
 
 class SandboxWorld:
@@ -157,6 +163,16 @@ class SandboxWorld:
             current = directory / "connection.json"
             return current.exists() and json.loads(current.read_text())["connection"] == connection
 
+    def ban(self, session_id: str, expire_seconds: int) -> None:
+        with self._locked(session_id) as directory:
+            (directory / "ban.json").write_text(json.dumps({"until": time.time() + expire_seconds}))
+
+    def banned_for(self, session_id: str) -> int:
+        """Seconds the session's number stays banned (0: not banned)."""
+        path = self._dir(session_id) / "ban.json"
+        until = json.loads(path.read_text())["until"] if path.exists() else 0
+        return max(0, round(until - time.time()))
+
     def freeze(self, session_id: str) -> None:
         """The open connection goes half-open: it looks up, and nothing comes through it."""
         with self._locked(session_id) as directory:
@@ -198,6 +214,15 @@ class SandboxWorld:
         return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
+def temporary_ban(session_id: str, expire_seconds: int) -> Disconnected:
+    return Disconnected(
+        session_id,
+        reason=f"temporarily banned; the ban ends in {expire_seconds} s",
+        will_reconnect=False,
+        code="temporary_ban",
+    )
+
+
 @dataclass
 class _Session:
     id: str
@@ -208,6 +233,8 @@ class _Session:
     pair_phone: str = ""
     connection: str = ""  # the simulated server's id for our open connection
     frozen: bool = False  # the connection went half-open (`freeze`)
+    receipts: str = "normal"  # one of RECEIPT_MODES
+    held: list[Receipt] = field(default_factory=list)  # receipts waiting for a reconnect
     tasks: set[asyncio.Task] = field(default_factory=set)
 
 
@@ -248,6 +275,21 @@ class SandboxEngine(Engine):
                 push_name="Sandbox",
             )
         )
+        held, session.held = session.held, []
+        for receipt in held:  # what the phones sent while we were away
+            self.emit(receipt)
+        spawn_into(session.tasks, self._watch_connection(session, session.connection))
+
+    async def _watch_connection(self, session: _Session, connection: str) -> None:
+        """WhatsApp pushes a stream error the moment another connection takes the session."""
+        while session.state == "connected" and session.connection == connection:
+            await asyncio.sleep(self.timings.push_poll)
+            if session.state != "connected" or session.connection != connection:
+                return
+            if not self.world.connection_current(session.id, connection):
+                self._close(session)
+                self.emit(StreamReplaced(session.id))
+                return
 
     # --- commands -----------------------------------------------------------------------------
 
@@ -268,6 +310,11 @@ class SandboxEngine(Engine):
                 self.emit(LoggedOut(session_id, reason="device was unlinked"))
                 return
             session.device, session.phone_number = device, phone
+            banned = self.world.banned_for(session_id)
+            if banned > 0:
+                self._close(session)
+                self.emit(temporary_ban(session_id, banned))
+                return
             spawn_into(session.tasks, self._connect_later(session))
             return
         spawn_into(session.tasks, self._rotate_qr(session))
@@ -368,23 +415,31 @@ class SandboxEngine(Engine):
         return SendResult(wa_message_id=message.id, timestamp=time.time())
 
     async def _receipts(self, session: _Session, message: OutboundMessage) -> None:
-        t = self.timings
+        t, mode = self.timings, session.receipts
         steps = [("delivered", t.delivered_after), ("read", t.read_after - t.delivered_after)]
         if message.type == "voice":
             steps.append(("played", t.played_after))
+        if mode == "missing":  # read receipts off on the phone: never more than delivered
+            steps = steps[:1]
+        elif mode == "out_of_order":  # the read receipt overtakes the delivery receipt
+            steps = [
+                (status, delay) for (status, _), (_, delay) in zip(steps[::-1], steps, strict=True)
+            ]
         for status, delay in steps:
             await asyncio.sleep(max(0.0, delay))
-            if session.state != "connected" or session.frozen:
-                return  # receipts for an offline session arrive... never, in the sandbox
-            self.emit(
-                Receipt(
-                    session.id,
-                    chat=message.to,
-                    message_ids=(message.id,),
-                    status=status,
-                    timestamp=time.time(),
-                )
+            receipt = Receipt(
+                session.id,
+                chat=message.to,
+                message_ids=(message.id,),
+                status=status,
+                timestamp=time.time(),
             )
+            if mode == "after_reconnect" or session.state != "connected" or session.frozen:
+                session.held.append(receipt)  # comes with the next connection
+                continue
+            self.emit(receipt)
+            if mode == "duplicated":
+                self.emit(receipt)
 
     async def request_pair_code(self, session_id: str, phone_number: str) -> str:
         session = self._session(session_id)
@@ -471,11 +526,15 @@ class SandboxEngine(Engine):
         mime_type: str = "",
         filename: str = "",
         as_lid: bool = False,
+        resolvable: bool = True,
+        from_me: bool = False,
         group: str = "",
         wa_message_id: str = "",
     ) -> InboundMessage:
         """A contact sends the session a message. `as_lid` hides the sender's number behind a
-        @lid JID (as WhatsApp does more and more); the engine still resolves the number."""
+        @lid JID (as WhatsApp does more and more); the engine resolves the number unless
+        `resolvable` is False (no mapping known yet). `from_me`: the phone itself sent it to
+        `sender_phone` (every linked device sees it)."""
         session = self._session(session_id, connected=True)
         if session.frozen:
             raise EngineError("nothing comes through a frozen connection", code="not_connected")
@@ -491,14 +550,22 @@ class SandboxEngine(Engine):
                 sha256=hashlib.sha256(media).hexdigest(),
                 ref={"data": base64.b64encode(media).decode()},
             )
+        own = phone_to_jid(session.phone_number)
         message = InboundMessage(
             wa_message_id=wa_message_id or "SB" + secrets.token_hex(10).upper(),
-            chat=group or sender_jid,
-            sender=sender_jid,
+            chat=group or (phone_to_jid(sender_phone) if from_me else sender_jid),
+            sender=own if from_me else sender_jid,
             type=type,
             timestamp=time.time(),
-            sender_phone=jid_to_phone(phone_to_jid(sender_phone)),
-            push_name="Contact",
+            sender_phone=(
+                jid_to_phone(own)
+                if from_me
+                else jid_to_phone(phone_to_jid(sender_phone))
+                if resolvable or not as_lid
+                else ""
+            ),
+            push_name="Sandbox" if from_me else "Contact",
+            from_me=from_me,
             is_group=bool(group),
             text=text if type == "text" else "",
             caption=text if type != "text" else "",
@@ -508,12 +575,32 @@ class SandboxEngine(Engine):
         return message
 
     async def drop_connection(self, session_id: str) -> None:
-        """The network drops; like whatsmeow, the engine reconnects by itself."""
+        """The network drops; like whatsmeow, the engine reconnects by itself. While linking, the
+        codes just stop coming (and linking ends when the current one expires)."""
+        session = self._session(session_id)
+        if session.state == "linking":
+            for task in list(session.tasks):
+                task.cancel()
+            spawn_into(session.tasks, self._linking_dropped(session))
+            return
         session = self._session(session_id, connected=True)
         self.world.close_connection(session_id, session.connection, self.worker, "network")
         session.state = "reconnecting"
         self.emit(Disconnected(session_id, reason="connection lost", will_reconnect=True))
         spawn_into(session.tasks, self._reconnect(session))
+
+    async def _linking_dropped(self, session: _Session) -> None:
+        await asyncio.sleep(self.timings.qr_next)
+        if session.state == "linking":
+            self._close(session)
+            self.emit(
+                Disconnected(
+                    session.id,
+                    reason="the connection dropped while linking",
+                    will_reconnect=False,
+                    code="qr_timeout",
+                )
+            )
 
     async def _reconnect(self, session: _Session) -> None:
         await asyncio.sleep(self.timings.reconnect_delay)
@@ -530,6 +617,36 @@ class SandboxEngine(Engine):
         delete_store(session.auth_dir)
         self._close(session)
         self.emit(LoggedOut(session_id, reason="unlinked from the phone"))
+
+    async def ban(self, session_id: str, expire_seconds: int = 3600) -> None:
+        """WhatsApp bans the number for a while: the connection closes, logins are refused."""
+        session = self._session(session_id)
+        self.world.ban(session_id, expire_seconds)
+        if session.connection:
+            self.world.close_connection(session_id, session.connection, self.worker, "banned")
+        self._close(session)
+        self.emit(temporary_ban(session_id, expire_seconds))
+
+    async def outdate(self, session_id: str) -> None:
+        """WhatsApp refuses this client version (405)."""
+        session = self._session(session_id)
+        if session.connection:
+            self.world.close_connection(session_id, session.connection, self.worker, "outdated")
+        self._close(session)
+        self.emit(
+            Disconnected(
+                session_id,
+                reason="WhatsApp refuses this client version (405)",
+                will_reconnect=False,
+                code="client_outdated",
+            )
+        )
+
+    async def receipts(self, session_id: str, mode: str) -> None:
+        """How the phones' receipts come from now on (RECEIPT_MODES)."""
+        if mode not in RECEIPT_MODES:
+            raise EngineError(f"unknown receipt mode {mode!r}", permanent=True, code="bad_request")
+        self._session(session_id).receipts = mode
 
     async def freeze(self, session_id: str) -> None:
         """The connection goes silent without closing (a zombie: nothing comes, nothing goes)."""

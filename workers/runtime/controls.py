@@ -43,8 +43,12 @@ async def apply_sandbox_control(engine: SandboxEngine, message: dict) -> None:
             await engine.remote_logout(session_id)
         elif action == "replace":
             await engine.replace(session_id)
-        elif action == "freeze":
-            await engine.freeze(session_id)
+        elif action in ("freeze", "outdate"):
+            await getattr(engine, action)(session_id)
+        elif action == "ban":
+            await engine.ban(session_id, **arguments)
+        elif action == "receipts":
+            await engine.receipts(session_id, **arguments)
         else:
             logger.warning("unknown sandbox control %r", action, extra={"session_id": session_id})
     except EngineError as exc:

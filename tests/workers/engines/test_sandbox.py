@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -37,6 +38,7 @@ FAST = SandboxTimings(
     delivered_after=0.05,
     read_after=0.1,
     played_after=0.05,
+    push_poll=0.05,
 )
 PHONE = "+15550001"
 TO = "15550002@s.whatsapp.net"
@@ -340,3 +342,99 @@ async def test_a_second_connection_replaces_the_first_as_on_whatsapp(
     ]
     assert world.phone_messages("s1") == []  # the replaced connection delivered nothing
     await other.close()
+
+
+async def test_another_connection_taking_over_is_learnt_at_once(
+    engine: SandboxEngine, world: SandboxWorld, tmp_path: Path
+) -> None:
+    """WhatsApp pushes the stream error; nothing has to be sent first."""
+    await linked(engine, tmp_path / "auth")
+    other = SandboxEngine(world, worker="worker-b", timings=FAST)
+    await other.start("s1", tmp_path / "auth")
+    await next_event(other, Connected)
+    assert (await next_event(engine, StreamReplaced)).session_id == "s1"
+    assert engine.status("s1") == "stopped"
+    await other.close()
+
+
+async def receipts_of(engine: SandboxEngine, mode: str, message: OutboundMessage) -> list[str]:
+    await engine.receipts("s1", mode)
+    await engine.send("s1", message)
+    statuses = []
+    with contextlib.suppress(TimeoutError):
+        while True:  # every receipt the phone sends comes within a second here
+            statuses.append((await next_event(engine, Receipt, timeout=1)).status)
+    return statuses
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("normal", ["delivered", "read"]),
+        ("missing", ["delivered"]),
+        ("duplicated", ["delivered", "delivered", "read", "read"]),
+        ("out_of_order", ["read", "delivered"]),
+    ],
+)
+async def test_receipts_come_as_they_do_in_real_life(
+    engine: SandboxEngine, tmp_path: Path, mode: str, expected: list[str]
+) -> None:
+    await linked(engine, tmp_path / "auth")
+    message = OutboundMessage(id="R1", to=TO, type="text", text="hi")
+    assert await receipts_of(engine, mode, message) == expected
+
+
+async def test_receipts_held_while_away_arrive_with_the_next_connection(
+    engine: SandboxEngine, tmp_path: Path
+) -> None:
+    await linked(engine, tmp_path / "auth")
+    message = OutboundMessage(id="R2", to=TO, type="text", text="hi")
+    assert await receipts_of(engine, "after_reconnect", message) == []
+    await engine.receipts("s1", "normal")
+    await engine.drop_connection("s1")
+    await next_event(engine, Connected)
+    first = await next_event(engine, Receipt)
+    assert (first.message_ids, first.status) == (("R2",), "delivered")
+
+
+async def test_an_unresolvable_lid_sender_and_a_message_from_the_phone_itself(
+    engine: SandboxEngine, tmp_path: Path
+) -> None:
+    await linked(engine, tmp_path / "auth")
+    await engine.receive("s1", sender_phone="+15550004", text="who?", as_lid=True, resolvable=False)
+    hidden = (await next_event(engine, MessageReceived)).message
+    assert hidden.sender.endswith("@lid") and hidden.sender_phone == ""
+    await engine.receive("s1", sender_phone="+15550004", text="typed on the phone", from_me=True)
+    mine = (await next_event(engine, MessageReceived)).message
+    assert mine.from_me and mine.chat == "15550004@s.whatsapp.net"
+    assert (mine.sender, mine.sender_phone) == ("15550001@s.whatsapp.net", PHONE)
+
+
+async def test_a_drop_while_linking_stops_the_codes_and_ends_linking(
+    engine: SandboxEngine, tmp_path: Path
+) -> None:
+    await engine.start("s1", tmp_path / "auth")
+    await next_event(engine, QrCode)
+    await engine.drop_connection("s1")
+    ended = await next_event(engine, Disconnected)
+    assert (ended.code, ended.will_reconnect) == ("qr_timeout", False)
+
+
+async def test_a_ban_ends_the_session_and_refuses_the_next_login(
+    engine: SandboxEngine, tmp_path: Path
+) -> None:
+    await linked(engine, tmp_path / "auth")
+    await engine.ban("s1", expire_seconds=7200)
+    banned = await next_event(engine, Disconnected)
+    assert (banned.code, banned.will_reconnect) == ("temporary_ban", False)
+    assert "7200 s" in banned.reason
+    await engine.start("s1", tmp_path / "auth")
+    again = await next_event(engine, Disconnected)
+    assert again.code == "temporary_ban" and engine.status("s1") == "stopped"
+
+
+async def test_an_outdated_client_ends_the_session(engine: SandboxEngine, tmp_path: Path) -> None:
+    await linked(engine, tmp_path / "auth")
+    await engine.outdate("s1")
+    ended = await next_event(engine, Disconnected)
+    assert (ended.code, ended.will_reconnect) == ("client_outdated", False)

@@ -50,3 +50,22 @@ async def test_a_silent_session_that_answers_its_probe_is_left_alone(start_worke
     steps = await sync_to_async(timeline)(session)
     assert [status for status, _ in steps][-1] == "connected"
     assert not [reason for _, reason in steps if "probe" in reason]
+
+
+@pytest.mark.parametrize(
+    ("act", "code", "words"),
+    [("ban", "temporary_ban", "the ban ends in 7200 s"), ("outdate", "client_outdated", "405")],
+)
+async def test_a_ban_or_an_outdated_client_fails_the_session_with_its_reason(
+    start_worker, act: str, code: str, words: str
+) -> None:
+    runtime = await start_worker()
+    session = await linked(runtime)
+    engine = runtime.engines["sandbox"]
+    await (engine.ban(str(session.id), 7200) if act == "ban" else engine.outdate(str(session.id)))
+    row = await until(
+        lambda: (row := session_row(session.id)).status == "failed" and row, what="failed"
+    )
+    assert row.last_error_code == code and words in row.last_error
+    steps = await sync_to_async(timeline)(session)
+    assert ("failed", code) in steps  # the timeline names it; the session holds its words

@@ -116,7 +116,17 @@ OPS = frozenset(
     }
 )
 SANDBOX_OPS = frozenset(
-    {"scan", "receive", "drop_connection", "remote_logout", "replace", "freeze"}
+    {
+        "scan",
+        "receive",
+        "drop_connection",
+        "remote_logout",
+        "replace",
+        "freeze",
+        "ban",
+        "outdate",
+        "receipts",
+    }
 )
 
 

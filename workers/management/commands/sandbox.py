@@ -20,13 +20,24 @@ class Command(BaseCommand):
         parser.add_argument("--from", dest="sender", default="", help="receive: sender (E.164).")
         parser.add_argument("--text", default="", help="receive: the text.")
         parser.add_argument("--lid", action="store_true", help="receive: sender hidden as @lid.")
+        parser.add_argument(
+            "--from-me", action="store_true", help="receive: sent by the phone itself, to --from."
+        )
+        parser.add_argument("--expire", type=int, default=3600, help="ban: seconds it lasts.")
+        parser.add_argument("--mode", default="normal", help="receipts: how they come from now.")
 
     def handle(self, *args: object, action: str, session_id: str, **options: object) -> None:
-        data = (
-            {"phone_number": options["phone"]}
-            if action == "scan"
-            else {"from": options["sender"], "text": options["text"], "as_lid": options["lid"]}
-        )
+        data = {
+            "scan": {"phone_number": options["phone"]},
+            "receive": {
+                "from": options["sender"],
+                "text": options["text"],
+                "as_lid": options["lid"],
+                "from_me": options["from_me"],
+            },
+            "ban": {"expire_seconds": options["expire"]},
+            "receipts": {"mode": options["mode"]},
+        }.get(action, {})
         try:
             session = session_get(session_id=session_id)
             sandbox_control_send(session=session, action=action, **control_arguments(action, data))
