@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
+from tests import netns
 from tests.gateway.test_settings import GATEWAY_VARS, ROOT
 from tests.processes import free_port
 
@@ -23,21 +23,10 @@ SEED = 20261201
 EXAMPLES = 25
 
 
-def in_namespace(namespace: str, *command: str) -> list[str]:
-    return ["ip", "netns", "exec", namespace, *command]
-
-
 @pytest.fixture
-def namespace() -> str:
-    if os.geteuid() != 0:
-        pytest.fail("the contract test needs root for its network namespace (CI runs as root)")
-    name = f"gw-contract-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(in_namespace(name, "ip", "link", "set", "lo", "up"), check=True)
+def namespace():
+    with netns.namespace("gw-contract") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "delete", name], check=False)
 
 
 @pytest.mark.timeout(900)
@@ -61,7 +50,9 @@ def test_schemathesis_finds_no_failure_with_every_check(tmp_path: Path, namespac
     port = free_port()
     log = open(tmp_path / "serve.log", "w")
     server = subprocess.Popen(
-        in_namespace(namespace, *manage, "serve", "--port", str(port), "--engines", "sandbox"),
+        netns.in_namespace(
+            namespace, *manage, "serve", "--port", str(port), "--engines", "sandbox"
+        ),
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -69,7 +60,7 @@ def test_schemathesis_finds_no_failure_with_every_check(tmp_path: Path, namespac
     )
     try:
         result = subprocess.run(
-            in_namespace(
+            netns.in_namespace(
                 namespace,
                 str(Path(sys.executable).with_name("schemathesis")),
                 "--config-file",

@@ -1,4 +1,6 @@
-"""The neonize engine in real host processes, offline (WhatsApp cannot be reached from here).
+"""The neonize engine in real host processes, offline: each test runs in a network namespace
+with only loopback, so real neonize's dial of web.whatsapp.com (and its DNS query) never leaves
+the machine.
 
 What can be shown without WhatsApp: the start path when the network is unreachable (the session
 reports `connect_failed` and retries with backoff, the worker's event loop never blocks, the worker
@@ -16,11 +18,18 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from tests import netns
 from tests.workers.engines.test_sandbox import next_event
 from workers.engines.base import Disconnected, EngineError, OutboundMessage
 from workers.engines.host.client import HostedEngine
 
 pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture(autouse=True)
+def _offline():
+    with netns.offline():  # the engine hosts started here live in it
+        yield
 
 
 @pytest_asyncio.fixture
