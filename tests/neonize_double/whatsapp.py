@@ -54,6 +54,8 @@ class _Connection(socketserver.StreamRequestHandler):
         self.uuid = ""
         self.lock = threading.Lock()
         self.frozen = False  # half-open: what is sent is never answered, nothing is pushed
+        if world.outage:  # the network is down: the connection ends at once
+            return
         try:
             for line in self.rfile:
                 request = json.loads(line)
@@ -104,6 +106,11 @@ class FakeWhatsApp:
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._ids = itertools.count(1)
         self.handshake_delay = 0.0  # seconds before a login is answered
+        self.outage = False  # True: every new connection is closed at once
+        self.sent: dict[str, list[dict]] = {}  # uuid → what that device sent, in order
+        # Seconds after a send until the recipient's phone sends `delivered`, then `read` (None:
+        # no receipts unless a test sends them with `receipt()`).
+        self.receipts_after: tuple[float, float] | None = None
 
     def start(self) -> FakeWhatsApp:
         self._thread.start()
@@ -164,6 +171,11 @@ class FakeWhatsApp:
                 answer["pair_device"] = [secrets.token_urlsafe(12) for _ in range(QR_REFS)]
 
     def _serve(self, device: Device | None, op: str, request: dict) -> dict:
+        if op == "download":  # the media servers: no login on this connection
+            data = self.media.get(request["direct_path"])
+            if data is None:
+                return {"error": "download failed with status code 404"}
+            return {"data": base64.b64encode(data).decode()}
         if device is None or (not device.jid and op not in ("pair_phone", "upload")):
             return {"error": "not logged in"}
         if op == "send":
@@ -180,6 +192,14 @@ class FakeWhatsApp:
                 "at": time.time(),
             }
             self.phones.setdefault(to, []).append(received)
+            self.sent.setdefault(device.uuid, []).append(received)
+            if self.receipts_after is not None:
+                for status, delay in zip(("DELIVERED", "READ"), self.receipts_after, strict=True):
+                    timer = threading.Timer(
+                        delay, self._receipt_for, args=(device.uuid, to, message_id, status)
+                    )
+                    timer.daemon = True
+                    timer.start()
             return {"id": message_id, "t": int(time.time())}
         if op == "pair_phone":
             self.pair_codes[device.uuid if device else ""] = request["phone"]
@@ -206,11 +226,6 @@ class FakeWhatsApp:
             path = "/v/" + hashlib.sha256(data).hexdigest()
             self.media[path] = data
             return {"direct_path": path}
-        if op == "download":
-            data = self.media.get(request["direct_path"])
-            if data is None:
-                return {"error": "download failed with status code 404"}
-            return {"data": base64.b64encode(data).decode()}
         if op == "logout":
             device.removed = True
             return {"ok": True}
@@ -277,6 +292,20 @@ class FakeWhatsApp:
         """A receipt (neonize's `Receipt` event object) reaches the device."""
         self._push(
             uuid, {"push": 18, "event": base64.b64encode(event.SerializePartialToString()).decode()}
+        )
+
+    def _receipt_for(self, uuid: str, chat: str, message_id: str, status: str) -> None:
+        from neonize.proto import Neonize_pb2 as N
+
+        user, _, server = chat.partition("@")
+        self.receipt(
+            uuid,
+            N.Receipt(
+                MessageSource=N.MessageSource(Chat=N.JID(User=user, Server=server)),
+                MessageIDs=[message_id],
+                Timestamp=int(time.time()),
+                Type=N.Receipt.ReceiptType.Value(status),
+            ),
         )
 
     def unlink(self, uuid: str) -> None:

@@ -219,6 +219,17 @@ class _Go:
         self.sock = sock
         return answer
 
+    def media_request(self, **fields: Any) -> dict:
+        """download.go: media come over HTTPS from the media servers (mmg.whatsapp.net), not
+        over the websocket: one connection per download, so a large one delays nothing else."""
+        sock = self._dial()
+        try:
+            sock.sendall((json.dumps({"req": 0, "op": "download", **fields}) + "\n").encode())
+            with sock.makefile("rb") as reader:
+                return json.loads(reader.readline())
+        finally:
+            sock.close()
+
     def _send_line(self, message: dict, sock: socket.socket | None = None) -> None:
         sock = sock or self.sock
         if sock is None:
@@ -277,6 +288,7 @@ class _Go:
         current = self.sock is sock  # not current: Disconnect() closed it, or a new login did
         if current:
             self.sock = None
+        if current or sock is self.handshaking:  # a handshake that fails fails at once
             self._clear_waiters()
         if current and not self.expected_disconnect and not self.cancelled.is_set():
             # client.go onDisconnect: an unexpected close → Disconnected, then autoReconnect.
@@ -289,13 +301,19 @@ class _Go:
             done.set()
 
     def _auto_reconnect(self) -> None:
+        """client.go autoReconnect: (errors * 2 s) between tries; the wait ends with the ctx
+        (Stop) and nothing reconnects after an expected disconnect."""
         while not self.expected_disconnect and not self.cancelled.is_set():
-            time.sleep(self.reconnect_errors * 2 * SCALE)  # client.go autoReconnect
+            if self.cancelled.wait(self.reconnect_errors * 2 * SCALE) or self.expected_disconnect:
+                return
             self.reconnect_errors += 1
             try:
                 answer = self._connect()
             except (OSError, ConnectionError, TimeoutError):
                 continue
+            if self.cancelled.is_set():  # stopped while the handshake ran
+                self.disconnect()
+                return
             self._after_login(answer)
             return
 
@@ -714,9 +732,9 @@ class NewClient:
             raise DownloadError("didn't find any attachments in message")
         go = self._connected_go(DownloadError)
         try:
-            answer = go._rpc("download", direct_path=media.directPath)
-        except (ConnectionError, TimeoutError) as exc:
-            raise DownloadError(str(exc)) from None
+            answer = go.media_request(direct_path=media.directPath)
+        except (OSError, ValueError) as exc:
+            raise DownloadError(f"failed to download media: {exc}") from None
         if "error" in answer:
             raise DownloadError(answer["error"])
         data = base64.b64decode(answer["data"])

@@ -1,0 +1,284 @@
+"""The system suite, once per engine: the API, the worker runtime, engine host processes and the
+engine's adapter, with only WhatsApp simulated.
+
+- `sandbox`: the sandbox engine in a host process, its phones in a `SandboxWorld`;
+- `neonize`: the real neonize adapter (`engine.py`, `translate.py`) in a host process over the
+  neonize double, its phones and servers a `FakeWhatsApp`.
+
+A test asks for `system` and drives phones through `system.phone`, the same calls on both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from asgiref.sync import sync_to_async
+from django.db import connections
+
+from tests.neonize_double.harness import neonize_engine
+from tests.neonize_double.whatsapp import FakeWhatsApp
+from tests.workers.engines.test_sandbox import FAST
+from tests.workers.runtime.test_runtime import until
+from workers.engines.host.client import HostedEngine
+from workers.engines.jids import phone_to_jid
+from workers.engines.sandbox import SandboxWorld
+from workers.runtime.worker import RuntimeConfig, WorkerRuntime
+
+ENGINES = ["sandbox", "neonize"]
+# Receipts: `delivered`, then `read`, this long after a send (both engines).
+TIMINGS = dataclasses.replace(FAST, reconnect_delay=2.0, delivered_after=0.05, read_after=0.1)
+
+
+class SandboxPhone:
+    """The sandbox's phones, through the sandbox controls of the host running the session."""
+
+    def __init__(self, system: System, world: SandboxWorld) -> None:
+        self.system, self.world = system, world
+
+    def _engine(self, session_id: str) -> HostedEngine:
+        for runtime in self.system.runtimes:
+            if session_id in runtime.runners:
+                return runtime.engines["sandbox"]
+        raise AssertionError(f"no worker runs {session_id}")
+
+    async def scan(self, session_id: str, phone_number: str) -> None:
+        await self._engine(session_id).control(session_id, "scan", phone_number=phone_number)
+
+    async def receive(
+        self,
+        session_id: str,
+        *,
+        sender: str,
+        text: str = "",
+        kind: str = "text",
+        media: bytes | None = None,
+        mime_type: str = "",
+        group: str = "",
+        wa_message_id: str = "",
+    ) -> None:
+        await self._engine(session_id).control(
+            session_id,
+            "receive",
+            sender_phone=sender,
+            type=kind,
+            text=text,
+            media=base64.b64encode(media).decode() if media is not None else None,
+            mime_type=mime_type,
+            group=group,
+            wa_message_id=wa_message_id,
+        )
+
+    def sent(self, session_id: str) -> list[dict]:
+        """What the session sent, as the phones got it: id, to, type, text, and `key` (the
+        quoted or reacted-to message: id, from_me, participant in a group)."""
+        return [
+            {
+                "id": m["id"],
+                "to": m["to"],
+                "type": m["type"],
+                "text": m["text"] or m["caption"],
+                "reaction": m["reaction"],
+                "key": m.get("key"),
+                "quoted_text": m.get("quoted_text", ""),
+            }
+            for m in self.world.phone_messages(session_id)
+        ]
+
+    async def drop(self, session_id: str) -> None:
+        await self._engine(session_id).control(session_id, "drop_connection")
+
+    async def unlink(self, session_id: str) -> None:
+        await self._engine(session_id).control(session_id, "remote_logout")
+
+
+class DoublePhone:
+    """FakeWhatsApp's phones and servers, behind the neonize double."""
+
+    def __init__(self, world: FakeWhatsApp) -> None:
+        self.world = world
+
+    async def scan(self, session_id: str, phone_number: str) -> None:
+        self.world.scan(session_id, phone_number)
+
+    async def receive(
+        self,
+        session_id: str,
+        *,
+        sender: str,
+        text: str = "",
+        kind: str = "text",
+        media: bytes | None = None,
+        mime_type: str = "",
+        group: str = "",
+        wa_message_id: str = "",
+    ) -> None:
+        from neonize.proto import Neonize_pb2 as N
+        from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as wa
+
+        if media is None:
+            content = wa.Message(conversation=text)
+        else:
+            path = f"/v/{wa_message_id or time.monotonic_ns()}"
+            self.world.media[path] = media
+            fields = {"directPath": path, "mimetype": mime_type, "fileLength": len(media)}
+            content = {
+                "image": lambda: wa.Message(imageMessage=wa.ImageMessage(caption=text, **fields)),
+                "document": lambda: wa.Message(
+                    documentMessage=wa.DocumentMessage(caption=text, **fields)
+                ),
+            }[kind]()
+        sender_jid = N.JID(User=sender.lstrip("+"), Server="s.whatsapp.net")
+        chat = N.JID(User=group.partition("@")[0], Server="g.us") if group else sender_jid
+        source = N.MessageSource(Chat=chat, Sender=sender_jid, IsFromMe=False, IsGroup=bool(group))
+        info = N.MessageInfo(
+            MessageSource=source,
+            ID=wa_message_id or f"3EB0{time.monotonic_ns():X}",
+            Pushname="Contact",
+            Timestamp=int(time.time()),
+        )
+        self.world.deliver(session_id, N.Message(Info=info, Message=content))
+
+    def sent(self, session_id: str) -> list[dict]:
+        from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as wa
+
+        device = self.world.devices.get(session_id)
+        own = device.jid if device else ""
+        return [
+            decoded(m, wa.Message.FromString(base64.b64decode(m["message"])), own)
+            for m in self.world.sent.get(session_id, [])
+        ]
+
+    async def drop(self, session_id: str) -> None:
+        self.world.drop(session_id)
+
+    async def unlink(self, session_id: str) -> None:
+        self.world.unlink(session_id)
+
+
+def decoded(sent: dict, message: Any, own: str) -> dict:
+    """A WhatsApp message in the sandbox phones' terms."""
+    entry = {"id": sent["id"], "to": sent["to"], "text": "", "reaction": "", "key": None}
+    entry["quoted_text"] = ""
+    group = sent["to"].endswith("@g.us")
+    context = None
+    if message.conversation:
+        entry |= {"type": "text", "text": message.conversation}
+    elif message.HasField("extendedTextMessage"):
+        entry |= {"type": "text", "text": message.extendedTextMessage.text}
+        context = message.extendedTextMessage.contextInfo
+    elif message.HasField("reactionMessage"):
+        key = message.reactionMessage.key
+        entry |= {"type": "reaction", "reaction": message.reactionMessage.text}
+        entry["key"] = {"id": key.ID, "from_me": key.fromMe, "participant": key.participant}
+    elif message.HasField("locationMessage"):
+        entry["type"], context = "location", message.locationMessage.contextInfo
+    elif message.HasField("contactMessage"):
+        entry["type"], context = "contact", message.contactMessage.contextInfo
+    else:
+        for field, kind in [
+            ("imageMessage", "image"),
+            ("videoMessage", "video"),
+            ("audioMessage", "audio"),
+            ("documentMessage", "document"),
+        ]:
+            if message.HasField(field):
+                media = getattr(message, field)
+                entry["type"] = "voice" if kind == "audio" and media.PTT else kind
+                entry["text"] = getattr(media, "caption", "")
+                context = media.contextInfo
+    if context is not None and context.stanzaID:
+        from_me = context.participant == own
+        entry["key"] = {
+            "id": context.stanzaID,
+            "from_me": from_me,
+            "participant": context.participant if group and not from_me else "",
+        }
+        entry["quoted_text"] = context.quotedMessage.conversation
+    return entry
+
+
+@dataclass
+class System:
+    engine: str
+    start_worker: Any  # async (name="w1") -> WorkerRuntime
+    runtimes: list = dataclasses.field(default_factory=list)
+    phone: Any = None
+    whatsapp: FakeWhatsApp | None = None  # the double's servers (neonize only)
+
+    def jid(self, phone_number: str) -> str:
+        return phone_to_jid(phone_number)
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def _close_connections():
+    yield
+    await sync_to_async(connections.close_all)()
+
+
+@pytest.fixture(params=ENGINES)
+def engine_name(request) -> str:
+    return request.param
+
+
+@pytest_asyncio.fixture
+async def system(engine_name: str, tmp_path: Path, settings):
+    settings.BACKEND_URL = "http://127.0.0.1:9"  # outbox rows are written; nobody delivers them
+    settings.SEND_INTERVAL_MIN_SECONDS = settings.SEND_INTERVAL_MAX_SECONDS = 0
+    settings.SEND_MAX_PER_MINUTE = 0
+    settings.SEND_TYPING = False
+    double = None
+    if engine_name == "neonize":
+        double = FakeWhatsApp(tmp_path / "whatsapp").start()
+        double.receipts_after = (TIMINGS.delivered_after, TIMINGS.read_after)
+    world = SandboxWorld(tmp_path / "world")
+
+    def make_engine() -> HostedEngine:
+        if double is not None:
+            engine = neonize_engine(double, sessions_per_host=20)
+        else:
+            engine = HostedEngine(
+                "sandbox",
+                restart_delay=0.2,
+                env={
+                    "SANDBOX_DIR": str(world.root),
+                    "SANDBOX_TIMINGS": json.dumps(dataclasses.asdict(TIMINGS)),
+                },
+            )
+        return engine
+
+    running: list[tuple[WorkerRuntime, asyncio.Task]] = []
+
+    async def start(name: str = "w1") -> WorkerRuntime:
+        runtime = WorkerRuntime(
+            RuntimeConfig(
+                name=name,
+                engines=[engine_name],
+                lease_seconds=6,
+                poll_seconds=0.2,
+                auth_root=tmp_path / name / "auth",
+            ),
+            engines={engine_name: make_engine()},
+        )
+        task = asyncio.create_task(runtime.run())
+        running.append((runtime, task))
+        system.runtimes.append(runtime)
+        await until(lambda: runtime.worker_id, what="the worker to register")
+        return runtime
+
+    system = System(engine_name, start, whatsapp=double)
+    system.phone = DoublePhone(double) if double is not None else SandboxPhone(system, world)
+    yield system
+    for runtime, task in running:
+        runtime.stop.set()
+        await asyncio.wait_for(task, 30)
+    if double is not None:
+        double.close()

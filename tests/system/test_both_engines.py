@@ -1,0 +1,271 @@
+"""What a user of the gateway sees, the same on both engines (see conftest.py): linking, every
+message type and its statuses, quotes and reactions as WhatsApp keys them, inbound messages and
+media, logout and unlinking, stop / restart / delete in every phase, a host dying under 20
+sessions."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+
+import pytest
+from asgiref.sync import sync_to_async
+from PIL import Image
+
+from messaging.models import Message
+from sessions_app import services as sessions
+from sessions_app.models import Session, SessionEvent
+from tests.workers.runtime.test_runtime import session_row, until
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+PHONE = "+15550123"
+TO = "+4915123456789"
+TO_JID = "4915123456789@s.whatsapp.net"
+GROUP = "120363000000000001@g.us"
+MEMBER = "+4915100000002"
+
+
+def png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4), "red").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def status(session) -> str:
+    return Session.objects.get(pk=session.pk).status
+
+
+async def new_session(system) -> Session:
+    session = await sync_to_async(
+        lambda: sessions.session_create(external_id=None, engine=system.engine)[0]
+    )()
+    await until(lambda: status(session) == "scan_qr", what="a QR code", timeout=30)
+    return session
+
+
+async def linked(system, phone: str = PHONE) -> Session:
+    session = await new_session(system)
+    await system.phone.scan(str(session.id), phone)
+    await until(lambda: status(session) == "connected", what="connected", timeout=30)
+    return session
+
+
+def post(api, session, body: dict):
+    return sync_to_async(api.post)(f"/api/v1/sessions/{session.id}/messages", body, format="json")
+
+
+def upload(api, session, body: dict, content: bytes, name: str, content_type: str):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    data = {**body, "file": SimpleUploadedFile(name, content, content_type=content_type)}
+    return sync_to_async(api.post)(
+        f"/api/v1/sessions/{session.id}/messages", data, format="multipart"
+    )
+
+
+def message_status(message_id) -> str:
+    return Message.objects.get(pk=message_id).status
+
+
+async def test_linking_by_qr_code(system) -> None:
+    await system.start_worker()
+    session = await linked(system)
+    row = await sync_to_async(session_row)(session.id)
+    assert (row.phone_number, row.jid) == (PHONE, "15550123@s.whatsapp.net")
+    assert row.linked_at is not None
+
+
+async def test_linking_by_pairing_code(system) -> None:
+    await system.start_worker()
+    session = await new_session(system)
+    fresh = await sync_to_async(Session.objects.get)(pk=session.pk)
+    code = await sync_to_async(sessions.session_pair_code)(session=fresh, phone_number=PHONE)
+    assert len(code["code"]) == 9
+    await until(lambda: status(session) == "pairing", what="pairing")
+    await system.phone.scan(str(session.id), PHONE)
+    await until(lambda: status(session) == "connected", what="connected", timeout=30)
+
+
+async def test_every_message_type_reaches_the_phone_and_climbs_to_read(system, api) -> None:
+    await system.start_worker()
+    session = await linked(system)
+    sent = []
+    for body in [
+        {"type": "text", "text": "hello"},
+        {"type": "location", "location": {"latitude": 52.52, "longitude": 13.4, "name": "B"}},
+        {"type": "contact", "contact": {"name": "Ada", "phone_number": "+4915100000001"}},
+    ]:
+        response = await post(api, session, {"to": TO, **body})
+        assert response.status_code == 202, response.json()
+        sent.append(response.json()["id"])
+    for kind, content, name, mime in [
+        ("image", png(), "photo.png", "image/png"),
+        ("document", b"%PDF-1.4\n" + bytes(64), "report.pdf", "application/pdf"),
+        ("voice", b"OggS" + bytes(60), "note.ogg", "audio/ogg"),
+    ]:
+        response = await upload(api, session, {"to": TO, "type": kind}, content, name, mime)
+        assert response.status_code == 202, response.json()
+        sent.append(response.json()["id"])
+    for message_id in sent:
+        await until(
+            lambda m=message_id: message_status(m) in ("read", "played"),
+            what="read",
+            timeout=30,
+        )
+    phone = system.phone.sent(str(session.id))
+    assert [m["type"] for m in phone] == [
+        "text",
+        "location",
+        "contact",
+        "image",
+        "document",
+        "voice",
+    ]  # in order, once each
+    assert phone[0]["text"] == "hello" and {m["to"] for m in phone} == {TO_JID}
+    stored = await sync_to_async(lambda: list(Message.objects.filter(pk__in=sent)))()
+    assert sorted(m.wa_message_id for m in stored) == sorted(m["id"] for m in phone)
+
+
+async def test_quotes_and_reactions_are_keyed_as_whatsapp_keys_them(system, api) -> None:
+    await system.start_worker()
+    session = await linked(system)
+    await system.phone.receive(
+        str(session.id), sender=MEMBER, text="who is in?", group=GROUP, wa_message_id="3EB0G1"
+    )
+    await until(lambda: Message.objects.filter(wa_message_id="3EB0G1").exists(), what="G1")
+    mine = (await post(api, session, {"to": TO, "type": "text", "text": "mine"})).json()["id"]
+    await until(lambda: Message.objects.get(pk=mine).wa_message_id, what="ours sent")
+    own_id = (await sync_to_async(Message.objects.get)(pk=mine)).wa_message_id
+    for body in [
+        {"to": GROUP, "type": "text", "text": "me", "reply_to": "3EB0G1"},
+        {"to": GROUP, "type": "reaction", "reaction": "👍", "reply_to": "3EB0G1"},
+        {"to": TO, "type": "reaction", "reaction": "❤️", "reply_to": own_id},
+    ]:
+        assert (await post(api, session, body)).status_code == 202
+    phone = await until(
+        lambda: len(got := system.phone.sent(str(session.id))) == 4 and got, what="all four"
+    )
+    member = "4915100000002@s.whatsapp.net"
+    reply, group_reaction, own_reaction = phone[1:]
+    assert reply["key"] == {"id": "3EB0G1", "from_me": False, "participant": member}
+    assert reply["quoted_text"] == "who is in?"
+    assert group_reaction["key"] == {"id": "3EB0G1", "from_me": False, "participant": member}
+    assert own_reaction["key"] == {"id": own_id, "from_me": True, "participant": ""}
+
+
+async def test_inbound_text_and_media_are_stored_once(system) -> None:
+    await system.start_worker()
+    session = await linked(system)
+    await system.phone.receive(str(session.id), sender=MEMBER, text="hi", wa_message_id="3EB0I1")
+    await system.phone.receive(
+        str(session.id),
+        sender=MEMBER,
+        text="look",
+        kind="image",
+        media=png(),
+        mime_type="image/png",
+        wa_message_id="3EB0I2",
+    )
+    await system.phone.receive(str(session.id), sender=MEMBER, text="hi", wa_message_id="3EB0I1")
+    image = await until(
+        lambda: Message.objects.filter(wa_message_id="3EB0I2", media_pending=False).first(),
+        what="the image stored",
+        timeout=30,
+    )
+    with image.media.open() as f:
+        assert f.read() == png()
+    assert (image.caption, image.sender) == ("look", "4915100000002@s.whatsapp.net")
+    count = await sync_to_async(Message.objects.filter(direction="in").count)()
+    assert count == 2  # the redelivered text is dropped
+
+
+async def test_logout_unlinks_the_device(system, api) -> None:
+    await system.start_worker()
+    session = await linked(system)
+    response = await sync_to_async(api.post)(f"/api/v1/sessions/{session.id}/logout")
+    assert response.status_code in (200, 202), response.json()
+    await until(
+        lambda: SessionEvent.objects.filter(session=session, to_status="logged_out").exists(),
+        what="logged out",
+        timeout=30,
+    )
+    if system.whatsapp is not None:
+        assert system.whatsapp.devices[str(session.id)].removed  # unlinked on WhatsApp
+
+
+async def test_unlinked_from_the_phone_is_logged_out(system) -> None:
+    await system.start_worker()
+    session = await linked(system)
+    await system.phone.unlink(str(session.id))
+    await until(
+        lambda: SessionEvent.objects.filter(session=session, to_status="logged_out").exists(),
+        what="logged out",
+        timeout=30,
+    )
+
+
+async def in_phase(system, phase: str) -> Session:
+    if phase == "scan_qr":
+        return await new_session(system)
+    session = await linked(system)
+    if phase == "reconnecting":
+        if system.whatsapp is not None:
+            system.whatsapp.outage = True  # reconnecting lasts until the test ends it
+        await system.phone.drop(str(session.id))
+        await until(lambda: status(session) == "reconnecting", what="reconnecting")
+    return session
+
+
+@pytest.mark.parametrize("phase", ["scan_qr", "connected", "reconnecting"])
+@pytest.mark.parametrize("action", ["stop", "restart", "delete"])
+async def test_stop_restart_and_delete_in_every_phase(system, api, phase: str, action: str) -> None:
+    await system.start_worker()
+    session = await in_phase(system, phase)
+    verb = {"stop": "post", "restart": "post", "delete": "delete"}[action]
+    path = f"/api/v1/sessions/{session.id}" + ("" if action == "delete" else f"/{action}")
+    response = await sync_to_async(getattr(api, verb))(path)
+    assert response.status_code < 300, response.content
+    if system.whatsapp is not None:
+        system.whatsapp.outage = False
+    if action == "delete":
+        await until(lambda: not Session.objects.filter(pk=session.pk).exists(), what="deleted")
+        return
+    expected = {"stop": "stopped", "restart": "scan_qr" if phase == "scan_qr" else "connected"}
+    await until(lambda: status(session) == expected[action], what=expected[action], timeout=30)
+    if action == "stop":
+        runtime = system.runtimes[0]
+        await until(lambda: str(session.id) not in runtime.runners, what="released")
+
+
+async def test_a_host_dying_under_20_sessions_brings_them_all_back_without_a_scan(
+    system,
+) -> None:
+    runtime = await system.start_worker()
+    linked_sessions = [await linked(system, f"+1555010{n:02d}") for n in range(20)]
+    engine = runtime.engines[system.engine]
+    [host] = engine.hosts
+    os.kill(host.pid, signal.SIGKILL)
+    for session in linked_sessions:
+        await until(
+            lambda s=session: (
+                status(s) == "connected"
+                and SessionEvent.objects.filter(session=s, to_status="reconnecting").exists()
+            ),
+            what="back",
+            timeout=60,
+        )
+    assert host.pid not in engine.host_pids()
+    events = await sync_to_async(
+        lambda: set(SessionEvent.objects.values_list("to_status", flat=True))
+    )()
+    assert "scan_qr" in events  # (the first linking) and nothing asked for a new scan:
+    for session in linked_sessions:
+        steps = await sync_to_async(
+            lambda s=session: list(
+                SessionEvent.objects.filter(session=s)
+                .order_by("id")
+                .values_list("to_status", flat=True)
+            )
+        )()
+        assert steps.count("scan_qr") == 1, steps
