@@ -53,9 +53,11 @@ class Processes:
         )
         return self.processes[name]
 
-    def worker(self, name: str, *, capacity: int = 200, **env: str) -> subprocess.Popen:
-        """A sandbox worker called `name`."""
-        command = ["run_worker", "--name", name, "--engines", "sandbox"]
+    def worker(
+        self, name: str, *, capacity: int = 200, engines: str = "sandbox", **env: str
+    ) -> subprocess.Popen:
+        """A worker called `name` (of the sandbox engine, unless told)."""
+        command = ["run_worker", "--name", name, "--engines", engines]
         return self.start(name, *command, "--capacity", str(capacity), **env)
 
     def log(self, name: str) -> str:
