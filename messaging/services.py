@@ -401,26 +401,6 @@ def messages_recover(*, session_id: uuid.UUID, epoch: int, accepts_ids: bool) ->
     return len(stuck)
 
 
-def message_failed_by_engine(
-    *, session_id: uuid.UUID, epoch: int, wa_message_id: str, code: str, error: str
-) -> bool:
-    """WhatsApp refused a message after `send` returned (the engine's `send_failed` event)."""
-    with transaction.atomic():
-        session = _fenced_session(session_id, epoch)
-        message = (
-            Message.objects.select_for_update()
-            .filter(session_id=session_id, direction=Direction.OUT, wa_message_id=wa_message_id)
-            .first()
-        )
-        if message is None or not message.can_advance_to(M.FAILED):
-            return False
-        _advance(message, M.FAILED)
-        message.error_code, message.error_message = code[:50], error[:2000]
-        message.save()
-        _status_changed(message, session)
-        return True
-
-
 def receipts_apply(
     *, session_id: uuid.UUID, epoch: int, message_ids: list[str], status: str, at: float
 ) -> int:

@@ -114,15 +114,6 @@ def test_sends_interrupted_on_an_engine_without_our_ids_fail(held) -> None:
     assert statuses(message)[-1] == "failed"
 
 
-def test_a_late_send_failure_never_overrides_sent(held) -> None:
-    message = sent(held, queued(held))
-    assert not services.message_failed_by_engine(
-        session_id=held.pk, epoch=3, wa_message_id=message.wa_message_id, code="x", error="late"
-    )
-    message.refresh_from_db()
-    assert message.status == "sent"
-
-
 def test_inbound_messages_are_deduplicated_and_announced_once(held) -> None:
     fields = {
         "direction": "in",

@@ -111,6 +111,8 @@ class FakeWhatsApp:
         # Seconds after a send until the recipient's phone sends `delivered`, then `read` (None:
         # no receipts unless a test sends them with `receipt()`).
         self.receipts_after: tuple[float, float] | None = None
+        # normal | missing | duplicated | out_of_order | after_reconnect (the sandbox's modes)
+        self.receipt_mode = "normal"
 
     def start(self) -> FakeWhatsApp:
         self._thread.start()
@@ -194,7 +196,7 @@ class FakeWhatsApp:
             self.phones.setdefault(to, []).append(received)
             self.sent.setdefault(device.uuid, []).append(received)
             if self.receipts_after is not None:
-                for status, delay in zip(("DELIVERED", "READ"), self.receipts_after, strict=True):
+                for status, delay in self._receipt_plan():
                     timer = threading.Timer(
                         delay, self._receipt_for, args=(device.uuid, to, message_id, status)
                     )
@@ -294,11 +296,24 @@ class FakeWhatsApp:
             uuid, {"push": 18, "event": base64.b64encode(event.SerializePartialToString()).decode()}
         )
 
+    def _receipt_plan(self) -> list[tuple[str, float]]:
+        """The receipts a send gets, and when, by `receipt_mode` (as the sandbox's modes)."""
+        assert self.receipts_after is not None
+        plan = list(zip(("DELIVERED", "READ"), self.receipts_after, strict=True))
+        if self.receipt_mode == "missing":  # the recipient turned read receipts off
+            return plan[:1]
+        if self.receipt_mode == "duplicated":
+            return [step for step in plan for _ in range(2)]
+        if self.receipt_mode == "out_of_order":
+            return [("READ", plan[0][1]), ("DELIVERED", plan[1][1])]
+        return plan
+
     def _receipt_for(self, uuid: str, chat: str, message_id: str, status: str) -> None:
         from neonize.proto import Neonize_pb2 as N
 
         user, _, server = chat.partition("@")
-        self.receipt(
+        push = self.receipt if self.receipt_mode != "after_reconnect" else self.receipt_later
+        push(
             uuid,
             N.Receipt(
                 MessageSource=N.MessageSource(Chat=N.JID(User=user, Server=server)),
@@ -307,6 +322,13 @@ class FakeWhatsApp:
                 Type=N.Receipt.ReceiptType.Value(status),
             ),
         )
+
+    def receipt_later(self, uuid: str, event: Any) -> None:
+        """A receipt held by the servers until the device's next login."""
+        with self._lock:
+            self.devices[uuid].offline.append(
+                {"push": 18, "event": base64.b64encode(event.SerializePartialToString()).decode()}
+            )
 
     def unlink(self, uuid: str) -> None:
         """The phone removes the linked device: stream error 401 device_removed while connected,

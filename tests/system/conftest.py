@@ -64,6 +64,7 @@ class SandboxPhone:
         mime_type: str = "",
         group: str = "",
         wa_message_id: str = "",
+        from_me: bool = False,
     ) -> None:
         await self._engine(session_id).control(
             session_id,
@@ -75,6 +76,7 @@ class SandboxPhone:
             mime_type=mime_type,
             group=group,
             wa_message_id=wa_message_id,
+            from_me=from_me,
         )
 
     def sent(self, session_id: str) -> list[dict]:
@@ -92,6 +94,9 @@ class SandboxPhone:
             }
             for m in self.world.phone_messages(session_id)
         ]
+
+    async def receipts(self, session_id: str, mode: str) -> None:
+        await self._engine(session_id).control(session_id, "receipts", mode=mode)
 
     async def drop(self, session_id: str) -> None:
         await self._engine(session_id).control(session_id, "drop_connection")
@@ -120,6 +125,7 @@ class DoublePhone:
         mime_type: str = "",
         group: str = "",
         wa_message_id: str = "",
+        from_me: bool = False,
     ) -> None:
         from neonize.proto import Neonize_pb2 as N
         from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as wa
@@ -138,7 +144,12 @@ class DoublePhone:
             }[kind]()
         sender_jid = N.JID(User=sender.lstrip("+"), Server="s.whatsapp.net")
         chat = N.JID(User=group.partition("@")[0], Server="g.us") if group else sender_jid
-        source = N.MessageSource(Chat=chat, Sender=sender_jid, IsFromMe=False, IsGroup=bool(group))
+        if from_me:  # the phone itself sent it to `sender`: we are the sender
+            own = self.world.devices[session_id].jid.partition("@")[0]
+            sender_jid = N.JID(User=own, Server="s.whatsapp.net")
+        source = N.MessageSource(
+            Chat=chat, Sender=sender_jid, IsFromMe=from_me, IsGroup=bool(group)
+        )
         info = N.MessageInfo(
             MessageSource=source,
             ID=wa_message_id or f"3EB0{time.monotonic_ns():X}",
@@ -156,6 +167,9 @@ class DoublePhone:
             decoded(m, wa.Message.FromString(base64.b64decode(m["message"])), own)
             for m in self.world.sent.get(session_id, [])
         ]
+
+    async def receipts(self, session_id: str, mode: str) -> None:
+        self.world.receipt_mode = mode
 
     async def drop(self, session_id: str) -> None:
         self.world.drop(session_id)

@@ -269,3 +269,58 @@ async def test_a_host_dying_under_20_sessions_brings_them_all_back_without_a_sca
             )
         )()
         assert steps.count("scan_qr") == 1, steps
+
+
+def status_steps(message_id) -> list[str]:
+    from gateway.models import WebhookDelivery
+
+    return [
+        d.payload["message"]["status"]
+        for d in WebhookDelivery.objects.filter(event_type="message.status").order_by("sequence")
+        if d.payload["message"]["id"] == str(message_id)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("mode", "final"),
+    [("missing", "delivered"), ("duplicated", "read"), ("out_of_order", "read")],
+)
+async def test_receipts_as_they_come_never_move_a_status_back(
+    system, api, mode: str, final: str
+) -> None:
+    await system.start_worker()
+    session = await linked(system)
+    await system.phone.receipts(str(session.id), mode)
+    first = (await post(api, session, {"to": TO, "type": "text", "text": "one"})).json()["id"]
+    await until(lambda: message_status(first) == final, what=final, timeout=30)
+    # A second message reaching `final` means the first one's receipts have all come.
+    second = (await post(api, session, {"to": TO, "type": "text", "text": "two"})).json()["id"]
+    await until(lambda: message_status(second) == final, what=final, timeout=30)
+    steps = await sync_to_async(status_steps)(first)
+    ladder = ["sending", "sent", "delivered", "read"]
+    assert steps == sorted(set(steps), key=ladder.index) and steps[-1] == final  # forward, once
+    assert await sync_to_async(message_status)(first) == final
+
+
+async def test_receipts_held_while_away_arrive_after_the_reconnect(system, api) -> None:
+    await system.start_worker()
+    session = await linked(system)
+    await system.phone.receipts(str(session.id), "after_reconnect")
+    sent = (await post(api, session, {"to": TO, "type": "text", "text": "hi"})).json()["id"]
+    await until(lambda: message_status(sent) == "sent", what="sent")
+    await system.phone.receipts(str(session.id), "normal")
+    await system.phone.drop(str(session.id))
+    await until(lambda: message_status(sent) == "read", what="read after the reconnect", timeout=30)
+
+
+async def test_a_message_sent_from_the_phone_itself_is_stored_as_ours(system) -> None:
+    await system.start_worker()
+    session = await linked(system)
+    await system.phone.receive(
+        str(session.id), sender=TO, text="typed on the phone", wa_message_id="3EB0ME", from_me=True
+    )
+    message = await until(
+        lambda: Message.objects.filter(wa_message_id="3EB0ME").first(), what="stored", timeout=30
+    )
+    assert (message.direction, message.status, message.chat) == ("out", "sent", TO_JID)
+    assert message.text == "typed on the phone"

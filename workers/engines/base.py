@@ -197,16 +197,6 @@ class Receipt:
     type: Literal["receipt"] = "receipt"
 
 
-@dataclass(frozen=True)
-class SendFailed:
-    session_id: str
-    message_id: str  # the WhatsApp id (or ours, for engines that take ours)
-    error: str
-    permanent: bool = True
-    code: str = "send_failed"
-    type: Literal["send_failed"] = "send_failed"
-
-
 Event = (
     QrCode
     | PairCode
@@ -216,7 +206,6 @@ Event = (
     | StreamReplaced
     | MessageReceived
     | Receipt
-    | SendFailed
 )
 
 

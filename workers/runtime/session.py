@@ -43,7 +43,6 @@ from workers.engines.base import (
     PairCode,
     QrCode,
     Receipt,
-    SendFailed,
     StreamReplaced,
     spawn_into,
 )
@@ -405,15 +404,6 @@ class SessionRunner:
                 message_ids=list(event.message_ids),
                 status=event.status,
                 at=event.timestamp,
-            )
-        elif isinstance(event, SendFailed):
-            await db(
-                messages.message_failed_by_engine,
-                session_id=self.id,
-                epoch=self.epoch,
-                wa_message_id=event.message_id,
-                code=event.code,
-                error=event.error,
             )
 
     # --- inbound messages -------------------------------------------------------------------------

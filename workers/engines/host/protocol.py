@@ -33,7 +33,6 @@ _EVENTS: dict[str, type] = {
         base.StreamReplaced,
         base.MessageReceived,
         base.Receipt,
-        base.SendFailed,
     )
 }
 
