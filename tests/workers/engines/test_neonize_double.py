@@ -297,3 +297,26 @@ async def test_three_minutes_without_keepalive_make_a_new_connection(
     await next_event_of(engine, Connected, "s1", timeout=30)  # whatsmeow reconnected by itself
     logins = [how for uuid, how, _ in world.logins if uuid == "s1"]
     assert logins[-1] == "15550123@s.whatsapp.net" and len(logins) >= 3  # qr, 515, the new one
+
+
+async def test_lid_senders_are_resolved_from_the_store_or_left_unknown(
+    engine, world, tmp_path
+) -> None:
+    """whatsmeow keeps a LID→PN map from SenderAlt of earlier messages (store.LIDs); a LID it
+    never saw resolves to an empty JID: no number, and no error."""
+    from neonize.proto import Neonize_pb2 as N
+    from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as wa
+
+    from tests.workers.engines.test_neonize_translate import message_event
+
+    await link(engine, world, tmp_path / "s1")
+    lid = N.JID(User="123456789012345", Server="lid")
+    world.deliver("s1", message_event(wa.Message(conversation="who?"), sender=lid))
+    unknown = (await next_event_of(engine, MessageReceived, "s1")).message
+    assert unknown.sender == "123456789012345@lid" and unknown.sender_phone == ""
+    known = N.JID(User="4915100000002", Server="s.whatsapp.net")
+    world.deliver("s1", message_event(wa.Message(conversation="me"), sender=lid, sender_alt=known))
+    await next_event_of(engine, MessageReceived, "s1")
+    world.deliver("s1", message_event(wa.Message(conversation="again"), sender=lid))
+    again = (await next_event_of(engine, MessageReceived, "s1")).message
+    assert again.sender_phone == "+4915100000002"  # learnt from the message before
