@@ -31,7 +31,7 @@ def double_env(world: FakeWhatsApp, scale: float = SCALE) -> dict[str, str]:
     }
 
 
-def neonize_engine(world: FakeWhatsApp, **options) -> HostedEngine:
+def neonize_engine(world: FakeWhatsApp, scale: float = SCALE, **options) -> HostedEngine:
     return HostedEngine(
-        "neonize", call_timeout=30, restart_delay=0.2, env=double_env(world), **options
+        "neonize", call_timeout=30, restart_delay=0.2, env=double_env(world, scale), **options
     )

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from django.db import connections
 
 from tests.neonize_double.harness import neonize_engine
 from tests.neonize_double.whatsapp import FakeWhatsApp
+from tests.workers.engines.test_hosts import sandbox_hosts
 from tests.workers.engines.test_sandbox import FAST
 from tests.workers.runtime.test_runtime import until
 from workers.engines.host.client import HostedEngine
@@ -35,7 +35,17 @@ from workers.runtime.worker import RuntimeConfig, WorkerRuntime
 
 ENGINES = ["sandbox", "neonize"]
 # Receipts: `delivered`, then `read`, this long after a send (both engines).
-TIMINGS = dataclasses.replace(FAST, reconnect_delay=2.0, delivered_after=0.05, read_after=0.1)
+# QR windows long enough for any step here (neither engine's codes run out in this suite).
+TIMINGS = dataclasses.replace(
+    FAST,
+    qr_first=30.0,
+    qr_next=10.0,
+    reconnect_delay=2.0,
+    connect_delay=1.0,
+    delivered_after=0.05,
+    read_after=0.1,
+)
+DOUBLE_SCALE = 0.2  # the double's clock: its first QR code lives 12 s
 
 
 class SandboxPhone:
@@ -257,16 +267,9 @@ async def system(engine_name: str, tmp_path: Path, settings):
 
     def make_engine() -> HostedEngine:
         if double is not None:
-            engine = neonize_engine(double, sessions_per_host=20)
+            engine = neonize_engine(double, DOUBLE_SCALE, sessions_per_host=20)
         else:
-            engine = HostedEngine(
-                "sandbox",
-                restart_delay=0.2,
-                env={
-                    "SANDBOX_DIR": str(world.root),
-                    "SANDBOX_TIMINGS": json.dumps(dataclasses.asdict(TIMINGS)),
-                },
-            )
+            engine = sandbox_hosts(world.root, TIMINGS, restart_delay=0.2)
         return engine
 
     running: list[tuple[WorkerRuntime, asyncio.Task]] = []

@@ -205,11 +205,28 @@ async def test_unlinked_from_the_phone_is_logged_out(system) -> None:
     )
 
 
-async def in_phase(system, phase: str) -> Session:
-    if phase == "scan_qr":
-        return await new_session(system)
+LINKING = ("scan_qr", "pairing")
+
+
+async def in_phase(system, api, phase: str) -> Session:
+    """A session held in `phase`: starting (a slow handshake), showing a QR, pairing, connected,
+    reconnecting (the network down)."""
+    if phase in LINKING:
+        session = await new_session(system)
+        if phase == "pairing":
+            fresh = await sync_to_async(Session.objects.get)(pk=session.pk)
+            await sync_to_async(sessions.session_pair_code)(session=fresh, phone_number=PHONE)
+            await until(lambda: status(session) == "pairing", what="pairing")
+        return session
     session = await linked(system)
-    if phase == "reconnecting":
+    if phase == "starting":
+        await sync_to_async(api.post)(f"/api/v1/sessions/{session.id}/stop")
+        await until(lambda: status(session) == "stopped", what="stopped")
+        if system.whatsapp is not None:
+            system.whatsapp.handshake_delay = 1.0  # the sandbox takes TIMINGS.connect_delay
+        await sync_to_async(api.post)(f"/api/v1/sessions/{session.id}/start")
+        await until(lambda: status(session) == "starting", what="starting")
+    elif phase == "reconnecting":
         if system.whatsapp is not None:
             system.whatsapp.outage = True  # reconnecting lasts until the test ends it
         await system.phone.drop(str(session.id))
@@ -217,25 +234,62 @@ async def in_phase(system, phase: str) -> Session:
     return session
 
 
-@pytest.mark.parametrize("phase", ["scan_qr", "connected", "reconnecting"])
-@pytest.mark.parametrize("action", ["stop", "restart", "delete"])
-async def test_stop_restart_and_delete_in_every_phase(system, api, phase: str, action: str) -> None:
-    await system.start_worker()
-    session = await in_phase(system, phase)
-    verb = {"stop": "post", "restart": "post", "delete": "delete"}[action]
-    path = f"/api/v1/sessions/{session.id}" + ("" if action == "delete" else f"/{action}")
-    response = await sync_to_async(getattr(api, verb))(path)
+def last_event_id(session) -> int:
+    return (
+        SessionEvent.objects.filter(session=session)
+        .order_by("-pk")
+        .values_list("pk", flat=True)
+        .first()
+    )
+
+
+def owner(session) -> str:
+    return Session.objects.select_related("worker").get(pk=session.pk).worker.name
+
+
+@pytest.mark.parametrize("phase", ["starting", "scan_qr", "pairing", "connected", "reconnecting"])
+@pytest.mark.parametrize("action", ["stop", "restart", "delete", "migrate", "drain"])
+async def test_every_command_in_every_phase(system, api, phase: str, action: str) -> None:
+    first = await system.start_worker("w1")
+    session = await in_phase(system, api, phase)
+    if action in ("migrate", "drain"):
+        await system.start_worker("w2")
+    before = await sync_to_async(last_event_id)(session)
+    if action == "delete":
+        response = await sync_to_async(api.delete)(f"/api/v1/sessions/{session.id}")
+    elif action == "drain":
+        worker = await sync_to_async(lambda: session_row(session.id).worker)()
+        response = await sync_to_async(api.post)(f"/api/v1/workers/{worker.pk}/drain")
+    else:
+        response = await sync_to_async(api.post)(
+            f"/api/v1/sessions/{session.id}/{action}", {}, format="json"
+        )
     assert response.status_code < 300, response.content
     if system.whatsapp is not None:
-        system.whatsapp.outage = False
+        system.whatsapp.outage, system.whatsapp.handshake_delay = False, 0.0
     if action == "delete":
         await until(lambda: not Session.objects.filter(pk=session.pk).exists(), what="deleted")
         return
-    expected = {"stop": "stopped", "restart": "scan_qr" if phase == "scan_qr" else "connected"}
-    await until(lambda: status(session) == expected[action], what=expected[action], timeout=30)
     if action == "stop":
-        runtime = system.runtimes[0]
-        await until(lambda: str(session.id) not in runtime.runners, what="released")
+        await until(lambda: status(session) == "stopped", what="stopped", timeout=30)
+        await until(lambda: str(session.id) not in first.runners, what="released")
+        return
+    # Linked sessions come back connected without a scan; linking ones show a new QR.
+    expected = "scan_qr" if phase in LINKING else "connected"
+    by = "w2" if action in ("migrate", "drain") else "w1"
+
+    def done() -> bool:  # reached again after the command, by the worker that should hold it
+        again = SessionEvent.objects.filter(session=session, pk__gt=before, to_status=expected)
+        return again.exists() and status(session) == expected and owner(session) == by
+
+    await until(done, what=f"{expected} on {by}", timeout=30)
+    if expected == "connected":
+        steps = await sync_to_async(
+            lambda: list(
+                SessionEvent.objects.filter(session=session).values_list("to_status", flat=True)
+            )
+        )()
+        assert steps.count("scan_qr") == 1  # the first link only
 
 
 async def test_a_host_dying_under_20_sessions_brings_them_all_back_without_a_scan(
@@ -324,3 +378,22 @@ async def test_a_message_sent_from_the_phone_itself_is_stored_as_ours(system) ->
     )
     assert (message.direction, message.status, message.chat) == ("out", "sent", TO_JID)
     assert message.text == "typed on the phone"
+
+
+async def test_a_lost_lease_closes_the_connection_and_writes_nothing(system) -> None:
+    runtime = await system.start_worker()
+    session = await linked(system)
+    # Another worker claimed it (a new epoch) while this one was not looking.
+    await sync_to_async(lambda: Session.objects.filter(pk=session.id).update(lease_epoch=99))()
+    await until(lambda: str(session.id) not in runtime.runners, what="the session dropped")
+    engine = runtime.engines[system.engine]
+    await until(
+        lambda: all(str(session.id) not in host.sessions for host in engine.hosts),
+        what="stopped in its host",
+    )
+    if system.whatsapp is not None:
+        system.whatsapp.wait(
+            lambda: not system.whatsapp.connected(str(session.id)), what="the connection closed"
+        )
+    row = await sync_to_async(session_row)(session.id)
+    assert (row.status, row.lease_epoch) == ("connected", 99)  # nothing written by the loser

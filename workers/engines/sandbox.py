@@ -113,10 +113,17 @@ class SandboxWorld:
 
     def unlink(self, session_id: str) -> None:
         with self._locked(session_id) as directory:
-            path = directory / "device.json"
-            if path.exists():
-                record = json.loads(path.read_text())
-                path.write_text(json.dumps({**record, "valid": False}))
+            self._update(directory / "device.json", valid=False)
+
+    @staticmethod
+    def _update(path: Path, **changes: object) -> dict | None:
+        """Change fields of the JSON record at `path` (under the session's lock); the record
+        as it was, or None when there is none."""
+        if not path.exists():
+            return None
+        record = json.loads(path.read_text())
+        path.write_text(json.dumps({**record, **changes}))
+        return record
 
     @staticmethod
     def _append(directory: Path, event: str, **fields: object) -> None:
@@ -176,10 +183,8 @@ class SandboxWorld:
     def freeze(self, session_id: str) -> None:
         """The open connection goes half-open: it looks up, and nothing comes through it."""
         with self._locked(session_id) as directory:
-            current = directory / "connection.json"
-            if current.exists():
-                record = json.loads(current.read_text())
-                current.write_text(json.dumps({**record, "frozen": True}))
+            record = self._update(directory / "connection.json", frozen=True)
+            if record is not None:
                 self._append(directory, "frozen", connection=record["connection"])
 
     def connection_answers(self, session_id: str, connection: str) -> bool:

@@ -31,17 +31,16 @@ pytestmark = pytest.mark.asyncio
 TO = "15550002@s.whatsapp.net"
 
 
+def sandbox_hosts(world: Path, timings=FAST, **options) -> HostedEngine:
+    """The sandbox engine in host processes, its simulated servers in `world`."""
+    env = {"SANDBOX_DIR": str(world), "SANDBOX_TIMINGS": json.dumps(dataclasses.asdict(timings))}
+    return HostedEngine("sandbox", env=env, **options)
+
+
 @pytest_asyncio.fixture
 async def hosted(tmp_path: Path):
-    engine = HostedEngine(
-        "sandbox",
-        sessions_per_host=2,
-        call_timeout=3,
-        restart_delay=0.2,
-        env={
-            "SANDBOX_DIR": str(tmp_path / "world"),
-            "SANDBOX_TIMINGS": json.dumps(dataclasses.asdict(FAST)),
-        },
+    engine = sandbox_hosts(
+        tmp_path / "world", sessions_per_host=2, call_timeout=3, restart_delay=0.2
     )
     yield engine
     await engine.close()
@@ -121,16 +120,7 @@ async def test_a_stuck_host_is_recycled(hosted: HostedEngine, tmp_path: Path) ->
 async def test_a_host_that_stops_answering_is_recycled_without_any_call(tmp_path: Path) -> None:
     """Its pings go unanswered: recycled, and its sessions come back on a new host, before any
     call would have had to time out."""
-    engine = HostedEngine(
-        "sandbox",
-        ping_interval=0.2,
-        ping_timeout=1,
-        restart_delay=0.2,
-        env={
-            "SANDBOX_DIR": str(tmp_path / "world"),
-            "SANDBOX_TIMINGS": json.dumps(dataclasses.asdict(FAST)),
-        },
-    )
+    engine = sandbox_hosts(tmp_path / "world", ping_interval=0.2, ping_timeout=1, restart_delay=0.2)
     try:
         await link(engine, tmp_path, "s1", "+15550001")
         stuck = engine.hosts[0]
@@ -143,13 +133,7 @@ async def test_a_host_that_stops_answering_is_recycled_without_any_call(tmp_path
 
 
 async def test_close_stops_the_hosts_and_keeps_the_stores(tmp_path: Path) -> None:
-    engine = HostedEngine(
-        "sandbox",
-        env={
-            "SANDBOX_DIR": str(tmp_path / "world"),
-            "SANDBOX_TIMINGS": json.dumps(dataclasses.asdict(FAST)),
-        },
-    )
+    engine = sandbox_hosts(tmp_path / "world")
     await link(engine, tmp_path, "s1", "+15550001")
     process = engine.hosts[0].process
 

@@ -137,42 +137,6 @@ async def test_every_type_reaches_the_phone_and_climbs_to_read(
     assert detail.json()["media"]["url"]
 
 
-async def test_quotes_and_reactions_name_the_message_as_whatsapp_keys_it(
-    start_worker, api, world: SandboxWorld
-) -> None:
-    """A reply in a group quotes its member's message (participant, quoted text); a reaction in
-    a group names that member; a reaction to our own message is from-me."""
-    runtime = await start_worker()
-    session = await linked(runtime)
-    group, member = "120363000000000001@g.us", "+4915100000002"
-    await runtime.engines["sandbox"].receive(
-        str(session.id), sender_phone=member, text="who is in?", group=group, wa_message_id="G1"
-    )
-    await until(lambda: Message.objects.filter(wa_message_id="G1").exists(), what="G1 stored")
-    mine = (await post(api, session, {"to": TO, "type": "text", "text": "mine"})).json()["id"]
-    await until(lambda: Message.objects.get(pk=mine).wa_message_id, what="ours sent")
-    own_id = (await sync_to_async(Message.objects.get)(pk=mine)).wa_message_id
-    for body in [
-        {"to": group, "type": "text", "text": "me", "reply_to": "G1"},
-        {"to": group, "type": "reaction", "reaction": "👍", "reply_to": "G1"},
-        {"to": TO, "type": "reaction", "reaction": "❤️", "reply_to": own_id},
-    ]:
-        assert (await post(api, session, body)).status_code == 202
-    phone = await until(
-        lambda: (
-            len(world.phone_messages(str(session.id))) == 4
-            and world.phone_messages(str(session.id))
-        ),
-        what="all four on the phones",
-    )
-    reply, group_reaction, own_reaction = phone[1:]
-    member_jid = "4915100000002@s.whatsapp.net"
-    assert reply["key"] == {"id": "G1", "from_me": False, "participant": member_jid}
-    assert reply["quoted_text"] == "who is in?"
-    assert group_reaction["key"] == {"id": "G1", "from_me": False, "participant": member_jid}
-    assert own_reaction["key"] == {"id": own_id, "from_me": True, "participant": ""}
-
-
 async def test_idempotency_key_returns_the_same_message_and_sends_it_once(
     start_worker, api, world: SandboxWorld
 ) -> None:

@@ -24,6 +24,11 @@ What shapes it (measured on neonize 0.5.2):
 - `get_me`, `get_pn_from_lid`, … on a client that `stop()` removed dereference nil in Go and abort
   the whole host: every call that touches a client checks, on the one neonize thread, that the
   session is still open (`_live`).
+- whatsmeow's own events end what would otherwise hang in silence: a ban (402), an outdated
+  client (405) and logged-out failures stop the session with their reason; unanswered keepalives
+  make it `reconnecting` until one is answered again.
+- PairPhone and Logout need the websocket: a session still starting is waited for.
+- media are downloaded by neonize into a file the worker names: no bytes cross the host's pipe.
 """
 
 from __future__ import annotations
