@@ -237,6 +237,7 @@ class System:
     runtimes: list = dataclasses.field(default_factory=list)
     phone: Any = None
     whatsapp: FakeWhatsApp | None = None  # the double's servers (neonize only)
+    killed: list = dataclasses.field(default_factory=list)  # host pids a test killed itself
 
     def jid(self, phone_number: str) -> str:
         return phone_to_jid(phone_number)
@@ -297,5 +298,8 @@ async def system(engine_name: str, tmp_path: Path, settings):
     for runtime, task in running:
         runtime.stop.set()
         await asyncio.wait_for(task, 30)
+    # No scenario may take an engine host down (the double aborts as neonize's Go side would).
+    deaths = [pid for runtime, _ in running for pid in runtime.engines[engine_name].deaths]
+    assert deaths == system.killed, f"engine hosts died: {deaths}"
     if double is not None:
         double.close()

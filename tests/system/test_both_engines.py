@@ -299,6 +299,7 @@ async def test_a_host_dying_under_20_sessions_brings_them_all_back_without_a_sca
     linked_sessions = [await linked(system, f"+1555010{n:02d}") for n in range(20)]
     engine = runtime.engines[system.engine]
     [host] = engine.hosts
+    system.killed.append(host.pid)
     os.kill(host.pid, signal.SIGKILL)
     for session in linked_sessions:
         await until(

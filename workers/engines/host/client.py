@@ -240,6 +240,7 @@ class HostedEngine(Engine):
         self._lock = asyncio.Lock()  # placement and host changes, one at a time
         self._restarts: set[asyncio.Task] = set()
         self._closing = False
+        self.deaths: list[int] = []  # hosts that died without being retired (crashes, kills)
 
     def forward(self, event: Event) -> None:
         """An event from a host. Events that end a session inside the host (logged out, stream
@@ -275,6 +276,7 @@ class HostedEngine(Engine):
     def host_died(self, host: _Host) -> None:
         if self._closing:
             return
+        self.deaths.append(host.pid)
         task = asyncio.get_running_loop().create_task(self._replace(host))
         self._restarts.add(task)
         task.add_done_callback(self._restarts.discard)
