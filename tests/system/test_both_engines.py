@@ -5,17 +5,16 @@ sessions."""
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 
 import pytest
 from asgiref.sync import sync_to_async
-from PIL import Image
 
 from messaging.models import Message
 from sessions_app import services as sessions
 from sessions_app.models import Session, SessionEvent
+from tests.workers.runtime.test_messages import png, post, upload
 from tests.workers.runtime.test_runtime import session_row, until
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
@@ -24,12 +23,6 @@ TO = "+4915123456789"
 TO_JID = "4915123456789@s.whatsapp.net"
 GROUP = "120363000000000001@g.us"
 MEMBER = "+4915100000002"
-
-
-def png() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (4, 4), "red").save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def status(session) -> str:
@@ -49,19 +42,6 @@ async def linked(system, phone: str = PHONE) -> Session:
     await system.phone.scan(str(session.id), phone)
     await until(lambda: status(session) == "connected", what="connected", timeout=30)
     return session
-
-
-def post(api, session, body: dict):
-    return sync_to_async(api.post)(f"/api/v1/sessions/{session.id}/messages", body, format="json")
-
-
-def upload(api, session, body: dict, content: bytes, name: str, content_type: str):
-    from django.core.files.uploadedfile import SimpleUploadedFile
-
-    data = {**body, "file": SimpleUploadedFile(name, content, content_type=content_type)}
-    return sync_to_async(api.post)(
-        f"/api/v1/sessions/{session.id}/messages", data, format="multipart"
-    )
 
 
 def message_status(message_id) -> str:

@@ -340,15 +340,11 @@ class SandboxEngine(Engine):
             await asyncio.sleep(valid)
             if session.state != "linking":
                 return
+        self._end_linking(session, "the QR code was not scanned in time")
+
+    def _end_linking(self, session: _Session, reason: str) -> None:
         self._close(session)
-        self.emit(
-            Disconnected(
-                session.id,
-                reason="the QR code was not scanned in time",
-                will_reconnect=False,
-                code="qr_timeout",
-            )
-        )
+        self.emit(Disconnected(session.id, reason=reason, will_reconnect=False, code="qr_timeout"))
 
     async def stop(self, session_id: str) -> None:
         session = self._sessions.get(session_id)
@@ -597,15 +593,7 @@ class SandboxEngine(Engine):
     async def _linking_dropped(self, session: _Session) -> None:
         await asyncio.sleep(self.timings.qr_next)
         if session.state == "linking":
-            self._close(session)
-            self.emit(
-                Disconnected(
-                    session.id,
-                    reason="the connection dropped while linking",
-                    will_reconnect=False,
-                    code="qr_timeout",
-                )
-            )
+            self._end_linking(session, "the connection dropped while linking")
 
     async def _reconnect(self, session: _Session) -> None:
         await asyncio.sleep(self.timings.reconnect_delay)
