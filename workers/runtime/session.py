@@ -453,10 +453,10 @@ class SessionRunner:
     async def _store_media(self, message_id: uuid.UUID, kind: str, media: InboundMedia) -> bool:
         if message_id in self.downloading:
             return True  # under way already
-        self.downloading.add(message_id)
         fd, name = tempfile.mkstemp(prefix="gateway-media-")
         os.close(fd)
         path = Path(name)
+        self.downloading.add(message_id)
         try:
             async with self.runtime.downloads:
                 await self.engine.download(self.key, media, path)
