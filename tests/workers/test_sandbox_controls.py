@@ -88,6 +88,12 @@ async def test_the_api_drives_the_simulated_phone(running, api: APIClient, tmp_p
 
     await post(api, session, "receipts", {"mode": "missing"})
     await post(api, session, "freeze")
+    await post(api, session, "disconnect")  # applied in order: after the freeze, so it happened
+    assert (await next_event(engine, Disconnected)).will_reconnect
+    log = engine.world.read_log(str(session.id))
+    assert [e["event"] for e in log].count("frozen") == 1  # the freeze reached the servers
+    connected = await next_event(engine, Connected)
+    await engine.probe(connected.session_id)  # a new connection is not frozen
     await post(api, session, "replace")
     assert isinstance(await next_event(engine, StreamReplaced), StreamReplaced)
     assert engine.status(str(session.id)) == "stopped"  # the frozen connection is gone

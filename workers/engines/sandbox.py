@@ -165,6 +165,14 @@ class SandboxWorld:
             )
         return True
 
+    def connection_stamp(self, session_id: str) -> int:
+        """Changes whenever the servers' record of the open connection does (no lock: a cheap
+        look before the locked one)."""
+        try:
+            return (self._dir(session_id) / "connection.json").stat().st_mtime_ns
+        except FileNotFoundError:
+            return 0
+
     def connection_current(self, session_id: str, connection: str) -> bool:
         with self._locked(session_id) as directory:
             current = directory / "connection.json"
@@ -286,11 +294,17 @@ class SandboxEngine(Engine):
         spawn_into(session.tasks, self._watch_connection(session, session.connection))
 
     async def _watch_connection(self, session: _Session, connection: str) -> None:
-        """WhatsApp pushes a stream error the moment another connection takes the session."""
+        """WhatsApp pushes a stream error the moment another connection takes the session. Only
+        a change of the servers' record is read under the lock (a worker holds many sessions)."""
+        seen = self.world.connection_stamp(session.id)
         while session.state == "connected" and session.connection == connection:
             await asyncio.sleep(self.timings.push_poll)
             if session.state != "connected" or session.connection != connection:
                 return
+            stamp = self.world.connection_stamp(session.id)
+            if stamp == seen:
+                continue
+            seen = stamp
             if not self.world.connection_current(session.id, connection):
                 self._close(session)
                 self.emit(StreamReplaced(session.id))

@@ -270,11 +270,15 @@ class NeonizeEngine(Engine):
         except EngineError:
             return  # stopped meanwhile
         session.me = me
-        jid = translate.jid_str(me.JID) if me.HasField("JID") else ""
         session.state, session.attempts = "connected", 0
         session.ready.set()
+        self._emit_connected(session)
+
+    def _emit_connected(self, session: _Session) -> None:
+        me = session.me
+        jid = translate.jid_str(me.JID) if me.HasField("JID") else ""
         self.emit(
-            Connected(session_id, jid=jid, phone_number=jid_to_phone(jid), push_name=me.PushName)
+            Connected(session.id, jid=jid, phone_number=jid_to_phone(jid), push_name=me.PushName)
         )
 
     async def _on_keepalive_timeout(self, session_id: str, event: Any) -> None:
@@ -299,12 +303,7 @@ class NeonizeEngine(Engine):
         if session is None or session.state != "stalled" or session.me is None:
             return
         session.state = "connected"
-        jid = translate.jid_str(session.me.JID) if session.me.HasField("JID") else ""
-        self.emit(
-            Connected(
-                session_id, jid=jid, phone_number=jid_to_phone(jid), push_name=session.me.PushName
-            )
-        )
+        self._emit_connected(session)
 
     async def _on_disconnected(self, session_id: str, event: Any) -> None:
         session = self._sessions.get(session_id)
