@@ -320,3 +320,17 @@ async def test_lid_senders_are_resolved_from_the_store_or_left_unknown(
     world.deliver("s1", message_event(wa.Message(conversation="again"), sender=lid))
     again = (await next_event_of(engine, MessageReceived, "s1")).message
     assert again.sender_phone == "+4915100000002"  # learnt from the message before
+
+
+async def test_a_probe_is_a_round_trip_that_fails_without_a_connection(
+    engine, world, tmp_path
+) -> None:
+    """The runtime's zombie probe on neonize: a usync query for our own number."""
+    await link(engine, world, tmp_path / "s1")
+    await engine.probe("s1")
+    world.outage = True  # the network goes down and stays down
+    world.drop("s1")
+    await next_event_of(engine, Disconnected, "s1")
+    with pytest.raises(EngineError) as unanswered:
+        await engine.probe("s1")
+    assert unanswered.value.code == "not_connected"
