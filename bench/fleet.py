@@ -51,7 +51,7 @@ def link(worker: str, number: int) -> list:
     """Create `number` sandbox sessions, let `worker` claim them, scan them, wait for snapshots."""
     from sessions_app import services
     from sessions_app.models import Session
-    from workers.sandbox import sandbox_control_send
+    from sessions_app.sandbox import sandbox_control_send
 
     ids = [services.session_create(external_id=None, engine="sandbox")[0].pk for _ in range(number)]
     wait_until(lambda: count(worker, "scan_qr") == number, 300, "QR codes")

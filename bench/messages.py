@@ -136,9 +136,9 @@ def send_latency(api: httpx.Client, session_id: str, count: int) -> list[float]:
 
 def inbound_rate(session_id: str, count: int) -> tuple[float, float]:
     """Messages a second: injected (straight onto the channel layer), and stored."""
-    from gateway.models import WebhookDelivery
+    from gateway.outbox.models import WebhookDelivery
     from sessions_app.models import Session
-    from workers.sandbox import sandbox_control_send
+    from sessions_app.sandbox import sandbox_control_send
 
     session = Session.objects.get(pk=session_id)
     started = time.perf_counter()

@@ -69,7 +69,7 @@ def main() -> None:
     os.environ["BACKEND_URL"] = receiver.url
     os.environ["WEBHOOK_SECRET"] = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     setup_database()
-    from gateway.models import WebhookDelivery
+    from gateway.outbox.models import WebhookDelivery
     from sessions_app.models import Session
 
     sessions = [Session.objects.create(engine="sandbox") for _ in range(SESSIONS)]

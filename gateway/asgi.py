@@ -11,7 +11,7 @@ django_asgi_app = get_asgi_application()  # sets Django up before the routing im
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from gateway.checks import refuse_serious_problems  # noqa: E402
-from gateway.limits import asgi_body_limit  # noqa: E402
+from gateway.core.limits import asgi_body_limit  # noqa: E402
 from gateway.routing import protect, websocket_urlpatterns  # noqa: E402
 
 refuse_serious_problems()

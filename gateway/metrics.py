@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from gateway.errors import error_body
+from gateway.core.errors import error_body
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +43,13 @@ class FleetCollector(Collector):
         yield from _webhook_families({})
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        from gateway.models import DeliveryStatus, WebhookDelivery
-        from messaging.models import Message, MessageStatus
-        from sessions_app.models import Session, SessionStatus
-        from workers.models import Worker, WorkerStatus
+        from gateway.outbox.models import DeliveryStatus, WebhookDelivery
+        from messaging.models import Message
+        from messaging.states import MessageStatus
+        from sessions_app.models import Session
+        from sessions_app.states import SessionStatus
+        from workers.models import Worker
+        from workers.states import WorkerStatus
 
         try:
             sessions = _by_status(Session, SessionStatus)
@@ -105,7 +108,7 @@ def _webhook_figures(model, statuses) -> dict:
     from django.db.models import Avg, DurationField, ExpressionWrapper, F, Min, Q, Sum
     from django.utils import timezone
 
-    from workers.runtime.dispatcher import pending_circuits
+    from gateway.outbox.breaker import pending_circuits
 
     now = timezone.now()
     totals = model.objects.aggregate(

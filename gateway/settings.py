@@ -121,9 +121,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
-    "gateway.middleware.RequestIdMiddleware",
+    "gateway.core.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "gateway.security.ContentSecurityPolicyMiddleware",
+    "gateway.core.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -310,7 +310,7 @@ AXES_COOLOFF_TIME = timedelta(
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "admin/lockout.html"
-AXES_CLIENT_IP_CALLABLE = "gateway.middleware.client_ip"
+AXES_CLIENT_IP_CALLABLE = "gateway.core.middleware.client_ip"
 # Reverse proxies in front of the gateway that append the client's address to X-Forwarded-For:
 # with 0 (no proxy), the connection's own address is the client's and the header is ignored.
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=10)
@@ -336,12 +336,12 @@ SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "gateway.auth.ApiKeyAuthentication",
-        "gateway.auth.BackendJWTAuthentication",
-        "gateway.auth.StaffSessionAuthentication",
+        "gateway.core.auth.ApiKeyAuthentication",
+        "gateway.core.auth.BackendJWTAuthentication",
+        "gateway.core.auth.StaffSessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["gateway.auth.IsApiClient"],
-    "DEFAULT_THROTTLE_CLASSES": ["gateway.throttling.ClientRateThrottle"],
+    "DEFAULT_PERMISSION_CLASSES": ["gateway.core.auth.IsApiClient"],
+    "DEFAULT_THROTTLE_CLASSES": ["gateway.core.throttling.ClientRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "client": env_rate("API_THROTTLE_RATE", "6000/min"),
         # Bulk number checks get numbers banned: a low rate of its own, per client.
@@ -349,10 +349,10 @@ REST_FRAMEWORK = {
     },
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     # JSON everywhere; sending a message also takes multipart (a file), nothing takes forms.
-    "DEFAULT_PARSER_CLASSES": ["gateway.parsers.SafeJSONParser"],
-    "DEFAULT_PAGINATION_CLASS": "gateway.pagination.CreatedCursorPagination",
+    "DEFAULT_PARSER_CLASSES": ["gateway.core.parsers.SafeJSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "gateway.core.pagination.CreatedCursorPagination",
     "PAGE_SIZE": 50,
-    "EXCEPTION_HANDLER": "gateway.errors.exception_handler",
+    "EXCEPTION_HANDLER": "gateway.core.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 
@@ -384,7 +384,7 @@ SPECTACULAR_SETTINGS = {
         "MessageTypeEnum": "messaging.models.MessageType",
         "MessageStatusEnum": "messaging.models.MessageStatus",
         "MessageDirectionEnum": "messaging.models.Direction",
-        "SandboxMessageTypeEnum": "workers.sandbox.SANDBOX_MESSAGE_TYPES",
+        "SandboxMessageTypeEnum": "sessions_app.sandbox.SANDBOX_MESSAGE_TYPES",
     },
 }
 
@@ -407,7 +407,7 @@ WORKER_CALL_SECONDS = env_int("WORKER_CALL_SECONDS", 15, minimum=1, maximum=120)
 # Pairing codes per session and per phone number (API, link page and admin alike): asking
 # WhatsApp for codes in bulk gets numbers banned.
 PAIR_CODE_RATE = env_rate("PAIR_CODE_RATE", "5/h")
-# Crash tests only (gateway/failpoints.py): "name=exit,…"; off unless set.
+# Crash tests only (gateway/core/failpoints.py): "name=exit,…"; off unless set.
 GATEWAY_FAILPOINTS = dict(
     item.partition("=")[::2] for item in env_list("GATEWAY_FAILPOINTS") if item.endswith("=exit")
 )
@@ -503,10 +503,10 @@ LOG_LEVEL = env_choice("LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"context": {"()": "gateway.logging.ContextFilter"}},
+    "filters": {"context": {"()": "gateway.core.logging.ContextFilter"}},
     "formatters": {
         "json": {
-            "()": "gateway.logging.RedactingJsonFormatter",
+            "()": "gateway.core.logging.RedactingJsonFormatter",
             "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
             "datefmt": "%Y-%m-%dT%H:%M:%S%z",
@@ -517,7 +517,7 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
-        # Our request log line and our exception log (gateway.middleware, gateway.errors) replace
+        # Our request log line and our exception log (gateway.core.middleware and .errors) replace
         # Django's own lines, which would say everything twice.
         "django.request": {"level": "CRITICAL"},
         "django.server": {"level": "WARNING"},

@@ -8,9 +8,8 @@ from drf_spectacular.views import (
 
 from gateway import health, metrics
 from messaging import views as message_views
-from sessions_app import link
+from sessions_app import link, sandbox
 from sessions_app import views as session_views
-from workers import sandbox
 from workers import views as worker_views
 
 # API paths have no trailing slash, as documented (`/api/v1/sessions/{id}/start`).
@@ -81,7 +80,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
-handler400 = "gateway.errors.handler400"
-handler403 = "gateway.errors.handler403"
-handler404 = "gateway.errors.handler404"
-handler500 = "gateway.errors.handler500"
+handler400 = "gateway.core.errors.handler400"
+handler403 = "gateway.core.errors.handler403"
+handler404 = "gateway.core.errors.handler404"
+handler500 = "gateway.core.errors.handler500"

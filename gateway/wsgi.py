@@ -8,7 +8,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
 django_wsgi_app = get_wsgi_application()
 
 from gateway.checks import refuse_serious_problems  # noqa: E402 - needs Django set up
-from gateway.limits import wsgi_body_limit  # noqa: E402
+from gateway.core.limits import wsgi_body_limit  # noqa: E402
 
 refuse_serious_problems()
 

@@ -26,6 +26,8 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import httpx
 from django.conf import settings
 
+from gateway.core.errors import ApiError
+
 MAX_REDIRECTS = 5
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _net = ipaddress.ip_network
@@ -83,13 +85,12 @@ NAT64_WELL_KNOWN = _net("64:ff9b::/96")
 _resolver = ThreadPoolExecutor(max_workers=4, thread_name_prefix="media-fetch-dns")
 
 
-class FetchRefused(Exception):
+class FetchRefused(ApiError):
     """A `media.url` that is not fetched. A 422 by default: the request is well-formed, the URL is
     not one the gateway fetches (or could not fetch)."""
 
     def __init__(self, code: str, message: str, *, status: int = 422) -> None:
-        super().__init__(message)
-        self.code, self.status = code, status
+        super().__init__(message, code=code, status=status)
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,20 @@ import mimetypes
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import filetype
 from django.conf import settings
+from django.core import signing
 from django.core.files.base import ContentFile, File
 from django.core.files.storage import default_storage
 from django.utils.http import content_disposition_header
 from django.utils.text import get_valid_filename
+
+from gateway.core.errors import ApiError
+
+if TYPE_CHECKING:
+    from messaging.models import Message
 
 # What WhatsApp takes for each kind of message, by the bytes' real type.
 ACCEPTED = {
@@ -35,12 +42,14 @@ MEDIA_TYPES = ("image", "video", "audio", "voice", "document")
 # Images a browser shows without running anything in them (not SVG: it can carry script).
 INLINE_IMAGES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif"})
 DOWNLOAD = "application/octet-stream"
+MEDIA_SALT = "messaging.media"
 
 
-class MediaRefused(Exception):
+class MediaRefused(ApiError):
+    """A file the message cannot carry (too large, empty, not what its type says)."""
+
     def __init__(self, code: str, message: str, *, status: int) -> None:
-        super().__init__(message)
-        self.code, self.status = code, status
+        super().__init__(message, code=code, status=status)
 
 
 @dataclass(frozen=True)
@@ -168,3 +177,41 @@ def store(
         file.seek(0)
         saved = default_storage.save(f"{session_id}/{message_id}/{name}", file)
     return StoredMedia(saved, mime_type, size, digest.hexdigest(), name, served_as(head))
+
+
+def media_url(message: Message) -> str | None:
+    """A temporary URL of the message's media (`MEDIA_URL_SECONDS`): presigned on S3, signed and
+    served by the gateway otherwise; either way it carries the headers the file is served with
+    (`response_headers`), so no stored file can render as something that runs script."""
+    if not message.media:
+        return None
+    headers = response_headers(message.media_served_as, message.media_filename)
+    if settings.S3_BUCKET:
+        return default_storage.url(
+            message.media.name,
+            expire=settings.MEDIA_URL_SECONDS,
+            parameters={
+                "ResponseContentType": headers["Content-Type"],
+                "ResponseContentDisposition": headers["Content-Disposition"],
+            },
+        )
+    token = signing.TimestampSigner(salt=MEDIA_SALT).sign_object(
+        [message.media.name, message.media_served_as, message.media_filename]
+    )
+    return f"{settings.PUBLIC_URL}/media/{token}"
+
+
+def media_from_token(token: str) -> tuple[str, dict[str, str]] | None:
+    """The storage name and response headers of a `/media/<token>` URL."""
+    try:
+        signed = signing.TimestampSigner(salt=MEDIA_SALT).unsign_object(
+            token, max_age=settings.MEDIA_URL_SECONDS
+        )
+    except signing.BadSignature:
+        return None
+    if not (
+        isinstance(signed, list) and len(signed) == 3 and all(isinstance(v, str) for v in signed)
+    ):
+        return None
+    name, served_as, filename = signed
+    return name, response_headers(served_as, filename)

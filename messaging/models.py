@@ -3,69 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from django.db import models
+from django.utils import timezone
 
-
-class Direction(models.TextChoices):
-    OUT = "out", "Outbound"
-    IN = "in", "Inbound"
-
-
-class MessageType(models.TextChoices):
-    TEXT = "text", "Text"
-    IMAGE = "image", "Image"
-    VIDEO = "video", "Video"
-    AUDIO = "audio", "Audio"
-    VOICE = "voice", "Voice note"
-    DOCUMENT = "document", "Document"
-    LOCATION = "location", "Location"
-    CONTACT = "contact", "Contact"
-    REACTION = "reaction", "Reaction"
-
-
-class MessageStatus(models.TextChoices):
-    QUEUED = "queued", "Queued"
-    SENDING = "sending", "Sending"
-    SENT = "sent", "Sent"
-    DELIVERED = "delivered", "Delivered"
-    READ = "read", "Read"
-    PLAYED = "played", "Played"
-    FAILED = "failed", "Failed"
-    RECEIVED = "received", "Received"
-
-
-M = MessageStatus
-
-# The one place that says how a message's status may move. Outbound messages climb this ladder and
-# never step down (a late `delivered` never overwrites `read`); they may skip rungs (a `read`
-# receipt
-# can arrive first). `failed` is reachable only before WhatsApp accepted the message. Inbound
-# messages
-# are `received`, then `read` once we mark them read.
-_OUTBOUND_LADDER = [M.QUEUED, M.SENDING, M.SENT, M.DELIVERED, M.READ, M.PLAYED]
-_INBOUND_LADDER = [M.RECEIVED, M.READ]
-
-
-def message_status_advances(direction: str, source: str, target: str) -> bool:
-    """True when moving from `source` to `target` is a forward step for a message of `direction`."""
-    if direction == Direction.OUT and target == M.FAILED:
-        return source in (M.QUEUED, M.SENDING)
-    ladder = _OUTBOUND_LADDER if direction == Direction.OUT else _INBOUND_LADDER
-    if source not in ladder or target not in ladder:
-        return False
-    return ladder.index(target) > ladder.index(source)
-
-
-# The timestamp field stamped when a message reaches each status.
-STATUS_TIMESTAMP_FIELDS = {
-    M.SENDING: "sending_at",
-    M.SENT: "sent_at",
-    M.DELIVERED: "delivered_at",
-    M.READ: "read_at",
-    M.PLAYED: "played_at",
-    M.FAILED: "failed_at",
-}
+from messaging.states import (
+    STATUS_TIMESTAMP_FIELDS,
+    Direction,
+    MessageStatus,
+    MessageType,
+    message_status_advances,
+)
 
 
 def media_upload_to(message: Message, filename: str) -> str:
@@ -152,3 +101,13 @@ class Message(models.Model):
 
     def can_advance_to(self, target: str) -> bool:
         return message_status_advances(self.direction, self.status, target)
+
+    def advance_to(self, status: str, at: datetime | None = None) -> bool:
+        """Move forward to `status`, stamping its time (unsaved); False when that is not forward."""
+        if not self.can_advance_to(status):
+            return False
+        self.status = status
+        stamp = STATUS_TIMESTAMP_FIELDS.get(status)
+        if stamp:
+            setattr(self, stamp, at or timezone.now())
+        return True

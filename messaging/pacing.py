@@ -11,7 +11,7 @@ import time
 from django.conf import settings
 from django.core.cache import cache
 
-from gateway.throttling import window_count
+from gateway.core.throttling import window_count
 
 
 def _next_key(session_id: object) -> str:

@@ -4,11 +4,12 @@ from typing import Any
 
 from rest_framework import serializers
 
-from messaging import services
+from gateway.core.jids import RECIPIENT_PATTERN, recipient_jid
+from messaging import events
 from messaging.media import MEDIA_TYPES
-from messaging.models import Direction, Message, MessageStatus, MessageType
+from messaging.models import Message
+from messaging.states import Direction, MessageStatus, MessageType
 from sessions_app.services import E164
-from workers.engines.jids import RECIPIENT_PATTERN, recipient_jid
 
 CAPTIONED = ("image", "video", "document")
 
@@ -170,10 +171,10 @@ class MessageOutputSerializer(serializers.ModelSerializer):
         ]
 
     def get_error(self, message: Message) -> dict[str, str] | None:
-        return services.message_error(message)
+        return events.message_error(message)
 
     def get_media(self, message: Message) -> dict[str, Any] | None:
-        return services.message_media(message, with_url=self.context.get("media_urls", False))
+        return events.message_media(message, with_url=self.context.get("media_urls", False))
 
 
 class CheckNumbersInputSerializer(serializers.Serializer):

@@ -19,14 +19,13 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from gateway.api import ApiView, ListApiView
-from gateway.errors import ApiError, Conflict, Unprocessable
-from gateway.openapi import errors
-from gateway.parsers import SafeJSONParser
-from gateway.throttling import ClientRateThrottle
-from messaging import calls, media, services
-from messaging.fetch import FetchRefused, fetch
-from messaging.models import Direction, Message, MessageStatus
+from gateway.core.api import ApiView, ListApiView
+from gateway.core.errors import ApiError, Conflict
+from gateway.core.openapi import errors
+from gateway.core.parsers import SafeJSONParser
+from gateway.core.throttling import ClientRateThrottle
+from messaging import media, services
+from messaging.models import Message
 from messaging.serializers import (
     CheckNumbersInputSerializer,
     MessageCreateInputSerializer,
@@ -35,6 +34,8 @@ from messaging.serializers import (
     MessageUploadInputSerializer,
     NumberCheckSerializer,
 )
+from messaging.states import Direction, MessageStatus
+from sessions_app import calls
 from sessions_app.selectors import session_get
 
 TAG = ["messages"]
@@ -47,12 +48,6 @@ IDEMPOTENCY_KEY = OpenApiParameter(
     description="The same key and body again returns the same message (200); the same key with "
     "another body is a 422. 1 to 200 printable ASCII characters.",
 )
-
-
-def _refused(exc: FetchRefused | media.MediaRefused) -> ApiError:
-    error = ApiError(str(exc), code=exc.code)
-    error.status_code = exc.status
-    return error
 
 
 def _fingerprint(data: dict[str, Any], file_digest: str) -> str:
@@ -136,69 +131,30 @@ class SessionMessagesApi(ListApiView):
         data = serializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        upload = v.get("file")
-        content, mime_type = b"", ""
-        if upload is not None:
-            try:
-                media.check_size(v["type"], upload.size)  # before reading it
-            except media.MediaRefused as exc:
-                raise _refused(exc) from None
-            content = upload.read()
-            mime_type = self._inspect(v["type"], content, upload.content_type, upload.name)
-        fingerprint = _fingerprint(v, hashlib.sha256(content).hexdigest() if upload else "")
-
-        def store_media(message_id: uuid.UUID) -> dict[str, Any]:
-            """Only for a new message: a retried Idempotency-Key never fetches again."""
-            data, mime, name = content, mime_type, v["filename"] or (upload.name if upload else "")
-            if upload is None:
-                try:
-                    fetched = fetch(v["media"]["url"], max_bytes=media.max_bytes(v["type"]))
-                except FetchRefused as exc:
-                    raise _refused(exc) from None
-                data, name = fetched.data, name or fetched.filename
-                mime = self._inspect(v["type"], data, fetched.content_type, name)
-            return media.store(
-                session_id=session.pk,
-                message_id=message_id,
-                kind=v["type"],
-                content=data,
-                mime_type=mime,
-                filename=name,
-            ).model_fields()
-
-        payload = {k: v[k] for k in ("location", "contact") if k in v} | (
-            {"reaction": v["reaction"]} if v["type"] == "reaction" else {}
+        upload = None
+        if v.get("file") is not None:
+            media.check_size(v["type"], v["file"].size)  # before reading it
+            upload = services.Upload(v["file"].read(), v["file"].content_type, v["file"].name)
+        digest = hashlib.sha256(upload.content).hexdigest() if upload else ""
+        accepted = services.message_send(
+            session=session,
+            to=v["to"],
+            type=v["type"],
+            text=v["text"],
+            caption=v["caption"],
+            reply_to=v["reply_to"],
+            payload={k: v[k] for k in ("location", "contact") if k in v}
+            | ({"reaction": v["reaction"]} if v["type"] == "reaction" else {}),
+            upload=upload,
+            media_url=v.get("media", {}).get("url", ""),
+            filename=v["filename"],
+            fingerprint=_fingerprint(v, digest),
+            idempotency_key=key,
         )
-        try:
-            message, created = services.message_create(
-                session=session,
-                fields={
-                    "chat": v["to"],
-                    "type": v["type"],
-                    "text": v["text"],
-                    "caption": v["caption"],
-                    "reply_to": v["reply_to"],
-                    "payload": payload,
-                },
-                fingerprint=fingerprint,
-                idempotency_key=key,
-                store_media=store_media if v["type"] in media.MEDIA_TYPES else None,
-            )
-        except services.IdempotencyConflict as exc:
-            raise Unprocessable(str(exc), code="idempotency_key_reused") from None
-        except services.SessionNotRunning as exc:
-            raise Conflict(str(exc), code="session_not_running") from None
         return Response(
-            MessageOutputSerializer(message).data,
-            status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK,
+            MessageOutputSerializer(accepted.message).data,
+            status=status.HTTP_202_ACCEPTED if accepted.created else status.HTTP_200_OK,
         )
-
-    @staticmethod
-    def _inspect(kind: str, data: bytes, declared: str, name: str) -> str:
-        try:
-            return media.inspect(kind, data, declared, name)
-        except media.MediaRefused as exc:
-            raise _refused(exc) from None
 
 
 class MessageDetailApi(ApiView):
@@ -273,8 +229,8 @@ class CheckNumbersApi(ApiView):
 
 def media_download(request: HttpRequest, token: str) -> FileResponse:
     """A temporary media URL of the embedded mode (S3 serves presigned URLs itself), with the
-    headers it was signed with; its CSP sandboxes it as well (gateway.security)."""
-    signed = services.media_from_token(token)
+    headers it was signed with; its CSP sandboxes it as well (gateway.core.security)."""
+    signed = media.media_from_token(token)
     if signed is None or not default_storage.exists(signed[0]):
         raise Http404("This link is not valid any more.")
     response = FileResponse(default_storage.open(signed[0]))

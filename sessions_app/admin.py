@@ -8,10 +8,11 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
-from gateway.admin import LiveMedia, ago, badge
+from gateway.core.admin import LiveMedia, ago, badge
 from sessions_app import services
 from sessions_app.link import pair_code_response
-from sessions_app.models import Session, SessionEvent, SessionStatus
+from sessions_app.models import Session, SessionEvent
+from sessions_app.states import SessionStatus
 from sessions_app.tokens import ws_token_make
 from workers.models import Worker
 

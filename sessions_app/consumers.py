@@ -15,9 +15,9 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from sessions_app import qr
-from sessions_app.events import code_image, session_state
+from sessions_app.events import session_state
 from sessions_app.models import Session
+from sessions_app.services import qr
 from sessions_app.tokens import ws_token_read
 
 # The close code when a socket opened with a ws-token reaches the token's expiry (4000-4999 are
@@ -110,7 +110,7 @@ class SessionConsumer(PushConsumer):
         }
         code = qr.code_get(session_id=session.pk, kind="qr")
         if code is not None:
-            payload["qr"] = {**qr.announced(code), "image": code_image(code)}
+            payload["qr"] = {**qr.announced(code), "image": qr.code_image(code)}
         return payload
 
     async def disconnect(self, code: int) -> None:

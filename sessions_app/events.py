@@ -1,4 +1,4 @@
-"""Where a session's changes leave the database: the webhook outbox and the live pushes.
+"""Where a session's changes leave: the webhook outbox (`enqueue`) and the live pushes.
 
 `session_status_changed` runs inside the transaction that made the change. It takes the session's
 next event sequence, writes the `session.status` outbox row (when a backend is configured) in that
@@ -8,40 +8,22 @@ to the channel layer (groups `session.<id>` and `sessions`) only after the commi
 
 from __future__ import annotations
 
-import base64
-import io
 import logging
 import uuid
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from gateway.models import WebhookDelivery
-from gateway.webhooks import notify_dispatchers
+from gateway.outbox import enqueue
 from sessions_app.models import Session
+from sessions_app.services import qr as codes
 
 logger = logging.getLogger(__name__)
 SESSION_STATUS_PATH = "/api/webhooks/session-status"
-
-
-def qr_image(code: str) -> str:
-    """The QR code as a PNG data URL (what a browser or the backend can show as it is)."""
-    import qrcode
-
-    buffer = io.BytesIO()
-    qrcode.make(code, box_size=8, border=2).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def code_image(code: dict[str, Any]) -> str:
-    """A cached QR code's image: drawn once by the worker and kept with the code (drawn here only
-    for a code stored without one)."""
-    return code.get("image") or qr_image(code["code"])
 
 
 def _next_sequence(session: Session) -> int:
@@ -67,9 +49,10 @@ def session_state(session: Session) -> dict[str, Any]:
 
 
 def outbox_event(session: Session, event: str, path: str, **fields: Any) -> dict[str, Any]:
-    """An event body about `session` (`id`, `event`, `occurred_at`, its next `sequence`,
-    `session`, then `fields`), written to the webhook outbox when a backend is configured. Call
-    inside the transaction that made the change."""
+    """An event about `session` (`id`, `event`, `occurred_at`, the session's next `sequence`,
+    `session`, then `fields`), into the outbox (`enqueue`). Every event about a session comes
+    through here, so a session's events are numbered in one sequence. Call inside the transaction
+    that made the change."""
     body: dict[str, Any] = {
         "id": str(uuid.uuid4()),
         "event": event,
@@ -78,16 +61,7 @@ def outbox_event(session: Session, event: str, path: str, **fields: Any) -> dict
         "session": session_state(session)["session"],
         **fields,
     }
-    if settings.BACKEND_URL:
-        WebhookDelivery.objects.create(
-            event_id=body["id"],
-            event_type=event,
-            target=settings.BACKEND_URL + path,
-            payload=body,
-            session=session,
-            sequence=body["sequence"],
-        )
-        notify_dispatchers()
+    enqueue(body=body, path=path, session_id=session.pk, sequence=body["sequence"])
     return body
 
 
@@ -98,7 +72,7 @@ def session_status_changed(
     extra: dict[str, Any] = {"error": session_state(session)["error"]}
     if qr is not None:
         # Callers may draw the image beforehand, outside the transaction (it takes milliseconds).
-        extra["qr"] = {**qr, "image": code_image(qr)}
+        extra["qr"] = {**qr, "image": codes.code_image(qr)}
     if pair_code is not None:
         extra["pair_code"] = pair_code
     body = outbox_event(session, "session.status", SESSION_STATUS_PATH, **extra)

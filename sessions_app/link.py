@@ -8,7 +8,6 @@ with a countdown, a pairing code instead, and "Linked as +…" at the end.
 from __future__ import annotations
 
 import json
-import math
 import re
 import uuid
 
@@ -18,7 +17,7 @@ from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from gateway.errors import error_body
+from gateway.core.errors import ApiError, error_body, error_response
 from sessions_app import services
 from sessions_app.models import Session
 from sessions_app.tokens import ws_token_session
@@ -79,16 +78,6 @@ def pair_code_response(session: Session, body: bytes) -> JsonResponse:
         )
     try:
         code = services.session_pair_code(session=session, phone_number=phone)
-    except (services.NotLinking, services.SessionBeingDeleted):
-        return JsonResponse(
-            error_body("not_linking", "This session is not waiting to be linked."), status=409
-        )
-    except services.PairCodeRateLimited as exc:
-        response = JsonResponse(error_body("rate_limited", str(exc)), status=429)
-        response["Retry-After"] = str(max(1, math.ceil(exc.wait)))
-        return response
-    except services.PairCodeUnavailable:
-        return JsonResponse(
-            error_body("pair_code_unavailable", "No code came in time; try again."), status=503
-        )
+    except ApiError as exc:
+        return error_response(exc)
     return JsonResponse({"code": code["code"], "expires_at": code["expires_at"]})

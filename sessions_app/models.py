@@ -1,4 +1,4 @@
-"""WhatsApp sessions (one linked phone each), their state machine and their event history."""
+"""WhatsApp sessions (one linked phone each) and their event history (states: states.py)."""
 
 from __future__ import annotations
 
@@ -7,53 +7,11 @@ import uuid
 from django.conf import settings
 from django.db import models
 
-
-class SessionStatus(models.TextChoices):
-    STOPPED = "stopped", "Stopped"
-    STARTING = "starting", "Starting"
-    SCAN_QR = "scan_qr", "Waiting for QR scan"
-    PAIRING = "pairing", "Waiting for pairing code"
-    CONNECTED = "connected", "Connected"
-    RECONNECTING = "reconnecting", "Reconnecting"
-    LOGGED_OUT = "logged_out", "Logged out"
-    FAILED = "failed", "Failed"
-
-
-class DesiredState(models.TextChoices):
-    RUNNING = "running", "Running"
-    STOPPED = "stopped", "Stopped"
-
-
-class Engine(models.TextChoices):
-    NEONIZE = "neonize", "neonize (WhatsApp Web multi-device)"
-    SANDBOX = "sandbox", "sandbox (simulated WhatsApp)"
+from sessions_app.states import DesiredState, Engine, SessionStatus, session_transition_allowed
 
 
 def default_engine() -> str:
     return settings.DEFAULT_ENGINE
-
-
-S = SessionStatus
-
-# The one place that says which status changes are legal. `failed` and `stopped` can be reached from
-# any other status (an unrecoverable error; desired_state=stopped); everything else follows the
-# lifecycle in ARCHITECTURE.md. A QR rotating inside `scan_qr` is not a status change.
-SESSION_TRANSITIONS: dict[str, frozenset[str]] = {
-    S.STOPPED: frozenset({S.STARTING}),
-    S.STARTING: frozenset({S.SCAN_QR, S.PAIRING, S.CONNECTED, S.RECONNECTING, S.LOGGED_OUT}),
-    S.SCAN_QR: frozenset({S.PAIRING, S.CONNECTED, S.STARTING}),
-    S.PAIRING: frozenset({S.SCAN_QR, S.CONNECTED, S.STARTING}),
-    S.CONNECTED: frozenset({S.RECONNECTING, S.LOGGED_OUT, S.STARTING}),
-    S.RECONNECTING: frozenset({S.CONNECTED, S.LOGGED_OUT, S.STARTING}),
-    S.LOGGED_OUT: frozenset({S.STARTING}),
-    S.FAILED: frozenset({S.STARTING}),
-}
-for _source in SESSION_TRANSITIONS:
-    SESSION_TRANSITIONS[_source] |= {S.FAILED, S.STOPPED} - {_source}
-
-
-def session_transition_allowed(source: str, target: str) -> bool:
-    return target in SESSION_TRANSITIONS.get(source, frozenset())
 
 
 class Session(models.Model):
@@ -106,8 +64,8 @@ class Session(models.Model):
         help_text="Where an operator asked this session to move.",
     )
 
-    # The latest encrypted auth snapshot (sessions_app.snapshots), made "latest" only under the
-    # lease that took it.
+    # The latest encrypted auth snapshot (sessions_app.services.snapshots), made "latest" only
+    # under the lease that took it.
     snapshot_key = models.CharField(max_length=300, blank=True)
     snapshot_epoch = models.BigIntegerField(null=True, blank=True)
     snapshot_number = models.PositiveIntegerField(default=0)

@@ -5,8 +5,9 @@ import json
 from django.conf import settings
 from rest_framework import serializers
 
-from gateway.contract import TEXT_RULE, text_problem
-from sessions_app.models import Engine, Session, SessionStatus
+from gateway.core.contract import TEXT_RULE, text_problem
+from sessions_app.models import Session
+from sessions_app.states import Engine, SessionStatus
 
 MAX_METADATA_BYTES = 16 * 1024
 

@@ -12,14 +12,14 @@ from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import Throttled, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from gateway.api import ApiView, ListApiView
-from gateway.errors import Conflict, ServiceUnavailable
-from gateway.openapi import errors
-from sessions_app import events, qr, selectors, services
+from gateway.core.api import ApiView, ListApiView
+from gateway.core.errors import Conflict, ServiceUnavailable
+from gateway.core.openapi import errors
+from sessions_app import selectors, services
 from sessions_app.models import Session
 from sessions_app.serializers import (
     SessionCreateInputSerializer,
@@ -27,6 +27,7 @@ from sessions_app.serializers import (
     SessionMigrateInputSerializer,
     SessionOutputSerializer,
 )
+from sessions_app.services import qr
 from sessions_app.tokens import ws_token_make
 from workers.models import Worker
 
@@ -110,10 +111,7 @@ class _SessionRequestApi(ApiView):
     service = staticmethod(services.session_request_start)
 
     def post(self, request: Request, session_id: uuid.UUID) -> Response:
-        try:
-            session = self.service(session=selectors.session_get(session_id=session_id))
-        except services.SessionBeingDeleted:
-            raise Conflict("The session is being deleted.", code="session_deleting") from None
+        session = self.service(session=selectors.session_get(session_id=session_id))
         return Response(SessionOutputSerializer(session).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -201,12 +199,7 @@ class SessionMigrateApi(ApiView):
             target = Worker.objects.filter(pk=data.validated_data["worker"]).first()
             if target is None:
                 raise ValidationError({"worker": ["No such worker."]})
-        try:
-            session = services.session_request_migrate(session=session, target=target)
-        except services.NoWorkerAvailable as exc:
-            raise Conflict(str(exc), code="no_worker_available") from None
-        except services.SessionBeingDeleted:
-            raise Conflict("The session is being deleted.", code="session_deleting") from None
+        session = services.session_request_migrate(session=session, target=target)
         return Response(SessionOutputSerializer(session).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -247,7 +240,7 @@ class SessionQrApi(ApiView):
                 f"The session has no QR code now (status {session.status}).",
                 code="qr_not_available",
             )
-        image = events.code_image(current)
+        image = qr.code_image(current)
         if "image/png" in request.headers.get("Accept", ""):
             png = base64.b64decode(image.removeprefix("data:image/png;base64,"))
             return HttpResponse(
@@ -327,18 +320,9 @@ class SessionPairCodeApi(ApiView):
         data = SessionPairCodeInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         session = selectors.session_get(session_id=session_id)
-        try:
-            code = services.session_pair_code(
-                session=session, phone_number=data.validated_data["phone_number"]
-            )
-        except services.NotLinking as exc:
-            raise Conflict(str(exc), code="not_linking") from None
-        except services.SessionBeingDeleted:
-            raise Conflict("The session is being deleted.", code="session_deleting") from None
-        except services.PairCodeRateLimited as exc:
-            raise Throttled(wait=exc.wait, detail=str(exc)) from None
-        except services.PairCodeUnavailable as exc:
-            raise ServiceUnavailable(str(exc), code="pair_code_unavailable") from None
+        code = services.session_pair_code(
+            session=session, phone_number=data.validated_data["phone_number"]
+        )
         expires_at = datetime.fromtimestamp(code["expires_at"], tz=UTC)
         return Response(
             {"code": code["code"], "expires_at": expires_at}, headers={"Cache-Control": "no-store"}

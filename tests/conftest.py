@@ -17,7 +17,7 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 from rest_framework_api_key.models import APIKey
 
-from gateway.logging import ContextFilter
+from gateway.core.logging import ContextFilter
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -4,7 +4,7 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from gateway.admin import LiveMedia, ago, badge
+from gateway.core.admin import LiveMedia, ago, badge
 from workers import services
 from workers.models import Worker
 

@@ -9,12 +9,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models.functions import Now
 
-
-class WorkerStatus(models.TextChoices):
-    ACTIVE = "active", "Active"
-    DRAINING = "draining", "Draining"
-    STOPPED = "stopped", "Stopped"
-    DEAD = "dead", "Dead"
+from workers.states import WorkerStatus
 
 
 class WorkerQuerySet(models.QuerySet):

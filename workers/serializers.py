@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from workers.models import Worker, WorkerStatus
+from workers.models import Worker
+from workers.states import WorkerStatus
 
 
 class WorkerOutputSerializer(serializers.ModelSerializer):

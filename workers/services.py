@@ -11,7 +11,9 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models.functions import Now
 
-from workers.models import Worker, WorkerStatus
+from gateway.core.wake import SESSIONS, wake
+from workers.models import Worker
+from workers.states import WorkerStatus
 
 
 def worker_register(*, name: str, capacity: int, engines: list[str]) -> Worker:
@@ -48,13 +50,11 @@ def worker_stopped(*, worker_id: uuid.UUID) -> None:
 
 def worker_drain(*, worker: Worker) -> Worker:
     """Ask a worker to hand all its sessions over to others and take no new ones."""
-    from sessions_app.services import notify_workers
-
     with transaction.atomic():
         Worker.objects.filter(pk=worker.pk, status=WorkerStatus.ACTIVE).update(
             status=WorkerStatus.DRAINING
         )
-        notify_workers()
+        wake(SESSIONS)
     worker.refresh_from_db()
     return worker
 

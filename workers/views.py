@@ -8,8 +8,8 @@ from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from gateway.api import ApiView, ListApiView
-from gateway.openapi import errors
+from gateway.core.api import ApiView, ListApiView
+from gateway.core.openapi import errors
 from workers import selectors, services
 from workers.models import Worker
 from workers.serializers import WorkerFilterSerializer, WorkerOutputSerializer

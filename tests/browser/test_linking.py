@@ -9,8 +9,7 @@ import pytest
 import zxingcpp
 from PIL import Image
 
-from sessions_app import qr
-from sessions_app.services import session_create
+from sessions_app.services import qr, session_create
 from sessions_app.tokens import ws_token_make
 
 pytestmark = pytest.mark.django_db(transaction=True)

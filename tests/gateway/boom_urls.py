@@ -22,5 +22,5 @@ urlpatterns = [
     path("api/v1/plain-boom", plain_boom),
     *real,
 ]
-handler500 = "gateway.errors.handler500"
-handler404 = "gateway.errors.handler404"
+handler500 = "gateway.core.errors.handler500"
+handler404 = "gateway.core.errors.handler404"

@@ -209,7 +209,7 @@ def test_a_delivery_shows_its_signed_request_and_can_be_replayed(
 ) -> None:
     from django.db import transaction
 
-    from gateway.models import WebhookDelivery
+    from gateway.outbox.models import WebhookDelivery
     from sessions_app.events import outbox_event
 
     settings.BACKEND_URL = "http://backend.test"

@@ -1,4 +1,4 @@
-"""The contract check (gateway/contract.py) holds every API request to the published schema."""
+"""The contract check (gateway/core/contract.py) holds every API request to the published schema."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.test import APIClient
 
-from gateway import contract
+from gateway.core import contract
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.test import Client
 
-from gateway.models import WebhookDelivery
+from gateway.outbox.models import WebhookDelivery
 from messaging.models import Message
 from workers.models import Worker
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from django.test import Client
 
-from gateway.logging import redact
+from gateway.core.logging import redact
 
 PRESIGNED = (
     "https://s3.example.com/bucket/media/a/b/x.png?X-Amz-Algorithm=AWS4-HMAC-SHA256"

@@ -10,8 +10,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from gateway.models import WebhookDelivery
+from gateway.outbox.models import WebhookDelivery
 from messaging import services
+from messaging.media import StoredMedia
 from messaging.models import Message
 from sessions_app.services import LeaseLost
 
@@ -36,9 +37,9 @@ def held(make_session):
 
 
 def queued(session, text: str = "x") -> Message:
-    return services.message_create(
-        session=session, fields={"chat": CHAT, "type": "text", "text": text}, fingerprint=""
-    )[0]
+    return services.message_send(
+        session=session, to=CHAT, type="text", text=text, fingerprint=""
+    ).message
 
 
 def statuses(message: Message) -> list[str]:
@@ -50,7 +51,7 @@ def statuses(message: Message) -> list[str]:
 
 
 def sent(session, message: Message) -> Message:
-    job = services.message_next(session_id=session.pk, epoch=3, accepts_ids=True)
+    job = services.message_next(session_id=session.pk, epoch=3, accepts_ids=True).job
     assert job.message_id == message.pk
     services.message_sent(
         session_id=session.pk,
@@ -66,7 +67,7 @@ def test_the_queue_is_fifo_and_fenced(held) -> None:
     first, second = queued(held, "1"), queued(held, "2")
     with pytest.raises(LeaseLost):
         services.message_next(session_id=held.pk, epoch=2, accepts_ids=True)
-    job = services.message_next(session_id=held.pk, epoch=3, accepts_ids=True)
+    job = services.message_next(session_id=held.pk, epoch=3, accepts_ids=True).job
     assert job.message_id == first.pk and job.wa_message_id.startswith("3EB0")
     assert Message.objects.get(pk=first.pk).status == "sending"  # before the engine is called
     assert Message.objects.get(pk=second.pk).status == "queued"
@@ -87,14 +88,14 @@ def test_receipts_only_move_forward(held) -> None:
 def test_a_transient_failure_is_retried_with_backoff_then_fails(held, settings) -> None:
     settings.SEND_MAX_ATTEMPTS = 2
     message = queued(held)
-    job = services.message_next(session_id=held.pk, epoch=3, accepts_ids=True)
+    job = services.message_next(session_id=held.pk, epoch=3, accepts_ids=True).job
     assert services.message_send_error(
         session_id=held.pk, epoch=3, message_id=message.pk, code="timeout", error="t", retry=True
     )
-    wait = services.message_next(session_id=held.pk, epoch=3, accepts_ids=True)
+    wait = services.message_next(session_id=held.pk, epoch=3, accepts_ids=True).due_in
     assert isinstance(wait, float) and 0 < wait <= 4  # not due yet; holds the queue
     Message.objects.filter(pk=message.pk).update(next_attempt_at=timezone.now())
-    again = services.message_next(session_id=held.pk, epoch=3, accepts_ids=True)
+    again = services.message_next(session_id=held.pk, epoch=3, accepts_ids=True).job
     assert again.wa_message_id == job.wa_message_id and again.attempt == 2  # the same id
     assert not services.message_send_error(
         session_id=held.pk, epoch=3, message_id=message.pk, code="timeout", error="t", retry=True
@@ -115,42 +116,33 @@ def test_sends_interrupted_on_an_engine_without_our_ids_fail(held) -> None:
 
 
 def test_inbound_messages_are_deduplicated_and_announced_once(held) -> None:
-    fields = {
-        "direction": "in",
-        "status": "received",
-        "wa_message_id": "W1",
-        "chat": CHAT,
-        "sender": CHAT,
-        "type": "text",
-        "text": "hi",
-        "received_at": timezone.now(),
-    }
-    first = services.inbound_store(session_id=held.pk, epoch=3, fields=fields, media=False)
-    again = services.inbound_store(session_id=held.pk, epoch=3, fields=fields, media=False)
+    received = services.Received(
+        wa_message_id="W1", chat=CHAT, sender=CHAT, type="text", text="hi", at=timezone.now()
+    )
+    first = services.inbound_store(session_id=held.pk, epoch=3, message=received)
+    again = services.inbound_store(session_id=held.pk, epoch=3, message=received)
     assert first is not None and again is None
     assert WebhookDelivery.objects.filter(event_type="message.received").count() == 1
 
 
 def test_inbound_media_is_announced_when_stored(held) -> None:
-    fields = {
-        "direction": "in",
-        "status": "received",
-        "wa_message_id": "W2",
-        "chat": CHAT,
-        "sender": CHAT,
-        "type": "image",
-        "received_at": timezone.now(),
-        "payload": {"media_ref": {"mime_type": "image/png", "ref": {}}},
-    }
-    message = services.inbound_store(session_id=held.pk, epoch=3, fields=fields, media=True)
+    received = services.Received(
+        wa_message_id="W2",
+        chat=CHAT,
+        sender=CHAT,
+        type="image",
+        at=timezone.now(),
+        media={"mime_type": "image/png", "ref": {}},
+    )
+    message = services.inbound_store(session_id=held.pk, epoch=3, message=received)
     assert not WebhookDelivery.objects.filter(event_type="message.received").exists()
     assert [m.pk for m in services.media_pending(session_id=held.pk)] == [message.pk]
-    media = {"media": f"{held.pk}/{uuid.uuid4()}/x.png", "media_mime_type": "image/png"}
+    media = StoredMedia(f"{held.pk}/{uuid.uuid4()}/x.png", "image/png", 3, "", "x.png", "image/png")
     assert services.inbound_media_stored(
-        session_id=held.pk, epoch=3, message_id=message.pk, media_fields=media
+        session_id=held.pk, epoch=3, message_id=message.pk, stored=media
     )
     assert not services.inbound_media_stored(  # a second store changes nothing
-        session_id=held.pk, epoch=3, message_id=message.pk, media_fields=media
+        session_id=held.pk, epoch=3, message_id=message.pk, stored=media
     )
     rows = WebhookDelivery.objects.filter(event_type="message.received")
     assert rows.count() == 1 and "media_ref" not in rows.get().payload["message"]

@@ -6,7 +6,8 @@ import itertools
 
 import pytest
 
-from messaging.models import Direction, Message, MessageStatus, message_status_advances
+from messaging.models import Message
+from messaging.states import Direction, MessageStatus, message_status_advances
 
 M = MessageStatus
 OUT_LADDER = [M.QUEUED, M.SENDING, M.SENT, M.DELIVERED, M.READ, M.PLAYED]

@@ -12,9 +12,8 @@ from django.db import connections
 from django.test import Client
 
 from gateway.asgi import application
-from sessions_app import qr
 from sessions_app.consumers import TOKEN_EXPIRED
-from sessions_app.services import session_set_status
+from sessions_app.services import qr, session_set_status
 from sessions_app.tokens import SALT, ws_token_make
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]

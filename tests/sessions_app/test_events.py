@@ -11,7 +11,7 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.db import connections, transaction
 
-from gateway.models import WebhookDelivery
+from gateway.outbox.models import WebhookDelivery
 from sessions_app.services import session_set_status
 from workers.models import Worker
 

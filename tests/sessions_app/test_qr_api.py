@@ -12,7 +12,7 @@ import zxingcpp
 from PIL import Image
 from rest_framework.test import APIClient
 
-from sessions_app import qr
+from sessions_app.services import qr
 
 pytestmark = pytest.mark.django_db
 

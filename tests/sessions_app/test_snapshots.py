@@ -9,9 +9,8 @@ import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 
-from sessions_app import snapshots
 from sessions_app.models import Session
-from sessions_app.services import LeaseLost
+from sessions_app.services import LeaseLost, snapshots
 from workers.engines.store import KeyValueStore
 
 pytestmark = pytest.mark.django_db

@@ -6,13 +6,9 @@ import itertools
 
 import pytest
 
-from sessions_app.models import (
-    SESSION_TRANSITIONS,
-    SessionEvent,
-    SessionStatus,
-    session_transition_allowed,
-)
+from sessions_app.models import SessionEvent
 from sessions_app.services import IllegalTransition, LeaseLost, session_set_status
+from sessions_app.states import SESSION_TRANSITIONS, SessionStatus, session_transition_allowed
 from workers.models import Worker
 
 S = SessionStatus

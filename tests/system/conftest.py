@@ -23,13 +23,13 @@ import pytest_asyncio
 from asgiref.sync import sync_to_async
 from django.db import connections
 
+from gateway.core.jids import phone_to_jid
 from tests.neonize_double.harness import neonize_engine
 from tests.neonize_double.whatsapp import FakeWhatsApp
 from tests.workers.engines.test_hosts import sandbox_hosts
 from tests.workers.engines.test_sandbox import FAST
 from tests.workers.runtime.test_runtime import until
 from workers.engines.host.client import HostedEngine
-from workers.engines.jids import phone_to_jid
 from workers.engines.sandbox import SandboxWorld
 from workers.runtime.worker import RuntimeConfig, WorkerRuntime
 

@@ -307,7 +307,7 @@ async def test_a_host_dying_under_20_sessions_brings_them_all_back_without_a_sca
 
 
 def status_steps(message_id) -> list[str]:
-    from gateway.models import WebhookDelivery
+    from gateway.outbox.models import WebhookDelivery
 
     return [
         d.payload["message"]["status"]

@@ -17,11 +17,11 @@ from django.core.management import call_command
 from django.db import connections
 from rest_framework.test import APIClient
 
+from sessions_app.calls import control_group
 from tests.workers.engines.test_sandbox import FAST, next_event
 from workers.engines.base import Connected, Disconnected, MessageReceived, QrCode, StreamReplaced
 from workers.engines.sandbox import SandboxEngine, SandboxWorld
 from workers.runtime.controls import ControlListener
-from workers.sandbox import control_group
 
 
 @pytest_asyncio.fixture
@@ -242,3 +242,10 @@ async def test_the_listener_survives_the_channel_layer_going_away(tmp_path: Path
     stop.set()
     await asyncio.wait_for(task, 5)
     await engine.close()
+
+
+def test_the_api_offers_the_receipt_modes_the_engine_knows() -> None:
+    from sessions_app import sandbox
+    from workers.engines import sandbox as engine
+
+    assert sandbox.RECEIPT_MODES == engine.RECEIPT_MODES

@@ -187,12 +187,15 @@ class MessageReceived:
     type: Literal["message_received"] = "message_received"
 
 
+ReceiptStatus = Literal["delivered", "read", "played"]
+
+
 @dataclass(frozen=True)
 class Receipt:
     session_id: str
     chat: str
     message_ids: tuple[str, ...]
-    status: Literal["delivered", "read", "played"]
+    status: ReceiptStatus
     timestamp: float
     type: Literal["receipt"] = "receipt"
 

@@ -37,6 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.core.jids import is_group, jid_to_phone, jid_user, phone_to_jid
 from workers.engines.base import (
     Connected,
     Disconnected,
@@ -45,18 +46,19 @@ from workers.engines.base import (
     InboundMedia,
     InboundMessage,
     LoggedOut,
+    MessageKind,
     MessageReceived,
     NumberCheck,
     OutboundMessage,
     PairCode,
     QrCode,
     Receipt,
+    ReceiptStatus,
     SendResult,
     StreamReplaced,
     spawn_into,
     started_session,
 )
-from workers.engines.jids import is_group, jid_to_phone, jid_user, phone_to_jid
 from workers.engines.store import KeyValueStore, delete_store
 
 NOT_ON_WHATSAPP_SUFFIX = "0000"
@@ -393,7 +395,7 @@ class SandboxEngine(Engine):
             raise EngineError(
                 f"{jid_user(message.to)} is not on WhatsApp", permanent=True, code="not_on_whatsapp"
             )
-        entry = {
+        entry: dict[str, object] = {
             "to": message.to,
             "type": message.type,
             "text": message.text,
@@ -431,7 +433,10 @@ class SandboxEngine(Engine):
 
     async def _receipts(self, session: _Session, message: OutboundMessage) -> None:
         t, mode = self.timings, session.receipts
-        steps = [("delivered", t.delivered_after), ("read", t.read_after - t.delivered_after)]
+        steps: list[tuple[ReceiptStatus, float]] = [
+            ("delivered", t.delivered_after),
+            ("read", t.read_after - t.delivered_after),
+        ]
         if message.type == "voice":
             steps.append(("played", t.played_after))
         if mode == "missing":  # read receipts off on the phone: never more than delivered
@@ -535,7 +540,7 @@ class SandboxEngine(Engine):
         session_id: str,
         *,
         sender_phone: str,
-        type: str = "text",
+        type: MessageKind = "text",
         text: str = "",
         media: bytes | None = None,
         mime_type: str = "",

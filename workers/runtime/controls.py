@@ -1,5 +1,6 @@
 """Commands for this worker's sessions that arrive over the channel layer: sandbox controls
-(`workers.sandbox`) and calls that need the session's engine and an answer (`messaging.calls`:
+(`sessions_app.sandbox`) and calls that need the session's engine and an answer
+(`sessions_app.calls`:
 check numbers, mark read).
 
 The listener has one channel and joins the group `controls.<session id>` of each session this
@@ -17,11 +18,10 @@ from collections.abc import Callable
 
 from django.conf import settings
 
-from messaging.calls import call_answer
+from sessions_app.calls import call_answer, control_group
 from workers.engines.base import Engine, EngineError
 from workers.engines.sandbox import SandboxEngine
 from workers.runtime.db import io
-from workers.sandbox import control_group
 
 logger = logging.getLogger(__name__)
 

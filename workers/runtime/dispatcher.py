@@ -1,4 +1,5 @@
-"""The webhook dispatcher: delivers the outbox (gateway.models.WebhookDelivery) to the backend.
+"""The webhook dispatcher: delivers the outbox (gateway.outbox.models.WebhookDelivery)
+to the backend.
 
 Runs inside every worker (and `serve`), or alone with `manage.py deliver_webhooks`; any number at
 once. Each round claims due deliveries (the oldest pending one of each session: in order per
@@ -14,37 +15,19 @@ import asyncio
 import contextlib
 import logging
 from datetime import timedelta
-from urllib.parse import urlsplit
 
 import httpx
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
-from gateway import webhooks
-from gateway.breaker import CircuitBreaker
-from gateway.failpoints import failpoint
-from workers.runtime.db import db, io
+from gateway.core import wake
+from gateway.core.failpoints import failpoint
+from gateway.outbox import deliveries as webhooks
+from gateway.outbox.breaker import breaker_for
+from workers.runtime.db import db, db_close, io
 
 logger = logging.getLogger(__name__)
-
-
-def breaker_for(target: str) -> CircuitBreaker:
-    """One breaker per backend (scheme, host and port), shared by all processes."""
-    parts = urlsplit(target)
-    return CircuitBreaker(
-        f"{parts.scheme}://{parts.netloc}",
-        failure_threshold=settings.WEBHOOK_BREAKER_FAILURES,
-        cool_down=settings.WEBHOOK_BREAKER_COOL_DOWN_SECONDS,
-    )
-
-
-def pending_circuits() -> dict[str, str]:
-    """The circuit state of every backend that has deliveries waiting (admin, /metrics)."""
-    from gateway.models import DeliveryStatus, WebhookDelivery
-
-    targets = WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING)
-    targets = set(targets.values_list("target", flat=True).distinct())
-    return {breaker.target: breaker.state() for breaker in map(breaker_for, targets)}
 
 
 class Dispatcher:
@@ -144,3 +127,25 @@ class Dispatcher:
                 response=text,
                 retry_after=webhooks.retry_after_seconds(response.headers.get("retry-after")),
             )
+
+
+async def deliver(stop: asyncio.Event) -> None:
+    """A dispatcher on its own (manage.py deliver_webhooks) until `stop`: woken by NOTIFY and by
+    a poll; on `stop` the requests under way finish, then the connections close."""
+    postgres = connection.vendor == "postgresql"
+    dispatcher = Dispatcher(poll_seconds=2.0 if postgres else 0.5)
+    listening = (
+        asyncio.create_task(wake.listen({wake.WEBHOOKS: lambda _: dispatcher.wake.set()}, stop))
+        if postgres
+        else None
+    )
+    stop_waiting = asyncio.create_task(stop.wait())
+    stop_waiting.add_done_callback(lambda _: dispatcher.wake.set())
+    try:
+        await dispatcher.run(stop)
+    finally:
+        for task in (listening, stop_waiting):
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(*(t for t in (listening, stop_waiting) if t), return_exceptions=True)
+        await db_close()

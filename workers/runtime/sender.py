@@ -14,21 +14,26 @@ import contextlib
 import logging
 import os
 import tempfile
-from typing import TYPE_CHECKING
+import uuid
+from typing import Protocol
 
 from django.conf import settings
 from django.core.files.storage import default_storage
 
-from gateway import logging as log_context
-from gateway.failpoints import failpoint
+from gateway.core import logging as log_context
+from gateway.core.failpoints import failpoint
 from messaging import pacing
 from messaging import services as messages
 from sessions_app import services as sessions
-from workers.engines.base import Contact, EngineError, Location, Media, OutboundMessage
+from workers.engines.base import (
+    Contact,
+    Engine,
+    EngineError,
+    Location,
+    Media,
+    OutboundMessage,
+)
 from workers.runtime.db import db, io
-
-if TYPE_CHECKING:
-    from workers.runtime.session import SessionRunner
 
 logger = logging.getLogger(__name__)
 MEDIA_RETRY_SECONDS = 30.0
@@ -46,9 +51,27 @@ def _media_to_file(name: str) -> str:
     return target.name
 
 
+class Sending(Protocol):
+    """What a sender needs of its session (a SessionRunner is one)."""
+
+    id: uuid.UUID
+    key: str
+    epoch: int
+    engine: Engine
+    connected: bool
+
+    async def retry_pending_media(self) -> None: ...
+
+    async def drop(self) -> None: ...
+
+
 class Sender:
-    def __init__(self, runner: SessionRunner) -> None:
+    def __init__(
+        self, runner: Sending, *, poll_seconds: float, worker_id: uuid.UUID | None
+    ) -> None:
         self.runner = runner
+        self.poll_seconds = poll_seconds
+        self.worker_id = worker_id
         self.wake = asyncio.Event()
         self.task: asyncio.Task | None = None
 
@@ -73,10 +96,10 @@ class Sender:
     async def _run(self) -> None:
         runner = self.runner
         accepts_ids = runner.engine.accepts_message_ids
-        poll = runner.runtime.config.poll_seconds
+        poll = self.poll_seconds
         recovered, media_due = False, 0.0
         loop = asyncio.get_running_loop()
-        with log_context.bind(session_id=runner.key, worker_id=str(runner.runtime.worker_id)):
+        with log_context.bind(session_id=runner.key, worker_id=str(self.worker_id)):
             while True:
                 try:
                     if not recovered:
@@ -100,18 +123,16 @@ class Sender:
                     await self._pace()
                     if not runner.connected:
                         continue
-                    job = await db(
+                    queue = await db(
                         messages.message_next,
                         session_id=runner.id,
                         epoch=runner.epoch,
                         accepts_ids=accepts_ids,
                     )
-                    if job is None:
-                        await self._wait(poll)
-                    elif isinstance(job, float):
-                        await self._wait(job)
+                    if queue.job is not None:
+                        await self._send(queue.job)
                     else:
-                        await self._send(job)
+                        await self._wait(poll if queue.due_in is None else queue.due_in)
                 except sessions.LeaseLost:
                     logger.warning("lease lost while sending; closing the connection")
                     await runner.drop()

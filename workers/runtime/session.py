@@ -10,34 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
-import os
 import shutil
-import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from django.utils import timezone
 
-from gateway import logging as log_context
-from messaging import media as media_files
+from gateway.core import logging as log_context
 from messaging import services as messages
-from messaging.models import Direction, MessageStatus
-from sessions_app import qr, snapshots
 from sessions_app import services as sessions
-from sessions_app.events import qr_image
-from sessions_app.models import SessionStatus
+from sessions_app.services import qr, snapshots
+from sessions_app.states import SessionStatus
 from workers.engines.base import (
     Connected,
     Disconnected,
+    Engine,
     EngineError,
     Event,
-    InboundMedia,
-    InboundMessage,
     LoggedOut,
     MessageReceived,
     PairCode,
@@ -46,11 +37,10 @@ from workers.engines.base import (
     StreamReplaced,
     spawn_into,
 )
+from workers.runtime.config import RuntimeConfig
 from workers.runtime.db import db, io
+from workers.runtime.inbound import Inbound
 from workers.runtime.sender import Sender
-
-if TYPE_CHECKING:
-    from workers.runtime.worker import WorkerRuntime
 
 logger = logging.getLogger(__name__)
 S = SessionStatus
@@ -59,28 +49,61 @@ _RECHECK = object()  # queue item: re-read what is wanted of the session
 PROBE_SECONDS = 45.0
 
 
+class Host(Protocol):
+    """What a runner needs of the worker that holds it (WorkerRuntime is one)."""
+
+    worker_id: uuid.UUID | None
+
+    def holds(self, runner: SessionRunner) -> bool:
+        """Whether `runner` is still the worker's runner of its session."""
+        ...
+
+    def forget(self, runner: SessionRunner) -> None:
+        """Take `runner` off the worker's sessions (it holds the session no longer)."""
+        ...
+
+    def retry_later(self, runner: SessionRunner, delay: float) -> None:
+        """Queue a look at what is wanted of the session after `delay` seconds."""
+        ...
+
+
 class SessionRunner:
-    def __init__(self, runtime: WorkerRuntime, lease: sessions.Lease, claimed_at: float) -> None:
-        self.runtime = runtime
+    def __init__(
+        self,
+        host: Host,
+        lease: sessions.Lease,
+        *,
+        engine: Engine,
+        config: RuntimeConfig,
+        claimed_at: float,
+        downloads: asyncio.Semaphore,
+    ) -> None:
+        self.host = host
         self.id: uuid.UUID = lease.session_id
         self.key = str(self.id)
         self.epoch = lease.epoch
-        self.engine = runtime.engines[lease.engine]
+        self.engine = engine
         self.lease = lease
         self.status = lease.status
         # Self-fencing: the connection must close before the lease could expire unrenewed. Timed
         # on the monotonic clock from when the claim or the last successful renewal started.
-        self.deadline = claimed_at + runtime.config.lease_seconds
+        self.deadline = claimed_at + config.lease_seconds
         self.started = False
         self.connected = False
         self.snapshot_mtime = 0.0
         self.snapshot_lock = asyncio.Lock()
         self.queue: asyncio.Queue = asyncio.Queue()
         self.task: asyncio.Task | None = None
-        self.auth_dir = runtime.config.auth_root / self.key
-        self.sender = Sender(self)
+        self.auth_dir = config.auth_root / self.key
+        self.sender = Sender(self, poll_seconds=config.poll_seconds, worker_id=host.worker_id)
         self.side_tasks: set[asyncio.Task] = set()  # pairing codes, media downloads
-        self.downloading: set[uuid.UUID] = set()  # inbound media being fetched
+        self.inbound = Inbound(
+            session_id=self.id,
+            epoch=self.epoch,
+            engine=engine,
+            downloads=downloads,
+            tasks=self.side_tasks,
+        )
         self.last_event_at = self.last_event_wall = 0.0
         self.touch()
 
@@ -103,7 +126,7 @@ class SessionRunner:
         self.last_event_at, self.last_event_wall = time.monotonic(), time.time()
 
     async def _run(self) -> None:
-        with log_context.bind(session_id=self.key, worker_id=str(self.runtime.worker_id)):
+        with log_context.bind(session_id=self.key, worker_id=str(self.host.worker_id)):
             while True:
                 item = await self.queue.get()
                 try:
@@ -123,7 +146,7 @@ class SessionRunner:
                     raise
                 except Exception:
                     logger.exception("session step failed")
-                if self.key not in self.runtime.runners:
+                if not self.host.holds(self):
                     return
 
     # --- helpers ----------------------------------------------------------------------------------
@@ -135,7 +158,7 @@ class SessionRunner:
                 session_id=self.id,
                 status=status,
                 epoch=self.epoch,
-                worker_id=self.runtime.worker_id,
+                worker_id=self.host.worker_id,
                 reason=reason,
                 **fields,
             )
@@ -161,9 +184,11 @@ class SessionRunner:
         self.sender.cancel()
         for task in list(self.side_tasks):
             task.cancel()
-        if self.runtime.runners.get(self.key) is self:
-            del self.runtime.runners[self.key]
-            self.runtime.forgotten(self)
+        self.host.forget(self)
+
+    async def report_stopped(self, reason: str) -> None:
+        """Report the session `stopped` (the worker is stopping; the lease goes with it)."""
+        await self._status(S.STOPPED, reason)
 
     async def drop(self) -> None:
         """Close the connection locally and forget the session, writing nothing (not ours now).
@@ -209,7 +234,7 @@ class SessionRunner:
             await self._logout()
         elif not lease.wants_running:
             await self.release(S.STOPPED, "stop requested")
-        elif lease.target_worker_id and lease.target_worker_id != self.runtime.worker_id:
+        elif lease.target_worker_id and lease.target_worker_id != self.host.worker_id:
             await self.handover("moving to another worker")
         elif lease.restart_requested_at:
             await self._engine_stop()
@@ -274,7 +299,7 @@ class SessionRunner:
                     error_code="storage_unavailable",
                     error=str(exc)[:500],
                 )
-                self.runtime.retry_later(self, delay=5)
+                self.host.retry_later(self, delay=5)
                 return
             logger.warning("snapshot storage unavailable; starting from the local store")
         try:
@@ -284,7 +309,7 @@ class SessionRunner:
                 await self._fail(exc.code, str(exc))
                 return
             await self._status(S.RECONNECTING, "start failed", error_code=exc.code, error=str(exc))
-            self.runtime.retry_later(self, delay=5)
+            self.host.retry_later(self, delay=5)
             return
         self.started = True
 
@@ -329,7 +354,7 @@ class SessionRunner:
             sessions.session_fail,
             session_id=self.id,
             epoch=self.epoch,
-            worker_id=self.runtime.worker_id,
+            worker_id=self.host.worker_id,
             code=code,
             error=error,
         )
@@ -342,7 +367,7 @@ class SessionRunner:
         if isinstance(event, QrCode):
             # The PNG is drawn once, here, before the status transaction (so it never holds the
             # row meanwhile), and kept with the code for the API and the WebSockets.
-            image = await io(qr_image, event.code)
+            image = await io(qr.qr_image, event.code)
             code = await db(
                 qr.code_store,
                 session_id=self.id,
@@ -395,7 +420,7 @@ class SessionRunner:
                 raise sessions.LeaseLost(self.key)
             await self._fail("stream_replaced", "another connection took this session over")
         elif isinstance(event, MessageReceived):
-            await self._inbound(event.message)
+            await self.inbound.receive(event.message)
         elif isinstance(event, Receipt):
             await db(
                 messages.receipts_apply,
@@ -406,92 +431,8 @@ class SessionRunner:
                 at=event.timestamp,
             )
 
-    # --- inbound messages -------------------------------------------------------------------------
-
-    async def _inbound(self, message: InboundMessage) -> None:
-        """Stored once (a duplicate after a reconnect is dropped by its WhatsApp id); its media is
-        fetched and stored after, and retried while storage is down."""
-        payload: dict = {"push_name": message.push_name, "is_group": message.is_group}
-        if message.location is not None:
-            payload["location"] = dataclasses.asdict(message.location)
-        if message.contact is not None:
-            payload["contact"] = dataclasses.asdict(message.contact)
-        if message.type == "reaction":
-            payload["reaction"] = message.reaction
-        media = message.media
-        if media is not None:
-            payload["media_ref"] = dataclasses.asdict(media)
-        stored = await db(
-            messages.inbound_store,
-            session_id=self.id,
-            epoch=self.epoch,
-            media=media is not None,
-            fields={
-                "direction": Direction.OUT if message.from_me else Direction.IN,
-                "status": MessageStatus.SENT if message.from_me else MessageStatus.RECEIVED,
-                "wa_message_id": message.wa_message_id,
-                "chat": message.chat,
-                "sender": message.sender,
-                "sender_phone": message.sender_phone,
-                "type": message.type,
-                "text": message.text,
-                "caption": message.caption,
-                "reply_to": message.reply_to,
-                "payload": payload,
-                "received_at": datetime.fromtimestamp(message.timestamp, tz=UTC),
-                "media_mime_type": media.mime_type if media else "",
-                "media_size": media.size if media else None,
-                "media_sha256": media.sha256 if media else "",
-                "media_filename": media.filename if media else "",
-            },
-        )
-        if stored is not None and media is not None:
-            # Off the event queue: a slow or large download never holds this session's receipts
-            # and messages behind it. The message's webhook goes once its media is stored.
-            spawn_into(self.side_tasks, self._store_media(stored.pk, stored.type, media))
-
-    async def _store_media(self, message_id: uuid.UUID, kind: str, media: InboundMedia) -> bool:
-        if message_id in self.downloading:
-            return True  # under way already
-        fd, name = tempfile.mkstemp(prefix="gateway-media-")
-        os.close(fd)
-        path = Path(name)
-        self.downloading.add(message_id)
-        try:
-            async with self.runtime.downloads:
-                await self.engine.download(self.key, media, path)
-                stored = await io(
-                    media_files.store,
-                    session_id=self.id,
-                    message_id=message_id,
-                    kind=kind,
-                    content=path,
-                    mime_type=media.mime_type,
-                    filename=media.filename,
-                )
-        except Exception as exc:  # noqa: BLE001 - storage or download down: the message waits
-            logger.warning(
-                "media of an inbound message delayed: %s",
-                exc,
-                extra={"message_id": str(message_id)},
-            )
-            return False
-        finally:
-            self.downloading.discard(message_id)
-            path.unlink(missing_ok=True)
-        return await db(
-            messages.inbound_media_stored,
-            session_id=self.id,
-            epoch=self.epoch,
-            message_id=message_id,
-            media_fields=stored.model_fields(),
-        )
-
     async def retry_pending_media(self) -> None:
-        for message in await db(messages.media_pending, session_id=self.id):
-            ref = message.payload.get("media_ref")
-            if ref and not await self._store_media(message.pk, message.type, InboundMedia(**ref)):
-                return  # still down: try again later
+        await self.inbound.retry_pending_media()
 
     async def snapshot(self, reason: str) -> bool:
         """Snapshot the auth state (fenced). Storage being down never disconnects anything: the

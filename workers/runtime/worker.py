@@ -21,54 +21,26 @@ import contextlib
 import logging
 import resource
 import time
+import uuid
 from collections import Counter
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
 
+from gateway.core import wake as wakeups
 from sessions_app import services as sessions
-from sessions_app.models import SessionStatus
+from sessions_app.states import SessionStatus
 from workers import services as registry
 from workers.engines.base import Engine
-from workers.models import WorkerStatus
+from workers.runtime.config import RuntimeConfig
 from workers.runtime.controls import ControlListener
 from workers.runtime.db import db, db_close
 from workers.runtime.dispatcher import Dispatcher
-from workers.runtime.notify import listen
 from workers.runtime.session import SessionRunner
+from workers.states import WorkerStatus
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class RuntimeConfig:
-    name: str = ""
-    capacity: int = 100
-    engines: list[str] = field(default_factory=lambda: ["neonize", "sandbox"])
-    lease_seconds: float = 30.0
-    poll_seconds: float = 2.0
-    snapshot_seconds: float = 60.0
-    silence_seconds: float = 900.0
-    auth_root: Path = Path("var/auth")
-
-    @classmethod
-    def from_settings(cls, **overrides: object) -> RuntimeConfig:
-        engines = ["neonize", *(["sandbox"] if settings.SANDBOX_ENABLED else [])]
-        values = {
-            "lease_seconds": float(settings.WORKER_LEASE_SECONDS),
-            "engines": engines,
-            "auth_root": settings.VAR_DIR / "auth",
-            "snapshot_seconds": float(settings.SNAPSHOT_INTERVAL_SECONDS),
-            "silence_seconds": float(settings.SESSION_SILENCE_SECONDS),
-            # Without PostgreSQL there is no NOTIFY to wake the worker: poll more often (cheap on
-            # the embedded SQLite database, which serves one process).
-            "poll_seconds": 2.0 if settings.PRODUCTION else 0.5,
-        }
-        values.update({k: v for k, v in overrides.items() if v})
-        return cls(**values)
 
 
 def build_engines(config: RuntimeConfig) -> dict[str, Engine]:
@@ -97,7 +69,7 @@ class WorkerRuntime:
         self.stop = asyncio.Event()
         self.wake = asyncio.Event()
         self.runners: dict[str, SessionRunner] = {}
-        self.worker_id = None
+        self.worker_id: uuid.UUID | None = None
         self.claiming = True
         self._controls = ControlListener(self._engine_for, get_channel_layer())
         self.dispatcher = (
@@ -172,7 +144,7 @@ class WorkerRuntime:
                 with contextlib.suppress(Exception):  # best effort: the lease goes either way
                     if runner.store_changed():
                         await runner.snapshot("worker stopping")
-                    await runner._status(SessionStatus.STOPPED, "worker stopping")
+                    await runner.report_stopped("worker stopping")
 
         await asyncio.gather(*(settle(runner) for runner in runners))
         # The engines (and their host processes) end before any lease is released, so no
@@ -324,7 +296,14 @@ class WorkerRuntime:
             ttl=self.config.lease_seconds,
         )
         for lease in leases:
-            runner = SessionRunner(self, lease, claimed_at=started)
+            runner = SessionRunner(
+                self,
+                lease,
+                engine=self.engines[lease.engine],
+                config=self.config,
+                claimed_at=started,
+                downloads=self.downloads,
+            )
             self.runners[runner.key] = runner
             try:
                 await self._controls.join(runner.key)
@@ -354,14 +333,20 @@ class WorkerRuntime:
     def retry_later(self, runner: SessionRunner, delay: float) -> None:
         async def later() -> None:
             await self._sleep(delay)
-            if self.runners.get(runner.key) is runner:
+            if self.holds(runner):
                 runner.recheck()
 
         task = asyncio.get_running_loop().create_task(later())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def forgotten(self, runner: SessionRunner) -> None:
+    def holds(self, runner: SessionRunner) -> bool:
+        return self.runners.get(runner.key) is runner
+
+    def forget(self, runner: SessionRunner) -> None:
+        if not self.holds(runner):
+            return
+        del self.runners[runner.key]
         task = asyncio.get_running_loop().create_task(self._controls.leave(runner.key))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -390,7 +375,7 @@ class WorkerRuntime:
     async def _backend_loop(self) -> None:
         """Register with the backend (retrying with backoff), then heartbeat. Failures are logged
         and skipped: the backend being down never touches WhatsApp traffic."""
-        from gateway.backend import BackendClient, BackendUnavailable
+        from gateway.outbox.backend import BackendClient, BackendUnavailable
 
         client = BackendClient()
         worker = self.worker
@@ -440,7 +425,7 @@ class WorkerRuntime:
                 if runner is not None:
                     runner.sender.poke()
 
-        handlers = {"gateway_sessions": lambda _: self.wake.set(), "gateway_messages": messages}
+        handlers = {wakeups.SESSIONS: lambda _: self.wake.set(), wakeups.MESSAGES: messages}
         if self.dispatcher is not None:
-            handlers["gateway_webhooks"] = lambda _: self.dispatcher.wake.set()
-        await listen(handlers, self.stop)
+            handlers[wakeups.WEBHOOKS] = lambda _: self.dispatcher.wake.set()
+        await wakeups.listen(handlers, self.stop)

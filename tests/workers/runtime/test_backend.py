@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from asgiref.sync import sync_to_async
 
-from gateway.breaker import CircuitBreaker
+from gateway.outbox.breaker import CircuitBreaker
 from tests.workers.runtime.test_runtime import linked, session_row, until
 from workers.models import Worker
 

@@ -17,11 +17,11 @@ import pytest
 
 from sessions_app import services as sessions
 from sessions_app.models import Session, SessionEvent
+from sessions_app.sandbox import sandbox_control_send
 from tests.neonize_double.harness import double_env
 from tests.neonize_double.whatsapp import FakeWhatsApp
 from tests.processes import Processes, wait_until
 from workers.engines.sandbox import SandboxWorld
-from workers.sandbox import sandbox_control_send
 
 pytestmark = pytest.mark.django_db(transaction=True)
 LEASE = 6
@@ -225,16 +225,18 @@ def test_storage_being_down_never_disconnects_a_session(workers: Processes) -> N
 
 def test_a_crash_after_sending_before_the_commit_never_sends_twice(workers: Processes) -> None:
     from messaging.models import Message
-    from messaging.services import message_create
+    from messaging.services import message_send
 
     no_pacing = {"SEND_INTERVAL_MIN_SECONDS": "0", "SEND_INTERVAL_MAX_SECONDS": "0"}
     doomed = workers.worker("a", GATEWAY_FAILPOINTS="after_send_before_commit=exit", **no_pacing)
     [session_id] = link_all(workers, "a", 1)
-    message, _ = message_create(
+    message = message_send(
         session=Session.objects.get(pk=session_id),
-        fields={"chat": "4915123456789@s.whatsapp.net", "type": "text", "text": "only once"},
+        to="4915123456789@s.whatsapp.net",
+        type="text",
+        text="only once",
         fingerprint="",
-    )
+    ).message
     wait_until(lambda: doomed.poll() is not None, 30, "a to exit at the failpoint")
     assert Message.objects.get(pk=message.pk).status == "sending"  # sent, but not recorded
 
@@ -256,7 +258,7 @@ def test_a_crash_after_the_response_redelivers_with_the_same_webhook_id(
 ) -> None:
     from django.db import transaction
 
-    from gateway.models import WebhookDelivery
+    from gateway.outbox.models import WebhookDelivery
     from sessions_app.events import outbox_event
     from tests.workers.runtime.test_webhooks import Receiver, new_secret
 

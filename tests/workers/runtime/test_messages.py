@@ -9,7 +9,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from PIL import Image
 
-from gateway.models import WebhookDelivery
+from gateway.outbox.models import WebhookDelivery
 from messaging.models import Message
 from tests.workers.runtime.test_runtime import linked, until
 from workers.engines.sandbox import SandboxWorld

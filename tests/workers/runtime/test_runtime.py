@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from asgiref.sync import sync_to_async
 
-from sessions_app import qr
 from sessions_app import services as sessions
 from sessions_app.models import Session, SessionEvent
+from sessions_app.services import qr
 from workers.engines.sandbox import SandboxWorld
 from workers.models import Worker
 from workers.runtime.worker import WorkerRuntime

@@ -20,13 +20,14 @@ from django.db import transaction
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from gateway.models import WebhookDelivery
+from gateway.outbox.breaker import breaker_for
+from gateway.outbox.models import WebhookDelivery
 from messaging.models import Message
 from sessions_app.events import outbox_event
 from sessions_app.models import Session
 from tests.processes import free_port
 from tests.workers.runtime.test_runtime import linked, until
-from workers.runtime.dispatcher import Dispatcher, breaker_for
+from workers.runtime.dispatcher import Dispatcher
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 

@@ -16,14 +16,15 @@ import base64
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from workers.engines import base
 
 VERSION = 1
 
 _EVENTS: dict[str, type] = {
-    cls.__dataclass_fields__["type"].default: cls
+    # Every event's `type` field has its name as a (str) default.
+    cast(str, cls.__dataclass_fields__["type"].default): cls
     for cls in (
         base.QrCode,
         base.PairCode,

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.core.jids import jid_to_phone, jid_user
 from workers.engines.base import (
     Connected,
     Disconnected,
@@ -62,7 +63,6 @@ from workers.engines.base import (
     spawn_into,
     started_session,
 )
-from workers.engines.jids import jid_to_phone, jid_user
 from workers.engines.neonize import translate
 from workers.engines.store import delete_store, store_path
 
@@ -556,6 +556,7 @@ class NeonizeEngine(Engine):
             )
         elif kind == "location":
             location = message.location
+            assert location is not None  # a location message has one (the API requires it)
             content = wa.Message(
                 locationMessage=wa.LocationMessage(
                     degreesLatitude=location.latitude,
@@ -567,6 +568,7 @@ class NeonizeEngine(Engine):
             )
         elif kind == "contact":
             contact = message.contact
+            assert contact is not None  # a contact message has one (the API requires it)
             digits = jid_user(contact.phone_number.lstrip("+") + "@")
             vcard = contact.vcard or (
                 f"BEGIN:VCARD\nVERSION:3.0\nFN:{contact.name}\n"
@@ -578,7 +580,9 @@ class NeonizeEngine(Engine):
                 )
             )
         else:
-            path = str(message.media.path)
+            media = message.media
+            assert media is not None  # the other kinds carry media (the API requires it)
+            path = str(media.path)
             if kind == "image":
                 content = client.build_image_message(path, caption=message.caption or None)
             elif kind == "video":
@@ -589,8 +593,8 @@ class NeonizeEngine(Engine):
                 content = client.build_document_message(
                     path,
                     caption=message.caption or None,
-                    filename=message.media.filename or None,
-                    mimetype=message.media.mime_type,
+                    filename=media.filename or None,
+                    mimetype=media.mime_type,
                 )
             if context is not None:
                 for field_name in (

@@ -10,6 +10,7 @@ import base64
 import logging
 from collections.abc import Callable
 
+from gateway.core.jids import LID_SERVER, USER_SERVER, jid_to_phone
 from workers.engines.base import (
     Contact,
     Disconnected,
@@ -17,16 +18,17 @@ from workers.engines.base import (
     InboundMessage,
     Location,
     LoggedOut,
+    MessageKind,
     MessageReceived,
     Receipt,
+    ReceiptStatus,
 )
-from workers.engines.jids import LID_SERVER, USER_SERVER, jid_to_phone
 
 logger = logging.getLogger(__name__)
 
 # whatsmeow's receipt types (neonize.proto.Neonize_pb2.Receipt.ReceiptType): the ones that move an
 # outbound message forward. SENDER, RETRY, READ_SELF, … are not about the recipient.
-RECEIPT_STATUS = {1: "delivered", 4: "read", 6: "played"}
+RECEIPT_STATUS: dict[int, ReceiptStatus] = {1: "delivered", 4: "read", 6: "played"}
 
 # ConnectFailureReason values that mean the device was unlinked: the store is worthless.
 LOGOUT_REASONS = {2: "logged out", 4: "main device gone", 5: "unknown logout"}
@@ -62,7 +64,7 @@ def _unwrap(message):
     return message
 
 
-_MEDIA_FIELDS = {
+_MEDIA_FIELDS: dict[str, MessageKind] = {
     "imageMessage": "image",
     "videoMessage": "video",
     "ptvMessage": "video",
@@ -108,6 +110,7 @@ def translate_message(
     content = _unwrap(event.Message)
     fields: dict = {}
     reply_to = ""
+    kind: MessageKind
     if content.conversation:
         kind, fields["text"] = "text", content.conversation
     elif content.HasField("extendedTextMessage"):

@@ -1,10 +1,10 @@
 """`python manage.py run_worker`: hold WhatsApp sessions until SIGTERM or SIGINT."""
 
 import asyncio
-import signal
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from workers.runtime.signals import stop_on_signals
 from workers.runtime.worker import RuntimeConfig, WorkerRuntime
 
 
@@ -28,7 +28,5 @@ class Command(BaseCommand):
 
     async def run(self, config: RuntimeConfig) -> None:
         runtime = WorkerRuntime(config)
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, runtime.stop.set)  # the handler only sets the event
+        stop_on_signals(runtime.stop)
         await runtime.run()

@@ -3,8 +3,9 @@
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rest_framework.exceptions import APIException
 
+from gateway.core.errors import ApiError
+from sessions_app.sandbox import ACTIONS, control_arguments, sandbox_control_send
 from sessions_app.selectors import session_get
-from workers.sandbox import ACTIONS, control_arguments, sandbox_control_send
 
 
 class Command(BaseCommand):
@@ -41,7 +42,9 @@ class Command(BaseCommand):
         try:
             session = session_get(session_id=session_id)
             sandbox_control_send(session=session, action=action, **control_arguments(action, data))
-        except APIException as exc:
+        except ApiError as exc:
+            raise CommandError(exc.message) from None
+        except APIException as exc:  # the control's arguments did not validate
             raise CommandError(str(exc.detail)) from None
         except Exception as exc:  # noqa: BLE001 - e.g. a malformed id
             raise CommandError(str(exc)) from None

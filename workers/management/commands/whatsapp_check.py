@@ -18,6 +18,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from gateway.core.jids import recipient_jid
 from workers.engines.base import (
     Connected,
     Disconnected,
@@ -27,7 +28,6 @@ from workers.engines.base import (
     QrCode,
     Receipt,
 )
-from workers.engines.jids import recipient_jid
 
 SESSION = "whatsapp-check"
 

@@ -1,11 +1,11 @@
 """The base classes of every API view: DRF's, with the request checked against the published
-schema once it is authenticated, allowed and within its rate (gateway.contract)."""
+schema once it is authenticated, allowed and within its rate (gateway.core.contract)."""
 
 from __future__ import annotations
 
 from rest_framework import generics, views
 
-from gateway.contract import ContractChecked
+from gateway.core.contract import ContractChecked
 
 
 class ApiView(ContractChecked, views.APIView):

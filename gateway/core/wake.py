@@ -1,5 +1,11 @@
-"""LISTEN on PostgreSQL for wake-ups, on a connection of its own that is reopened when it drops.
-NOTIFY is only a hint (lost while nobody listens): every loop it wakes also polls."""
+"""Wake-ups: the one module that names the NOTIFY channels, sends them and listens to them.
+
+A change that gives a loop work (a session to claim, a message to send, an event to deliver)
+sends a NOTIFY in its transaction; PostgreSQL delivers it on commit, and not at all on rollback.
+The loops LISTEN on a connection of their own that is reopened when it drops. NOTIFY is only a
+hint (lost while nobody listens): every loop it wakes also polls. Elsewhere than on PostgreSQL
+(the embedded SQLite mode) there is nothing to send: the one worker polls.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,23 @@ from collections.abc import Callable
 from django.db import connection
 
 logger = logging.getLogger(__name__)
+
+# Workers: a session wants running, was released, or has a request (payload "").
+SESSIONS = "gateway_sessions"
+# A session's sender: a message was queued (payload: the session id).
+MESSAGES = "gateway_messages"
+# Dispatchers: an outbox row is due, or a session's next event was freed (payload "").
+WEBHOOKS = "gateway_webhooks"
+CHANNELS = (SESSIONS, MESSAGES, WEBHOOKS)
+
+
+def wake(channel: str, payload: object = "") -> None:
+    """NOTIFY `channel` when the current transaction commits (at once outside one)."""
+    if channel not in CHANNELS:
+        raise ValueError(f"unknown wake-up channel {channel!r}")
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", [channel, str(payload)])
 
 
 async def listen(handlers: dict[str, Callable[[str], None]], stop: asyncio.Event) -> None:

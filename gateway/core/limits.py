@@ -45,7 +45,7 @@ def max_body_bytes(path: str, content_type: str) -> int:
 
 def refusal(length: str | None, chunked: bool, path: str, content_type: str) -> tuple[int, bytes]:
     """(status, JSON body) refusing the request's body before it is read, or (0, b"")."""
-    from gateway.errors import error_body
+    from gateway.core.errors import error_body
 
     def refuse(status: int, code: str, message: str) -> tuple[int, bytes]:
         return status, json.dumps(error_body(code, message)).encode()

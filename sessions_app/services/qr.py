@@ -3,6 +3,8 @@ valid, never in the database."""
 
 from __future__ import annotations
 
+import base64
+import io
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -53,3 +55,18 @@ def pair_code_wait(*, session_id: object, since: float, timeout: float) -> dict[
             return code
         time.sleep(0.1)
     return None
+
+
+def qr_image(code: str) -> str:
+    """The QR code as a PNG data URL (what a browser or the backend can show as it is)."""
+    import qrcode
+
+    buffer = io.BytesIO()
+    qrcode.make(code, box_size=8, border=2).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def code_image(code: dict[str, Any]) -> str:
+    """A cached QR code's image: drawn once by the worker and kept with the code (drawn here only
+    for a code stored without one)."""
+    return code.get("image") or qr_image(code["code"])

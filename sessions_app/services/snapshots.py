@@ -28,9 +28,9 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 from django.utils import timezone
 
-from gateway.failpoints import failpoint
+from gateway.core.failpoints import failpoint
 from sessions_app.models import Session
-from sessions_app.services import LeaseLost
+from sessions_app.services.lease import LeaseLost, fenced_update
 
 MAGIC = b"GWS1"
 STORE = "store.sqlite3"
@@ -99,12 +99,18 @@ def snapshot_take(*, session_id: uuid.UUID, epoch: int, auth_dir: Path) -> str |
         ContentFile(blob),
     )
     failpoint("during_snapshot_upload")
-    updated = Session.objects.filter(pk=session_id, lease_epoch=epoch).update(
-        snapshot_key=key, snapshot_epoch=epoch, snapshot_number=number, snapshot_at=timezone.now()
-    )
-    if not updated:
+    try:
+        fenced_update(
+            session_id,
+            epoch,
+            snapshot_key=key,
+            snapshot_epoch=epoch,
+            snapshot_number=number,
+            snapshot_at=timezone.now(),
+        )
+    except LeaseLost:
         storage.delete(key)
-        raise LeaseLost(f"session {session_id} is no longer at epoch {epoch}")
+        raise
     (Path(auth_dir) / MARKER).write_text(key)
     return key
 

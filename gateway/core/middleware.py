@@ -12,7 +12,7 @@ from django.conf import settings
 from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse
 
-from gateway import logging as log_context
+from gateway.core import logging as log_context
 
 logger = logging.getLogger("gateway.request")
 
@@ -63,7 +63,7 @@ class RequestIdMiddleware:
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> None:
-        # Views outside DRF (admin, health) end up here; DRF's are logged by gateway.errors.
+        # Views outside DRF (admin, health) end up here; DRF's are logged by gateway.core.errors.
         if not isinstance(exception, _EXPECTED):
             logger.error("unhandled exception", exc_info=exception)
 

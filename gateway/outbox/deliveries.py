@@ -22,19 +22,13 @@ from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from gateway.models import DeliveryStatus, WebhookDelivery
+from gateway.core.wake import WEBHOOKS, wake
+from gateway.outbox.models import DeliveryStatus, WebhookDelivery
 
 logger = logging.getLogger(__name__)
 P = DeliveryStatus
 MAX_BACKOFF_SECONDS = 3600
 RESPONSE_KEEP = 2000
-
-
-def notify_dispatchers() -> None:
-    """Wake dispatchers (LISTEN gateway_webhooks) when the transaction commits."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify('gateway_webhooks', '')")
 
 
 # --- The request ----------------------------------------------------------------------------------
@@ -126,7 +120,7 @@ def deliveries_claim(*, limit: int, hold_seconds: float) -> list[Claim]:
             claimed_until=now + timedelta(seconds=hold_seconds)
         )
         if stale:
-            notify_dispatchers()  # the next event of those sessions is free now
+            wake(WEBHOOKS)  # the next event of those sessions is free now
     return claims
 
 
@@ -156,7 +150,7 @@ def delivery_succeeded(*, delivery_id: int, status_code: int, response: str) -> 
     )
     # Every dispatcher may take the session's next event now (measured: without this, a second
     # dispatcher only finds it at its next poll and steady-state latency grows sevenfold).
-    notify_dispatchers()
+    wake(WEBHOOKS)
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -203,7 +197,7 @@ def delivery_failed(
     )
     if dead:
         logger.error("webhook dead after %s attempts: %s", attempts + 1, error)
-        notify_dispatchers()
+        wake(WEBHOOKS)
     return P.DEAD if dead else P.PENDING
 
 
@@ -241,5 +235,5 @@ def deliveries_replay(*, ids: list[Any]) -> int:
         count = WebhookDelivery.objects.filter(pk__in=ids).update(
             status=P.PENDING, next_attempt_at=timezone.now(), claimed_until=None
         )
-        notify_dispatchers()
+        wake(WEBHOOKS)
     return count

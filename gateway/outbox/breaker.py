@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.core.cache import cache
 
 logger = logging.getLogger(__name__)
@@ -72,3 +74,22 @@ class CircuitBreaker:
                 )
         except Exception:
             logger.debug("breaker cache unavailable", exc_info=True)
+
+
+def breaker_for(target: str) -> CircuitBreaker:
+    """One breaker per backend (scheme, host and port), shared by all processes."""
+    parts = urlsplit(target)
+    return CircuitBreaker(
+        f"{parts.scheme}://{parts.netloc}",
+        failure_threshold=settings.WEBHOOK_BREAKER_FAILURES,
+        cool_down=settings.WEBHOOK_BREAKER_COOL_DOWN_SECONDS,
+    )
+
+
+def pending_circuits() -> dict[str, str]:
+    """The circuit state of every backend that has deliveries waiting (admin, /metrics)."""
+    from gateway.outbox.models import DeliveryStatus, WebhookDelivery
+
+    targets = WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING)
+    targets = set(targets.values_list("target", flat=True).distinct())
+    return {breaker.target: breaker.state() for breaker in map(breaker_for, targets)}

@@ -192,7 +192,7 @@ def _body_problems(request: Request, operation: _Operation) -> dict[str, list[st
 class ContractChecked:
     """For every API view: the request is checked against its operation once DRF has
     authenticated it and applied permissions and rate limits. A ValidationError raised after that
-    (the view's own rules) is a 422 (gateway.errors)."""
+    (the view's own rules) is a 422 (gateway.core.errors)."""
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)  # type: ignore[misc]

@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
-from gateway.auth import ApiClient
+from gateway.core.auth import ApiClient
 
 logger = logging.getLogger(__name__)
 

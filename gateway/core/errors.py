@@ -23,53 +23,73 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from gateway.contract import ContractViolation
-from gateway.middleware import request_id_of
+from gateway.core.contract import ContractViolation
+from gateway.core.middleware import request_id_of
 
-logger = logging.getLogger("gateway.errors")
+logger = logging.getLogger("gateway.core.errors")
 
 
-class ApiError(exceptions.APIException):
-    """An error with a stable machine-readable `code`; subclasses set the status and code."""
+class ApiError(Exception):
+    """An error that says what it is: a stable machine-readable `code`, its HTTP `status`, a
+    message and optional `details` (and `wait`, seconds, for a Retry-After). Services raise these
+    (or their own subclasses) and views let them through: `exception_handler` shapes them all.
+    """
 
-    status_code = status.HTTP_400_BAD_REQUEST
-    default_code = "bad_request"
-    default_detail = "The request is not valid."
+    status = status.HTTP_400_BAD_REQUEST
+    code = "bad_request"
+    message = "The request is not valid."
 
     def __init__(
         self,
         message: str | None = None,
         *,
         code: str | None = None,
+        status: int | None = None,
         details: dict[str, Any] | None = None,
+        wait: float | None = None,
     ) -> None:
-        super().__init__(message or self.default_detail, code or self.default_code)
-        self.code = code or self.default_code
+        super().__init__(message or self.message)
+        self.message = message or self.message
+        self.code = code or self.code
+        self.status = status or self.status
         self.details = details or {}
+        self.wait = wait
+
+
+class NotFound(ApiError):
+    status = status.HTTP_404_NOT_FOUND
+    code = "not_found"
+    message = "Not found."
 
 
 class Conflict(ApiError):
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "conflict"
-    default_detail = "The request conflicts with the current state."
+    status = status.HTTP_409_CONFLICT
+    code = "conflict"
+    message = "The request conflicts with the current state."
 
 
 class Unprocessable(ApiError):
-    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
-    default_code = "unprocessable"
-    default_detail = "The request cannot be processed."
+    status = status.HTTP_422_UNPROCESSABLE_ENTITY
+    code = "unprocessable"
+    message = "The request cannot be processed."
 
 
 class PayloadTooLarge(ApiError):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_code = "payload_too_large"
-    default_detail = "The request body is too large."
+    status = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    code = "payload_too_large"
+    message = "The request body is too large."
+
+
+class RateLimited(ApiError):
+    status = status.HTTP_429_TOO_MANY_REQUESTS
+    code = "rate_limited"
+    message = "Too many requests; try again later."
 
 
 class ServiceUnavailable(ApiError):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    default_code = "service_unavailable"
-    default_detail = "A service the gateway depends on is unavailable; try again."
+    status = status.HTTP_503_SERVICE_UNAVAILABLE
+    code = "service_unavailable"
+    message = "A service the gateway depends on is unavailable; try again."
 
 
 # DRF exception class → our code, where DRF's own code is not the one we document.
@@ -91,6 +111,19 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
+def exc_body(exc: ApiError) -> dict[str, Any]:
+    return error_body(exc.code, exc.message, exc.details)
+
+
+def exc_headers(exc: ApiError) -> dict[str, str]:
+    return {"Retry-After": str(max(1, math.ceil(exc.wait)))} if exc.wait else {}
+
+
+def error_response(exc: ApiError) -> JsonResponse:
+    """An ApiError as a plain Django response, for views outside DRF (the link page)."""
+    return JsonResponse(exc_body(exc), status=exc.status, headers=exc_headers(exc))
+
+
 def _translate(exc: Exception) -> Exception:
     """Django exceptions that DRF leaves alone, as DRF exceptions."""
     if isinstance(exc, Http404):
@@ -109,7 +142,7 @@ def _translate(exc: Exception) -> Exception:
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     exc = _translate(exc)
     request = context.get("request")
-    if not isinstance(exc, exceptions.APIException):
+    if not isinstance(exc, exceptions.APIException | ApiError):
         logger.error(
             "unhandled exception in %s", context.get("view").__class__.__name__, exc_info=exc
         )
@@ -124,19 +157,21 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
             status=status.HTTP_500_INTERNAL_SERVER_ERROR,
         )
 
+    if isinstance(exc, ApiError):
+        set_rollback()
+        return Response(exc_body(exc), status=exc.status, headers=exc_headers(exc))
+
     headers: dict[str, str] = {}
     if getattr(exc, "auth_header", None):
         headers["WWW-Authenticate"] = exc.auth_header
     if getattr(exc, "wait", None):
         headers["Retry-After"] = str(max(1, math.ceil(exc.wait)))
 
-    if isinstance(exc, ApiError):
-        body = error_body(exc.code, str(exc.detail), exc.details)
-    elif isinstance(exc, exceptions.ValidationError):
+    if isinstance(exc, exceptions.ValidationError):
         details = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
         body = error_body("validation_error", "The request has invalid fields.", details)
         if getattr(request, "contract_checked", False) and not isinstance(exc, ContractViolation):
-            # It matched the schema (gateway.contract), so what is wrong is its content.
+            # It matched the schema (gateway.core.contract), so what is wrong is its content.
             body["error"]["message"] = "The request is well-formed, but its content is not valid."
             set_rollback()
             return Response(body, status=status.HTTP_422_UNPROCESSABLE_ENTITY, headers=headers)

@@ -47,7 +47,7 @@ def errors(*codes: int) -> dict[int, OpenApiResponse]:
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):
-    target_class = "gateway.auth.ApiKeyAuthentication"
+    target_class = "gateway.core.auth.ApiKeyAuthentication"
     name = "ApiKey"
 
     def get_security_definition(self, auto_schema):
@@ -61,7 +61,7 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
 
 
 class BackendJWTScheme(OpenApiAuthenticationExtension):
-    target_class = "gateway.auth.BackendJWTAuthentication"
+    target_class = "gateway.core.auth.BackendJWTAuthentication"
     name = "BackendJWT"
 
     def get_security_definition(self, auto_schema):
@@ -69,7 +69,7 @@ class BackendJWTScheme(OpenApiAuthenticationExtension):
 
 
 class StaffSessionScheme(OpenApiAuthenticationExtension):
-    target_class = "gateway.auth.StaffSessionAuthentication"
+    target_class = "gateway.core.auth.StaffSessionAuthentication"
     name = "StaffSession"
 
     def get_security_definition(self, auto_schema):

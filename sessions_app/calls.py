@@ -1,6 +1,8 @@
-"""Asking the worker that runs a session to do something with its engine and answer (check
-numbers, mark read): published to the session's control group on the channel layer; the answer
-comes back through the cache, where the caller waits for it."""
+"""The one path from a web process to a running session: a message to the session's control
+group on the channel layer, which the worker that runs it (in this process or any other) has
+joined. A control (`publish`: sandbox controls) is fire-and-forget; a call (`call`: check numbers,
+mark read) waits for the worker's answer, which comes back through the cache. No engine code is
+ever imported into a web process."""
 
 from __future__ import annotations
 
@@ -13,7 +15,20 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.cache import cache
 
-from gateway.errors import ApiError, ServiceUnavailable
+from gateway.core.errors import Conflict, ServiceUnavailable
+
+
+def control_group(session_id: object) -> str:
+    """The channel layer group the worker running `session_id` listens on."""
+    return f"controls.{session_id}"
+
+
+def publish(session_id: object, message: dict[str, Any]) -> None:
+    """Send `message` to the session's worker. ServiceUnavailable when the channel layer is down."""
+    try:
+        async_to_sync(get_channel_layer().group_send)(control_group(session_id), message)
+    except Exception as exc:
+        raise ServiceUnavailable("The channel layer is unavailable.") from exc
 
 
 def _key(call_id: str) -> str:
@@ -28,8 +43,6 @@ def call_answer(*, call_id: str, answer: dict[str, Any]) -> None:
 def call(session_id: object, method: str, **arguments: Any) -> dict[str, Any] | None:
     """Publish the call and wait for the answer (`{"ok": …}` or `{"error": {code, message}}`);
     None when no worker answered within WORKER_CALL_SECONDS."""
-    from workers.sandbox import control_group
-
     call_id = uuid.uuid4().hex
     message = {
         "type": "session.call",
@@ -38,10 +51,7 @@ def call(session_id: object, method: str, **arguments: Any) -> dict[str, Any] | 
         "method": method,
         "arguments": arguments,
     }
-    try:
-        async_to_sync(get_channel_layer().group_send)(control_group(session_id), message)
-    except Exception as exc:
-        raise ServiceUnavailable("The channel layer is unavailable.") from exc
+    publish(session_id, message)
     deadline = time.monotonic() + settings.WORKER_CALL_SECONDS
     while time.monotonic() < deadline:
         answer = cache.get(_key(call_id))
@@ -61,7 +71,5 @@ def call_or_raise(session_id: object, method: str, **arguments: Any) -> Any:
             "No worker answered for this session; is it connected?", code="session_unavailable"
         )
     if "error" in answer:
-        error = ApiError(answer["error"]["message"], code=answer["error"]["code"])
-        error.status_code = 409
-        raise error
+        raise Conflict(answer["error"]["message"], code=answer["error"]["code"])
     return answer["ok"]

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 from django.conf import settings
 
-from gateway.breaker import CircuitBreaker
+from gateway.outbox.breaker import CircuitBreaker
 
 logger = logging.getLogger(__name__)
 TIMEOUT = httpx.Timeout(10.0, connect=3.0)

@@ -1,0 +1,103 @@
+"""The webhook outbox in the admin: each delivery, its signed request, replays, circuits."""
+
+import json
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from gateway.core.admin import LiveMedia
+from gateway.outbox import deliveries
+from gateway.outbox.breaker import breaker_for, pending_circuits
+from gateway.outbox.models import WebhookDelivery
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    """The outbox: what was sent to the backend, what it answered, and replay. Read-only but for
+    the replay action (the same `webhook-id`: the backend dedupes on it)."""
+
+    list_display = [
+        "created_at",
+        "event_type",
+        "session",
+        "sequence",
+        "status_badge",
+        "attempts",
+        "last_status_code",
+        "next_attempt_at",
+    ]
+    list_filter = ["status", "event_type", "target", "last_status_code"]
+    list_select_related = ["session"]
+    search_fields = ["event_id", "session__id", "session__external_id", "target"]
+    date_hierarchy = "created_at"
+    readonly_fields = [
+        "event_id",
+        "event_type",
+        "target",
+        "session",
+        "sequence",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "claimed_until",
+        "delivered_at",
+        "created_at",
+        "request",
+        "last_status_code",
+        "last_error",
+        "last_response",
+        "breaker",
+    ]
+    fields = readonly_fields
+    actions = ["replay"]
+    Media = LiveMedia
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, delivery: WebhookDelivery):
+        colour = {"delivered": "connected", "pending": "starting", "dead": "failed"}
+        return format_html(
+            '<span class="gw-badge" data-status="{}">{}</span>',
+            colour.get(delivery.status, delivery.status),
+            delivery.status,
+        )
+
+    @admin.display(description="request")
+    def request(self, delivery: WebhookDelivery):
+        """What is posted (headers as of now: the timestamp and signature are made per attempt)."""
+        body = deliveries.body_of(delivery)
+        headers = deliveries.signed_headers(str(delivery.event_id), body)
+        headers.pop("authorization", None)
+        lines = [f"POST {delivery.target}", *(f"{k}: {v}" for k, v in headers.items()), ""]
+        pretty = json.dumps(delivery.payload, indent=2, ensure_ascii=False)
+        if len(pretty) > 20000:
+            pretty = pretty[:20000] + "\n…"
+        return format_html("<pre>{}</pre>", "\n".join(lines) + pretty)
+
+    @admin.display(description="circuit")
+    def breaker(self, delivery: WebhookDelivery) -> str:
+
+        return breaker_for(delivery.target).state()
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        """The circuit of each backend with pending deliveries, once per page (not per row)."""
+
+        circuits = pending_circuits()
+        return super().changelist_view(request, {**(extra_context or {}), "circuits": circuits})
+
+    @admin.action(
+        description="Replay selected deliveries (same webhook-id)", permissions=["replay"]
+    )
+    def replay(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
+        count = deliveries.deliveries_replay(ids=list(queryset.values_list("pk", flat=True)))
+        self.message_user(request, f"{count} deliveries queued again.", messages.SUCCESS)
+
+    def has_replay_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("gateway.change_webhookdelivery")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False

@@ -1,0 +1,57 @@
+"""Every write about a message goes through here, by concern:
+
+- `send`: accepting an outbound message (the API), idempotently;
+- `queue`: the send queue of the session's owner (next message, outcomes, recovery, receipts);
+- `inbound`: received messages and their media (the session's owner).
+
+Each status change leaves through `messaging.events` in the same transaction. The names below
+are the app's door; import them from here.
+"""
+
+from messaging.services.inbound import (
+    Received,
+    inbound_media_stored,
+    inbound_store,
+    media_pending,
+    message_mark_read,
+)
+from messaging.services.queue import (
+    NextSend,
+    SendJob,
+    message_next,
+    message_send_error,
+    message_sent,
+    messages_recover,
+    receipts_apply,
+    wa_message_id_for,
+)
+from messaging.services.send import (
+    Accepted,
+    IdempotencyConflict,
+    SessionNotRunning,
+    Upload,
+    message_send,
+    session_accepts_messages,
+)
+
+__all__ = [
+    "Accepted",
+    "IdempotencyConflict",
+    "NextSend",
+    "Received",
+    "SendJob",
+    "SessionNotRunning",
+    "Upload",
+    "inbound_media_stored",
+    "inbound_store",
+    "media_pending",
+    "message_mark_read",
+    "message_next",
+    "message_send",
+    "message_send_error",
+    "message_sent",
+    "messages_recover",
+    "receipts_apply",
+    "session_accepts_messages",
+    "wa_message_id_for",
+]

@@ -1,0 +1,210 @@
+"""A session's send queue, as its owning worker works through it: the next message (marked
+`sending` before the engine sees it), its outcome (sent, retried with backoff, failed), the
+messages a previous owner left in `sending`, and receipts. Every function is fenced by the
+lease epoch (`sessions_app.services.fenced_lock`: LeaseLost when another worker owns the
+session now)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from messaging import events
+from messaging.models import Message
+from messaging.states import Direction, MessageStatus
+from sessions_app.services import fenced_lock
+
+M = MessageStatus
+
+
+@dataclass(frozen=True)
+class SendJob:
+    message_id: uuid.UUID
+    wa_message_id: str
+    chat: str
+    type: str
+    text: str = ""
+    caption: str = ""
+    reply_to: str = ""
+    # What WhatsApp needs to show a quote or place a reaction: the quoted message's sender and
+    # whether it is ours (known when the gateway stored that message), and its text.
+    reply_to_sender: str = ""
+    reply_to_from_me: bool = False
+    reply_to_text: str = ""
+    payload: dict[str, Any] = field(default_factory=dict)
+    media_name: str = ""
+    media_mime_type: str = ""
+    media_filename: str = ""
+    attempt: int = 1
+
+
+def wa_message_id_for(message_id: uuid.UUID) -> str:
+    """A WhatsApp-style id (`3EB0…`, like WhatsApp Web's) derived from ours, for engines that
+    take the caller's id: the same on every retry, so a retry cannot make a second message."""
+    return "3EB0" + message_id.hex[:18].upper()
+
+
+@dataclass(frozen=True)
+class NextSend:
+    """What a send queue holds next: a `job` to send now, or, when its oldest message waits for
+    a retry, the seconds until that one is `due_in`; neither when the queue is empty."""
+
+    job: SendJob | None = None
+    due_in: float | None = None
+
+
+def message_next(*, session_id: uuid.UUID, epoch: int, accepts_ids: bool) -> NextSend:
+    """The session's next message to send, marked `sending` (with its WhatsApp id, where the
+    engine takes ours) before the engine sees it. FIFO: a message waiting for a retry holds the
+    ones behind it."""
+    with transaction.atomic():
+        session = fenced_lock(session_id, epoch)
+        message = (
+            Message.objects.select_for_update()
+            .filter(
+                session_id=session_id, direction=Direction.OUT, status__in=[M.QUEUED, M.SENDING]
+            )
+            .order_by("created_at", "id")
+            .first()
+        )
+        if message is None:
+            return NextSend()
+        now = timezone.now()
+        if message.next_attempt_at and message.next_attempt_at > now:
+            return NextSend(due_in=(message.next_attempt_at - now).total_seconds())
+        if message.status == M.QUEUED:
+            message.advance_to(M.SENDING, now)
+            if accepts_ids:
+                message.wa_message_id = wa_message_id_for(message.pk)
+            events.message_status_changed(message, session)
+        message.attempts += 1
+        message.save(
+            update_fields=["status", "sending_at", "wa_message_id", "attempts", "next_attempt_at"]
+        )
+        quoted = _quoted(message)
+        job = SendJob(
+            message_id=message.pk,
+            wa_message_id=message.wa_message_id or "",
+            chat=message.chat,
+            type=message.type,
+            text=message.text,
+            caption=message.caption,
+            reply_to=message.reply_to,
+            reply_to_sender=quoted.sender if quoted else "",
+            reply_to_from_me=bool(quoted and quoted.direction == Direction.OUT),
+            reply_to_text=(quoted.text or quoted.caption)[:1024] if quoted else "",
+            payload=message.payload,
+            media_name=message.media.name if message.media else "",
+            media_mime_type=message.media_mime_type,
+            media_filename=message.media_filename,
+            attempt=message.attempts,
+        )
+        return NextSend(job=job)
+
+
+def _quoted(message: Message) -> Message | None:
+    """The message `message` replies or reacts to, when this session stored it (same chat)."""
+    if not message.reply_to:
+        return None
+    return (
+        Message.objects.filter(
+            session_id=message.session_id, chat=message.chat, wa_message_id=message.reply_to
+        )
+        .only("sender", "direction", "text", "caption")
+        .first()
+    )
+
+
+def message_sent(
+    *, session_id: uuid.UUID, epoch: int, message_id: uuid.UUID, wa_message_id: str, at: float
+) -> None:
+    with transaction.atomic():
+        session = fenced_lock(session_id, epoch)
+        message = Message.objects.select_for_update().get(pk=message_id)
+        message.wa_message_id = wa_message_id or message.wa_message_id
+        message.next_attempt_at = None
+        message.error_code = message.error_message = ""
+        if message.advance_to(M.SENT, datetime.fromtimestamp(at, tz=UTC)):
+            events.message_status_changed(message, session)
+        message.save()
+
+
+def _backoff(attempt: int) -> timedelta:
+    return timedelta(seconds=min(60, 2**attempt))
+
+
+def message_send_error(
+    *,
+    session_id: uuid.UUID,
+    epoch: int,
+    message_id: uuid.UUID,
+    code: str,
+    error: str,
+    retry: bool,
+) -> bool:
+    """After a failed engine call: retried later with backoff (True), or `failed` with the code."""
+    with transaction.atomic():
+        session = fenced_lock(session_id, epoch)
+        message = Message.objects.select_for_update().get(pk=message_id)
+        if message.status != M.SENDING:
+            return False
+        message.error_code, message.error_message = code[:50], error[:2000]
+        if retry and message.attempts < settings.SEND_MAX_ATTEMPTS:
+            message.next_attempt_at = timezone.now() + _backoff(message.attempts)
+            message.save(update_fields=["error_code", "error_message", "next_attempt_at"])
+            return True
+        message.advance_to(M.FAILED)
+        message.next_attempt_at = None
+        message.save()
+        events.message_status_changed(message, session)
+        return False
+
+
+def messages_recover(*, session_id: uuid.UUID, epoch: int, accepts_ids: bool) -> int:
+    """When a worker takes a session over: messages another owner left in `sending`. Engines that
+    take our ids resend them with the same id (WhatsApp drops the duplicate). For the others
+    nobody knows whether they went out: they fail with `send_interrupted` (never a blind resend),
+    and the backend decides."""
+    if accepts_ids:
+        return 0
+    with transaction.atomic():
+        session = fenced_lock(session_id, epoch)
+        stuck = list(
+            Message.objects.select_for_update().filter(
+                session_id=session_id, direction=Direction.OUT, status=M.SENDING
+            )
+        )
+        for message in stuck:
+            message.advance_to(M.FAILED)
+            message.error_code = "send_interrupted"
+            message.error_message = (
+                "The worker stopped while sending; the message may or may not have been sent."
+            )
+            message.save()
+            events.message_status_changed(message, session)
+    return len(stuck)
+
+
+def receipts_apply(
+    *, session_id: uuid.UUID, epoch: int, message_ids: list[str], status: str, at: float
+) -> int:
+    """Delivered/read/played receipts: each message moves forward only (a late `delivered` never
+    overwrites `read`); returns how many moved."""
+    moved = 0
+    when = datetime.fromtimestamp(at, tz=UTC)
+    with transaction.atomic():
+        session = fenced_lock(session_id, epoch)
+        for message in Message.objects.select_for_update().filter(
+            session_id=session_id, direction=Direction.OUT, wa_message_id__in=message_ids
+        ):
+            if message.advance_to(status, when):
+                message.save()
+                events.message_status_changed(message, session)
+                moved += 1
+    return moved

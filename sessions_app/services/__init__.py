@@ -1,0 +1,80 @@
+"""Every write about a session goes through here, by concern:
+
+- `requests`: what is *wanted* (the API and the admin: create, start, stop, restart, log out,
+  migrate, delete); `pairing`: a pairing code, asked of the owning worker and waited for;
+- `status`: what is *true* (the owning worker: status changes, failures);
+- `lease`: the lease protocol and the fence every write of a worker goes through;
+- `snapshots`: the encrypted auth-state snapshots; `qr`: the current QR and pairing codes.
+
+The names below are the app's door; import them from here.
+"""
+
+from sessions_app.services.lease import (
+    Lease,
+    LeaseLost,
+    fenced,
+    fenced_lock,
+    fenced_update,
+    session_delete_owned,
+    session_forget_auth,
+    session_lease,
+    session_release,
+    session_request_done,
+    sessions_claim,
+    sessions_owned,
+    sessions_release_all,
+    sessions_renew,
+)
+from sessions_app.services.pairing import (
+    E164,
+    NotLinking,
+    PairCodeRateLimited,
+    PairCodeUnavailable,
+    session_pair_code,
+)
+from sessions_app.services.requests import (
+    NoWorkerAvailable,
+    SessionBeingDeleted,
+    session_create,
+    session_delete,
+    session_request_logout,
+    session_request_migrate,
+    session_request_restart,
+    session_request_start,
+    session_request_stop,
+)
+from sessions_app.services.status import IllegalTransition, session_fail, session_set_status
+
+__all__ = [
+    "E164",
+    "IllegalTransition",
+    "Lease",
+    "LeaseLost",
+    "NoWorkerAvailable",
+    "NotLinking",
+    "PairCodeRateLimited",
+    "PairCodeUnavailable",
+    "SessionBeingDeleted",
+    "fenced",
+    "fenced_lock",
+    "fenced_update",
+    "session_create",
+    "session_delete",
+    "session_delete_owned",
+    "session_fail",
+    "session_forget_auth",
+    "session_lease",
+    "session_pair_code",
+    "session_release",
+    "session_request_done",
+    "session_request_logout",
+    "session_request_migrate",
+    "session_request_restart",
+    "session_request_start",
+    "session_request_stop",
+    "session_set_status",
+    "sessions_claim",
+    "sessions_owned",
+    "sessions_release_all",
+    "sessions_renew",
+]

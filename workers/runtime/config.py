@@ -1,0 +1,36 @@
+"""What a worker runs with: its name, capacity and engines, and the periods of its loops."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+
+
+@dataclass
+class RuntimeConfig:
+    name: str = ""
+    capacity: int = 100
+    engines: list[str] = field(default_factory=lambda: ["neonize", "sandbox"])
+    lease_seconds: float = 30.0
+    poll_seconds: float = 2.0
+    snapshot_seconds: float = 60.0
+    silence_seconds: float = 900.0
+    auth_root: Path = Path("var/auth")
+
+    @classmethod
+    def from_settings(cls, **overrides: object) -> RuntimeConfig:
+        engines = ["neonize", *(["sandbox"] if settings.SANDBOX_ENABLED else [])]
+        values = {
+            "lease_seconds": float(settings.WORKER_LEASE_SECONDS),
+            "engines": engines,
+            "auth_root": settings.VAR_DIR / "auth",
+            "snapshot_seconds": float(settings.SNAPSHOT_INTERVAL_SECONDS),
+            "silence_seconds": float(settings.SESSION_SILENCE_SECONDS),
+            # Without PostgreSQL there is no NOTIFY to wake the worker: poll more often (cheap on
+            # the embedded SQLite database, which serves one process).
+            "poll_seconds": 2.0 if settings.PRODUCTION else 0.5,
+        }
+        values.update({k: v for k, v in overrides.items() if v})
+        return cls(**values)
