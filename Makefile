@@ -41,9 +41,12 @@ bench: $(VENV)/.dev
 	$(BIN)/python scripts/run_tests.py --run $(BIN)/python bench/messages.py
 	$(BIN)/python scripts/run_tests.py --run $(BIN)/python bench/webhooks.py
 
+# Style, the layers' import contracts (.importlinter) and the types (mypy, pyproject.toml).
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 format: $(VENV)/.dev
 	$(BIN)/ruff format .

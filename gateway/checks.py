@@ -7,12 +7,12 @@ They run with every management command (`serve`, `run_worker`, `migrate`) and wi
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.checks import Error, Warning, register
+from django.core.checks import CheckMessage, Error, Warning, register
 
 
 @register("gateway")
 def check_settings(app_configs, **kwargs):
-    problems = []
+    problems: list[CheckMessage] = []
     production = settings.PRODUCTION
     if production and settings.DEBUG:
         problems.append(

@@ -123,7 +123,9 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
         )
     except (OSError, UnicodeError):
         raise FetchRefused("url_unresolvable", f"{host} does not resolve.") from None
-    return list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
+    return list(
+        dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos)
+    )
 
 
 async def _checked_target(url: str) -> tuple[str, str, str]:

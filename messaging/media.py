@@ -16,7 +16,7 @@ import mimetypes
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import filetype
 from django.conf import settings
@@ -187,7 +187,8 @@ def media_url(message: Message) -> str | None:
         return None
     headers = response_headers(message.media_served_as, message.media_filename)
     if settings.S3_BUCKET:
-        return default_storage.url(
+        s3: Any = default_storage  # django-storages' S3Storage: its url() presigns
+        return s3.url(
             message.media.name,
             expire=settings.MEDIA_URL_SECONDS,
             parameters={

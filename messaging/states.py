@@ -38,12 +38,10 @@ M = MessageStatus
 
 # The one place that says how a message's status may move. Outbound messages climb this ladder and
 # never step down (a late `delivered` never overwrites `read`); they may skip rungs (a `read`
-# receipt
-# can arrive first). `failed` is reachable only before WhatsApp accepted the message. Inbound
-# messages
-# are `received`, then `read` once we mark them read.
-_OUTBOUND_LADDER = [M.QUEUED, M.SENDING, M.SENT, M.DELIVERED, M.READ, M.PLAYED]
-_INBOUND_LADDER = [M.RECEIVED, M.READ]
+# receipt can arrive first). `failed` is reachable only before WhatsApp accepted the message.
+# Inbound messages are `received`, then `read` once we mark them read.
+_OUTBOUND_LADDER: list[str] = [M.QUEUED, M.SENDING, M.SENT, M.DELIVERED, M.READ, M.PLAYED]
+_INBOUND_LADDER: list[str] = [M.RECEIVED, M.READ]
 
 
 def message_status_advances(direction: str, source: str, target: str) -> bool:
@@ -57,7 +55,7 @@ def message_status_advances(direction: str, source: str, target: str) -> bool:
 
 
 # The timestamp field stamped when a message reaches each status.
-STATUS_TIMESTAMP_FIELDS = {
+STATUS_TIMESTAMP_FIELDS: dict[str, str] = {
     M.SENDING: "sending_at",
     M.SENT: "sent_at",
     M.DELIVERED: "delivered_at",

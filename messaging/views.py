@@ -12,7 +12,6 @@ from typing import Any
 from django.core.files.storage import default_storage
 from django.db.models import QuerySet
 from django.http import FileResponse, Http404, HttpRequest
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.parsers import MultiPartParser
@@ -20,11 +19,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from gateway.core.api import ApiView, ListApiView
-from gateway.core.errors import ApiError, Conflict
+from gateway.core.errors import ApiError
 from gateway.core.openapi import errors
 from gateway.core.parsers import SafeJSONParser
 from gateway.core.throttling import ClientRateThrottle
-from messaging import media, services
+from messaging import media, selectors, services
 from messaging.models import Message
 from messaging.serializers import (
     CheckNumbersInputSerializer,
@@ -34,7 +33,6 @@ from messaging.serializers import (
     MessageUploadInputSerializer,
     NumberCheckSerializer,
 )
-from messaging.states import Direction, MessageStatus
 from sessions_app import calls
 from sessions_app.selectors import session_get
 
@@ -76,17 +74,7 @@ class SessionMessagesApi(ListApiView):
         filters = MessageFilterSerializer(data=self.request.query_params)
         filters.is_valid(raise_exception=True)
         session = session_get(session_id=self.kwargs["session_id"])
-        queryset = Message.objects.filter(session=session)
-        f = filters.validated_data
-        if "direction" in f:
-            queryset = queryset.filter(direction=f["direction"])
-        if "status" in f:
-            queryset = queryset.filter(status=f["status"])
-        if "chat" in f:
-            queryset = queryset.filter(chat=f["chat"])
-        if "since" in f:
-            queryset = queryset.filter(created_at__gte=f["since"])
-        return queryset
+        return selectors.messages_list(session=session, filters=filters.validated_data)
 
     @extend_schema(
         operation_id="messages_list",
@@ -166,7 +154,7 @@ class MessageDetailApi(ApiView):
         description="With a temporary `media.url` (valid `MEDIA_URL_SECONDS`).",
     )
     def get(self, request: Request, message_id: uuid.UUID) -> Response:
-        message = get_object_or_404(Message, pk=message_id)
+        message = selectors.message_get(message_id=message_id)
         return Response(MessageOutputSerializer(message, context={"media_urls": True}).data)
 
 
@@ -182,18 +170,8 @@ class MessageReadApi(ApiView):
         "answers.",
     )
     def post(self, request: Request, session_id: uuid.UUID, message_id: uuid.UUID) -> Response:
-        message = get_object_or_404(Message, pk=message_id, session_id=session_id)
-        if message.direction != Direction.IN:
-            raise Conflict("Only inbound messages can be marked read.", code="not_inbound")
-        if message.status != MessageStatus.READ:
-            calls.call_or_raise(
-                message.session_id,
-                "mark_read",
-                chat=message.chat,
-                message_ids=[message.wa_message_id],
-                sender=message.sender,
-            )
-            services.message_mark_read(message=message)
+        message = selectors.message_get(message_id=message_id, session_id=session_id)
+        services.message_read(message=message)
         return Response(MessageOutputSerializer(message).data)
 
 

@@ -34,9 +34,7 @@ def _bulk(service, verb: str):
         )
 
     action.__name__ = f"{verb.lower()}_sessions"
-    action.short_description = f"{verb} selected sessions"
-    action.allowed_permissions = ("change",)
-    return action
+    return admin.action(description=f"{verb} selected sessions", permissions=["change"])(action)
 
 
 @admin.register(Session)

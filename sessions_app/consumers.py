@@ -16,7 +16,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from sessions_app.events import session_state
-from sessions_app.models import Session
+from sessions_app.selectors import session_find
 from sessions_app.services import qr
 from sessions_app.tokens import ws_token_read
 
@@ -100,7 +100,7 @@ class SessionConsumer(PushConsumer):
         await self.close(code=TOKEN_EXPIRED)
 
     def _current(self) -> dict[str, Any] | None:
-        session = Session.objects.filter(pk=self.session_id).first()
+        session = session_find(session_id=self.session_id)
         if session is None:
             return None
         payload: dict[str, Any] = {

@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 from gateway.core.errors import ApiError, error_body, error_response
 from sessions_app import services
 from sessions_app.models import Session
+from sessions_app.selectors import session_find
 from sessions_app.tokens import ws_token_session
 
 
@@ -27,7 +28,7 @@ def _session_for(request: HttpRequest, session_id: uuid.UUID) -> Session | None:
     token = request.GET.get("token", "")
     if not token or ws_token_session(token) != str(session_id):
         return None
-    return Session.objects.filter(pk=session_id).first()
+    return session_find(session_id=session_id)
 
 
 @require_GET

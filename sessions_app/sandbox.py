@@ -75,7 +75,8 @@ class SandboxScanInputSerializer(serializers.Serializer):
 
 
 class SandboxMediaInputSerializer(serializers.Serializer):
-    data = serializers.CharField(help_text="The file, base64.")
+    # The API's field name; it shadows Serializer.data, which this serializer never reads.
+    data = serializers.CharField(help_text="The file, base64.")  # type: ignore[assignment]
     mime_type = serializers.CharField(max_length=100)
     filename = serializers.CharField(max_length=200, required=False, default="")
 

@@ -1,3 +1,5 @@
+"""Reading sessions (the API, the link page, the WebSockets)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -17,6 +19,10 @@ def session_list(*, filters: dict[str, Any]) -> QuerySet[Session]:
     if filters.get("external_id"):
         sessions = sessions.filter(external_id=filters["external_id"])
     return sessions
+
+
+def session_find(*, session_id: Any) -> Session | None:
+    return Session.objects.filter(pk=session_id).first()
 
 
 def session_get(*, session_id: Any) -> Session:

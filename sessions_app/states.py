@@ -42,8 +42,9 @@ SESSION_TRANSITIONS: dict[str, frozenset[str]] = {
     S.LOGGED_OUT: frozenset({S.STARTING}),
     S.FAILED: frozenset({S.STARTING}),
 }
+_FROM_ANY: frozenset[str] = frozenset({S.FAILED, S.STOPPED})
 for _source in SESSION_TRANSITIONS:
-    SESSION_TRANSITIONS[_source] |= {S.FAILED, S.STOPPED} - {_source}
+    SESSION_TRANSITIONS[_source] |= _FROM_ANY - {_source}
 
 
 def session_transition_allowed(source: str, target: str) -> bool:

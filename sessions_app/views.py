@@ -17,7 +17,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from gateway.core.api import ApiView, ListApiView
-from gateway.core.errors import Conflict, ServiceUnavailable
 from gateway.core.openapi import errors
 from sessions_app import selectors, services
 from sessions_app.models import Session
@@ -29,7 +28,7 @@ from sessions_app.serializers import (
 )
 from sessions_app.services import qr
 from sessions_app.tokens import ws_token_make
-from workers.models import Worker
+from workers.selectors import worker_find
 
 TAG = ["sessions"]
 
@@ -196,7 +195,7 @@ class SessionMigrateApi(ApiView):
         session = selectors.session_get(session_id=session_id)
         target = None
         if data.validated_data["worker"]:
-            target = Worker.objects.filter(pk=data.validated_data["worker"]).first()
+            target = worker_find(worker_id=data.validated_data["worker"])
             if target is None:
                 raise ValidationError({"worker": ["No such worker."]})
         session = services.session_request_migrate(session=session, target=target)
@@ -231,15 +230,7 @@ class SessionQrApi(ApiView):
     )
     def get(self, request: Request, session_id: uuid.UUID) -> Response | HttpResponse:
         session = selectors.session_get(session_id=session_id)
-        try:
-            current = qr.code_get(session_id=session.pk, kind="qr")
-        except Exception as exc:
-            raise ServiceUnavailable("The cache is unavailable.", code="cache_unavailable") from exc
-        if current is None:
-            raise Conflict(
-                f"The session has no QR code now (status {session.status}).",
-                code="qr_not_available",
-            )
+        current = qr.qr_current(session_id=session.pk, status=session.status)
         image = qr.code_image(current)
         if "image/png" in request.headers.get("Accept", ""):
             png = base64.b64decode(image.removeprefix("data:image/png;base64,"))

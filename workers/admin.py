@@ -51,10 +51,11 @@ class WorkerAdmin(admin.ModelAdmin):
     @admin.display(description="load", ordering="session_count")
     def load(self, worker: Worker):
         """Sessions held against capacity."""
-        share = 100 * worker.session_count / worker.capacity if worker.capacity else 0
+        held: int = getattr(worker, "session_count", 0)  # annotated by get_queryset
+        share = 100 * held / worker.capacity if worker.capacity else 0
         return format_html(
             '{} / {} <span class="gw-live">({}%)</span>',
-            worker.session_count,
+            held,
             worker.capacity,
             round(share),
         )

@@ -17,3 +17,7 @@ def worker_list(*, filters: dict[str, Any] | None = None) -> QuerySet[Worker]:
 
 def worker_get(*, worker_id: Any) -> Worker:
     return get_object_or_404(worker_list(), pk=worker_id)
+
+
+def worker_find(*, worker_id: Any) -> Worker | None:
+    return Worker.objects.filter(pk=worker_id).first()

@@ -14,7 +14,7 @@ import jwt
 from django.conf import settings
 from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
-from rest_framework_api_key.models import APIKey
+from rest_framework_api_key.models import AbstractAPIKey, APIKey
 
 CHALLENGE = 'Api-Key realm="api", Bearer realm="api"'
 # The shape of keys made by djangorestframework-api-key: checked before any database lookup, so odd
@@ -48,7 +48,7 @@ def _api_key_from(request: Request) -> str | None:
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     """`Authorization: Api-Key <key>` or `X-API-Key: <key>`; keys are stored hashed."""
 
-    def authenticate(self, request: Request) -> tuple[ApiClient, APIKey] | None:
+    def authenticate(self, request: Request) -> tuple[ApiClient, AbstractAPIKey] | None:
         key = _api_key_from(request)
         if key is None:
             return None

@@ -135,7 +135,7 @@ def _problems(validator: Draft202012Validator, value: Any) -> dict[str, list[str
 
 def operation_of(request: Request) -> _Operation | None:
     match = request.resolver_match
-    method = "GET" if request.method == "HEAD" else request.method
+    method = "GET" if request.method == "HEAD" else str(request.method)
     return _operations().get((_route_path(match.route), method)) if match else None
 
 
@@ -199,4 +199,4 @@ class ContractChecked:
         operation = operation_of(request)
         if operation is not None:
             check(request, operation)
-            request.contract_checked = True
+            request.contract_checked = True  # type: ignore[attr-defined]  # read by errors.py

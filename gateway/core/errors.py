@@ -35,7 +35,7 @@ class ApiError(Exception):
     (or their own subclasses) and views let them through: `exception_handler` shapes them all.
     """
 
-    status = status.HTTP_400_BAD_REQUEST
+    status: int = status.HTTP_400_BAD_REQUEST
     code = "bad_request"
     message = "The request is not valid."
 
@@ -57,37 +57,37 @@ class ApiError(Exception):
 
 
 class NotFound(ApiError):
-    status = status.HTTP_404_NOT_FOUND
+    status: int = status.HTTP_404_NOT_FOUND
     code = "not_found"
     message = "Not found."
 
 
 class Conflict(ApiError):
-    status = status.HTTP_409_CONFLICT
+    status: int = status.HTTP_409_CONFLICT
     code = "conflict"
     message = "The request conflicts with the current state."
 
 
 class Unprocessable(ApiError):
-    status = status.HTTP_422_UNPROCESSABLE_ENTITY
+    status: int = status.HTTP_422_UNPROCESSABLE_ENTITY
     code = "unprocessable"
     message = "The request cannot be processed."
 
 
 class PayloadTooLarge(ApiError):
-    status = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    status: int = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     code = "payload_too_large"
     message = "The request body is too large."
 
 
 class RateLimited(ApiError):
-    status = status.HTTP_429_TOO_MANY_REQUESTS
+    status: int = status.HTTP_429_TOO_MANY_REQUESTS
     code = "rate_limited"
     message = "Too many requests; try again later."
 
 
 class ServiceUnavailable(ApiError):
-    status = status.HTTP_503_SERVICE_UNAVAILABLE
+    status: int = status.HTTP_503_SERVICE_UNAVAILABLE
     code = "service_unavailable"
     message = "A service the gateway depends on is unavailable; try again."
 
@@ -162,10 +162,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         return Response(exc_body(exc), status=exc.status, headers=exc_headers(exc))
 
     headers: dict[str, str] = {}
-    if getattr(exc, "auth_header", None):
-        headers["WWW-Authenticate"] = exc.auth_header
-    if getattr(exc, "wait", None):
-        headers["Retry-After"] = str(max(1, math.ceil(exc.wait)))
+    if auth_header := getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = auth_header
+    if wait := getattr(exc, "wait", None):  # DRF's Throttled
+        headers["Retry-After"] = str(max(1, math.ceil(wait)))
 
     if isinstance(exc, exceptions.ValidationError):
         details = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
@@ -194,7 +194,7 @@ def _django_error(request: HttpRequest, status_code: int, code: str, message: st
     return None
 
 
-def handler400(request: HttpRequest, exception: Exception | None = None):
+def handler400(request: HttpRequest, exception: Exception):
     from django.views import defaults
 
     return _django_error(
@@ -202,7 +202,7 @@ def handler400(request: HttpRequest, exception: Exception | None = None):
     ) or defaults.bad_request(request, exception)
 
 
-def handler403(request: HttpRequest, exception: Exception | None = None):
+def handler403(request: HttpRequest, exception: Exception):
     from django.views import defaults
 
     return _django_error(
@@ -210,7 +210,7 @@ def handler403(request: HttpRequest, exception: Exception | None = None):
     ) or defaults.permission_denied(request, exception)
 
 
-def handler404(request: HttpRequest, exception: Exception | None = None):
+def handler404(request: HttpRequest, exception: Exception):
     from django.views import defaults
 
     return _django_error(request, 404, "not_found", "Not found.") or defaults.page_not_found(

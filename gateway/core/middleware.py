@@ -44,11 +44,12 @@ class RequestIdMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         given = request.headers.get("X-Request-ID", "")
-        request.request_id = given if _SAFE_ID.match(given) else uuid.uuid4().hex
+        request_id = given if _SAFE_ID.match(given) else uuid.uuid4().hex
+        request.request_id = request_id  # type: ignore[attr-defined]  # read by request_id_of
         started = time.monotonic()
-        with log_context.bind(request_id=request.request_id):
+        with log_context.bind(request_id=request_id):
             response = self.get_response(request)
-            response["X-Request-ID"] = request.request_id
+            response["X-Request-ID"] = request_id
             level = logging.WARNING if response.status_code >= 500 else logging.INFO
             logger.log(
                 level,

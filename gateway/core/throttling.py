@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 from django.core.cache import cache
 from rest_framework.request import Request
@@ -69,7 +69,7 @@ class ClientRateThrottle(BaseThrottle):
         return f"ip:{self.get_ident(request)}"
 
     def allow_request(self, request: Request, view: Any) -> bool:
-        rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+        rate = cast(dict[str, str | None], api_settings.DEFAULT_THROTTLE_RATES).get(self.scope)
         self._wait = rate_wait(f"{self.scope}:{self._ident(request)}", rate)
         return self._wait is None
 

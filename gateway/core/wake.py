@@ -52,9 +52,9 @@ async def listen(handlers: dict[str, Callable[[str], None]], stop: asyncio.Event
                 for handler in handlers.values():
                     handler("")
                 async for notice in conn.notifies():
-                    handler = handlers.get(notice.channel)
-                    if handler is not None:
-                        handler(notice.payload)
+                    notified = handlers.get(notice.channel)
+                    if notified is not None:
+                        notified(notice.payload)
         except asyncio.CancelledError:
             raise
         except Exception:

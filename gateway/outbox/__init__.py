@@ -12,6 +12,7 @@ The loop that posts the rows is the runtime's dispatcher (workers/runtime/dispat
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.conf import settings
@@ -19,7 +20,7 @@ from django.conf import settings
 from gateway.core.wake import WEBHOOKS, wake
 
 
-def enqueue(*, body: dict[str, Any], path: str, session_id: object, sequence: int) -> None:
+def enqueue(*, body: dict[str, Any], path: str, session_id: uuid.UUID, sequence: int) -> None:
     """Write `body` (an event with its `id` and `event`) for the backend at `path`, as event
     `sequence` of its session, and wake the dispatchers on commit. Nothing when no backend is
     configured (BACKEND_URL). Call inside the transaction that made the change."""

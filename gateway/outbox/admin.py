@@ -50,7 +50,7 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
         "last_response",
         "breaker",
     ]
-    fields = readonly_fields
+    fields = tuple(readonly_fields)
     actions = ["replay"]
     Media = LiveMedia
 

@@ -90,6 +90,6 @@ def pending_circuits() -> dict[str, str]:
     """The circuit state of every backend that has deliveries waiting (admin, /metrics)."""
     from gateway.outbox.models import DeliveryStatus, WebhookDelivery
 
-    targets = WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING)
-    targets = set(targets.values_list("target", flat=True).distinct())
+    pending = WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING)
+    targets = set(pending.values_list("target", flat=True).distinct())
     return {breaker.target: breaker.state() for breaker in map(breaker_for, targets)}

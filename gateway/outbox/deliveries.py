@@ -126,9 +126,9 @@ def deliveries_claim(*, limit: int, hold_seconds: float) -> list[Claim]:
 
 def _superseded(row: WebhookDelivery) -> bool:
     """A QR (or pairing code) event with a newer status event of its session behind it."""
-    if row.event_type != "session.status" or not (
-        row.payload.get("qr") or row.payload.get("pair_code")
-    ):
+    if row.session_id is None or row.event_type != "session.status":
+        return False
+    if not (row.payload.get("qr") or row.payload.get("pair_code")):
         return False
     return WebhookDelivery.objects.filter(
         session_id=row.session_id, event_type="session.status", sequence__gt=row.sequence

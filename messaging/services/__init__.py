@@ -9,11 +9,12 @@ are the app's door; import them from here.
 """
 
 from messaging.services.inbound import (
+    NotInbound,
     Received,
     inbound_media_stored,
     inbound_store,
     media_pending,
-    message_mark_read,
+    message_read,
 )
 from messaging.services.queue import (
     NextSend,
@@ -38,6 +39,7 @@ __all__ = [
     "Accepted",
     "IdempotencyConflict",
     "NextSend",
+    "NotInbound",
     "Received",
     "SendJob",
     "SessionNotRunning",
@@ -45,8 +47,8 @@ __all__ = [
     "inbound_media_stored",
     "inbound_store",
     "media_pending",
-    "message_mark_read",
     "message_next",
+    "message_read",
     "message_send",
     "message_send_error",
     "message_sent",

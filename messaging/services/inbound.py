@@ -10,10 +10,12 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
+from gateway.core.errors import Conflict
 from messaging import events
 from messaging.media import StoredMedia
 from messaging.models import Message
 from messaging.states import Direction, MessageStatus
+from sessions_app import calls
 from sessions_app.services import fenced_lock
 
 M = MessageStatus
@@ -101,8 +103,25 @@ def media_pending(*, session_id: uuid.UUID) -> list[Message]:
     )
 
 
-def message_mark_read(*, message: Message) -> None:
-    """After the owner told WhatsApp: the inbound message is `read`."""
+class NotInbound(Conflict):
+    code = "not_inbound"
+    message = "Only inbound messages can be marked read."
+
+
+def message_read(*, message: Message) -> None:
+    """Mark an inbound message read: the worker running its session sends the read receipt (blue
+    ticks), then the message is `read`. Once read, nothing is sent again."""
+    if message.direction != Direction.IN:
+        raise NotInbound()
+    if message.status == M.READ:
+        return
+    calls.call_or_raise(
+        message.session_id,
+        "mark_read",
+        chat=message.chat,
+        message_ids=[message.wa_message_id],
+        sender=message.sender,
+    )
     with transaction.atomic():
         locked = Message.objects.select_for_update().get(pk=message.pk)
         if locked.advance_to(M.READ):

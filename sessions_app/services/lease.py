@@ -49,13 +49,10 @@ def fenced_update(session_id: uuid.UUID, epoch: int, **fields: Any) -> None:
 def fenced_lock(session_id: uuid.UUID, epoch: int) -> Session:
     """The session's row, locked until the transaction ends, if `epoch` still holds its lease
     (else LeaseLost): for writes that must read first, or that change the session's messages."""
-    session = Session.objects.select_for_update(of=("self",)).filter(
-        pk=session_id, lease_epoch=epoch
-    )
-    found = session.first()
-    if found is None:
+    session = fenced(session_id, epoch).select_for_update(of=("self",)).first()
+    if session is None:
         raise LeaseLost(f"Session {session_id} is no longer at epoch {epoch}.")
-    return found
+    return session
 
 
 def _delete_files(session_id: uuid.UUID, media: list[str]) -> None:

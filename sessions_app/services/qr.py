@@ -11,6 +11,8 @@ from typing import Any
 
 from django.core.cache import cache
 
+from gateway.core.errors import Conflict, ServiceUnavailable
+
 
 def _key(session_id: object, kind: str) -> str:
     return f"session:{session_id}:{kind}"
@@ -70,3 +72,19 @@ def code_image(code: dict[str, Any]) -> str:
     """A cached QR code's image: drawn once by the worker and kept with the code (drawn here only
     for a code stored without one)."""
     return code.get("image") or qr_image(code["code"])
+
+
+class QrNotAvailable(Conflict):
+    code = "qr_not_available"
+
+
+def qr_current(*, session_id: object, status: str) -> dict[str, Any]:
+    """The session's current QR code (the API's); QrNotAvailable when it shows none (it is not
+    linking, or is linked already), ServiceUnavailable when the cache is down."""
+    try:
+        current = code_get(session_id=session_id, kind="qr")
+    except Exception as exc:
+        raise ServiceUnavailable("The cache is unavailable.", code="cache_unavailable") from exc
+    if current is None:
+        raise QrNotAvailable(f"The session has no QR code now (status {status}).")
+    return current

@@ -137,7 +137,7 @@ def snapshot_restore(*, session_id: uuid.UUID, auth_dir: Path) -> bool:
         data = unseal(
             blob.read(),
             session_id=session_id,
-            epoch=session["snapshot_epoch"],
+            epoch=session["snapshot_epoch"] or 0,  # set with every snapshot_key
             number=session["snapshot_number"],
         )
     auth_dir.mkdir(parents=True, exist_ok=True)

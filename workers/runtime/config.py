@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 
@@ -22,7 +23,7 @@ class RuntimeConfig:
     @classmethod
     def from_settings(cls, **overrides: object) -> RuntimeConfig:
         engines = ["neonize", *(["sandbox"] if settings.SANDBOX_ENABLED else [])]
-        values = {
+        values: dict[str, Any] = {
             "lease_seconds": float(settings.WORKER_LEASE_SECONDS),
             "engines": engines,
             "auth_root": settings.VAR_DIR / "auth",

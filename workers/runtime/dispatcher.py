@@ -89,6 +89,7 @@ class Dispatcher:
             await db(webhooks.delivery_postponed, delivery_id=claim.id, until=until)
             return
         headers = webhooks.signed_headers(claim.event_id, claim.body)
+        assert self.client is not None  # made by run() before any claim
         try:
             response = await self.client.post(
                 claim.target, content=claim.body.encode(), headers=headers

@@ -15,7 +15,8 @@ import logging
 import os
 import tempfile
 import uuid
-from typing import Protocol
+from pathlib import Path
+from typing import Protocol, cast
 
 from django.conf import settings
 from django.core.files.storage import default_storage
@@ -31,6 +32,7 @@ from workers.engines.base import (
     EngineError,
     Location,
     Media,
+    MessageKind,
     OutboundMessage,
 )
 from workers.runtime.db import db, io
@@ -161,10 +163,10 @@ class Sender:
             outbound = OutboundMessage(
                 id=job.wa_message_id or job.message_id.hex,
                 to=job.chat,
-                type=job.type,
+                type=cast(MessageKind, job.type),  # a MessageType, checked by the API
                 text=job.text,
                 caption=job.caption,
-                media=Media(path, job.media_mime_type, job.media_filename) if path else None,
+                media=Media(Path(path), job.media_mime_type, job.media_filename) if path else None,
                 location=Location(**job.payload["location"]) if "location" in job.payload else None,
                 contact=Contact(**job.payload["contact"]) if "contact" in job.payload else None,
                 reaction=job.payload.get("reaction", ""),

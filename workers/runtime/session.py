@@ -391,7 +391,7 @@ class SessionRunner:
             await self._status(S.PAIRING, "pairing code requested", pair_code=qr.announced(code))
         elif isinstance(event, Connected):
             await db(qr.codes_clear, session_id=self.id)
-            linked = {
+            linked: dict[str, object] = {
                 "phone_number": event.phone_number,
                 "jid": event.jid,
                 "push_name": event.push_name,

@@ -426,6 +426,6 @@ class WorkerRuntime:
                     runner.sender.poke()
 
         handlers = {wakeups.SESSIONS: lambda _: self.wake.set(), wakeups.MESSAGES: messages}
-        if self.dispatcher is not None:
-            handlers[wakeups.WEBHOOKS] = lambda _: self.dispatcher.wake.set()
+        if (dispatcher := self.dispatcher) is not None:
+            handlers[wakeups.WEBHOOKS] = lambda _: dispatcher.wake.set()
         await wakeups.listen(handlers, self.stop)
