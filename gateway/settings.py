@@ -248,7 +248,7 @@ if S3_BUCKET:
     }
     _s3_backend = "storages.backends.s3.S3Storage"
     # Stored as downloads, with nothing guessed from the name (`x.tar.gz` is not gzip-encoded):
-    # a temporary URL says how each file is served (messaging.media.response_headers).
+    # a temporary URL says how each file is served (messaging.services.media.response_headers).
     _media_objects = {"ContentType": "application/octet-stream", "ContentDisposition": "attachment"}
     _media = {
         "BACKEND": _s3_backend,

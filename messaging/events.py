@@ -10,8 +10,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from messaging.media import media_url
 from messaging.models import Message
+from messaging.services.media import media_url
 from messaging.states import STATUS_TIMESTAMP_FIELDS
 from sessions_app.events import outbox_event
 from sessions_app.models import Session

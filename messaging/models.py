@@ -43,8 +43,9 @@ class Message(models.Model):
     media_size = models.PositiveBigIntegerField(null=True, blank=True)
     media_sha256 = models.CharField(max_length=64, blank=True)
     media_filename = models.CharField(max_length=255, blank=True)
-    # The type the file is served as, told by its bytes when stored (messaging.media.served_as):
-    # shown inline only for types that cannot script; "" (or application/octet-stream) downloads.
+    # The type the file is served as, told by its bytes when stored
+    # (messaging.services.media.served_as): shown inline only for types that cannot script; ""
+    # (or application/octet-stream) downloads.
     media_served_as = models.CharField(max_length=100, blank=True)
     reply_to = models.CharField(max_length=100, blank=True)
     # An inbound message whose media is not in storage yet (storage down, download failed): its

@@ -6,8 +6,8 @@ from rest_framework import serializers
 
 from gateway.core.jids import RECIPIENT_PATTERN, recipient_jid
 from messaging import events
-from messaging.media import MEDIA_TYPES
 from messaging.models import Message
+from messaging.services.media import MEDIA_TYPES
 from messaging.states import Direction, MessageStatus, MessageType
 from sessions_app.services import E164
 

@@ -23,7 +23,7 @@ from gateway.core.errors import ApiError
 from gateway.core.openapi import errors
 from gateway.core.parsers import SafeJSONParser
 from gateway.core.throttling import ClientRateThrottle
-from messaging import media, selectors, services
+from messaging import selectors, services
 from messaging.models import Message
 from messaging.serializers import (
     CheckNumbersInputSerializer,
@@ -33,8 +33,9 @@ from messaging.serializers import (
     MessageUploadInputSerializer,
     NumberCheckSerializer,
 )
-from sessions_app import calls
+from messaging.services import media
 from sessions_app.selectors import session_get
+from sessions_app.services import calls
 
 TAG = ["messages"]
 # Printable ASCII: a header value any HTTP client and proxy carries unchanged.

@@ -20,10 +20,9 @@ from gateway.core.api import ApiView
 from gateway.core.errors import Conflict, NotFound
 from gateway.core.limits import SANDBOX_MEDIA_BYTES
 from gateway.core.openapi import errors
-from sessions_app import calls
 from sessions_app.models import Session
 from sessions_app.selectors import session_get
-from sessions_app.services import E164
+from sessions_app.services import E164, calls
 from sessions_app.states import Engine
 
 ACTIONS = (

@@ -31,7 +31,7 @@ S = SessionStatus
 
 # The one place that says which status changes are legal. `failed` and `stopped` can be reached from
 # any other status (an unrecoverable error; desired_state=stopped); everything else follows the
-# lifecycle in ARCHITECTURE.md. A QR rotating inside `scan_qr` is not a status change.
+# lifecycle in docs/architecture.md. A QR rotating inside `scan_qr` is not a status change.
 SESSION_TRANSITIONS: dict[str, frozenset[str]] = {
     S.STOPPED: frozenset({S.STARTING}),
     S.STARTING: frozenset({S.SCAN_QR, S.PAIRING, S.CONNECTED, S.RECONNECTING, S.LOGGED_OUT}),

@@ -1,4 +1,4 @@
-"""The client for the backend's worker protocol (ARCHITECTURE.md, "The backend protocol").
+"""The client for the backend's worker protocol (README, "Running in production": the backend).
 
 `POST {BACKEND_URL}/api/admin/workers/register` when a worker starts and
 `PUT {BACKEND_URL}/api/admin/workers/{id}/heartbeat` every `BACKEND_HEARTBEAT_SECONDS`, with

@@ -12,11 +12,10 @@ from django.db import IntegrityError, transaction
 
 from gateway.core.errors import Conflict
 from messaging import events
-from messaging.media import StoredMedia
 from messaging.models import Message
+from messaging.services.media import StoredMedia
 from messaging.states import Direction, MessageStatus
-from sessions_app import calls
-from sessions_app.services import fenced_lock
+from sessions_app.services import calls, fenced_lock
 
 M = MessageStatus
 

@@ -12,9 +12,9 @@ from django.db import IntegrityError, transaction
 
 from gateway.core.errors import Conflict, Unprocessable
 from gateway.core.wake import MESSAGES, wake
-from messaging import media
-from messaging.fetch import fetch
 from messaging.models import Message
+from messaging.services import media
+from messaging.services.fetch import fetch
 from messaging.states import Direction, MessageStatus
 from sessions_app.models import Session
 from sessions_app.states import DesiredState, SessionStatus

@@ -12,8 +12,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 from rest_framework.test import APIClient
 
-from messaging import media
 from messaging.models import Message
+from messaging.services import media
 
 pytestmark = pytest.mark.django_db
 TO = "+4915123456789"

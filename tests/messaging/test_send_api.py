@@ -19,8 +19,8 @@ from django.db import connections
 from PIL import Image
 from rest_framework.test import APIClient
 
-from messaging.fetch import FetchRefused, address_forbidden, fetch
 from messaging.models import Message
+from messaging.services.fetch import FetchRefused, address_forbidden, fetch
 
 pytestmark = pytest.mark.django_db
 TO = "+4915123456789"

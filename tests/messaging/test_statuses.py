@@ -12,8 +12,8 @@ from django.utils import timezone
 
 from gateway.outbox.models import WebhookDelivery
 from messaging import services
-from messaging.media import StoredMedia
 from messaging.models import Message
+from messaging.services.media import StoredMedia
 from sessions_app.services import LeaseLost
 
 pytestmark = pytest.mark.django_db

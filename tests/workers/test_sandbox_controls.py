@@ -17,7 +17,7 @@ from django.core.management import call_command
 from django.db import connections
 from rest_framework.test import APIClient
 
-from sessions_app.calls import control_group
+from sessions_app.services.calls import control_group
 from tests.workers.engines.test_sandbox import FAST, next_event
 from workers.engines.base import Connected, Disconnected, MessageReceived, QrCode, StreamReplaced
 from workers.engines.sandbox import SandboxEngine, SandboxWorld

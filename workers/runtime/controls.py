@@ -1,6 +1,6 @@
 """Commands for this worker's sessions that arrive over the channel layer: sandbox controls
 (`sessions_app.sandbox`) and calls that need the session's engine and an answer
-(`sessions_app.calls`:
+(`sessions_app.services.calls`:
 check numbers, mark read).
 
 The listener has one channel and joins the group `controls.<session id>` of each session this
@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from django.conf import settings
 
-from sessions_app.calls import call_answer, control_group
+from sessions_app.services.calls import call_answer, control_group
 from workers.engines.base import Engine, EngineError
 from workers.engines.sandbox import SandboxEngine
 from workers.runtime.db import io

@@ -15,8 +15,8 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from messaging import media as media_files
 from messaging import services as messages
+from messaging.services import media as media_files
 from workers.engines.base import Engine, InboundMedia, InboundMessage, spawn_into
 from workers.runtime.db import db, io
 

@@ -2,9 +2,9 @@
 
 One message at a time, oldest first, only while connected: `sending` is written before the engine
 is called; after the call, `sent` (or a retry with backoff, or `failed`). Paced per session
-(messaging.pacing). Woken by NOTIFY gateway_messages within milliseconds, and by a slow poll. On
-start (a claim), messages a previous owner left in `sending` are recovered first. While idle, it
-also retries inbound media that could not be stored.
+(messaging.services.pacing). Woken by NOTIFY gateway_messages within milliseconds, and by a slow
+poll. On start (a claim), messages a previous owner left in `sending` are recovered first. While
+idle, it also retries inbound media that could not be stored.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from django.core.files.storage import default_storage
 
 from gateway.core import logging as log_context
 from gateway.core.failpoints import failpoint
-from messaging import pacing
 from messaging import services as messages
+from messaging.services import pacing
 from sessions_app import services as sessions
 from workers.engines.base import (
     Contact,
