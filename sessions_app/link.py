@@ -79,6 +79,10 @@ def pair_code_response(session: Session, body: bytes) -> JsonResponse:
         )
     try:
         code = services.session_pair_code(session=session, phone_number=phone)
+    except services.NotLinking:  # in words for the person linking (no status names)
+        return error_response(services.NotLinking("This session is not waiting to be linked."))
+    except services.PairCodeUnavailable:
+        return error_response(services.PairCodeUnavailable("No code came in time; try again."))
     except ApiError as exc:
         return error_response(exc)
     return JsonResponse({"code": code["code"], "expires_at": code["expires_at"]})

@@ -26,7 +26,8 @@ from rest_framework.views import set_rollback
 from gateway.core.contract import ContractViolation
 from gateway.core.middleware import request_id_of
 
-logger = logging.getLogger("gateway.core.errors")
+# The name operators filter on (it was this before the module moved to gateway/core/).
+logger = logging.getLogger("gateway.errors")
 
 
 class ApiError(Exception):

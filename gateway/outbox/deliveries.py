@@ -126,12 +126,16 @@ def deliveries_claim(*, limit: int, hold_seconds: float) -> list[Claim]:
 
 def _superseded(row: WebhookDelivery) -> bool:
     """A QR (or pairing code) event with a newer status event of its session behind it."""
-    if row.session_id is None or row.event_type != "session.status":
+    if row.event_type != "session.status" or not (
+        row.payload.get("qr") or row.payload.get("pair_code")
+    ):
         return False
-    if not (row.payload.get("qr") or row.payload.get("pair_code")):
-        return False
+    # A deleted session's rows have lost their session: they are compared among themselves.
+    same_session = (
+        Q(session__isnull=True) if row.session_id is None else Q(session_id=row.session_id)
+    )
     return WebhookDelivery.objects.filter(
-        session_id=row.session_id, event_type="session.status", sequence__gt=row.sequence
+        same_session, event_type="session.status", sequence__gt=row.sequence
     ).exists()
 
 

@@ -3,6 +3,7 @@ wait for its code (it also arrives like a QR code: in the cache, as an event and
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -34,7 +35,12 @@ class PairCodeUnavailable(ServiceUnavailable):
 class PairCodeRateLimited(RateLimited):
     """Too many pairing codes for this session or number (`PAIR_CODE_RATE`)."""
 
-    message = "Too many pairing codes asked for; try again later."
+    def __init__(self, *, wait: float) -> None:
+        super().__init__(
+            "Too many pairing codes asked for; try again later. "
+            f"Expected available in {math.ceil(wait)} seconds.",
+            wait=wait,
+        )
 
 
 def session_pair_code(*, session: Session, phone_number: str) -> dict[str, Any]:

@@ -78,7 +78,7 @@ def test_a_callers_request_id_is_kept_when_safe(api: APIClient) -> None:
 def test_an_unexpected_exception_is_a_json_500_with_the_request_id(
     api: APIClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="gateway.core.errors"):
+    with caplog.at_level(logging.ERROR, logger="gateway.errors"):
         response = api.get("/api/v1/boom", HTTP_X_REQUEST_ID="req-42")
 
     assert response.status_code == 500
@@ -86,7 +86,7 @@ def test_an_unexpected_exception_is_a_json_500_with_the_request_id(
     assert error["code"] == "internal_error"
     assert error["details"] == {"request_id": "req-42"}
     assert "a bug" not in json.dumps(error)
-    logged = [r for r in caplog.records if r.name == "gateway.core.errors"]
+    logged = [r for r in caplog.records if r.name == "gateway.errors"]
     assert logged and logged[0].exc_info[0] is RuntimeError
     assert logged[0].request_id == "req-42"
 
