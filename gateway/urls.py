@@ -50,6 +50,15 @@ api_v1 = [
         message_views.MessageReadApi.as_view(),
     ),
     path("sessions/<uuid:session_id>/check-numbers", message_views.CheckNumbersApi.as_view()),
+    path("sessions/<uuid:session_id>/presence", session_views.SessionPresenceApi.as_view()),
+    path(
+        "sessions/<uuid:session_id>/presence/<str:chat>/subscribe",
+        session_views.PresenceSubscribeApi.as_view(),
+    ),
+    path(
+        "sessions/<uuid:session_id>/chats/<str:chat>/typing",
+        session_views.ChatPresenceApi.as_view(),
+    ),
     path("messages/<uuid:message_id>", message_views.MessageDetailApi.as_view()),
     path("sandbox/sessions/<uuid:session_id>/scan", sandbox.SandboxScanApi.as_view()),
     path("sandbox/sessions/<uuid:session_id>/receive", sandbox.SandboxReceiveApi.as_view()),
@@ -60,6 +69,7 @@ api_v1 = [
     path("sandbox/sessions/<uuid:session_id>/ban", sandbox.SandboxBanApi.as_view()),
     path("sandbox/sessions/<uuid:session_id>/outdate", sandbox.SandboxOutdateApi.as_view()),
     path("sandbox/sessions/<uuid:session_id>/receipts", sandbox.SandboxReceiptsApi.as_view()),
+    path("sandbox/sessions/<uuid:session_id>/presence", sandbox.SandboxPresenceApi.as_view()),
     path("workers", worker_views.WorkerListApi.as_view(), name="worker-list"),
     path("workers/<uuid:worker_id>", worker_views.WorkerDetailApi.as_view(), name="worker-detail"),
     path("workers/<uuid:worker_id>/drain", worker_views.WorkerDrainApi.as_view()),

@@ -24,6 +24,7 @@ from sessions_app.services import qr as codes
 
 logger = logging.getLogger(__name__)
 SESSION_STATUS_PATH = "/api/webhooks/session-status"
+PRESENCE_PATH = "/api/webhooks/presence"
 
 
 def _next_sequence(session: Session) -> int:
@@ -90,3 +91,9 @@ def push(session_id: object, body: dict[str, Any]) -> None:
         async_to_sync(layer.group_send)("sessions", message)
     except Exception:
         logger.warning("live push failed", exc_info=True, extra={"session_id": str(session_id)})
+
+
+def presence_changed(session: Session, presence: dict[str, Any]) -> dict[str, Any]:
+    """A contact's presence (`presence.update`): online/offline or typing in a chat. Call inside
+    the transaction that took the session's row."""
+    return outbox_event(session, "presence.update", PRESENCE_PATH, presence=presence)

@@ -35,12 +35,15 @@ ACTIONS = (
     "ban",
     "outdate",
     "receipts",
+    "presence",
 )
 MAX_MEDIA_BYTES = SANDBOX_MEDIA_BYTES
 
 
 # How the simulated phones send receipts: the sandbox engine's own list (a test holds them equal).
 RECEIPT_MODES = ("normal", "missing", "duplicated", "out_of_order", "after_reconnect")
+# What a simulated contact can do (the sandbox engine's PRESENCE_STATES, held equal by a test).
+PRESENCE_STATES = ("available", "unavailable", "typing", "recording", "paused")
 SANDBOX_MESSAGE_TYPES = ["text", "image", "video", "audio", "voice", "document"]
 
 
@@ -130,11 +133,28 @@ class SandboxReceiptsInputSerializer(serializers.Serializer):
     )
 
 
+class SandboxPresenceInputSerializer(serializers.Serializer):
+    locals()["from"] = serializers.RegexField(E164, help_text="The contact (E.164).")
+    state = serializers.ChoiceField(
+        PRESENCE_STATES,
+        help_text="available/unavailable: online or offline (reaches the session only when it "
+        "subscribed to the contact and shows itself online); typing, recording, paused: in "
+        "their chat with the session, or in `group`.",
+    )
+    group = serializers.RegexField(
+        r"^[0-9]+(-[0-9]+)?@g\.us$", required=False, default="", help_text="A group's JID."
+    )
+    last_seen = serializers.IntegerField(
+        required=False, min_value=0, help_text="With unavailable: last seen, a Unix time."
+    )
+
+
 SERIALIZERS = {
     "scan": SandboxScanInputSerializer,
     "receive": SandboxReceiveInputSerializer,
     "ban": SandboxBanInputSerializer,
     "receipts": SandboxReceiptsInputSerializer,
+    "presence": SandboxPresenceInputSerializer,
 }
 
 
@@ -146,6 +166,8 @@ def control_arguments(action: str, data: dict) -> dict:
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     values = serializer.validated_data
+    if action == "presence":
+        return {"sender_phone": values["from"], **{k: v for k, v in values.items() if k != "from"}}
     if action != "receive":
         return dict(values)
     arguments = {
@@ -267,5 +289,13 @@ class SandboxReceiptsApi(_SandboxControlApi):
     action = "receipts"
 
     @_schema("receipts", SandboxReceiptsInputSerializer, "How receipts come from now on")
+    def post(self, request: Request, session_id: object) -> Response:
+        return self.control(request, session_id)
+
+
+class SandboxPresenceApi(_SandboxControlApi):
+    action = "presence"
+
+    @_schema("presence", SandboxPresenceInputSerializer, "A contact comes online, or types")
     def post(self, request: Request, session_id: object) -> Response:
         return self.control(request, session_id)

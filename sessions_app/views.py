@@ -10,13 +10,15 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from gateway.core.api import ApiView, ListApiView
+from gateway.core.errors import ApiError
+from gateway.core.jids import RECIPIENT_PATTERN, recipient_jid
 from gateway.core.openapi import errors
 from sessions_app import selectors, services
 from sessions_app.models import Session
@@ -26,7 +28,7 @@ from sessions_app.serializers import (
     SessionMigrateInputSerializer,
     SessionOutputSerializer,
 )
-from sessions_app.services import qr
+from sessions_app.services import calls, qr
 from sessions_app.tokens import ws_token_make
 from workers.selectors import worker_find
 
@@ -318,3 +320,109 @@ class SessionPairCodeApi(ApiView):
         return Response(
             {"code": code["code"], "expires_at": expires_at}, headers={"Cache-Control": "no-store"}
         )
+
+
+# --- Presence -------------------------------------------------------------------------------------
+
+CHAT = OpenApiParameter(
+    "chat",
+    {"type": "string", "pattern": RECIPIENT_PATTERN},
+    OpenApiParameter.PATH,
+    description="The chat: an E.164 number (+4915123456789) or a JID (…@s.whatsapp.net, …@lid, "
+    "…@g.us).",
+)
+PRESENCE_CALL = (
+    "Through the worker running the session (waiting up to `WORKER_CALL_SECONDS`): 409 "
+    "`session_not_running` when the session is not connected, 503 `session_unavailable` when "
+    "its worker does not answer, 409 with the engine's code (e.g. `presence_failed`) when "
+    "WhatsApp refused."
+)
+
+
+class PresenceInputSerializer(serializers.Serializer):
+    state = serializers.ChoiceField(
+        choices=["available", "unavailable"], help_text="Online or offline to contacts."
+    )
+
+
+class ChatPresenceInputSerializer(serializers.Serializer):
+    state = serializers.ChoiceField(
+        choices=["typing", "recording", "paused"],
+        help_text="`recording` a voice note; `paused` clears the indicator.",
+    )
+
+
+class ChatPresenceOutputSerializer(serializers.Serializer):
+    chat = serializers.CharField(help_text="The chat's JID.")
+    state = serializers.CharField()
+
+
+class PresenceSubscribedSerializer(serializers.Serializer):
+    chat = serializers.CharField(help_text="The contact's JID.")
+    subscribed = serializers.BooleanField()
+
+
+def _chat(value: str) -> str:
+    try:
+        return recipient_jid(value)
+    except ValueError as exc:
+        raise ApiError(str(exc), code="validation_error", status=422) from None
+
+
+class SessionPresenceApi(ApiView):
+    @extend_schema(
+        operation_id="sessions_presence",
+        tags=TAG,
+        request=PresenceInputSerializer,
+        responses={200: PresenceInputSerializer, **errors(400, 404, 409, 413, 415, 422, 503)},
+        summary="Show the number online or offline",
+        description="Online (`available`) is also what makes WhatsApp send contacts' online "
+        "status to subscribers (`POST …/presence/{chat}/subscribe`). " + PRESENCE_CALL,
+    )
+    def post(self, request: Request, session_id: uuid.UUID) -> Response:
+        data = PresenceInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        session = selectors.session_get(session_id=session_id)
+        calls.session_call(session, "set_presence", state=data.validated_data["state"])
+        return Response(data.validated_data)
+
+
+class ChatPresenceApi(ApiView):
+    @extend_schema(
+        operation_id="sessions_chat_presence",
+        tags=TAG,
+        parameters=[CHAT],
+        request=ChatPresenceInputSerializer,
+        responses={
+            200: ChatPresenceOutputSerializer,
+            **errors(400, 404, 409, 413, 415, 422, 503),
+        },
+        summary="Show typing or recording in a chat",
+        description="What the chat sees until `paused` (or a message is sent). " + PRESENCE_CALL,
+    )
+    def post(self, request: Request, session_id: uuid.UUID, chat: str) -> Response:
+        data = ChatPresenceInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        session = selectors.session_get(session_id=session_id)
+        jid, state = _chat(chat), data.validated_data["state"]
+        calls.session_call(session, "set_chat_presence", chat=jid, state=state)
+        return Response({"chat": jid, "state": state})
+
+
+class PresenceSubscribeApi(ApiView):
+    @extend_schema(
+        operation_id="sessions_presence_subscribe",
+        tags=TAG,
+        parameters=[CHAT],
+        request=None,
+        responses={200: PresenceSubscribedSerializer, **errors(404, 409, 422, 503)},
+        summary="Follow a contact's online status",
+        description="From now on the contact's online/offline changes (and last seen, when they "
+        "share it) arrive as `presence.update` webhooks, while the session shows itself online. "
+        "Typing and recording in chats arrive without subscribing. " + PRESENCE_CALL,
+    )
+    def post(self, request: Request, session_id: uuid.UUID, chat: str) -> Response:
+        session = selectors.session_get(session_id=session_id)
+        jid = _chat(chat)
+        calls.session_call(session, "subscribe_presence", chat=jid)
+        return Response({"chat": jid, "subscribed": True})

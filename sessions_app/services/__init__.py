@@ -2,6 +2,7 @@
 
 - `requests`: what is *wanted* (the API and the admin: create, start, stop, restart, log out,
   migrate, delete); `pairing`: a pairing code, asked of the owning worker and waited for;
+- `presence`: contacts' presence as the owning worker hears it;
 - `status`: what is *true* (the owning worker: status changes, failures);
 - `lease`: the lease protocol and the fence every write of a worker goes through;
 - `snapshots`: the encrypted auth-state snapshots; `qr`: the current QR and pairing codes.
@@ -32,6 +33,7 @@ from sessions_app.services.pairing import (
     PairCodeUnavailable,
     session_pair_code,
 )
+from sessions_app.services.presence import presence_announce
 from sessions_app.services.requests import (
     NoWorkerAvailable,
     SessionBeingDeleted,
@@ -58,6 +60,7 @@ __all__ = [
     "fenced",
     "fenced_lock",
     "fenced_update",
+    "presence_announce",
     "session_create",
     "session_delete",
     "session_delete_owned",

@@ -73,3 +73,15 @@ def call_or_raise(session_id: object, method: str, **arguments: Any) -> Any:
     if "error" in answer:
         raise Conflict(answer["error"]["message"], code=answer["error"]["code"])
     return answer["ok"]
+
+
+class SessionNotConnected(Conflict):
+    code = "session_not_running"
+
+
+def session_call(session: Any, method: str, **arguments: Any) -> Any:
+    """`call_or_raise` for a session that must be connected to answer (presence, …): 409
+    `session_not_running` at once when it is not."""
+    if session.status != "connected":
+        raise SessionNotConnected(f"The session is {session.status}; it must be connected.")
+    return call_or_raise(session.pk, method, **arguments)

@@ -44,6 +44,8 @@ class Device:
     ban: tuple[int, int] | None = None  # (code, expire seconds): the next login fails with 402
     outdated: bool = False  # the next login fails with 405
     offline: list[dict] = field(default_factory=list)  # pushes waiting for a connection
+    available: bool = False  # sent `<presence type="available">` last
+    subscribed: set[str] = field(default_factory=set)  # whose presence it asked for
 
 
 class _Connection(socketserver.StreamRequestHandler):
@@ -95,6 +97,8 @@ class FakeWhatsApp:
         self.connections: dict[str, _Connection] = {}
         self.phones: dict[str, list[dict]] = {}  # what each phone number received
         self.reads: list[dict] = []  # read receipts sessions sent
+        # What sessions showed: (uuid, "presence", available|unavailable) or (uuid, chat, state).
+        self.presences: list[tuple[str, str, str]] = []
         self.media: dict[str, bytes] = {}
         self.lids: dict[str, str] = {}  # lid user → phone user
         self.pair_codes: dict[str, str] = {}  # uuid → the phone the code was asked for
@@ -144,7 +148,10 @@ class FakeWhatsApp:
             pending = []
             device = self.devices.get(connection.uuid)
             if op == "login" and answer.get("ok") and device and device.jid and not device.removed:
-                pending, device.offline = device.offline, []
+                # The first app state sync after connecting carries the account's push name
+                # (whatsmeow appstate.go `setting_pushName`); then what waited for us.
+                pending = [{"push": "push_name", "name": device.push_name}, *device.offline]
+                device.offline = []
         for push in pending:
             connection.push(push)
 
@@ -221,7 +228,19 @@ class FakeWhatsApp:
         if op == "mark_read":
             self.reads.append({k: request[k] for k in ("ids", "chat", "sender", "type")})
             return {"ok": True}
-        if op in ("presence", "ping"):
+        if op == "presence":  # our own: available or unavailable
+            device.available = request["type"] == "available"
+            self.presences.append((device.uuid, "presence", request["type"]))
+            return {"ok": True}
+        if op == "chatstate":
+            state = "recording" if request["media"] == "audio" else request["state"]
+            state = "typing" if state == "composing" else state
+            self.presences.append((device.uuid, request["jid"], state))
+            return {"ok": True}
+        if op == "subscribe":
+            device.subscribed.add(request["jid"])
+            return {"ok": True}
+        if op == "ping":
             return {"ok": True}
         if op == "upload":
             data = base64.b64decode(request["data"])
@@ -289,6 +308,49 @@ class FakeWhatsApp:
         self._push(
             uuid, {"push": 17, "event": base64.b64encode(event.SerializePartialToString()).decode()}
         )
+
+    def presence(
+        self,
+        uuid: str,
+        sender_phone: str,
+        state: str,
+        *,
+        group: str = "",
+        last_seen: int | None = None,
+    ) -> bool:
+        """A contact comes online or goes offline (`<presence from=… type=… last=…>`: only to a
+        device that subscribed to them and is online itself, as whatsmeow's SubscribePresence doc
+        says the servers require), or types, records or stops in a chat (`<chatstate>`, to the
+        chat's members). Returns whether it was pushed."""
+        from neonize.proto import Neonize_pb2 as N
+
+        sender = N.JID(User=sender_phone.lstrip("+"), Server="s.whatsapp.net")
+        sender_jid = f"{sender.User}@{sender.Server}"
+        if state in ("available", "unavailable"):
+            device = self.devices[uuid]
+            if sender_jid not in device.subscribed or not device.available:
+                return False
+            # Unknown last seen: neonize encodes zero time.Time's Unix() (encoder.go).
+            event = N.Presence(
+                From=sender,
+                Unavailable=state == "unavailable",
+                LastSeen=last_seen if last_seen is not None else -62135596800,
+            )
+            code = 20
+        else:
+            chat = N.JID(User=group.partition("@")[0], Server="g.us") if group else sender
+            source = N.MessageSource(Chat=chat, Sender=sender, IsGroup=bool(group))
+            event = N.ChatPresence(
+                MessageSource=source,
+                State=N.ChatPresence.PAUSED if state == "paused" else N.ChatPresence.COMPOSING,
+                Media=N.ChatPresence.AUDIO if state == "recording" else N.ChatPresence.TEXT,
+            )
+            code = 19
+        message = {
+            "push": code,
+            "event": base64.b64encode(event.SerializePartialToString()).decode(),
+        }
+        return self._push(uuid, message, queue=False)  # presence is never replayed later
 
     def receipt(self, uuid: str, event: Any) -> None:
         """A receipt (neonize's `Receipt` event object) reaches the device."""

@@ -108,6 +108,34 @@ class SandboxPhone:
     async def receipts(self, session_id: str, mode: str) -> None:
         await self._engine(session_id).control(session_id, "receipts", mode=mode)
 
+    async def presence(
+        self,
+        session_id: str,
+        sender: str,
+        state: str,
+        *,
+        group: str = "",
+        last_seen: int | None = None,
+    ) -> bool:
+        return await self._engine(session_id).control(
+            session_id,
+            "presence",
+            sender_phone=sender,
+            state=state,
+            group=group,
+            last_seen=last_seen,
+        )
+
+    def shown(self, session_id: str) -> list[tuple[str, str]]:
+        """What the session showed: ("presence", available|unavailable) or (chat, state)."""
+        shown = []
+        for entry in self.world.read_log(session_id):
+            if entry["event"] == "presence":
+                shown.append(("presence", entry["state"]))
+            elif entry["event"] in ("typing", "recording", "paused"):
+                shown.append((entry["chat"], entry["event"]))
+        return shown
+
     async def drop(self, session_id: str) -> None:
         await self._engine(session_id).control(session_id, "drop_connection")
 
@@ -180,6 +208,20 @@ class DoublePhone:
 
     async def receipts(self, session_id: str, mode: str) -> None:
         self.world.receipt_mode = mode
+
+    async def presence(
+        self,
+        session_id: str,
+        sender: str,
+        state: str,
+        *,
+        group: str = "",
+        last_seen: int | None = None,
+    ) -> bool:
+        return self.world.presence(session_id, sender, state, group=group, last_seen=last_seen)
+
+    def shown(self, session_id: str) -> list[tuple[str, str]]:
+        return [(what, state) for uuid, what, state in self.world.presences if uuid == session_id]
 
     async def drop(self, session_id: str) -> None:
         self.world.drop(session_id)

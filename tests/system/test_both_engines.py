@@ -11,6 +11,7 @@ import signal
 import pytest
 from asgiref.sync import sync_to_async
 
+from gateway.outbox.models import WebhookDelivery
 from messaging.models import Message
 from sessions_app import services as sessions
 from sessions_app.models import Session, SessionEvent
@@ -307,8 +308,6 @@ async def test_a_host_dying_under_20_sessions_brings_them_all_back_without_a_sca
 
 
 def status_steps(message_id) -> list[str]:
-    from gateway.outbox.models import WebhookDelivery
-
     return [
         d.payload["message"]["status"]
         for d in WebhookDelivery.objects.filter(event_type="message.status").order_by("sequence")
@@ -378,3 +377,59 @@ async def test_a_lost_lease_closes_the_connection_and_writes_nothing(system) -> 
         )
     row = await sync_to_async(session_row)(session.id)
     assert (row.status, row.lease_epoch) == ("connected", 99)  # nothing written by the loser
+
+
+def presence_updates(session) -> list[dict]:
+    rows = WebhookDelivery.objects.filter(session=session, event_type="presence.update")
+    return [row.payload["presence"] for row in rows.order_by("sequence")]
+
+
+async def test_the_number_shows_itself_online_and_typing(system, api) -> None:
+    await system.start_worker()
+    session = await linked(system)
+    base = f"/api/v1/sessions/{session.id}"
+    response = await sync_to_async(api.post)(f"{base}/presence", {"state": "available"}, "json")
+    assert response.status_code == 200, response.json()
+    for state in ("typing", "recording", "paused"):
+        response = await sync_to_async(api.post)(
+            f"{base}/chats/{TO}/typing", {"state": state}, "json"
+        )
+        assert response.json() == {"chat": TO_JID, "state": state}
+    response = await sync_to_async(api.post)(f"{base}/presence", {"state": "unavailable"}, "json")
+    assert response.status_code == 200, response.json()
+    assert system.phone.shown(str(session.id)) == [
+        ("presence", "available"),
+        (TO_JID, "typing"),
+        (TO_JID, "recording"),
+        (TO_JID, "paused"),
+        ("presence", "unavailable"),
+    ]
+
+
+async def test_contacts_presence_arrives_only_when_subscribed_and_typing_always(
+    system, api
+) -> None:
+    await system.start_worker()
+    session = await linked(system)
+    sid, base = str(session.id), f"/api/v1/sessions/{session.id}"
+    # Not subscribed (and not online): WhatsApp sends nobody's online status.
+    assert not await system.phone.presence(sid, TO, "available")
+    response = await sync_to_async(api.post)(f"{base}/presence/{TO}/subscribe")
+    assert response.json() == {"chat": TO_JID, "subscribed": True}
+    assert not await system.phone.presence(sid, TO, "available")  # we are not online yet
+    await sync_to_async(api.post)(f"{base}/presence", {"state": "available"}, "json")
+    assert await system.phone.presence(sid, TO, "available")
+    assert await system.phone.presence(sid, TO, "unavailable", last_seen=1_700_000_000)
+    assert not await system.phone.presence(sid, MEMBER, "available")  # not subscribed to
+    assert await system.phone.presence(sid, MEMBER, "recording", group=GROUP)
+    updates = await until(
+        lambda: (u := presence_updates(session)) and len(u) == 3 and u,
+        what="three presence updates",
+        timeout=30,
+    )
+    assert [(u["chat"], u["sender"], u["state"], u["last_seen"]) for u in updates] == [
+        (TO_JID, TO_JID, "available", None),
+        (TO_JID, TO_JID, "unavailable", "2023-11-14T22:13:20+00:00"),
+        (GROUP, "4915100000002@s.whatsapp.net", "recording", None),
+    ]
+    assert updates[0]["sender_phone"] == TO

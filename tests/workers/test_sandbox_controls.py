@@ -19,7 +19,14 @@ from rest_framework.test import APIClient
 
 from sessions_app.services.calls import control_group
 from tests.workers.engines.test_sandbox import FAST, next_event
-from workers.engines.base import Connected, Disconnected, MessageReceived, QrCode, StreamReplaced
+from workers.engines.base import (
+    Connected,
+    Disconnected,
+    MessageReceived,
+    Presence,
+    QrCode,
+    StreamReplaced,
+)
 from workers.engines.sandbox import SandboxEngine, SandboxWorld
 from workers.runtime.controls import ControlListener
 
@@ -94,6 +101,9 @@ async def test_the_api_drives_the_simulated_phone(running, api: APIClient, tmp_p
     assert [e["event"] for e in log].count("frozen") == 1  # the freeze reached the servers
     connected = await next_event(engine, Connected)
     await engine.probe(connected.session_id)  # a new connection is not frozen
+    await post(api, session, "presence", {"from": "+15550002", "state": "recording"})
+    presence = await next_event(engine, Presence)
+    assert (presence.chat, presence.state) == ("15550002@s.whatsapp.net", "recording")
     await post(api, session, "replace")
     assert isinstance(await next_event(engine, StreamReplaced), StreamReplaced)
     assert engine.status(str(session.id)) == "stopped"  # the frozen connection is gone
@@ -135,6 +145,8 @@ async def test_the_sandbox_command_does_the_same(running) -> None:
         ("receive", {"from": "+15550002"}, "text", 422),
         ("receipts", {"mode": "sometimes"}, "mode", 400),
         ("ban", {"expire_seconds": 0}, "expire_seconds", 400),
+        ("presence", {"from": "+15550002", "state": "dancing"}, "state", 400),
+        ("presence", {"from": "+15550002", "state": "typing", "group": "1@lid"}, "group", 400),
         ("receive", {"from": "+15550002", "type": "image"}, "media", 422),
         (
             "receive",
@@ -244,8 +256,9 @@ async def test_the_listener_survives_the_channel_layer_going_away(tmp_path: Path
     await engine.close()
 
 
-def test_the_api_offers_the_receipt_modes_the_engine_knows() -> None:
+def test_the_api_offers_the_receipt_modes_and_presences_the_engine_knows() -> None:
     from sessions_app import sandbox
     from workers.engines import sandbox as engine
 
     assert sandbox.RECEIPT_MODES == engine.RECEIPT_MODES
+    assert sandbox.PRESENCE_STATES == engine.PRESENCE_STATES

@@ -187,6 +187,26 @@ class MessageReceived:
     type: Literal["message_received"] = "message_received"
 
 
+# The linked number's own presence, and what it shows in one chat.
+PresenceState = Literal["available", "unavailable"]
+ChatState = Literal["typing", "recording", "paused"]
+
+
+@dataclass(frozen=True)
+class Presence:
+    """A contact's presence: online or offline (`available`, `unavailable`, with `last_seen`
+    when they share it; only for contacts the session subscribed to), or what they do in a chat
+    (`typing`, `recording` a voice note, `paused`). `chat` is where (their own JID, or a group);
+    `sender` who."""
+
+    session_id: str
+    chat: str
+    sender: str
+    state: str  # a PresenceState or a ChatState
+    last_seen: float | None = None  # Unix time
+    type: Literal["presence"] = "presence"
+
+
 ReceiptStatus = Literal["delivered", "read", "played"]
 
 
@@ -209,6 +229,7 @@ Event = (
     | StreamReplaced
     | MessageReceived
     | Receipt
+    | Presence
 )
 
 
@@ -289,7 +310,16 @@ class Engine(abc.ABC):
     ) -> None: ...
 
     @abc.abstractmethod
-    async def set_typing(self, session_id: str, chat: str, typing: bool) -> None: ...
+    async def set_presence(self, session_id: str, state: PresenceState) -> None:
+        """Show the linked number online or offline to its contacts."""
+
+    @abc.abstractmethod
+    async def set_chat_presence(self, session_id: str, chat: str, state: ChatState) -> None:
+        """Show `typing`, `recording` (a voice note) or neither (`paused`) in `chat`."""
+
+    @abc.abstractmethod
+    async def subscribe_presence(self, session_id: str, chat: str) -> None:
+        """Ask for `chat`'s (a user's) online/offline changes: they come as `Presence` events."""
 
     @abc.abstractmethod
     async def download(self, session_id: str, media: InboundMedia, into: Path) -> int:

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from gateway.core.jids import is_group, jid_to_phone, jid_user, phone_to_jid
 from workers.engines.base import (
+    ChatState,
     Connected,
     Disconnected,
     Engine,
@@ -51,6 +52,8 @@ from workers.engines.base import (
     NumberCheck,
     OutboundMessage,
     PairCode,
+    Presence,
+    PresenceState,
     QrCode,
     Receipt,
     ReceiptStatus,
@@ -62,6 +65,7 @@ from workers.engines.base import (
 from workers.engines.store import KeyValueStore, delete_store
 
 NOT_ON_WHATSAPP_SUFFIX = "0000"
+PRESENCE_STATES = ("available", "unavailable", "typing", "recording", "paused")
 RECEIPT_MODES = ("normal", "missing", "duplicated", "out_of_order", "after_reconnect")
 
 
@@ -251,6 +255,9 @@ class _Session:
     receipts: str = "normal"  # one of RECEIPT_MODES
     held: list[Receipt] = field(default_factory=list)  # receipts waiting for a reconnect
     tasks: set[asyncio.Task] = field(default_factory=set)
+    # Presence: whether we show ourselves online, and whose online/offline changes we asked for.
+    available: bool = False
+    subscribed: set[str] = field(default_factory=set)
 
 
 class SandboxEngine(Engine):
@@ -490,9 +497,19 @@ class SandboxEngine(Engine):
         self._session(session_id, connected=True)
         self.world.log(session_id, "mark_read", chat=chat, message_ids=list(message_ids))
 
-    async def set_typing(self, session_id: str, chat: str, typing: bool) -> None:
+    async def set_presence(self, session_id: str, state: PresenceState) -> None:
+        session = self._session(session_id, connected=True)
+        session.available = state == "available"
+        self.world.log(session_id, "presence", state=state)
+
+    async def set_chat_presence(self, session_id: str, chat: str, state: ChatState) -> None:
         self._session(session_id, connected=True)
-        self.world.log(session_id, "typing" if typing else "paused", chat=chat)
+        self.world.log(session_id, state, chat=chat)  # typing, recording or paused
+
+    async def subscribe_presence(self, session_id: str, chat: str) -> None:
+        session = self._session(session_id, connected=True)
+        session.subscribed.add(chat)
+        self.world.log(session_id, "subscribe_presence", chat=chat)
 
     async def download(self, session_id: str, media: InboundMedia, into: Path) -> int:
         self._session(session_id, connected=True)
@@ -593,6 +610,32 @@ class SandboxEngine(Engine):
         )
         self.emit(MessageReceived(session_id, message))
         return message
+
+    async def presence(
+        self,
+        session_id: str,
+        *,
+        sender_phone: str,
+        state: str,
+        group: str = "",
+        last_seen: float | None = None,
+    ) -> bool:
+        """A contact comes online, goes offline, or types (records, stops) in a chat with the
+        session (its 1:1 chat, or `group`). As WhatsApp does, online/offline reaches only a
+        session that subscribed to the contact and shows itself online; what they do in a chat
+        always reaches it. Returns whether the session got it."""
+        session = self._session(session_id, connected=True)
+        if state not in PRESENCE_STATES:
+            raise EngineError(f"unknown presence {state!r}", permanent=True, code="bad_request")
+        sender = phone_to_jid(sender_phone)
+        if state in ("available", "unavailable"):
+            if sender not in session.subscribed or not session.available:
+                return False
+            chat = sender
+        else:
+            chat, last_seen = group or sender, None
+        self.emit(Presence(session_id, chat=chat, sender=sender, state=state, last_seen=last_seen))
+        return True
 
     async def drop_connection(self, session_id: str) -> None:
         """The network drops; like whatsmeow, the engine reconnects by itself. While linking, the

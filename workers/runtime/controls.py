@@ -49,6 +49,8 @@ async def apply_sandbox_control(engine: SandboxEngine, message: dict) -> None:
             await engine.ban(session_id, **arguments)
         elif action == "receipts":
             await engine.receipts(session_id, **arguments)
+        elif action == "presence":
+            await engine.presence(session_id, **arguments)
         else:
             logger.warning("unknown sandbox control %r", action, extra={"session_id": session_id})
     except EngineError as exc:
@@ -58,7 +60,13 @@ async def apply_sandbox_control(engine: SandboxEngine, message: dict) -> None:
 
 
 # What a call may ask of an engine, with the arguments it takes.
-CALLS = {"check_numbers": ("phone_numbers",), "mark_read": ("chat", "message_ids", "sender")}
+CALLS = {
+    "check_numbers": ("phone_numbers",),
+    "mark_read": ("chat", "message_ids", "sender"),
+    "set_presence": ("state",),
+    "set_chat_presence": ("chat", "state"),
+    "subscribe_presence": ("chat",),
+}
 
 
 async def answer_call(engine: Engine, message: dict) -> None:

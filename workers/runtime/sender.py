@@ -177,7 +177,7 @@ class Sender:
             )
             if settings.SEND_TYPING and job.type == "text":
                 with contextlib.suppress(EngineError):
-                    await engine.set_typing(runner.key, job.chat, True)
+                    await engine.set_chat_presence(runner.key, job.chat, "typing")
                     await asyncio.sleep(min(3.0, 0.5 + len(job.text) * 0.03))
             result = await engine.send(runner.key, outbound)
         except EngineError as exc:

@@ -32,6 +32,7 @@ from workers.engines.base import (
     LoggedOut,
     MessageReceived,
     PairCode,
+    Presence,
     QrCode,
     Receipt,
     StreamReplaced,
@@ -419,6 +420,16 @@ class SessionRunner:
             if await db(sessions.session_lease, session_id=self.id, epoch=self.epoch) is None:
                 raise sessions.LeaseLost(self.key)
             await self._fail("stream_replaced", "another connection took this session over")
+        elif isinstance(event, Presence):
+            await db(
+                sessions.presence_announce,
+                session_id=self.id,
+                epoch=self.epoch,
+                chat=event.chat,
+                sender=event.sender,
+                state=event.state,
+                last_seen=event.last_seen,
+            )
         elif isinstance(event, MessageReceived):
             await self.inbound.receive(event.message)
         elif isinstance(event, Receipt):

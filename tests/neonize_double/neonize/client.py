@@ -54,8 +54,9 @@ from .exc import (
     MarkReadError,
     NeonizeError,
     PairPhoneError,
-    SendChatPresenceError,
     SendMessageError,
+    SendPresenceError,
+    SubscribePresenceError,
 )
 from .proto import Neonize_pb2 as neonize_proto
 from .proto.Neonize_pb2 import JID, Device, SendResponse
@@ -402,7 +403,11 @@ class _Go:
             self.expected_disconnect = True  # so no Disconnected follows (client.go L595-601)
             self._dispatch(neonize_proto.StreamReplaced())
             self.disconnect()
-        elif kind in (17, 18):
+        elif kind == "push_name":
+            # appstate.go dispatchAppState, `setting_pushName`: Store.PushName, saved.
+            self.push_name = message["name"]
+            self.store.save(self.jid, self.lid, self.push_name)
+        elif kind in (17, 18, 19, 20):
             event = INT_TO_EVENT[kind].FromString(base64.b64decode(message["event"]))
             if kind == 17 and event.Info.MessageSource.SenderAlt.User:
                 source = event.Info.MessageSource
@@ -714,11 +719,39 @@ class NewClient:
             raise MarkReadError(str(exc)) from None
 
     def send_chat_presence(self, jid: JID, state: Any, media: Any) -> None:
-        go = self._connected_go(SendChatPresenceError)
+        """whatsmeow SendChatPresence (presence.go): `<chatstate to=…><composing|paused/>`, with
+        `media` only on composing; neonize passes its enums' values (0/1) and raises
+        SendPresenceError (PY client.py send_chat_presence, NZ main.go SendChatPresence)."""
+        go = self._connected_go(SendPresenceError)
         try:
-            go._rpc("presence", jid=Jid2String(jid), state=state.value)
+            go._rpc(
+                "chatstate",
+                jid=Jid2String(jid),
+                state=["composing", "paused"][state.value],
+                media="audio" if state.value == 0 and media.value == 1 else "",
+            )
         except (ConnectionError, TimeoutError) as exc:
-            raise SendChatPresenceError(str(exc)) from None
+            raise SendPresenceError(str(exc)) from None
+
+    def send_presence(self, presence: Any) -> None:
+        """whatsmeow SendPresence (presence.go): refused without a push name (ErrNoPushName,
+        errors.go); neonize passes Presence's bytes value (PY client.py send_presence)."""
+        go = self._connected_go(SendPresenceError)
+        if not go.push_name:
+            raise SendPresenceError("can't send presence without PushName set")
+        try:
+            go._rpc("presence", type=presence.value.decode())
+        except (ConnectionError, TimeoutError) as exc:
+            raise SendPresenceError(str(exc)) from None
+
+    def subscribe_presence(self, jid: JID) -> None:
+        """whatsmeow SubscribePresence (presence.go): `<presence type="subscribe" to=…>`; without
+        a privacy token it is sent all the same (only logged)."""
+        go = self._connected_go(SubscribePresenceError)
+        try:
+            go._rpc("subscribe", jid=Jid2String(jid))
+        except (ConnectionError, TimeoutError) as exc:
+            raise SubscribePresenceError(str(exc)) from None
 
     def download_any(self, message: Message, path: str | None = None) -> bytes | None:
         """whatsmeow DownloadAny: only top-level media; the whole file in memory."""

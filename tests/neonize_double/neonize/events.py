@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .proto.Neonize_pb2 import QR as QREv
+from .proto.Neonize_pb2 import ChatPresence as ChatPresenceEv
 from .proto.Neonize_pb2 import ClientOutdated as ClientOutdatedEv
 from .proto.Neonize_pb2 import Connected as ConnectedEv
 from .proto.Neonize_pb2 import ConnectFailure as ConnectFailureEv
@@ -22,6 +23,7 @@ from .proto.Neonize_pb2 import KeepAliveTimeout as KeepAliveTimeoutEv
 from .proto.Neonize_pb2 import LoggedOut as LoggedOutEv
 from .proto.Neonize_pb2 import Message as MessageEv
 from .proto.Neonize_pb2 import PairStatus as PairStatusEv
+from .proto.Neonize_pb2 import Presence as PresenceEv
 from .proto.Neonize_pb2 import Receipt as ReceiptEv
 from .proto.Neonize_pb2 import StreamError as StreamErrorEv
 from .proto.Neonize_pb2 import StreamReplaced as StreamReplacedEv
@@ -43,6 +45,8 @@ EVENT_TO_INT: dict[type, int] = {
     DisconnectedEv: 12,
     MessageEv: 17,
     ReceiptEv: 18,
+    ChatPresenceEv: 19,
+    PresenceEv: 20,
 }
 INT_TO_EVENT = {code: event for event, code in EVENT_TO_INT.items()}
 

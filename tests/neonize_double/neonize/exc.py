@@ -37,5 +37,9 @@ class GetJIDFromStoreError(NeonizeError):
     pass
 
 
-class SendChatPresenceError(NeonizeError):
+class SendPresenceError(NeonizeError):
+    """neonize 0.5.2 exc.py: raised by send_presence and send_chat_presence alike."""
+
+
+class SubscribePresenceError(NeonizeError):
     pass

@@ -254,3 +254,40 @@ def test_send_errors_are_told_apart(text: str, code: str, permanent: bool) -> No
     """whatsmeow's send errors (errors.go, send.go): the message never went (retried by any
     engine), went nowhere for good, or may have gone (failed, never sent twice)."""
     assert translate.send_error(SendMessageError(text)) == (code, permanent)
+
+
+def test_presence_online_offline_and_an_unknown_last_seen() -> None:
+    # neonize encodes an unknown last seen as zero time.Time's Unix() (goneonize encoder.go).
+    online = translate.translate_presence(
+        "s1", N.Presence(From=jid("15550002"), Unavailable=False, LastSeen=-62135596800)
+    )
+    assert (online.chat, online.sender, online.state, online.last_seen) == (
+        "15550002@s.whatsapp.net",
+        "15550002@s.whatsapp.net",
+        "available",
+        None,
+    )
+    offline = translate.translate_presence(
+        "s1", N.Presence(From=jid("15550002"), Unavailable=True, LastSeen=1700000000)
+    )
+    assert (offline.state, offline.last_seen) == ("unavailable", 1700000000.0)
+
+
+@pytest.mark.parametrize(
+    ("state", "media", "expected"),
+    [
+        (N.ChatPresence.COMPOSING, N.ChatPresence.TEXT, "typing"),
+        (N.ChatPresence.COMPOSING, N.ChatPresence.AUDIO, "recording"),
+        (N.ChatPresence.PAUSED, N.ChatPresence.TEXT, "paused"),
+    ],
+)
+def test_chat_presence_in_a_group_names_the_group_and_who(state, media, expected) -> None:
+    source = N.MessageSource(Chat=jid("1203630001", "g.us"), Sender=jid("15550002"), IsGroup=True)
+    event = translate.translate_chat_presence(
+        "s1", N.ChatPresence(MessageSource=source, State=state, Media=media)
+    )
+    assert (event.chat, event.sender, event.state) == (
+        "1203630001@g.us",
+        "15550002@s.whatsapp.net",
+        expected,
+    )

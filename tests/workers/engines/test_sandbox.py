@@ -310,7 +310,7 @@ async def test_stop_keeps_the_store_and_logs_the_disconnect(
 ) -> None:
     await linked(engine, tmp_path / "auth")
     await engine.mark_read("s1", TO, ["IN1"])
-    await engine.set_typing("s1", TO, True)
+    await engine.set_chat_presence("s1", TO, "typing")
     await engine.stop("s1")
 
     assert store_path(tmp_path / "auth").exists()

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from workers.engines.base import (
+    ChatState,
     Disconnected,
     Engine,
     EngineError,
@@ -34,6 +35,7 @@ from workers.engines.base import (
     LoggedOut,
     NumberCheck,
     OutboundMessage,
+    PresenceState,
     SendResult,
     StreamReplaced,
 )
@@ -386,10 +388,16 @@ class HostedEngine(Engine):
             "mark_read", session_id=session_id, chat=chat, message_ids=message_ids, sender=sender
         )
 
-    async def set_typing(self, session_id: str, chat: str, typing: bool) -> None:
+    async def set_presence(self, session_id: str, state: PresenceState) -> None:
+        await self._host_of(session_id).call("set_presence", session_id=session_id, state=state)
+
+    async def set_chat_presence(self, session_id: str, chat: str, state: ChatState) -> None:
         await self._host_of(session_id).call(
-            "set_typing", session_id=session_id, chat=chat, typing=typing
+            "set_chat_presence", session_id=session_id, chat=chat, state=state
         )
+
+    async def subscribe_presence(self, session_id: str, chat: str) -> None:
+        await self._host_of(session_id).call("subscribe_presence", session_id=session_id, chat=chat)
 
     async def download(self, session_id: str, media: InboundMedia, into: Path) -> int:
         """The host writes the file itself (same machine): no media bytes cross the pipe."""

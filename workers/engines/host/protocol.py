@@ -34,6 +34,7 @@ _EVENTS: dict[str, type] = {
         base.StreamReplaced,
         base.MessageReceived,
         base.Receipt,
+        base.Presence,
     )
 }
 
@@ -110,7 +111,9 @@ OPS = frozenset(
         "request_pair_code",
         "check_numbers",
         "mark_read",
-        "set_typing",
+        "set_presence",
+        "set_chat_presence",
+        "subscribe_presence",
         "download",
         "probe",
     }
@@ -126,6 +129,7 @@ SANDBOX_OPS = frozenset(
         "ban",
         "outdate",
         "receipts",
+        "presence",
     }
 )
 

@@ -48,6 +48,7 @@ from typing import Any
 
 from gateway.core.jids import jid_to_phone, jid_user
 from workers.engines.base import (
+    ChatState,
     Connected,
     Disconnected,
     Engine,
@@ -57,6 +58,7 @@ from workers.engines.base import (
     NumberCheck,
     OutboundMessage,
     PairCode,
+    PresenceState,
     QrCode,
     SendResult,
     StreamReplaced,
@@ -164,6 +166,7 @@ class NeonizeEngine(Engine):
     def _make_client(self, session: _Session) -> Any:
         from neonize.client import NewClient
         from neonize.events import (
+            ChatPresenceEv,
             ClientOutdatedEv,
             ConnectedEv,
             ConnectFailureEv,
@@ -172,6 +175,7 @@ class NeonizeEngine(Engine):
             KeepAliveTimeoutEv,
             LoggedOutEv,
             MessageEv,
+            PresenceEv,
             ReceiptEv,
             StreamReplacedEv,
             TemporaryBanEv,
@@ -193,6 +197,8 @@ class NeonizeEngine(Engine):
             KeepAliveRestoredEv: self._on_keepalive_restored,
             MessageEv: self._on_message,
             ReceiptEv: self._on_receipt,
+            PresenceEv: self._on_presence,
+            ChatPresenceEv: self._on_chat_presence,
         }
         for event_type, handler in handlers.items():
             client.event(event_type)(
@@ -380,6 +386,12 @@ class NeonizeEngine(Engine):
         receipt = translate.translate_receipt(session_id, event)
         if receipt is not None:
             self.emit(receipt)
+
+    async def _on_presence(self, session_id: str, event: Any) -> None:
+        self.emit(translate.translate_presence(session_id, event))
+
+    async def _on_chat_presence(self, session_id: str, event: Any) -> None:
+        self.emit(translate.translate_chat_presence(session_id, event))
 
     async def _on_connection_ended(
         self, session_id: str, session: _Session, error: BaseException | None
@@ -673,7 +685,18 @@ class NeonizeEngine(Engine):
 
         await self._checked(mark, "mark_read_failed")
 
-    async def set_typing(self, session_id: str, chat: str, typing: bool) -> None:
+    async def set_presence(self, session_id: str, state: PresenceState) -> None:
+        session = self._session(session_id, connected=True)
+
+        def presence() -> None:
+            from neonize.utils.enum import Presence as Shown
+
+            shown = Shown.AVAILABLE if state == "available" else Shown.UNAVAILABLE
+            session.client.send_presence(shown)
+
+        await self._checked(presence, "presence_failed")
+
+    async def set_chat_presence(self, session_id: str, chat: str, state: ChatState) -> None:
         session = self._session(session_id, connected=True)
 
         def presence() -> None:
@@ -681,16 +704,30 @@ class NeonizeEngine(Engine):
             from neonize.utils.jid import build_jid
 
             user, _, server = chat.partition("@")
-            state = (
-                ChatPresence.CHAT_PRESENCE_COMPOSING
-                if typing
-                else ChatPresence.CHAT_PRESENCE_PAUSED
+            shown = (
+                ChatPresence.CHAT_PRESENCE_PAUSED
+                if state == "paused"
+                else ChatPresence.CHAT_PRESENCE_COMPOSING
             )
-            session.client.send_chat_presence(
-                build_jid(user, server), state, ChatPresenceMedia.CHAT_PRESENCE_MEDIA_TEXT
+            media = (  # whatsmeow sends `media="audio"` only with composing (presence.go)
+                ChatPresenceMedia.CHAT_PRESENCE_MEDIA_AUDIO
+                if state == "recording"
+                else ChatPresenceMedia.CHAT_PRESENCE_MEDIA_TEXT
             )
+            session.client.send_chat_presence(build_jid(user, server), shown, media)
 
         await self._checked(presence, "presence_failed")
+
+    async def subscribe_presence(self, session_id: str, chat: str) -> None:
+        session = self._session(session_id, connected=True)
+
+        def subscribe() -> None:
+            from neonize.utils.jid import build_jid
+
+            user, _, server = chat.partition("@")
+            session.client.subscribe_presence(build_jid(user, server))
+
+        await self._checked(subscribe, "presence_failed")
 
     async def download(self, session_id: str, media: InboundMedia, into: Path) -> int:
         session = self._session(session_id, connected=True)

@@ -20,6 +20,7 @@ from workers.engines.base import (
     LoggedOut,
     MessageKind,
     MessageReceived,
+    Presence,
     Receipt,
     ReceiptStatus,
 )
@@ -167,6 +168,33 @@ def translate_receipt(session_id: str, event) -> Receipt | None:
         message_ids=tuple(event.MessageIDs),
         status=status,
         timestamp=event.Timestamp / 1000 if event.Timestamp > 10**11 else float(event.Timestamp),
+    )
+
+
+def translate_presence(session_id: str, event) -> Presence:
+    """neonize's `Presence` (whatsmeow events.Presence, presence.go handlePresence): From,
+    Unavailable, LastSeen. neonize encodes an unknown last-seen (zero time.Time) as its Unix time,
+    -62135596800 (goneonize utils/encoder.go EncodePresence): anything not after 1970 is none."""
+    who = jid_str(event.From)
+    last_seen = float(event.LastSeen) if event.LastSeen > 0 else None
+    state = "unavailable" if event.Unavailable else "available"
+    return Presence(session_id, chat=who, sender=who, state=state, last_seen=last_seen)
+
+
+# neonize's ChatPresence.State (1 COMPOSING, 2 PAUSED) and .Media (1 TEXT, 2 AUDIO).
+CHAT_PRESENCE_PAUSED, CHAT_PRESENCE_MEDIA_AUDIO = 2, 2
+
+
+def translate_chat_presence(session_id: str, event) -> Presence:
+    """neonize's `ChatPresence` (whatsmeow events.ChatPresence, presence.go handleChatState):
+    composing with audio media is recording a voice note."""
+    source = event.MessageSource
+    if event.State == CHAT_PRESENCE_PAUSED:
+        state = "paused"
+    else:
+        state = "recording" if event.Media == CHAT_PRESENCE_MEDIA_AUDIO else "typing"
+    return Presence(
+        session_id, chat=jid_str(source.Chat), sender=jid_str(source.Sender), state=state
     )
 
 

@@ -26,6 +26,9 @@ class Command(BaseCommand):
         )
         parser.add_argument("--expire", type=int, default=3600, help="ban: seconds it lasts.")
         parser.add_argument("--mode", default="normal", help="receipts: how they come from now.")
+        parser.add_argument(
+            "--state", default="available", help="presence: available, typing, … (with --from)."
+        )
 
     def handle(self, *args: object, action: str, session_id: str, **options: object) -> None:
         data = {
@@ -38,6 +41,7 @@ class Command(BaseCommand):
             },
             "ban": {"expire_seconds": options["expire"]},
             "receipts": {"mode": options["mode"]},
+            "presence": {"from": options["sender"], "state": options["state"]},
         }.get(action, {})
         try:
             session = session_get(session_id=session_id)

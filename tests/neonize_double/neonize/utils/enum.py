@@ -28,3 +28,10 @@ class ReceiptType(Enum):
     INACTIVE = b"inactive"
     PEER_MSG = b"peer_msg"
     HISTORY_SYNC = "hist_sync"
+
+
+class Presence(Enum):
+    """PY utils/enum.py L386-388: the bytes are whatsmeow's types.Presence strings."""
+
+    AVAILABLE = b"available"
+    UNAVAILABLE = b"unavailable"

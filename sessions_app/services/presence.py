@@ -1,0 +1,39 @@
+"""Contacts' presence, as the owning worker hears it: each change is a `presence.update` event
+in the session's sequence (fenced like every write of the worker)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from django.db import transaction
+
+from gateway.core.jids import jid_to_phone
+from sessions_app import events
+from sessions_app.services.lease import fenced_lock
+
+
+def presence_announce(
+    *,
+    session_id: uuid.UUID,
+    epoch: int,
+    chat: str,
+    sender: str,
+    state: str,
+    last_seen: float | None = None,
+) -> None:
+    """`state`: available, unavailable (with `last_seen`, a Unix time, when the contact shares
+    it), typing, recording or paused (in `chat`, by `sender`)."""
+    with transaction.atomic():
+        session = fenced_lock(session_id, epoch)
+        seen = datetime.fromtimestamp(last_seen, tz=UTC).isoformat() if last_seen else None
+        events.presence_changed(
+            session,
+            {
+                "chat": chat,
+                "sender": sender,
+                "sender_phone": jid_to_phone(sender),
+                "state": state,
+                "last_seen": seen,
+            },
+        )
