@@ -138,14 +138,17 @@ class SandboxPresenceInputSerializer(serializers.Serializer):
     state = serializers.ChoiceField(
         PRESENCE_STATES,
         help_text="available/unavailable: online or offline (reaches the session only when it "
-        "subscribed to the contact and shows itself online); typing, recording, paused: in "
-        "their chat with the session, or in `group`.",
+        "subscribed to the contact); typing, recording, paused: in their chat with the session, "
+        "or in `group`. Nothing reaches a session that does not show itself online.",
     )
     group = serializers.RegexField(
         r"^[0-9]+(-[0-9]+)?@g\.us$", required=False, default="", help_text="A group's JID."
     )
     last_seen = serializers.IntegerField(
-        required=False, min_value=0, help_text="With unavailable: last seen, a Unix time."
+        required=False,
+        min_value=0,
+        max_value=2**32,
+        help_text="With unavailable: last seen, a Unix time.",
     )
 
 

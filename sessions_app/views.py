@@ -18,7 +18,7 @@ from rest_framework.response import Response
 
 from gateway.core.api import ApiView, ListApiView
 from gateway.core.errors import ApiError
-from gateway.core.jids import RECIPIENT_PATTERN, recipient_jid
+from gateway.core.jids import RECIPIENT_PATTERN, is_group, recipient_jid
 from gateway.core.openapi import errors
 from sessions_app import selectors, services
 from sessions_app.models import Session
@@ -417,12 +417,20 @@ class PresenceSubscribeApi(ApiView):
         request=None,
         responses={200: PresenceSubscribedSerializer, **errors(404, 409, 422, 503)},
         summary="Follow a contact's online status",
-        description="From now on the contact's online/offline changes (and last seen, when they "
-        "share it) arrive as `presence.update` webhooks, while the session shows itself online. "
-        "Typing and recording in chats arrive without subscribing. " + PRESENCE_CALL,
+        description="The contact's online/offline changes (and last seen, when they share it) "
+        "arrive as `presence.update` webhooks while the session shows itself online; typing and "
+        "recording in chats arrive without subscribing (also only while online). WhatsApp keeps "
+        "neither across connections: subscribe, and show the number online, again after each "
+        "`connected`. " + PRESENCE_CALL,
     )
     def post(self, request: Request, session_id: uuid.UUID, chat: str) -> Response:
         session = selectors.session_get(session_id=session_id)
         jid = _chat(chat)
+        if is_group(jid):
+            raise ApiError(
+                "A group has no online status; follow its members.",
+                code="validation_error",
+                status=422,
+            )
         calls.session_call(session, "subscribe_presence", chat=jid)
         return Response({"chat": jid, "subscribed": True})

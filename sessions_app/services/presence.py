@@ -21,9 +21,11 @@ def presence_announce(
     sender: str,
     state: str,
     last_seen: float | None = None,
+    sender_phone: str = "",
 ) -> None:
     """`state`: available, unavailable (with `last_seen`, a Unix time, when the contact shares
-    it), typing, recording or paused (in `chat`, by `sender`)."""
+    it), typing, recording or paused (in `chat`, by `sender`, whose number is `sender_phone`
+    when known)."""
     with transaction.atomic():
         session = fenced_lock(session_id, epoch)
         seen = datetime.fromtimestamp(last_seen, tz=UTC).isoformat() if last_seen else None
@@ -32,7 +34,7 @@ def presence_announce(
             {
                 "chat": chat,
                 "sender": sender,
-                "sender_phone": jid_to_phone(sender),
+                "sender_phone": sender_phone or jid_to_phone(sender),
                 "state": state,
                 "last_seen": seen,
             },

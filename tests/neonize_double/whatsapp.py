@@ -44,8 +44,11 @@ class Device:
     ban: tuple[int, int] | None = None  # (code, expire seconds): the next login fails with 402
     outdated: bool = False  # the next login fails with 405
     offline: list[dict] = field(default_factory=list)  # pushes waiting for a connection
-    available: bool = False  # sent `<presence type="available">` last
-    subscribed: set[str] = field(default_factory=set)  # whose presence it asked for
+    # Presence, per connection: shown online (`<presence type="available">`), and whose online
+    # status it asked for; a new login starts without either.
+    available: bool = False
+    subscribed: set[str] = field(default_factory=set)
+    push_name_synced: bool = False  # the first app state sync after pairing carried the name
 
 
 class _Connection(socketserver.StreamRequestHandler):
@@ -148,10 +151,13 @@ class FakeWhatsApp:
             pending = []
             device = self.devices.get(connection.uuid)
             if op == "login" and answer.get("ok") and device and device.jid and not device.removed:
-                # The first app state sync after connecting carries the account's push name
-                # (whatsmeow appstate.go `setting_pushName`); then what waited for us.
-                pending = [{"push": "push_name", "name": device.push_name}, *device.offline]
-                device.offline = []
+                device.available, device.subscribed = False, set()
+                pending, device.offline = device.offline, []
+                if not device.push_name_synced:
+                    # The first app state sync after pairing carries the account's push name
+                    # (whatsmeow appstate.go `setting_pushName`); whatsmeow keeps it in its store.
+                    device.push_name_synced = True
+                    pending.insert(0, {"push": "push_name", "name": device.push_name})
         for push in pending:
             connection.push(push)
 
@@ -239,6 +245,7 @@ class FakeWhatsApp:
             return {"ok": True}
         if op == "subscribe":
             device.subscribed.add(request["jid"])
+            self.presences.append((device.uuid, "subscribe", request["jid"]))
             return {"ok": True}
         if op == "ping":
             return {"ok": True}
@@ -319,16 +326,18 @@ class FakeWhatsApp:
         last_seen: int | None = None,
     ) -> bool:
         """A contact comes online or goes offline (`<presence from=… type=… last=…>`: only to a
-        device that subscribed to them and is online itself, as whatsmeow's SubscribePresence doc
-        says the servers require), or types, records or stops in a chat (`<chatstate>`, to the
-        chat's members). Returns whether it was pushed."""
+        device that subscribed to them), or types, records or stops in a chat (`<chatstate>`, to
+        the chat's members); either only to a device that shows itself online (whatsmeow
+        events.go, Presence and ChatPresence docs). Returns whether it was pushed."""
         from neonize.proto import Neonize_pb2 as N
 
         sender = N.JID(User=sender_phone.lstrip("+"), Server="s.whatsapp.net")
         sender_jid = f"{sender.User}@{sender.Server}"
+        device = self.devices[uuid]
+        if not device.available:  # whatsmeow events.go: none unless marked online
+            return False
         if state in ("available", "unavailable"):
-            device = self.devices[uuid]
-            if sender_jid not in device.subscribed or not device.available:
+            if sender_jid not in device.subscribed:
                 return False
             # Unknown last seen: neonize encodes zero time.Time's Unix() (encoder.go).
             event = N.Presence(

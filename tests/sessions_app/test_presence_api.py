@@ -51,6 +51,8 @@ def test_unknown_states_and_chats_are_refused_before_any_call(api: APIClient, co
         assert response.json()["error"]["code"] == "validation_error"
     response = api.post(f"{base}/presence/hello/subscribe")
     assert response.status_code == 422
+    response = api.post(f"{base}/presence/120363000000000001@g.us/subscribe")
+    assert response.status_code == 422  # a group has no online status
 
 
 def test_an_unknown_session_is_404(api: APIClient) -> None:

@@ -127,11 +127,14 @@ class SandboxPhone:
         )
 
     def shown(self, session_id: str) -> list[tuple[str, str]]:
-        """What the session showed: ("presence", available|unavailable) or (chat, state)."""
+        """What the session showed: ("presence", available|unavailable), (chat, state) or
+        ("subscribe", contact)."""
         shown = []
         for entry in self.world.read_log(session_id):
             if entry["event"] == "presence":
                 shown.append(("presence", entry["state"]))
+            elif entry["event"] == "subscribe_presence":
+                shown.append(("subscribe", entry["chat"]))
             elif entry["event"] in ("typing", "recording", "paused"):
                 shown.append((entry["chat"], entry["event"]))
         return shown

@@ -101,6 +101,7 @@ async def test_the_api_drives_the_simulated_phone(running, api: APIClient, tmp_p
     assert [e["event"] for e in log].count("frozen") == 1  # the freeze reached the servers
     connected = await next_event(engine, Connected)
     await engine.probe(connected.session_id)  # a new connection is not frozen
+    await engine.set_presence(connected.session_id, "available")  # or nothing would arrive
     await post(api, session, "presence", {"from": "+15550002", "state": "recording"})
     presence = await next_event(engine, Presence)
     assert (presence.chat, presence.state) == ("15550002@s.whatsapp.net", "recording")

@@ -197,13 +197,15 @@ class Presence:
     """A contact's presence: online or offline (`available`, `unavailable`, with `last_seen`
     when they share it; only for contacts the session subscribed to), or what they do in a chat
     (`typing`, `recording` a voice note, `paused`). `chat` is where (their own JID, or a group);
-    `sender` who."""
+    `sender` who. WhatsApp sends either only while the session shows itself online, and forgets
+    both the online state and the subscriptions when the connection ends."""
 
     session_id: str
     chat: str
     sender: str
     state: str  # a PresenceState or a ChatState
     last_seen: float | None = None  # Unix time
+    sender_phone: str = ""  # the number behind a @lid sender, when it can be resolved
     type: Literal["presence"] = "presence"
 
 

@@ -288,6 +288,7 @@ class SandboxEngine(Engine):
 
     def _connect(self, session: _Session) -> None:
         session.state, session.frozen = "connected", False
+        session.available, session.subscribed = False, set()  # per connection, as on WhatsApp
         session.connection = self.world.open_connection(session.id, self.worker, session.device)
         self.emit(
             Connected(
@@ -621,20 +622,31 @@ class SandboxEngine(Engine):
         last_seen: float | None = None,
     ) -> bool:
         """A contact comes online, goes offline, or types (records, stops) in a chat with the
-        session (its 1:1 chat, or `group`). As WhatsApp does, online/offline reaches only a
-        session that subscribed to the contact and shows itself online; what they do in a chat
-        always reaches it. Returns whether the session got it."""
+        session (its 1:1 chat, or `group`). As WhatsApp does, nothing reaches a session that does
+        not show itself online, and online/offline only one that subscribed to the contact
+        (whatsmeow events.go, Presence and ChatPresence). Returns whether the session got it."""
         session = self._session(session_id, connected=True)
         if state not in PRESENCE_STATES:
             raise EngineError(f"unknown presence {state!r}", permanent=True, code="bad_request")
         sender = phone_to_jid(sender_phone)
+        if not session.available:
+            return False
         if state in ("available", "unavailable"):
-            if sender not in session.subscribed or not session.available:
+            if sender not in session.subscribed:
                 return False
             chat = sender
         else:
             chat, last_seen = group or sender, None
-        self.emit(Presence(session_id, chat=chat, sender=sender, state=state, last_seen=last_seen))
+        self.emit(
+            Presence(
+                session_id,
+                chat=chat,
+                sender=sender,
+                state=state,
+                last_seen=last_seen,
+                sender_phone=jid_to_phone(sender),
+            )
+        )
         return True
 
     async def drop_connection(self, session_id: str) -> None:

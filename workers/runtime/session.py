@@ -429,6 +429,7 @@ class SessionRunner:
                 sender=event.sender,
                 state=event.state,
                 last_seen=event.last_seen,
+                sender_phone=event.sender_phone,
             )
         elif isinstance(event, MessageReceived):
             await self.inbound.receive(event.message)

@@ -718,40 +718,41 @@ class NewClient:
         except (ConnectionError, TimeoutError) as exc:
             raise MarkReadError(str(exc)) from None
 
+    def _node(self, op: str, error: type[Exception], *, raw: bool = False, **fields: Any) -> None:
+        """whatsmeow sendNode: written to the socket, no answer awaited; ErrNotConnected without
+        one. neonize returns the Go error's text decoded, except from send_presence (`raw`:
+        PY client.py L3320-3322 raises with the bytes as they came)."""
+        go = self._connected_go(error)
+        try:
+            go._send_line({"req": 0, "op": op, **fields})
+        except (ConnectionError, OSError):
+            message = "websocket not connected"
+            raise error(message.encode() if raw else message) from None
+
     def send_chat_presence(self, jid: JID, state: Any, media: Any) -> None:
         """whatsmeow SendChatPresence (presence.go): `<chatstate to=…><composing|paused/>`, with
-        `media` only on composing; neonize passes its enums' values (0/1) and raises
-        SendPresenceError (PY client.py send_chat_presence, NZ main.go SendChatPresence)."""
-        go = self._connected_go(SendPresenceError)
-        try:
-            go._rpc(
-                "chatstate",
-                jid=Jid2String(jid),
-                state=["composing", "paused"][state.value],
-                media="audio" if state.value == 0 and media.value == 1 else "",
-            )
-        except (ConnectionError, TimeoutError) as exc:
-            raise SendPresenceError(str(exc)) from None
+        `media` only on composing; neonize passes its enums' values (0/1), which goneonize maps
+        by index (utils.go), and raises SendPresenceError (PY client.py send_chat_presence)."""
+        self._node(
+            "chatstate",
+            SendPresenceError,
+            jid=Jid2String(jid),
+            state=["composing", "paused"][state.value],
+            media="audio" if state.value == 0 and media.value == 1 else "",
+        )
 
     def send_presence(self, presence: Any) -> None:
         """whatsmeow SendPresence (presence.go): refused without a push name (ErrNoPushName,
         errors.go); neonize passes Presence's bytes value (PY client.py send_presence)."""
         go = self._connected_go(SendPresenceError)
         if not go.push_name:
-            raise SendPresenceError("can't send presence without PushName set")
-        try:
-            go._rpc("presence", type=presence.value.decode())
-        except (ConnectionError, TimeoutError) as exc:
-            raise SendPresenceError(str(exc)) from None
+            raise SendPresenceError(b"can't send presence without PushName set")
+        self._node("presence", SendPresenceError, raw=True, type=presence.value.decode())
 
     def subscribe_presence(self, jid: JID) -> None:
         """whatsmeow SubscribePresence (presence.go): `<presence type="subscribe" to=…>`; without
         a privacy token it is sent all the same (only logged)."""
-        go = self._connected_go(SubscribePresenceError)
-        try:
-            go._rpc("subscribe", jid=Jid2String(jid))
-        except (ConnectionError, TimeoutError) as exc:
-            raise SubscribePresenceError(str(exc)) from None
+        self._node("subscribe", SubscribePresenceError, jid=Jid2String(jid))
 
     def download_any(self, message: Message, path: str | None = None) -> bytes | None:
         """whatsmeow DownloadAny: only top-level media; the whole file in memory."""

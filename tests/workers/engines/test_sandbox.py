@@ -438,3 +438,16 @@ async def test_an_outdated_client_ends_the_session(engine: SandboxEngine, tmp_pa
     await engine.outdate("s1")
     ended = await next_event(engine, Disconnected)
     assert (ended.code, ended.will_reconnect) == ("client_outdated", False)
+
+
+async def test_presence_needs_online_and_a_new_connection_forgets_it(
+    engine: SandboxEngine, tmp_path: Path
+) -> None:
+    await linked(engine, tmp_path / "auth")
+    await engine.subscribe_presence("s1", TO)
+    assert not await engine.presence("s1", sender_phone=f"+{TO.partition('@')[0]}", state="typing")
+    await engine.set_presence("s1", "available")
+    assert await engine.presence("s1", sender_phone=f"+{TO.partition('@')[0]}", state="available")
+    await engine.drop_connection("s1")
+    await next_event(engine, Connected)
+    assert not await engine.presence("s1", sender_phone=f"+{TO.partition('@')[0]}", state="typing")

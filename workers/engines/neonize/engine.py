@@ -362,6 +362,11 @@ class NeonizeEngine(Engine):
         self.emit(event)
 
     async def _on_message(self, session_id: str, event: Any) -> None:
+        await self._translated(session_id, translate.translate_message, event)
+
+    async def _translated(self, session_id: str, translator: Callable, event: Any) -> None:
+        """An event whose translation may look a @lid's number up in the store (on the neonize
+        thread, like every call into neonize)."""
         session = self._sessions.get(session_id)
         if session is None or session.client is None:
             return
@@ -374,13 +379,11 @@ class NeonizeEngine(Engine):
             return translate.jid_str(client.get_pn_from_lid(JID(User=user, Server=server)))
 
         try:
-            received = await self._live(
-                session, translate.translate_message, session_id, event, resolve
-            )
+            translated = await self._live(session, translator, session_id, event, resolve)
         except EngineError:
-            return  # stopped meanwhile: the message comes again on the next connection
-        if received is not None:
-            self.emit(received)
+            return  # stopped meanwhile: a message comes again on the next connection
+        if translated is not None:
+            self.emit(translated)
 
     async def _on_receipt(self, session_id: str, event: Any) -> None:
         receipt = translate.translate_receipt(session_id, event)
@@ -388,10 +391,10 @@ class NeonizeEngine(Engine):
             self.emit(receipt)
 
     async def _on_presence(self, session_id: str, event: Any) -> None:
-        self.emit(translate.translate_presence(session_id, event))
+        await self._translated(session_id, translate.translate_presence, event)
 
     async def _on_chat_presence(self, session_id: str, event: Any) -> None:
-        self.emit(translate.translate_chat_presence(session_id, event))
+        await self._translated(session_id, translate.translate_chat_presence, event)
 
     async def _on_connection_ended(
         self, session_id: str, session: _Session, error: BaseException | None
@@ -753,7 +756,10 @@ class NeonizeEngine(Engine):
         except EngineError:
             raise
         except Exception as exc:
-            raise EngineError(f"{type(exc).__name__}: {exc}", code=code) from exc
+            text = exc.args[0] if exc.args else ""
+            if isinstance(text, bytes):  # neonize raises some Go errors with their bytes
+                text = text.decode(errors="replace")
+            raise EngineError(f"{type(exc).__name__}: {text or exc}", code=code) from exc
 
     async def close(self) -> None:
         for session_id in list(self._sessions):

@@ -171,21 +171,28 @@ def translate_receipt(session_id: str, event) -> Receipt | None:
     )
 
 
-def translate_presence(session_id: str, event) -> Presence:
+def translate_presence(
+    session_id: str, event, resolve: Callable[[str], str] | None = None
+) -> Presence:
     """neonize's `Presence` (whatsmeow events.Presence, presence.go handlePresence): From,
     Unavailable, LastSeen. neonize encodes an unknown last-seen (zero time.Time) as its Unix time,
     -62135596800 (goneonize utils/encoder.go EncodePresence): anything not after 1970 is none."""
     who = jid_str(event.From)
     last_seen = float(event.LastSeen) if event.LastSeen > 0 else None
     state = "unavailable" if event.Unavailable else "available"
-    return Presence(session_id, chat=who, sender=who, state=state, last_seen=last_seen)
+    phone = sender_phone_of(who, "", resolve)
+    return Presence(
+        session_id, chat=who, sender=who, state=state, last_seen=last_seen, sender_phone=phone
+    )
 
 
 # neonize's ChatPresence.State (1 COMPOSING, 2 PAUSED) and .Media (1 TEXT, 2 AUDIO).
 CHAT_PRESENCE_PAUSED, CHAT_PRESENCE_MEDIA_AUDIO = 2, 2
 
 
-def translate_chat_presence(session_id: str, event) -> Presence:
+def translate_chat_presence(
+    session_id: str, event, resolve: Callable[[str], str] | None = None
+) -> Presence:
     """neonize's `ChatPresence` (whatsmeow events.ChatPresence, presence.go handleChatState):
     composing with audio media is recording a voice note."""
     source = event.MessageSource
@@ -193,8 +200,13 @@ def translate_chat_presence(session_id: str, event) -> Presence:
         state = "paused"
     else:
         state = "recording" if event.Media == CHAT_PRESENCE_MEDIA_AUDIO else "typing"
+    sender = jid_str(source.Sender)
     return Presence(
-        session_id, chat=jid_str(source.Chat), sender=jid_str(source.Sender), state=state
+        session_id,
+        chat=jid_str(source.Chat),
+        sender=sender,
+        state=state,
+        sender_phone=sender_phone_of(sender, jid_str(source.SenderAlt), resolve),
     )
 
 
