@@ -51,6 +51,7 @@ api_v1 = [
     ),
     path("sessions/<uuid:session_id>/check-numbers", message_views.CheckNumbersApi.as_view()),
     path("sessions/<uuid:session_id>/presence", session_views.SessionPresenceApi.as_view()),
+    path("sessions/<uuid:session_id>/blocklist", session_views.SessionBlocklistApi.as_view()),
     path(
         "sessions/<uuid:session_id>/presence/<str:chat>/subscribe",
         session_views.PresenceSubscribeApi.as_view(),
@@ -70,6 +71,7 @@ api_v1 = [
     path("sandbox/sessions/<uuid:session_id>/outdate", sandbox.SandboxOutdateApi.as_view()),
     path("sandbox/sessions/<uuid:session_id>/receipts", sandbox.SandboxReceiptsApi.as_view()),
     path("sandbox/sessions/<uuid:session_id>/presence", sandbox.SandboxPresenceApi.as_view()),
+    path("sandbox/sessions/<uuid:session_id>/block", sandbox.SandboxBlockApi.as_view()),
     path("workers", worker_views.WorkerListApi.as_view(), name="worker-list"),
     path("workers/<uuid:worker_id>", worker_views.WorkerDetailApi.as_view(), name="worker-detail"),
     path("workers/<uuid:worker_id>/drain", worker_views.WorkerDrainApi.as_view()),

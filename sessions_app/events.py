@@ -25,6 +25,7 @@ from sessions_app.services import qr as codes
 logger = logging.getLogger(__name__)
 SESSION_STATUS_PATH = "/api/webhooks/session-status"
 PRESENCE_PATH = "/api/webhooks/presence"
+BLOCKLIST_PATH = "/api/webhooks/blocklist"
 
 
 def _next_sequence(session: Session) -> int:
@@ -97,3 +98,9 @@ def presence_changed(session: Session, presence: dict[str, Any]) -> dict[str, An
     """A contact's presence (`presence.update`): online/offline or typing in a chat. Call inside
     the transaction that took the session's row."""
     return outbox_event(session, "presence.update", PRESENCE_PATH, presence=presence)
+
+
+def blocklist_changed(session: Session, changes: list[dict[str, Any]]) -> dict[str, Any]:
+    """The account's blocklist changed on another device (`blocklist.changed`). Call inside the
+    transaction that took the session's row."""
+    return outbox_event(session, "blocklist.changed", BLOCKLIST_PATH, changes=changes)

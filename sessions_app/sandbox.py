@@ -36,6 +36,7 @@ ACTIONS = (
     "outdate",
     "receipts",
     "presence",
+    "block",
 )
 MAX_MEDIA_BYTES = SANDBOX_MEDIA_BYTES
 
@@ -152,12 +153,18 @@ class SandboxPresenceInputSerializer(serializers.Serializer):
     )
 
 
+class SandboxBlockInputSerializer(serializers.Serializer):
+    phone_number = serializers.RegexField(E164, help_text="The contact (E.164).")
+    action = serializers.ChoiceField(["block", "unblock"])
+
+
 SERIALIZERS = {
     "scan": SandboxScanInputSerializer,
     "receive": SandboxReceiveInputSerializer,
     "ban": SandboxBanInputSerializer,
     "receipts": SandboxReceiptsInputSerializer,
     "presence": SandboxPresenceInputSerializer,
+    "block": SandboxBlockInputSerializer,
 }
 
 
@@ -300,5 +307,13 @@ class SandboxPresenceApi(_SandboxControlApi):
     action = "presence"
 
     @_schema("presence", SandboxPresenceInputSerializer, "A contact comes online, or types")
+    def post(self, request: Request, session_id: object) -> Response:
+        return self.control(request, session_id)
+
+
+class SandboxBlockApi(_SandboxControlApi):
+    action = "block"
+
+    @_schema("block", SandboxBlockInputSerializer, "The phone blocks or unblocks a contact")
     def post(self, request: Request, session_id: object) -> Response:
         return self.control(request, session_id)

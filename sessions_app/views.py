@@ -434,3 +434,61 @@ class PresenceSubscribeApi(ApiView):
             )
         calls.session_call(session, "subscribe_presence", chat=jid)
         return Response({"chat": jid, "subscribed": True})
+
+
+# --- Blocking -------------------------------------------------------------------------------------
+
+
+class BlockedSerializer(serializers.Serializer):
+    jid = serializers.CharField(help_text="As WhatsApp keeps it (often a @lid JID).")
+    phone_number = serializers.CharField(help_text='E.164, when the session knows it; or "".')
+
+
+class BlocklistSerializer(serializers.Serializer):
+    blocked = BlockedSerializer(many=True)
+
+
+class BlocklistUpdateInputSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(choices=["block", "unblock"])
+    number = serializers.RegexField(
+        RECIPIENT_PATTERN,
+        max_length=100,
+        help_text="E.164 (+4915123456789) or a user's JID (…@s.whatsapp.net, …@lid).",
+    )
+
+
+class SessionBlocklistApi(ApiView):
+    @extend_schema(
+        operation_id="sessions_blocklist",
+        tags=TAG,
+        responses={200: BlocklistSerializer, **errors(404, 409, 503)},
+        summary="Who the number has blocked",
+        description=PRESENCE_CALL,
+    )
+    def get(self, request: Request, session_id: uuid.UUID) -> Response:
+        session = selectors.session_get(session_id=session_id)
+        blocked = calls.session_call(session, "blocklist")
+        return Response({"blocked": blocked})
+
+    @extend_schema(
+        operation_id="sessions_blocklist_update",
+        tags=TAG,
+        request=BlocklistUpdateInputSerializer,
+        responses={200: BlocklistSerializer, **errors(400, 404, 409, 413, 415, 422, 503)},
+        summary="Block or unblock a contact",
+        description="Answers with the blocklist after the change. 409 `not_on_whatsapp` for a "
+        "number WhatsApp does not know. " + PRESENCE_CALL,
+    )
+    def post(self, request: Request, session_id: uuid.UUID) -> Response:
+        data = BlocklistUpdateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        session = selectors.session_get(session_id=session_id)
+        jid = _chat(data.validated_data["number"])
+        if is_group(jid):
+            raise ApiError(
+                "Groups cannot be blocked; leave them.", code="validation_error", status=422
+            )
+        blocked = calls.session_call(
+            session, "update_blocklist", jid=jid, action=data.validated_data["action"]
+        )
+        return Response({"blocked": blocked})

@@ -2,7 +2,7 @@
 
 - `requests`: what is *wanted* (the API and the admin: create, start, stop, restart, log out,
   migrate, delete); `pairing`: a pairing code, asked of the owning worker and waited for;
-- `presence`: contacts' presence as the owning worker hears it;
+- `presence`: contacts' presence and blocklist changes, as the owning worker hears them;
 - `status`: what is *true* (the owning worker: status changes, failures);
 - `lease`: the lease protocol and the fence every write of a worker goes through;
 - `snapshots`: the encrypted auth-state snapshots; `qr`: the current QR and pairing codes.
@@ -33,7 +33,7 @@ from sessions_app.services.pairing import (
     PairCodeUnavailable,
     session_pair_code,
 )
-from sessions_app.services.presence import presence_announce
+from sessions_app.services.presence import blocklist_announce, presence_announce
 from sessions_app.services.requests import (
     NoWorkerAvailable,
     SessionBeingDeleted,
@@ -57,6 +57,7 @@ __all__ = [
     "PairCodeRateLimited",
     "PairCodeUnavailable",
     "SessionBeingDeleted",
+    "blocklist_announce",
     "fenced",
     "fenced_lock",
     "fenced_update",

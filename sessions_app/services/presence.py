@@ -1,5 +1,6 @@
-"""Contacts' presence, as the owning worker hears it: each change is a `presence.update` event
-in the session's sequence (fenced like every write of the worker)."""
+"""What the owning worker hears about contacts: their presence (`presence.update`) and changes
+of the account's blocklist made on another device (`blocklist.changed`), each an event in the
+session's sequence (fenced like every write of the worker)."""
 
 from __future__ import annotations
 
@@ -39,3 +40,10 @@ def presence_announce(
                 "last_seen": seen,
             },
         )
+
+
+def blocklist_announce(*, session_id: uuid.UUID, epoch: int, changes: list[dict[str, str]]) -> None:
+    """`changes`: {jid, phone_number, action: block|unblock} each."""
+    with transaction.atomic():
+        session = fenced_lock(session_id, epoch)
+        events.blocklist_changed(session, changes)

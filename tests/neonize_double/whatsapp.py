@@ -49,6 +49,7 @@ class Device:
     available: bool = False
     subscribed: set[str] = field(default_factory=set)
     push_name_synced: bool = False  # the first app state sync after pairing carried the name
+    blocked: list[str] = field(default_factory=list)  # the account's blocklist (@lid JIDs)
 
 
 class _Connection(socketserver.StreamRequestHandler):
@@ -249,6 +250,14 @@ class FakeWhatsApp:
             return {"ok": True}
         if op == "ping":
             return {"ok": True}
+        if op == "user_lid":  # a user info query (usync): WhatsApp users have a LID
+            user = request["jid"].partition("@")[0]
+            return {"lid": "" if user.endswith("0000") else self.contact_lid(user)}
+        if op == "blocklist_get":
+            return self._blocklist(device)
+        if op == "blocklist_set":
+            self._block(device, request["jid"], request["action"])
+            return self._blocklist(device)
         if op == "upload":
             data = base64.b64decode(request["data"])
             path = "/v/" + hashlib.sha256(data).hexdigest()
@@ -360,6 +369,44 @@ class FakeWhatsApp:
             "event": base64.b64encode(event.SerializePartialToString()).decode(),
         }
         return self._push(uuid, message, queue=False)  # presence is never replayed later
+
+    @staticmethod
+    def contact_lid(user: str) -> str:
+        """A contact's LID, made up as for devices."""
+        return f"{int(user) + 10**14}@lid"
+
+    @staticmethod
+    def _blocklist(device: Device) -> dict:
+        digest = hashlib.sha256("\n".join(device.blocked).encode()).hexdigest()[:16]
+        return {"dhash": digest, "jids": list(device.blocked)}
+
+    @staticmethod
+    def _block(device: Device, jid: str, action: str) -> None:
+        device.blocked = [j for j in device.blocked if j != jid]
+        if action == "block":
+            device.blocked.append(jid)
+
+    def block_from_phone(self, uuid: str, phone_number: str, action: str) -> None:
+        """The account's phone blocks or unblocks a contact: an account_sync notification with a
+        `<blocklist>` child reaches the device (whatsmeow notification.go handleBlocklist)."""
+        from neonize.proto import Neonize_pb2 as N
+
+        lid = self.contact_lid(phone_number.lstrip("+"))
+        with self._lock:
+            device = self.devices[uuid]
+            previous = self._blocklist(device)["dhash"]
+            self._block(device, lid, action)
+            digest = self._blocklist(device)["dhash"]
+        change = N.BlocklistChange(
+            JID=N.JID(User=lid.partition("@")[0], Server="lid"),
+            BlockAction=N.BlocklistChange.BLOCK if action == "block" else N.BlocklistChange.UNBLOCK,
+        )
+        event = N.BlocklistEvent(
+            Action=N.BlocklistEvent.MODIFY, DHASH=digest, PrevDHash=previous, Changes=[change]
+        )
+        self._push(
+            uuid, {"push": 30, "event": base64.b64encode(event.SerializePartialToString()).decode()}
+        )
 
     def receipt(self, uuid: str, event: Any) -> None:
         """A receipt (neonize's `Receipt` event object) reaches the device."""

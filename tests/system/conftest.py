@@ -126,6 +126,12 @@ class SandboxPhone:
             last_seen=last_seen,
         )
 
+    async def block(self, session_id: str, phone_number: str, action: str) -> None:
+        """The account's phone blocks or unblocks a contact."""
+        await self._engine(session_id).control(
+            session_id, "block_from_phone", phone_number=phone_number, action=action
+        )
+
     def shown(self, session_id: str) -> list[tuple[str, str]]:
         """What the session showed: ("presence", available|unavailable), (chat, state) or
         ("subscribe", contact)."""
@@ -225,6 +231,9 @@ class DoublePhone:
 
     def shown(self, session_id: str) -> list[tuple[str, str]]:
         return [(what, state) for uuid, what, state in self.world.presences if uuid == session_id]
+
+    async def block(self, session_id: str, phone_number: str, action: str) -> None:
+        self.world.block_from_phone(session_id, phone_number, action)
 
     async def drop(self, session_id: str) -> None:
         self.world.drop(session_id)

@@ -444,3 +444,33 @@ async def test_contacts_presence_arrives_while_online_and_only_when_subscribed(s
         (GROUP, "4915100000002@s.whatsapp.net", "recording", None),
     ]
     assert [u["sender_phone"] for u in updates] == [TO, TO, MEMBER]
+
+
+async def test_blocking_from_the_api_and_from_the_phone(system, api) -> None:
+    await system.start_worker()
+    session = await linked(system)
+    url = f"/api/v1/sessions/{session.id}/blocklist"
+    response = await sync_to_async(api.post)(url, {"action": "block", "number": TO}, "json")
+    assert response.status_code == 200, response.json()
+    # WhatsApp keeps a blocked user by its @lid (neonize); the number comes with it.
+    assert [b["phone_number"] for b in response.json()["blocked"]] == [TO]
+    listed = (await sync_to_async(api.get)(url)).json()["blocked"]
+    assert listed == response.json()["blocked"]
+    response = await sync_to_async(api.post)(
+        url, {"action": "block", "number": "+4915100000000"}, "json"
+    )
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "not_on_whatsapp"
+
+    await system.phone.block(str(session.id), TO, "unblock")  # on the phone
+    changes = await until(
+        lambda: WebhookDelivery.objects.filter(
+            session=session, event_type="blocklist.changed"
+        ).first(),
+        what="the blocklist change",
+        timeout=30,
+    )
+    [change] = changes.payload["changes"]
+    assert (change["action"], change["phone_number"]) == ("unblock", TO)
+    assert change["jid"] == listed[0]["jid"]
+    assert (await sync_to_async(api.get)(url)).json() == {"blocked": []}

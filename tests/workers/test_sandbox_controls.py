@@ -147,6 +147,7 @@ async def test_the_sandbox_command_does_the_same(running) -> None:
         ("receipts", {"mode": "sometimes"}, "mode", 400),
         ("ban", {"expire_seconds": 0}, "expire_seconds", 400),
         ("presence", {"from": "+15550002", "state": "dancing"}, "state", 400),
+        ("block", {"phone_number": "+15550002", "action": "mute"}, "action", 400),
         ("presence", {"from": "+15550002", "state": "typing", "group": "1@lid"}, "group", 400),
         ("receive", {"from": "+15550002", "type": "image"}, "media", 422),
         (

@@ -209,6 +209,34 @@ class Presence:
     type: Literal["presence"] = "presence"
 
 
+BlockAction = Literal["block", "unblock"]
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """A blocked contact: its JID as WhatsApp keeps it (often a @lid) and its number when the
+    session knows it."""
+
+    jid: str
+    phone_number: str = ""
+
+
+@dataclass(frozen=True)
+class BlocklistChange:
+    jid: str
+    action: BlockAction
+    phone_number: str = ""
+
+
+@dataclass(frozen=True)
+class BlocklistChanged:
+    """The blocklist changed from another device of the account (the phone)."""
+
+    session_id: str
+    changes: tuple[BlocklistChange, ...]
+    type: Literal["blocklist"] = "blocklist"
+
+
 ReceiptStatus = Literal["delivered", "read", "played"]
 
 
@@ -232,6 +260,7 @@ Event = (
     | MessageReceived
     | Receipt
     | Presence
+    | BlocklistChanged
 )
 
 
@@ -322,6 +351,16 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     async def subscribe_presence(self, session_id: str, chat: str) -> None:
         """Ask for `chat`'s (a user's) online/offline changes: they come as `Presence` events."""
+
+    @abc.abstractmethod
+    async def blocklist(self, session_id: str) -> list[Blocked]:
+        """Who the account has blocked."""
+
+    @abc.abstractmethod
+    async def update_blocklist(
+        self, session_id: str, jid: str, action: BlockAction
+    ) -> list[Blocked]:
+        """Block or unblock `jid` (a user's JID); returns the blocklist after the change."""
 
     @abc.abstractmethod
     async def download(self, session_id: str, media: InboundMedia, into: Path) -> int:

@@ -39,6 +39,10 @@ from pathlib import Path
 
 from gateway.core.jids import is_group, jid_to_phone, jid_user, phone_to_jid
 from workers.engines.base import (
+    BlockAction,
+    Blocked,
+    BlocklistChange,
+    BlocklistChanged,
     ChatState,
     Connected,
     Disconnected,
@@ -135,6 +139,21 @@ class SandboxWorld:
     def _append(directory: Path, event: str, **fields: object) -> None:
         with open(directory / "log.jsonl", "a") as log:
             log.write(json.dumps({"at": time.time(), "event": event, **fields}) + "\n")
+
+    def blocklist(self, session_id: str) -> list[str]:
+        """The account's blocked JIDs (the servers keep them: they outlive every connection)."""
+        with self._locked(session_id) as directory:
+            path = directory / "blocklist.json"
+            return json.loads(path.read_text()) if path.exists() else []
+
+    def block(self, session_id: str, jid: str, action: str) -> list[str]:
+        with self._locked(session_id) as directory:
+            path = directory / "blocklist.json"
+            blocked = json.loads(path.read_text()) if path.exists() else []
+            blocked = [j for j in blocked if j != jid] + ([jid] if action == "block" else [])
+            path.write_text(json.dumps(blocked))
+            self._append(directory, action, jid=jid)
+        return blocked
 
     def log(self, session_id: str, event: str, **fields: object) -> None:
         with self._locked(session_id) as directory:
@@ -512,6 +531,21 @@ class SandboxEngine(Engine):
         session.subscribed.add(chat)
         self.world.log(session_id, "subscribe_presence", chat=chat)
 
+    async def blocklist(self, session_id: str) -> list[Blocked]:
+        self._session(session_id, connected=True)
+        return [Blocked(jid, jid_to_phone(jid)) for jid in self.world.blocklist(session_id)]
+
+    async def update_blocklist(
+        self, session_id: str, jid: str, action: BlockAction
+    ) -> list[Blocked]:
+        self._session(session_id, connected=True)
+        if is_group(jid) or jid_user(jid).endswith(NOT_ON_WHATSAPP_SUFFIX):
+            # whatsmeow UpdateBlocklist needs the user's LID, which WhatsApp knows only for
+            # users on WhatsApp (user.go).
+            raise EngineError(f"no LID found for {jid} from server", code="not_on_whatsapp")
+        blocked = self.world.block(session_id, jid, action)
+        return [Blocked(j, jid_to_phone(j)) for j in blocked]
+
     async def download(self, session_id: str, media: InboundMedia, into: Path) -> int:
         self._session(session_id, connected=True)
         try:
@@ -648,6 +682,18 @@ class SandboxEngine(Engine):
             )
         )
         return True
+
+    async def block_from_phone(
+        self, session_id: str, *, phone_number: str, action: BlockAction
+    ) -> None:
+        """The account's phone blocks or unblocks a contact: the servers tell the session."""
+        self._session(session_id, connected=True)
+        if action not in ("block", "unblock"):
+            raise EngineError(f"unknown action {action!r}", permanent=True, code="bad_request")
+        jid = phone_to_jid(phone_number)
+        self.world.block(session_id, jid, action)
+        change = BlocklistChange(jid=jid, action=action, phone_number=jid_to_phone(jid))
+        self.emit(BlocklistChanged(session_id, changes=(change,)))
 
     async def drop_connection(self, session_id: str) -> None:
         """The network drops; like whatsmeow, the engine reconnects by itself. While linking, the

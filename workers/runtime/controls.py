@@ -51,6 +51,8 @@ async def apply_sandbox_control(engine: SandboxEngine, message: dict) -> None:
             await engine.receipts(session_id, **arguments)
         elif action == "presence":
             await engine.presence(session_id, **arguments)
+        elif action == "block":
+            await engine.block_from_phone(session_id, **arguments)
         else:
             logger.warning("unknown sandbox control %r", action, extra={"session_id": session_id})
     except EngineError as exc:
@@ -66,6 +68,8 @@ CALLS = {
     "set_presence": ("state",),
     "set_chat_presence": ("chat", "state"),
     "subscribe_presence": ("chat",),
+    "blocklist": (),
+    "update_blocklist": ("jid", "action"),
 }
 
 

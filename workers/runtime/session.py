@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import shutil
 import time
@@ -24,6 +25,7 @@ from sessions_app import services as sessions
 from sessions_app.services import qr, snapshots
 from sessions_app.states import SessionStatus
 from workers.engines.base import (
+    BlocklistChanged,
     Connected,
     Disconnected,
     Engine,
@@ -430,6 +432,13 @@ class SessionRunner:
                 state=event.state,
                 last_seen=event.last_seen,
                 sender_phone=event.sender_phone,
+            )
+        elif isinstance(event, BlocklistChanged):
+            await db(
+                sessions.blocklist_announce,
+                session_id=self.id,
+                epoch=self.epoch,
+                changes=[dataclasses.asdict(change) for change in event.changes],
             )
         elif isinstance(event, MessageReceived):
             await self.inbound.receive(event.message)

@@ -48,6 +48,7 @@ from typing import Any
 from .events import INT_TO_EVENT, Event
 from .exc import (
     DownloadError,
+    GetBlocklistError,
     GetJIDFromStoreError,
     IsOnWhatsAppError,
     LogoutError,
@@ -57,6 +58,7 @@ from .exc import (
     SendMessageError,
     SendPresenceError,
     SubscribePresenceError,
+    UpdateBlocklistError,
 )
 from .proto import Neonize_pb2 as neonize_proto
 from .proto.Neonize_pb2 import JID, Device, SendResponse
@@ -159,6 +161,11 @@ class _Store:
     def put_lid(self, lid: str, pn: str) -> None:
         with self._db() as db:
             db.execute("INSERT OR REPLACE INTO whatsmeow_lid_map VALUES (?, ?)", (lid, pn))
+
+    def lid_for_pn(self, pn: str) -> str:
+        with self._db() as db:
+            row = db.execute("SELECT lid FROM whatsmeow_lid_map WHERE pn = ?", (pn,)).fetchone()
+        return row[0] if row else ""
 
     def pn_for_lid(self, lid: str) -> str:
         with self._db() as db:
@@ -407,7 +414,7 @@ class _Go:
             # appstate.go dispatchAppState, `setting_pushName`: Store.PushName, saved.
             self.push_name = message["name"]
             self.store.save(self.jid, self.lid, self.push_name)
-        elif kind in (17, 18, 19, 20):
+        elif kind in (17, 18, 19, 20, 30):
             event = INT_TO_EVENT[kind].FromString(base64.b64decode(message["event"]))
             if kind == 17 and event.Info.MessageSource.SenderAlt.User:
                 source = event.Info.MessageSource
@@ -753,6 +760,44 @@ class NewClient:
         """whatsmeow SubscribePresence (presence.go): `<presence type="subscribe" to=…>`; without
         a privacy token it is sent all the same (only logged)."""
         self._node("subscribe", SubscribePresenceError, jid=Jid2String(jid))
+
+    def _blocklist_of(self, answer: dict) -> Any:
+        """goneonize EncodeBlocklist: DHash and the JIDs (encoder.go)."""
+        return neonize_proto.Blocklist(
+            DHash=answer["dhash"], JIDs=[_jid_proto(jid) for jid in answer["jids"]]
+        )
+
+    def get_blocklist(self) -> Any:
+        """whatsmeow GetBlocklist (user.go): an IQ `blocklist` get; its `<list>` of `<item jid>`
+        (@lid JIDs these days). Errors come in GetBlocklistReturnFunction.Error (PY L3114)."""
+        go = self._connected_go(GetBlocklistError)
+        try:
+            answer = go._rpc("blocklist_get")
+        except (ConnectionError, TimeoutError) as exc:
+            raise GetBlocklistError(str(exc)) from None
+        return self._blocklist_of(answer)
+
+    def update_blocklist(self, jid: JID, action: Any) -> Any:
+        """whatsmeow UpdateBlocklist (user.go): the item is keyed by the user's LID, taken from
+        the store or else from a user info query (which stores the mapping), "no LID found for
+        %s from server" when WhatsApp has none; a block also names the phone number (`pn_jid`).
+        Returns the list the server answers with."""
+        go = self._connected_go(UpdateBlocklistError)
+        target = Jid2String(jid)
+        try:
+            if jid.Server == "s.whatsapp.net":
+                lid_user = go.store.lid_for_pn(jid.User)
+                if not lid_user:
+                    found = go._rpc("user_lid", jid=target)
+                    if not found.get("lid"):
+                        raise UpdateBlocklistError(f"no LID found for {target} from server")
+                    lid_user = found["lid"].partition("@")[0]
+                    go.store.put_lid(lid_user, jid.User)
+                target = f"{lid_user}@lid"
+            answer = go._rpc("blocklist_set", jid=target, action=action.value)
+        except (ConnectionError, TimeoutError) as exc:
+            raise UpdateBlocklistError(str(exc)) from None
+        return self._blocklist_of(answer)
 
     def download_any(self, message: Message, path: str | None = None) -> bytes | None:
         """whatsmeow DownloadAny: only top-level media; the whole file in memory."""

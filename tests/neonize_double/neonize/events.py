@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .proto.Neonize_pb2 import QR as QREv
+from .proto.Neonize_pb2 import BlocklistEvent as BlocklistEv
 from .proto.Neonize_pb2 import ChatPresence as ChatPresenceEv
 from .proto.Neonize_pb2 import ClientOutdated as ClientOutdatedEv
 from .proto.Neonize_pb2 import Connected as ConnectedEv
@@ -47,6 +48,7 @@ EVENT_TO_INT: dict[type, int] = {
     ReceiptEv: 18,
     ChatPresenceEv: 19,
     PresenceEv: 20,
+    BlocklistEv: 30,
 }
 INT_TO_EVENT = {code: event for event, code in EVENT_TO_INT.items()}
 

@@ -43,3 +43,11 @@ class SendPresenceError(NeonizeError):
 
 class SubscribePresenceError(NeonizeError):
     pass
+
+
+class GetBlocklistError(NeonizeError):
+    pass
+
+
+class UpdateBlocklistError(NeonizeError):
+    pass

@@ -291,3 +291,25 @@ def test_chat_presence_in_a_group_names_the_group_and_who(state, media, expected
         "15550002@s.whatsapp.net",
         expected,
     )
+
+
+def test_the_blocklist_names_each_lid_with_its_number_when_known() -> None:
+    blocklist = N.Blocklist(DHash="ab", JIDs=[jid("100015550002", "lid"), jid("15550003")])
+    known = {"100015550002@lid": "15550002@s.whatsapp.net"}
+    blocked = translate.blocked_of(blocklist, lambda lid: known.get(lid, ""))
+    assert [(b.jid, b.phone_number) for b in blocked] == [
+        ("100015550002@lid", "+15550002"),
+        ("15550003@s.whatsapp.net", "+15550003"),
+    ]
+
+
+def test_a_blocklist_change_from_the_phone() -> None:
+    change = N.BlocklistChange(
+        JID=jid("100015550002", "lid"), BlockAction=N.BlocklistChange.UNBLOCK
+    )
+    event = N.BlocklistEvent(Action=N.BlocklistEvent.MODIFY, DHASH="b", Changes=[change])
+    translated = translate.translate_blocklist("s1", event, lambda lid: "")
+    assert translated is not None
+    [only] = translated.changes
+    assert (only.jid, only.action, only.phone_number) == ("100015550002@lid", "unblock", "")
+    assert translate.translate_blocklist("s1", N.BlocklistEvent(DHASH="b")) is None

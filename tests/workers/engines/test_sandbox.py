@@ -451,3 +451,21 @@ async def test_presence_needs_online_and_a_new_connection_forgets_it(
     await engine.drop_connection("s1")
     await next_event(engine, Connected)
     assert not await engine.presence("s1", sender_phone=f"+{TO.partition('@')[0]}", state="typing")
+
+
+async def test_the_blocklist_is_the_account_s_and_outlives_the_connection(
+    engine: SandboxEngine, world: SandboxWorld, tmp_path: Path
+) -> None:
+    await linked(engine, tmp_path / "auth")
+    blocked = await engine.update_blocklist("s1", TO, "block")
+    assert [(b.jid, b.phone_number) for b in blocked] == [(TO, "+15550002")]
+    with pytest.raises(EngineError) as refused:
+        await engine.update_blocklist("s1", "4915100000000@s.whatsapp.net", "block")
+    assert refused.value.code == "not_on_whatsapp"
+    await engine.stop("s1")
+    other = SandboxEngine(world, worker="w2", timings=FAST)  # another worker, the same account
+    await other.start("s1", tmp_path / "auth")
+    await next_event(other, Connected)
+    assert [b.jid for b in await other.blocklist("s1")] == [TO]
+    assert await other.update_blocklist("s1", TO, "unblock") == []
+    await other.close()

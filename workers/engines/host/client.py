@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from workers.engines.base import (
+    BlockAction,
+    Blocked,
     ChatState,
     Disconnected,
     Engine,
@@ -398,6 +400,16 @@ class HostedEngine(Engine):
 
     async def subscribe_presence(self, session_id: str, chat: str) -> None:
         await self._host_of(session_id).call("subscribe_presence", session_id=session_id, chat=chat)
+
+    async def blocklist(self, session_id: str) -> list[Blocked]:
+        return await self._host_of(session_id).call("blocklist", session_id=session_id)
+
+    async def update_blocklist(
+        self, session_id: str, jid: str, action: BlockAction
+    ) -> list[Blocked]:
+        return await self._host_of(session_id).call(
+            "update_blocklist", session_id=session_id, jid=jid, action=action
+        )
 
     async def download(self, session_id: str, media: InboundMedia, into: Path) -> int:
         """The host writes the file itself (same machine): no media bytes cross the pipe."""

@@ -35,6 +35,7 @@ _EVENTS: dict[str, type] = {
         base.MessageReceived,
         base.Receipt,
         base.Presence,
+        base.BlocklistChanged,
     )
 }
 
@@ -78,6 +79,8 @@ def decode_event(data: dict) -> base.Event:
         fields["message"] = decode_inbound(fields["message"])
     if cls is base.Receipt:
         fields["message_ids"] = tuple(fields["message_ids"])
+    if cls is base.BlocklistChanged:
+        fields["changes"] = tuple(base.BlocklistChange(**change) for change in fields["changes"])
     return cls(**fields)
 
 
@@ -98,6 +101,8 @@ def decode_result(op: str, value: Any) -> Any:
         return base.SendResult(**value)
     if op == "check_numbers":
         return [base.NumberCheck(**item) for item in value]
+    if op in ("blocklist", "update_blocklist"):
+        return [base.Blocked(**item) for item in value]
     return value
 
 
@@ -114,6 +119,8 @@ OPS = frozenset(
         "set_presence",
         "set_chat_presence",
         "subscribe_presence",
+        "blocklist",
+        "update_blocklist",
         "download",
         "probe",
     }
@@ -130,6 +137,7 @@ SANDBOX_OPS = frozenset(
         "outdate",
         "receipts",
         "presence",
+        "block_from_phone",
     }
 )
 

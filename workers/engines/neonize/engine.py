@@ -48,6 +48,8 @@ from typing import Any
 
 from gateway.core.jids import jid_to_phone, jid_user
 from workers.engines.base import (
+    BlockAction,
+    Blocked,
     ChatState,
     Connected,
     Disconnected,
@@ -166,6 +168,7 @@ class NeonizeEngine(Engine):
     def _make_client(self, session: _Session) -> Any:
         from neonize.client import NewClient
         from neonize.events import (
+            BlocklistEv,
             ChatPresenceEv,
             ClientOutdatedEv,
             ConnectedEv,
@@ -199,6 +202,7 @@ class NeonizeEngine(Engine):
             ReceiptEv: self._on_receipt,
             PresenceEv: self._on_presence,
             ChatPresenceEv: self._on_chat_presence,
+            BlocklistEv: self._on_blocklist,
         }
         for event_type, handler in handlers.items():
             client.event(event_type)(
@@ -370,7 +374,17 @@ class NeonizeEngine(Engine):
         session = self._sessions.get(session_id)
         if session is None or session.client is None:
             return
-        client = session.client
+        resolve = self._lid_resolver(session.client)
+        try:
+            translated = await self._live(session, translator, session_id, event, resolve)
+        except EngineError:
+            return  # stopped meanwhile: a message comes again on the next connection
+        if translated is not None:
+            self.emit(translated)
+
+    @staticmethod
+    def _lid_resolver(client: Any) -> Callable[[str], str]:
+        """A @lid's phone-number JID from the session's store (call on the neonize thread)."""
 
         def resolve(lid: str) -> str:
             from neonize.proto.Neonize_pb2 import JID
@@ -378,12 +392,7 @@ class NeonizeEngine(Engine):
             user, _, server = lid.partition("@")
             return translate.jid_str(client.get_pn_from_lid(JID(User=user, Server=server)))
 
-        try:
-            translated = await self._live(session, translator, session_id, event, resolve)
-        except EngineError:
-            return  # stopped meanwhile: a message comes again on the next connection
-        if translated is not None:
-            self.emit(translated)
+        return resolve
 
     async def _on_receipt(self, session_id: str, event: Any) -> None:
         receipt = translate.translate_receipt(session_id, event)
@@ -395,6 +404,9 @@ class NeonizeEngine(Engine):
 
     async def _on_chat_presence(self, session_id: str, event: Any) -> None:
         await self._translated(session_id, translate.translate_chat_presence, event)
+
+    async def _on_blocklist(self, session_id: str, event: Any) -> None:
+        await self._translated(session_id, translate.translate_blocklist, event)
 
     async def _on_connection_ended(
         self, session_id: str, session: _Session, error: BaseException | None
@@ -731,6 +743,37 @@ class NeonizeEngine(Engine):
             session.client.subscribe_presence(build_jid(user, server))
 
         await self._checked(subscribe, "presence_failed")
+
+    async def blocklist(self, session_id: str) -> list[Blocked]:
+        session = self._session(session_id, connected=True)
+        resolve = self._lid_resolver(session.client)
+        return await self._checked(
+            lambda: translate.blocked_of(session.client.get_blocklist(), resolve),
+            "blocklist_failed",
+        )
+
+    async def update_blocklist(
+        self, session_id: str, jid: str, action: BlockAction
+    ) -> list[Blocked]:
+        session = self._session(session_id, connected=True)
+        resolve = self._lid_resolver(session.client)
+
+        def update() -> list[Blocked]:
+            from neonize.utils.enum import BlocklistAction
+            from neonize.utils.jid import build_jid
+
+            user, _, server = jid.partition("@")
+            change = BlocklistAction.BLOCK if action == "block" else BlocklistAction.UNBLOCK
+            return translate.blocked_of(
+                session.client.update_blocklist(build_jid(user, server), change), resolve
+            )
+
+        try:
+            return await self._checked(update, "blocklist_failed")
+        except EngineError as exc:
+            if "no LID found" in str(exc):  # whatsmeow user.go: not a WhatsApp user
+                raise EngineError(str(exc), code="not_on_whatsapp") from exc
+            raise
 
     async def download(self, session_id: str, media: InboundMedia, into: Path) -> int:
         session = self._session(session_id, connected=True)

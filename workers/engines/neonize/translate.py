@@ -12,6 +12,10 @@ from collections.abc import Callable
 
 from gateway.core.jids import LID_SERVER, USER_SERVER, jid_to_phone
 from workers.engines.base import (
+    BlockAction,
+    Blocked,
+    BlocklistChange,
+    BlocklistChanged,
     Contact,
     Disconnected,
     InboundMedia,
@@ -208,6 +212,35 @@ def translate_chat_presence(
         state=state,
         sender_phone=sender_phone_of(sender, jid_str(source.SenderAlt), resolve),
     )
+
+
+def blocked_of(blocklist, resolve: Callable[[str], str] | None = None) -> list[Blocked]:
+    """neonize's `Blocklist` (DHash, JIDs; goneonize encoder.go EncodeBlocklist): the JIDs as
+    WhatsApp keeps them, mostly @lid, with the number where the session knows it."""
+    return [
+        Blocked(jid_str(jid), sender_phone_of(jid_str(jid), "", resolve)) for jid in blocklist.JIDs
+    ]
+
+
+# neonize's BlocklistChange.BlockAction (1 BLOCK, 2 UNBLOCK; encoder.go EncodeBlocklistChange).
+BLOCK_ACTIONS: dict[int, BlockAction] = {1: "block", 2: "unblock"}
+
+
+def translate_blocklist(
+    session_id: str, event, resolve: Callable[[str], str] | None = None
+) -> BlocklistChanged | None:
+    """neonize's `BlocklistEvent` (whatsmeow events.Blocklist from an account_sync notification,
+    notification.go handleBlocklist): Action, DHASH, PrevDHash, Changes."""
+    changes = tuple(
+        BlocklistChange(
+            jid=jid_str(change.JID),
+            action=BLOCK_ACTIONS[change.BlockAction],
+            phone_number=sender_phone_of(jid_str(change.JID), "", resolve),
+        )
+        for change in event.Changes
+        if change.BlockAction in BLOCK_ACTIONS
+    )
+    return BlocklistChanged(session_id, changes=changes) if changes else None
 
 
 def translate_logged_out(session_id: str, event) -> LoggedOut:

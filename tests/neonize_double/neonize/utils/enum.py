@@ -30,6 +30,13 @@ class ReceiptType(Enum):
     HISTORY_SYNC = "hist_sync"
 
 
+class BlocklistAction(Enum):
+    """PY utils/enum.py L343-353."""
+
+    BLOCK = "block"
+    UNBLOCK = "unblock"
+
+
 class Presence(Enum):
     """PY utils/enum.py L386-388: the bytes are whatsmeow's types.Presence strings."""
 
