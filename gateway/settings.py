@@ -379,12 +379,14 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     "ENUM_NAME_OVERRIDES": {
-        "SessionStatusEnum": "sessions_app.models.SessionStatus",
-        "WorkerStatusEnum": "workers.models.WorkerStatus",
-        "MessageTypeEnum": "messaging.models.MessageType",
-        "MessageStatusEnum": "messaging.models.MessageStatus",
-        "MessageDirectionEnum": "messaging.models.Direction",
+        "SessionStatusEnum": "sessions_app.states.SessionStatus",
+        "WorkerStatusEnum": "workers.states.WorkerStatus",
+        "MessageTypeEnum": "messaging.states.MessageType",
+        "MessageStatusEnum": "messaging.states.MessageStatus",
+        "MessageDirectionEnum": "messaging.states.Direction",
         "SandboxMessageTypeEnum": "sessions_app.sandbox.SANDBOX_MESSAGE_TYPES",
+        "SandboxActionEnum": "sessions_app.sandbox.ACTIONS",
+        "BlockActionEnum": ["block", "unblock"],
     },
 }
 

@@ -178,6 +178,8 @@ def control_arguments(action: str, data: dict) -> dict:
     values = serializer.validated_data
     if action == "presence":
         return {"sender_phone": values["from"], **{k: v for k, v in values.items() if k != "from"}}
+    if action == "block":  # `action` names the control itself
+        return {"phone_number": values["phone_number"], "change": values["action"]}
     if action != "receive":
         return dict(values)
     arguments = {

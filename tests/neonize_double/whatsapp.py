@@ -165,6 +165,10 @@ class FakeWhatsApp:
     def _login(self, connection: _Connection, request: dict, answer: dict) -> None:
         uuid, jid = request["uuid"], request.get("jid") or ""
         device = self.devices.setdefault(uuid, Device(uuid))
+        if not jid and device.removed:
+            # A store without a device pairs anew (whatsmeow shows QR codes): for the servers a
+            # new device, whatever was unlinked before under this client.
+            device = self.devices[uuid] = Device(uuid)
         connection.uuid = uuid
         self.logins.append((uuid, jid or "qr", time.monotonic()))
         if jid and jid != device.jid:

@@ -129,7 +129,7 @@ class SandboxPhone:
     async def block(self, session_id: str, phone_number: str, action: str) -> None:
         """The account's phone blocks or unblocks a contact."""
         await self._engine(session_id).control(
-            session_id, "block_from_phone", phone_number=phone_number, action=action
+            session_id, "block_from_phone", phone_number=phone_number, change=action
         )
 
     def shown(self, session_id: str) -> list[tuple[str, str]]:

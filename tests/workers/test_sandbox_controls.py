@@ -20,6 +20,7 @@ from rest_framework.test import APIClient
 from sessions_app.services.calls import control_group
 from tests.workers.engines.test_sandbox import FAST, next_event
 from workers.engines.base import (
+    BlocklistChanged,
     Connected,
     Disconnected,
     MessageReceived,
@@ -105,6 +106,10 @@ async def test_the_api_drives_the_simulated_phone(running, api: APIClient, tmp_p
     await post(api, session, "presence", {"from": "+15550002", "state": "recording"})
     presence = await next_event(engine, Presence)
     assert (presence.chat, presence.state) == ("15550002@s.whatsapp.net", "recording")
+    response = await post(api, session, "block", {"phone_number": "+15550002", "action": "block"})
+    assert response.status_code == 202, response.json()
+    [change] = (await next_event(engine, BlocklistChanged)).changes
+    assert (change.jid, change.action) == ("15550002@s.whatsapp.net", "block")
     await post(api, session, "replace")
     assert isinstance(await next_event(engine, StreamReplaced), StreamReplaced)
     assert engine.status(str(session.id)) == "stopped"  # the frozen connection is gone

@@ -684,16 +684,17 @@ class SandboxEngine(Engine):
         return True
 
     async def block_from_phone(
-        self, session_id: str, *, phone_number: str, action: BlockAction
+        self, session_id: str, *, phone_number: str, change: BlockAction
     ) -> None:
-        """The account's phone blocks or unblocks a contact: the servers tell the session."""
+        """The account's phone blocks or unblocks (`change`) a contact: the servers tell the
+        session."""
         self._session(session_id, connected=True)
-        if action not in ("block", "unblock"):
-            raise EngineError(f"unknown action {action!r}", permanent=True, code="bad_request")
+        if change not in ("block", "unblock"):
+            raise EngineError(f"unknown change {change!r}", permanent=True, code="bad_request")
         jid = phone_to_jid(phone_number)
-        self.world.block(session_id, jid, action)
-        change = BlocklistChange(jid=jid, action=action, phone_number=jid_to_phone(jid))
-        self.emit(BlocklistChanged(session_id, changes=(change,)))
+        self.world.block(session_id, jid, change)
+        changed = BlocklistChange(jid=jid, action=change, phone_number=jid_to_phone(jid))
+        self.emit(BlocklistChanged(session_id, changes=(changed,)))
 
     async def drop_connection(self, session_id: str) -> None:
         """The network drops; like whatsmeow, the engine reconnects by itself. While linking, the
