@@ -58,4 +58,6 @@ async def start_worker(tmp_path: Path, world: SandboxWorld):
     yield start
     for runtime, task in running:
         runtime.stop.set()
-        await asyncio.wait_for(task, 20)
+        # A bound for the cleanup, not a speed check: a stop may wait for an engine's thread
+        # (NEONIZE_STOP_WAIT) and a host's exit (10 s) on a loaded machine.
+        await asyncio.wait_for(task, 60)
