@@ -95,7 +95,9 @@ class SandboxMediaInputSerializer(serializers.Serializer):
 
 class SandboxReceiveInputSerializer(serializers.Serializer):
     # `from` is a Python keyword, so the field is declared through the class namespace.
-    locals()["from"] = serializers.RegexField(E164, help_text="Who sends it (E.164).")
+    locals()["from"] = serializers.RegexField(
+        E164, source="sender_phone", help_text="Who sends it (E.164)."
+    )
     type = serializers.ChoiceField(SANDBOX_MESSAGE_TYPES, default="text")
     text = serializers.CharField(
         max_length=4096, required=False, default="", help_text="The text, or the caption of media."
@@ -135,7 +137,9 @@ class SandboxReceiptsInputSerializer(serializers.Serializer):
 
 
 class SandboxPresenceInputSerializer(serializers.Serializer):
-    locals()["from"] = serializers.RegexField(E164, help_text="The contact (E.164).")
+    locals()["from"] = serializers.RegexField(
+        E164, source="sender_phone", help_text="The contact (E.164)."
+    )
     state = serializers.ChoiceField(
         PRESENCE_STATES,
         help_text="available/unavailable: online or offline (reaches the session only when it "
@@ -155,7 +159,8 @@ class SandboxPresenceInputSerializer(serializers.Serializer):
 
 class SandboxBlockInputSerializer(serializers.Serializer):
     phone_number = serializers.RegexField(E164, help_text="The contact (E.164).")
-    action = serializers.ChoiceField(["block", "unblock"])
+    # `change` for the engine: `action` names the control itself.
+    action = serializers.ChoiceField(["block", "unblock"], source="change")
 
 
 SERIALIZERS = {
@@ -169,27 +174,14 @@ SERIALIZERS = {
 
 
 def control_arguments(action: str, data: dict) -> dict:
-    """Validated API input → the engine's keyword arguments."""
+    """Validated API input → the engine's keyword arguments (the fields' `source` names them)."""
     serializer_class = SERIALIZERS.get(action)
     if serializer_class is None:
         return {}
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     values = serializer.validated_data
-    if action == "presence":
-        return {"sender_phone": values["from"], **{k: v for k, v in values.items() if k != "from"}}
-    if action == "block":  # `action` names the control itself
-        return {"phone_number": values["phone_number"], "change": values["action"]}
-    if action != "receive":
-        return dict(values)
-    arguments = {
-        "sender_phone": values["from"],
-        "type": values["type"],
-        "text": values["text"],
-        "as_lid": values["as_lid"],
-        "resolvable": values["resolvable"],
-        "from_me": values["from_me"],
-    }
+    arguments = {name: value for name, value in values.items() if name != "media"}
     if "media" in values:
         arguments.update(
             media_base64=values["media"]["data"],

@@ -331,7 +331,8 @@ CHAT = OpenApiParameter(
     description="The chat: an E.164 number (+4915123456789) or a JID (…@s.whatsapp.net, …@lid, "
     "…@g.us).",
 )
-PRESENCE_CALL = (
+# What every call through the session's worker (presence, blocklist) may answer.
+SESSION_CALL = (
     "Through the worker running the session (waiting up to `WORKER_CALL_SECONDS`): 409 "
     "`session_not_running` when the session is not connected, 503 `session_unavailable` when "
     "its worker does not answer, 409 with the engine's code (e.g. `presence_failed`) when "
@@ -377,7 +378,7 @@ class SessionPresenceApi(ApiView):
         responses={200: PresenceInputSerializer, **errors(400, 404, 409, 413, 415, 422, 503)},
         summary="Show the number online or offline",
         description="Online (`available`) is also what makes WhatsApp send contacts' online "
-        "status to subscribers (`POST …/presence/{chat}/subscribe`). " + PRESENCE_CALL,
+        "status to subscribers (`POST …/presence/{chat}/subscribe`). " + SESSION_CALL,
     )
     def post(self, request: Request, session_id: uuid.UUID) -> Response:
         data = PresenceInputSerializer(data=request.data)
@@ -398,7 +399,7 @@ class ChatPresenceApi(ApiView):
             **errors(400, 404, 409, 413, 415, 422, 503),
         },
         summary="Show typing or recording in a chat",
-        description="What the chat sees until `paused` (or a message is sent). " + PRESENCE_CALL,
+        description="What the chat sees until `paused` (or a message is sent). " + SESSION_CALL,
     )
     def post(self, request: Request, session_id: uuid.UUID, chat: str) -> Response:
         data = ChatPresenceInputSerializer(data=request.data)
@@ -421,7 +422,7 @@ class PresenceSubscribeApi(ApiView):
         "arrive as `presence.update` webhooks while the session shows itself online; typing and "
         "recording in chats arrive without subscribing (also only while online). WhatsApp keeps "
         "neither across connections: subscribe, and show the number online, again after each "
-        "`connected`. " + PRESENCE_CALL,
+        "`connected`. " + SESSION_CALL,
     )
     def post(self, request: Request, session_id: uuid.UUID, chat: str) -> Response:
         session = selectors.session_get(session_id=session_id)
@@ -463,7 +464,7 @@ class SessionBlocklistApi(ApiView):
         tags=TAG,
         responses={200: BlocklistSerializer, **errors(404, 409, 503)},
         summary="Who the number has blocked",
-        description=PRESENCE_CALL,
+        description=SESSION_CALL,
     )
     def get(self, request: Request, session_id: uuid.UUID) -> Response:
         session = selectors.session_get(session_id=session_id)
@@ -477,7 +478,7 @@ class SessionBlocklistApi(ApiView):
         responses={200: BlocklistSerializer, **errors(400, 404, 409, 413, 415, 422, 503)},
         summary="Block or unblock a contact",
         description="Answers with the blocklist after the change. 409 `not_on_whatsapp` for a "
-        "number WhatsApp does not know. " + PRESENCE_CALL,
+        "number WhatsApp does not know. " + SESSION_CALL,
     )
     def post(self, request: Request, session_id: uuid.UUID) -> Response:
         data = BlocklistUpdateInputSerializer(data=request.data)

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from gateway.core.errors import Conflict, ServiceUnavailable
+from sessions_app.states import SessionStatus
 
 
 def control_group(session_id: object) -> str:
@@ -82,6 +83,6 @@ class SessionNotConnected(Conflict):
 def session_call(session: Any, method: str, **arguments: Any) -> Any:
     """`call_or_raise` for a session that must be connected to answer (presence, …): 409
     `session_not_running` at once when it is not."""
-    if session.status != "connected":
+    if session.status != SessionStatus.CONNECTED:
         raise SessionNotConnected(f"The session is {session.status}; it must be connected.")
     return call_or_raise(session.pk, method, **arguments)
