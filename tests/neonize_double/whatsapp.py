@@ -165,16 +165,14 @@ class FakeWhatsApp:
     def _login(self, connection: _Connection, request: dict, answer: dict) -> None:
         uuid, jid = request["uuid"], request.get("jid") or ""
         device = self.devices.setdefault(uuid, Device(uuid))
-        if not jid and device.removed:
-            # A store without a device pairs anew (whatsmeow shows QR codes): for the servers a
-            # new device, whatever was unlinked before under this client.
-            device = self.devices[uuid] = Device(uuid)
         connection.uuid = uuid
         self.logins.append((uuid, jid or "qr", time.monotonic()))
         if jid and jid != device.jid:
             device = self.devices[uuid] = Device(uuid)  # a store the servers never linked
             answer |= {"ok": False, "failure": 401}
-        elif device.removed:
+        elif device.removed and jid:
+            # The unlinked device's credentials are refused; a store without a device pairs anew
+            # (whatsmeow shows QR codes), and the record stays unlinked until a phone scans.
             answer |= {"ok": False, "failure": 401}
         elif device.ban is not None:
             answer |= {"ok": False, "failure": 402, "code": device.ban[0], "expire": device.ban[1]}
