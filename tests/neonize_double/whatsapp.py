@@ -20,6 +20,8 @@ import hashlib
 import itertools
 import json
 import secrets
+import select
+import socket
 import socketserver
 import threading
 import time
@@ -81,6 +83,23 @@ class _Connection(socketserver.StreamRequestHandler):
         except (OSError, ValueError):  # the connection is gone (ValueError: its file is closed)
             return False
 
+    def hung_up(self, wait: float = 0.0) -> bool:
+        """Whether the client closed its end, watching up to `wait` seconds for it."""
+        deadline = time.monotonic() + wait
+        while True:
+            remaining = deadline - time.monotonic()
+            readable, _, _ = select.select([self.request], [], [], max(0.0, remaining))
+            if readable:
+                try:
+                    if self.request.recv(1, socket.MSG_PEEK) == b"":
+                        return True
+                except OSError:
+                    return True
+                time.sleep(max(0.0, deadline - time.monotonic()))  # data, not a hang-up
+                return False
+            if remaining <= 0:
+                return False
+
     def close(self) -> None:
         try:
             self.request.shutdown(2)
@@ -107,6 +126,9 @@ class FakeWhatsApp:
         self.lids: dict[str, str] = {}  # lid user → phone user
         self.pair_codes: dict[str, str] = {}  # uuid → the phone the code was asked for
         self.logins: list[tuple[str, str, float]] = []  # (uuid, "qr" | jid, when)
+        # uuids whose login reached the servers; of those, whose client hung up before the answer
+        self.dialled: list[str] = []
+        self.abandoned: list[str] = []
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._server = _Server(str(self.socket_path), _Connection)
@@ -138,8 +160,19 @@ class FakeWhatsApp:
     def _request(self, connection: _Connection, request: dict) -> None:
         op = request.get("op")
         answer: dict[str, Any] = {"res": request.get("req")}
-        if op == "login" and self.handshake_delay:
-            time.sleep(self.handshake_delay)  # a slow network: the handshake takes this long
+        # The handshake takes `handshake_delay` (a slow network). A client that hangs up first
+        # never sends its ClientFinish, which carries the device's credentials (WM handshake.go
+        # doHandshake): the servers cannot tie that socket to the device, so it replaces no
+        # other connection of it.
+        if op == "login":
+            with self._changed:
+                self.dialled.append(request["uuid"])
+                self._changed.notify_all()
+        if op == "login" and connection.hung_up(wait=self.handshake_delay):
+            with self._changed:
+                self.abandoned.append(request["uuid"])
+                self._changed.notify_all()
+            return
         with self._changed:
             if op == "login":
                 self._login(connection, request, answer)

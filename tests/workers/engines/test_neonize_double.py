@@ -177,6 +177,28 @@ async def test_another_connection_taking_over_is_stream_replaced(engine, world, 
     assert (await next_event_of(engine, StreamReplaced, "s1")).session_id == "s1"
 
 
+async def test_a_login_abandoned_mid_handshake_takes_over_no_connection(world, tmp_path) -> None:
+    # A worker stops a session while its slow handshake is under way and another one starts it:
+    # the first socket never finishes logging in, so the second connection is not replaced.
+    first, second = neonize_engine(world), neonize_engine(world)
+    try:
+        await link(first, world, tmp_path / "s1")
+        await first.stop("s1")
+        world.handshake_delay, dialled = 1.0, len(world.dialled)
+        await first.start("s1", tmp_path / "s1")
+        await asyncio.to_thread(world.wait, lambda: len(world.dialled) > dialled, 10, "a login")
+        await first.stop("s1")
+        world.handshake_delay = 0.0
+        await second.start("s1", tmp_path / "s1")
+        await next_event_of(second, Connected, "s1")
+        await asyncio.to_thread(world.wait, lambda: "s1" in world.abandoned, 10, "abandoned")
+        await second.send("s1", OutboundMessage(id="m", to=TO, type="text", text="still here"))
+        assert world.received(TO)[-1]["from"] == "15550123@s.whatsapp.net"
+    finally:
+        await first.close()
+        await second.close()
+
+
 def sent_message(world: FakeWhatsApp, to: str, index: int = -1):
     """The WhatsApp message (neonize's protobuf) a phone got."""
     from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
