@@ -117,6 +117,7 @@ INSTALLED_APPS = [
     "workers",
     "sessions_app",
     "messaging",
+    "groups",
 ]
 
 MIDDLEWARE = [
@@ -409,6 +410,13 @@ WORKER_CALL_SECONDS = env_int("WORKER_CALL_SECONDS", 15, minimum=1, maximum=120)
 # Pairing codes per session and per phone number (API, link page and admin alike): asking
 # WhatsApp for codes in bulk gets numbers banned.
 PAIR_CODE_RATE = env_rate("PAIR_CODE_RATE", "5/h")
+# Per session (WhatsApp judges the number): creating groups and adding participants in bulk get
+# numbers banned; "off" lifts a limit.
+GROUP_CREATE_RATE = env_rate("GROUP_CREATE_RATE", "10/h")
+GROUP_ADD_RATE = env_rate("GROUP_ADD_RATE", "30/h")
+CONTACT_LOOKUP_RATE = env_rate("CONTACT_LOOKUP_RATE", "30/min")
+# Group, profile and contact pictures, as uploaded (they are made 640 px JPEGs for WhatsApp).
+PICTURE_MAX_BYTES = env_int("PICTURE_MAX_BYTES", 5 * 1024 * 1024, minimum=1024)
 # Crash tests only (gateway/core/failpoints.py): "name=exit,…"; off unless set.
 GATEWAY_FAILPOINTS = dict(
     item.partition("=")[::2] for item in env_list("GATEWAY_FAILPOINTS") if item.endswith("=exit")

@@ -7,6 +7,7 @@ from drf_spectacular.views import (
 )
 
 from gateway import health, metrics
+from groups import views as group_views
 from messaging import views as message_views
 from sessions_app import link, sandbox
 from sessions_app import views as session_views
@@ -52,6 +53,30 @@ api_v1 = [
     path("sessions/<uuid:session_id>/check-numbers", message_views.CheckNumbersApi.as_view()),
     path("sessions/<uuid:session_id>/presence", session_views.SessionPresenceApi.as_view()),
     path("sessions/<uuid:session_id>/blocklist", session_views.SessionBlocklistApi.as_view()),
+    path("sessions/<uuid:session_id>/contacts/<str:contact>", session_views.ContactApi.as_view()),
+    path("sessions/<uuid:session_id>/lids/<str:lid>", session_views.LidApi.as_view()),
+    path("sessions/<uuid:session_id>/profile", session_views.ProfileApi.as_view()),
+    path("sessions/<uuid:session_id>/profile/picture", session_views.ProfilePictureApi.as_view()),
+    path("sessions/<uuid:session_id>/groups", group_views.GroupListCreateApi.as_view()),
+    path("sessions/<uuid:session_id>/groups/join", group_views.GroupJoinApi.as_view()),
+    path("sessions/<uuid:session_id>/groups/<str:jid>", group_views.GroupDetailApi.as_view()),
+    path(
+        "sessions/<uuid:session_id>/groups/<str:jid>/picture",
+        group_views.GroupPictureApi.as_view(),
+    ),
+    path(
+        "sessions/<uuid:session_id>/groups/<str:jid>/participants",
+        group_views.GroupParticipantsApi.as_view(),
+    ),
+    path(
+        "sessions/<uuid:session_id>/groups/<str:jid>/invite-link",
+        group_views.GroupInviteLinkApi.as_view(),
+    ),
+    path(
+        "sessions/<uuid:session_id>/groups/<str:jid>/invite-link/revoke",
+        group_views.GroupInviteRevokeApi.as_view(),
+    ),
+    path("sessions/<uuid:session_id>/groups/<str:jid>/leave", group_views.GroupLeaveApi.as_view()),
     path(
         "sessions/<uuid:session_id>/presence/<str:chat>/subscribe",
         session_views.PresenceSubscribeApi.as_view(),
@@ -72,6 +97,7 @@ api_v1 = [
     path("sandbox/sessions/<uuid:session_id>/receipts", sandbox.SandboxReceiptsApi.as_view()),
     path("sandbox/sessions/<uuid:session_id>/presence", sandbox.SandboxPresenceApi.as_view()),
     path("sandbox/sessions/<uuid:session_id>/block", sandbox.SandboxBlockApi.as_view()),
+    path("sandbox/sessions/<uuid:session_id>/group-event", sandbox.SandboxGroupEventApi.as_view()),
     path("workers", worker_views.WorkerListApi.as_view(), name="worker-list"),
     path("workers/<uuid:worker_id>", worker_views.WorkerDetailApi.as_view(), name="worker-detail"),
     path("workers/<uuid:worker_id>/drain", worker_views.WorkerDrainApi.as_view()),

@@ -74,9 +74,23 @@ class MessageFieldsSerializer(serializers.Serializer):
         allow_blank=True,
         help_text="An emoji; '' removes.",
     )
+    mentions = serializers.ListField(
+        child=serializers.RegexField(RECIPIENT_PATTERN, max_length=100),
+        required=False,
+        default=list,
+        max_length=1024,
+        help_text="Users mentioned in the text or caption (E.164 or their JIDs); write them as "
+        "`@<number>` in it, as WhatsApp shows them.",
+    )
 
     def validate_to(self, value: str) -> str:
         return _jid(value)
+
+    def validate_mentions(self, value: list[str]) -> list[str]:
+        jids = [_jid(item) for item in value]
+        if any(jid.endswith("@g.us") for jid in jids):
+            raise serializers.ValidationError("Only users can be mentioned.")
+        return list(dict.fromkeys(jids))
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         kind = attrs["type"]
@@ -97,6 +111,8 @@ class MessageFieldsSerializer(serializers.Serializer):
             errors["location"] = "A location needs `location`."
         if kind == "contact" and "contact" not in attrs:
             errors["contact"] = "A contact needs `contact`."
+        if attrs["mentions"] and kind not in ("text", *CAPTIONED):
+            errors["mentions"] = f"A {kind} has no text to mention anyone in."
         if kind == "reaction" and not attrs["reply_to"]:
             errors["reply_to"] = "A reaction needs `reply_to`: the message reacted to."
         if errors:
@@ -137,6 +153,9 @@ class MessageOutputSerializer(serializers.ModelSerializer):
     location = serializers.JSONField(source="payload.location", default=None)
     contact = serializers.JSONField(source="payload.contact", default=None)
     reaction = serializers.CharField(source="payload.reaction", default=None)
+    mentions = serializers.ListField(
+        child=serializers.CharField(), source="payload.mentions", default=list
+    )
 
     class Meta:
         model = Message
@@ -153,6 +172,7 @@ class MessageOutputSerializer(serializers.ModelSerializer):
             "location",
             "contact",
             "reaction",
+            "mentions",
             "reply_to",
             "media",
             "wa_message_id",

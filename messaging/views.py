@@ -51,7 +51,8 @@ IDEMPOTENCY_KEY = OpenApiParameter(
 
 def _fingerprint(data: dict[str, Any], file_digest: str) -> str:
     """What identifies a request for Idempotency-Key: its validated fields and the file's hash."""
-    canonical = {k: v for k, v in data.items() if k != "file"}
+    # Fields left at their empty default do not count (keys sent before they existed still match).
+    canonical = {k: v for k, v in data.items() if k != "file" and not (k == "mentions" and not v)}
     canonical["file_sha256"] = file_digest
     return hashlib.sha256(json.dumps(canonical, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -133,7 +134,8 @@ class SessionMessagesApi(ListApiView):
             caption=v["caption"],
             reply_to=v["reply_to"],
             payload={k: v[k] for k in ("location", "contact") if k in v}
-            | ({"reaction": v["reaction"]} if v["type"] == "reaction" else {}),
+            | ({"reaction": v["reaction"]} if v["type"] == "reaction" else {})
+            | ({"mentions": v["mentions"]} if v["mentions"] else {}),
             upload=upload,
             media_url=v.get("media", {}).get("url", ""),
             filename=v["filename"],

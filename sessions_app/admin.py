@@ -63,6 +63,7 @@ class SessionAdmin(admin.ModelAdmin):
         "jid",
         "push_name",
         "linked_at",
+        "groups_link",
         "worker",
         "lease_expires_at",
         "lease_epoch",
@@ -88,6 +89,7 @@ class SessionAdmin(admin.ModelAdmin):
                     "jid",
                     "push_name",
                     "linked_at",
+                    "groups_link",
                 ]
             },
         ),
@@ -128,6 +130,14 @@ class SessionAdmin(admin.ModelAdmin):
             session.pk,
             session.worker.name if session.worker else "-",
         )
+
+    @admin.display(description="groups")
+    def groups_link(self, session: Session):
+        """The groups the number is in (the groups app's cache), listed in their own admin."""
+        url = reverse("admin:groups_group_changelist")
+        count = session.groups.count()
+        noun = "group" if count == 1 else "groups"
+        return format_html('<a href="{}?session__exact={}">{} {}</a>', url, session.pk, count, noun)
 
     @admin.display(description="last change", ordering="status_changed_at")
     def last_change(self, session: Session):

@@ -37,6 +37,7 @@ ACTIONS = (
     "receipts",
     "presence",
     "block",
+    "group_event",
 )
 MAX_MEDIA_BYTES = SANDBOX_MEDIA_BYTES
 
@@ -163,6 +164,48 @@ class SandboxBlockInputSerializer(serializers.Serializer):
     action = serializers.ChoiceField(["block", "unblock"], source="change")
 
 
+# What a group's other members can do (the sandbox engine's GROUP_EVENTS; a test holds them equal).
+GROUP_EVENTS = (
+    "join",
+    "leave",
+    "add",
+    "remove",
+    "promote",
+    "demote",
+    "subject",
+    "description",
+    "announce",
+    "locked",
+)
+
+
+class SandboxGroupEventInputSerializer(serializers.Serializer):
+    group = serializers.RegexField(r"^[0-9]+(-[0-9]+)?@g\.us$", help_text="The group's JID.")
+    # `event` for the engine: `action` names the control itself.
+    action = serializers.ChoiceField(
+        GROUP_EVENTS,
+        source="event",
+        help_text="join: `by` adds the session's number to `group` (created, with subject "
+        "`value`, when it does not exist); leave: `participant` leaves; add, remove, promote, "
+        "demote: `by` does it to `participant` (who may be the session's own number); subject, "
+        "description: `by` sets it to `value`; announce, locked: `by` sets it to `value` "
+        "(true/false).",
+    )
+    participant = serializers.RegexField(E164, required=False, default="")
+    by = serializers.RegexField(E164, required=False, default="")
+    value = serializers.CharField(max_length=2048, required=False, default="", allow_blank=True)
+
+    def validate(self, attrs: dict) -> dict:
+        needs = {"leave": "participant", "join": "by"}
+        needs |= dict.fromkeys(("add", "remove", "promote", "demote"), "participant")
+        field = needs.get(attrs["event"])
+        if field and not attrs[field]:
+            raise serializers.ValidationError({field: f"{attrs['event']} needs `{field}`."})
+        if attrs["event"] in ("announce", "locked") and attrs["value"] not in ("true", "false"):
+            raise serializers.ValidationError({"value": "true or false."})
+        return attrs
+
+
 SERIALIZERS = {
     "scan": SandboxScanInputSerializer,
     "receive": SandboxReceiveInputSerializer,
@@ -170,6 +213,7 @@ SERIALIZERS = {
     "receipts": SandboxReceiptsInputSerializer,
     "presence": SandboxPresenceInputSerializer,
     "block": SandboxBlockInputSerializer,
+    "group_event": SandboxGroupEventInputSerializer,
 }
 
 
@@ -309,5 +353,13 @@ class SandboxBlockApi(_SandboxControlApi):
     action = "block"
 
     @_schema("block", SandboxBlockInputSerializer, "The phone blocks or unblocks a contact")
+    def post(self, request: Request, session_id: object) -> Response:
+        return self.control(request, session_id)
+
+
+class SandboxGroupEventApi(_SandboxControlApi):
+    action = "group_event"
+
+    @_schema("group_event", SandboxGroupEventInputSerializer, "A group's other members act")
     def post(self, request: Request, session_id: object) -> Response:
         return self.control(request, session_id)

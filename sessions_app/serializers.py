@@ -97,3 +97,13 @@ class SessionMigrateInputSerializer(serializers.Serializer):
         default=None,
         help_text="The worker to move to; by default the least loaded other active worker.",
     )
+
+
+class PictureInputSerializer(serializers.Serializer):
+    """A profile or group picture, uploaded."""
+
+    file = serializers.FileField(help_text="A JPEG or PNG; made a square 640 px JPEG.")
+
+
+class PictureSerializer(serializers.Serializer):
+    picture_id = serializers.CharField(help_text="WhatsApp's id of the new picture.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -13,6 +14,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
+from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -20,9 +22,13 @@ from gateway.core.api import ApiView, ListApiView
 from gateway.core.errors import ApiError
 from gateway.core.jids import RECIPIENT_PATTERN, is_group, recipient_jid
 from gateway.core.openapi import errors
+from gateway.core.pictures import picture_jpeg
+from gateway.core.throttling import rate_or_raise
 from sessions_app import selectors, services
 from sessions_app.models import Session
 from sessions_app.serializers import (
+    PictureInputSerializer,
+    PictureSerializer,
     SessionCreateInputSerializer,
     SessionFilterSerializer,
     SessionMigrateInputSerializer,
@@ -493,3 +499,139 @@ class SessionBlocklistApi(ApiView):
             session, "update_blocklist", jid=jid, action=data.validated_data["action"]
         )
         return Response({"blocked": blocked})
+
+
+# --- Contacts and the profile ---------------------------------------------------------------------
+
+
+class ContactOutputSerializer(serializers.Serializer):
+    jid = serializers.CharField(help_text="The number's JID when known, else the @lid.")
+    lid = serializers.CharField(help_text='The @lid WhatsApp hides the number behind, or "".')
+    phone_number = serializers.CharField(help_text='E.164 when known, else "".')
+    on_whatsapp = serializers.BooleanField()
+    push_name = serializers.CharField(help_text="The name they chose, as the session knows it.")
+    about = serializers.CharField()
+    picture_url = serializers.CharField(allow_null=True, help_text="Null: none, or hidden.")
+    is_business = serializers.BooleanField()
+
+
+class LidOutputSerializer(serializers.Serializer):
+    lid = serializers.CharField()
+    phone_number = serializers.CharField()
+
+
+class ProfileOutputSerializer(serializers.Serializer):
+    jid = serializers.CharField()
+    phone_number = serializers.CharField()
+    name = serializers.CharField(help_text="The push name contacts see.")
+    about = serializers.CharField()
+    picture_url = serializers.CharField(allow_null=True)
+
+
+class ProfileUpdateInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=25, required=False, help_text="WhatsApp allows 25.")
+    about = serializers.CharField(
+        max_length=139, required=False, allow_blank=True, help_text="WhatsApp allows 139."
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        if not attrs:
+            raise serializers.ValidationError("Give `name`, `about` or both.")
+        return attrs
+
+
+class ContactApi(ApiView):
+    @extend_schema(
+        operation_id="sessions_contact",
+        tags=TAG,
+        parameters=[
+            OpenApiParameter(
+                "contact",
+                OpenApiTypes.STR,
+                OpenApiParameter.PATH,
+                description="E.164 (+4915123456789) or a user's JID (…@s.whatsapp.net, …@lid).",
+            )
+        ],
+        responses={200: ContactOutputSerializer, **errors(404, 409, 422, 429, 503)},
+        summary="Look a contact up",
+        description="Whether they are on WhatsApp, their @lid and number, name, about text, "
+        "picture and whether they are a business: queries to WhatsApp, so at most "
+        "`CONTACT_LOOKUP_RATE` per session. " + SESSION_CALL,
+    )
+    def get(self, request: Request, session_id: uuid.UUID, contact: str) -> Response:
+        session = selectors.session_get(session_id=session_id)
+        jid = _chat(contact)
+        if is_group(jid):
+            raise ApiError("Groups are under …/groups.", code="validation_error", status=422)
+        rate_or_raise(
+            f"contact_lookup:session:{session.pk}",
+            settings.CONTACT_LOOKUP_RATE,
+            "Too many contact lookups for this session.",
+        )
+        return Response(calls.session_call(session, "contact", jid=jid))
+
+
+class LidApi(ApiView):
+    @extend_schema(
+        operation_id="sessions_lid",
+        tags=TAG,
+        responses={200: LidOutputSerializer, **errors(404, 409, 422, 503)},
+        summary="The phone number behind a @lid",
+        description="As the session knows it (from messages, groups and lookups); 404 "
+        "`lid_unknown` when WhatsApp has not told it. " + SESSION_CALL,
+    )
+    def get(self, request: Request, session_id: uuid.UUID, lid: str) -> Response:
+        if not re.fullmatch(r"[0-9]{1,30}@lid", lid):
+            raise ApiError(f"{lid!r} is not a @lid JID.", code="validation_error", status=422)
+        session = selectors.session_get(session_id=session_id)
+        phone = calls.session_call(session, "phone_of_lid", lid=lid)
+        if not phone:
+            raise ApiError(
+                "The session does not know this @lid's number.", code="lid_unknown", status=404
+            )
+        return Response({"lid": lid, "phone_number": phone})
+
+
+class ProfileApi(ApiView):
+    @extend_schema(
+        operation_id="sessions_profile",
+        tags=TAG,
+        responses={200: ProfileOutputSerializer, **errors(404, 409, 503)},
+        summary="The linked number's profile",
+        description=SESSION_CALL,
+    )
+    def get(self, request: Request, session_id: uuid.UUID) -> Response:
+        session = selectors.session_get(session_id=session_id)
+        return Response(calls.session_call(session, "profile"))
+
+    @extend_schema(
+        operation_id="sessions_profile_update",
+        tags=TAG,
+        request=ProfileUpdateInputSerializer,
+        responses={200: ProfileOutputSerializer, **errors(400, 404, 409, 413, 415, 422, 503)},
+        summary="Set the number's name and about text",
+        description=SESSION_CALL,
+    )
+    def patch(self, request: Request, session_id: uuid.UUID) -> Response:
+        data = ProfileUpdateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        session = selectors.session_get(session_id=session_id)
+        return Response(calls.session_call(session, "update_profile", **data.validated_data))
+
+
+class ProfilePictureApi(ApiView):
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(
+        operation_id="sessions_profile_picture",
+        tags=TAG,
+        request={"multipart/form-data": PictureInputSerializer},
+        responses={200: PictureSerializer, **errors(400, 404, 409, 413, 415, 422, 503)},
+        summary="Set the number's picture",
+        description="Upload `file` (JPEG or PNG, up to `PICTURE_MAX_BYTES`). " + SESSION_CALL,
+    )
+    def put(self, request: Request, session_id: uuid.UUID) -> Response:
+        session = selectors.session_get(session_id=session_id)
+        jpeg = picture_jpeg(request.FILES.get("file"))
+        picture = calls.session_call(session, "set_profile_picture", jpeg_base64=jpeg)
+        return Response({"picture_id": picture})

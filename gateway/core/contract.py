@@ -125,6 +125,13 @@ def _coerce(value: str, schema: dict[str, Any]) -> Any:
     return value
 
 
+def _form_value(data: Any, key: str, schema: dict[str, Any]) -> Any:
+    if schema.get("type") == "array" and hasattr(data, "getlist"):
+        return [_coerce(v, schema.get("items", {})) for v in data.getlist(key)]
+    value = data[key]
+    return _coerce(value, schema) if isinstance(value, str) else "(file)"
+
+
 def _problems(validator: Draft202012Validator, value: Any) -> dict[str, list[str]]:
     problems: dict[str, list[str]] = {}
     for error in validator.iter_errors(value):
@@ -170,17 +177,16 @@ def _body_problems(request: Request, operation: _Operation) -> dict[str, list[st
             raise UnsupportedMediaType("")
         if not operation.body_required:
             return {}
-        return _problems(operation.bodies["application/json"], {})
+        # Judged by the JSON schema, or by the form's for an operation that takes only forms.
+        schema = operation.bodies.get("application/json") or next(iter(operation.bodies.values()))
+        return _problems(schema, {})
     # Exactly the types the schema names: DRF's parsers would also take wildcards (`*/*`).
     if media not in operation.bodies:
         raise UnsupportedMediaType(request.content_type)
     data = request.data
     fields = operation.form_fields.get(media)
-    if fields is not None:  # text fields and files
-        data = {
-            key: _coerce(data[key], fields.get(key, {})) if isinstance(data[key], str) else "(file)"
-            for key in data
-        }
+    if fields is not None:  # text fields (an array's items repeat the field) and files
+        data = {key: _form_value(data, key, fields.get(key, {})) for key in data}
     problems = _problems(operation.bodies[media], data)
     for key, value in data.items() if isinstance(data, dict) else ():
         if text_problem({key: value}):

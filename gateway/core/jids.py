@@ -6,6 +6,8 @@ from __future__ import annotations
 USER_SERVER = "s.whatsapp.net"
 LID_SERVER = "lid"
 GROUP_SERVER = "g.us"
+# A group's invite link, as WhatsApp shows it (whatsmeow group.go InviteLinkPrefix).
+INVITE_LINK_PREFIX = "https://chat.whatsapp.com/"
 
 
 def phone_to_jid(phone_number: str) -> str:

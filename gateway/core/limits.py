@@ -25,6 +25,7 @@ from django.conf import settings
 ENVELOPE_BYTES = 1024 * 1024
 _UPLOAD_PATH = re.compile(r"^/api/v1/sessions/[^/]+/messages$")
 _SANDBOX_RECEIVE_PATH = re.compile(r"^/api/v1/sandbox/sessions/[^/]+/receive$")
+_PICTURE_PATH = re.compile(r"^/api/v1/sessions/[^/]+/(groups/[^/]+/|profile/)picture$")
 # The largest media the sandbox's receive control takes (in base64, in its JSON body).
 SANDBOX_MEDIA_BYTES = 5 * 1024 * 1024
 
@@ -38,6 +39,8 @@ def max_body_bytes(path: str, content_type: str) -> int:
             settings.MEDIA_MAX_DOCUMENT_BYTES,
         )
         return largest + ENVELOPE_BYTES
+    if _PICTURE_PATH.match(path) and content_type.lower().startswith("multipart/form-data"):
+        return settings.PICTURE_MAX_BYTES + ENVELOPE_BYTES
     if _SANDBOX_RECEIVE_PATH.match(path):
         return SANDBOX_MEDIA_BYTES * 4 // 3 + ENVELOPE_BYTES  # base64 in JSON
     return settings.DATA_UPLOAD_MAX_MEMORY_SIZE

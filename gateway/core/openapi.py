@@ -24,9 +24,10 @@ _DESCRIPTIONS = {
     400: "The request does not match this schema (`validation_error` with the fields, "
     "`malformed_request` for a body that cannot be read).",
     401: "No or bad credentials (`not_authenticated`, `authentication_failed`).",
-    403: "Not allowed (`permission_denied`).",
+    403: "Not allowed (`permission_denied`; `not_admin` when WhatsApp wants a group admin).",
     404: "No such object (`not_found`).",
     409: "Conflicts with the current state (or the session's engine refused it).",
+    410: "Gone: it existed, and no longer works (`invite_revoked`).",
     413: "Body too large (`payload_too_large`).",
     415: "Unsupported content type (`unsupported_media_type`).",
     422: "Matches the schema, but its content cannot be accepted (`validation_error` with the "

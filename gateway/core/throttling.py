@@ -51,6 +51,15 @@ def rate_wait(key: str, rate: str | None) -> float | None:
     return (window + 1) * period - now if count > limit else None
 
 
+def rate_or_raise(key: str, rate: str | None, message: str) -> None:
+    """Count one call against `rate` under `key`; RateLimited (429 with Retry-After) over it."""
+    from gateway.core.errors import RateLimited
+
+    wait = rate_wait(key, rate)
+    if wait is not None:
+        raise RateLimited(message, wait=wait)
+
+
 class ClientRateThrottle(BaseThrottle):
     """`API_THROTTLE_RATE` per API key / JWT subject / staff user, in fixed windows.
 

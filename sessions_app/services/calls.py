@@ -15,7 +15,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.cache import cache
 
-from gateway.core.errors import Conflict, ServiceUnavailable
+from gateway.core.errors import ApiError, Conflict, ServiceUnavailable
 from sessions_app.states import SessionStatus
 
 
@@ -63,16 +63,32 @@ def call(session_id: object, method: str, **arguments: Any) -> dict[str, Any] | 
     return None
 
 
+# The HTTP status of an engine's refusal, by its code (409 for the others).
+ENGINE_ERROR_STATUS = {
+    "group_not_found": 404,
+    "not_in_group": 404,
+    "not_admin": 403,
+    "invite_invalid": 422,
+    "invite_revoked": 410,
+    "invalid_image": 422,
+    "not_acceptable": 422,
+    "rate_limited": 429,
+}
+
+
 def call_or_raise(session_id: object, method: str, **arguments: Any) -> Any:
-    """`call`, with the API's errors: 503 `session_unavailable` when nobody answers, 409 with the
-    engine's code when it refused."""
+    """`call`, with the API's errors: 503 `session_unavailable` when nobody answers; when the
+    engine refused, its code with the status `ENGINE_ERROR_STATUS` gives it (409 otherwise)."""
     answer = call(session_id, method, **arguments)
     if answer is None:
         raise ServiceUnavailable(
             "No worker answered for this session; is it connected?", code="session_unavailable"
         )
     if "error" in answer:
-        raise Conflict(answer["error"]["message"], code=answer["error"]["code"])
+        code = answer["error"]["code"]
+        raise ApiError(
+            answer["error"]["message"], code=code, status=ENGINE_ERROR_STATUS.get(code, 409)
+        )
     return answer["ok"]
 
 

@@ -17,6 +17,7 @@ CHANGELISTS = [
     "sessions_app/sessionevent",
     "workers/worker",
     "messaging/message",
+    "groups/group",
     "gateway/webhookdelivery",
     "rest_framework_api_key/apikey",
 ]
@@ -42,6 +43,19 @@ def test_the_session_page_shows_its_timeline(operator: Client, make_session) -> 
     response = operator.get(f"/admin/sessions_app/session/{session.id}/change/")
     assert response.status_code == 200
     assert "claimed" in response.content.decode()
+
+
+def test_the_session_page_leads_to_its_groups(operator: Client, make_session) -> None:
+    from groups import services
+
+    session, other = make_session(), make_session()
+    for owner, subject in ((session, "Team"), (other, "Elsewhere")):
+        group = {"jid": f"1203630000000000{len(subject)}@g.us", "subject": subject}
+        services.groups_store(session_id=owner.pk, groups=[group])
+    page = operator.get(f"/admin/sessions_app/session/{session.id}/change/").content.decode()
+    assert f"/admin/groups/group/?session__exact={session.id}" in page and "1 group<" in page
+    listed = operator.get(f"/admin/groups/group/?session__exact={session.id}").content.decode()
+    assert "Team" in listed and "Elsewhere" not in listed
 
 
 def test_an_api_key_made_in_the_admin_is_shown_once_and_works(operator: Client) -> None:

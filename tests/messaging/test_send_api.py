@@ -50,6 +50,39 @@ def test_a_text_is_queued(api: APIClient, session) -> None:
     assert body["direction"] == "out" and body["type"] == "text" and body["error"] is None
 
 
+def test_mentions_are_kept_as_jids_in_json_and_in_forms(api: APIClient, session) -> None:
+    group = "120363000000000001@g.us"
+    body = {"to": group, "text": "hi @4915123456789", "mentions": [TO, TO, "123@lid"]}
+    response = api.post(url(session), body, format="json")
+    assert response.status_code == 202, response.json()
+    assert response.json()["mentions"] == ["4915123456789@s.whatsapp.net", "123@lid"]
+    form = {
+        "to": group,
+        "type": "image",
+        "caption": "@4915123456789",
+        "mentions": [TO, "+4915100000002"],
+    }
+    form["file"] = SimpleUploadedFile("p.png", png(), "image/png")
+    response = api.post(url(session), form, format="multipart")
+    assert response.status_code == 202, response.json()
+    assert response.json()["mentions"] == [
+        "4915123456789@s.whatsapp.net",
+        "4915100000002@s.whatsapp.net",
+    ]
+    assert api.post(url(session), {"to": TO, "text": "x"}, format="json").json()["mentions"] == []
+    for bad in (
+        {"to": group, "text": "x", "mentions": [group]},  # only users
+        {
+            "to": TO,
+            "type": "location",
+            "location": {"latitude": 1, "longitude": 2},
+            "mentions": [TO],
+        },
+    ):
+        response = api.post(url(session), bad, format="json")
+        assert response.status_code == 422 and "mentions" in response.json()["error"]["details"]
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [

@@ -11,6 +11,17 @@ handlePairSuccess, connectionevents.go handleStreamError), `<success>` (handleCo
 `<failure reason=…>` at login (handleConnectFailure: 401/403/406 logged out, 402 banned, 405
 outdated), stream errors 401 `device_removed` and `replaced`, and the acks of sends (send.go).
 Events (messages, receipts) carry neonize's own protobuf objects, serialised.
+
+Groups live here, shared by every device: the w:g2 IQs are answered with the nodes whatsmeow
+parses (group.go), and every change is a w:gp2 notification to each linked device of each
+participant (queued for one that is away); `group_event()` is the other phones' doing.
+
+Every number is an account: a linked session's (its push name, about text and picture, as the
+session sets them: `profile()`), or a contact's, made up from its digits (on WhatsApp unless it
+ends in 0000, a business when it ends in 5555, a picture unless it ends in 8888, the push name
+"Contact <last 4 digits>"). User info queries (usync), picture queries, the push name (an app
+state patch) and the about text (a mex mutation) are answered as whatsmeow's user.go and
+appstate.go read them.
 """
 
 from __future__ import annotations
@@ -32,6 +43,27 @@ from typing import Any
 
 # Refs in a pair-device IQ: six, so the first QR code lives 60 s (whatsmeow qrchan.go emitQRs).
 QR_REFS = 6
+# Groups (see BEHAVIOURS.md, "Groups"): the texts of IQ errors (whatsmeow errors.go ErrIQ*).
+IQ_ERRORS = {
+    400: "bad-request",
+    401: "not-authorized",
+    403: "forbidden",
+    404: "item-not-found",
+    406: "not-acceptable",
+    409: "conflict",
+    410: "gone",
+    429: "rate-overlimit",
+}
+GROUP_ID_BASE = 120363000000000000  # group JIDs look like 120363…@g.us
+SUBJECT_MAX = 100  # longer subjects: 406 not-acceptable
+ADD_REQUEST_TTL = 3 * 24 * 3600  # an invite-only contact's add request lives three days
+NOT_ON_WHATSAPP, INVITE_ONLY = "0000", "9999"  # numbers ending so
+ALPHANUMERIC = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+# Contacts (see BEHAVIOURS.md, "Contacts and the profile"): numbers ending so.
+BUSINESS, NO_PICTURE = "5555", "8888"
+DEFAULT_ABOUT = "Hey there! I am using WhatsApp."  # a new account's about text
+MEX_SET_ABOUT = "9152604461510864"  # whatsmeow user.go mutationUpdateTextStatus
+PICTURE_ID_BASE = 1_600_000_000  # a contact's picture id: this plus its last six digits
 
 
 @dataclass
@@ -52,6 +84,44 @@ class Device:
     subscribed: set[str] = field(default_factory=set)
     push_name_synced: bool = False  # the first app state sync after pairing carried the name
     blocked: list[str] = field(default_factory=list)  # the account's blocklist (@lid JIDs)
+    device_id: int = 0  # its number among the account's devices (the phone is 0)
+
+
+@dataclass
+class Profile:
+    """What the servers keep of a linked session's account (by its number), beside the push
+    name, which every Device of the account carries."""
+
+    about: str = DEFAULT_ABOUT
+    about_at: int = field(default_factory=lambda: int(time.time()))
+    picture_id: str = ""  # none until the session sets one
+
+
+@dataclass
+class Group:
+    """A group as WhatsApp's servers keep it: shared by every device; members are phone users
+    (digits), addressed by their LIDs (a LID-addressed group)."""
+
+    jid: str  # "120363000000000001@g.us"
+    subject: str
+    owner: str  # the creator's phone user
+    created: int
+    subject_at: int
+    subject_by: str
+    description: str = ""
+    description_id: str = ""
+    description_at: int = 0
+    description_by: str = ""
+    announce: bool = False
+    announce_version: str = ""
+    locked: bool = False
+    # whatsmeow creates groups with all_member_add (group.go CreateGroup); a phone's, admin_add.
+    member_add_mode: str = "admin_add"
+    participants: dict[str, str] = field(default_factory=dict)  # phone user → member|admin|…
+    invite_code: str = ""
+    revoked_codes: set[str] = field(default_factory=set)
+    picture_id: str = ""
+    participant_version: str = ""
 
 
 class _Connection(socketserver.StreamRequestHandler):
@@ -143,6 +213,16 @@ class FakeWhatsApp:
         self.receipts_after: tuple[float, float] | None = None
         # normal | missing | duplicated | out_of_order | after_reconnect (the sandbox's modes)
         self.receipt_mode = "normal"
+        self.groups: dict[str, Group] = {}  # by JID
+        self._group_numbers = itertools.count(1)
+        self._picture_ids = itertools.count(1_700_000_000)
+        # More than `group_rate_limit` metadata queries (group info, joined groups) of a device
+        # within `group_rate_window` seconds: 429 rate-overlimit. None: no limit.
+        self.group_rate_limit: int | None = None
+        self.group_rate_window = 60.0
+        self.group_queries: dict[str, int] = {}  # uuid → metadata queries it made (all of them)
+        self._group_query_times: dict[str, list[float]] = {}
+        self.profiles: dict[str, Profile] = {}  # a linked account's (by phone user)
 
     def start(self) -> FakeWhatsApp:
         self._thread.start()
@@ -180,7 +260,10 @@ class FakeWhatsApp:
                 device = self.devices.get(connection.uuid)
                 answer |= self._serve(device, op, request)
             self._changed.notify_all()
+        after = answer.pop("_pushes", [])  # notifications that follow the answer
         connection.push(answer)
+        for uuid, push in after:
+            self._push(uuid, push)
         with self._lock:
             pending = []
             device = self.devices.get(connection.uuid)
@@ -293,6 +376,11 @@ class FakeWhatsApp:
         if op == "blocklist_set":
             self._block(device, request["jid"], request["action"])
             return self._blocklist(device)
+        if op.startswith("group_"):
+            return self._serve_group(device, op, request)
+        if op in ("user_info", "picture_get", "profile_photo", "app_state_send",
+                  "app_state_fetch", "mex"):  # fmt: skip
+            return self._serve_contacts(device, op, request)
         if op == "upload":
             data = base64.b64decode(request["data"])
             path = "/v/" + hashlib.sha256(data).hexdigest()
@@ -350,6 +438,8 @@ class FakeWhatsApp:
             )
             device.lid = f"{int(digits) + 10**14}@lid"
             self.lids[device.lid.partition("@")[0]] = digits
+            others = [d.device_id for d in self._linked_devices({digits}) if d is not device]
+            device.device_id = max(others, default=0) + 1
         self._push(uuid, {"push": "pair_success", "jid": jid, "lid": device.lid}, queue=False)
         self._push(uuid, {"push": "stream_error", "code": 515}, queue=False)
         return jid
@@ -536,3 +626,640 @@ class FakeWhatsApp:
     def received(self, jid: str) -> list[dict]:
         with self._lock:
             return list(self.phones.get(jid, []))
+
+    # --- groups: WhatsApp's side (w:g2 IQs, w:gp2 notifications) ---------------------------
+    #
+    # What the servers answer is a node as whatsmeow parses it (group.go parseGroupNode,
+    # parseParticipant, parseGroupNotification): {"tag", "attrs", "content"}; the double's
+    # client turns it into neonize's protobuf objects as goneonize's encoder.go does.
+
+    def _lid(self, user: str) -> str:
+        """The user's LID JID: a linked device's own, else the contact's (the same made-up
+        number either way)."""
+        for device in self.devices.values():
+            if device.lid and device.jid.partition("@")[0] == user:
+                return device.lid
+        return self.contact_lid(user)
+
+    def _user_of(self, jid: str) -> str:
+        """The phone user a JID names (a phone-number JID or a LID), "" when none."""
+        user, _, server = jid.partition("@")
+        user = user.partition(":")[0]
+        if server in ("s.whatsapp.net", "c.us"):
+            return user
+        if server == "lid" and user.isdigit():
+            return self.lids.get(user) or (str(int(user) - 10**14) if int(user) > 10**14 else "")
+        return ""
+
+    @staticmethod
+    def _digits(phone: str) -> str:
+        return "".join(ch for ch in phone if ch.isdigit())
+
+    @staticmethod
+    def _token(length: int) -> str:
+        return "".join(secrets.choice(ALPHANUMERIC) for _ in range(length))
+
+    @staticmethod
+    def _iq_error(code: int) -> dict:
+        return {"iq_error": code, "text": IQ_ERRORS[code]}
+
+    def _member(self, user: str, role: str = "member", **attrs: Any) -> dict:
+        """A `<participant>` of a LID-addressed group: jid the LID, phone_number the PN."""
+        node_attrs = {"jid": self._lid(user), "phone_number": f"{user}@s.whatsapp.net"}
+        if role != "member":
+            node_attrs["type"] = role
+        return {"tag": "participant", "attrs": node_attrs | attrs}
+
+    def _group_node(self, group: Group, extra: list[dict] | None = None) -> dict:
+        """`<group>` as a group info query, a create and the joined-groups list answer it."""
+        owner_lid = self._lid(group.owner)
+        children = [self._member(user, role) for user, role in group.participants.items()]
+        children += extra or []
+        if group.description:
+            children.append(
+                {
+                    "tag": "description",
+                    "attrs": {
+                        "id": group.description_id,
+                        "participant": self._lid(group.description_by),
+                        "participant_pn": f"{group.description_by}@s.whatsapp.net",
+                        "t": group.description_at,
+                    },
+                    "content": [{"tag": "body", "attrs": {}, "content": group.description}],
+                }
+            )
+        if group.announce:
+            children.append({"tag": "announcement", "attrs": {}})
+        if group.locked:
+            children.append({"tag": "locked", "attrs": {}})
+        children.append({"tag": "member_add_mode", "attrs": {}, "content": group.member_add_mode})
+        attrs = {
+            "id": group.jid.partition("@")[0],
+            "jid": group.jid,
+            "creator": owner_lid,
+            "creator_pn": f"{group.owner}@s.whatsapp.net",
+            "subject": group.subject,
+            "s_t": group.subject_at,
+            "s_o": self._lid(group.subject_by),
+            "s_o_pn": f"{group.subject_by}@s.whatsapp.net",
+            "creation": group.created,
+            "p_v_id": group.participant_version,
+            "size": len(group.participants),
+            "addressing_mode": "lid",
+        }
+        if group.announce_version:
+            attrs["a_v_id"] = group.announce_version
+        return {"tag": "group", "attrs": attrs, "content": children}
+
+    def _linked_devices(self, users: set[str]) -> list[Device]:
+        return [
+            device
+            for device in self.devices.values()
+            if device.jid and not device.removed and device.jid.partition("@")[0] in users
+        ]
+
+    def _notification(self, group: Group, author: str, child: dict) -> dict:
+        """`<notification type="w:gp2">` from the group, its author as the group names them."""
+        attrs = {"type": "w:gp2", "from": group.jid, "t": int(time.time())}
+        attrs["addressing_mode"] = "lid"
+        if author:
+            attrs["participant"] = self._lid(author)
+            attrs["participant_pn"] = f"{author}@s.whatsapp.net"
+        node = {"tag": "notification", "attrs": attrs, "content": [child]}
+        return {"push": "notification", "node": node}
+
+    def _notify(
+        self, group: Group, author: str, child: dict, users: set[str]
+    ) -> list[tuple[str, dict]]:
+        """The notification for every linked device of `users` (w:gp2 goes to each participant,
+        the author's own devices included)."""
+        message = self._notification(group, author, child)
+        return [(device.uuid, message) for device in self._linked_devices(users)]
+
+    def _joined(
+        self, group: Group, author: str, users: set[str], **create: str
+    ) -> list[tuple[str, dict]]:
+        """A `<create>` notification (whatsmeow: events.JoinedGroup) to the devices of `users`:
+        type="new" and the key at creation, reason="invite" after a link."""
+        attrs = {key: value for key, value in create.items() if value}
+        child = {"tag": "create", "attrs": attrs, "content": [self._group_node(group)]}
+        return self._notify(group, author, child, users)
+
+    def _participants_change(
+        self, group: Group, author: str, tag: str, users: list[str], previous: str, **attrs: str
+    ) -> dict:
+        return {
+            "tag": tag,
+            "attrs": {"prev_v_id": previous, "v_id": group.participant_version} | attrs,
+            "content": [self._member(user) for user in users],
+        }
+
+    def _count_metadata_query(self, device: Device) -> dict | None:
+        """A group metadata query: counted; past the rate limit, 429 rate-overlimit."""
+        now = time.monotonic()
+        self.group_queries[device.uuid] = self.group_queries.get(device.uuid, 0) + 1
+        times = [
+            t
+            for t in self._group_query_times.get(device.uuid, [])
+            if now - t < self.group_rate_window
+        ]
+        times.append(now)
+        self._group_query_times[device.uuid] = times
+        if self.group_rate_limit is not None and len(times) > self.group_rate_limit:
+            return self._iq_error(429)
+        return None
+
+    def _new_group(self, creator: str, subject: str, member_add_mode: str, jid: str = "") -> Group:
+        now = int(time.time())
+        while not jid or jid in self.groups:  # a test may have chosen one of these JIDs
+            jid = f"{GROUP_ID_BASE + next(self._group_numbers)}@g.us"
+        group = Group(
+            jid=jid, subject=subject, owner=creator, created=now, subject_at=now,
+            subject_by=creator, member_add_mode=member_add_mode,
+            participants={creator: "superadmin"}, invite_code=self._token(22),
+            participant_version=self._token(12),
+        )  # fmt: skip
+        self.groups[jid] = group
+        return group
+
+    def _add_answer(
+        self, group: Group, user: str, given: str, *, by_link: bool = False
+    ) -> dict | None:
+        """WhatsApp's per-participant answer to an add (None: added). whatsmeow keeps the code
+        in GroupParticipant.Error and the add request beside it (group.go parseParticipant)."""
+        if not user or user.endswith(NOT_ON_WHATSAPP):
+            jid = f"{user}@s.whatsapp.net" if user else given
+            return {"tag": "participant", "attrs": {"jid": jid, "error": 404}}
+        if user in group.participants:
+            return self._member(user, error=409)
+        if user.endswith(INVITE_ONLY) and not by_link:  # their privacy settings: invites only
+            request = {
+                "tag": "add_request",
+                "attrs": {
+                    "code": self._token(16),
+                    "expiration": int(time.time()) + ADD_REQUEST_TTL,
+                },
+            }
+            return self._member(user, error=403) | {"content": [request]}
+        return None
+
+    def _may(self, group: Group, user: str, what: str) -> bool:
+        """WhatsApp's rules: settings and removals are the admins'; adding, everyone's in an
+        all_member_add group; the info (subject, description, picture), everyone's unless the
+        group is locked."""
+        role = group.participants.get(user)
+        if role is None:
+            return False
+        if role != "member":
+            return True
+        if what == "add":
+            return group.member_add_mode == "all_member_add"
+        return what == "info" and not group.locked
+
+    def _change_participants(
+        self, group: Group, author: str, action: str, given: list[str], *, reason: str = ""
+    ) -> tuple[list[dict], list[tuple[str, dict]]]:
+        """add / remove / promote / demote: the per-participant answers and the notifications."""
+        answers: list[dict] = []
+        done: list[str] = []
+        previous = group.participant_version
+        for jid in given:
+            user = self._user_of(jid)
+            if action == "add":
+                refused = self._add_answer(group, user, jid, by_link=reason == "invite")
+                if refused is not None:
+                    answers.append(refused)
+                    continue
+                group.participants[user] = "member"
+            elif user not in group.participants:
+                jid = self._lid(user) if user else jid
+                answers.append({"tag": "participant", "attrs": {"jid": jid, "error": 404}})
+                continue
+            elif action == "remove":
+                del group.participants[user]
+            else:
+                role = group.participants[user]
+                if action == "promote" and role == "member":
+                    group.participants[user] = "admin"
+                elif action == "demote" and role != "member":
+                    group.participants[user] = "member"
+            done.append(user)
+            answers.append(self._member(user))
+        if not done:
+            return answers, []
+        group.participant_version = self._token(12)
+        members = set(group.participants)
+        if action == "add":
+            others = members - set(done)
+            pushes = self._joined(group, author, set(done), reason=reason)
+            extra = {"reason": reason} if reason else {}
+            change = self._participants_change(group, author, "add", done, previous, **extra)
+            return answers, pushes + self._notify(group, author, change, others)
+        change = self._participants_change(group, author, action, done, previous)
+        # The removed get the change too (their Leave), then nothing more of the group.
+        audience = members | set(done) if action == "remove" else members
+        return answers, self._notify(group, author, change, audience)
+
+    def _set_info(self, group: Group, author: str, tag: str, value: str, **attrs: str) -> list:
+        """subject, description, announcement/not_announcement, locked/unlocked."""
+        now = int(time.time())
+        child: dict = {"tag": tag, "attrs": {}}
+        if tag == "subject":
+            group.subject, group.subject_at, group.subject_by = value, now, author
+            child["attrs"] = {"subject": value, "s_t": now, "s_o": self._lid(author),
+                              "s_o_pn": f"{author}@s.whatsapp.net"}  # fmt: skip
+        elif tag == "description":
+            topic_id = attrs.get("id") or "3EB0" + secrets.token_hex(9).upper()
+            group.description, group.description_id = value, topic_id
+            group.description_at, group.description_by = now, author
+            child["attrs"] = {"id": topic_id}
+            child["content"] = (
+                [{"tag": "body", "attrs": {}, "content": value}]
+                if value
+                else [{"tag": "delete", "attrs": {}}]
+            )
+        elif tag in ("announcement", "not_announcement"):
+            group.announce = tag == "announcement"
+            group.announce_version = str(now * 1000 + next(self._ids) % 1000)
+            child["attrs"] = {"v_id": group.announce_version}
+        else:
+            group.locked = tag == "locked"
+        return self._notify(group, author, child, set(group.participants))
+
+    def _serve_group(self, device: Device, op: str, request: dict) -> dict:
+        user = device.jid.partition("@")[0]
+        if op == "group_list":
+            limited = self._count_metadata_query(device)
+            if limited:
+                return limited
+            groups = [g for g in self.groups.values() if user in g.participants]
+            return {"groups": [self._group_node(g) for g in groups]}
+        if op == "group_create":
+            name = request["name"]
+            if len(name) > SUBJECT_MAX:
+                return self._iq_error(406)
+            group = self._new_group(user, name, "all_member_add")
+            failed = []
+            for jid in request["participants"]:
+                member = self._user_of(jid)
+                if member == user:
+                    continue  # the creator is in it anyway (whatsmeow ReqCreateGroup doc)
+                refused = self._add_answer(group, member, jid)
+                if refused is None:
+                    group.participants[member] = "member"
+                else:
+                    failed.append(refused)
+            pushes = self._joined(
+                group, user, set(group.participants), type="new", key=request["key"]
+            )
+            return {"group": self._group_node(group, failed), "_pushes": pushes}
+        if op == "group_join":
+            code = request["code"]
+            group = next((g for g in self.groups.values() if g.invite_code == code), None)
+            if group is None:
+                revoked = any(code in g.revoked_codes for g in self.groups.values())
+                return self._iq_error(410 if revoked else 406)
+            if user in group.participants:
+                return self._iq_error(409)
+            _, pushes = self._change_participants(group, user, "add", [device.jid], reason="invite")
+            return {"jid": group.jid, "_pushes": pushes}
+        group = self.groups.get(request.get("jid", ""))
+        if op == "group_info":
+            limited = self._count_metadata_query(device)
+            if limited:
+                return limited
+        if group is None:
+            return {"ok": True} if op == "group_leave" else self._iq_error(404)
+        if op == "group_info":
+            if user not in group.participants:
+                return self._iq_error(403)
+            return {"group": self._group_node(group)}
+        if op == "group_leave":
+            if user not in group.participants:
+                return {"ok": True}
+            _, pushes = self._change_participants(group, user, "remove", [device.jid])
+            return {"ok": True, "_pushes": pushes}
+        if user not in group.participants:
+            return self._iq_error(403)
+        if op == "group_participants":
+            action = request["action"]
+            if not self._may(group, user, "add" if action == "add" else "admin"):
+                return self._iq_error(403)
+            answers, pushes = self._change_participants(
+                group, user, action, request["participants"]
+            )
+            return {"participants": answers, "_pushes": pushes}
+        if op == "group_invite":
+            if group.participants[user] == "member":
+                return self._iq_error(401)
+            if request["reset"]:
+                group.revoked_codes.add(group.invite_code)
+                group.invite_code = self._token(22)
+            return {"code": group.invite_code}
+        if op == "group_photo":
+            if not self._may(group, user, "info"):
+                return self._iq_error(403)
+            if not base64.b64decode(request["data"]).startswith(b"\xff\xd8\xff"):
+                return self._iq_error(406)  # not a JPEG
+            group.picture_id = str(next(self._picture_ids))
+            return {"id": group.picture_id}
+        if op == "group_set":
+            tag = request["tag"]
+            if not self._may(group, user, "info" if tag in ("subject", "description") else "admin"):
+                return self._iq_error(403)
+            if tag == "subject" and len(request.get("value", "")) > SUBJECT_MAX:
+                return self._iq_error(406)
+            pushes = self._set_info(
+                group, user, tag, request.get("value", ""), id=request.get("id", "")
+            )
+            return {"ok": True, "_pushes": pushes}
+        return {"error": f"unknown operation {op}"}
+
+    # --- groups: what the phones do, and what a test reads ---------------------------------
+
+    def group_event(
+        self, uuid: str, group: str, action: str, participant: str = "", by: str = "",
+        value: str = "",
+    ) -> str:  # fmt: skip
+        """Someone on the other side (a phone) changes `group`, as the session `uuid` sees it.
+
+        `participant` and `by` are E.164 numbers. `join`: `by` creates the group if it does
+        not exist (subject `value` or "Group") and adds the session's account to it (with no
+        `by`, the account joins by the group's link); `leave`: `participant` leaves;
+        `add`/`remove`/`promote`/`demote`: `by` does it to `participant` (the session's own
+        number too); `subject`/`description`: `by` sets it to `value`; `announce`/`locked`: `by`
+        sets it to `value` ("true"/"false"). WhatsApp's rules apply: PermissionError (403) when
+        `by` may not, ValueError when the change is refused. Returns the group's JID."""
+        with self._changed:
+            jid, pushes = self._group_event(
+                uuid, group, action, self._digits(participant), self._digits(by), value
+            )
+            self._changed.notify_all()
+        for target, push in pushes:
+            self._push(target, push)
+        return jid
+
+    def _group_event(
+        self, uuid: str, jid: str, action: str, target: str, actor: str, value: str
+    ) -> tuple[str, list[tuple[str, dict]]]:
+        device = self.devices[uuid]
+        own = device.jid.partition("@")[0]
+        if not own:
+            raise ValueError(f"{uuid} is not linked")
+        group = self.groups.get(jid)
+        if action == "join":
+            if group is None:
+                if not actor:
+                    raise ValueError(f"no group {jid}, and no `by` to create it")
+                group = self._new_group(actor, value or "Group", "admin_add", jid)
+                group.participants[own] = "member"
+                key = "3EB0" + secrets.token_hex(9).upper()
+                return group.jid, self._joined(
+                    group, actor, set(group.participants), type="new", key=key
+                )
+            if not actor:  # by the group's link
+                if own in group.participants:
+                    raise ValueError("info query returned status 409: conflict")
+                _, pushes = self._change_participants(
+                    group, own, "add", [device.jid], reason="invite"
+                )
+                return jid, pushes
+            action, target = "add", own
+        if group is None:
+            raise ValueError(f"no group {jid}")
+        if action == "leave":
+            if target not in group.participants:
+                raise ValueError(f"{target} is not in {jid}")
+            return jid, self._change_participants(
+                group, target, "remove", [f"{target}@s.whatsapp.net"]
+            )[1]
+        what = {"add": "add", "subject": "info", "description": "info"}.get(action, "admin")
+        if not self._may(group, actor, what):
+            raise PermissionError("info query returned status 403: forbidden")
+        if action in ("add", "remove", "promote", "demote"):
+            answers, pushes = self._change_participants(
+                group, actor, action, [f"{target}@s.whatsapp.net"]
+            )
+            refused = [a["attrs"]["error"] for a in answers if "error" in a["attrs"]]
+            if refused:
+                raise ValueError(f"{target}: WhatsApp answered {refused[0]}")
+            return jid, pushes
+        tags = {
+            "subject": "subject",
+            "description": "description",
+            "announce": "announcement" if value == "true" else "not_announcement",
+            "locked": "locked" if value == "true" else "unlocked",
+        }
+        if action not in tags:
+            raise ValueError(f"unknown group action {action}")
+        if action == "subject" and len(value) > SUBJECT_MAX:
+            raise ValueError("info query returned status 406: not-acceptable")
+        return jid, self._set_info(group, actor, tags[action], value)
+
+    def group(self, jid: str) -> dict:
+        """A group as the servers hold it (for tests): participants by phone user → role."""
+        with self._lock:
+            group = self.groups[jid]
+            return {
+                "jid": group.jid,
+                "subject": group.subject,
+                "description": group.description,
+                "owner": group.owner,
+                "created": group.created,
+                "announce": group.announce,
+                "locked": group.locked,
+                "member_add_mode": group.member_add_mode,
+                "participants": dict(group.participants),
+                "invite_code": group.invite_code,
+                "revoked_codes": set(group.revoked_codes),
+                "picture_id": group.picture_id,
+            }
+
+    # --- contacts and the profile: WhatsApp's side (usync, w:profile:picture, app state, mex) --
+    #
+    # Answers are nodes as whatsmeow reads them (user.go GetUserInfo, GetProfilePictureInfo,
+    # SetGroupPhoto; appstate.go sendAppState): {"tag", "attrs", "content"}; binary content
+    # (a verified name's certificate) travels base64.
+
+    def _account(self, user: str) -> Device | None:
+        """The linked session of the account `user` (phone digits), if one is linked."""
+        return next(iter(self._linked_devices({user})), None)
+
+    def _profile(self, user: str) -> Profile:
+        return self.profiles.setdefault(user, Profile())
+
+    def push_name_of(self, user: str) -> str:
+        """The push name `user`'s messages carry: a linked account's own, else the contact's."""
+        account = self._account(user)
+        return account.push_name if account is not None else f"Contact {user[-4:]}"
+
+    def _contact_picture(self, user: str) -> str:
+        """The picture id of `user`'s account ("" without one)."""
+        if self._account(user) is not None:
+            return self._profile(user).picture_id
+        if user.endswith(NO_PICTURE):
+            return ""
+        return str(PICTURE_ID_BASE + int(user[-6:]))
+
+    @staticmethod
+    def _verified_name(user: str) -> dict:
+        """`<business><verified_name>`: the certificate, its details serialised inside it
+        (user.go parseVerifiedNameContent)."""
+        from neonize.proto.waVnameCert import WAWebProtobufsVnameCert_pb2 as vname
+
+        details = vname.VerifiedNameCertificate.Details(
+            serial=int(user) % 2**63, issuer="smb:wa", verifiedName=f"Business {user[-4:]}"
+        )
+        certificate = vname.VerifiedNameCertificate(
+            details=details.SerializeToString(),
+            signature=hashlib.sha512(user.encode()).digest(),
+        )
+        content = base64.b64encode(certificate.SerializeToString()).decode()
+        verified = {"tag": "verified_name", "attrs": {"v": 1, "verified_level": "unknown"},
+                    "content": content}  # fmt: skip
+        return {"tag": "business", "attrs": {}, "content": [verified]}
+
+    def _user_node(self, queried: str) -> dict:
+        """One `<user>` of a usync answer (mode full: business, status, picture, devices, lid).
+        The JID is the one queried; a number not on WhatsApp gets an empty node."""
+        user = self._user_of(queried)
+        server = queried.partition("@")[2]
+        jid = f"{user}@s.whatsapp.net" if server == "c.us" else queried
+        node: dict = {"tag": "user", "attrs": {"jid": jid}, "content": []}
+        if not user or user.endswith(NOT_ON_WHATSAPP):
+            return node  # [INFERRED] nothing WhatsApp knows of it
+        account = self._account(user)
+        children = node["content"]
+        if account is None and user.endswith(BUSINESS):
+            children.append(self._verified_name(user))
+        profile = self._profile(user) if account is not None else Profile(about_at=0)
+        children.append({"tag": "status", "attrs": {"t": profile.about_at},
+                         "content": profile.about})  # fmt: skip
+        picture = self._contact_picture(user)
+        children.append({"tag": "picture", "attrs": {"id": picture} if picture else {}})
+        devices = [0] + [d.device_id for d in self._linked_devices({user})]
+        device_list = [{"tag": "device", "attrs": {"id": n}} for n in devices]
+        children.append({"tag": "devices", "attrs": {},
+                         "content": [{"tag": "device-list", "attrs": {},
+                                      "content": device_list}]})  # fmt: skip
+        if server != "lid":  # a phone number's query learns the LID
+            children.append({"tag": "lid", "attrs": {"val": self._lid(user)}})
+        return node
+
+    @staticmethod
+    def _picture_attrs(picture_id: str, kind: str) -> dict:
+        """`<picture>` of a picture query: the CDN's URL and direct path (pps.whatsapp.net)."""
+        digest = hashlib.sha256(f"{picture_id}/{kind}".encode()).hexdigest()
+        size = "&stp=dst-jpg_s96x96" if kind == "preview" else ""
+        direct_path = (
+            f"/v/t61.24694-24/{picture_id}_{int(digest[:15], 16)}_n.jpg?ccb=11-4{size}"
+            f"&oh=01_{digest[16:56]}&oe={int(time.time()) // 86400 * 86400 + 14 * 86400:X}"
+            "&_nc_sid=5e03e0&_nc_cat=1"
+        )
+        return {"id": picture_id, "url": "https://pps.whatsapp.net" + direct_path,
+                "type": kind, "direct_path": direct_path}  # fmt: skip
+
+    def _serve_contacts(self, device: Device, op: str, request: dict) -> dict:
+        user = device.jid.partition("@")[0]
+        if op == "user_info":
+            return {"users": [self._user_node(jid) for jid in request["jids"]]}
+        if op == "picture_get":
+            target = request["jid"]
+            if target.endswith("@g.us"):
+                group = self.groups.get(target)
+                picture = group.picture_id if group is not None else ""
+            else:
+                member = self._user_of(target)
+                on_whatsapp = member and not member.endswith(NOT_ON_WHATSAPP)
+                picture = self._contact_picture(member) if on_whatsapp else ""
+            if not picture:
+                return self._iq_error(404)  # whatsmeow: ErrProfilePictureNotSet
+            if request.get("existing_id") == picture:
+                return {"picture": {"status": 304}}  # unchanged: whatsmeow returns nil, nil
+            return {"picture": self._picture_attrs(picture, request.get("type") or "image")}
+        if op == "profile_photo":
+            if not base64.b64decode(request["data"]).startswith(b"\xff\xd8\xff"):
+                return self._iq_error(406)  # not a JPEG
+            profile = self._profile(user)
+            profile.picture_id = str(next(self._picture_ids))
+            return {"id": profile.picture_id}
+        if op == "app_state_send":
+            # A `setting_pushName` mutation: the account's push name, on every device of it;
+            # the others fetch the patch (server_sync) and dispatch it, as the sender does.
+            pushes = []
+            for mutation in request["mutations"]:
+                if mutation["index"] == ["setting_pushName"]:
+                    for linked in self._linked_devices({user}):
+                        linked.push_name = mutation["name"]
+                        if linked is not device:
+                            pushes.append((linked.uuid, {"push": "push_name",
+                                                         "name": mutation["name"]}))  # fmt: skip
+            return {"ok": True, "_pushes": pushes}
+        if op == "app_state_fetch":
+            if request["collection"] != "critical_block":
+                return {"mutations": []}
+            return {"mutations": [{"index": ["setting_pushName"], "name": device.push_name}]}
+        if request["query_id"] != MEX_SET_ABOUT:  # op == "mex"
+            return {"data": None, "errors": [{"message": "Unknown query", "code": 400}]}
+        profile = self._profile(user)
+        profile.about = request["variables"]["input"]["text"] or ""
+        profile.about_at = int(time.time())
+        return {"data": {"xwa2_text_status_update": {"text": profile.about}}}
+
+    # --- contacts and the profile: what a test does and reads --------------------------------
+
+    def profile(self, uuid: str) -> dict:
+        """The linked session's account as the servers hold it: push name, about text and
+        picture id ("" without a picture)."""
+        with self._lock:
+            device = self.devices[uuid]
+            user = device.jid.partition("@")[0]
+            if not user:
+                raise ValueError(f"{uuid} is not linked")
+            profile = self._profile(user)
+            return {
+                "push_name": device.push_name,
+                "about": profile.about,
+                "picture_id": profile.picture_id,
+            }
+
+    def message_from(
+        self, uuid: str, phone: str, text: str, *, push_name: str | None = None
+    ) -> str:
+        """A text from `phone` (E.164) to the session, as WhatsApp delivers a one-to-one
+        message: Sender the phone number, SenderAlt its LID (addressing mode pn), and the
+        sender's push name (`push_name_of`, unless given); every field goneonize's
+        EncodeEventTypesMessage sets (Timestamp in milliseconds: `UnixMilli()`). Returns the
+        message's id."""
+        from neonize.proto import Neonize_pb2 as N
+        from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as wa
+
+        user = self._digits(phone)
+        with self._lock:
+            name = self.push_name_of(user) if push_name is None else push_name
+            lid = self._lid(user).partition("@")[0]
+
+        def jid(user: str, server: str) -> Any:
+            return N.JID(User=user, RawAgent=0, Device=0, Integrator=0, Server=server,
+                         IsEmpty=not (user or server))  # fmt: skip
+
+        sender = jid(user, "s.whatsapp.net")
+        source = N.MessageSource(
+            Chat=sender, Sender=sender, IsFromMe=False, IsGroup=False,
+            AddressingMode=N.PN, SenderAlt=jid(lid, "lid"), RecipientAlt=jid("", ""),
+            BroadcastListOwner=jid("", ""),
+        )  # fmt: skip
+        message_id = "3EB0" + secrets.token_hex(9).upper()
+        info = N.MessageInfo(
+            MessageSource=source, ID=message_id, ServerID=0, Type="text", Pushname=name,
+            Timestamp=int(time.time() * 1000), Category="", Multicast=False, MediaType="",
+            Edit="",
+        )  # fmt: skip
+        content = wa.Message(conversation=text)
+        event = N.Message(
+            Info=info, Message=content, IsEphemeral=False, IsViewOnce=False, IsViewOnceV2=False,
+            IsViewOnceV2Extension=False, IsDocumentWithCaption=False, IsLottieSticker=False,
+            IsEdit=False, UnavailableRequestID="", RetryCount=0, Raw=content,
+        )  # fmt: skip
+        self.deliver(uuid, event)
+        return message_id

@@ -101,6 +101,7 @@ class SandboxPhone:
                 "reaction": m["reaction"],
                 "key": m.get("key"),
                 "quoted_text": m.get("quoted_text", ""),
+                "mentions": m.get("mentions", []),
             }
             for m in self.world.phone_messages(session_id)
         ]
@@ -130,6 +131,12 @@ class SandboxPhone:
         """The account's phone blocks or unblocks a contact."""
         await self._engine(session_id).control(
             session_id, "block_from_phone", phone_number=phone_number, change=action
+        )
+
+    async def group_event(self, session_id: str, group: str, event: str, **fields: str) -> None:
+        """A group's other members act (`participant`, `by`, `value`: see the sandbox control)."""
+        await self._engine(session_id).control(
+            session_id, "group_event", group=group, event=event, **fields
         )
 
     def shown(self, session_id: str) -> list[tuple[str, str]]:
@@ -235,6 +242,9 @@ class DoublePhone:
     async def block(self, session_id: str, phone_number: str, action: str) -> None:
         self.world.block_from_phone(session_id, phone_number, action)
 
+    async def group_event(self, session_id: str, group: str, event: str, **fields: str) -> None:
+        self.world.group_event(session_id, group, event, **fields)
+
     async def drop(self, session_id: str) -> None:
         self.world.drop(session_id)
 
@@ -245,7 +255,7 @@ class DoublePhone:
 def decoded(sent: dict, message: Any, own: str) -> dict:
     """A WhatsApp message in the sandbox phones' terms."""
     entry = {"id": sent["id"], "to": sent["to"], "text": "", "reaction": "", "key": None}
-    entry["quoted_text"] = ""
+    entry["quoted_text"], entry["mentions"] = "", []
     group = sent["to"].endswith("@g.us")
     context = None
     if message.conversation:
@@ -273,6 +283,8 @@ def decoded(sent: dict, message: Any, own: str) -> dict:
                 entry["type"] = "voice" if kind == "audio" and media.PTT else kind
                 entry["text"] = getattr(media, "caption", "")
                 context = media.contextInfo
+    if context is not None:
+        entry["mentions"] = list(context.mentionedJID)
     if context is not None and context.stanzaID:
         from_me = context.participant == own
         entry["key"] = {

@@ -474,3 +474,157 @@ async def test_blocking_from_the_api_and_from_the_phone(system, api) -> None:
     assert (change["action"], change["phone_number"]) == ("unblock", TO)
     assert change["jid"] == listed[0]["jid"]
     assert (await sync_to_async(api.get)(url)).json() == {"blocked": []}
+
+
+def webhooks(session, prefix: str) -> list[dict]:
+    """The session's webhook bodies whose event starts with `prefix`, in their sequence."""
+    return [
+        d.payload
+        for d in WebhookDelivery.objects.filter(session=session).order_by("sequence")
+        if d.payload["event"].startswith(prefix)
+    ]
+
+
+async def test_a_group_end_to_end_with_its_webhooks(system, api) -> None:
+    await system.start_worker()
+    session = await linked(system)
+    base = f"/api/v1/sessions/{session.id}/groups"
+    invitee, absent = "+4915100009999", "+4915100000000"
+    response = await sync_to_async(api.post)(
+        base, {"subject": "Team", "participants": [TO, absent, invitee]}, "json"
+    )
+    assert response.status_code == 201, response.json()
+    created = response.json()
+    jid = created["group"]["jid"]
+    assert jid.endswith("@g.us") and created["group"]["subject"] == "Team"
+    outcome = {r["phone_number"] or r["jid"]: r for r in created["participants"]}
+    assert outcome[TO]["status"] == "ok"
+    assert outcome[invitee]["status"] == "invite_required" and outcome[invitee]["invite_code"]
+    assert [r["status"] for r in created["participants"]].count("not_found") == 1
+    members = {m["phone_number"]: m["role"] for m in created["group"]["participants"]}
+    assert members == {PHONE: "superadmin", TO: "member"}
+
+    joined = await until(lambda: webhooks(session, "group.joined"), what="group.joined")
+    assert joined[0]["group"]["jid"] == jid and joined[0]["reason"] == "created"
+    listed = (await sync_to_async(api.get)(base)).json()
+    assert [(g["jid"], g["member_count"]) for g in listed["groups"]] == [(jid, 2)]
+
+    response = await sync_to_async(api.patch)(
+        f"{base}/{jid}", {"subject": "Team 2", "description": "Plans", "announce": True}, "json"
+    )
+    assert response.status_code == 200, response.json()
+    assert (response.json()["subject"], response.json()["announce"]) == ("Team 2", True)
+    response = await sync_to_async(api.post)(
+        f"{base}/{jid}/participants", {"action": "promote", "participants": [TO]}, "json"
+    )
+    assert [r["status"] for r in response.json()["participants"]] == ["ok"]
+    link = (await sync_to_async(api.get)(f"{base}/{jid}/invite-link")).json()["invite_link"]
+    assert link.startswith("https://chat.whatsapp.com/")
+    revoked = (await sync_to_async(api.post)(f"{base}/{jid}/invite-link/revoke")).json()
+    assert revoked["invite_link"].startswith("https://chat.whatsapp.com/")
+    assert revoked["invite_link"] != link
+
+    # The other members act: the admin adds someone and renames the group.
+    await system.phone.group_event(str(session.id), jid, "add", participant=MEMBER, by=TO)
+    await system.phone.group_event(str(session.id), jid, "subject", value="Renamed", by=TO)
+    await until(
+        lambda: any(
+            b["changes"].get("subject") == "Renamed" for b in webhooks(session, "group.updated")
+        ),
+        what="the rename by a member",
+        timeout=30,
+    )
+    detail = (await sync_to_async(api.get)(f"{base}/{jid}")).json()
+    assert detail["subject"] == "Renamed"  # the cache, kept fresh by the worker
+    roles = {m["phone_number"]: m["role"] for m in detail["participants"]}
+    assert roles == {PHONE: "superadmin", TO: "admin", MEMBER: "member"}
+
+    response = await sync_to_async(api.post)(f"{base}/{jid}/leave")
+    assert response.status_code == 204
+    left = await until(
+        lambda: [b for b in webhooks(session, "group.participants") if b["action"] == "remove"],
+        what="left",
+        timeout=30,
+    )
+    assert [m["phone_number"] for m in left[-1]["participants"]] == [PHONE]
+    response = await sync_to_async(api.get)(f"{base}/{jid}")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_in_group"
+
+    # Every change came by webhook, in the session's one sequence.
+    events = [
+        (b["event"], b.get("action") or sorted(b.get("changes", {})) or b.get("reason"))
+        for b in await sync_to_async(webhooks)(session, "group.")
+    ]
+    assert events == [
+        ("group.joined", "created"),
+        ("group.updated", ["subject"]),  # one notification per change, as WhatsApp sends
+        ("group.updated", ["description"]),
+        ("group.updated", ["announce"]),
+        ("group.participants", "promote"),
+        ("group.participants", "add"),
+        ("group.updated", ["subject"]),
+        ("group.participants", "remove"),
+    ]
+    by = [b["by"]["phone_number"] for b in await sync_to_async(webhooks)(session, "group.")]
+    assert by[5:7] == [TO, TO]
+
+
+async def test_added_to_a_group_by_a_contact_and_mentioning_its_members(system, api) -> None:
+    await system.start_worker()
+    session = await linked(system)
+    await system.phone.group_event(str(session.id), GROUP, "join", by=TO, value="Friends")
+    [joined] = await until(lambda: webhooks(session, "group.joined"), what="joined", timeout=30)
+    assert joined["by"]["phone_number"] == TO and joined["group"]["subject"] == "Friends"
+    listed = (await sync_to_async(api.get)(f"/api/v1/sessions/{session.id}/groups")).json()
+    assert [g["subject"] for g in listed["groups"]] == ["Friends"]
+
+    body = {"to": GROUP, "type": "text", "text": f"hi @{TO[1:]}", "mentions": [TO]}
+    response = await post(api, session, body)
+    assert response.status_code == 202, response.json()
+    assert response.json()["mentions"] == [TO_JID]
+    [sent] = await until(lambda: system.phone.sent(str(session.id)), what="sent", timeout=30)
+    assert sent["mentions"] == [TO_JID]
+
+
+async def test_contacts_their_lids_and_the_numbers_profile(system, api) -> None:
+    import io
+
+    from PIL import Image
+
+    await system.start_worker()
+    session = await linked(system)
+    base = f"/api/v1/sessions/{session.id}"
+    found = (await sync_to_async(api.get)(f"{base}/contacts/{TO}")).json()
+    assert (found["jid"], found["phone_number"], found["on_whatsapp"]) == (TO_JID, TO, True)
+    assert found["lid"].endswith("@lid") and found["about"]
+    assert isinstance(found["push_name"], str)  # known once they have written (whatsmeow)
+    absent = (await sync_to_async(api.get)(f"{base}/contacts/+4915100000000")).json()
+    assert (absent["on_whatsapp"], absent["lid"]) == (False, "")
+    # The lookup taught the session the contact's @lid: the number behind it is known now.
+    behind = (await sync_to_async(api.get)(f"{base}/lids/{found['lid']}")).json()
+    assert behind == {"lid": found["lid"], "phone_number": TO}
+    by_lid = (await sync_to_async(api.get)(f"{base}/contacts/{found['lid']}")).json()
+    assert (by_lid["jid"], by_lid["phone_number"]) == (TO_JID, TO)
+    unknown = await sync_to_async(api.get)(f"{base}/lids/123456789@lid")
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "lid_unknown"
+
+    response = await sync_to_async(api.patch)(
+        f"{base}/profile", {"name": "Acme", "about": "Open 9 to 5"}, "json"
+    )
+    assert response.status_code == 200, response.json()
+    assert (response.json()["name"], response.json()["about"]) == ("Acme", "Open 9 to 5")
+    assert response.json()["picture_url"] is None
+    image = io.BytesIO()
+    Image.new("RGB", (800, 800), "blue").save(image, "PNG")
+    image.seek(0)
+    image.name = "me.png"
+    response = await sync_to_async(api.put)(f"{base}/profile/picture", {"file": image}, "multipart")
+    assert response.status_code == 200, response.json()
+    profile = (await sync_to_async(api.get)(f"{base}/profile")).json()
+    assert (profile["phone_number"], profile["name"], profile["about"]) == (
+        PHONE,
+        "Acme",
+        "Open 9 to 5",
+    )
+    assert profile["picture_url"]

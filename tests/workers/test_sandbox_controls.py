@@ -269,3 +269,4 @@ def test_the_api_offers_the_receipt_modes_and_presences_the_engine_knows() -> No
 
     assert sandbox.RECEIPT_MODES == engine.RECEIPT_MODES
     assert sandbox.PRESENCE_STATES == engine.PRESENCE_STATES
+    assert sandbox.GROUP_EVENTS == engine.GROUP_EVENTS

@@ -78,6 +78,8 @@ class OutboundMessage:
     reply_to_sender: str = ""
     reply_to_from_me: bool = False
     reply_to_text: str = ""
+    # Users named with @ in the text or caption (their JIDs): WhatsApp shows them as mentions.
+    mentions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -237,6 +239,127 @@ class BlocklistChanged:
     type: Literal["blocklist"] = "blocklist"
 
 
+# --- Contacts and the profile ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ContactInfo:
+    """What WhatsApp tells about a user: their JIDs, whether they are on WhatsApp, their name
+    (the push name they chose), about text, picture and whether they are a business."""
+
+    jid: str  # the phone-number JID when known, else the @lid asked about
+    lid: str = ""
+    phone_number: str = ""
+    on_whatsapp: bool = False
+    push_name: str = ""
+    about: str = ""
+    picture_url: str | None = None
+    is_business: bool = False
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The linked number's own profile."""
+
+    jid: str
+    phone_number: str
+    name: str  # the push name contacts see
+    about: str = ""
+    picture_url: str | None = None
+
+
+# --- Groups ---------------------------------------------------------------------------------------
+
+GroupRole = Literal["member", "admin", "superadmin"]
+ParticipantAction = Literal["add", "remove", "promote", "demote"]
+# What became of one participant of a change: done, or why not. WhatsApp answers per participant
+# with an error code (whatsmeow group.go parseParticipant): 403 with an add request when their
+# privacy settings allow only an invite, 403 refused, 404 not found, 408 left the group recently,
+# 409 already a member.
+ParticipantStatus = Literal[
+    "ok", "invite_required", "refused", "not_found", "recently_left", "already_member", "failed"
+]
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    """A group's participant: their JID as WhatsApp names them (a @lid or a phone-number JID),
+    their number when the session knows it, and their role."""
+
+    jid: str
+    phone_number: str = ""
+    role: GroupRole = "member"
+
+
+@dataclass(frozen=True)
+class Group:
+    jid: str  # …@g.us
+    subject: str
+    description: str = ""
+    owner: str = ""  # the creator's JID
+    owner_phone: str = ""
+    created_at: float | None = None  # Unix time
+    announce: bool = False  # only admins send
+    locked: bool = False  # only admins edit the group's info
+    participants: tuple[GroupMember, ...] = ()
+
+
+@dataclass(frozen=True)
+class ParticipantResult:
+    jid: str
+    phone_number: str = ""
+    status: ParticipantStatus = "ok"
+    error: int = 0  # WhatsApp's code when not ok
+    invite_code: str = ""  # with invite_required: WhatsApp's code for a group invite message
+    invite_expires_at: float | None = None
+
+
+@dataclass(frozen=True)
+class GroupCreated:
+    group: Group
+    participants: tuple[ParticipantResult, ...]
+
+
+@dataclass(frozen=True)
+class GroupJoined:
+    """The session is in a new group: it created it, joined by a link, or was added (`by`)."""
+
+    session_id: str
+    group: Group
+    by: str = ""
+    by_phone: str = ""
+    reason: str = ""  # "created", "invite" (a link), "" (added by `by`)
+    type: Literal["group_joined"] = "group_joined"
+
+
+@dataclass(frozen=True)
+class GroupUpdated:
+    """A group's info changed (by `by`): the fields that changed are not None."""
+
+    session_id: str
+    group: str
+    by: str = ""
+    by_phone: str = ""
+    subject: str | None = None
+    description: str | None = None
+    announce: bool | None = None
+    locked: bool | None = None
+    type: Literal["group_updated"] = "group_updated"
+
+
+@dataclass(frozen=True)
+class GroupParticipantsChanged:
+    """Participants were added, removed (or left), promoted or demoted (by `by`)."""
+
+    session_id: str
+    group: str
+    action: ParticipantAction
+    participants: tuple[GroupMember, ...]
+    by: str = ""
+    by_phone: str = ""
+    type: Literal["group_participants"] = "group_participants"
+
+
 ReceiptStatus = Literal["delivered", "read", "played"]
 
 
@@ -261,6 +384,9 @@ Event = (
     | Receipt
     | Presence
     | BlocklistChanged
+    | GroupJoined
+    | GroupUpdated
+    | GroupParticipantsChanged
 )
 
 
@@ -361,6 +487,84 @@ class Engine(abc.ABC):
         self, session_id: str, jid: str, action: BlockAction
     ) -> list[Blocked]:
         """Block or unblock `jid` (a user's JID); returns the blocklist after the change."""
+
+    @abc.abstractmethod
+    async def contact(self, session_id: str, jid: str) -> ContactInfo:
+        """Look a user up (a phone-number JID or a @lid): one query to WhatsApp, so callers
+        rate-limit it."""
+
+    @abc.abstractmethod
+    async def phone_of_lid(self, session_id: str, lid: str) -> str:
+        """The E.164 number behind a @lid as the session knows it, or "" when it does not."""
+
+    @abc.abstractmethod
+    async def profile(self, session_id: str) -> Profile:
+        """The linked number's name, about text and picture."""
+
+    @abc.abstractmethod
+    async def update_profile(
+        self, session_id: str, *, name: str | None = None, about: str | None = None
+    ) -> Profile:
+        """Change the push name and/or the about text (what is not None)."""
+
+    @abc.abstractmethod
+    async def set_profile_picture(self, session_id: str, jpeg_base64: str) -> str:
+        """Set the number's picture (a JPEG, base64); returns WhatsApp's picture id."""
+
+    # Groups. WhatsApp answers frequent metadata queries with rate-overlimit (and bans follow):
+    # `groups` and `group_info` are for refreshing a cache, never for each message.
+
+    @abc.abstractmethod
+    async def groups(self, session_id: str) -> list[Group]:
+        """The groups the account is in, with their participants."""
+
+    @abc.abstractmethod
+    async def group_info(self, session_id: str, jid: str) -> Group:
+        """One group; `group_not_found` / `not_in_group` when the session cannot see it."""
+
+    @abc.abstractmethod
+    async def create_group(
+        self, session_id: str, subject: str, participants: list[str]
+    ) -> GroupCreated:
+        """A new group with the session as its super admin and `participants` (user JIDs)."""
+
+    @abc.abstractmethod
+    async def update_group(
+        self,
+        session_id: str,
+        jid: str,
+        *,
+        subject: str | None = None,
+        description: str | None = None,
+        announce: bool | None = None,
+        locked: bool | None = None,
+    ) -> Group:
+        """Change what is not None; returns the group after the change. `not_admin` when WhatsApp
+        refuses."""
+
+    @abc.abstractmethod
+    async def set_group_picture(self, session_id: str, jid: str, jpeg_base64: str) -> str:
+        """Set the group's picture (a JPEG, base64); returns WhatsApp's picture id."""
+
+    @abc.abstractmethod
+    async def update_participants(
+        self, session_id: str, jid: str, action: ParticipantAction, participants: list[str]
+    ) -> list[ParticipantResult]:
+        """Add, remove, promote or demote `participants` (user JIDs): a result for each."""
+
+    @abc.abstractmethod
+    async def group_invite_link(self, session_id: str, jid: str, revoke: bool = False) -> str:
+        """The group's invite link (https://chat.whatsapp.com/<code>); `revoke` makes a new one
+        and the old one stops working."""
+
+    @abc.abstractmethod
+    async def join_group(self, session_id: str, link: str) -> str:
+        """Join by an invite link (or its code); returns the group's JID. `invite_revoked`,
+        `invite_invalid` when WhatsApp refuses the link."""
+
+    @abc.abstractmethod
+    async def leave_group(self, session_id: str, jid: str) -> None:
+        """Leave the group (it stays on WhatsApp for the others)."""
 
     @abc.abstractmethod
     async def download(self, session_id: str, media: InboundMedia, into: Path) -> int:

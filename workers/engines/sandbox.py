@@ -14,30 +14,39 @@ It runs in process, through the same runtime, storage, snapshot and webhook path
   by another connection (learnt at once, as WhatsApp pushes it), a half-open connection (`freeze`),
   temporary bans and an outdated client;
 - receipts as they come in real life, per session (`receipts`): normal, missing (read receipts
-  off: `delivered` only), duplicated, out of order, or held until the next reconnect.
+  off: `delivered` only), duplicated, out of order, or held until the next reconnect;
+- groups with WhatsApp's rules: roles (the creator is super admin; only admins add, remove,
+  promote, demote, change the settings or see the invite link; anyone edits the info unless the
+  group is locked), per-participant answers (numbers ending in 9999 take only an invite), invite
+  links that a reset revokes, pictures, and the notifications every participant gets; the other
+  members' doings are a control (`group_event`).
 
 What the simulated WhatsApp servers know is shared by every process on the machine through a
 directory (`SandboxWorld`): which devices are linked, a log of who connected from which worker and
-when, and what each simulated phone received. Tests read it to check for overlapping owners and
-duplicate deliveries.
+when, what each simulated phone received (mentions included), and the groups with their history of
+changes. Tests read it to check for overlapping owners and duplicate deliveries.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import fcntl
+import functools
 import hashlib
 import json
+import re
 import secrets
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
-from gateway.core.jids import is_group, jid_to_phone, jid_user, phone_to_jid
+from gateway.core.jids import is_group, is_lid, jid_to_phone, jid_user, phone_to_jid
 from workers.engines.base import (
     BlockAction,
     Blocked,
@@ -45,9 +54,18 @@ from workers.engines.base import (
     BlocklistChanged,
     ChatState,
     Connected,
+    ContactInfo,
     Disconnected,
     Engine,
     EngineError,
+    Event,
+    Group,
+    GroupCreated,
+    GroupJoined,
+    GroupMember,
+    GroupParticipantsChanged,
+    GroupRole,
+    GroupUpdated,
     InboundMedia,
     InboundMessage,
     LoggedOut,
@@ -56,8 +74,12 @@ from workers.engines.base import (
     NumberCheck,
     OutboundMessage,
     PairCode,
+    ParticipantAction,
+    ParticipantResult,
+    ParticipantStatus,
     Presence,
     PresenceState,
+    Profile,
     QrCode,
     Receipt,
     ReceiptStatus,
@@ -251,6 +273,99 @@ class SandboxWorld:
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line]
 
+    def profile(self, session_id: str) -> dict:
+        """The account's name, about text and picture id (the servers keep them)."""
+        with self._locked(session_id) as directory:
+            path = directory / "profile.json"
+            return json.loads(path.read_text()) if path.exists() else {}
+
+    def set_profile(self, session_id: str, **changes: str) -> dict:
+        with self._locked(session_id) as directory:
+            path = directory / "profile.json"
+            record = {**(json.loads(path.read_text()) if path.exists() else {}), **changes}
+            path.write_text(json.dumps(record))
+        return record
+
+    def learn_lid(self, session_id: str, lid: str, phone_number: str) -> None:
+        """The session's store learns whose number a @lid hides (from a message, a lookup)."""
+        with self._locked(session_id) as directory:
+            path = directory / "lids.json"
+            known = json.loads(path.read_text()) if path.exists() else {}
+            path.write_text(json.dumps({**known, lid: phone_number}))
+
+    def phone_of_lid(self, session_id: str, lid: str) -> str:
+        with self._locked(session_id) as directory:
+            path = directory / "lids.json"
+            return (json.loads(path.read_text()) if path.exists() else {}).get(lid, "")
+
+    # Groups live on the servers, not with a session: every account in them sees the same record.
+
+    @contextmanager
+    def groups_locked(self) -> Iterator[GroupBook]:
+        """The servers' groups, under one lock for all of them: read, check and change them
+        inside the block, so that another process cannot change them in between."""
+        directory = self.root / "groups"
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(directory / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield GroupBook(directory)
+
+    def group(self, jid: str) -> dict | None:
+        """A group's record as the servers keep it (with its `history`), or None."""
+        with self.groups_locked() as book:
+            return book.get(jid)
+
+
+GROUP_JID_PATTERN = re.compile(r"[0-9]+(-[0-9]+)?@g\.us")
+
+
+class GroupBook:
+    """The groups while `SandboxWorld.groups_locked` holds their lock: one JSON file each.
+
+    A record: `jid`, `subject`, `description`, `owner` (the creator's JID), `created_at` (Unix
+    seconds), `announce`, `locked`, `participants` ({JID: member | admin | superadmin}, in the
+    order they came), `invite` (the current invite code), `revoked_invites`, `picture` (its id),
+    and `history`: every change as {at, by, what, value}.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def _path(self, jid: str) -> Path:
+        if not GROUP_JID_PATTERN.fullmatch(jid):
+            raise ValueError(f"not a group JID: {jid!r}")
+        return self.directory / f"{jid_user(jid)}.json"
+
+    def get(self, jid: str) -> dict | None:
+        try:
+            path = self._path(jid)
+        except ValueError:
+            return None
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def put(self, record: dict) -> None:
+        self._path(record["jid"]).write_text(json.dumps(record))
+
+    def all(self) -> list[dict]:
+        records = [json.loads(path.read_text()) for path in self.directory.glob("*.json")]
+        return sorted(records, key=lambda record: (record["created_at"], record["jid"]))
+
+    def new_jid(self) -> str:
+        """A JID no group has, as WhatsApp makes them today: 120363 and 12 more digits."""
+        while True:
+            jid = f"120363{secrets.randbelow(10**12):012d}@g.us"
+            if not self._path(jid).exists():
+                return jid
+
+    def by_invite(self, code: str) -> tuple[dict | None, bool]:
+        """The group whose invite code is `code`; else (None, whether it is a revoked one)."""
+        revoked = False
+        for record in self.all():
+            if record["invite"] == code:
+                return record, False
+            revoked = revoked or code in record["revoked_invites"]
+        return None, revoked
+
 
 def temporary_ban(session_id: str, expire_seconds: int) -> Disconnected:
     return Disconnected(
@@ -259,6 +374,204 @@ def temporary_ban(session_id: str, expire_seconds: int) -> Disconnected:
         will_reconnect=False,
         code="temporary_ban",
     )
+
+
+# --- Groups: WhatsApp's rules, applied to the servers' records ---------------------------------
+
+INVITE_LINK_PREFIX = "https://chat.whatsapp.com/"
+INVITE_ONLY_SUFFIX = "9999"  # numbers whose privacy settings let only an invite add them
+ADD_REQUEST_VALID = 3 * 24 * 3600.0  # seconds an add request (the invite they get) stays valid
+SUBJECT_MAX, DESCRIPTION_MAX, GROUP_SIZE_MAX = 100, 2048, 1024
+PARTICIPANT_ACTIONS = ("add", "remove", "promote", "demote")
+GROUP_EVENTS = (
+    "join",
+    "leave",
+    *PARTICIPANT_ACTIONS,
+    "subject",
+    "description",
+    "announce",
+    "locked",
+)
+INVITE_PATTERN = re.compile(r"(?:(?:https?://)?chat\.whatsapp\.com/)?([A-Za-z0-9_-]{16,32})/?")
+
+
+def sandbox_lid(phone_number: str) -> str:
+    """The @lid that hides a sandbox contact's number (stable, made up)."""
+    return f"{int(hashlib.sha256(phone_number.encode()).hexdigest()[:12], 16)}@lid"
+
+
+def picture_url(picture_id: str) -> str:
+    """Where a sandbox picture would be: a reserved domain that never resolves (RFC 2606)."""
+    return f"https://pictures.sandbox.invalid/{picture_id}.jpg"
+
+
+def _jpeg(jpeg_base64: str) -> bytes:
+    try:
+        data = base64.b64decode(jpeg_base64, validate=True)
+    except (binascii.Error, ValueError):
+        data = b""
+    if not data.startswith(b"\xff\xd8\xff"):
+        raise _refused("invalid_image", "the given data is not a valid image")
+    return data
+
+
+def _group_updated(group: str, by: str, change: dict, session_id: str, _own: str) -> Event:
+    return GroupUpdated(session_id, group, by=by, by_phone=jid_to_phone(by), **change)
+
+
+def _refused(code: str, message: str) -> EngineError:
+    return EngineError(message, permanent=True, code=code)
+
+
+def _invite_code() -> str:
+    return secrets.token_urlsafe(16)  # 22 url-safe characters, like WhatsApp's
+
+
+def _note(record: dict, by: str, what: str, value: object) -> None:
+    record["history"].append({"at": time.time(), "by": by, "what": what, "value": value})
+
+
+def _new_group(jid: str, subject: str, owner: str) -> dict:
+    record = {
+        "jid": jid,
+        "subject": subject,
+        "description": "",
+        "owner": owner,
+        "created_at": int(time.time()),
+        "announce": False,
+        "locked": False,
+        "participants": {owner: "superadmin"},
+        "invite": _invite_code(),
+        "revoked_invites": [],
+        "picture": "",
+        "history": [],
+    }
+    _note(record, owner, "create", subject)
+    return record
+
+
+def _group(record: dict) -> Group:
+    return Group(
+        jid=record["jid"],
+        subject=record["subject"],
+        description=record["description"],
+        owner=record["owner"],
+        owner_phone=jid_to_phone(record["owner"]),
+        created_at=float(record["created_at"]),
+        announce=record["announce"],
+        locked=record["locked"],
+        participants=tuple(_member(jid, role) for jid, role in record["participants"].items()),
+    )
+
+
+def _member(jid: str, role: GroupRole) -> GroupMember:
+    return GroupMember(jid, jid_to_phone(jid), role)
+
+
+def _visible(book: GroupBook, jid: str, me: str) -> dict:
+    """The group `jid` as the account `me` may see it."""
+    record = book.get(jid)
+    if record is None:
+        raise _refused("group_not_found", "that group does not exist")
+    if me not in record["participants"]:
+        raise _refused("not_in_group", "you're not participating in that group")
+    return record
+
+
+def _is_admin(record: dict, jid: str) -> bool:
+    return record["participants"].get(jid) in ("admin", "superadmin")
+
+
+def _require_admin(record: dict, jid: str, what: str) -> None:
+    if not _is_admin(record, jid):
+        raise _refused("not_admin", f"only the group's admins {what}")
+
+
+def _number_jid(number: str) -> str:
+    """The JID of a number (E.164) a sandbox control names."""
+    if not re.fullmatch(r"\+?[0-9][0-9 ()-]*", number.strip()):
+        raise _refused("bad_request", f"{number!r} is not a phone number")
+    return phone_to_jid(number)
+
+
+def _user_jid(jid: str) -> str:
+    """A participant's JID without its device (the sandbox's users are phone-number JIDs)."""
+    if not jid_to_phone(jid):
+        raise _refused("bad_request", f"{jid!r} is not the JID of a user's phone number")
+    return phone_to_jid(jid_user(jid))
+
+
+def _check_info(subject: str | None, description: str | None) -> None:
+    if subject is not None and not (subject.strip() and len(subject) <= SUBJECT_MAX):
+        raise _refused("bad_request", f"a group's subject is 1 to {SUBJECT_MAX} characters")
+    if description is not None and len(description) > DESCRIPTION_MAX:
+        raise _refused(
+            "bad_request", f"a group's description is up to {DESCRIPTION_MAX} characters"
+        )
+
+
+def _change_info(record: dict, by: str, requested: dict[str, Any]) -> dict[str, Any]:
+    """Set the fields in `requested` as `by`, if WhatsApp lets them; returns what changed. Anyone
+    edits the subject and description unless the group is `locked`; only admins change its
+    settings (announce, locked)."""
+    if not requested:
+        return {}
+    if not _is_admin(record, by):
+        if "announce" in requested or "locked" in requested:
+            _require_admin(record, by, "change its settings")
+        if record["locked"]:
+            _require_admin(record, by, "edit its info")
+    changed = {name: value for name, value in requested.items() if record[name] != value}
+    for name, value in changed.items():
+        record[name] = value
+        _note(record, by, name, value)
+    return changed
+
+
+def _change_participant(
+    record: dict, by: str, action: str, target: str
+) -> tuple[ParticipantResult, GroupMember | None]:
+    """`by` adds, removes, promotes or demotes `target`: WhatsApp's answer for them, and the
+    member as the change notification names them (None when nothing changed)."""
+    participants = record["participants"]
+    role, user = participants.get(target), jid_user(target)
+
+    def answer(
+        status: ParticipantStatus, error: int = 0, invite: bool = False
+    ) -> ParticipantResult:
+        if not invite:
+            return ParticipantResult(target, jid_to_phone(target), status, error)
+        expires = time.time() + ADD_REQUEST_VALID
+        return ParticipantResult(
+            target, jid_to_phone(target), status, error, _invite_code(), expires
+        )
+
+    if action == "add":
+        if user.endswith(NOT_ON_WHATSAPP_SUFFIX):
+            return answer("not_found", 404), None
+        if role is not None:
+            return answer("already_member", 409), None
+        if user.endswith(INVITE_ONLY_SUFFIX):  # WhatsApp sends them an add request instead
+            return answer("invite_required", 403, invite=True), None
+        participants[target] = role = "member"
+    elif role is None:
+        return answer("not_found", 404), None
+    elif action == "promote":
+        if role != "member":
+            return answer("ok"), None
+        participants[target] = "admin"
+    elif action == "demote":
+        if role == "superadmin":  # the creator stays the creator
+            return answer("refused", 403), None
+        if role == "member":
+            return answer("ok"), None
+        participants[target] = "member"
+    else:  # remove: only the creator may remove the creator (that is, leave)
+        if role == "superadmin" and participants.get(by) != "superadmin":
+            return answer("refused", 403), None
+        del participants[target]
+    _note(record, by, action, target)
+    return answer("ok"), _member(target, participants.get(target, role))
 
 
 @dataclass
@@ -314,7 +627,7 @@ class SandboxEngine(Engine):
                 session.id,
                 jid=phone_to_jid(session.phone_number),
                 phone_number=session.phone_number,
-                push_name="Sandbox",
+                push_name=self.world.profile(session.id).get("name", "Sandbox"),
             )
         )
         held, session.held = session.held, []
@@ -454,6 +767,8 @@ class SandboxEngine(Engine):
             entry["location"] = [message.location.latitude, message.location.longitude]
         if message.contact is not None:
             entry["contact"] = message.contact.name
+        if message.mentions:
+            entry["mentions"] = list(message.mentions)
         if self.world.deliver(session_id, message.id, entry):
             spawn_into(session.tasks, self._receipts(session, message))
         return SendResult(wa_message_id=message.id, timestamp=time.time())
@@ -546,6 +861,260 @@ class SandboxEngine(Engine):
         blocked = self.world.block(session_id, jid, action)
         return [Blocked(j, jid_to_phone(j)) for j in blocked]
 
+    # --- groups -------------------------------------------------------------------------------
+
+    def _group_session(self, session_id: str) -> str:
+        """The session's own JID, for a group query (which a frozen connection never answers)."""
+        session = self._session(session_id, connected=True)
+        if session.frozen:
+            raise EngineError("WhatsApp did not answer the query", code="timeout")
+        return phone_to_jid(session.phone_number)
+
+    def _tell(self, audience: Iterable[str], event_for: Callable[[str, str], Event]) -> None:
+        """WhatsApp notifies every participant of a group's change: each connected session of
+        this engine whose number is in `audience` gets `event_for(its id, its own JID)`."""
+        audience = set(audience)
+        for session in list(self._sessions.values()):
+            if session.state != "connected" or session.frozen or not session.phone_number:
+                continue
+            own = phone_to_jid(session.phone_number)
+            if own in audience:
+                self.emit(event_for(session.id, own))
+
+    def _tell_info(self, record: dict, by: str, changed: dict[str, Any]) -> None:
+        """One notification per change, as WhatsApp sends one for each change it is asked for
+        (whatsmeow sends the subject, the description, announce and locked in IQs of their
+        own: group.go)."""
+        for name, value in changed.items():
+            change = functools.partial(_group_updated, record["jid"], by, {name: value})
+            self._tell(record["participants"], change)
+
+    def _tell_participants(
+        self,
+        record: dict,
+        before: Iterable[str],
+        action: ParticipantAction,
+        members: list[GroupMember],
+        by: str,
+        *,
+        reason: str = "",
+    ) -> None:
+        """Who joined learns of the group (`GroupJoined`, for `reason`); everyone in it before or
+        after the change gets the change."""
+        if not members:
+            return
+        group = _group(record)
+        joined = {member.jid for member in members} if action == "add" else set()
+
+        def event_for(session_id: str, own: str) -> Event:
+            if own in joined:
+                return GroupJoined(
+                    session_id, group, by=by, by_phone=jid_to_phone(by), reason=reason
+                )
+            return GroupParticipantsChanged(
+                session_id, group.jid, action, tuple(members), by=by, by_phone=jid_to_phone(by)
+            )
+
+        self._tell({*before, *record["participants"]}, event_for)
+
+    # --- contacts and the profile ----------------------------------------------------------
+
+    async def contact(self, session_id: str, jid: str) -> ContactInfo:
+        """A sandbox contact is on WhatsApp unless the number ends in 0000, is a business when
+        it ends in 5555, and has a name, an about text and a picture. A lookup by number
+        teaches the store the contact's @lid (as whatsmeow's usync does)."""
+        self._session(session_id, connected=True)
+        if is_lid(jid):
+            phone = self.world.phone_of_lid(session_id, jid)
+            if not phone:
+                return ContactInfo(jid, lid=jid, on_whatsapp=True)
+        else:
+            phone = jid_to_phone(jid)
+            if not phone:
+                raise _refused("bad_request", f"{jid!r} is not a user's JID")
+            if phone.endswith(NOT_ON_WHATSAPP_SUFFIX):
+                return ContactInfo(jid, phone_number=phone)
+        lid = sandbox_lid(phone)
+        self.world.learn_lid(session_id, lid, phone)
+        digits = phone.lstrip("+")
+        return ContactInfo(
+            jid=phone_to_jid(phone),
+            lid=lid,
+            phone_number=phone,
+            on_whatsapp=True,
+            push_name=f"Contact {digits[-4:]}",
+            about="Hey there! I am using WhatsApp.",
+            picture_url=picture_url(digits),
+            is_business=digits.endswith("5555"),
+        )
+
+    async def phone_of_lid(self, session_id: str, lid: str) -> str:
+        self._session(session_id, connected=True)
+        return self.world.phone_of_lid(session_id, lid)
+
+    def _profile(self, session: _Session) -> Profile:
+        record = self.world.profile(session.id)
+        return Profile(
+            jid=phone_to_jid(session.phone_number),
+            phone_number=session.phone_number,
+            name=record.get("name", "Sandbox"),
+            about=record.get("about", ""),
+            picture_url=picture_url(record["picture"]) if record.get("picture") else None,
+        )
+
+    async def profile(self, session_id: str) -> Profile:
+        return self._profile(self._session(session_id, connected=True))
+
+    async def update_profile(
+        self, session_id: str, *, name: str | None = None, about: str | None = None
+    ) -> Profile:
+        session = self._session(session_id, connected=True)
+        changes = {k: v for k, v in (("name", name), ("about", about)) if v is not None}
+        if "name" in changes and not changes["name"].strip():
+            raise _refused("bad_request", "a push name cannot be empty")
+        self.world.set_profile(session_id, **changes)
+        self.world.log(session_id, "profile", **changes)
+        return self._profile(session)
+
+    async def set_profile_picture(self, session_id: str, jpeg_base64: str) -> str:
+        self._session(session_id, connected=True)
+        _jpeg(jpeg_base64)
+        picture = str(10**9 + secrets.randbelow(9 * 10**9))
+        self.world.set_profile(session_id, picture=picture)
+        return picture
+
+    async def groups(self, session_id: str) -> list[Group]:
+        me = self._group_session(session_id)
+        with self.world.groups_locked() as book:
+            return [_group(record) for record in book.all() if me in record["participants"]]
+
+    async def group_info(self, session_id: str, jid: str) -> Group:
+        me = self._group_session(session_id)
+        with self.world.groups_locked() as book:
+            return _group(_visible(book, jid, me))
+
+    async def create_group(
+        self, session_id: str, subject: str, participants: list[str]
+    ) -> GroupCreated:
+        me = self._group_session(session_id)
+        _check_info(subject, None)
+        wanted = [jid for jid in dict.fromkeys(map(_user_jid, participants)) if jid != me]
+        if len(wanted) >= GROUP_SIZE_MAX:
+            raise _refused("bad_request", f"a group has at most {GROUP_SIZE_MAX} participants")
+        with self.world.groups_locked() as book:
+            record = _new_group(book.new_jid(), subject, me)
+            results = [_change_participant(record, me, "add", jid)[0] for jid in wanted]
+            book.put(record)
+        group = _group(record)
+        self._tell(
+            record["participants"],
+            lambda session_id, own: GroupJoined(
+                session_id,
+                group,
+                by=me,
+                by_phone=jid_to_phone(me),
+                reason="created" if own == me else "",
+            ),
+        )
+        return GroupCreated(group, tuple(results))
+
+    async def update_group(
+        self,
+        session_id: str,
+        jid: str,
+        *,
+        subject: str | None = None,
+        description: str | None = None,
+        announce: bool | None = None,
+        locked: bool | None = None,
+    ) -> Group:
+        me = self._group_session(session_id)
+        _check_info(subject, description)
+        fields: dict[str, Any] = {"subject": subject, "description": description}
+        fields |= {"announce": announce, "locked": locked}
+        requested = {name: value for name, value in fields.items() if value is not None}
+        with self.world.groups_locked() as book:
+            record = _visible(book, jid, me)
+            changed = _change_info(record, me, requested)
+            book.put(record)
+        self._tell_info(record, me, changed)
+        return _group(record)
+
+    async def set_group_picture(self, session_id: str, jid: str, jpeg_base64: str) -> str:
+        me = self._group_session(session_id)
+        _jpeg(jpeg_base64)
+        with self.world.groups_locked() as book:
+            record = _visible(book, jid, me)
+            if record["locked"]:
+                _require_admin(record, me, "edit its info")
+            record["picture"] = str(10**9 + secrets.randbelow(9 * 10**9))
+            _note(record, me, "picture", record["picture"])
+            book.put(record)
+        return record["picture"]
+
+    async def update_participants(
+        self, session_id: str, jid: str, action: ParticipantAction, participants: list[str]
+    ) -> list[ParticipantResult]:
+        me = self._group_session(session_id)
+        if action not in PARTICIPANT_ACTIONS:
+            raise _refused("bad_request", f"unknown participant action {action!r}")
+        targets = list(dict.fromkeys(map(_user_jid, participants)))
+        if not targets:
+            raise _refused("bad_request", "no participants given")
+        with self.world.groups_locked() as book:
+            record = _visible(book, jid, me)
+            _require_admin(record, me, "add, remove, promote or demote participants")
+            before = list(record["participants"])
+            outcomes = [_change_participant(record, me, action, target) for target in targets]
+            book.put(record)
+        changed = [member for _, member in outcomes if member is not None]
+        self._tell_participants(record, before, action, changed, me)
+        return [result for result, _ in outcomes]
+
+    async def group_invite_link(self, session_id: str, jid: str, revoke: bool = False) -> str:
+        me = self._group_session(session_id)
+        with self.world.groups_locked() as book:
+            record = _visible(book, jid, me)
+            _require_admin(record, me, "see or reset its invite link")
+            if revoke:
+                record["revoked_invites"].append(record["invite"])
+                record["invite"] = _invite_code()
+                _note(record, me, "invite_revoked", record["revoked_invites"][-1])
+                book.put(record)
+        return INVITE_LINK_PREFIX + record["invite"]
+
+    async def join_group(self, session_id: str, link: str) -> str:
+        me = self._group_session(session_id)
+        link = link.strip()
+        match = INVITE_PATTERN.fullmatch(link)
+        if match is None:
+            raise _refused("invite_invalid", f"{link!r} is not a group invite link")
+        with self.world.groups_locked() as book:
+            record, revoked = book.by_invite(match.group(1))
+            if record is None and revoked:
+                raise _refused("invite_revoked", "that group invite link has been revoked")
+            if record is None:
+                raise _refused("invite_invalid", "that group invite link is not valid")
+            if me in record["participants"]:  # WhatsApp answers with the group
+                return record["jid"]
+            before = list(record["participants"])
+            record["participants"][me] = "member"
+            _note(record, me, "join", me)
+            book.put(record)
+        member = _member(me, "member")
+        self._tell_participants(record, before, "add", [member], me, reason="invite")
+        return record["jid"]
+
+    async def leave_group(self, session_id: str, jid: str) -> None:
+        me = self._group_session(session_id)
+        with self.world.groups_locked() as book:
+            record = _visible(book, jid, me)
+            before = list(record["participants"])
+            role = record["participants"].pop(me)
+            _note(record, me, "leave", me)
+            book.put(record)
+        self._tell_participants(record, before, "remove", [_member(me, role)], me)
+
     async def download(self, session_id: str, media: InboundMedia, into: Path) -> int:
         self._session(session_id, connected=True)
         try:
@@ -612,7 +1181,9 @@ class SandboxEngine(Engine):
             raise EngineError("nothing comes through a frozen connection", code="not_connected")
         sender_jid = phone_to_jid(sender_phone)
         if as_lid:
-            sender_jid = f"{int(hashlib.sha256(sender_phone.encode()).hexdigest()[:12], 16)}@lid"
+            sender_jid = sandbox_lid(sender_phone)
+            if resolvable:  # the store knows whose number it is
+                self.world.learn_lid(session_id, sender_jid, sender_phone)
         inbound_media = None
         if media is not None:
             inbound_media = InboundMedia(
@@ -636,7 +1207,7 @@ class SandboxEngine(Engine):
                 if resolvable or not as_lid
                 else ""
             ),
-            push_name="Sandbox" if from_me else "Contact",
+            push_name="Sandbox" if from_me else f"Contact {sender_phone[-4:]}",
             from_me=from_me,
             is_group=bool(group),
             text=text if type == "text" else "",
@@ -695,6 +1266,89 @@ class SandboxEngine(Engine):
         self.world.block(session_id, jid, change)
         changed = BlocklistChange(jid=jid, action=change, phone_number=jid_to_phone(jid))
         self.emit(BlocklistChanged(session_id, changes=(changed,)))
+
+    async def group_event(
+        self,
+        session_id: str,
+        *,
+        group: str,
+        event: str,
+        participant: str = "",
+        by: str = "",
+        value: str = "",
+    ) -> None:
+        """Someone in `group` (a JID) changes it, by WhatsApp's rules; `participant` and `by` are
+        numbers (`by` may be the session's own, for its phone). What they do is `event` (the
+        control's `action`), one of GROUP_EVENTS:
+
+        - `join`: `by` adds the session's number (creating the group, with subject `value` or
+          "Group" and `by` its creator, when there is none);
+        - `leave`: `participant` leaves;
+        - `add`, `remove`, `promote`, `demote`: `by`, an admin, does it to `participant` (the
+          session's number too: removed, it no longer sees the group);
+        - `subject`, `description`: `by` sets it to `value`; `announce`, `locked`: `by`, an
+          admin, sets it to `value` "true" or "false".
+
+        Every connected session here that is in the group gets the notification WhatsApp sends
+        (nothing when nothing changes), and the group's history has the change. What WhatsApp
+        would refuse (`by` not in the group or not an admin, adding someone who cannot be added,
+        …) is `bad_request`.
+        """
+        session = self._session(session_id, connected=True)
+        try:
+            self._group_event(
+                phone_to_jid(session.phone_number), group, event, participant, by, value
+            )
+        except EngineError as exc:
+            raise _refused("bad_request", str(exc)) from exc
+
+    def _group_event(
+        self, me: str, group: str, action: str, participant: str, by: str, value: str
+    ) -> None:
+        if action not in GROUP_EVENTS:
+            raise _refused("bad_request", f"unknown group action {action!r}")
+        if not GROUP_JID_PATTERN.fullmatch(group):
+            raise _refused("bad_request", f"{group!r} is not a group's JID")
+        target = me if action == "join" else _number_jid(participant) if participant else ""
+        actor = target if action == "leave" else _number_jid(by) if by else ""
+        if not target and action in ("leave", *PARTICIPANT_ACTIONS):
+            raise _refused("bad_request", f"{action} needs the participant's number")
+        if not actor:
+            raise _refused("bad_request", f"{action} needs the number of who does it (by)")
+        info: dict[str, Any] = {}
+        if action in ("announce", "locked"):
+            if value not in ("true", "false"):
+                raise _refused("bad_request", f"{action} is set to true or false")
+            info[action] = value == "true"
+        elif action in ("subject", "description"):
+            _check_info(value if action == "subject" else None, value)
+            info[action] = value
+        with self.world.groups_locked() as book:
+            record = book.get(group)
+            if record is None and action == "join":
+                _check_info(value or "Group", None)
+                record = _new_group(group, value or "Group", actor)
+            if record is None:
+                raise _refused("bad_request", "that group does not exist")
+            participants = record["participants"]
+            if actor not in participants:
+                raise _refused("bad_request", f"{jid_to_phone(actor)} is not in that group")
+            before, member = list(participants), None
+            kind = cast(ParticipantAction, "add" if action == "join" else action)
+            if info:
+                info = _change_info(record, actor, info)
+            elif action == "leave":
+                kind, member = "remove", _member(target, participants.pop(target))
+                _note(record, target, "leave", target)
+            else:
+                _require_admin(record, actor, "add, remove, promote or demote participants")
+                result, member = _change_participant(record, actor, kind, target)
+                if result.status != "ok":
+                    raise _refused("bad_request", f"{jid_to_phone(target)}: {result.status}")
+            book.put(record)
+        self._tell_info(record, actor, info)
+        if member is not None:
+            self._tell_participants(record, before, kind, [member], actor)
 
     async def drop_connection(self, session_id: str) -> None:
         """The network drops; like whatsmeow, the engine reconnects by itself. While linking, the

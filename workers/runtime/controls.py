@@ -53,6 +53,8 @@ async def apply_sandbox_control(engine: SandboxEngine, message: dict) -> None:
             await engine.presence(session_id, **arguments)
         elif action == "block":
             await engine.block_from_phone(session_id, **arguments)
+        elif action == "group_event":
+            await engine.group_event(session_id, **arguments)
         else:
             logger.warning("unknown sandbox control %r", action, extra={"session_id": session_id})
     except EngineError as exc:
@@ -70,6 +72,20 @@ CALLS = {
     "subscribe_presence": ("chat",),
     "blocklist": (),
     "update_blocklist": ("jid", "action"),
+    "contact": ("jid",),
+    "phone_of_lid": ("lid",),
+    "profile": (),
+    "update_profile": ("name", "about"),
+    "set_profile_picture": ("jpeg_base64",),
+    "groups": (),
+    "group_info": ("jid",),
+    "create_group": ("subject", "participants"),
+    "update_group": ("jid", "subject", "description", "announce", "locked"),
+    "set_group_picture": ("jid", "jpeg_base64"),
+    "update_participants": ("jid", "action", "participants"),
+    "group_invite_link": ("jid", "revoke"),
+    "join_group": ("link",),
+    "leave_group": ("jid",),
 }
 
 
@@ -83,6 +99,8 @@ async def answer_call(engine: Engine, message: dict) -> None:
         result = await getattr(engine, method)(message["session_id"], **kwargs)
         if isinstance(result, list):
             result = [dataclasses.asdict(item) for item in result]
+        elif dataclasses.is_dataclass(result) and not isinstance(result, type):
+            result = dataclasses.asdict(result)
         answer = {"ok": result}
     except EngineError as exc:
         answer = {"error": {"code": exc.code, "message": str(exc)}}

@@ -174,6 +174,7 @@ class Sender:
                 reply_to_sender=job.reply_to_sender,
                 reply_to_from_me=job.reply_to_from_me,
                 reply_to_text=job.reply_to_text,
+                mentions=tuple(job.payload.get("mentions", ())),
             )
             if settings.SEND_TYPING and job.type == "text":
                 with contextlib.suppress(EngineError):

@@ -20,6 +20,7 @@ from typing import Protocol
 from django.utils import timezone
 
 from gateway.core import logging as log_context
+from groups import services as groups
 from messaging import services as messages
 from sessions_app import services as sessions
 from sessions_app.services import qr, snapshots
@@ -31,6 +32,9 @@ from workers.engines.base import (
     Engine,
     EngineError,
     Event,
+    GroupJoined,
+    GroupParticipantsChanged,
+    GroupUpdated,
     LoggedOut,
     MessageReceived,
     PairCode,
@@ -439,6 +443,42 @@ class SessionRunner:
                 session_id=self.id,
                 epoch=self.epoch,
                 changes=[dataclasses.asdict(change) for change in event.changes],
+            )
+        elif isinstance(event, GroupJoined):
+            await db(
+                groups.group_joined_announce,
+                session_id=self.id,
+                epoch=self.epoch,
+                group=dataclasses.asdict(event.group),
+                by=event.by,
+                by_phone=event.by_phone,
+                reason=event.reason,
+            )
+        elif isinstance(event, GroupUpdated):
+            changes = {
+                name: getattr(event, name)
+                for name in ("subject", "description", "announce", "locked")
+                if getattr(event, name) is not None
+            }
+            await db(
+                groups.group_updated_announce,
+                session_id=self.id,
+                epoch=self.epoch,
+                group=event.group,
+                changes=changes,
+                by=event.by,
+                by_phone=event.by_phone,
+            )
+        elif isinstance(event, GroupParticipantsChanged):
+            await db(
+                groups.group_participants_announce,
+                session_id=self.id,
+                epoch=self.epoch,
+                group=event.group,
+                action=event.action,
+                participants=[dataclasses.asdict(m) for m in event.participants],
+                by=event.by,
+                by_phone=event.by_phone,
             )
         elif isinstance(event, MessageReceived):
             await self.inbound.receive(event.message)

@@ -25,6 +25,16 @@ The ones that shape the gateway most:
 - `send_message()` learns the message id from the server's ack (no caller-chosen id).
 - LoggedOut, StreamReplaced, TemporaryBan and ClientOutdated do not end `connect()`, and nothing
   reconnects after them; no Disconnected follows StreamReplaced.
+- Group calls are IQs: their errors are whatsmeow's texts (some wrapped in human errors, the rest
+  "info query returned status <code>: <text>"); per-participant refusals of an add or remove are
+  in the returned participants' Error, not raised. Group notifications become JoinedGroup (21)
+  and GroupInfoEvent (22), and, like group info queries, store the members' LID mappings.
+- Contacts and the profile: a user info query (usync) answers the about text, picture id,
+  verified business name and devices, and stores the user's LID; the contact store knows push
+  names only from messages (and business names from verified names), not from a lookup;
+  `set_profile_name` is an app state patch, `set_status_message` a mex mutation (which reads
+  the client before any nil check: without a client the process aborts), `set_profile_photo`
+  SetGroupPhoto with no JID.
 """
 
 from __future__ import annotations
@@ -47,21 +57,46 @@ from typing import Any
 
 from .events import INT_TO_EVENT, Event
 from .exc import (
+    ContactStoreError,
+    CreateGroupError,
     DownloadError,
     GetBlocklistError,
+    GetGroupInfoError,
+    GetGroupInviteLinkError,
     GetJIDFromStoreError,
+    GetJoinedGroupsError,
+    GetProfilePictureError,
+    GetUserInfoError,
+    InviteLinkError,
     IsOnWhatsAppError,
+    LeaveGroupError,
     LogoutError,
     MarkReadError,
     NeonizeError,
     PairPhoneError,
+    SendAppStateError,
     SendMessageError,
     SendPresenceError,
+    SetGroupAnnounceError,
+    SetGroupLockedError,
+    SetGroupNameError,
+    SetGroupPhotoError,
+    SetGroupTopicError,
+    SetStatusMessageError,
     SubscribePresenceError,
     UpdateBlocklistError,
+    UpdateGroupParticipantsError,
 )
 from .proto import Neonize_pb2 as neonize_proto
-from .proto.Neonize_pb2 import JID, Device, SendResponse
+from .proto.Neonize_pb2 import (
+    JID,
+    Device,
+    GroupInfo,
+    GroupInfoEvent,
+    GroupParticipant,
+    JoinedGroup,
+    SendResponse,
+)
 from .proto.waCommon.WACommon_pb2 import MessageKey
 from .proto.waE2E.WAWebProtobufsE2E_pb2 import (
     AudioMessage,
@@ -71,7 +106,7 @@ from .proto.waE2E.WAWebProtobufsE2E_pb2 import (
     ReactionMessage,
     VideoMessage,
 )
-from .utils.jid import Jid2String, build_jid, parse
+from .utils.jid import Jid2String, parse
 
 # The double's clock: 1.0 is WhatsApp's; tests shorten it.
 SCALE = float(os.environ.get("NEONIZE_DOUBLE_TIME_SCALE", "1"))
@@ -83,6 +118,12 @@ EVENT_BUFFER = 100  # NZ main.go: eventChan := make(chan …, 100)
 TEMP_BAN_CODES = {101: 1, 102: 2, 103: 3, 104: 4, 106: 5}  # NZ utils/encoder.go
 LOGGED_OUT, MAIN_DEVICE_GONE, UNKNOWN_LOGOUT = 2, 4, 5  # neonize ConnectFailureReason
 FAILURE_REASONS = {401: LOGGED_OUT, 403: MAIN_DEVICE_GONE, 406: UNKNOWN_LOGOUT}
+GO_ZERO_TIME = -62135596800  # time.Time{}.Unix(): what goneonize encodes for an unset time
+INVITE_LINK_PREFIX = "https://chat.whatsapp.com/"  # whatsmeow group.go InviteLinkPrefix
+IQ_TIMEOUT = 75.0  # whatsmeow request.go defaultRequestTimeout
+MEX_SET_ABOUT = "9152604461510864"  # whatsmeow user.go mutationUpdateTextStatus
+NIL_DEREFERENCE = "panic: runtime error: invalid memory address or nil pointer dereference"
+HOSTED_SERVERS = {"s.whatsapp.net": "hosted", "lid": "hosted.lid"}  # types/jid.go
 
 _clients: dict[str, _Go] = {}  # NZ main.go: var clients = make(map[string]*whatsmeow.Client)
 _access = threading.Lock()
@@ -126,6 +167,187 @@ def _jid_proto(value: str) -> JID:
     )
 
 
+# --- groups: whatsmeow's parsing of the servers' nodes (group.go), goneonize's encoding -------
+# A node is {"tag", "attrs", "content"} (the servers' XML as whatsmeow's binary decoder gives it).
+
+
+def _children(node: dict, tag: str | None = None) -> list[dict]:
+    content = node.get("content")
+    children = content if isinstance(content, list) else []
+    return [child for child in children if tag is None or child["tag"] == tag]
+
+
+def _child(node: dict, tag: str) -> dict | None:
+    return next(iter(_children(node, tag)), None)
+
+
+def _unix(value: Any) -> int:
+    """An optional Unix time attribute, as goneonize encodes it (`.Unix()` of zero time.Time
+    when absent)."""
+    return GO_ZERO_TIME if value is None else int(value)
+
+
+def _participant(node: dict) -> GroupParticipant:
+    """group.go parseParticipant + encoder.go EncodeGroupParticipant: JID as the group names
+    them; a @lid JID is the LID and `phone_number` the PN, a phone-number JID the PN and `lid`
+    the LID; Error and AddRequest only with an `error` attribute."""
+    attrs = node["attrs"]
+    jid, role = attrs["jid"], attrs.get("type", "")
+    lid = pn = ""
+    if jid.endswith("@lid"):
+        lid, pn = jid, attrs.get("phone_number", "")
+    elif jid.endswith("@s.whatsapp.net"):
+        pn, lid = jid, attrs.get("lid", "")
+    participant = GroupParticipant(
+        JID=_jid_proto(jid), LID=_jid_proto(lid), PhoneNumber=_jid_proto(pn),
+        IsAdmin=role in ("admin", "superadmin"), IsSuperAdmin=role == "superadmin",
+        DisplayName=attrs.get("display_name", ""), Error=0,
+    )  # fmt: skip
+    if attrs.get("error"):
+        participant.Error = int(attrs["error"])
+        request = _child(node, "add_request")
+        if request is not None:
+            participant.AddRequest.Code = request["attrs"]["code"]
+            participant.AddRequest.Expiration = float(request["attrs"]["expiration"])
+    return participant
+
+
+def _group_info(node: dict) -> GroupInfo:
+    """group.go parseGroupNode + encoder.go EncodeGroupInfo (every sub-message set; what the
+    node lacks is zero: empty JIDs, zero times)."""
+    attrs = node["attrs"]
+    info = GroupInfo(
+        JID=JID(User=attrs["id"], Device=0, Integrator=0, IsEmpty=False, RawAgent=0,
+                Server="g.us"),
+        OwnerJID=_jid_proto(attrs.get("creator", "")),
+        OwnerPN=_jid_proto(attrs.get("creator_pn", "")),
+        GroupName=neonize_proto.GroupName(
+            Name=attrs.get("subject", ""), NameSetAt=_unix(attrs.get("s_t")),
+            NameSetBy=_jid_proto(attrs.get("s_o", "")),
+        ),
+        GroupTopic=neonize_proto.GroupTopic(
+            Topic="", TopicID="", TopicSetAt=GO_ZERO_TIME, TopicSetBy=_jid_proto(""),
+            TopicDeleted=False,
+        ),
+        GroupLocked=neonize_proto.GroupLocked(isLocked=False),
+        GroupAnnounce=neonize_proto.GroupAnnounce(
+            IsAnnounce=False, AnnounceVersionID=attrs.get("a_v_id", "")
+        ),
+        GroupEphemeral=neonize_proto.GroupEphemeral(IsEphemeral=False, DisappearingTimer=0),
+        GroupIncognito=neonize_proto.GroupIncognito(IsIncognito=False),
+        GroupParent=neonize_proto.GroupParent(IsParent=False, DefaultMembershipApprovalMode=""),
+        GroupLinkedParent=neonize_proto.GroupLinkedParent(LinkedParentJID=_jid_proto("")),
+        GroupIsDefaultSub=neonize_proto.GroupIsDefaultSub(IsDefaultSubGroup=False),
+        GroupCreated=float(_unix(attrs.get("creation"))),
+        ParticipantVersionID=attrs.get("p_v_id", ""),
+    )  # fmt: skip
+    for child in _children(node):
+        tag, child_attrs = child["tag"], child["attrs"]
+        if tag == "participant":
+            info.Participants.append(_participant(child))
+        elif tag == "description" and (body := _child(child, "body")) is not None:
+            info.GroupTopic.Topic = body["content"]
+            info.GroupTopic.TopicID = child_attrs["id"]
+            info.GroupTopic.TopicSetBy.CopyFrom(_jid_proto(child_attrs.get("participant", "")))
+            info.GroupTopic.TopicSetAt = int(child_attrs["t"])
+        elif tag == "announcement":
+            info.GroupAnnounce.IsAnnounce = True
+        elif tag == "locked":
+            info.GroupLocked.isLocked = True
+    return info
+
+
+def _info_lid_pairs(info: GroupInfo) -> list[tuple[str, str]]:
+    """group.go cacheGroupInfo: a mapping for each participant with both a LID and a PN."""
+    return [
+        (p.LID.User, p.PhoneNumber.User)
+        for p in info.Participants
+        if p.LID.User and p.PhoneNumber.User
+    ]
+
+
+def _participant_list(node: dict) -> tuple[list[JID], list[tuple[str, str]]]:
+    """group.go parseParticipantList: the JIDs, and the LID mappings their attributes carry."""
+    jids, pairs = [], []
+    for child in _children(node, "participant"):
+        jid = child["attrs"]["jid"]
+        jids.append(_jid_proto(jid))
+        other = child["attrs"].get("phone_number" if jid.endswith("@lid") else "lid", "")
+        if other:
+            lid, pn = (jid, other) if jid.endswith("@lid") else (other, jid)
+            pairs.append((lid.partition("@")[0], pn.partition("@")[0]))
+    return jids, pairs
+
+
+def _group_notification(node: dict) -> tuple[Any, list[tuple[str, str]]]:
+    """group.go parseGroupNotification: a lone `<create>` is a JoinedGroup (parseGroupCreate,
+    encoded as goneonize PR #206 does: Type from Type, Sender/SenderPN when present), anything
+    else a GroupInfo event (parseGroupChange → EncodeGroupInfoEvent, which has no SenderPN)."""
+    attrs = node["attrs"]
+    sender = attrs.get("participant", "")
+    children = _children(node)
+    if len(children) == 1 and children[0]["tag"] == "create":
+        create = children[0]
+        info = _group_info(_child(create, "group"))
+        joined = JoinedGroup(
+            Reason=create["attrs"].get("reason", ""),
+            Type=create["attrs"].get("type", ""),
+            CreateKey=create["attrs"].get("key", ""),
+            GroupInfo=info,
+        )
+        if sender:
+            joined.Sender.CopyFrom(_jid_proto(sender))
+        if attrs.get("participant_pn"):
+            joined.SenderPN.CopyFrom(_jid_proto(attrs["participant_pn"]))
+        return joined, _info_lid_pairs(info)
+    timestamp = int(attrs["t"])
+    event = GroupInfoEvent(
+        JID=_jid_proto(attrs["from"]), Notify=attrs.get("notify", ""), Timestamp=timestamp,
+        PrevParticipantsVersionID="", ParticipantVersionID="", JoinReason="",
+    )  # fmt: skip
+    if sender:
+        event.Sender.CopyFrom(_jid_proto(sender))
+    pairs: list[tuple[str, str]] = []
+    lists = {"add": event.Join, "remove": event.Leave, "promote": event.Promote,
+             "demote": event.Demote}  # fmt: skip
+    for child in children:
+        tag, child_attrs = child["tag"], child["attrs"]
+        if tag in lists:
+            event.PrevParticipantsVersionID = child_attrs.get("prev_v_id", "")
+            event.ParticipantVersionID = child_attrs.get("v_id", "")
+            if tag == "add":
+                event.JoinReason = child_attrs.get("reason", "")
+            jids, pairs = _participant_list(child)  # as in group.go, the last list's pairs
+            lists[tag].extend(jids)
+        elif tag in ("locked", "unlocked"):
+            event.Locked.isLocked = tag == "locked"
+        elif tag == "subject":
+            event.Name.CopyFrom(
+                neonize_proto.GroupName(
+                    Name=child_attrs["subject"], NameSetAt=int(child_attrs["s_t"]),
+                    NameSetBy=_jid_proto(child_attrs.get("s_o", "")),
+                )
+            )  # fmt: skip
+        elif tag == "description":
+            body = _child(child, "body")
+            event.Topic.CopyFrom(
+                neonize_proto.GroupTopic(
+                    Topic=body["content"] if body is not None else "",
+                    TopicID=child_attrs["id"], TopicSetAt=timestamp,
+                    TopicSetBy=_jid_proto(sender), TopicDeleted=_child(child, "delete") is not None,
+                )
+            )  # fmt: skip
+        elif tag in ("announcement", "not_announcement"):
+            event.Announce.CopyFrom(
+                neonize_proto.GroupAnnounce(
+                    IsAnnounce=tag == "announcement", AnnounceVersionID=child_attrs["v_id"]
+                )
+            )
+        elif tag == "invite":
+            event.NewInviteLink = INVITE_LINK_PREFIX + child_attrs["code"]
+    return event, pairs
+
+
 class _Store:
     """The device store (whatsmeow sqlstore): a SQLite file, the gateway snapshots it."""
 
@@ -137,6 +359,12 @@ class _Store:
             )
             db.execute(
                 "CREATE TABLE IF NOT EXISTS whatsmeow_lid_map (lid TEXT PRIMARY KEY, pn TEXT)"
+            )
+            # sqlstore store.go: whatsmeow_contacts, one row per JID (as given: PN or LID)
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS whatsmeow_contacts (their_jid TEXT PRIMARY KEY, "
+                "first_name TEXT, full_name TEXT, push_name TEXT, business_name TEXT, "
+                "redacted_phone TEXT)"
             )
 
     def _db(self) -> sqlite3.Connection:
@@ -157,6 +385,7 @@ class _Store:
         with self._db() as db:
             db.execute("DELETE FROM whatsmeow_device")
             db.execute("DELETE FROM whatsmeow_lid_map")
+            db.execute("DELETE FROM whatsmeow_contacts")  # ON DELETE CASCADE from the device
 
     def put_lid(self, lid: str, pn: str) -> None:
         with self._db() as db:
@@ -172,6 +401,35 @@ class _Store:
             row = db.execute("SELECT pn FROM whatsmeow_lid_map WHERE lid = ?", (lid,)).fetchone()
         return row[0] if row else ""
 
+    def contact(self, jid: str) -> neonize_proto.ContactInfo:
+        """sqlstore getContact: Found when the JID has a row; NULL columns are ""."""
+        with self._db() as db:
+            row = db.execute(
+                "SELECT first_name, full_name, push_name, business_name, redacted_phone "
+                "FROM whatsmeow_contacts WHERE their_jid = ?",
+                (jid,),
+            ).fetchone()
+        first, full, push, business, redacted = (value or "" for value in (row or [None] * 5))
+        return neonize_proto.ContactInfo(
+            Found=row is not None, FirstName=first, FullName=full, PushName=push,
+            BusinessName=business, RedactedPhone=redacted,
+        )  # fmt: skip
+
+    def put_contact_name(self, jid: str, column: str, name: str) -> bool:
+        """sqlstore PutPushName / PutBusinessName: written only when it differs; whether it
+        changed."""
+        assert column in ("push_name", "business_name")
+        current = self.contact(jid)
+        if getattr(current, "PushName" if column == "push_name" else "BusinessName") == name:
+            return False
+        with self._db() as db:
+            db.execute(
+                f"INSERT INTO whatsmeow_contacts (their_jid, {column}) VALUES (?, ?) "  # noqa: S608
+                f"ON CONFLICT (their_jid) DO UPDATE SET {column} = excluded.{column}",
+                (jid, name),
+            )
+        return True
+
 
 class _Go:
     """One whatsmeow client and its Neonize() goroutine."""
@@ -180,6 +438,11 @@ class _Go:
         self.client = client
         self.store = _Store(client.name)
         self.jid, self.lid, self.push_name = self.store.device()
+        # The store's session stores (Store.LIDs, Contacts, AppState, …): "new" on a device
+        # never paired (nil: using them panics), "device" once loaded or paired (container.go
+        # initializeDevice), "deleted" after Store.Delete (NoopStore: ErrDeviceDeleted, except
+        # Store.LIDs, which stays the container's).
+        self.store_state = "device" if self.jid else "new"
         self.sock: socket.socket | None = None
         self.handshaking: socket.socket | None = None  # dialled, login not answered yet
         self.reader: threading.Thread | None = None
@@ -338,8 +601,7 @@ class _Go:
         failure = answer.get("failure")
         self.expected_disconnect = True  # handleConnectFailure: no reconnect after a failure
         if failure in FAILURE_REASONS:
-            self.store.delete()  # connectionevents.go: the store is deleted on a logged-out failure
-            self.jid = ""
+            self.delete_store()  # connectionevents.go: the store is deleted on a logged-out failure
             self._dispatch(neonize_proto.LoggedOut(OnConnect=True, Reason=FAILURE_REASONS[failure]))
         elif failure == 402:
             code = TEMP_BAN_CODES.get(answer.get("code", 101), 1)
@@ -381,6 +643,7 @@ class _Go:
         if kind == "pair_success":
             self.jid, self.lid = message["jid"], message.get("lid", "")
             self.store.save(self.jid, self.lid, self.push_name)
+            self.store_state = "device"
             if self.lid:
                 self.store.put_lid(self.lid.partition("@")[0], self.jid.partition("@")[0])
             self._dispatch(
@@ -402,8 +665,7 @@ class _Go:
             threading.Thread(target=restart, daemon=True).start()
         elif kind == "stream_error" and message.get("conflict") == "device_removed":
             self.expected_disconnect = True
-            self.store.delete()
-            self.jid = ""
+            self.delete_store()
             self._dispatch(neonize_proto.LoggedOut(OnConnect=False, Reason=LOGGED_OUT))
             self.disconnect()
         elif kind == "stream_error" and message.get("conflict") == "replaced":
@@ -412,15 +674,78 @@ class _Go:
             self.disconnect()
         elif kind == "push_name":
             # appstate.go dispatchAppState, `setting_pushName`: Store.PushName, saved.
-            self.push_name = message["name"]
-            self.store.save(self.jid, self.lid, self.push_name)
+            self.apply_push_name(message["name"])
+        elif kind == "notification" and message["node"]["attrs"].get("type") == "w:gp2":
+            # notification.go handleNotification, "w:gp2": parseGroupNotification, then the
+            # LID mappings it found are stored, then the event is dispatched.
+            event, lid_pairs = _group_notification(message["node"])
+            self._put_lids(lid_pairs)
+            self._dispatch(event)
         elif kind in (17, 18, 19, 20, 30):
             event = INT_TO_EVENT[kind].FromString(base64.b64decode(message["event"]))
-            if kind == 17 and event.Info.MessageSource.SenderAlt.User:
-                source = event.Info.MessageSource
-                if source.Sender.Server == "lid":
-                    self.store.put_lid(source.Sender.User, source.SenderAlt.User)
+            if kind == 17:
+                self._learn_from_message(event.Info)
             self._dispatch(event)
+
+    def _put_lids(self, pairs: list[tuple[str, str]]) -> None:
+        """Store.LIDs.PutManyLIDMappings: (LID user, phone user) pairs."""
+        for lid, pn in pairs:
+            self.store.put_lid(lid, pn)
+
+    def delete_store(self) -> None:
+        """whatsmeow Store.Delete (store.go): the device row goes, ID is nil, and the session
+        stores become NoopStores that fail with ErrDeviceDeleted."""
+        self.store.delete()
+        self.jid = ""
+        self.store_state = "deleted"
+
+    def _store_lid_pn(self, first: JID, second: JID) -> None:
+        """client.go StoreLIDPNMapping: a LID and a phone number JID, in either order."""
+        pair = {first.Server: first.User, second.Server: second.User}
+        if set(pair) == {"lid", "s.whatsapp.net"}:
+            self.store.put_lid(pair["lid"], pair["s.whatsapp.net"])
+
+    def alt_jid(self, jid: str) -> str:
+        """store.go GetAltJID: a phone number's LID or a LID's phone number, from Store.LIDs."""
+        user, _, server = jid.partition("@")
+        if server == "s.whatsapp.net":
+            lid = self.store.lid_for_pn(user)
+            return f"{lid}@lid" if lid else ""
+        if server == "lid":
+            pn = self.store.pn_for_lid(user)
+            return f"{pn}@s.whatsapp.net" if pn else ""
+        return ""
+
+    def update_contact_name(self, column: str, user: str, alt: str, name: str) -> None:
+        """user.go updatePushName / updateBusinessName: the name under the user's JID and, when
+        it changed, under the other JID too (the message's alt JID, else the store's)."""
+        if self.store_state != "device":  # NoopStore: the error is only logged
+            return
+        if self.store.put_contact_name(user, column, name):
+            alt = alt or self.alt_jid(user)
+            if alt:
+                self.store.put_contact_name(alt, column, name)
+
+    def _learn_from_message(self, info: Any) -> None:
+        """message.go handleEncryptedMessage, before decrypting: the LID mapping of the sender
+        (or recipient), then the sender's verified business name and push name ("-" is none)."""
+        source = info.MessageSource
+        if source.SenderAlt.User:
+            self._store_lid_pn(source.SenderAlt, source.Sender)
+        elif source.RecipientAlt.User:
+            self._store_lid_pn(source.RecipientAlt, source.Chat)
+        alt = f"{source.SenderAlt.User}@{source.SenderAlt.Server}" if source.SenderAlt.User else ""
+        business = info.VerifiedName.Details.verifiedName
+        if business:  # updateBusinessName(info.Sender, …): the sender as it came
+            self.update_contact_name("business_name", Jid2String(source.Sender), alt, business)
+        if info.Pushname and info.Pushname != "-":  # updatePushName: user.ToNonAD()
+            user = f"{source.Sender.User}@{source.Sender.Server}"
+            self.update_contact_name("push_name", user, alt, info.Pushname)
+
+    def apply_push_name(self, name: str) -> None:
+        """appstate.go dispatchAppState, `setting_pushName`: Store.PushName, saved."""
+        self.push_name = name
+        self.store.save(self.jid, self.lid, self.push_name)
 
     def _dispatch(self, event: Any) -> None:
         """whatsmeow dispatchEvent → neonize's handler: only subscribed codes are forwarded;
@@ -507,6 +832,7 @@ class NewClient:
         self.uuid = uuid or name
         self.event = Event(self)
         self.qr = self.event.qr
+        self.contact = ContactStore(self.uuid)  # PY client.py L445
         self.me: Device | None = None
         self.connected = False
 
@@ -826,16 +1152,32 @@ class NewClient:
 
     def get_pn_from_lid(self, jid: JID) -> JID:
         """NZ main.go GetPNFromLID: clients[id].Store.LIDs with no nil check (aborts when the
-        client is gone or not paired); an unknown LID is an empty JID, no error."""
+        client is gone or its store was never paired); an unknown LID is an empty JID, no
+        error; the answer keeps the input's device (lidmap.go getLIDMapping)."""
+        jid.SerializeToString()
         go = _client_of(self.uuid)
-        if go is None or not go.jid:
-            _abort("panic: runtime error: invalid memory address or nil pointer dereference")
+        if go is None or go.store_state == "new":
+            _abort(NIL_DEREFERENCE)
         if jid.Server != "lid":
             raise GetJIDFromStoreError(
                 f"invalid GetPNForLID call with non-LID JID {Jid2String(jid)}"
             )
         pn = go.store.pn_for_lid(jid.User)
-        return build_jid(pn) if pn else _jid_proto("")
+        return _store_jid(pn, jid.Device, "s.whatsapp.net")
+
+    def get_lid_from_pn(self, jid: JID) -> JID:
+        """NZ main.go GetLIDFromPN (PY client.py L2242), the mirror of get_pn_from_lid:
+        lidmap.go GetLIDForPN refuses a JID that is not a phone number's."""
+        jid.SerializeToString()
+        go = _client_of(self.uuid)
+        if go is None or go.store_state == "new":
+            _abort(NIL_DEREFERENCE)
+        if jid.Server != "s.whatsapp.net":
+            raise GetJIDFromStoreError(
+                f"invalid GetLIDForPN call with non-PN JID {Jid2String(jid)}"
+            )
+        lid = go.store.lid_for_pn(jid.User)
+        return _store_jid(lid, jid.Device, "lid")
 
     def logout(self) -> None:
         """whatsmeow Logout: needs the device and the socket; no LoggedOut event after it."""
@@ -847,5 +1189,482 @@ class NewClient:
         except (ConnectionError, TimeoutError) as exc:
             raise LogoutError(f"error sending logout request: {exc}") from None
         go.disconnect()
-        go.store.delete()
-        go.jid = ""
+        go.delete_store()
+
+    # --- groups (whatsmeow group.go; goneonize main.go; neonize client.py) ---------------------
+
+    def generate_message_id(self) -> str:
+        """whatsmeow GenerateMessageID (send.go): "3EB0" and nine bytes of a SHA-256 over the
+        time, our own user and random bytes, in upper hex; nil-safe (PY client.py L2022)."""
+        go = _client_of(self.uuid)
+        data = int(time.time()).to_bytes(8, "big")
+        if go is not None and go.jid:
+            data += go.jid.partition("@")[0].partition(":")[0].encode() + b"@c.us"
+        return "3EB0" + hashlib.sha256(data + os.urandom(16)).hexdigest()[:18].upper()
+
+    def _group_iq(
+        self,
+        error: type[Exception],
+        op: str,
+        *,
+        go: _Go | None = None,
+        wrapped: dict[int, str] | None = None,
+        prefix: str = "",
+        **fields: Any,
+    ) -> tuple[_Go, dict]:
+        """sendGroupIQ → sendIQ (request.go): "client is nil" without a client, "websocket not
+        connected" without a socket, "info query timed out" after 75 s, and an IQ error as
+        "info query returned status <code>: <text>" (errors.go IQError) unless the method
+        wraps it in a human error (`wrapped`, group.go wrapIQError)."""
+        go = go or _client_of(self.uuid)
+        if go is None:
+            raise error(prefix + "client is nil")
+        try:
+            answer = go._rpc(op, timeout=IQ_TIMEOUT * SCALE, **fields)
+        except (ConnectionError, TimeoutError) as exc:
+            raise error(prefix + str(exc)) from None
+        if "error" in answer:
+            raise error(prefix + answer["error"])
+        code = answer.get("iq_error")
+        if code:
+            raw = f"info query returned status {code}: {answer['text']}"
+            raise error(prefix + (wrapped or {}).get(code, raw))
+        return go, answer
+
+    @staticmethod
+    def _privacy_tokens(go: _Go | None, error: type[Exception], targets: list[str]) -> None:
+        """CreateGroup / UpdateGroupParticipants(add), per participant (group.go): a LID's phone
+        number from Store.LIDs (nil without a paired client: the process aborts), then
+        ensureTCToken (tctoken.go), ErrNotLoggedIn without a device JID."""
+        for target in targets:
+            if go is None or not go.jid:
+                if target.endswith("@lid"):
+                    _abort(
+                        "panic: runtime error: invalid memory address or nil pointer dereference"
+                    )
+                raise error(
+                    f"failed to get privacy token for participant {target}: "
+                    "the store doesn't contain a device JID"
+                )
+
+    def _group_info_of(self, error: type[Exception], target: str, prefix: str = "") -> GroupInfo:
+        """whatsmeow getGroupInfo: 404 → ErrGroupNotFound, 403 → ErrNotInGroup; the members' LID
+        mappings are stored (cacheGroupInfo, PutManyLIDMappings)."""
+        go, answer = self._group_iq(
+            error,
+            "group_info",
+            wrapped={
+                404: "that group does not exist",
+                403: "you're not participating in that group",
+            },
+            prefix=prefix,
+            jid=target,
+        )
+        info = _group_info(answer["group"])
+        go._put_lids(_info_lid_pairs(info))
+        return _returned(neonize_proto.GetGroupInfoReturnFunction(GroupInfo=info)).GroupInfo
+
+    def get_group_info(self, jid: JID) -> GroupInfo:
+        """PY client.py L2108: GetGroupInfoReturnFunction, GetGroupInfoError(model.Error)."""
+        jid.SerializeToString()  # neonize serialises the JID first: an incomplete one fails here
+        return self._group_info_of(GetGroupInfoError, Jid2String(jid))
+
+    def get_joined_groups(self) -> Any:
+        """whatsmeow GetJoinedGroups: `<participating>` with participants and descriptions; the
+        LID mappings of every group are stored. PY client.py L2887 returns `model.Group`."""
+        go, answer = self._group_iq(GetJoinedGroupsError, "group_list")
+        infos = [_group_info(node) for node in answer["groups"]]
+        for info in infos:
+            go._put_lids(_info_lid_pairs(info))
+        return _returned(neonize_proto.GetJoinedGroupsReturnFunction(Group=infos)).Group
+
+    def create_group(
+        self,
+        name: str,
+        participants: list[JID] = [],  # noqa: B006 - neonize's own signature
+        linked_parent: Any = None,
+        group_parent: Any = None,
+    ) -> GroupInfo:
+        """PY client.py L2836: ReqCreateGroup with CreateKey = generate_message_id(); whatsmeow
+        CreateGroup parses the `<group>` of the answer (participants that could not be added
+        carry their Error), without storing LID mappings (the create notification does)."""
+        request = neonize_proto.ReqCreateGroup(
+            name=name, Participants=participants, CreateKey=self.generate_message_id()
+        )
+        if linked_parent:
+            request.GroupLinkedParent.MergeFrom(linked_parent)
+        if group_parent:
+            request.GroupParent.MergeFrom(group_parent)
+        request = neonize_proto.ReqCreateGroup.FromString(request.SerializeToString())
+        targets = [f"{p.User}@{p.Server}" for p in request.Participants]  # ToNonAD
+        go = _client_of(self.uuid)
+        self._privacy_tokens(go, CreateGroupError, targets)
+        _, answer = self._group_iq(
+            CreateGroupError,
+            "group_create",
+            go=go,
+            name=request.name,
+            participants=targets,
+            key=request.CreateKey,
+        )
+        info = _group_info(answer["group"])
+        return _returned(neonize_proto.GetGroupInfoReturnFunction(GroupInfo=info)).GroupInfo
+
+    def update_group_participants(
+        self, jid: JID, participants_changes: list[JID], action: Any
+    ) -> Any:
+        """whatsmeow UpdateGroupParticipants: one IQ; WhatsApp answers each participant (Error,
+        AddRequest); only the IQ's own failure raises (PY client.py L2787)."""
+        jid.SerializeToString()
+        neonize_proto.JIDArray(JIDS=participants_changes).SerializeToString()
+        targets = [Jid2String(p) for p in participants_changes]
+        go = _client_of(self.uuid)
+        if action.value == "add":
+            self._privacy_tokens(go, UpdateGroupParticipantsError, targets)
+        _, answer = self._group_iq(
+            UpdateGroupParticipantsError,
+            "group_participants",
+            go=go,
+            jid=Jid2String(jid),
+            action=action.value,
+            participants=targets,
+        )
+        result = neonize_proto.UpdateGroupParticipantsReturnFunction(
+            participants=[_participant(node) for node in answer["participants"]]
+        )
+        return _returned(result).participants
+
+    def _set_group(self, error: type[Exception], jid: JID, tag: str, **fields: Any) -> None:
+        jid.SerializeToString()
+        self._group_iq(error, "group_set", jid=Jid2String(jid), tag=tag, **fields)
+
+    def set_group_name(self, jid: JID, name: str) -> None:
+        """whatsmeow SetGroupName: `<subject>`; SetGroupNameError (PY client.py L2178)."""
+        self._set_group(SetGroupNameError, jid, "subject", value=name)
+
+    def set_group_topic(self, jid: JID, previous_id: str, new_id: str, topic: str) -> None:
+        """whatsmeow SetGroupTopic: without a previous id it asks for the group's info first
+        ("failed to get old group info to update topic: …"); without a new id it makes one
+        (GenerateMessageID); an empty topic deletes the description."""
+        jid.SerializeToString()
+        target = Jid2String(jid)
+        if not previous_id:
+            previous_id = self._group_info_of(
+                SetGroupTopicError, target, prefix="failed to get old group info to update topic: "
+            ).GroupTopic.TopicID
+        new_id = new_id or self.generate_message_id()
+        self._set_group(
+            SetGroupTopicError, jid, "description", value=topic, id=new_id, prev=previous_id
+        )
+
+    def set_group_announce(self, jid: JID, announce: bool) -> None:
+        """whatsmeow SetGroupAnnounce: `<announcement>` / `<not_announcement>`."""
+        tag = "announcement" if announce else "not_announcement"
+        self._set_group(SetGroupAnnounceError, jid, tag)
+
+    def set_group_locked(self, jid: JID, locked: bool) -> None:
+        """whatsmeow SetGroupLocked: `<locked>` / `<unlocked>`."""
+        self._set_group(SetGroupLockedError, jid, "locked" if locked else "unlocked")
+
+    def set_group_photo(self, jid: JID, file_or_bytes: str | bytes) -> str:
+        """whatsmeow SetGroupPhoto: WhatsApp wants a JPEG and answers anything else with 406,
+        which whatsmeow reports as ErrInvalidImageFormat; returns the new picture id."""
+        data = Path(file_or_bytes).read_bytes() if isinstance(file_or_bytes, str) else file_or_bytes
+        jid.SerializeToString()
+        _, answer = self._group_iq(
+            SetGroupPhotoError,
+            "group_photo",
+            wrapped={406: "the given data is not a valid image"},
+            jid=Jid2String(jid),
+            data=base64.b64encode(data).decode(),
+        )
+        return answer["id"]
+
+    def get_group_invite_link(self, jid: JID, revoke: bool = False) -> str:
+        """whatsmeow GetGroupInviteLink: `<invite>` (a set with `revoke`, which makes a new code
+        and ends the old one); 401 → ErrGroupInviteLinkUnauthorized, 404 → ErrGroupNotFound,
+        403 → ErrNotInGroup."""
+        jid.SerializeToString()
+        _, answer = self._group_iq(
+            GetGroupInviteLinkError,
+            "group_invite",
+            wrapped={
+                401: "you don't have the permission to get the group's invite link",
+                404: "that group does not exist",
+                403: "you're not participating in that group",
+            },
+            jid=Jid2String(jid),
+            reset=bool(revoke),
+        )
+        return INVITE_LINK_PREFIX + answer["code"]
+
+    def join_group_with_link(self, code: str) -> JID:
+        """whatsmeow JoinGroupWithLink: the code is the link without its prefix and query
+        (stripURLPrefix); 410 → ErrInviteLinkRevoked, 406 → ErrInviteLinkInvalid; returns the
+        group's JID (PY client.py L2326 raises InviteLinkError)."""
+        if code.startswith(INVITE_LINK_PREFIX):
+            code = code[len(INVITE_LINK_PREFIX) :]
+            if code.find("?") > 0:
+                code = code[: code.index("?")]
+        _, answer = self._group_iq(
+            InviteLinkError,
+            "group_join",
+            wrapped={
+                410: "that group invite link has been revoked",
+                406: "that group invite link is not valid",
+            },
+            code=code,
+        )
+        result = neonize_proto.JoinGroupWithLinkReturnFunction(Jid=_jid_proto(answer["jid"]))
+        return _returned(result).Jid
+
+    def leave_group(self, jid: JID) -> None:
+        """whatsmeow LeaveGroup: `<leave><group id=…>` to g.us; the answer's content is not
+        looked at, only an IQ error raises LeaveGroupError (PY client.py L2294)."""
+        jid.SerializeToString()
+        self._group_iq(LeaveGroupError, "group_leave", jid=Jid2String(jid))
+
+    # --- contacts and the profile (whatsmeow user.go, appstate.go; goneonize main.go) --------
+
+    def get_user_info(self, *jid: JID) -> Any:
+        """PY client.py L2087 → NZ main.go GetUserInfo → whatsmeow GetUserInfo (user.go): a
+        usync query (mode full: business, status, picture, devices, lid). Per user: Status (the
+        about text), PictureID, VerifiedName (businesses only), Devices; the LIDs the servers
+        name are stored (PutManyLIDMappings), and a business's verified name goes to the
+        contact store (updateBusinessName). goneonize ranges over whatsmeow's map, so the
+        order is Go's random map order. Errors: GetUserInfoError."""
+        jids = list(jid)
+        neonize_proto.JIDArray(JIDS=jids).SerializeToString()
+        go = _client_of(self.uuid)
+        if go is None:
+            raise GetUserInfoError("client is nil")  # usync's nil check, not wrapped
+        targets = []
+        for target in jids:
+            if target.Server not in ("c.us", "s.whatsapp.net", "lid"):
+                raise GetUserInfoError(f"unknown user server '{target.Server}'")
+            targets.append(f"{target.User}@{target.Server}")  # ToNonAD
+        _, answer = self._group_iq(
+            GetUserInfoError, "user_info", go=go, prefix="failed to send usync query: ",
+            jids=targets,
+        )  # fmt: skip
+        users: dict[str, Any] = {}
+        mappings: list[tuple[str, str]] = []
+        for node in answer["users"]:
+            user_jid = node["attrs"].get("jid", "")
+            if node["tag"] != "user" or not user_jid:
+                continue
+            info, lid = _user_info(node)
+            if lid:
+                mappings.append((lid, user_jid))
+            business = info.VerifiedName.Details.verifiedName
+            if business:
+                go.update_contact_name("business_name", user_jid, lid, business)
+            users[user_jid] = neonize_proto.GetUserInfoSingleReturnFunction(
+                JID=_jid_proto(user_jid), UserInfo=info
+            )
+        if go.store_state == "new":  # Store.LIDs is nil
+            _abort(NIL_DEREFERENCE)
+        go._put_lids(  # lidmap.go PutManyLIDMappings ignores pairs that are not LID ↔ PN
+            [
+                (lid.partition("@")[0], pn.partition("@")[0])
+                for lid, pn in mappings
+                if lid.endswith("@lid") and pn.endswith("@s.whatsapp.net")
+            ]
+        )
+        ordered = list(users.values())
+        random.shuffle(ordered)  # NZ: `for jid, info := range user_info`
+        return _returned(neonize_proto.GetUserInfoReturnFunction(UsersInfo=ordered)).UsersInfo
+
+    def get_profile_picture(
+        self,
+        jid: JID,
+        extra: Any = neonize_proto.GetProfilePictureParams(),  # noqa: B008 - neonize's own
+    ) -> Any:
+        """PY client.py L3019 → NZ main.go GetProfilePicture → whatsmeow GetProfilePictureInfo
+        (user.go): an IQ `w:profile:picture`; 404 → ErrProfilePictureNotSet, 401 →
+        ErrProfilePictureUnauthorized (wrapIQError: the human text); an unchanged picture
+        (`extra.ExistingID`) is nil with no error, which goneonize leaves unset, so Python gets
+        an empty ProfilePictureInfo. neonize raises GetProfilePictureError with the whole
+        GetProfilePictureReturnFunction, not its Error text."""
+        jid.SerializeToString()
+        extra.SerializeToString()
+        model = neonize_proto.GetProfilePictureReturnFunction()
+
+        def failed(text: str) -> GetProfilePictureError:
+            model.Error = text
+            return GetProfilePictureError(_returned(model))
+
+        go = _client_of(self.uuid)
+        if go is None:
+            raise failed("client is nil")
+        try:
+            answer = go._rpc(
+                "picture_get", timeout=IQ_TIMEOUT * SCALE, jid=Jid2String(jid),
+                type="preview" if extra.Preview else "image", existing_id=extra.ExistingID,
+                community=extra.IsCommunity,
+            )  # fmt: skip
+        except (ConnectionError, TimeoutError) as exc:
+            raise failed(str(exc)) from None
+        if "error" in answer:
+            raise failed(answer["error"])
+        code = answer.get("iq_error")
+        if code == 401:
+            raise failed("the user has hidden their profile picture from you")
+        if code == 404:
+            raise failed("that user or group does not have a profile picture")
+        if code:
+            raise failed(f"info query returned status {code}: {answer['text']}")
+        picture = answer.get("picture")
+        if picture is None:
+            if extra.ExistingID:
+                return _returned(model).Picture
+            raise failed("missing <picture> element in response to profile picture query")
+        if picture.get("status") == 304:
+            return _returned(model).Picture
+        if picture.get("status") == 204:
+            raise failed("that user or group does not have a profile picture")
+        model.Picture.CopyFrom(
+            neonize_proto.ProfilePictureInfo(
+                URL=picture.get("url", ""), ID=picture.get("id", ""),
+                Type=picture.get("type", ""), DirectPath=picture.get("direct_path", ""),
+            )
+        )  # fmt: skip
+        if picture.get("hash"):
+            model.Picture.Hash = base64.b64decode(picture["hash"])
+        return _returned(model).Picture
+
+    def set_profile_name(self, name: str) -> str:
+        """PY client.py L2231 → NZ main.go SetPushName (the one export that checks the map:
+        "client not found") → whatsmeow SendAppState(BuildSettingPushName): a `critical_block`
+        patch, then the collection is fetched again and its `setting_pushName` mutation sets
+        Store.PushName (appstate.go dispatchAppState), so get_me().PushName is the new name
+        when this returns. Errors: SendAppStateError. Returns None."""
+        go = _client_of(self.uuid)
+        if go is None:
+            raise SendAppStateError("client not found")
+        if go.store_state == "new":  # Store.AppState is nil on a device never paired
+            _abort(NIL_DEREFERENCE)
+        if go.store_state == "deleted":
+            raise SendAppStateError("invalid use of deleted device")  # ErrDeviceDeleted
+        mutation = {"index": ["setting_pushName"], "name": name}
+        self._group_iq(
+            SendAppStateError, "app_state_send", go=go, collection="critical_block",
+            mutations=[mutation],
+        )  # fmt: skip
+        _, fetched = self._group_iq(
+            SendAppStateError, "app_state_fetch", go=go, collection="critical_block",
+            prefix="failed to fetch app state after sending update: ",
+        )  # fmt: skip
+        for change in fetched["mutations"]:
+            if change["index"] == ["setting_pushName"]:
+                go.apply_push_name(change["name"])
+        return None  # type: ignore[return-value]  # neonize returns None despite its hint
+
+    def set_status_message(self, msg: str) -> None:
+        """PY client.py L2710 → NZ main.go SetStatusMessage (SetStatusInput{Text}) → whatsmeow
+        SetStatusMessage (user.go, a mex mutation since 662b0121, 2026-08-06; no longer the
+        `status` IQ). sendMexIQ reads cli.Store (convertQueryID) before sendIQ's nil check:
+        without a client the process aborts. The result is not looked at, only a GraphQL error.
+        Errors: SetStatusMessageError."""
+        go = _client_of(self.uuid)
+        if go is None:
+            _abort(NIL_DEREFERENCE)
+        variables = {"input": {"text": msg, "ephemeral_duration_sec": 0}}
+        _, answer = self._group_iq(
+            SetStatusMessageError, "mex", go=go, query_id=MEX_SET_ABOUT, variables=variables
+        )
+        if answer.get("errors"):
+            messages = ", ".join(error.get("message", "") for error in answer["errors"])
+            raise SetStatusMessageError(f"graphql error: {messages}")
+
+    def set_profile_photo(self, file_or_bytes: str | bytes) -> str:
+        """PY client.py L2215 → NZ main.go SetProfilePhoto → whatsmeow SetGroupPhoto with an
+        empty JID (no target: our own picture). A non-JPEG is refused with 406, which
+        whatsmeow reports as ErrInvalidImageFormat. Returns the new picture id; errors are
+        SetGroupPhotoError."""
+        data = Path(file_or_bytes).read_bytes() if isinstance(file_or_bytes, str) else file_or_bytes
+        _, answer = self._group_iq(
+            SetGroupPhotoError, "profile_photo",
+            wrapped={406: "the given data is not a valid image"},
+            data=base64.b64encode(data).decode(),
+        )  # fmt: skip
+        result = neonize_proto.SetGroupPhotoReturnFunction(PictureID=answer["id"])
+        return _returned(result).PictureID
+
+
+class ContactStore:
+    """PY client.py L203 (`client.contact`) → goneonize contact_store.go → whatsmeow
+    Store.Contacts (sqlstore store.go): the device's local contact store."""
+
+    def __init__(self, uuid: str) -> None:
+        self.uuid = uuid
+
+    def get_contact(self, user: JID) -> Any:
+        """contact_store.go GetContact: `clients[id].Store.Contacts` with no nil check (aborts
+        without a client or on a store never paired); the row of exactly this JID (a phone
+        number's and a LID's are two rows). Found is False for a user the device never heard
+        a name of. Errors: ContactStoreError."""
+        user.SerializeToString()
+        go = _client_of(self.uuid)
+        if go is None or go.store_state == "new":
+            _abort(NIL_DEREFERENCE)
+        model = neonize_proto.ContactsGetContactReturnFunction()
+        if go.store_state == "deleted":
+            model.ContactInfo.CopyFrom(neonize_proto.ContactInfo(
+                Found=False, FirstName="", FullName="", PushName="", BusinessName="",
+                RedactedPhone="",
+            ))  # fmt: skip
+            model.Error = "invalid use of deleted device"
+        else:
+            model.ContactInfo.CopyFrom(go.store.contact(Jid2String(user)))
+        model = _returned(model)
+        if model.Error:
+            raise ContactStoreError(model.Error)
+        return model.ContactInfo
+
+
+def _store_jid(user: str, device: int, server: str) -> JID:
+    """A JID the LID map answers (the input's device kept), or the empty JID for none."""
+    if not user:
+        return _jid_proto("")
+    return JID(User=user, Device=device, Integrator=0, IsEmpty=False, RawAgent=0, Server=server)
+
+
+def _user_info(node: dict) -> tuple[Any, str]:
+    """user.go GetUserInfo's reading of one `<user>` (parseVerifiedName, parseDeviceList, the
+    `lid` tag) + encoder.go EncodeUserInfo: the UserInfo and the LID JID ("" when none)."""
+    from .proto.waVnameCert.WAWebProtobufsVnameCert_pb2 import VerifiedNameCertificate
+
+    user_jid = node["attrs"]["jid"]
+    user, _, server = user_jid.partition("@")
+    info = neonize_proto.UserInfo(Status="", PictureID="")
+    business = _child(node, "business")
+    verified = _child(business, "verified_name") if business is not None else None
+    if verified is not None and isinstance(verified.get("content"), str):
+        certificate = VerifiedNameCertificate.FromString(base64.b64decode(verified["content"]))
+        info.VerifiedName.Certificate.CopyFrom(certificate)
+        info.VerifiedName.Details.ParseFromString(certificate.details)
+    status = _child(node, "status")
+    if status is not None and isinstance(status.get("content"), str):
+        info.Status = status["content"]
+    picture = _child(node, "picture")
+    if picture is not None:
+        info.PictureID = str(picture["attrs"].get("id", ""))
+    devices = _child(node, "devices")
+    device_list = _child(devices, "device-list") if devices is not None else None
+    for device in _children(device_list) if device_list is not None else []:
+        if device["tag"] != "device" or "id" not in device["attrs"]:
+            continue
+        hosted = str(device["attrs"].get("is_hosted", "")).lower() == "true"
+        info.Devices.append(
+            JID(User=user, Device=int(device["attrs"]["id"]), Integrator=0, IsEmpty=False,
+                RawAgent=0, Server=HOSTED_SERVERS.get(server, server) if hosted else server)
+        )  # fmt: skip
+    lid = _child(node, "lid")
+    return info, (str(lid["attrs"].get("val", "")) if lid is not None else "")
+
+
+def _returned(model: Any) -> Any:
+    """What goneonize returns crosses to Python serialised (ProtoReturnV3) and is parsed again
+    (`…ReturnFunction.FromString`): a required field left unset would fail here as it does there."""
+    return type(model).FromString(model.SerializeToString())

@@ -19,6 +19,8 @@ from .proto.Neonize_pb2 import Connected as ConnectedEv
 from .proto.Neonize_pb2 import ConnectFailure as ConnectFailureEv
 from .proto.Neonize_pb2 import Device
 from .proto.Neonize_pb2 import Disconnected as DisconnectedEv
+from .proto.Neonize_pb2 import GroupInfoEvent as GroupInfoEv
+from .proto.Neonize_pb2 import JoinedGroup as JoinedGroupEv
 from .proto.Neonize_pb2 import KeepAliveRestored as KeepAliveRestoredEv
 from .proto.Neonize_pb2 import KeepAliveTimeout as KeepAliveTimeoutEv
 from .proto.Neonize_pb2 import LoggedOut as LoggedOutEv
@@ -48,6 +50,8 @@ EVENT_TO_INT: dict[type, int] = {
     ReceiptEv: 18,
     ChatPresenceEv: 19,
     PresenceEv: 20,
+    JoinedGroupEv: 21,
+    GroupInfoEv: 22,
     BlocklistEv: 30,
 }
 INT_TO_EVENT = {code: event for event, code in EVENT_TO_INT.items()}

@@ -51,3 +51,79 @@ class GetBlocklistError(NeonizeError):
 
 class UpdateBlocklistError(NeonizeError):
     pass
+
+
+# Groups (neonize 0.5.2 exc.py L73-133, L335-341): raised with the Go error's text.
+
+
+class CreateGroupError(NeonizeError):
+    pass
+
+
+class GetGroupInfoError(NeonizeError):
+    pass
+
+
+class GetGroupInviteLinkError(NeonizeError):
+    pass
+
+
+class GetJoinedGroupsError(NeonizeError):
+    pass
+
+
+class InviteLinkError(NeonizeError):
+    """Raised by join_group_with_link (PY client.py L2326-2340)."""
+
+
+class SetGroupPhotoError(NeonizeError):
+    pass
+
+
+class SetGroupAnnounceError(NeonizeError):
+    pass
+
+
+class SetGroupLockedError(NeonizeError):
+    pass
+
+
+class SetGroupTopicError(NeonizeError):
+    pass
+
+
+class UpdateGroupParticipantsError(NeonizeError):
+    pass
+
+
+class LeaveGroupError(NeonizeError):
+    pass
+
+
+class SetGroupNameError(NeonizeError):
+    pass
+
+
+# Contacts and the profile (neonize 0.5.2 exc.py L195-207, L303, L319): raised with the Go
+# error's text, except GetProfilePictureError, which PY client.py L3045 raises with the whole
+# GetProfilePictureReturnFunction (its str() is the message's text format).
+
+
+class ContactStoreError(NeonizeError):
+    """Raised when a contact store operation fails."""
+
+
+class GetProfilePictureError(NeonizeError):
+    """Raised when retrieving a profile picture fails."""
+
+
+class GetUserInfoError(NeonizeError):
+    """Raised when retrieving user information fails."""
+
+
+class SendAppStateError(NeonizeError):
+    """Raised when sending app state sync fails (set_profile_name)."""
+
+
+class SetStatusMessageError(NeonizeError):
+    """Raised when setting the status/about message fails."""

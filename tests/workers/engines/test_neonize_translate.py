@@ -313,3 +313,151 @@ def test_a_blocklist_change_from_the_phone() -> None:
     [only] = translated.changes
     assert (only.jid, only.action, only.phone_number) == ("100015550002@lid", "unblock", "")
     assert translate.translate_blocklist("s1", N.BlocklistEvent(DHASH="b")) is None
+
+
+LID_GROUP = jid("120363000000000001", "g.us")
+
+
+def group_info() -> N.GroupInfo:
+    """A LID-addressed group as whatsmeow parses it: participants' JIDs are @lid, with the
+    number beside them (group.go parseParticipant)."""
+    return N.GroupInfo(
+        JID=LID_GROUP,
+        OwnerJID=jid("100000000000001", "lid"),
+        OwnerPN=jid("15550001"),
+        GroupName=N.GroupName(Name="Team"),
+        GroupTopic=N.GroupTopic(Topic="Plans"),
+        GroupAnnounce=N.GroupAnnounce(IsAnnounce=True),
+        GroupLocked=N.GroupLocked(isLocked=False),
+        GroupCreated=1700000000,
+        Participants=[
+            N.GroupParticipant(
+                JID=jid("100000000000001", "lid"),
+                LID=jid("100000000000001", "lid"),
+                PhoneNumber=jid("15550001"),
+                IsAdmin=True,
+                IsSuperAdmin=True,
+            ),
+            N.GroupParticipant(JID=jid("100000000000002", "lid"), IsAdmin=True),
+            N.GroupParticipant(JID=jid("15550003")),
+        ],
+    )
+
+
+def test_a_group_with_its_roles_and_the_numbers_behind_lids() -> None:
+    known = {"100000000000002@lid": "15550002@s.whatsapp.net"}
+    group = translate.group_of(group_info(), known.__getitem__)
+    assert (group.jid, group.subject, group.description) == (
+        "120363000000000001@g.us",
+        "Team",
+        "Plans",
+    )
+    assert (group.owner, group.owner_phone, group.created_at) == (
+        "100000000000001@lid",
+        "+15550001",
+        1700000000.0,
+    )
+    assert (group.announce, group.locked) == (True, False)
+    assert [(m.jid, m.phone_number, m.role) for m in group.participants] == [
+        ("100000000000001@lid", "+15550001", "superadmin"),
+        ("100000000000002@lid", "+15550002", "admin"),  # from the store
+        ("15550003@s.whatsapp.net", "+15550003", "member"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("error", "add_request", "status"),
+    [
+        (0, None, "ok"),
+        (
+            403,
+            N.GroupParticipantAddRequest(Code="AbC123", Expiration=1700259200),
+            "invite_required",
+        ),
+        (403, None, "refused"),
+        (404, None, "not_found"),
+        (408, None, "recently_left"),
+        (409, None, "already_member"),
+        (500, None, "failed"),
+    ],
+)
+def test_each_participants_answer(error: int, add_request, status: str) -> None:
+    participant = N.GroupParticipant(JID=jid("15550002"), Error=error)
+    if add_request is not None:
+        participant.AddRequest.CopyFrom(add_request)
+    result = translate.participant_result(participant)
+    assert (result.jid, result.phone_number, result.status, result.error) == (
+        "15550002@s.whatsapp.net",
+        "+15550002",
+        status,
+        error,
+    )
+    if add_request is not None:
+        assert (result.invite_code, result.invite_expires_at) == ("AbC123", 1700259200.0)
+
+
+def test_a_group_we_created_and_one_we_were_added_to() -> None:
+    own = frozenset({"15550009@s.whatsapp.net", "100000000000009@lid"})
+    created = N.JoinedGroup(
+        Type="new", Sender=jid("100000000000009", "lid"), GroupInfo=group_info()
+    )
+    joined = translate.translate_joined_group("s1", created, None, own)
+    assert (joined.reason, joined.by, joined.group.subject) == (
+        "created",
+        "100000000000009@lid",
+        "Team",
+    )
+    added = N.JoinedGroup(
+        Sender=jid("100000000000001", "lid"), SenderPN=jid("15550001"), GroupInfo=group_info()
+    )
+    joined = translate.translate_joined_group("s1", added, None, own)
+    assert (joined.reason, joined.by_phone) == ("", "+15550001")
+    by_link = N.JoinedGroup(Reason="invite", GroupInfo=group_info())
+    assert translate.translate_joined_group("s1", by_link, None, own).reason == "invite"
+
+
+def test_one_group_change_notification_may_carry_several_changes() -> None:
+    event = N.GroupInfoEvent(
+        JID=LID_GROUP,
+        Sender=jid("100000000000001", "lid"),
+        Name=N.GroupName(Name="Renamed"),
+        Topic=N.GroupTopic(TopicDeleted=True),
+        Join=[jid("100000000000002", "lid")],
+        Promote=[jid("15550003")],
+    )
+    known = {
+        "100000000000001@lid": "15550001@s.whatsapp.net",
+        "100000000000002@lid": "15550002@s.whatsapp.net",
+    }
+    update, joined, promoted = translate.translate_group_info("s1", event, known.__getitem__)
+    assert (update.subject, update.description, update.announce, update.locked) == (
+        "Renamed",
+        "",  # deleted
+        None,
+        None,
+    )
+    assert (update.by, update.by_phone) == ("100000000000001@lid", "+15550001")
+    assert (joined.action, [(m.jid, m.phone_number) for m in joined.participants]) == (
+        "add",
+        [("100000000000002@lid", "+15550002")],
+    )
+    assert (promoted.action, promoted.participants[0].phone_number) == ("promote", "+15550003")
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("GetGroupInfoError: that group does not exist", "group_not_found"),
+        ("you're not participating in that group", "not_in_group"),
+        ("info query returned status 403: forbidden", "not_admin"),
+        ("you don't have the permission to get the group's invite link", "not_admin"),
+        ("that group invite link has been revoked", "invite_revoked"),
+        ("that group invite link is not valid", "invite_invalid"),
+        ("the given data is not a valid image", "invalid_image"),
+        ("info query returned status 429: rate-overlimit", "rate_limited"),
+        ("info query returned status 409: conflict", "already_member"),
+        ("something new", "group_failed"),
+    ],
+)
+def test_query_errors_keep_whatsapps_meaning(text: str, code: str) -> None:
+    assert translate.query_error(text) == code

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,11 @@ from workers.engines.base import (
     Contact,
     Disconnected,
     EngineError,
+    Group,
+    GroupJoined,
+    GroupMember,
+    GroupParticipantsChanged,
+    GroupUpdated,
     Location,
     LoggedOut,
     Media,
@@ -469,3 +477,397 @@ async def test_the_blocklist_is_the_account_s_and_outlives_the_connection(
     assert [b.jid for b in await other.blocklist("s1")] == [TO]
     assert await other.update_blocklist("s1", TO, "unblock") == []
     await other.close()
+
+
+# --- Groups ---------------------------------------------------------------------------------------
+
+GROUP_EVENT_TYPES = GroupJoined | GroupUpdated | GroupParticipantsChanged
+ME = "15550001@s.whatsapp.net"  # PHONE's JID
+ANN = "15550003@s.whatsapp.net"  # a second session's number
+BOB = "4915112345678@s.whatsapp.net"
+NOBODY = "4915100000000@s.whatsapp.net"  # not on WhatsApp
+SHY = "4915199999999@s.whatsapp.net"  # lets only an invite add them
+JPEG = base64.b64encode(b"\xff\xd8\xff\xe0" + b"\0" * 32).decode()
+
+
+async def linked_as(engine: SandboxEngine, auth: Path, session: str, phone: str) -> Connected:
+    await engine.start(session, auth)
+    await next_event(engine, QrCode)
+    await engine.scan(session, phone)
+    return await next_event(engine, Connected)
+
+
+async def group_events(engine: SandboxEngine, count: int) -> list:
+    """The next `count` group events, in order; then none may follow."""
+    events = [await next_event(engine, GROUP_EVENT_TYPES) for _ in range(count)]
+    with pytest.raises(TimeoutError):
+        await next_event(engine, GROUP_EVENT_TYPES, timeout=0.2)
+    return events
+
+
+def roles(group: Group) -> list[tuple[str, str]]:
+    return [(member.jid, member.role) for member in group.participants]
+
+
+async def refused(call, code: str) -> EngineError:
+    with pytest.raises(EngineError) as error:
+        await call
+    assert (error.value.code, error.value.permanent) == (code, True), str(error.value)
+    return error.value
+
+
+async def test_a_group_from_creation_to_leaving(
+    engine: SandboxEngine, world: SandboxWorld, tmp_path: Path
+) -> None:
+    await linked(engine, tmp_path / "auth")
+
+    created = await engine.create_group("s1", "Team", [BOB, NOBODY, SHY])
+
+    group = created.group
+    assert re.fullmatch(r"120363[0-9]{12}@g\.us", group.jid)
+    assert (group.subject, group.owner, group.owner_phone) == ("Team", ME, PHONE)
+    assert [(m.jid, m.phone_number, m.role) for m in group.participants] == [
+        (ME, PHONE, "superadmin"),
+        (BOB, "+4915112345678", "member"),
+    ]
+    assert [(r.jid, r.phone_number, r.status, r.error) for r in created.participants] == [
+        (BOB, "+4915112345678", "ok", 0),
+        (NOBODY, "+4915100000000", "not_found", 404),
+        (SHY, "+4915199999999", "invite_required", 403),
+    ]
+    shy = created.participants[2]
+    assert shy.invite_code and created.participants[0].invite_code == ""
+    assert shy.invite_expires_at == pytest.approx(time.time() + 3 * 24 * 3600, abs=60)
+    [joined] = await group_events(engine, 1)
+    assert isinstance(joined, GroupJoined)
+    assert (joined.session_id, joined.reason, joined.by, joined.by_phone) == (
+        "s1",
+        "created",
+        ME,
+        PHONE,
+    )
+    assert joined.group == group
+    jid = group.jid
+
+    updated = await engine.update_group("s1", jid, subject="Team 2", description="Our team")
+    await engine.update_group("s1", jid, subject="Team 2", announce=True)  # the subject stays
+    locked = await engine.update_group("s1", jid, locked=True)
+    assert (updated.subject, updated.description) == ("Team 2", "Our team")
+    assert (locked.announce, locked.locked) == (True, True)
+    changes = await group_events(engine, 4)  # one per change, as WhatsApp notifies them
+    assert [
+        (type(e), e.group, e.by, e.by_phone, e.subject, e.description, e.announce, e.locked)
+        for e in changes
+    ] == [
+        (GroupUpdated, jid, ME, PHONE, "Team 2", None, None, None),
+        (GroupUpdated, jid, ME, PHONE, None, "Our team", None, None),
+        (GroupUpdated, jid, ME, PHONE, None, None, True, None),
+        (GroupUpdated, jid, ME, PHONE, None, None, None, True),
+    ]
+
+    promoted = await engine.update_participants("s1", jid, "promote", [BOB, NOBODY])
+    assert [(r.jid, r.status, r.error) for r in promoted] == [
+        (BOB, "ok", 0),
+        (NOBODY, "not_found", 404),
+    ]
+    [promotion] = await group_events(engine, 1)
+    assert isinstance(promotion, GroupParticipantsChanged)
+    assert (promotion.action, promotion.participants, promotion.by) == (
+        "promote",
+        (GroupMember(BOB, "+4915112345678", "admin"),),
+        ME,
+    )
+    assert roles(await engine.group_info("s1", jid)) == [(ME, "superadmin"), (BOB, "admin")]
+
+    link = await engine.group_invite_link("s1", jid)
+    assert re.fullmatch(r"https://chat\.whatsapp\.com/[A-Za-z0-9_-]{22}", link)
+    assert await engine.group_invite_link("s1", jid) == link  # the same until it is reset
+    new_link = await engine.group_invite_link("s1", jid, revoke=True)
+    assert new_link != link and new_link.startswith("https://chat.whatsapp.com/")
+    await linked_as(engine, tmp_path / "auth2", "s2", "+15550003")
+    await refused(engine.join_group("s2", link), "invite_revoked")
+
+    assert await engine.join_group("s2", new_link) == jid
+
+    add, invited = await group_events(engine, 2)  # every participant hears of it
+    assert isinstance(add, GroupParticipantsChanged) and isinstance(invited, GroupJoined)
+    assert (add.session_id, add.action, add.participants, add.by) == (
+        "s1",
+        "add",
+        (GroupMember(ANN, "+15550003", "member"),),
+        ANN,
+    )
+    assert (invited.session_id, invited.reason, invited.by, invited.group.jid) == (
+        "s2",
+        "invite",
+        ANN,
+        jid,
+    )
+    assert roles(invited.group)[-1] == (ANN, "member")
+    assert [g.jid for g in await engine.groups("s2")] == [jid]
+
+    await engine.leave_group("s2", jid)
+
+    left = await group_events(engine, 2)
+    assert [(e.session_id, e.action, e.participants, e.by) for e in left] == [
+        (s, "remove", (GroupMember(ANN, "+15550003", "member"),), ANN) for s in ("s1", "s2")
+    ]
+    assert await engine.groups("s2") == []
+    await refused(engine.group_info("s2", jid), "not_in_group")
+    await engine.leave_group("s1", jid)  # the creator leaves: the group stays for the others
+    [gone] = await group_events(engine, 1)
+    assert (gone.action, gone.participants) == ("remove", (GroupMember(ME, PHONE, "superadmin"),))
+    assert await engine.groups("s1") == []
+    record = world.group(jid)
+    assert record is not None and record["participants"] == {BOB: "admin"}
+    assert [(h["by"], h["what"], h["value"]) for h in record["history"]] == [
+        (ME, "create", "Team"),
+        (ME, "add", BOB),
+        (ME, "subject", "Team 2"),
+        (ME, "description", "Our team"),
+        (ME, "announce", True),
+        (ME, "locked", True),
+        (ME, "promote", BOB),
+        (ME, "invite_revoked", link.rpartition("/")[2]),
+        (ANN, "join", ANN),
+        (ANN, "leave", ANN),
+        (ME, "leave", ME),
+    ]
+
+
+async def test_only_admins_manage_a_group_and_a_locked_one_s_info(
+    engine: SandboxEngine, world: SandboxWorld, tmp_path: Path
+) -> None:
+    await linked(engine, tmp_path / "auth")
+    await linked_as(engine, tmp_path / "auth2", "s2", "+15550003")
+    jid = (await engine.create_group("s1", "Team", [ANN])).group.jid
+    created, added = await group_events(engine, 2)
+    assert (created.session_id, created.reason) == ("s1", "created")
+    assert (added.session_id, added.reason, added.by, added.group.jid) == ("s2", "", ME, jid)
+
+    for call in (
+        engine.update_participants("s2", jid, "add", [BOB]),
+        engine.update_participants("s2", jid, "remove", [ME]),
+        engine.group_invite_link("s2", jid),
+        engine.group_invite_link("s2", jid, revoke=True),
+        engine.update_group("s2", jid, announce=True),  # a setting: admins only
+    ):
+        await refused(call, "not_admin")
+    await engine.update_group("s2", jid, subject="Ann's name")  # info, in an unlocked group
+    assert [e.subject for e in await group_events(engine, 2)] == ["Ann's name"] * 2
+    await engine.update_group("s1", jid, locked=True)
+    await group_events(engine, 2)
+    await refused(engine.update_group("s2", jid, description="no"), "not_admin")
+    await refused(engine.set_group_picture("s2", jid, JPEG), "not_admin")
+
+    record = world.group(jid)
+    assert record is not None
+    assert (record["subject"], record["description"], record["picture"]) == ("Ann's name", "", "")
+    assert record["participants"] == {ME: "superadmin", ANN: "member"}
+
+
+async def test_groups_and_links_that_cannot_be_seen_are_refused(
+    engine: SandboxEngine, tmp_path: Path
+) -> None:
+    await linked(engine, tmp_path / "auth")
+    await linked_as(engine, tmp_path / "auth2", "s2", "+15550003")
+    jid = (await engine.create_group("s1", "Team", [])).group.jid
+
+    error = await refused(engine.group_info("s1", "120363000000000000@g.us"), "group_not_found")
+    assert str(error) == "that group does not exist"
+    await refused(
+        engine.update_group("s1", "120363000000000000@g.us", subject="x"), "group_not_found"
+    )
+    error = await refused(engine.group_info("s2", jid), "not_in_group")
+    assert str(error) == "you're not participating in that group"
+    await refused(engine.leave_group("s2", jid), "not_in_group")
+    await refused(engine.join_group("s2", "https://example.com/nope"), "invite_invalid")
+    await refused(engine.join_group("s2", "A" * 22), "invite_invalid")  # nobody's code
+    await refused(engine.create_group("s1", "", []), "bad_request")
+    await refused(engine.create_group("s1", "x", ["123@lid"]), "bad_request")
+    await refused(engine.update_participants("s1", jid, "ban", [BOB]), "bad_request")  # type: ignore[arg-type]
+    with pytest.raises(EngineError) as error_info:
+        await engine.groups("nope")
+    assert error_info.value.code == "not_started"
+
+
+async def test_a_bare_invite_code_joins_from_another_worker(
+    engine: SandboxEngine, world: SandboxWorld, tmp_path: Path
+) -> None:
+    """The groups are the servers': every worker's sessions see the same ones."""
+    await linked(engine, tmp_path / "auth")
+    jid = (await engine.create_group("s1", "Team", [])).group.jid
+    code = (await engine.group_invite_link("s1", jid)).rpartition("/")[2]
+    other = SandboxEngine(world, worker="worker-b", timings=FAST)
+    await linked_as(other, tmp_path / "auth2", "s2", "+15550003")
+
+    assert await other.join_group("s2", code) == jid
+    assert await other.join_group("s2", code) == jid  # already in: nothing changes
+
+    assert roles(await other.group_info("s2", jid)) == [(ME, "superadmin"), (ANN, "member")]
+    assert roles(await engine.group_info("s1", jid)) == [(ME, "superadmin"), (ANN, "member")]
+    assert [e.reason for e in await group_events(other, 1)] == ["invite"]
+    await other.close()
+
+
+async def test_adding_and_removing_answers_for_each_participant(
+    engine: SandboxEngine, tmp_path: Path
+) -> None:
+    await linked(engine, tmp_path / "auth")
+    jid = (await engine.create_group("s1", "Team", [BOB])).group.jid
+    await group_events(engine, 1)
+    carl = "4915122222222@s.whatsapp.net"
+
+    added = await engine.update_participants("s1", jid, "add", [BOB, NOBODY, SHY, carl])
+
+    assert [(r.jid, r.status, r.error, bool(r.invite_code)) for r in added] == [
+        (BOB, "already_member", 409, False),
+        (NOBODY, "not_found", 404, False),
+        (SHY, "invite_required", 403, True),
+        (carl, "ok", 0, False),
+    ]
+    [event] = await group_events(engine, 1)  # only who was really added
+    assert (event.action, [m.jid for m in event.participants]) == ("add", [carl])
+    removed = await engine.update_participants("s1", jid, "remove", [carl, SHY])
+    assert [(r.status, r.error) for r in removed] == [("ok", 0), ("not_found", 404)]
+    [event] = await group_events(engine, 1)
+    assert (event.action, event.participants) == (
+        "remove",
+        (GroupMember(carl, "+4915122222222", "member"),),
+    )
+    demoted = await engine.update_participants("s1", jid, "demote", [ME, BOB])
+    assert [(r.status, r.error) for r in demoted] == [("refused", 403), ("ok", 0)]
+    await group_events(engine, 0)  # nobody changed: no notification
+    assert roles(await engine.group_info("s1", jid)) == [(ME, "superadmin"), (BOB, "member")]
+
+
+async def test_a_group_picture_is_a_jpeg(
+    engine: SandboxEngine, world: SandboxWorld, tmp_path: Path
+) -> None:
+    await linked(engine, tmp_path / "auth")
+    jid = (await engine.create_group("s1", "Team", [])).group.jid
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 20).decode()
+
+    await refused(engine.set_group_picture("s1", jid, png), "invalid_image")
+    await refused(engine.set_group_picture("s1", jid, "not base64!"), "invalid_image")
+    picture = await engine.set_group_picture("s1", jid, JPEG)
+
+    assert picture.isdigit()
+    record = world.group(jid)
+    assert record is not None and record["picture"] == picture
+    assert (record["history"][-1]["what"], record["history"][-1]["value"]) == ("picture", picture)
+
+
+async def test_every_group_event_the_other_members_cause(
+    engine: SandboxEngine, world: SandboxWorld, tmp_path: Path
+) -> None:
+    await linked(engine, tmp_path / "auth")
+    jid, alice, bob = "120363111111111111@g.us", "+4915111111111", "+4915112345678"
+    alice_jid = "4915111111111@s.whatsapp.net"
+    steps = [
+        ("join", "", alice, "Club"),
+        ("add", bob, alice, ""),
+        ("promote", bob, alice, ""),
+        ("subject", "", bob, "Club 2"),
+        ("description", "", bob, "About"),
+        ("demote", bob, alice, ""),
+        ("announce", "", alice, "true"),
+        ("locked", "", alice, "true"),
+        ("leave", bob, "", ""),
+        ("remove", PHONE, alice, ""),
+    ]
+    for event, participant, by, value in steps:
+        await engine.group_event(
+            "s1", group=jid, event=event, participant=participant, by=by, value=value
+        )
+
+    events = await group_events(engine, len(steps))
+    joined = events[0]
+    assert isinstance(joined, GroupJoined)
+    assert (joined.by, joined.by_phone, joined.reason) == (alice_jid, alice, "")
+    assert (joined.group.jid, joined.group.subject, joined.group.owner) == (jid, "Club", alice_jid)
+    assert roles(joined.group) == [(alice_jid, "superadmin"), (ME, "member")]
+    described = [
+        (e.action, [(m.jid, m.role) for m in e.participants], e.by_phone)
+        if isinstance(e, GroupParticipantsChanged)
+        else (e.by_phone, e.subject, e.description, e.announce, e.locked)
+        for e in events[1:]
+    ]
+    assert described == [
+        ("add", [(BOB, "member")], alice),
+        ("promote", [(BOB, "admin")], alice),
+        (bob, "Club 2", None, None, None),
+        (bob, None, "About", None, None),
+        ("demote", [(BOB, "member")], alice),
+        (alice, None, None, True, None),
+        (alice, None, None, None, True),
+        ("remove", [(BOB, "member")], bob),  # left
+        ("remove", [(ME, "member")], alice),
+    ]
+    assert {e.session_id for e in events} == {"s1"}
+    assert await engine.groups("s1") == []  # removed: the session no longer sees it
+    await refused(engine.group_info("s1", jid), "not_in_group")
+    record = world.group(jid)
+    assert record is not None
+    assert [(h["what"], h["by"]) for h in record["history"]] == [
+        ("create", alice_jid),
+        ("add", alice_jid),
+        ("add", alice_jid),
+        ("promote", alice_jid),
+        ("subject", BOB),
+        ("description", BOB),
+        ("demote", alice_jid),
+        ("announce", alice_jid),
+        ("locked", alice_jid),
+        ("leave", BOB),
+        ("remove", alice_jid),
+    ]
+    assert (record["subject"], record["announce"], record["locked"]) == ("Club 2", True, True)
+
+
+async def test_a_group_event_that_whatsapp_would_refuse_is_a_bad_request(
+    engine: SandboxEngine, world: SandboxWorld, tmp_path: Path
+) -> None:
+    await linked(engine, tmp_path / "auth")
+    jid, alice, bob = "120363111111111111@g.us", "+4915111111111", "+4915112345678"
+    await engine.group_event("s1", group=jid, event="join", by=alice)
+    await engine.group_event("s1", group=jid, event="add", participant=bob, by=alice)
+    history = (world.group(jid) or {})["history"]
+    for arguments in [
+        {"event": "kick", "participant": bob, "by": alice},
+        {"group": "12345", "event": "subject", "by": alice, "value": "x"},
+        {"group": "120363999999999999@g.us", "event": "subject", "by": alice, "value": "x"},
+        {"event": "add", "participant": "+4915122222222"},  # by whom?
+        {"event": "add", "participant": "+4915122222222", "by": bob},  # not an admin
+        {"event": "add", "participant": "+4915100000000", "by": alice},  # not on WhatsApp
+        {"event": "add", "participant": bob, "by": alice},  # already in
+        {"event": "remove", "participant": alice, "by": bob},
+        {"event": "subject", "by": "+4915133333333", "value": "x"},  # not in the group
+        {"event": "subject", "by": bob, "value": ""},
+        {"event": "announce", "by": alice, "value": "yes"},
+        {"event": "announce", "by": bob, "value": "true"},
+        {"event": "leave"},
+        {"event": "join", "by": alice},  # the session is in it already
+        {"event": "subject", "by": "not a number", "value": "x"},
+    ]:
+        call = engine.group_event("s1", **{"group": jid, **arguments})
+        await refused(call, "bad_request")
+    assert (world.group(jid) or {})["history"] == history
+    assert len(await group_events(engine, 2)) == 2  # the join and the add, nothing else
+
+
+async def test_mentions_reach_the_phone(
+    engine: SandboxEngine, world: SandboxWorld, tmp_path: Path
+) -> None:
+    await linked(engine, tmp_path / "auth")
+    group = "120363111111111111@g.us"
+
+    await engine.send(
+        "s1",
+        OutboundMessage(id="M1", to=group, type="text", text="hi @4915112345678", mentions=(BOB,)),
+    )
+    await engine.send("s1", OutboundMessage(id="M2", to=group, type="text", text="hi all"))
+
+    received = {m["id"]: m for m in world.phone_messages("s1")}
+    assert received["M1"]["mentions"] == [BOB]
+    assert "mentions" not in received["M2"]

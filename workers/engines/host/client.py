@@ -29,15 +29,21 @@ from workers.engines.base import (
     BlockAction,
     Blocked,
     ChatState,
+    ContactInfo,
     Disconnected,
     Engine,
     EngineError,
     Event,
+    Group,
+    GroupCreated,
     InboundMedia,
     LoggedOut,
     NumberCheck,
     OutboundMessage,
+    ParticipantAction,
+    ParticipantResult,
     PresenceState,
+    Profile,
     SendResult,
     StreamReplaced,
 )
@@ -410,6 +416,87 @@ class HostedEngine(Engine):
         return await self._host_of(session_id).call(
             "update_blocklist", session_id=session_id, jid=jid, action=action
         )
+
+    async def contact(self, session_id: str, jid: str) -> ContactInfo:
+        return await self._host_of(session_id).call("contact", session_id=session_id, jid=jid)
+
+    async def phone_of_lid(self, session_id: str, lid: str) -> str:
+        return await self._host_of(session_id).call("phone_of_lid", session_id=session_id, lid=lid)
+
+    async def profile(self, session_id: str) -> Profile:
+        return await self._host_of(session_id).call("profile", session_id=session_id)
+
+    async def update_profile(
+        self, session_id: str, *, name: str | None = None, about: str | None = None
+    ) -> Profile:
+        return await self._host_of(session_id).call(
+            "update_profile", session_id=session_id, name=name, about=about
+        )
+
+    async def set_profile_picture(self, session_id: str, jpeg_base64: str) -> str:
+        return await self._host_of(session_id).call(
+            "set_profile_picture", session_id=session_id, jpeg_base64=jpeg_base64
+        )
+
+    async def groups(self, session_id: str) -> list[Group]:
+        return await self._host_of(session_id).call("groups", session_id=session_id)
+
+    async def group_info(self, session_id: str, jid: str) -> Group:
+        return await self._host_of(session_id).call("group_info", session_id=session_id, jid=jid)
+
+    async def create_group(
+        self, session_id: str, subject: str, participants: list[str]
+    ) -> GroupCreated:
+        return await self._host_of(session_id).call(
+            "create_group", session_id=session_id, subject=subject, participants=participants
+        )
+
+    async def update_group(
+        self,
+        session_id: str,
+        jid: str,
+        *,
+        subject: str | None = None,
+        description: str | None = None,
+        announce: bool | None = None,
+        locked: bool | None = None,
+    ) -> Group:
+        return await self._host_of(session_id).call(
+            "update_group",
+            session_id=session_id,
+            jid=jid,
+            subject=subject,
+            description=description,
+            announce=announce,
+            locked=locked,
+        )
+
+    async def set_group_picture(self, session_id: str, jid: str, jpeg_base64: str) -> str:
+        return await self._host_of(session_id).call(
+            "set_group_picture", session_id=session_id, jid=jid, jpeg_base64=jpeg_base64
+        )
+
+    async def update_participants(
+        self, session_id: str, jid: str, action: ParticipantAction, participants: list[str]
+    ) -> list[ParticipantResult]:
+        return await self._host_of(session_id).call(
+            "update_participants",
+            session_id=session_id,
+            jid=jid,
+            action=action,
+            participants=participants,
+        )
+
+    async def group_invite_link(self, session_id: str, jid: str, revoke: bool = False) -> str:
+        return await self._host_of(session_id).call(
+            "group_invite_link", session_id=session_id, jid=jid, revoke=revoke
+        )
+
+    async def join_group(self, session_id: str, link: str) -> str:
+        return await self._host_of(session_id).call("join_group", session_id=session_id, link=link)
+
+    async def leave_group(self, session_id: str, jid: str) -> None:
+        await self._host_of(session_id).call("leave_group", session_id=session_id, jid=jid)
 
     async def download(self, session_id: str, media: InboundMedia, into: Path) -> int:
         """The host writes the file itself (same machine): no media bytes cross the pipe."""

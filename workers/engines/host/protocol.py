@@ -36,6 +36,9 @@ _EVENTS: dict[str, type] = {
         base.Receipt,
         base.Presence,
         base.BlocklistChanged,
+        base.GroupJoined,
+        base.GroupUpdated,
+        base.GroupParticipantsChanged,
     )
 }
 
@@ -81,7 +84,19 @@ def decode_event(data: dict) -> base.Event:
         fields["message_ids"] = tuple(fields["message_ids"])
     if cls is base.BlocklistChanged:
         fields["changes"] = tuple(base.BlocklistChange(**change) for change in fields["changes"])
+    if cls is base.GroupJoined:
+        fields["group"] = decode_group(fields["group"])
+    if cls is base.GroupParticipantsChanged:
+        fields["participants"] = _members(fields["participants"])
     return cls(**fields)
+
+
+def _members(items: list[dict]) -> tuple[base.GroupMember, ...]:
+    return tuple(base.GroupMember(**item) for item in items)
+
+
+def decode_group(data: dict) -> base.Group:
+    return base.Group(**{**data, "participants": _members(data["participants"])})
 
 
 def decode_outbound(data: dict) -> base.OutboundMessage:
@@ -92,6 +107,7 @@ def decode_outbound(data: dict) -> base.OutboundMessage:
             "media": base.Media(**{**media, "path": Path(media["path"])}) if media else None,
             "location": _maybe(base.Location, data.get("location")),
             "contact": _maybe(base.Contact, data.get("contact")),
+            "mentions": tuple(data.get("mentions") or ()),
         }
     )
 
@@ -103,6 +119,21 @@ def decode_result(op: str, value: Any) -> Any:
         return [base.NumberCheck(**item) for item in value]
     if op in ("blocklist", "update_blocklist"):
         return [base.Blocked(**item) for item in value]
+    if op == "contact":
+        return base.ContactInfo(**value)
+    if op in ("profile", "update_profile"):
+        return base.Profile(**value)
+    if op == "groups":
+        return [decode_group(item) for item in value]
+    if op in ("group_info", "update_group"):
+        return decode_group(value)
+    if op == "create_group":
+        return base.GroupCreated(
+            group=decode_group(value["group"]),
+            participants=tuple(base.ParticipantResult(**item) for item in value["participants"]),
+        )
+    if op == "update_participants":
+        return [base.ParticipantResult(**item) for item in value]
     return value
 
 
@@ -121,6 +152,20 @@ OPS = frozenset(
         "subscribe_presence",
         "blocklist",
         "update_blocklist",
+        "contact",
+        "phone_of_lid",
+        "profile",
+        "update_profile",
+        "set_profile_picture",
+        "groups",
+        "group_info",
+        "create_group",
+        "update_group",
+        "set_group_picture",
+        "update_participants",
+        "group_invite_link",
+        "join_group",
+        "leave_group",
         "download",
         "probe",
     }
@@ -138,6 +183,7 @@ SANDBOX_OPS = frozenset(
         "receipts",
         "presence",
         "block_from_phone",
+        "group_event",
     }
 )
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
@@ -46,21 +47,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.core.jids import jid_to_phone, jid_user
+from gateway.core.jids import is_lid, jid_to_phone, jid_user
 from workers.engines.base import (
     BlockAction,
     Blocked,
     ChatState,
     Connected,
+    ContactInfo,
     Disconnected,
     Engine,
     EngineError,
+    Group,
+    GroupCreated,
     InboundMedia,
     LoggedOut,
     NumberCheck,
     OutboundMessage,
     PairCode,
+    ParticipantAction,
+    ParticipantResult,
     PresenceState,
+    Profile,
     QrCode,
     SendResult,
     StreamReplaced,
@@ -86,6 +93,36 @@ LOCAL_ONLY = (
 )
 # How long a stop waits for the connection's thread to end before counting it stuck.
 STOP_WAIT = float(os.environ.get("NEONIZE_STOP_WAIT", "5"))
+
+
+def _picture_url(client: Any, jid: Any) -> str | None:
+    """The picture's URL, or None: whatsmeow GetProfilePictureInfo answers an error for no
+    picture (404) or one hidden by privacy settings (401)."""
+    try:
+        picture = client.get_profile_picture(jid)
+    except Exception:  # noqa: BLE001 - no picture is a normal answer
+        return None
+    return picture.URL or None
+
+
+def _failed(info: Any) -> set[str]:
+    """The JIDs of a new group's participants WhatsApp did not add (an Error beside them)."""
+    return {translate.jid_str(p.JID) for p in info.Participants if p.Error and p.Error != 200}
+
+
+def own_jids(me: Any) -> list[str]:
+    """Every JID we go by: the phone-number one and the @lid one (LID-addressed groups)."""
+    if me is None:
+        return []
+    return [own_jid(me)] + ([translate.jid_str(me.LID)] if me.HasField("LID") else [])
+
+
+def _jid(value: str) -> Any:
+    """neonize's JID for a `user@server` string."""
+    from neonize.utils.jid import build_jid
+
+    user, _, server = value.partition("@")
+    return build_jid(user, server or "s.whatsapp.net")
 
 
 def own_jid(me: Any) -> str:
@@ -174,6 +211,8 @@ class NeonizeEngine(Engine):
             ConnectedEv,
             ConnectFailureEv,
             DisconnectedEv,
+            GroupInfoEv,
+            JoinedGroupEv,
             KeepAliveRestoredEv,
             KeepAliveTimeoutEv,
             LoggedOutEv,
@@ -203,6 +242,8 @@ class NeonizeEngine(Engine):
             PresenceEv: self._on_presence,
             ChatPresenceEv: self._on_chat_presence,
             BlocklistEv: self._on_blocklist,
+            JoinedGroupEv: self._on_joined_group,
+            GroupInfoEv: self._on_group_info,
         }
         for event_type, handler in handlers.items():
             client.event(event_type)(
@@ -379,18 +420,18 @@ class NeonizeEngine(Engine):
             translated = await self._live(session, translator, session_id, event, resolve)
         except EngineError:
             return  # stopped meanwhile: a message comes again on the next connection
-        if translated is not None:
-            self.emit(translated)
+        for each in translated if isinstance(translated, list) else [translated]:
+            if each is not None:
+                self.emit(each)
 
     @staticmethod
     def _lid_resolver(client: Any) -> Callable[[str], str]:
         """A @lid's phone-number JID from the session's store (call on the neonize thread)."""
 
         def resolve(lid: str) -> str:
-            from neonize.proto.Neonize_pb2 import JID
-
-            user, _, server = lid.partition("@")
-            return translate.jid_str(client.get_pn_from_lid(JID(User=user, Server=server)))
+            # A whole JID (build_jid): neonize serialises it, and a bare JID(User, Server)
+            # lacks required fields (EncodeError).
+            return translate.jid_str(client.get_pn_from_lid(_jid(lid)))
 
         return resolve
 
@@ -407,6 +448,18 @@ class NeonizeEngine(Engine):
 
     async def _on_blocklist(self, session_id: str, event: Any) -> None:
         await self._translated(session_id, translate.translate_blocklist, event)
+
+    async def _on_joined_group(self, session_id: str, event: Any) -> None:
+        session = self._sessions.get(session_id)
+        own = frozenset(own_jids(session.me)) if session is not None else frozenset()
+        await self._translated(
+            session_id,
+            lambda sid, ev, resolve: translate.translate_joined_group(sid, ev, resolve, own),
+            event,
+        )
+
+    async def _on_group_info(self, session_id: str, event: Any) -> None:
+        await self._translated(session_id, translate.translate_group_info, event)
 
     async def _on_connection_ended(
         self, session_id: str, session: _Session, error: BaseException | None
@@ -565,6 +618,11 @@ class NeonizeEngine(Engine):
             if message.reply_to and message.type != "reaction"
             else None
         )
+        if message.mentions and message.type != "reaction":
+            # Mentions travel in the ContextInfo's mentionedJID beside the "@<number>" in the
+            # text (WhatsApp Web and whatsmeow's ContextInfo, waE2E.proto).
+            context = context or wa.ContextInfo()
+            context.mentionedJID.extend(message.mentions)
         kind = message.type
         if kind == "text":
             content = (
@@ -774,6 +832,218 @@ class NeonizeEngine(Engine):
             if "no LID found" in str(exc):  # whatsmeow user.go: not a WhatsApp user
                 raise EngineError(str(exc), code="not_on_whatsapp") from exc
             raise
+
+    # --- contacts and the profile (neonize client.py; whatsmeow user.go) ---------------------
+
+    async def contact(self, session_id: str, jid: str) -> ContactInfo:
+        session = self._session(session_id, connected=True)
+        resolve = self._lid_resolver(session.client)
+
+        def look_up() -> ContactInfo:
+            client = session.client
+            lid, phone_jid = "", ""
+            if is_lid(jid):
+                lid = jid
+                with contextlib.suppress(Exception):  # unknown to the store: ""
+                    phone_jid = resolve(lid)
+            else:
+                # A usync query: whether the number is on WhatsApp, and its JID.
+                [answer] = client.is_on_whatsapp("+" + jid_user(jid))
+                if not answer.IsIn:
+                    return ContactInfo(jid, phone_number=jid_to_phone(jid))
+                phone_jid = translate.jid_str(answer.JID) or jid
+            target = _jid(phone_jid or lid)
+            # whatsmeow GetUserInfo (usync, user.go): the about text, the picture id, a
+            # business's verified name, and the LID, which it stores beside the number.
+            info = next(iter(client.get_user_info(target)), None)
+            if not lid:
+                with contextlib.suppress(Exception):
+                    lid = translate.jid_str(client.get_lid_from_pn(target))
+            about = info.UserInfo.Status if info is not None else ""
+            business = info is not None and info.UserInfo.HasField("VerifiedName")
+            known = client.contact.get_contact(target)
+            return ContactInfo(
+                jid=phone_jid or lid,
+                lid=lid if is_lid(lid) else "",
+                phone_number=jid_to_phone(phone_jid),
+                on_whatsapp=True,
+                push_name=(known.PushName or known.FullName) if known.Found else "",
+                about=about,
+                picture_url=_picture_url(client, target),
+                is_business=business,
+            )
+
+        return await self._query(session_id, lambda _c, _r: look_up(), "lookup_failed")
+
+    async def phone_of_lid(self, session_id: str, lid: str) -> str:
+        session = self._session(session_id, connected=True)
+        resolve = self._lid_resolver(session.client)
+
+        def look_up() -> str:
+            try:
+                return jid_to_phone(resolve(lid))
+            except Exception:  # noqa: BLE001 - not in the store: WhatsApp has not told
+                return ""
+
+        return await self._checked(look_up, "lookup_failed")
+
+    def _profile_of(self, session: _Session) -> Profile:
+        """On the neonize thread: our own name (the push name in the store, as Connected had
+        it), about text (a user info query for our own JID) and picture."""
+        client, me = session.client, session.client.get_me()
+        own = own_jid(me)
+        info = next(iter(client.get_user_info(_jid(own))), None)
+        return Profile(
+            jid=own,
+            phone_number=jid_to_phone(own),
+            name=me.PushName,
+            about=info.UserInfo.Status if info is not None else "",
+            picture_url=_picture_url(client, _jid(own)),
+        )
+
+    async def profile(self, session_id: str) -> Profile:
+        session = self._session(session_id, connected=True)
+        return await self._query(
+            session_id, lambda _c, _r: self._profile_of(session), "profile_failed"
+        )
+
+    async def update_profile(
+        self, session_id: str, *, name: str | None = None, about: str | None = None
+    ) -> Profile:
+        session = self._session(session_id, connected=True)
+
+        def update(client: Any, _resolve: Callable) -> Profile:
+            if name is not None:
+                # neonize SetPushName: an app state patch (`setting_pushName`) to every device.
+                client.set_profile_name(name)
+            if about is not None:
+                client.set_status_message(about)  # whatsmeow SetStatusMessage
+            return self._profile_of(session)
+
+        return await self._query(session_id, update, "profile_failed")
+
+    async def set_profile_picture(self, session_id: str, jpeg_base64: str) -> str:
+        data = base64.b64decode(jpeg_base64)
+        return await self._query(
+            session_id, lambda client, _resolve: client.set_profile_photo(data), "profile_failed"
+        )
+
+    # --- groups (neonize client.py; whatsmeow group.go) ---------------------------------------
+
+    async def _query(
+        self, session_id: str, function: Callable[[Any, Callable], Any], code: str = "group_failed"
+    ) -> Any:
+        """`function(client, resolve)` on the neonize thread; its errors get whatsmeow's codes
+        (`translate.query_error`), else `code`."""
+        session = self._session(session_id, connected=True)
+        resolve = self._lid_resolver(session.client)
+        try:
+            return await self._checked(lambda: function(session.client, resolve), code)
+        except EngineError as exc:
+            if exc.code != code:
+                raise
+            known = translate.query_error(str(exc), code)
+            permanent = known not in ("not_connected", "rate_limited", "timed_out", code)
+            raise EngineError(str(exc), code=known, permanent=permanent) from exc
+
+    async def groups(self, session_id: str) -> list[Group]:
+        return await self._query(
+            session_id,
+            lambda client, resolve: [
+                translate.group_of(g, resolve) for g in client.get_joined_groups()
+            ],
+        )
+
+    async def group_info(self, session_id: str, jid: str) -> Group:
+        return await self._query(
+            session_id,
+            lambda client, resolve: translate.group_of(client.get_group_info(_jid(jid)), resolve),
+        )
+
+    async def create_group(
+        self, session_id: str, subject: str, participants: list[str]
+    ) -> GroupCreated:
+        def create(client: Any, resolve: Callable) -> GroupCreated:
+            info = client.create_group(subject, [_jid(p) for p in participants])
+            # whatsmeow returns each participant's answer in the group's list (with Error set
+            # for those not added); the creator is in it too.
+            answered = {translate.jid_str(p.JID): p for p in info.Participants}
+            answered |= {translate.jid_str(p.PhoneNumber): p for p in info.Participants}
+            results = []
+            for wanted in participants:
+                participant = answered.get(wanted)
+                results.append(
+                    translate.participant_result(participant, resolve)
+                    if participant is not None
+                    else ParticipantResult(wanted, jid_to_phone(wanted), status="failed")
+                )
+            group = translate.group_of(info, resolve)
+            added = tuple(m for m in group.participants if m.jid not in _failed(info))
+            return GroupCreated(
+                group=dataclasses.replace(group, participants=added), participants=tuple(results)
+            )
+
+        return await self._query(session_id, create)
+
+    async def update_group(
+        self,
+        session_id: str,
+        jid: str,
+        *,
+        subject: str | None = None,
+        description: str | None = None,
+        announce: bool | None = None,
+        locked: bool | None = None,
+    ) -> Group:
+        def update(client: Any, resolve: Callable) -> Group:
+            group = _jid(jid)
+            if subject is not None:
+                client.set_group_name(group, subject)
+            if description is not None:
+                # Empty ids: whatsmeow looks the previous topic id up and makes a new one
+                # (group.go SetGroupTopic); an empty topic deletes the description.
+                client.set_group_topic(group, "", "", description)
+            if announce is not None:
+                client.set_group_announce(group, announce)
+            if locked is not None:
+                client.set_group_locked(group, locked)
+            return translate.group_of(client.get_group_info(group), resolve)
+
+        return await self._query(session_id, update)
+
+    async def set_group_picture(self, session_id: str, jid: str, jpeg_base64: str) -> str:
+        data = base64.b64decode(jpeg_base64)
+        return await self._query(
+            session_id, lambda client, _resolve: client.set_group_photo(_jid(jid), data)
+        )
+
+    async def update_participants(
+        self, session_id: str, jid: str, action: ParticipantAction, participants: list[str]
+    ) -> list[ParticipantResult]:
+        def update(client: Any, resolve: Callable) -> list[ParticipantResult]:
+            from neonize.utils.enum import ParticipantChange
+
+            change = ParticipantChange(action)
+            answers = client.update_group_participants(
+                _jid(jid), [_jid(p) for p in participants], change
+            )
+            return [translate.participant_result(p, resolve) for p in answers]
+
+        return await self._query(session_id, update)
+
+    async def group_invite_link(self, session_id: str, jid: str, revoke: bool = False) -> str:
+        return await self._query(
+            session_id, lambda client, _resolve: client.get_group_invite_link(_jid(jid), revoke)
+        )
+
+    async def join_group(self, session_id: str, link: str) -> str:
+        return await self._query(
+            session_id,
+            lambda client, _resolve: translate.jid_str(client.join_group_with_link(link)),
+        )
+
+    async def leave_group(self, session_id: str, jid: str) -> None:
+        await self._query(session_id, lambda client, _resolve: client.leave_group(_jid(jid)))
 
     async def download(self, session_id: str, media: InboundMedia, into: Path) -> int:
         session = self._session(session_id, connected=True)

@@ -18,12 +18,22 @@ from workers.engines.base import (
     BlocklistChanged,
     Contact,
     Disconnected,
+    Event,
+    Group,
+    GroupJoined,
+    GroupMember,
+    GroupParticipantsChanged,
+    GroupRole,
+    GroupUpdated,
     InboundMedia,
     InboundMessage,
     Location,
     LoggedOut,
     MessageKind,
     MessageReceived,
+    ParticipantAction,
+    ParticipantResult,
+    ParticipantStatus,
     Presence,
     Receipt,
     ReceiptStatus,
@@ -241,6 +251,164 @@ def translate_blocklist(
         if change.BlockAction in BLOCK_ACTIONS
     )
     return BlocklistChanged(session_id, changes=changes) if changes else None
+
+
+# --- Groups (whatsmeow types/group.go GroupInfo, GroupParticipant; goneonize encoder.go) --------
+
+
+def member_of(participant, resolve: Callable[[str], str] | None = None) -> GroupMember:
+    """neonize's `GroupParticipant`: JID (a @lid in LID-addressed groups) with PhoneNumber and
+    LID beside it (whatsmeow group.go parseParticipant), IsAdmin, IsSuperAdmin."""
+    jid = jid_str(participant.JID)
+    role: GroupRole = (
+        "superadmin" if participant.IsSuperAdmin else "admin" if participant.IsAdmin else "member"
+    )
+    return GroupMember(jid, sender_phone_of(jid, jid_str(participant.PhoneNumber), resolve), role)
+
+
+def group_of(info, resolve: Callable[[str], str] | None = None) -> Group:
+    """neonize's `GroupInfo` (whatsmeow parseGroupNode): the name, topic, announce and locked
+    sub-messages, the owner (with OwnerPN), the creation time (Unix seconds)."""
+    owner = jid_str(info.OwnerJID)
+    return Group(
+        jid=jid_str(info.JID),
+        subject=info.GroupName.Name,
+        description=info.GroupTopic.Topic,
+        owner=owner,
+        owner_phone=sender_phone_of(owner, jid_str(info.OwnerPN), resolve) if owner else "",
+        created_at=float(info.GroupCreated) or None,
+        announce=info.GroupAnnounce.IsAnnounce,
+        locked=info.GroupLocked.isLocked,
+        participants=tuple(member_of(p, resolve) for p in info.Participants),
+    )
+
+
+# WhatsApp's per-participant answers to an add/remove/promote/demote (and to a create), in the
+# `error` attribute whatsmeow parses into GroupParticipant.Error (group.go parseParticipant).
+PARTICIPANT_ERRORS: dict[int, ParticipantStatus] = {
+    403: "refused",
+    404: "not_found",
+    408: "recently_left",
+    409: "already_member",
+}
+
+
+def participant_result(participant, resolve: Callable[[str], str] | None = None):
+    """One participant's outcome: a 403 with an AddRequest means their privacy settings allow
+    only an invite (its code and expiry come with it)."""
+    member = member_of(participant, resolve)
+    code = participant.Error
+    if not code or code == 200:
+        return ParticipantResult(member.jid, member.phone_number)
+    if code == 403 and participant.AddRequest.Code:
+        return ParticipantResult(
+            member.jid,
+            member.phone_number,
+            status="invite_required",
+            error=code,
+            invite_code=participant.AddRequest.Code,
+            invite_expires_at=float(participant.AddRequest.Expiration) or None,
+        )
+    return ParticipantResult(
+        member.jid, member.phone_number, status=PARTICIPANT_ERRORS.get(code, "failed"), error=code
+    )
+
+
+def translate_joined_group(
+    session_id: str,
+    event,
+    resolve: Callable[[str], str] | None = None,
+    own: frozenset[str] = frozenset(),
+) -> GroupJoined:
+    """neonize's `JoinedGroup` (whatsmeow events.JoinedGroup): Reason "invite" when we used a
+    link, Type "new" for a new group, Sender/SenderPN who created it or added us (`own`: our
+    JIDs, to tell a group we created)."""
+    by = jid_str(event.Sender)
+    reason = "invite" if event.Reason == "invite" else ""
+    if event.Type == "new" and by in own:
+        reason = "created"
+    return GroupJoined(
+        session_id,
+        group=group_of(event.GroupInfo, resolve),
+        by=by,
+        by_phone=sender_phone_of(by, jid_str(event.SenderPN), resolve) if by else "",
+        reason=reason,
+    )
+
+
+_PARTICIPANT_LISTS: tuple[tuple[str, ParticipantAction], ...] = (
+    ("Join", "add"),
+    ("Leave", "remove"),
+    ("Promote", "promote"),
+    ("Demote", "demote"),
+)
+
+
+def translate_group_info(
+    session_id: str, event, resolve: Callable[[str], str] | None = None
+) -> list[Event]:
+    """neonize's `GroupInfoEvent` (whatsmeow parseGroupChange): one change notification may
+    carry several changes; each becomes its own event (the info first, then who joined, left,
+    was promoted or demoted). neonize's event has no SenderPN: the author's number comes from
+    the store, where whatsmeow keeps the group's LID mappings."""
+    group = jid_str(event.JID)
+    by = jid_str(event.Sender)
+    by_phone = sender_phone_of(by, "", resolve) if by else ""
+    translated: list[Event] = []
+    update = GroupUpdated(
+        session_id,
+        group,
+        by=by,
+        by_phone=by_phone,
+        subject=event.Name.Name if event.HasField("Name") else None,
+        description=(
+            ("" if event.Topic.TopicDeleted else event.Topic.Topic)
+            if event.HasField("Topic")
+            else None
+        ),
+        announce=event.Announce.IsAnnounce if event.HasField("Announce") else None,
+        locked=event.Locked.isLocked if event.HasField("Locked") else None,
+    )
+    if (update.subject, update.description, update.announce, update.locked) != (None,) * 4:
+        translated.append(update)
+    for field, action in _PARTICIPANT_LISTS:
+        jids = [jid_str(jid) for jid in getattr(event, field)]
+        if jids:
+            members = tuple(GroupMember(j, sender_phone_of(j, "", resolve)) for j in jids)
+            translated.append(
+                GroupParticipantsChanged(
+                    session_id, group, action, members, by=by, by_phone=by_phone
+                )
+            )
+    return translated
+
+
+# whatsmeow's errors of queries (groups, users; errors.go, group.go wraps IQ errors into them) by
+# their text.
+QUERY_ERRORS = (
+    ("that group does not exist", "group_not_found"),
+    ("status 404: item-not-found", "group_not_found"),
+    ("you're not participating in that group", "not_in_group"),
+    ("you don't have the permission to get the group's invite link", "not_admin"),
+    ("status 403: forbidden", "not_admin"),
+    ("status 401: not-authorized", "not_admin"),
+    ("that group invite link has been revoked", "invite_revoked"),
+    ("that group invite link is not valid", "invite_invalid"),
+    ("the given data is not a valid image", "invalid_image"),
+    ("status 429: rate-overlimit", "rate_limited"),
+    ("status 406: not-acceptable", "not_acceptable"),
+    ("status 409: conflict", "already_member"),
+    ("websocket not connected", "not_connected"),
+    ("info query timed out", "timed_out"),
+)
+
+
+def query_error(text: str, default: str = "group_failed") -> str:
+    """The gateway's code for a query's error text (`default` when unknown)."""
+    for fragment, code in QUERY_ERRORS:
+        if fragment in text:
+            return code
+    return default
 
 
 def translate_logged_out(session_id: str, event) -> LoggedOut:

@@ -42,3 +42,12 @@ class Presence(Enum):
 
     AVAILABLE = b"available"
     UNAVAILABLE = b"unavailable"
+
+
+class ParticipantChange(Enum):
+    """PY utils/enum.py L356-372: whatsmeow's ParticipantChange strings (group.go)."""
+
+    ADD = "add"
+    REMOVE = "remove"
+    PROMOTE = "promote"
+    DEMOTE = "demote"
