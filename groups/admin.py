@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.http import HttpRequest
 
 from groups.models import Group
 
@@ -15,8 +16,8 @@ class GroupAdmin(admin.ModelAdmin):
     list_select_related = ("session",)
     readonly_fields = [field.name for field in Group._meta.fields] + ["participants"]
 
-    def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_change_permission(self, request: HttpRequest, obj: Group | None = None) -> bool:
         return False

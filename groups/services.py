@@ -72,6 +72,15 @@ def group_forget(*, session_id: uuid.UUID, jid: str) -> None:
     Group.objects.filter(session_id=session_id, jid=jid).delete()
 
 
+def groups_forget_all(*, session_id: uuid.UUID, epoch: int) -> None:
+    """The device was unlinked: what it knew of groups is no one's now (a new link may be
+    another number). Fenced like every write of the owning worker."""
+    with transaction.atomic():
+        fenced_lock(session_id, epoch)
+        Group.objects.filter(session_id=session_id).delete()
+        GroupSync.objects.filter(session_id=session_id).delete()
+
+
 def _by(jid: str, phone: str) -> dict[str, str]:
     return {"jid": jid, "phone_number": phone}
 
@@ -106,11 +115,13 @@ def group_updated_announce(
     by: str = "",
     by_phone: str = "",
 ) -> None:
-    """`changes`: the fields that changed (subject, description, announce, locked)."""
+    """`changes`: the fields that changed (subject, description, announce, locked; picture:
+    true for a new one, false when removed, not cached)."""
     with transaction.atomic():
         session = fenced_lock(session_id, epoch)
+        cached = {name: value for name, value in changes.items() if name != "picture"}
         Group.objects.filter(session_id=session_id, jid=group).update(
-            **changes, updated_at=timezone.now()
+            **cached, updated_at=timezone.now()
         )
         events.group_updated(session, group, changes, _by(by, by_phone))
 

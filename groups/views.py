@@ -37,7 +37,8 @@ from groups.serializers import (
 )
 from sessions_app.selectors import session_get
 from sessions_app.serializers import PictureInputSerializer, PictureSerializer
-from sessions_app.services.calls import session_call
+from sessions_app.services.calls import session_call, session_connected
+from sessions_app.states import SessionStatus
 
 TAG = ["groups"]
 GROUP_JID = re.compile(r"^[0-9]+(-[0-9]+)?@g\.us$")
@@ -109,7 +110,7 @@ class GroupListCreateApi(ApiView):
     def get(self, request: Request, session_id: uuid.UUID) -> Response:
         session = session_get(session_id=session_id)
         synced = selectors.groups_synced_at(session_id=session.pk)
-        if _refresh(request) or (synced is None and session.status == "connected"):
+        if _refresh(request) or (synced is None and session.status == SessionStatus.CONNECTED):
             groups = session_call(session, "groups")
             services.groups_store(session_id=session.pk, groups=groups, whole=True)
             synced = selectors.groups_synced_at(session_id=session.pk)
@@ -132,6 +133,7 @@ class GroupListCreateApi(ApiView):
         data.is_valid(raise_exception=True)
         session = session_get(session_id=session_id)
         participants = _users(data.validated_data["participants"])
+        session_connected(session)
         _limited("group_create", session.pk, settings.GROUP_CREATE_RATE)
         created = session_call(
             session,
@@ -221,6 +223,7 @@ class GroupParticipantsApi(ApiView):
         participants = _users(data.validated_data["participants"])
         action = data.validated_data["action"]
         if action == "add":
+            session_connected(session)
             _limited("group_add", session.pk, settings.GROUP_ADD_RATE)
         results = session_call(
             session,

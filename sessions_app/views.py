@@ -563,6 +563,7 @@ class ContactApi(ApiView):
         jid = _chat(contact)
         if is_group(jid):
             raise ApiError("Groups are under …/groups.", code="validation_error", status=422)
+        calls.session_connected(session)
         rate_or_raise(
             f"contact_lookup:session:{session.pk}",
             settings.CONTACT_LOOKUP_RATE,

@@ -96,9 +96,15 @@ class SessionNotConnected(Conflict):
     code = "session_not_running"
 
 
+def session_connected(session: Any) -> None:
+    """409 `session_not_running` unless the session is connected (before counting a call
+    against a rate limit, so a refused call costs nothing)."""
+    if session.status != SessionStatus.CONNECTED:
+        raise SessionNotConnected(f"The session is {session.status}; it must be connected.")
+
+
 def session_call(session: Any, method: str, **arguments: Any) -> Any:
     """`call_or_raise` for a session that must be connected to answer (presence, …): 409
     `session_not_running` at once when it is not."""
-    if session.status != SessionStatus.CONNECTED:
-        raise SessionNotConnected(f"The session is {session.status}; it must be connected.")
+    session_connected(session)
     return call_or_raise(session.pk, method, **arguments)

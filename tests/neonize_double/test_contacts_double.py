@@ -6,163 +6,19 @@ types, what each answer carries, what the store learns, and the error texts."""
 
 from __future__ import annotations
 
-import base64
-import json
-import os
-import queue
-import subprocess
-import sys
-import threading
-import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.neonize_double.harness import DOUBLE, ROOT
-from tests.neonize_double.test_groups_double import JPEG, CallFailed, Client, jid, lid, pn, text
-from tests.neonize_double.whatsapp import FakeWhatsApp
+from tests.neonize_double.driver import JPEG, NOT_ON_WHATSAPP, A, B, C, blob, jid, lid, pb, pn, text
+from tests.processes import wait_until
 
-A, B, C = "+4915100000001", "+4915100000002", "+4915100000003"
-NOT_ON_WHATSAPP, BUSINESS, NO_PICTURE = "+4915100000000", "+4915100005555", "+4915100008888"
+BUSINESS, NO_PICTURE = "+4915100005555", "+4915100008888"
 ABOUT = "Hey there! I am using WhatsApp."
-
-# As test_groups_double's driver, with dotted methods (`contact.get_contact`), protobuf
-# arguments ({"proto": name, "fields": {...}}) and message events forwarded.
-DRIVER = r"""
-import base64, json, sys, threading
-from neonize.client import NewClient
-from neonize.events import ConnectedEv, MessageEv
-from neonize.proto import Neonize_pb2
-from neonize.utils.jid import parse
-from google.protobuf.message import Message
-
-client = NewClient(sys.argv[1], uuid=sys.argv[2])
-MARK = "@@ "
-out = threading.Lock()
-
-def say(message):
-    with out:
-        sys.stdout.write(MARK + json.dumps(message) + "\n")
-        sys.stdout.flush()
-
-def encode(value):
-    if isinstance(value, Message):
-        data = base64.b64encode(value.SerializeToString()).decode()
-        return {"proto": type(value).__name__, "data": data}
-    if isinstance(value, (list, tuple)) or type(value).__name__.startswith("Repeated"):
-        return [encode(item) for item in value]
-    return value
-
-def decode(value):
-    if isinstance(value, dict) and "jid" in value:
-        return parse(value["jid"])
-    if isinstance(value, dict) and "proto" in value:
-        return getattr(Neonize_pb2, value["proto"])(**value["fields"])
-    if isinstance(value, dict) and "bytes" in value:
-        return base64.b64decode(value["bytes"])
-    if isinstance(value, list):
-        return [decode(item) for item in value]
-    if isinstance(value, dict):
-        return {key: decode(item) for key, item in value.items()}
-    return value
-
-for code, kind in ((3, ConnectedEv), (17, MessageEv)):
-    client.event(kind)(lambda c, event, code=code: say({"event": code, **encode(event)}))
-
-for line in sys.stdin:
-    call = json.loads(line)
-    if call["method"] == "connect":
-        threading.Thread(target=client.connect, daemon=True).start()
-        say({"id": call["id"], "result": None})
-        continue
-    if call["method"] == "exit":
-        import os
-        client.stop()
-        os._exit(0)
-    try:
-        target = client
-        for name in call["method"].split("."):
-            target = getattr(target, name)
-        result = target(*decode(call["args"]), **decode(call["kwargs"]))
-        say({"id": call["id"], "result": encode(result)})
-    except Exception as exc:
-        say({"id": call["id"], "error": type(exc).__name__, "message": str(exc)})
-"""
-
-
-class ContactClient(Client):
-    """test_groups_double's Client, running the driver above."""
-
-    def __init__(self, world: FakeWhatsApp, directory: Path, uuid: str) -> None:
-        self.world, self.uuid = world, uuid
-        env = os.environ | {
-            "PYTHONPATH": os.pathsep.join([str(DOUBLE), str(ROOT)]),
-            "NEONIZE_DOUBLE_SOCKET": str(world.socket_path),
-            "NEONIZE_DOUBLE_TIME_SCALE": "0.02",
-            "PYTHONDONTWRITEBYTECODE": "1",
-        }
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", DRIVER, str(directory / f"{uuid}.sqlite3"), uuid],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            text=True,
-        )
-        self.answers: queue.Queue = queue.Queue()
-        self.events: queue.Queue = queue.Queue()
-        self.ids = iter(range(1, 1 << 30))
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def dies_calling(self, method: str, *args: Any) -> tuple[int, str]:
-        """Calls `method`, which must kill the process (a Go panic): its exit code and stderr."""
-        assert self.process.stdin is not None and self.process.stderr is not None
-        request = {"id": next(self.ids), "method": method, "args": list(args), "kwargs": {}}
-        self.process.stdin.write(json.dumps(request) + "\n")
-        self.process.stdin.flush()
-        code = self.process.wait(timeout=20)
-        return code, self.process.stderr.read()
-
-
-@pytest.fixture
-def world(tmp_path: Path):
-    world = FakeWhatsApp(tmp_path / "whatsapp").start()
-    yield world
-    world.close()
-
-
-@pytest.fixture
-def clients(world: FakeWhatsApp, tmp_path: Path):
-    made: list[ContactClient] = []
-
-    def make(uuid: str, phone: str | None = None) -> ContactClient:
-        client = ContactClient(world, tmp_path, uuid)
-        made.append(client)
-        return client.link(phone) if phone else client  # type: ignore[return-value]
-
-    yield make
-    for client in made:
-        client.close()
 
 
 def by_jid(answers: list[Any]) -> dict[str, Any]:
     return {text(answer.JID): answer.UserInfo for answer in answers}
-
-
-def failure(call: Any) -> CallFailed:
-    with pytest.raises(CallFailed) as failed:
-        call()
-    return failed.value
-
-
-def until(predicate: Any, what: str, timeout: float = 10) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-    return result
 
 
 def test_user_info_answers_about_picture_devices_and_businesses_and_stores_the_lid(clients):
@@ -209,9 +65,9 @@ def test_user_info_answers_about_picture_devices_and_businesses_and_stores_the_l
     orders = {tuple(text(u.JID) for u in a.call("get_user_info", *many)) for _ in range(12)}
     assert len(orders) > 1  # goneonize ranges over a Go map: the order is random
 
-    wrong = failure(lambda: a.call("get_user_info", jid("120363000000000001@g.us")))
+    wrong = a.fails("get_user_info", jid("120363000000000001@g.us"))
     assert (wrong.kind, wrong.message) == ("GetUserInfoError", "unknown user server 'g.us'")
-    non_pn = failure(lambda: a.call("get_lid_from_pn", jid(lid(C))))
+    non_pn = a.fails("get_lid_from_pn", jid(lid(C)))
     assert (non_pn.kind, non_pn.message) == (
         "GetJIDFromStoreError",
         f"invalid GetLIDForPN call with non-PN JID {lid(C)}",
@@ -226,11 +82,11 @@ def test_linked_accounts_are_users_with_their_own_profile(clients, world):
     assert (info.Status, info.PictureID) == (ABOUT, "")  # a new account: no picture
     assert [d.Device for d in info.Devices] == [0, 1]  # the phone and the linked session
     assert text(a.call("get_lid_from_pn", jid(pn(B)))) == world.devices["s2"].lid
-    none = failure(lambda: a.call("get_profile_picture", jid(pn(B))))
+    none = a.fails("get_profile_picture", jid(pn(B)))
     assert none.kind == "GetProfilePictureError"
 
     b.call("set_status_message", "Busy")
-    picture = b.call("set_profile_photo", {"bytes": base64.b64encode(JPEG).decode()})
+    picture = b.call("set_profile_photo", blob(JPEG))
     [answer] = a.call("get_user_info", jid(pn(B)))
     assert (answer.UserInfo.Status, answer.UserInfo.PictureID) == ("Busy", picture)
     assert a.call("get_profile_picture", jid(pn(B))).ID == picture
@@ -248,28 +104,26 @@ def test_profile_pictures_come_from_the_cdn_and_some_contacts_have_none(clients,
     preview = a.call(
         "get_profile_picture",
         jid(pn(C)),
-        extra={"proto": "GetProfilePictureParams", "fields": {"Preview": True}},
+        extra=pb("GetProfilePictureParams", Preview=True),
     )
     assert (preview.ID, preview.Type) == ("1600000003", "preview") and preview.URL != picture.URL
     same = a.call(
         "get_profile_picture",
         jid(lid(C)),
-        {"proto": "GetProfilePictureParams", "fields": {"ExistingID": "1600000003"}},
+        pb("GetProfilePictureParams", ExistingID="1600000003"),
     )
     assert (same.URL, same.ID) == ("", "")  # unchanged: whatsmeow's nil, an empty message
 
     for without in (NO_PICTURE, NOT_ON_WHATSAPP):
-        none = failure(lambda without=without: a.call("get_profile_picture", jid(pn(without))))
+        none = a.fails("get_profile_picture", jid(pn(without)))
         # neonize raises with the whole GetProfilePictureReturnFunction: its text format.
         assert (none.kind, none.message) == (
             "GetProfilePictureError",
             'Error: "that user or group does not have a profile picture"\n',
         )
     group = text(a.call("create_group", "Pictured").JID)
-    assert failure(lambda: a.call("get_profile_picture", jid(group))).kind == (
-        "GetProfilePictureError"
-    )
-    photo = a.call("set_group_photo", jid(group), {"bytes": base64.b64encode(JPEG).decode()})
+    assert a.fails("get_profile_picture", jid(group)).kind == "GetProfilePictureError"
+    photo = a.call("set_group_photo", jid(group), blob(JPEG))
     assert a.call("get_profile_picture", jid(group)).ID == photo
 
 
@@ -305,21 +159,18 @@ def test_push_name_about_and_photo_are_set_and_read_back(clients, world, tmp_pat
     assert a.call("set_profile_name", "Acme") is None
     assert a.call("get_me").PushName == "Acme"  # the patch is fetched back before returning
     assert world.profile("s1")["push_name"] == "Acme"
-    until(lambda: other.call("get_me").PushName == "Acme", "the other device's app state")
+    wait_until(lambda: other.call("get_me").PushName == "Acme", 10, "the other device's app state")
 
     assert a.call("set_status_message", "Open 9 to 5") is None
     assert world.profile("s1")["about"] == "Open 9 to 5"
     [own] = a.call("get_user_info", jid(pn(A)))
     assert own.UserInfo.Status == "Open 9 to 5"
     assert [d.Device for d in own.UserInfo.Devices] == [0, 1, 2]
-    with pytest.raises(CallFailed):
-        a.call("get_profile_picture", jid(pn(A)))  # no picture yet
+    a.fails("get_profile_picture", jid(pn(A)))  # no picture yet
 
-    png = failure(
-        lambda: a.call("set_profile_photo", {"bytes": base64.b64encode(b"\x89PNG\r\n").decode()})
-    )
+    png = a.fails("set_profile_photo", blob(b"\x89PNG\r\n"))
     assert (png.kind, png.message) == ("SetGroupPhotoError", "the given data is not a valid image")
-    picture = a.call("set_profile_photo", {"bytes": base64.b64encode(JPEG).decode()})
+    picture = a.call("set_profile_photo", blob(JPEG))
     assert picture.isdigit() and world.profile("s1")["picture_id"] == picture
     mine = a.call("get_profile_picture", jid(pn(A)))
     assert (mine.ID, mine.Type) == (picture, "image") and mine.URL.startswith("https://pps.")
@@ -334,9 +185,9 @@ def test_calls_without_a_client_or_a_connection_fail_as_whatsmeow_does(clients, 
         ("get_user_info", [jid(pn(C))], "GetUserInfoError", "client is nil"),
         ("get_profile_picture", [jid(pn(C))], "GetProfilePictureError", 'Error: "client is nil"\n'),
         ("set_profile_name", ["x"], "SendAppStateError", "client not found"),
-        ("set_profile_photo", [{"bytes": "/9j/"}], "SetGroupPhotoError", "client is nil"),
+        ("set_profile_photo", [blob(b"\xff\xd8\xff")], "SetGroupPhotoError", "client is nil"),
     ):
-        failed = failure(lambda call=call, args=args: fresh.call(call, *args))
+        failed = fresh.fails(call, *args)
         assert (failed.kind, failed.message) == (kind, message)
 
     a = clients("s2", A)
@@ -348,10 +199,10 @@ def test_calls_without_a_client_or_a_connection_fail_as_whatsmeow_does(clients, 
          'Error: "websocket not connected"\n'),
         ("set_profile_name", ["x"], "SendAppStateError", "websocket not connected"),
         ("set_status_message", ["x"], "SetStatusMessageError", "websocket not connected"),
-        ("set_profile_photo", [{"bytes": "/9j/"}], "SetGroupPhotoError",
+        ("set_profile_photo", [blob(b"\xff\xd8\xff")], "SetGroupPhotoError",
          "websocket not connected"),
     ):  # fmt: skip
-        failed = failure(lambda call=call, args=args: a.call(call, *args))
+        failed = a.fails(call, *args)
         assert (failed.kind, failed.message) == (kind, message)
     assert a.call("get_me").PushName == f"Phone {A[1:]}"  # nothing changed
     assert not a.call("contact.get_contact", jid(pn(C))).Found  # the store needs no socket
@@ -362,7 +213,7 @@ def test_calls_without_a_client_or_a_connection_fail_as_whatsmeow_does(clients, 
         ("contact.get_contact", [jid(pn(C))], "ContactStoreError"),
         ("set_profile_name", ["x"], "SendAppStateError"),
     ):
-        failed = failure(lambda call=call, args=args: b.call(call, *args))
+        failed = b.fails(call, *args)
         assert (failed.kind, failed.message) == (kind, "invalid use of deleted device")
 
 

@@ -5,213 +5,13 @@ says whatsmeow, goneonize and neonize do: return types, error texts, events and 
 
 from __future__ import annotations
 
-import base64
-import json
-import os
-import queue
-import subprocess
-import sys
-import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.neonize_double.harness import DOUBLE, ROOT
-from tests.neonize_double.whatsapp import FakeWhatsApp
+from tests.neonize_double.driver import JPEG, NOT_ON_WHATSAPP, A, B, C, blob, jid, lid, pn, text
 
-A, B, C = "+4915100000001", "+4915100000002", "+4915100000003"  # the accounts of sessions/phones
-NOT_ON_WHATSAPP, INVITE_ONLY = "+4915100000000", "+4915100009999"
-JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 32
-
-# The program in the client's process: it runs one NewClient of the double and answers calls
-# (JSON lines on stdin) and forwards group events and Connected (JSON lines on stdout).
-DRIVER = r"""
-import base64, json, sys, threading, traceback
-from neonize.client import NewClient
-from neonize.events import ConnectedEv, GroupInfoEv, JoinedGroupEv
-from neonize.utils.enum import ParticipantChange
-from neonize.utils.jid import parse
-from google.protobuf.message import Message
-
-client = NewClient(sys.argv[1], uuid=sys.argv[2])
-MARK = "@@ "  # the double prints too (Login event: …): our lines are marked
-out = threading.Lock()
-
-def say(message):
-    with out:
-        sys.stdout.write(MARK + json.dumps(message) + "\n")
-        sys.stdout.flush()
-
-def encode(value):
-    if isinstance(value, Message):
-        data = base64.b64encode(value.SerializeToString()).decode()
-        return {"proto": type(value).__name__, "data": data}
-    if isinstance(value, (list, tuple)) or type(value).__name__.startswith("Repeated"):
-        return [encode(item) for item in value]
-    return value
-
-def decode(value):
-    if isinstance(value, dict) and "jid" in value:
-        return parse(value["jid"])
-    if isinstance(value, dict) and "change" in value:
-        return ParticipantChange[value["change"]]
-    if isinstance(value, dict) and "bytes" in value:
-        return base64.b64decode(value["bytes"])
-    if isinstance(value, list):
-        return [decode(item) for item in value]
-    return value
-
-for code, kind in ((3, ConnectedEv), (21, JoinedGroupEv), (22, GroupInfoEv)):
-    client.event(kind)(lambda c, event, code=code: say({"event": code, **encode(event)}))
-
-for line in sys.stdin:
-    call = json.loads(line)
-    if call["method"] == "connect":
-        threading.Thread(target=client.connect, daemon=True).start()
-        say({"id": call["id"], "result": None})
-        continue
-    if call["method"] == "exit":
-        import os
-        client.stop()
-        os._exit(0)
-    try:
-        result = getattr(client, call["method"])(*decode(call["args"]), **decode(call["kwargs"]))
-        say({"id": call["id"], "result": encode(result)})
-    except Exception as exc:
-        say({"id": call["id"], "error": type(exc).__name__, "message": str(exc)})
-"""
-
-
-def proto(value: Any) -> Any:
-    """A protobuf object (or a list of them) the driver sent, parsed with neonize's classes."""
-    from neonize.proto import Neonize_pb2 as N
-
-    if isinstance(value, list):
-        return [proto(item) for item in value]
-    if isinstance(value, dict) and "proto" in value:
-        return getattr(N, value["proto"]).FromString(base64.b64decode(value["data"]))
-    return value
-
-
-def jid(value: str) -> dict:
-    return {"jid": value}
-
-
-def pn(phone: str) -> str:
-    return f"{phone.lstrip('+')}@s.whatsapp.net"
-
-
-def lid(phone: str) -> str:
-    return FakeWhatsApp.contact_lid(phone.lstrip("+"))
-
-
-def text(value: Any) -> str:
-    """A JID object as `user@server`."""
-    return f"{value.User}@{value.Server}" if value.User else ""
-
-
-class CallFailed(Exception):
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(f"{kind}: {message}")
-        self.kind, self.message = kind, message
-
-
-class Client:
-    """A NewClient of the double in its own process (as in an engine host)."""
-
-    def __init__(self, world: FakeWhatsApp, directory: Path, uuid: str) -> None:
-        self.world, self.uuid = world, uuid
-        env = os.environ | {
-            "PYTHONPATH": os.pathsep.join([str(DOUBLE), str(ROOT)]),
-            "NEONIZE_DOUBLE_SOCKET": str(world.socket_path),
-            "NEONIZE_DOUBLE_TIME_SCALE": "0.02",
-            "PYTHONDONTWRITEBYTECODE": "1",
-        }
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", DRIVER, str(directory / f"{uuid}.sqlite3"), uuid],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-            text=True,
-        )
-        self.answers: queue.Queue = queue.Queue()
-        self.events: queue.Queue = queue.Queue()
-        self.ids = iter(range(1, 1 << 30))
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            if not line.startswith("@@ "):
-                continue  # the double's own prints
-            message = json.loads(line[3:])
-            (self.events if "event" in message else self.answers).put(message)
-
-    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        assert self.process.stdin is not None
-        call_id = next(self.ids)
-        request = {"id": call_id, "method": method, "args": list(args), "kwargs": kwargs}
-        self.process.stdin.write(json.dumps(request) + "\n")
-        self.process.stdin.flush()
-        answer = self.answers.get(timeout=30)
-        assert answer["id"] == call_id
-        if "error" in answer:
-            raise CallFailed(answer["error"], answer["message"])
-        return proto(answer["result"])
-
-    def event(self, code: int | None = None, timeout: float = 10) -> Any:
-        """The next event (of `code`), skipping others."""
-        while True:
-            message = self.events.get(timeout=timeout)
-            if code is None or message["event"] == code:
-                return proto(message)
-
-    def no_event(self, wait: float = 0.5) -> None:
-        try:
-            message = self.events.get(timeout=wait)
-        except queue.Empty:
-            return
-        raise AssertionError(f"unexpected event {message['event']}: {proto(message)}")
-
-    def link(self, phone: str) -> Client:
-        self.call("connect")
-        self.world.wait(lambda: any(u == self.uuid for u, _, _ in self.world.logins))
-        self.world.scan(self.uuid, phone)
-        self.event(3)  # Connected
-        return self
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            try:
-                assert self.process.stdin is not None
-                self.process.stdin.write(json.dumps({"id": 0, "method": "exit"}) + "\n")
-                self.process.stdin.flush()
-                self.process.wait(timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
-                self.process.kill()
-                self.process.wait()
-
-
-@pytest.fixture
-def world(tmp_path: Path):
-    world = FakeWhatsApp(tmp_path / "whatsapp").start()
-    yield world
-    world.close()
-
-
-@pytest.fixture
-def clients(world: FakeWhatsApp, tmp_path: Path):
-    made: list[Client] = []
-
-    def make(uuid: str, phone: str | None = None) -> Client:
-        client = Client(world, tmp_path, uuid)
-        made.append(client)
-        return client.link(phone) if phone else client
-
-    yield make
-    for client in made:
-        client.close()
+INVITE_ONLY = "+4915100009999"
 
 
 def roles(info: Any) -> dict[str, str]:
@@ -291,18 +91,16 @@ def test_group_info_and_the_joined_groups_are_the_servers_and_store_the_lid_mapp
     assert text(a.call("get_pn_from_lid", jid(lid(C)))) == pn(C)  # from the participant list
     assert world.group_queries == {"s1": 2}
 
-    with pytest.raises(CallFailed) as missing:
-        a.call("get_group_info", jid("120363999999999999@g.us"))
-    assert (missing.value.kind, missing.value.message) == (
+    missing = a.fails("get_group_info", jid("120363999999999999@g.us"))
+    assert (missing.kind, missing.message) == (
         "GetGroupInfoError",
         "that group does not exist",
     )
     world.group_event("s1", group, "remove", participant=A, by=B)
     left = a.event(22)
     assert [text(j) for j in left.Leave] == [lid(A)] and text(left.Sender) == lid(B)
-    with pytest.raises(CallFailed) as outside:
-        a.call("get_group_info", jid(group))
-    assert outside.value.message == "you're not participating in that group"
+    outside = a.fails("get_group_info", jid(group))
+    assert outside.message == "you're not participating in that group"
     assert a.call("get_joined_groups") == []
     world.group_event("s1", group, "subject", by=B, value="Without A")
     a.no_event()  # no more events of a group it left
@@ -319,18 +117,13 @@ def test_group_metadata_queries_past_the_rate_limit_answer_rate_overlimit(client
     world.group_rate_limit = 2
     a.call("get_group_info", jid(group))
     a.call("get_joined_groups")
-    with pytest.raises(CallFailed) as limited:
-        a.call("get_group_info", jid(group))
-    assert (limited.value.kind, limited.value.message) == (
+    limited = a.fails("get_group_info", jid(group))
+    assert (limited.kind, limited.message) == (
         "GetGroupInfoError",
         "info query returned status 429: rate-overlimit",
     )
-    with pytest.raises(CallFailed) as listed:
-        a.call("get_joined_groups")
-    assert (
-        listed.value.kind == "GetJoinedGroupsError"
-        and "429: rate-overlimit" in listed.value.message
-    )
+    listed = a.fails("get_joined_groups")
+    assert listed.kind == "GetJoinedGroupsError" and "429: rate-overlimit" in listed.message
     assert world.group_queries["s1"] == 4
     world.group_rate_window = 0.0  # the window passed
     assert text(a.call("get_group_info", jid(group)).JID) == group
@@ -361,9 +154,8 @@ def test_settings_follow_whatsapps_rules_and_reach_every_member(clients, world):
             "UpdateGroupParticipantsError",
         ),
     ):
-        with pytest.raises(CallFailed) as refused:
-            b.call(call, group, *args)
-        assert (refused.value.kind, refused.value.message) == (
+        refused = b.fails(call, group, *args)
+        assert (refused.kind, refused.message) == (
             kind,
             "info query returned status 403: forbidden",
         )
@@ -440,15 +232,13 @@ def test_invite_links_join_revoke_and_refuse(clients, world):
     change = a.event(22)
     assert [text(j) for j in change.Join] == [lid(B)] and change.JoinReason == "invite"
 
-    with pytest.raises(CallFailed) as member:
-        b.call("get_group_invite_link", jid(group))
-    assert (member.value.kind, member.value.message) == (
+    member = b.fails("get_group_invite_link", jid(group))
+    assert (member.kind, member.message) == (
         "GetGroupInviteLinkError",
         "you don't have the permission to get the group's invite link",
     )
-    with pytest.raises(CallFailed) as again:
-        b.call("join_group_with_link", link)
-    assert again.value.message == "info query returned status 409: conflict"
+    again = b.fails("join_group_with_link", link)
+    assert again.message == "info query returned status 409: conflict"
     new = a.call("get_group_invite_link", jid(group), revoke=True)
     assert new != link and new.startswith("https://chat.whatsapp.com/")
     b.call("leave_group", jid(group))
@@ -458,9 +248,8 @@ def test_invite_links_join_revoke_and_refuse(clients, world):
         (link, "that group invite link has been revoked"),
         ("NotACode", "that group invite link is not valid"),
     ):
-        with pytest.raises(CallFailed) as refused:
-            b.call("join_group_with_link", code)
-        assert (refused.value.kind, refused.value.message) == ("InviteLinkError", message)
+        refused = b.fails("join_group_with_link", code)
+        assert (refused.kind, refused.message) == ("InviteLinkError", message)
     assert text(b.call("join_group_with_link", new.rsplit("/", 1)[1])) == group
 
 
@@ -469,13 +258,12 @@ def test_group_photos_must_be_jpegs(clients, world, tmp_path):
     chosen = world.group_event("s1", "120363000000000001@g.us", "join", by=B)
     group = jid(text(a.call("create_group", "Photo").JID))
     assert group["jid"] != chosen and world.group(chosen)["participants"][A[1:]] == "member"
-    with pytest.raises(CallFailed) as png:
-        a.call("set_group_photo", group, {"bytes": base64.b64encode(b"\x89PNG\r\n").decode()})
-    assert (png.value.kind, png.value.message) == (
+    png = a.fails("set_group_photo", group, blob(b"\x89PNG\r\n"))
+    assert (png.kind, png.message) == (
         "SetGroupPhotoError",
         "the given data is not a valid image",
     )
-    picture = a.call("set_group_photo", group, {"bytes": base64.b64encode(JPEG).decode()})
+    picture = a.call("set_group_photo", group, blob(JPEG))
     assert picture.isdigit() and world.group(group["jid"])["picture_id"] == picture
     (tmp_path / "photo.jpg").write_bytes(JPEG)
     assert a.call("set_group_photo", group, str(tmp_path / "photo.jpg")) != picture
@@ -516,23 +304,19 @@ def test_the_phones_changes_reach_the_session_and_offline_devices_get_them_later
 
 def test_group_calls_without_a_client_or_a_connection_fail_as_whatsmeow_does(clients, world):
     a = clients("s1")
-    with pytest.raises(CallFailed) as nil:
-        a.call("get_joined_groups")
-    assert (nil.value.kind, nil.value.message) == ("GetJoinedGroupsError", "client is nil")
-    with pytest.raises(CallFailed) as tokens:
-        a.call("create_group", "Early", [jid(pn(B))])
-    assert tokens.value.message == (
+    nil = a.fails("get_joined_groups")
+    assert (nil.kind, nil.message) == ("GetJoinedGroupsError", "client is nil")
+    tokens = a.fails("create_group", "Early", [jid(pn(B))])
+    assert tokens.message == (
         f"failed to get privacy token for participant {pn(B)}: "
         "the store doesn't contain a device JID"
     )
-    with pytest.raises(CallFailed) as topic:
-        a.call("set_group_topic", jid("120363000000000001@g.us"), "", "", "x")
-    assert topic.value.message == "failed to get old group info to update topic: client is nil"
+    topic = a.fails("set_group_topic", jid("120363000000000001@g.us"), "", "", "x")
+    assert topic.message == "failed to get old group info to update topic: client is nil"
     a.link(A)
     a.call("disconnect")
-    with pytest.raises(CallFailed) as offline:
-        a.call("leave_group", jid("120363000000000001@g.us"))
-    assert (offline.value.kind, offline.value.message) == (
+    offline = a.fails("leave_group", jid("120363000000000001@g.us"))
+    assert (offline.kind, offline.message) == (
         "LeaveGroupError",
         "websocket not connected",
     )

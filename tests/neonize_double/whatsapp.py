@@ -736,6 +736,23 @@ class FakeWhatsApp:
         message = self._notification(group, author, child)
         return [(device.uuid, message) for device in self._linked_devices(users)]
 
+    def _picture_changed(self, group: Group, author: str) -> list[tuple[str, dict]]:
+        """A `<notification type="picture">` with `<set jid author id>` to every participant's
+        devices, which whatsmeow dispatches as events.Picture (notification.go
+        handlePictureNotification); neonize's Picture (code 23) carries JID, Author, Timestamp
+        and Remove, not the id."""
+        from neonize.proto import Neonize_pb2 as N
+
+        lid = self._lid(author).partition("@")[0]
+        event = N.Picture(
+            JID=N.JID(User=group.jid.partition("@")[0], Server="g.us"),
+            Author=N.JID(User=lid, Server="lid"),
+            Timestamp=int(time.time()),
+            Remove=False,
+        )
+        message = {"push": 23, "event": base64.b64encode(event.SerializePartialToString()).decode()}
+        return [(device.uuid, message) for device in self._linked_devices(set(group.participants))]
+
     def _joined(
         self, group: Group, author: str, users: set[str], **create: str
     ) -> list[tuple[str, dict]]:
@@ -962,7 +979,7 @@ class FakeWhatsApp:
             if not base64.b64decode(request["data"]).startswith(b"\xff\xd8\xff"):
                 return self._iq_error(406)  # not a JPEG
             group.picture_id = str(next(self._picture_ids))
-            return {"id": group.picture_id}
+            return {"id": group.picture_id, "_pushes": self._picture_changed(group, user)}
         if op == "group_set":
             tag = request["tag"]
             if not self._may(group, user, "info" if tag in ("subject", "description") else "admin"):

@@ -41,8 +41,11 @@ def test_contact_lookups_are_rate_limited_per_session(
     api: APIClient, make_session, settings
 ) -> None:
     settings.CONTACT_LOOKUP_RATE, settings.WORKER_CALL_SECONDS = "1/min", 1
-    session = make_session(status="connected")
+    session = make_session(status="stopped")
     url = f"/api/v1/sessions/{session.id}/contacts/+4915123456789"
+    assert [api.get(url).status_code for _ in range(2)] == [409, 409]  # refused: not counted
+    session.status = "connected"
+    session.save(update_fields=["status"])
     assert api.get(url).status_code == 503  # counted; no worker answered
     response = api.get(url)
     assert response.status_code == 429 and response.json()["error"]["code"] == "rate_limited"

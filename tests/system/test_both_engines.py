@@ -176,14 +176,20 @@ async def test_logout_unlinks_the_device(system, api) -> None:
 
 
 async def test_unlinked_from_the_phone_is_logged_out(system) -> None:
+    from groups.models import Group
+
     await system.start_worker()
     session = await linked(system)
+    await system.phone.group_event(str(session.id), GROUP, "join", by=TO)
+    await until(lambda: Group.objects.filter(session=session).exists(), what="a group cached")
     await system.phone.unlink(str(session.id))
     await until(
         lambda: SessionEvent.objects.filter(session=session, to_status="logged_out").exists(),
         what="logged out",
         timeout=30,
     )
+    # What the unlinked device knew of groups went with it (a new link may be another number).
+    assert not await sync_to_async(Group.objects.filter(session=session).exists)()
 
 
 LINKING = ("scan_qr", "pairing")
@@ -523,6 +529,25 @@ async def test_a_group_end_to_end_with_its_webhooks(system, api) -> None:
     revoked = (await sync_to_async(api.post)(f"{base}/{jid}/invite-link/revoke")).json()
     assert revoked["invite_link"].startswith("https://chat.whatsapp.com/")
     assert revoked["invite_link"] != link
+    response = await sync_to_async(api.patch)(f"{base}/{jid}", {"locked": True}, "json")
+    assert response.json()["locked"] is True
+    response = await sync_to_async(api.put)(
+        f"{base}/{jid}/picture", {"file": upload_png(800, 600)}, "multipart"
+    )
+    assert response.status_code == 200 and response.json()["picture_id"], response.json()
+
+    # Another linked number joins by the new link; the old one no longer works.
+    other = await linked(system, phone="+15550777")
+    joins = f"/api/v1/sessions/{other.id}/groups/join"
+    response = await sync_to_async(api.post)(joins, {"invite_link": link}, "json")
+    assert response.status_code == 410, response.json()
+    assert response.json()["error"]["code"] == "invite_revoked"
+    response = await sync_to_async(api.post)(joins, {"invite_link": revoked["invite_link"]}, "json")
+    assert response.json() == {"jid": jid}
+    [theirs] = await until(lambda: webhooks(other, "group.joined"), what="joined", timeout=30)
+    assert theirs["reason"] == "invite" and theirs["group"]["jid"] == jid
+    members = {m["phone_number"] for m in theirs["group"]["participants"]}
+    assert {PHONE, TO, "+15550777"} <= members
 
     # The other members act: the admin adds someone and renames the group.
     await system.phone.group_event(str(session.id), jid, "add", participant=MEMBER, by=TO)
@@ -537,7 +562,7 @@ async def test_a_group_end_to_end_with_its_webhooks(system, api) -> None:
     detail = (await sync_to_async(api.get)(f"{base}/{jid}")).json()
     assert detail["subject"] == "Renamed"  # the cache, kept fresh by the worker
     roles = {m["phone_number"]: m["role"] for m in detail["participants"]}
-    assert roles == {PHONE: "superadmin", TO: "admin", MEMBER: "member"}
+    assert roles == {PHONE: "superadmin", TO: "admin", MEMBER: "member", "+15550777": "member"}
 
     response = await sync_to_async(api.post)(f"{base}/{jid}/leave")
     assert response.status_code == 204
@@ -562,12 +587,15 @@ async def test_a_group_end_to_end_with_its_webhooks(system, api) -> None:
         ("group.updated", ["description"]),
         ("group.updated", ["announce"]),
         ("group.participants", "promote"),
+        ("group.updated", ["locked"]),
+        ("group.updated", ["picture"]),
+        ("group.participants", "add"),  # joined by the link
         ("group.participants", "add"),
         ("group.updated", ["subject"]),
         ("group.participants", "remove"),
     ]
     by = [b["by"]["phone_number"] for b in await sync_to_async(webhooks)(session, "group.")]
-    assert by[5:7] == [TO, TO]
+    assert by[7] == "+15550777" and by[8:10] == [TO, TO]
 
 
 async def test_added_to_a_group_by_a_contact_and_mentioning_its_members(system, api) -> None:
@@ -587,11 +615,19 @@ async def test_added_to_a_group_by_a_contact_and_mentioning_its_members(system, 
     assert sent["mentions"] == [TO_JID]
 
 
-async def test_contacts_their_lids_and_the_numbers_profile(system, api) -> None:
+def upload_png(width: int, height: int):
     import io
 
     from PIL import Image
 
+    image = io.BytesIO()
+    Image.new("RGB", (width, height), "blue").save(image, "PNG")
+    image.seek(0)
+    image.name = "picture.png"
+    return image
+
+
+async def test_contacts_their_lids_and_the_numbers_profile(system, api) -> None:
     await system.start_worker()
     session = await linked(system)
     base = f"/api/v1/sessions/{session.id}"
@@ -615,11 +651,9 @@ async def test_contacts_their_lids_and_the_numbers_profile(system, api) -> None:
     assert response.status_code == 200, response.json()
     assert (response.json()["name"], response.json()["about"]) == ("Acme", "Open 9 to 5")
     assert response.json()["picture_url"] is None
-    image = io.BytesIO()
-    Image.new("RGB", (800, 800), "blue").save(image, "PNG")
-    image.seek(0)
-    image.name = "me.png"
-    response = await sync_to_async(api.put)(f"{base}/profile/picture", {"file": image}, "multipart")
+    response = await sync_to_async(api.put)(
+        f"{base}/profile/picture", {"file": upload_png(800, 800)}, "multipart"
+    )
     assert response.status_code == 200, response.json()
     profile = (await sync_to_async(api.get)(f"{base}/profile")).json()
     assert (profile["phone_number"], profile["name"], profile["about"]) == (
@@ -628,3 +662,26 @@ async def test_contacts_their_lids_and_the_numbers_profile(system, api) -> None:
         "Open 9 to 5",
     )
     assert profile["picture_url"]
+
+
+@pytest.mark.parametrize("engine_name", ["neonize"])
+async def test_whatsapps_rate_limit_on_group_metadata_is_a_429(system, api) -> None:
+    """On neonize only: the double plays WhatsApp's servers, which answer frequent metadata
+    queries with rate-overlimit (the sandbox has no such limit). Sends never ask for metadata."""
+    assert system.whatsapp is not None
+    await system.start_worker()
+    session = await linked(system)
+    base = f"/api/v1/sessions/{session.id}/groups"
+    assert (await sync_to_async(api.get)(base)).status_code == 200  # the first sync
+    system.whatsapp.group_rate_limit = 2
+    assert (await sync_to_async(api.get)(f"{base}?refresh=true")).status_code == 200
+    response = await sync_to_async(api.get)(f"{base}?refresh=true")
+    assert response.status_code == 429, response.json()
+    assert response.json()["error"]["code"] == "rate_limited"
+    queries = system.whatsapp.group_queries[str(session.id)]
+    for n in range(3):  # served from the cache: no more queries
+        assert (await sync_to_async(api.get)(base)).status_code == 200
+        response = await post(api, session, {"to": GROUP, "type": "text", "text": f"hi {n}"})
+        assert response.status_code == 202
+    await until(lambda: len(system.phone.sent(str(session.id))) == 3, what="sent", timeout=30)
+    assert system.whatsapp.group_queries[str(session.id)] == queries

@@ -344,6 +344,7 @@ class GroupUpdated:
     description: str | None = None
     announce: bool | None = None
     locked: bool | None = None
+    picture: bool | None = None  # True: a new picture, False: removed
     type: Literal["group_updated"] = "group_updated"
 
 

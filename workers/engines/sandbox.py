@@ -36,7 +36,6 @@ import fcntl
 import functools
 import hashlib
 import json
-import re
 import secrets
 import time
 import uuid
@@ -46,7 +45,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from gateway.core.jids import is_group, is_lid, jid_to_phone, jid_user, phone_to_jid
+from gateway.core.jids import (
+    INVITE_LINK_PREFIX,
+    is_group,
+    is_lid,
+    jid_to_phone,
+    jid_user,
+    phone_to_jid,
+)
 from workers.engines.base import (
     BlockAction,
     Blocked,
@@ -64,8 +70,6 @@ from workers.engines.base import (
     GroupJoined,
     GroupMember,
     GroupParticipantsChanged,
-    GroupRole,
-    GroupUpdated,
     InboundMedia,
     InboundMessage,
     LoggedOut,
@@ -76,7 +80,6 @@ from workers.engines.base import (
     PairCode,
     ParticipantAction,
     ParticipantResult,
-    ParticipantStatus,
     Presence,
     PresenceState,
     Profile,
@@ -88,9 +91,31 @@ from workers.engines.base import (
     spawn_into,
     started_session,
 )
+from workers.engines.sandbox_groups import (
+    GROUP_EVENTS,
+    GROUP_JID_PATTERN,
+    GROUP_SIZE_MAX,
+    INVITE_PATTERN,
+    NOT_ON_WHATSAPP_SUFFIX,
+    PARTICIPANT_ACTIONS,
+    GroupBook,
+    change_info,
+    change_participant,
+    check_info,
+    group_of,
+    group_updated,
+    invite_code,
+    member_of,
+    new_group,
+    note,
+    number_jid,
+    refused,
+    require_admin,
+    user_jid,
+    visible,
+)
 from workers.engines.store import KeyValueStore, delete_store
 
-NOT_ON_WHATSAPP_SUFFIX = "0000"
 PRESENCE_STATES = ("available", "unavailable", "typing", "recording", "paused")
 RECEIPT_MODES = ("normal", "missing", "duplicated", "out_of_order", "after_reconnect")
 
@@ -316,57 +341,6 @@ class SandboxWorld:
             return book.get(jid)
 
 
-GROUP_JID_PATTERN = re.compile(r"[0-9]+(-[0-9]+)?@g\.us")
-
-
-class GroupBook:
-    """The groups while `SandboxWorld.groups_locked` holds their lock: one JSON file each.
-
-    A record: `jid`, `subject`, `description`, `owner` (the creator's JID), `created_at` (Unix
-    seconds), `announce`, `locked`, `participants` ({JID: member | admin | superadmin}, in the
-    order they came), `invite` (the current invite code), `revoked_invites`, `picture` (its id),
-    and `history`: every change as {at, by, what, value}.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-
-    def _path(self, jid: str) -> Path:
-        if not GROUP_JID_PATTERN.fullmatch(jid):
-            raise ValueError(f"not a group JID: {jid!r}")
-        return self.directory / f"{jid_user(jid)}.json"
-
-    def get(self, jid: str) -> dict | None:
-        try:
-            path = self._path(jid)
-        except ValueError:
-            return None
-        return json.loads(path.read_text()) if path.exists() else None
-
-    def put(self, record: dict) -> None:
-        self._path(record["jid"]).write_text(json.dumps(record))
-
-    def all(self) -> list[dict]:
-        records = [json.loads(path.read_text()) for path in self.directory.glob("*.json")]
-        return sorted(records, key=lambda record: (record["created_at"], record["jid"]))
-
-    def new_jid(self) -> str:
-        """A JID no group has, as WhatsApp makes them today: 120363 and 12 more digits."""
-        while True:
-            jid = f"120363{secrets.randbelow(10**12):012d}@g.us"
-            if not self._path(jid).exists():
-                return jid
-
-    def by_invite(self, code: str) -> tuple[dict | None, bool]:
-        """The group whose invite code is `code`; else (None, whether it is a revoked one)."""
-        revoked = False
-        for record in self.all():
-            if record["invite"] == code:
-                return record, False
-            revoked = revoked or code in record["revoked_invites"]
-        return None, revoked
-
-
 def temporary_ban(session_id: str, expire_seconds: int) -> Disconnected:
     return Disconnected(
         session_id,
@@ -374,25 +348,6 @@ def temporary_ban(session_id: str, expire_seconds: int) -> Disconnected:
         will_reconnect=False,
         code="temporary_ban",
     )
-
-
-# --- Groups: WhatsApp's rules, applied to the servers' records ---------------------------------
-
-INVITE_LINK_PREFIX = "https://chat.whatsapp.com/"
-INVITE_ONLY_SUFFIX = "9999"  # numbers whose privacy settings let only an invite add them
-ADD_REQUEST_VALID = 3 * 24 * 3600.0  # seconds an add request (the invite they get) stays valid
-SUBJECT_MAX, DESCRIPTION_MAX, GROUP_SIZE_MAX = 100, 2048, 1024
-PARTICIPANT_ACTIONS = ("add", "remove", "promote", "demote")
-GROUP_EVENTS = (
-    "join",
-    "leave",
-    *PARTICIPANT_ACTIONS,
-    "subject",
-    "description",
-    "announce",
-    "locked",
-)
-INVITE_PATTERN = re.compile(r"(?:(?:https?://)?chat\.whatsapp\.com/)?([A-Za-z0-9_-]{16,32})/?")
 
 
 def sandbox_lid(phone_number: str) -> str:
@@ -411,167 +366,8 @@ def _jpeg(jpeg_base64: str) -> bytes:
     except (binascii.Error, ValueError):
         data = b""
     if not data.startswith(b"\xff\xd8\xff"):
-        raise _refused("invalid_image", "the given data is not a valid image")
+        raise refused("invalid_image", "the given data is not a valid image")
     return data
-
-
-def _group_updated(group: str, by: str, change: dict, session_id: str, _own: str) -> Event:
-    return GroupUpdated(session_id, group, by=by, by_phone=jid_to_phone(by), **change)
-
-
-def _refused(code: str, message: str) -> EngineError:
-    return EngineError(message, permanent=True, code=code)
-
-
-def _invite_code() -> str:
-    return secrets.token_urlsafe(16)  # 22 url-safe characters, like WhatsApp's
-
-
-def _note(record: dict, by: str, what: str, value: object) -> None:
-    record["history"].append({"at": time.time(), "by": by, "what": what, "value": value})
-
-
-def _new_group(jid: str, subject: str, owner: str) -> dict:
-    record = {
-        "jid": jid,
-        "subject": subject,
-        "description": "",
-        "owner": owner,
-        "created_at": int(time.time()),
-        "announce": False,
-        "locked": False,
-        "participants": {owner: "superadmin"},
-        "invite": _invite_code(),
-        "revoked_invites": [],
-        "picture": "",
-        "history": [],
-    }
-    _note(record, owner, "create", subject)
-    return record
-
-
-def _group(record: dict) -> Group:
-    return Group(
-        jid=record["jid"],
-        subject=record["subject"],
-        description=record["description"],
-        owner=record["owner"],
-        owner_phone=jid_to_phone(record["owner"]),
-        created_at=float(record["created_at"]),
-        announce=record["announce"],
-        locked=record["locked"],
-        participants=tuple(_member(jid, role) for jid, role in record["participants"].items()),
-    )
-
-
-def _member(jid: str, role: GroupRole) -> GroupMember:
-    return GroupMember(jid, jid_to_phone(jid), role)
-
-
-def _visible(book: GroupBook, jid: str, me: str) -> dict:
-    """The group `jid` as the account `me` may see it."""
-    record = book.get(jid)
-    if record is None:
-        raise _refused("group_not_found", "that group does not exist")
-    if me not in record["participants"]:
-        raise _refused("not_in_group", "you're not participating in that group")
-    return record
-
-
-def _is_admin(record: dict, jid: str) -> bool:
-    return record["participants"].get(jid) in ("admin", "superadmin")
-
-
-def _require_admin(record: dict, jid: str, what: str) -> None:
-    if not _is_admin(record, jid):
-        raise _refused("not_admin", f"only the group's admins {what}")
-
-
-def _number_jid(number: str) -> str:
-    """The JID of a number (E.164) a sandbox control names."""
-    if not re.fullmatch(r"\+?[0-9][0-9 ()-]*", number.strip()):
-        raise _refused("bad_request", f"{number!r} is not a phone number")
-    return phone_to_jid(number)
-
-
-def _user_jid(jid: str) -> str:
-    """A participant's JID without its device (the sandbox's users are phone-number JIDs)."""
-    if not jid_to_phone(jid):
-        raise _refused("bad_request", f"{jid!r} is not the JID of a user's phone number")
-    return phone_to_jid(jid_user(jid))
-
-
-def _check_info(subject: str | None, description: str | None) -> None:
-    if subject is not None and not (subject.strip() and len(subject) <= SUBJECT_MAX):
-        raise _refused("bad_request", f"a group's subject is 1 to {SUBJECT_MAX} characters")
-    if description is not None and len(description) > DESCRIPTION_MAX:
-        raise _refused(
-            "bad_request", f"a group's description is up to {DESCRIPTION_MAX} characters"
-        )
-
-
-def _change_info(record: dict, by: str, requested: dict[str, Any]) -> dict[str, Any]:
-    """Set the fields in `requested` as `by`, if WhatsApp lets them; returns what changed. Anyone
-    edits the subject and description unless the group is `locked`; only admins change its
-    settings (announce, locked)."""
-    if not requested:
-        return {}
-    if not _is_admin(record, by):
-        if "announce" in requested or "locked" in requested:
-            _require_admin(record, by, "change its settings")
-        if record["locked"]:
-            _require_admin(record, by, "edit its info")
-    changed = {name: value for name, value in requested.items() if record[name] != value}
-    for name, value in changed.items():
-        record[name] = value
-        _note(record, by, name, value)
-    return changed
-
-
-def _change_participant(
-    record: dict, by: str, action: str, target: str
-) -> tuple[ParticipantResult, GroupMember | None]:
-    """`by` adds, removes, promotes or demotes `target`: WhatsApp's answer for them, and the
-    member as the change notification names them (None when nothing changed)."""
-    participants = record["participants"]
-    role, user = participants.get(target), jid_user(target)
-
-    def answer(
-        status: ParticipantStatus, error: int = 0, invite: bool = False
-    ) -> ParticipantResult:
-        if not invite:
-            return ParticipantResult(target, jid_to_phone(target), status, error)
-        expires = time.time() + ADD_REQUEST_VALID
-        return ParticipantResult(
-            target, jid_to_phone(target), status, error, _invite_code(), expires
-        )
-
-    if action == "add":
-        if user.endswith(NOT_ON_WHATSAPP_SUFFIX):
-            return answer("not_found", 404), None
-        if role is not None:
-            return answer("already_member", 409), None
-        if user.endswith(INVITE_ONLY_SUFFIX):  # WhatsApp sends them an add request instead
-            return answer("invite_required", 403, invite=True), None
-        participants[target] = role = "member"
-    elif role is None:
-        return answer("not_found", 404), None
-    elif action == "promote":
-        if role != "member":
-            return answer("ok"), None
-        participants[target] = "admin"
-    elif action == "demote":
-        if role == "superadmin":  # the creator stays the creator
-            return answer("refused", 403), None
-        if role == "member":
-            return answer("ok"), None
-        participants[target] = "member"
-    else:  # remove: only the creator may remove the creator (that is, leave)
-        if role == "superadmin" and participants.get(by) != "superadmin":
-            return answer("refused", 403), None
-        del participants[target]
-    _note(record, by, action, target)
-    return answer("ok"), _member(target, participants.get(target, role))
 
 
 @dataclass
@@ -886,7 +682,7 @@ class SandboxEngine(Engine):
         (whatsmeow sends the subject, the description, announce and locked in IQs of their
         own: group.go)."""
         for name, value in changed.items():
-            change = functools.partial(_group_updated, record["jid"], by, {name: value})
+            change = functools.partial(group_updated, record["jid"], by, {name: value})
             self._tell(record["participants"], change)
 
     def _tell_participants(
@@ -903,7 +699,7 @@ class SandboxEngine(Engine):
         after the change gets the change."""
         if not members:
             return
-        group = _group(record)
+        group = group_of(record)
         joined = {member.jid for member in members} if action == "add" else set()
 
         def event_for(session_id: str, own: str) -> Event:
@@ -931,7 +727,7 @@ class SandboxEngine(Engine):
         else:
             phone = jid_to_phone(jid)
             if not phone:
-                raise _refused("bad_request", f"{jid!r} is not a user's JID")
+                raise refused("bad_request", f"{jid!r} is not a user's JID")
             if phone.endswith(NOT_ON_WHATSAPP_SUFFIX):
                 return ContactInfo(jid, phone_number=phone)
         lid = sandbox_lid(phone)
@@ -971,7 +767,7 @@ class SandboxEngine(Engine):
         session = self._session(session_id, connected=True)
         changes = {k: v for k, v in (("name", name), ("about", about)) if v is not None}
         if "name" in changes and not changes["name"].strip():
-            raise _refused("bad_request", "a push name cannot be empty")
+            raise refused("bad_request", "a push name cannot be empty")
         self.world.set_profile(session_id, **changes)
         self.world.log(session_id, "profile", **changes)
         return self._profile(session)
@@ -986,26 +782,26 @@ class SandboxEngine(Engine):
     async def groups(self, session_id: str) -> list[Group]:
         me = self._group_session(session_id)
         with self.world.groups_locked() as book:
-            return [_group(record) for record in book.all() if me in record["participants"]]
+            return [group_of(record) for record in book.all() if me in record["participants"]]
 
     async def group_info(self, session_id: str, jid: str) -> Group:
         me = self._group_session(session_id)
         with self.world.groups_locked() as book:
-            return _group(_visible(book, jid, me))
+            return group_of(visible(book, jid, me))
 
     async def create_group(
         self, session_id: str, subject: str, participants: list[str]
     ) -> GroupCreated:
         me = self._group_session(session_id)
-        _check_info(subject, None)
-        wanted = [jid for jid in dict.fromkeys(map(_user_jid, participants)) if jid != me]
+        check_info(subject, None)
+        wanted = [jid for jid in dict.fromkeys(map(user_jid, participants)) if jid != me]
         if len(wanted) >= GROUP_SIZE_MAX:
-            raise _refused("bad_request", f"a group has at most {GROUP_SIZE_MAX} participants")
+            raise refused("bad_request", f"a group has at most {GROUP_SIZE_MAX} participants")
         with self.world.groups_locked() as book:
-            record = _new_group(book.new_jid(), subject, me)
-            results = [_change_participant(record, me, "add", jid)[0] for jid in wanted]
+            record = new_group(book.new_jid(), subject, me)
+            results = [change_participant(record, me, "add", jid)[0] for jid in wanted]
             book.put(record)
-        group = _group(record)
+        group = group_of(record)
         self._tell(
             record["participants"],
             lambda session_id, own: GroupJoined(
@@ -1029,27 +825,29 @@ class SandboxEngine(Engine):
         locked: bool | None = None,
     ) -> Group:
         me = self._group_session(session_id)
-        _check_info(subject, description)
+        check_info(subject, description)
         fields: dict[str, Any] = {"subject": subject, "description": description}
         fields |= {"announce": announce, "locked": locked}
         requested = {name: value for name, value in fields.items() if value is not None}
         with self.world.groups_locked() as book:
-            record = _visible(book, jid, me)
-            changed = _change_info(record, me, requested)
+            record = visible(book, jid, me)
+            changed = change_info(record, me, requested)
             book.put(record)
         self._tell_info(record, me, changed)
-        return _group(record)
+        return group_of(record)
 
     async def set_group_picture(self, session_id: str, jid: str, jpeg_base64: str) -> str:
         me = self._group_session(session_id)
         _jpeg(jpeg_base64)
         with self.world.groups_locked() as book:
-            record = _visible(book, jid, me)
+            record = visible(book, jid, me)
             if record["locked"]:
-                _require_admin(record, me, "edit its info")
+                require_admin(record, me, "edit its info")
             record["picture"] = str(10**9 + secrets.randbelow(9 * 10**9))
-            _note(record, me, "picture", record["picture"])
+            note(record, me, "picture", record["picture"])
             book.put(record)
+        change = functools.partial(group_updated, record["jid"], me, {"picture": True})
+        self._tell(record["participants"], change)  # a `picture` notification to everyone
         return record["picture"]
 
     async def update_participants(
@@ -1057,15 +855,15 @@ class SandboxEngine(Engine):
     ) -> list[ParticipantResult]:
         me = self._group_session(session_id)
         if action not in PARTICIPANT_ACTIONS:
-            raise _refused("bad_request", f"unknown participant action {action!r}")
-        targets = list(dict.fromkeys(map(_user_jid, participants)))
+            raise refused("bad_request", f"unknown participant action {action!r}")
+        targets = list(dict.fromkeys(map(user_jid, participants)))
         if not targets:
-            raise _refused("bad_request", "no participants given")
+            raise refused("bad_request", "no participants given")
         with self.world.groups_locked() as book:
-            record = _visible(book, jid, me)
-            _require_admin(record, me, "add, remove, promote or demote participants")
+            record = visible(book, jid, me)
+            require_admin(record, me, "add, remove, promote or demote participants")
             before = list(record["participants"])
-            outcomes = [_change_participant(record, me, action, target) for target in targets]
+            outcomes = [change_participant(record, me, action, target) for target in targets]
             book.put(record)
         changed = [member for _, member in outcomes if member is not None]
         self._tell_participants(record, before, action, changed, me)
@@ -1074,12 +872,12 @@ class SandboxEngine(Engine):
     async def group_invite_link(self, session_id: str, jid: str, revoke: bool = False) -> str:
         me = self._group_session(session_id)
         with self.world.groups_locked() as book:
-            record = _visible(book, jid, me)
-            _require_admin(record, me, "see or reset its invite link")
+            record = visible(book, jid, me)
+            require_admin(record, me, "see or reset its invite link")
             if revoke:
                 record["revoked_invites"].append(record["invite"])
-                record["invite"] = _invite_code()
-                _note(record, me, "invite_revoked", record["revoked_invites"][-1])
+                record["invite"] = invite_code()
+                note(record, me, "invite_revoked", record["revoked_invites"][-1])
                 book.put(record)
         return INVITE_LINK_PREFIX + record["invite"]
 
@@ -1088,32 +886,32 @@ class SandboxEngine(Engine):
         link = link.strip()
         match = INVITE_PATTERN.fullmatch(link)
         if match is None:
-            raise _refused("invite_invalid", f"{link!r} is not a group invite link")
+            raise refused("invite_invalid", f"{link!r} is not a group invite link")
         with self.world.groups_locked() as book:
             record, revoked = book.by_invite(match.group(1))
             if record is None and revoked:
-                raise _refused("invite_revoked", "that group invite link has been revoked")
+                raise refused("invite_revoked", "that group invite link has been revoked")
             if record is None:
-                raise _refused("invite_invalid", "that group invite link is not valid")
+                raise refused("invite_invalid", "that group invite link is not valid")
             if me in record["participants"]:  # WhatsApp answers with the group
                 return record["jid"]
             before = list(record["participants"])
             record["participants"][me] = "member"
-            _note(record, me, "join", me)
+            note(record, me, "join", me)
             book.put(record)
-        member = _member(me, "member")
+        member = member_of(me, "member")
         self._tell_participants(record, before, "add", [member], me, reason="invite")
         return record["jid"]
 
     async def leave_group(self, session_id: str, jid: str) -> None:
         me = self._group_session(session_id)
         with self.world.groups_locked() as book:
-            record = _visible(book, jid, me)
+            record = visible(book, jid, me)
             before = list(record["participants"])
             role = record["participants"].pop(me)
-            _note(record, me, "leave", me)
+            note(record, me, "leave", me)
             book.put(record)
-        self._tell_participants(record, before, "remove", [_member(me, role)], me)
+        self._tell_participants(record, before, "remove", [member_of(me, role)], me)
 
     async def download(self, session_id: str, media: InboundMedia, into: Path) -> int:
         self._session(session_id, connected=True)
@@ -1300,51 +1098,51 @@ class SandboxEngine(Engine):
                 phone_to_jid(session.phone_number), group, event, participant, by, value
             )
         except EngineError as exc:
-            raise _refused("bad_request", str(exc)) from exc
+            raise refused("bad_request", str(exc)) from exc
 
     def _group_event(
         self, me: str, group: str, action: str, participant: str, by: str, value: str
     ) -> None:
         if action not in GROUP_EVENTS:
-            raise _refused("bad_request", f"unknown group action {action!r}")
+            raise refused("bad_request", f"unknown group action {action!r}")
         if not GROUP_JID_PATTERN.fullmatch(group):
-            raise _refused("bad_request", f"{group!r} is not a group's JID")
-        target = me if action == "join" else _number_jid(participant) if participant else ""
-        actor = target if action == "leave" else _number_jid(by) if by else ""
+            raise refused("bad_request", f"{group!r} is not a group's JID")
+        target = me if action == "join" else number_jid(participant) if participant else ""
+        actor = target if action == "leave" else number_jid(by) if by else ""
         if not target and action in ("leave", *PARTICIPANT_ACTIONS):
-            raise _refused("bad_request", f"{action} needs the participant's number")
+            raise refused("bad_request", f"{action} needs the participant's number")
         if not actor:
-            raise _refused("bad_request", f"{action} needs the number of who does it (by)")
+            raise refused("bad_request", f"{action} needs the number of who does it (by)")
         info: dict[str, Any] = {}
         if action in ("announce", "locked"):
             if value not in ("true", "false"):
-                raise _refused("bad_request", f"{action} is set to true or false")
+                raise refused("bad_request", f"{action} is set to true or false")
             info[action] = value == "true"
         elif action in ("subject", "description"):
-            _check_info(value if action == "subject" else None, value)
+            check_info(value if action == "subject" else None, value)
             info[action] = value
         with self.world.groups_locked() as book:
             record = book.get(group)
             if record is None and action == "join":
-                _check_info(value or "Group", None)
-                record = _new_group(group, value or "Group", actor)
+                check_info(value or "Group", None)
+                record = new_group(group, value or "Group", actor)
             if record is None:
-                raise _refused("bad_request", "that group does not exist")
+                raise refused("bad_request", "that group does not exist")
             participants = record["participants"]
             if actor not in participants:
-                raise _refused("bad_request", f"{jid_to_phone(actor)} is not in that group")
+                raise refused("bad_request", f"{jid_to_phone(actor)} is not in that group")
             before, member = list(participants), None
             kind = cast(ParticipantAction, "add" if action == "join" else action)
             if info:
-                info = _change_info(record, actor, info)
+                info = change_info(record, actor, info)
             elif action == "leave":
-                kind, member = "remove", _member(target, participants.pop(target))
-                _note(record, target, "leave", target)
+                kind, member = "remove", member_of(target, participants.pop(target))
+                note(record, target, "leave", target)
             else:
-                _require_admin(record, actor, "add, remove, promote or demote participants")
-                result, member = _change_participant(record, actor, kind, target)
+                require_admin(record, actor, "add, remove, promote or demote participants")
+                result, member = change_participant(record, actor, kind, target)
                 if result.status != "ok":
-                    raise _refused("bad_request", f"{jid_to_phone(target)}: {result.status}")
+                    raise refused("bad_request", f"{jid_to_phone(target)}: {result.status}")
             book.put(record)
         self._tell_info(record, actor, info)
         if member is not None:

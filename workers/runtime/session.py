@@ -337,6 +337,7 @@ class SessionRunner:
         shutil.rmtree(self.auth_dir, ignore_errors=True)
         await db(sessions.session_forget_auth, session_id=self.id, epoch=self.epoch)
         await db(qr.codes_clear, session_id=self.id)
+        await db(groups.groups_forget_all, session_id=self.id, epoch=self.epoch)
         await self._status(S.LOGGED_OUT, reason)
         await db(
             sessions.session_request_done,
@@ -457,7 +458,7 @@ class SessionRunner:
         elif isinstance(event, GroupUpdated):
             changes = {
                 name: getattr(event, name)
-                for name in ("subject", "description", "announce", "locked")
+                for name in ("subject", "description", "announce", "locked", "picture")
                 if getattr(event, name) is not None
             }
             await db(

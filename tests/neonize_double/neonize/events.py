@@ -26,6 +26,7 @@ from .proto.Neonize_pb2 import KeepAliveTimeout as KeepAliveTimeoutEv
 from .proto.Neonize_pb2 import LoggedOut as LoggedOutEv
 from .proto.Neonize_pb2 import Message as MessageEv
 from .proto.Neonize_pb2 import PairStatus as PairStatusEv
+from .proto.Neonize_pb2 import Picture as PictureEv
 from .proto.Neonize_pb2 import Presence as PresenceEv
 from .proto.Neonize_pb2 import Receipt as ReceiptEv
 from .proto.Neonize_pb2 import StreamError as StreamErrorEv
@@ -52,6 +53,7 @@ EVENT_TO_INT: dict[type, int] = {
     PresenceEv: 20,
     JoinedGroupEv: 21,
     GroupInfoEv: 22,
+    PictureEv: 23,
     BlocklistEv: 30,
 }
 INT_TO_EVENT = {code: event for event, code in EVENT_TO_INT.items()}

@@ -461,3 +461,17 @@ def test_one_group_change_notification_may_carry_several_changes() -> None:
 )
 def test_query_errors_keep_whatsapps_meaning(text: str, code: str) -> None:
     assert translate.query_error(text) == code
+
+
+def test_a_groups_new_picture_is_a_group_update_and_a_users_is_not_followed() -> None:
+    known = {"100000000000001@lid": "15550001@s.whatsapp.net"}
+    event = N.Picture(JID=LID_GROUP, Author=jid("100000000000001", "lid"), Timestamp=1)
+    update = translate.translate_picture("s1", event, known.__getitem__)
+    assert (update.group, update.picture, update.by_phone) == (
+        "120363000000000001@g.us",
+        True,
+        "+15550001",
+    )
+    removed = N.Picture(JID=LID_GROUP, Author=jid("15550001"), Remove=True)
+    assert translate.translate_picture("s1", removed).picture is False
+    assert translate.translate_picture("s1", N.Picture(JID=jid("15550002"))) is None

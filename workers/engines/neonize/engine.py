@@ -217,6 +217,7 @@ class NeonizeEngine(Engine):
             KeepAliveTimeoutEv,
             LoggedOutEv,
             MessageEv,
+            PictureEv,
             PresenceEv,
             ReceiptEv,
             StreamReplacedEv,
@@ -244,6 +245,7 @@ class NeonizeEngine(Engine):
             BlocklistEv: self._on_blocklist,
             JoinedGroupEv: self._on_joined_group,
             GroupInfoEv: self._on_group_info,
+            PictureEv: self._on_picture,
         }
         for event_type, handler in handlers.items():
             client.event(event_type)(
@@ -460,6 +462,9 @@ class NeonizeEngine(Engine):
 
     async def _on_group_info(self, session_id: str, event: Any) -> None:
         await self._translated(session_id, translate.translate_group_info, event)
+
+    async def _on_picture(self, session_id: str, event: Any) -> None:
+        await self._translated(session_id, translate.translate_picture, event)
 
     async def _on_connection_ended(
         self, session_id: str, session: _Session, error: BaseException | None

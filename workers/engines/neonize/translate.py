@@ -383,6 +383,19 @@ def translate_group_info(
     return translated
 
 
+def translate_picture(
+    session_id: str, event, resolve: Callable[[str], str] | None = None
+) -> GroupUpdated | None:
+    """neonize's `Picture` (whatsmeow events.Picture from a `picture` notification): a group's
+    picture set or removed becomes a group update; users' pictures are not followed."""
+    group = jid_str(event.JID)
+    if not group.endswith("@g.us"):
+        return None
+    by = jid_str(event.Author)
+    by_phone = sender_phone_of(by, "", resolve) if by else ""
+    return GroupUpdated(session_id, group, by=by, by_phone=by_phone, picture=not event.Remove)
+
+
 # whatsmeow's errors of queries (groups, users; errors.go, group.go wraps IQ errors into them) by
 # their text.
 QUERY_ERRORS = (
