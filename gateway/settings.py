@@ -286,6 +286,8 @@ WHITENOISE_USE_FINDERS = True
 # Request bodies: uploads above this go to a temporary file instead of memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("API_MAX_JSON_BYTES", 2 * 1024 * 1024, minimum=1024)
+# A form's fields: a message's up to 1,024 mentions (a full group) repeat the `mentions` field.
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 1100
 
 # --- Auth and security --------------------------------------------------------------------------
 
@@ -385,7 +387,7 @@ SPECTACULAR_SETTINGS = {
         "MessageTypeEnum": "messaging.states.MessageType",
         "MessageStatusEnum": "messaging.states.MessageStatus",
         "MessageDirectionEnum": "messaging.states.Direction",
-        "SandboxMessageTypeEnum": "sessions_app.sandbox.SANDBOX_MESSAGE_TYPES",
+        "SandboxMessageTypeEnum": "sessions_app.sandbox.SANDBOX_RECEIVE_TYPES",
         "SandboxActionEnum": "sessions_app.sandbox.ACTIONS",
         "BlockActionEnum": ["block", "unblock"],
     },
@@ -486,6 +488,9 @@ MEDIA_MAX_DOCUMENT_BYTES = env_int("MEDIA_MAX_DOCUMENT_BYTES", 100 * _MB, minimu
 MEDIA_FETCH_TIMEOUT_SECONDS = env_int("MEDIA_FETCH_TIMEOUT_SECONDS", 30, minimum=1, maximum=600)
 # Networks `media.url` may reach although they are not public (e.g. an internal file server).
 MEDIA_FETCH_ALLOWED_NETWORKS = env_list("MEDIA_FETCH_ALLOWED_NETWORKS")
+# A message its sender deleted for everyone: `keep` its text and media (marked revoked), or `erase`
+# them.
+REVOKED_CONTENT = env_choice("REVOKED_CONTENT", ("keep", "erase"), "keep")
 # How long a temporary media URL (message detail, webhooks) stays valid.
 MEDIA_URL_SECONDS = env_int("MEDIA_URL_SECONDS", 24 * 3600, minimum=60, maximum=7 * 24 * 3600)
 # Pacing per session, to keep numbers from being banned: a random pause of MIN..MAX seconds

@@ -47,6 +47,10 @@ api_v1 = [
     ),
     path("sessions/<uuid:session_id>/messages", message_views.SessionMessagesApi.as_view()),
     path(
+        "sessions/<uuid:session_id>/messages/<uuid:message_id>",
+        message_views.SessionMessageApi.as_view(),
+    ),
+    path(
         "sessions/<uuid:session_id>/messages/<uuid:message_id>/read",
         message_views.MessageReadApi.as_view(),
     ),

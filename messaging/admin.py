@@ -31,11 +31,27 @@ class MessageAdmin(admin.ModelAdmin):
         "session__external_id",
     ]
     date_hierarchy = "created_at"
+    readonly_fields = ["edit_history", "reactions"]
 
     @admin.display(description="text")
     def preview(self, message: Message) -> str:
         text = message.text or message.caption or message.media_filename
         return text if len(text) <= 60 else text[:59] + "…"
+
+    @admin.display(description="earlier texts")
+    def edit_history(self, message: Message) -> str:
+        edits = message.payload.get("edits", [])
+        return " → ".join(f"{e['text']!r} ({e['at'][:19]})" for e in edits) or "-"
+
+    @admin.display(description="reactions")
+    def reactions(self, message: Message) -> str:
+        reactions = message.payload.get("reactions", {})
+        return (
+            ", ".join(
+                f"{r['emoji']} {r.get('phone_number') or jid}" for jid, r in reactions.items()
+            )
+            or "-"
+        )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -18,6 +18,7 @@ from sessions_app.models import Session
 
 MESSAGE_STATUS_PATH = "/api/webhooks/message-status"
 MESSAGE_RECEIVED_PATH = "/api/webhooks/message-received"
+MESSAGE_ACTIONS_PATH = "/api/webhooks/message-actions"
 
 
 def message_error(message: Message) -> dict[str, str] | None:
@@ -88,4 +89,65 @@ def message_received(message: Message, session: Session) -> None:
         "message.received",
         MESSAGE_RECEIVED_PATH,
         message=message_received_body(message),
+    )
+
+
+def _about(message: Message | None, chat: str, wa_message_id: str) -> dict[str, Any]:
+    """The message acted on: ours when the gateway has it (`id`), else WhatsApp's id only."""
+    return {
+        "id": str(message.pk) if message is not None else None,
+        "wa_message_id": wa_message_id,
+        "chat": chat,
+    }
+
+
+def message_edited(
+    session: Session,
+    message: Message | None,
+    *,
+    chat: str,
+    wa_message_id: str,
+    by: dict[str, str],
+    old_text: str,
+    new_text: str,
+) -> None:
+    outbox_event(
+        session,
+        "message.edited",
+        MESSAGE_ACTIONS_PATH,
+        message=_about(message, chat, wa_message_id),
+        by=by,
+        old_text=old_text,
+        new_text=new_text,
+    )
+
+
+def message_revoked(
+    session: Session, message: Message | None, *, chat: str, wa_message_id: str, by: dict
+) -> None:
+    outbox_event(
+        session,
+        "message.revoked",
+        MESSAGE_ACTIONS_PATH,
+        message=_about(message, chat, wa_message_id),
+        by=by,
+    )
+
+
+def message_reaction(
+    session: Session,
+    message: Message | None,
+    *,
+    chat: str,
+    wa_message_id: str,
+    by: dict[str, str],
+    emoji: str,
+) -> None:
+    outbox_event(
+        session,
+        "message.reaction",
+        MESSAGE_ACTIONS_PATH,
+        message=_about(message, chat, wa_message_id),
+        by=by,
+        emoji=emoji,
     )

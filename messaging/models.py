@@ -36,7 +36,10 @@ class Message(models.Model):
     text = models.TextField(blank=True)
     caption = models.TextField(blank=True)
     payload = models.JSONField(
-        default=dict, blank=True, help_text="Location, contact or reaction fields."
+        default=dict,
+        blank=True,
+        help_text="Location, contact or reaction fields; `edits` (earlier texts), `reactions` "
+        "(by who reacted), `mentions`.",
     )
     media = models.FileField(upload_to=media_upload_to, max_length=500, blank=True)
     media_mime_type = models.CharField(max_length=100, blank=True)
@@ -72,6 +75,7 @@ class Message(models.Model):
     played_at = models.DateTimeField(null=True, blank=True)
     failed_at = models.DateTimeField(null=True, blank=True)
     received_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from gateway.core.jids import RECIPIENT_PATTERN, recipient_jid
@@ -146,6 +147,27 @@ class MessageFilterSerializer(serializers.Serializer):
         return _jid(value)
 
 
+class EditSerializer(serializers.Serializer):
+    text = serializers.CharField(help_text="What it said before this edit.")
+    at = serializers.DateTimeField()
+    by = serializers.CharField(help_text="Who edited it (their JID).")
+
+
+class ByUserSerializer(serializers.Serializer):
+    jid = serializers.CharField()
+    phone_number = serializers.CharField(help_text='E.164 when known, else "".')
+
+
+class ReactionSerializer(serializers.Serializer):
+    by = ByUserSerializer()
+    emoji = serializers.CharField()
+    at = serializers.DateTimeField()
+
+
+class MessageEditInputSerializer(serializers.Serializer):
+    text = serializers.CharField(max_length=4096, help_text="The new text.")
+
+
 class MessageOutputSerializer(serializers.ModelSerializer):
     session = serializers.UUIDField(source="session_id")
     error = serializers.SerializerMethodField()
@@ -156,6 +178,8 @@ class MessageOutputSerializer(serializers.ModelSerializer):
     mentions = serializers.ListField(
         child=serializers.CharField(), source="payload.mentions", default=list
     )
+    edits = EditSerializer(many=True, source="payload.edits", default=list)
+    reactions = serializers.SerializerMethodField()
 
     class Meta:
         model = Message
@@ -188,6 +212,22 @@ class MessageOutputSerializer(serializers.ModelSerializer):
             "played_at",
             "failed_at",
             "received_at",
+            "revoked_at",
+            "edits",
+            "reactions",
+        ]
+
+    @extend_schema_field(ReactionSerializer(many=True))
+    def get_reactions(self, message: Message) -> list[dict[str, Any]]:
+        """Who reacted with what (one reaction each, as on WhatsApp)."""
+        reactions = message.payload.get("reactions", {})
+        return [
+            {
+                "by": {"jid": jid, "phone_number": r.get("phone_number", "")},
+                "emoji": r["emoji"],
+                "at": r["at"],
+            }
+            for jid, r in reactions.items()
         ]
 
     def get_error(self, message: Message) -> dict[str, str] | None:

@@ -32,6 +32,7 @@ class MessageStatus(models.TextChoices):
     PLAYED = "played", "Played"
     FAILED = "failed", "Failed"
     RECEIVED = "received", "Received"
+    REVOKED = "revoked", "Deleted for everyone"
 
 
 M = MessageStatus
@@ -45,7 +46,11 @@ _INBOUND_LADDER: list[str] = [M.RECEIVED, M.READ]
 
 
 def message_status_advances(direction: str, source: str, target: str) -> bool:
-    """True when moving from `source` to `target` is a forward step for a message of `direction`."""
+    """True when moving from `source` to `target` is a forward step for a message of `direction`.
+    `revoked` (deleted for everyone) is the last step from anywhere but `failed`: nothing moves
+    a revoked message again."""
+    if target == M.REVOKED:
+        return source not in (M.FAILED, M.REVOKED)
     if direction == Direction.OUT and target == M.FAILED:
         return source in (M.QUEUED, M.SENDING)
     ladder = _OUTBOUND_LADDER if direction == Direction.OUT else _INBOUND_LADDER
@@ -62,4 +67,5 @@ STATUS_TIMESTAMP_FIELDS: dict[str, str] = {
     M.READ: "read_at",
     M.PLAYED: "played_at",
     M.FAILED: "failed_at",
+    M.REVOKED: "revoked_at",
 }

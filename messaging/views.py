@@ -28,6 +28,7 @@ from messaging.models import Message
 from messaging.serializers import (
     CheckNumbersInputSerializer,
     MessageCreateInputSerializer,
+    MessageEditInputSerializer,
     MessageFilterSerializer,
     MessageOutputSerializer,
     MessageUploadInputSerializer,
@@ -176,6 +177,42 @@ class MessageReadApi(ApiView):
         message = selectors.message_get(message_id=message_id, session_id=session_id)
         services.message_read(message=message)
         return Response(MessageOutputSerializer(message).data)
+
+
+class SessionMessageApi(ApiView):
+    @extend_schema(
+        operation_id="messages_edit",
+        tags=TAG,
+        request=MessageEditInputSerializer,
+        responses={200: MessageOutputSerializer, **errors(400, 404, 409, 413, 415, 422, 503)},
+        summary="Edit one of our text messages",
+        description="Still queued, its text changes before it goes; sent, the edit goes to "
+        "WhatsApp, which allows it for 15 minutes (409 `edit_window_passed` after), and a "
+        "`message.edited` webhook follows. The earlier texts are kept (`edits`). 409 "
+        "`not_editable` for others' messages and other types, `message_sending` while it is "
+        "being sent.",
+    )
+    def patch(self, request: Request, session_id: uuid.UUID, message_id: uuid.UUID) -> Response:
+        data = MessageEditInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        message = selectors.message_get(message_id=message_id, session_id=session_id)
+        edited = services.message_edit(message=message, text=data.validated_data["text"])
+        return Response(MessageOutputSerializer(edited).data)
+
+    @extend_schema(
+        operation_id="messages_revoke",
+        tags=TAG,
+        request=None,
+        responses={200: MessageOutputSerializer, **errors(403, 404, 409, 503)},
+        summary="Delete a message for everyone",
+        description="Still queued, it is cancelled and never goes; sent, it is revoked on "
+        "WhatsApp (ours, or anyone's in a group where the number is an admin: 403 `not_admin` "
+        "otherwise) within WhatsApp's 60 hours (409 `revoke_window_passed` after). The message "
+        "becomes `revoked` and a `message.revoked` webhook follows.",
+    )
+    def delete(self, request: Request, session_id: uuid.UUID, message_id: uuid.UUID) -> Response:
+        message = selectors.message_get(message_id=message_id, session_id=session_id)
+        return Response(MessageOutputSerializer(services.message_revoke(message=message)).data)
 
 
 class CheckNumbersThrottle(ClientRateThrottle):

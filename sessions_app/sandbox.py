@@ -47,6 +47,9 @@ RECEIPT_MODES = ("normal", "missing", "duplicated", "out_of_order", "after_recon
 # What a simulated contact can do (the sandbox engine's PRESENCE_STATES, held equal by a test).
 PRESENCE_STATES = ("available", "unavailable", "typing", "recording", "paused")
 SANDBOX_MESSAGE_TYPES = ["text", "image", "video", "audio", "voice", "document"]
+# What a contact does to a message (`reply_to`: its WhatsApp id), sent through `receive` too.
+SANDBOX_ACTIONS_ON_MESSAGES = ["reaction", "edit", "revoke"]
+SANDBOX_RECEIVE_TYPES = SANDBOX_MESSAGE_TYPES + SANDBOX_ACTIONS_ON_MESSAGES
 
 
 class SandboxDisabled(NotFound):
@@ -99,10 +102,19 @@ class SandboxReceiveInputSerializer(serializers.Serializer):
     locals()["from"] = serializers.RegexField(
         E164, source="sender_phone", help_text="Who sends it (E.164)."
     )
-    type = serializers.ChoiceField(SANDBOX_MESSAGE_TYPES, default="text")
+    type = serializers.ChoiceField(
+        SANDBOX_RECEIVE_TYPES,
+        default="text",
+        help_text="A message, or what the contact does to one (`reply_to`): `reaction` "
+        "(`reaction`, '' to remove it), `edit` (its new `text`), `revoke` (deleted for everyone).",
+    )
     text = serializers.CharField(
         max_length=4096, required=False, default="", help_text="The text, or the caption of media."
     )
+    reply_to = serializers.CharField(
+        max_length=100, required=False, default="", help_text="The WhatsApp id acted on."
+    )
+    reaction = serializers.CharField(max_length=16, required=False, default="", allow_blank=True)
     media = SandboxMediaInputSerializer(required=False)
     as_lid = serializers.BooleanField(
         default=False, help_text="Hide the sender's number behind a @lid JID."
@@ -115,6 +127,12 @@ class SandboxReceiveInputSerializer(serializers.Serializer):
     )
 
     def validate(self, attrs: dict) -> dict:
+        if attrs["type"] in SANDBOX_ACTIONS_ON_MESSAGES:
+            if not attrs["reply_to"]:
+                raise serializers.ValidationError({"reply_to": ["Name the message acted on."]})
+            if attrs["type"] == "edit" and not attrs["text"]:
+                raise serializers.ValidationError({"text": ["An edit needs the new text."]})
+            return attrs
         if attrs["type"] == "text" and not attrs["text"]:
             raise serializers.ValidationError({"text": ["A text message needs text."]})
         if attrs["type"] != "text" and "media" not in attrs:

@@ -242,3 +242,27 @@ def test_a_delivery_shows_its_signed_request_and_can_be_replayed(
     assert (
         delivery.status == "pending" and delivery.event_id == WebhookDelivery.objects.get().event_id
     )
+
+
+def test_a_message_page_shows_its_edits_reactions_and_deletion(
+    operator: Client, make_session
+) -> None:
+    from messaging.models import Message
+
+    session = make_session()
+    message = Message.objects.create(
+        session=session,
+        direction="in",
+        status="revoked",
+        chat="15550002@s.whatsapp.net",
+        text="hello!",
+        payload={
+            "edits": [{"text": "hello", "at": "2026-12-01T10:00:00+00:00", "by": "x"}],
+            "reactions": {"15550002@s.whatsapp.net": {"emoji": "👍", "phone_number": "+15550002"}},
+        },
+    )
+    page = operator.get(f"/admin/messaging/message/{message.pk}/change/").content.decode()
+    assert (
+        "&#x27;hello&#x27; (2026-12-01T10:00:00)" in page or "'hello' (2026-12-01T10:00:00)" in page
+    )
+    assert "👍 +15550002" in page and "Deleted for everyone" in page

@@ -75,10 +75,14 @@ class SandboxPhone:
         group: str = "",
         wa_message_id: str = "",
         from_me: bool = False,
+        reply_to: str = "",
+        reaction: str = "",
     ) -> None:
         await self._engine(session_id).control(
             session_id,
             "receive",
+            reply_to=reply_to,
+            reaction=reaction,
             sender_phone=sender,
             type=kind,
             text=text,
@@ -180,11 +184,29 @@ class DoublePhone:
         group: str = "",
         wa_message_id: str = "",
         from_me: bool = False,
+        reply_to: str = "",
+        reaction: str = "",
     ) -> None:
         from neonize.proto import Neonize_pb2 as N
+        from neonize.proto.waCommon import WACommon_pb2 as common
         from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as wa
 
-        if media is None:
+        chat_jid = group or f"{sender.lstrip('+')}@s.whatsapp.net"
+        key = common.MessageKey(remoteJID=chat_jid, fromMe=False, ID=reply_to)
+        if kind == "reaction":  # what whatsmeow delivers (events.Message with a reaction)
+            content = wa.Message(reactionMessage=wa.ReactionMessage(key=key, text=reaction))
+        elif kind == "edit":  # whatsmeow unwraps editedMessage (UnwrapRaw): the protocol message
+            edited = wa.ProtocolMessage(
+                key=key,
+                type=wa.ProtocolMessage.MESSAGE_EDIT,
+                editedMessage=wa.Message(conversation=text),
+            )
+            content = wa.Message(protocolMessage=edited)
+        elif kind == "revoke":
+            content = wa.Message(
+                protocolMessage=wa.ProtocolMessage(key=key, type=wa.ProtocolMessage.REVOKE)
+            )
+        elif media is None:
             content = wa.Message(conversation=text)
         else:
             path = f"/v/{wa_message_id or time.monotonic_ns()}"
@@ -263,6 +285,16 @@ def decoded(sent: dict, message: Any, own: str) -> dict:
     elif message.HasField("extendedTextMessage"):
         entry |= {"type": "text", "text": message.extendedTextMessage.text}
         context = message.extendedTextMessage.contextInfo
+    elif message.HasField("editedMessage") or message.HasField("protocolMessage"):
+        inner = message.editedMessage.message if message.HasField("editedMessage") else message
+        protocol = inner.protocolMessage
+        edit = protocol.type == protocol.MESSAGE_EDIT
+        entry |= {"type": "edit" if edit else "revoke", "text": protocol.editedMessage.conversation}
+        entry["key"] = {
+            "id": protocol.key.ID,
+            "from_me": protocol.key.fromMe,
+            "participant": protocol.key.participant,
+        }
     elif message.HasField("reactionMessage"):
         key = message.reactionMessage.key
         entry |= {"type": "reaction", "reaction": message.reactionMessage.text}

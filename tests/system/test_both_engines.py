@@ -685,3 +685,73 @@ async def test_whatsapps_rate_limit_on_group_metadata_is_a_429(system, api) -> N
         assert response.status_code == 202
     await until(lambda: len(system.phone.sent(str(session.id))) == 3, what="sent", timeout=30)
     assert system.whatsapp.group_queries[str(session.id)] == queries
+
+
+async def test_edits_deletions_and_reactions_both_ways(system, api) -> None:
+    await system.start_worker()
+    session = await linked(system)
+    phone = str(session.id)
+    mine = (await post(api, session, {"to": TO, "type": "text", "text": "first"})).json()["id"]
+    own_id = await until(lambda: Message.objects.get(pk=mine).wa_message_id, what="sent")
+    url = f"/api/v1/sessions/{session.id}/messages/{mine}"
+    response = await sync_to_async(api.patch)(url, {"text": "second"}, "json")
+    assert response.status_code == 200, response.json()
+    assert response.json()["text"] == "second"
+    assert [e["text"] for e in response.json()["edits"]] == ["first"]
+    edit = await until(
+        lambda: [m for m in system.phone.sent(phone) if m["type"] == "edit"], what="the edit"
+    )
+    assert (edit[0]["key"]["id"], edit[0]["key"]["from_me"], edit[0]["text"]) == (
+        own_id,
+        True,
+        "second",
+    )
+    response = await sync_to_async(api.delete)(url)
+    assert response.status_code == 200 and response.json()["status"] == "revoked"
+    revoke = await until(
+        lambda: [m for m in system.phone.sent(phone) if m["type"] == "revoke"], what="revoke"
+    )
+    assert revoke[0]["key"]["id"] == own_id
+    response = await sync_to_async(api.patch)(url, {"text": "third"}, "json")
+    assert response.status_code == 409 and response.json()["error"]["code"] == "not_editable"
+
+    # The other side: a message, a reaction to it and to ours, an edit, a reaction taken back,
+    # then the deletion for everyone.
+    await system.phone.receive(phone, sender=TO, text="hello", wa_message_id="3EB0THEIRS1")
+    theirs = await until(lambda: Message.objects.filter(wa_message_id="3EB0THEIRS1").first())
+    await system.phone.receive(
+        phone, sender=TO, kind="reaction", reply_to="3EB0THEIRS1", reaction="👍"
+    )
+    await system.phone.receive(phone, sender=TO, kind="reaction", reply_to=own_id, reaction="❤️")
+    await system.phone.receive(phone, sender=TO, kind="edit", reply_to="3EB0THEIRS1", text="hello!")
+    detail = f"/api/v1/messages/{theirs.pk}"
+    shown = await until(
+        lambda: (body := api.get(detail).json())["text"] == "hello!" and body, what="edited"
+    )
+    assert [(r["by"]["phone_number"], r["emoji"]) for r in shown["reactions"]] == [(TO, "👍")]
+    assert [e["text"] for e in shown["edits"]] == ["hello"]
+    await system.phone.receive(
+        phone, sender=TO, kind="reaction", reply_to="3EB0THEIRS1", reaction=""
+    )
+    await system.phone.receive(phone, sender=TO, kind="revoke", reply_to="3EB0THEIRS1")
+    gone = await until(
+        lambda: (body := api.get(detail).json())["status"] == "revoked" and body, what="revoked"
+    )
+    assert gone["reactions"] == [] and gone["text"] == "hello!"  # REVOKED_CONTENT=keep
+    ours = (await sync_to_async(api.get)(f"/api/v1/messages/{mine}")).json()
+    assert [r["emoji"] for r in ours["reactions"]] == ["❤️"]
+
+    actions = [
+        (b["event"], b["message"]["wa_message_id"], b.get("emoji"), b.get("new_text"))
+        for b in await sync_to_async(webhooks)(session, "message.")
+        if b["event"] != "message.status" and b["event"] != "message.received"
+    ]
+    assert actions == [
+        ("message.edited", own_id, None, "second"),
+        ("message.revoked", own_id, None, None),
+        ("message.reaction", "3EB0THEIRS1", "👍", None),
+        ("message.reaction", own_id, "❤️", None),
+        ("message.edited", "3EB0THEIRS1", None, "hello!"),
+        ("message.reaction", "3EB0THEIRS1", "", None),
+        ("message.revoked", "3EB0THEIRS1", None, None),
+    ]

@@ -189,6 +189,36 @@ class MessageReceived:
     type: Literal["message_received"] = "message_received"
 
 
+@dataclass(frozen=True)
+class MessageEdited:
+    """A message was edited by its sender (a contact, or us from another device): its new
+    text (or caption)."""
+
+    session_id: str
+    chat: str
+    sender: str
+    wa_message_id: str  # the edited message's id
+    text: str
+    timestamp: float
+    sender_phone: str = ""
+    from_me: bool = False
+    type: Literal["message_edited"] = "message_edited"
+
+
+@dataclass(frozen=True)
+class MessageRevoked:
+    """A message was deleted for everyone (by its sender, or a group admin: `sender`)."""
+
+    session_id: str
+    chat: str
+    sender: str
+    wa_message_id: str  # the revoked message's id
+    timestamp: float
+    sender_phone: str = ""
+    from_me: bool = False
+    type: Literal["message_revoked"] = "message_revoked"
+
+
 # The linked number's own presence, and what it shows in one chat.
 PresenceState = Literal["available", "unavailable"]
 ChatState = Literal["typing", "recording", "paused"]
@@ -382,6 +412,8 @@ Event = (
     | LoggedOut
     | StreamReplaced
     | MessageReceived
+    | MessageEdited
+    | MessageRevoked
     | Receipt
     | Presence
     | BlocklistChanged
@@ -452,6 +484,18 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     async def send(self, session_id: str, message: OutboundMessage) -> SendResult: ...
+
+    @abc.abstractmethod
+    async def edit_message(
+        self, session_id: str, chat: str, wa_message_id: str, text: str
+    ) -> SendResult:
+        """Edit a text message of ours in `chat` (WhatsApp allows it for 15 minutes)."""
+
+    @abc.abstractmethod
+    async def revoke_message(
+        self, session_id: str, chat: str, wa_message_id: str, sender: str = ""
+    ) -> SendResult:
+        """Delete a message for everyone: ours (`sender` "") or, as a group admin, `sender`'s."""
 
     @abc.abstractmethod
     async def request_pair_code(self, session_id: str, phone_number: str) -> str:

@@ -73,8 +73,10 @@ from workers.engines.base import (
     InboundMedia,
     InboundMessage,
     LoggedOut,
+    MessageEdited,
     MessageKind,
     MessageReceived,
+    MessageRevoked,
     NumberCheck,
     OutboundMessage,
     PairCode,
@@ -105,6 +107,7 @@ from workers.engines.sandbox_groups import (
     group_of,
     group_updated,
     invite_code,
+    is_admin,
     member_of,
     new_group,
     note,
@@ -569,6 +572,40 @@ class SandboxEngine(Engine):
             spawn_into(session.tasks, self._receipts(session, message))
         return SendResult(wa_message_id=message.id, timestamp=time.time())
 
+    async def _protocol_message(self, session_id: str, chat: str, entry: dict) -> SendResult:
+        """An edit or a deletion for everyone reaches the phones as a message of its own."""
+        session = self._session(session_id, connected=True)
+        if session.frozen:
+            raise EngineError("timed out waiting for message send response", code="send_timeout")
+        wa_message_id = "SB" + secrets.token_hex(10).upper()
+        blank = {"text": "", "caption": "", "reaction": "", "reply_to": ""}
+        self.world.deliver(
+            session_id, wa_message_id, {"to": chat, "worker": self.worker, **blank, **entry}
+        )
+        return SendResult(wa_message_id=wa_message_id, timestamp=time.time())
+
+    async def edit_message(
+        self, session_id: str, chat: str, wa_message_id: str, text: str
+    ) -> SendResult:
+        key = {"id": wa_message_id, "from_me": True, "participant": ""}
+        return await self._protocol_message(
+            session_id, chat, {"type": "edit", "text": text, "key": key}
+        )
+
+    async def revoke_message(
+        self, session_id: str, chat: str, wa_message_id: str, sender: str = ""
+    ) -> SendResult:
+        session = self._session(session_id, connected=True)
+        own = phone_to_jid(session.phone_number)
+        if sender and sender != own and is_group(chat):
+            # Someone else's message: only a group's admins delete those for everyone.
+            with self.world.groups_locked() as book:
+                record = book.get(chat)
+                if record is None or not is_admin(record, own):
+                    raise refused("not_admin", "only a group's admins delete others' messages")
+        key = {"id": wa_message_id, "from_me": not sender or sender == own, "participant": sender}
+        return await self._protocol_message(session_id, chat, {"type": "revoke", "key": key})
+
     async def _receipts(self, session: _Session, message: OutboundMessage) -> None:
         t, mode = self.timings, session.receipts
         steps: list[tuple[ReceiptStatus, float]] = [
@@ -969,11 +1006,15 @@ class SandboxEngine(Engine):
         from_me: bool = False,
         group: str = "",
         wa_message_id: str = "",
-    ) -> InboundMessage:
+        reply_to: str = "",
+        reaction: str = "",
+    ) -> InboundMessage | None:
         """A contact sends the session a message. `as_lid` hides the sender's number behind a
         @lid JID (as WhatsApp does more and more); the engine resolves the number unless
         `resolvable` is False (no mapping known yet). `from_me`: the phone itself sent it to
-        `sender_phone` (every linked device sees it)."""
+        `sender_phone` (every linked device sees it). `type` may also be what a contact does to a
+        message (`reply_to`, its WhatsApp id): `reaction` (the emoji, "" to remove it), `edit`
+        (its new `text`) or `revoke` (deleted for everyone)."""
         session = self._session(session_id, connected=True)
         if session.frozen:
             raise EngineError("nothing comes through a frozen connection", code="not_connected")
@@ -992,24 +1033,44 @@ class SandboxEngine(Engine):
                 ref={"data": base64.b64encode(media).decode()},
             )
         own = phone_to_jid(session.phone_number)
+        chat = group or (phone_to_jid(sender_phone) if from_me else sender_jid)
+        sender = own if from_me else sender_jid
+        phone = (
+            jid_to_phone(own)
+            if from_me
+            else jid_to_phone(phone_to_jid(sender_phone))
+            if resolvable or not as_lid
+            else ""
+        )
+        if type in ("edit", "revoke"):  # a protocol message about `reply_to`
+            if not reply_to:
+                raise refused("bad_request", f"an {type} names the message (reply_to)")
+            at = time.time()
+            if type == "edit":
+                self.emit(
+                    MessageEdited(
+                        session_id, chat, sender, reply_to, text, at, phone, from_me=from_me
+                    )
+                )
+            else:
+                self.emit(MessageRevoked(session_id, chat, sender, reply_to, at, phone, from_me))
+            return None
+        if type == "reaction" and not reply_to:
+            raise refused("bad_request", "a reaction names the message (reply_to)")
         message = InboundMessage(
             wa_message_id=wa_message_id or "SB" + secrets.token_hex(10).upper(),
-            chat=group or (phone_to_jid(sender_phone) if from_me else sender_jid),
-            sender=own if from_me else sender_jid,
+            chat=chat,
+            sender=sender,
             type=type,
             timestamp=time.time(),
-            sender_phone=(
-                jid_to_phone(own)
-                if from_me
-                else jid_to_phone(phone_to_jid(sender_phone))
-                if resolvable or not as_lid
-                else ""
-            ),
+            sender_phone=phone,
+            reply_to=reply_to,
+            reaction=reaction if type == "reaction" else "",
             push_name="Sandbox" if from_me else f"Contact {sender_phone[-4:]}",
             from_me=from_me,
             is_group=bool(group),
             text=text if type == "text" else "",
-            caption=text if type != "text" else "",
+            caption=text if type not in ("text", "reaction") else "",
             media=inbound_media,
         )
         self.emit(MessageReceived(session_id, message))

@@ -68,6 +68,19 @@ class Inbound:
         self.downloading: set[uuid.UUID] = set()
 
     async def receive(self, message: InboundMessage) -> None:
+        if message.type == "reaction":  # recorded on the message reacted to, not a message
+            await db(
+                messages.reaction_record,
+                session_id=self.session_id,
+                epoch=self.epoch,
+                chat=message.chat,
+                reply_to=message.reply_to,
+                emoji=message.reaction,
+                sender=message.sender,
+                sender_phone=message.sender_phone,
+                wa_message_id=message.wa_message_id,
+            )
+            return
         stored = await db(
             messages.inbound_store,
             session_id=self.session_id,

@@ -36,7 +36,9 @@ from workers.engines.base import (
     GroupParticipantsChanged,
     GroupUpdated,
     LoggedOut,
+    MessageEdited,
     MessageReceived,
+    MessageRevoked,
     PairCode,
     Presence,
     QrCode,
@@ -483,6 +485,27 @@ class SessionRunner:
             )
         elif isinstance(event, MessageReceived):
             await self.inbound.receive(event.message)
+        elif isinstance(event, MessageEdited):
+            await db(
+                messages.inbound_edited,
+                session_id=self.id,
+                epoch=self.epoch,
+                chat=event.chat,
+                wa_message_id=event.wa_message_id,
+                text=event.text,
+                sender=event.sender,
+                sender_phone=event.sender_phone,
+            )
+        elif isinstance(event, MessageRevoked):
+            await db(
+                messages.inbound_revoked,
+                session_id=self.id,
+                epoch=self.epoch,
+                chat=event.chat,
+                wa_message_id=event.wa_message_id,
+                sender=event.sender,
+                sender_phone=event.sender_phone,
+            )
         elif isinstance(event, Receipt):
             await db(
                 messages.receipts_apply,

@@ -101,8 +101,10 @@ from .proto.waCommon.WACommon_pb2 import MessageKey
 from .proto.waE2E.WAWebProtobufsE2E_pb2 import (
     AudioMessage,
     DocumentMessage,
+    FutureProofMessage,
     ImageMessage,
     Message,
+    ProtocolMessage,
     ReactionMessage,
     VideoMessage,
 )
@@ -936,6 +938,31 @@ class NewClient:
                 key=key, text=reaction, senderTimestampMS=int(time.time() * 1000)
             )
         )
+
+    def edit_message(self, chat: JID, message_id: str, new_message: Message) -> SendResponse:
+        """PY client.py edit_message: send_message(chat, build_edit(...)); builder.py build_edit
+        wraps a ProtocolMessage MESSAGE_EDIT (key fromMe, the id, the chat; the new content;
+        timestampMS) in `editedMessage` (a FutureProofMessage)."""
+        edit = ProtocolMessage(
+            key=MessageKey(fromMe=True, ID=message_id, remoteJID=Jid2String(chat)),
+            type=ProtocolMessage.MESSAGE_EDIT,
+            editedMessage=new_message,
+            timestampMS=int(time.time() * 1000),
+        )
+        wrapped = Message(editedMessage=FutureProofMessage(message=Message(protocolMessage=edit)))
+        return self.send_message(chat, wrapped)
+
+    def revoke_message(self, chat: JID, sender: JID, message_id: str) -> SendResponse:
+        """PY client.py revoke_message → build_revoke (builder.py): a ProtocolMessage REVOKE
+        whose key is fromMe when `sender` is our own user; someone else's message (a group
+        admin's deletion) names them as the key's participant outside one-to-one chats."""
+        go = _client_of(self.uuid)
+        own = (go.jid or "").partition("@")[0] if go else ""
+        key = MessageKey(fromMe=sender.User == own, ID=message_id, remoteJID=Jid2String(chat))
+        if sender.User and not key.fromMe and chat.Server != "s.whatsapp.net":
+            key.participant = Jid2String(sender)
+        revoke = ProtocolMessage(type=ProtocolMessage.REVOKE, key=key)
+        return self.send_message(chat, Message(protocolMessage=revoke))
 
     def _upload(self, file: str | bytes) -> tuple[bytes, str, str]:
         import filetype

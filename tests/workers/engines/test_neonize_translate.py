@@ -475,3 +475,31 @@ def test_a_groups_new_picture_is_a_group_update_and_a_users_is_not_followed() ->
     removed = N.Picture(JID=LID_GROUP, Author=jid("15550001"), Remove=True)
     assert translate.translate_picture("s1", removed).picture is False
     assert translate.translate_picture("s1", N.Picture(JID=jid("15550002"))) is None
+
+
+def test_an_edit_and_a_deletion_for_everyone_name_the_message_they_change() -> None:
+    key = common.MessageKey(remoteJID="15550002@s.whatsapp.net", fromMe=False, ID="3EB0OLD")
+    edit = wa.ProtocolMessage(
+        key=key,
+        type=wa.ProtocolMessage.MESSAGE_EDIT,
+        editedMessage=wa.Message(extendedTextMessage=wa.ExtendedTextMessage(text="fixed")),
+    )
+    # whatsmeow unwraps the editedMessage wrapper itself; neonize's older events may keep it.
+    for content in (
+        wa.Message(protocolMessage=edit),
+        wa.Message(editedMessage=wa.FutureProofMessage(message=wa.Message(protocolMessage=edit))),
+    ):
+        edited = translate.translate_message("s1", message_event(content))
+        assert (type(edited).__name__, edited.wa_message_id, edited.text) == (
+            "MessageEdited",
+            "3EB0OLD",
+            "fixed",
+        )
+        assert (edited.sender, edited.sender_phone) == ("15550002@s.whatsapp.net", "+15550002")
+    revoke = wa.Message(protocolMessage=wa.ProtocolMessage(key=key, type=wa.ProtocolMessage.REVOKE))
+    revoked = translate.translate_message("s1", message_event(revoke))
+    assert (type(revoked).__name__, revoked.wa_message_id) == ("MessageRevoked", "3EB0OLD")
+    other = wa.Message(
+        protocolMessage=wa.ProtocolMessage(type=wa.ProtocolMessage.EPHEMERAL_SETTING)
+    )
+    assert translate.translate_message("s1", message_event(other)) is None

@@ -379,6 +379,24 @@ class HostedEngine(Engine):
     async def send(self, session_id: str, message: OutboundMessage) -> SendResult:
         return await self._host_of(session_id).call("send", session_id=session_id, message=message)
 
+    async def edit_message(
+        self, session_id: str, chat: str, wa_message_id: str, text: str
+    ) -> SendResult:
+        return await self._host_of(session_id).call(
+            "edit_message", session_id=session_id, chat=chat, wa_message_id=wa_message_id, text=text
+        )
+
+    async def revoke_message(
+        self, session_id: str, chat: str, wa_message_id: str, sender: str = ""
+    ) -> SendResult:
+        return await self._host_of(session_id).call(
+            "revoke_message",
+            session_id=session_id,
+            chat=chat,
+            wa_message_id=wa_message_id,
+            sender=sender,
+        )
+
     async def request_pair_code(self, session_id: str, phone_number: str) -> str:
         return await self._host_of(session_id).call(
             "request_pair_code", session_id=session_id, phone_number=phone_number

@@ -33,6 +33,8 @@ _EVENTS: dict[str, type] = {
         base.LoggedOut,
         base.StreamReplaced,
         base.MessageReceived,
+        base.MessageEdited,
+        base.MessageRevoked,
         base.Receipt,
         base.Presence,
         base.BlocklistChanged,
@@ -113,7 +115,7 @@ def decode_outbound(data: dict) -> base.OutboundMessage:
 
 
 def decode_result(op: str, value: Any) -> Any:
-    if op == "send":
+    if op in ("send", "edit_message", "revoke_message"):
         return base.SendResult(**value)
     if op == "check_numbers":
         return [base.NumberCheck(**item) for item in value]
@@ -144,6 +146,8 @@ OPS = frozenset(
         "stop",
         "logout",
         "send",
+        "edit_message",
+        "revoke_message",
         "request_pair_code",
         "check_numbers",
         "mark_read",

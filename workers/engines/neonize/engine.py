@@ -585,8 +585,13 @@ class NeonizeEngine(Engine):
 
     async def send(self, session_id: str, message: OutboundMessage) -> SendResult:
         session = self._session(session_id, connected=True)
+        return await self._sent(session, self._send, session, message)
+
+    async def _sent(self, session: _Session, function: Callable, *args: Any) -> SendResult:
+        """`function(*args)` sends a message on the neonize thread: its SendResponse, or its
+        error under the send error codes."""
         try:
-            response = await self._live(session, self._send, session, message)
+            response = await self._live(session, function, *args)
         except EngineError:
             raise
         except Exception as exc:
@@ -597,6 +602,29 @@ class NeonizeEngine(Engine):
         return SendResult(
             wa_message_id=response.ID, timestamp=float(response.Timestamp or time.time())
         )
+
+    async def edit_message(
+        self, session_id: str, chat: str, wa_message_id: str, text: str
+    ) -> SendResult:
+        """neonize edit_message: build_edit's ProtocolMessage MESSAGE_EDIT (in an
+        editedMessage wrapper) with the new text, sent to the chat."""
+        from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as wa
+
+        session = self._session(session_id, connected=True)
+        edit = session.client.edit_message
+        return await self._sent(
+            session, edit, _jid(chat), wa_message_id, wa.Message(conversation=text)
+        )
+
+    async def revoke_message(
+        self, session_id: str, chat: str, wa_message_id: str, sender: str = ""
+    ) -> SendResult:
+        """neonize revoke_message: a ProtocolMessage REVOKE keyed by chat, id and (for someone
+        else's message, as a group admin) its sender's JID."""
+        session = self._session(session_id, connected=True)
+        own = own_jid(session.me)
+        revoke = session.client.revoke_message
+        return await self._sent(session, revoke, _jid(chat), _jid(sender or own), wa_message_id)
 
     def _send(self, session: _Session, message: OutboundMessage) -> Any:
         """On the neonize thread: build the WhatsApp message for `message` and send it."""

@@ -29,8 +29,10 @@ from workers.engines.base import (
     InboundMessage,
     Location,
     LoggedOut,
+    MessageEdited,
     MessageKind,
     MessageReceived,
+    MessageRevoked,
     ParticipantAction,
     ParticipantResult,
     ParticipantStatus,
@@ -66,8 +68,10 @@ def jid_str(jid) -> str:
 
 
 def _unwrap(message):
-    """Ephemeral, view-once and documents-with-caption wrap the real content."""
+    """Ephemeral, view-once and documents-with-caption wrap the real content (and an edit, which
+    whatsmeow unwraps itself: message.go UnwrapRaw, IsEdit)."""
     for wrapper in (
+        "editedMessage",
         "ephemeralMessage",
         "viewOnceMessage",
         "viewOnceMessageV2",
@@ -113,16 +117,63 @@ def sender_phone_of(sender: str, sender_alt: str, resolve: Callable[[str], str] 
     return ""
 
 
+def _text_of(message) -> str:
+    """What a message says: its text, or its media's caption."""
+    message = _unwrap(message)
+    if message.conversation:
+        return message.conversation
+    if message.HasField("extendedTextMessage"):
+        return message.extendedTextMessage.text
+    field = next((f for f in _MEDIA_FIELDS if message.HasField(f)), "")
+    return getattr(getattr(message, field), "caption", "") if field else ""
+
+
+def _timestamp(info) -> float:
+    return info.Timestamp / 1000 if info.Timestamp > 10**11 else float(info.Timestamp)
+
+
+def _protocol_event(
+    session_id: str, event, content, sender_phone: str
+) -> MessageEdited | MessageRevoked | None:
+    """An edit (ProtocolMessage MESSAGE_EDIT with the new content) or a deletion for everyone
+    (REVOKE) of the message its key names; other protocol messages are not for users."""
+    protocol = content.protocolMessage
+    if not protocol.key.ID:
+        return None  # not about a message (ephemeral settings, key shares, …)
+    source = event.Info.MessageSource
+    common = {
+        "chat": jid_str(source.Chat),
+        "sender": jid_str(source.Sender),
+        "wa_message_id": protocol.key.ID,
+        "timestamp": _timestamp(event.Info),
+        "sender_phone": sender_phone,
+        "from_me": source.IsFromMe,
+    }
+    if protocol.type == PROTOCOL_MESSAGE_EDIT:
+        return MessageEdited(session_id, text=_text_of(protocol.editedMessage), **common)
+    if protocol.type == PROTOCOL_REVOKE:
+        return MessageRevoked(session_id, **common)
+    return None
+
+
+# waE2E ProtocolMessage.Type
+PROTOCOL_REVOKE, PROTOCOL_MESSAGE_EDIT = 0, 14
+
+
 def translate_message(
     session_id: str,
     event,
     resolve_lid: Callable[[str], str] | None = None,
-) -> MessageReceived | None:
-    """A neonize `Message` event as `MessageReceived`, or None for what is not a user message
-    (protocol messages, polls, stickers, …)."""
+) -> MessageReceived | MessageEdited | MessageRevoked | None:
+    """A neonize `Message` event as `MessageReceived` (an edit or a deletion for everyone as
+    `MessageEdited` / `MessageRevoked`), or None for what is not a user message (other protocol
+    messages, polls, stickers, …)."""
     info, source = event.Info, event.Info.MessageSource
     sender, chat = jid_str(source.Sender), jid_str(source.Chat)
     content = _unwrap(event.Message)
+    if content.HasField("protocolMessage"):
+        phone = sender_phone_of(sender, jid_str(source.SenderAlt), resolve_lid)
+        return _protocol_event(session_id, event, content, phone)
     fields: dict = {}
     reply_to = ""
     kind: MessageKind
@@ -161,7 +212,7 @@ def translate_message(
         chat=chat,
         sender=sender,
         type=kind,
-        timestamp=info.Timestamp / 1000 if info.Timestamp > 10**11 else float(info.Timestamp),
+        timestamp=_timestamp(info),
         sender_phone=sender_phone_of(sender, jid_str(source.SenderAlt), resolve_lid),
         push_name=info.Pushname,
         from_me=source.IsFromMe,
