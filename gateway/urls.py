@@ -46,6 +46,12 @@ api_v1 = [
         name="session-logout",
     ),
     path("sessions/<uuid:session_id>/messages", message_views.SessionMessagesApi.as_view()),
+    path("sessions/<uuid:session_id>/chats", message_views.ChatListApi.as_view()),
+    path(
+        "sessions/<uuid:session_id>/chats/<str:chat>/messages",
+        message_views.ChatMessagesApi.as_view(),
+    ),
+    path("sessions/<uuid:session_id>/chats/<str:chat>/read", message_views.ChatReadApi.as_view()),
     path(
         "sessions/<uuid:session_id>/messages/<uuid:message_id>",
         message_views.SessionMessageApi.as_view(),

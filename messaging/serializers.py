@@ -5,7 +5,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from gateway.core.jids import RECIPIENT_PATTERN, recipient_jid
+from gateway.core.jids import RECIPIENT_PATTERN, jid_to_phone, recipient_jid
 from messaging import events
 from messaging.models import Message
 from messaging.services.media import MEDIA_TYPES
@@ -247,3 +247,44 @@ class NumberCheckSerializer(serializers.Serializer):
     phone_number = serializers.CharField()
     on_whatsapp = serializers.BooleanField()
     jid = serializers.CharField()
+
+
+class LastMessageSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    type = serializers.CharField()
+    direction = serializers.CharField()
+    status = serializers.CharField()
+    text = serializers.CharField(help_text="Its text, or its caption.")
+    sender = serializers.CharField()
+
+
+class ChatSerializer(serializers.Serializer):
+    jid = serializers.CharField(source="chat", help_text="The chat's JID.")
+    phone_number = serializers.SerializerMethodField(
+        help_text='E.164 for a number\'s chat, else "".'
+    )
+    subject = serializers.CharField(
+        allow_null=True, help_text="A group's subject (from the cache)."
+    )
+    last_activity = serializers.DateTimeField()
+    unread = serializers.IntegerField(help_text="Inbound messages not marked read yet.")
+    last_message = serializers.SerializerMethodField()
+
+    def get_phone_number(self, row: dict[str, Any]) -> str:
+        return jid_to_phone(row["chat"])
+
+    @extend_schema_field(LastMessageSerializer)
+    def get_last_message(self, row: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": row["last_id"],
+            "type": row["last_type"],
+            "direction": row["last_direction"],
+            "status": row["last_status"],
+            "text": row["last_text"] or row["last_caption"],
+            "sender": row["last_sender"],
+        }
+
+
+class ChatReadSerializer(serializers.Serializer):
+    chat = serializers.CharField()
+    marked = serializers.IntegerField(help_text="Inbound messages marked read now.")

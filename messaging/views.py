@@ -20,12 +20,16 @@ from rest_framework.response import Response
 
 from gateway.core.api import ApiView, ListApiView
 from gateway.core.errors import ApiError
+from gateway.core.jids import recipient_jid
 from gateway.core.openapi import errors
+from gateway.core.pagination import CreatedCursorPagination
 from gateway.core.parsers import SafeJSONParser
 from gateway.core.throttling import ClientRateThrottle
 from messaging import selectors, services
 from messaging.models import Message
 from messaging.serializers import (
+    ChatReadSerializer,
+    ChatSerializer,
     CheckNumbersInputSerializer,
     MessageCreateInputSerializer,
     MessageEditInputSerializer,
@@ -177,6 +181,74 @@ class MessageReadApi(ApiView):
         message = selectors.message_get(message_id=message_id, session_id=session_id)
         services.message_read(message=message)
         return Response(MessageOutputSerializer(message).data)
+
+
+class ChatCursorPagination(CreatedCursorPagination):
+    ordering = ("-last_activity",)
+
+
+class ChatListApi(ListApiView):
+    serializer_class = ChatSerializer
+    pagination_class = ChatCursorPagination
+
+    def get_queryset(self) -> QuerySet:
+        session = session_get(session_id=self.kwargs["session_id"])
+        return selectors.chats_list(session=session)
+
+    @extend_schema(
+        operation_id="chats_list",
+        tags=TAG,
+        responses={200: ChatSerializer(many=True), **errors(400, 404, 422)},
+        summary="A session's conversations",
+        description="One row per chat, the most recently active first (cursor pagination): its "
+        "JID, the number or the group's subject, the last message, how many inbound messages "
+        "are unread.",
+    )
+    def get(self, request: Request, session_id: uuid.UUID) -> Response:
+        return super().get(request)
+
+
+def _chat_jid(chat: str) -> str:
+    try:
+        return recipient_jid(chat)
+    except ValueError as exc:
+        raise ApiError(str(exc), code="validation_error", status=422) from None
+
+
+class ChatMessagesApi(ListApiView):
+    serializer_class = MessageOutputSerializer
+
+    def get_queryset(self) -> QuerySet[Message]:
+        session = session_get(session_id=self.kwargs["session_id"])
+        chat = _chat_jid(self.kwargs["chat"])
+        return selectors.messages_list(session=session, filters={"chat": chat})
+
+    @extend_schema(
+        operation_id="chats_messages",
+        tags=TAG,
+        responses={200: MessageOutputSerializer(many=True), **errors(400, 404, 422)},
+        summary="One conversation's messages",
+        description="`chat` as an E.164 number or a JID; newest first, cursor pagination.",
+    )
+    def get(self, request: Request, session_id: uuid.UUID, chat: str) -> Response:
+        return super().get(request)
+
+
+class ChatReadApi(ApiView):
+    @extend_schema(
+        operation_id="chats_read",
+        tags=TAG,
+        request=None,
+        responses={200: ChatReadSerializer, **errors(404, 409, 422, 503)},
+        summary="Mark a whole conversation read",
+        description="Read receipts (blue ticks) for every inbound message still unread in it, "
+        "through the worker running the session (409 `session_not_running` when it is not "
+        "connected).",
+    )
+    def post(self, request: Request, session_id: uuid.UUID, chat: str) -> Response:
+        session = session_get(session_id=session_id)
+        jid = _chat_jid(chat)
+        return Response({"chat": jid, "marked": services.chat_read(session=session, chat=jid)})
 
 
 class SessionMessageApi(ApiView):

@@ -115,6 +115,13 @@ class SandboxReceiveInputSerializer(serializers.Serializer):
         max_length=100, required=False, default="", help_text="The WhatsApp id acted on."
     )
     reaction = serializers.CharField(max_length=16, required=False, default="", allow_blank=True)
+    mentions = serializers.ListField(
+        child=serializers.RegexField(E164),
+        required=False,
+        default=list,
+        max_length=64,
+        help_text="Whom the text or caption mentions (E.164).",
+    )
     media = SandboxMediaInputSerializer(required=False)
     as_lid = serializers.BooleanField(
         default=False, help_text="Hide the sender's number behind a @lid JID."

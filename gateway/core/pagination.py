@@ -9,7 +9,7 @@ class CreatedCursorPagination(CursorPagination):
     """Newest first; stable under inserts. `?page_size=` 1 to 200 (the schema says so and the
     contract check holds callers to it); a cursor that is not one of ours is a 422."""
 
-    ordering = ("-created_at", "-id")
+    ordering: tuple[str, ...] = ("-created_at", "-id")
     page_size_query_param = "page_size"
     max_page_size = MAX_PAGE_SIZE
 

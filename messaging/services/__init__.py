@@ -25,6 +25,7 @@ from messaging.services.actions import (
 from messaging.services.inbound import (
     NotInbound,
     Received,
+    chat_read,
     inbound_media_stored,
     inbound_store,
     media_pending,
@@ -63,6 +64,7 @@ __all__ = [
     "SendJob",
     "SessionNotRunning",
     "Upload",
+    "chat_read",
     "inbound_edited",
     "inbound_media_stored",
     "inbound_revoked",

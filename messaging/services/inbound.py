@@ -126,3 +126,30 @@ def message_read(*, message: Message) -> None:
         if locked.advance_to(M.READ):
             locked.save(update_fields=["status", "read_at"])
         message.status, message.read_at = locked.status, locked.read_at
+
+
+def chat_read(*, session: Any, chat: str) -> int:
+    """Mark a whole chat read: every inbound message still unread in it gets its read receipt
+    (one call per sender, as WhatsApp keys receipts in groups by sender), then is `read`.
+    How many were marked."""
+    calls.session_connected(session)
+    unread = list(
+        Message.objects.filter(
+            session=session, chat=chat, direction=Direction.IN, status=M.RECEIVED
+        )
+        .exclude(wa_message_id=None)
+        .values_list("pk", "wa_message_id", "sender")
+    )
+    by_sender: dict[str, list[str]] = {}
+    for _, wa_message_id, sender in unread:
+        if wa_message_id:
+            by_sender.setdefault(sender, []).append(wa_message_id)
+    for sender, ids in by_sender.items():
+        calls.session_call(session, "mark_read", chat=chat, message_ids=ids, sender=sender)
+    marked = 0
+    with transaction.atomic():
+        for message in Message.objects.select_for_update().filter(pk__in=[u[0] for u in unread]):
+            if message.advance_to(M.READ):
+                message.save(update_fields=["status", "read_at"])
+                marked += 1
+    return marked

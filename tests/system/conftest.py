@@ -77,12 +77,14 @@ class SandboxPhone:
         from_me: bool = False,
         reply_to: str = "",
         reaction: str = "",
+        mentions: tuple[str, ...] = (),
     ) -> None:
         await self._engine(session_id).control(
             session_id,
             "receive",
             reply_to=reply_to,
             reaction=reaction,
+            mentions=list(mentions),
             sender_phone=sender,
             type=kind,
             text=text,
@@ -143,6 +145,14 @@ class SandboxPhone:
             session_id, "group_event", group=group, event=event, **fields
         )
 
+    def reads(self, session_id: str) -> list[tuple[str, list[str]]]:
+        """The read receipts the session sent: (chat, message ids) each."""
+        return [
+            (entry["chat"], entry["message_ids"])
+            for entry in self.world.read_log(session_id)
+            if entry["event"] == "mark_read"
+        ]
+
     def shown(self, session_id: str) -> list[tuple[str, str]]:
         """What the session showed: ("presence", available|unavailable), (chat, state) or
         ("subscribe", contact)."""
@@ -186,6 +196,7 @@ class DoublePhone:
         from_me: bool = False,
         reply_to: str = "",
         reaction: str = "",
+        mentions: tuple[str, ...] = (),
     ) -> None:
         from neonize.proto import Neonize_pb2 as N
         from neonize.proto.waCommon import WACommon_pb2 as common
@@ -205,6 +216,13 @@ class DoublePhone:
         elif kind == "revoke":
             content = wa.Message(
                 protocolMessage=wa.ProtocolMessage(key=key, type=wa.ProtocolMessage.REVOKE)
+            )
+        elif mentions:  # WhatsApp names them in the context info of an extended text
+            context = wa.ContextInfo(
+                mentionedJID=[f"{m.lstrip('+')}@s.whatsapp.net" for m in mentions]
+            )
+            content = wa.Message(
+                extendedTextMessage=wa.ExtendedTextMessage(text=text, contextInfo=context)
             )
         elif media is None:
             content = wa.Message(conversation=text)
@@ -257,6 +275,9 @@ class DoublePhone:
         last_seen: int | None = None,
     ) -> bool:
         return self.world.presence(session_id, sender, state, group=group, last_seen=last_seen)
+
+    def reads(self, session_id: str) -> list[tuple[str, list[str]]]:
+        return [(read["chat"], list(read["ids"])) for read in self.world.reads]
 
     def shown(self, session_id: str) -> list[tuple[str, str]]:
         return [(what, state) for uuid, what, state in self.world.presences if uuid == session_id]

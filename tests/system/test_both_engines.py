@@ -755,3 +755,42 @@ async def test_edits_deletions_and_reactions_both_ways(system, api) -> None:
         ("message.reaction", "3EB0THEIRS1", "", None),
         ("message.revoked", "3EB0THEIRS1", None, None),
     ]
+
+
+async def test_inbound_mentions_name_whom_they_mention(system, api) -> None:
+    await system.start_worker()
+    session = await linked(system)
+    await system.phone.receive(
+        str(session.id),
+        sender=MEMBER,
+        text="@15550123 look",
+        group=GROUP,
+        wa_message_id="3EB0MENTION",
+        mentions=(PHONE,),
+    )
+    stored = await until(lambda: Message.objects.filter(wa_message_id="3EB0MENTION").first())
+    body = (await sync_to_async(api.get)(f"/api/v1/messages/{stored.pk}")).json()
+    assert body["mentions"] == ["15550123@s.whatsapp.net"] and body["text"] == "@15550123 look"
+    [received] = await sync_to_async(webhooks)(session, "message.received")
+    assert received["message"]["mentions"] == ["15550123@s.whatsapp.net"]
+
+
+async def test_a_whole_chat_is_marked_read(system, api) -> None:
+    await system.start_worker()
+    session = await linked(system)
+    for n, (sender, group) in enumerate([(TO, ""), (TO, ""), (MEMBER, GROUP), (TO, GROUP)]):
+        await system.phone.receive(
+            str(session.id), sender=sender, text=f"m{n}", group=group, wa_message_id=f"3EB0R{n}"
+        )
+    await until(lambda: Message.objects.filter(wa_message_id="3EB0R3").exists(), what="all in")
+    base = f"/api/v1/sessions/{session.id}/chats"
+    chats = {c["jid"]: c["unread"] for c in (await sync_to_async(api.get)(base)).json()["results"]}
+    assert chats == {TO_JID: 2, GROUP: 2}
+    response = await sync_to_async(api.post)(f"{base}/{GROUP}/read")
+    assert response.json() == {"chat": GROUP, "marked": 2}
+    reads = system.phone.reads(str(session.id))
+    assert sorted(ids for chat, ids in reads if chat == GROUP) == [["3EB0R2"], ["3EB0R3"]]
+    chats = {c["jid"]: c["unread"] for c in (await sync_to_async(api.get)(base)).json()["results"]}
+    assert chats == {TO_JID: 2, GROUP: 0}
+    again = await sync_to_async(api.post)(f"{base}/{GROUP}/read")
+    assert again.json()["marked"] == 0 and len(system.phone.reads(str(session.id))) == 2

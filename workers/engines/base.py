@@ -180,6 +180,7 @@ class InboundMessage:
     contact: Contact | None = None
     reaction: str = ""
     reply_to: str = ""
+    mentions: tuple[str, ...] = ()  # the users its text or caption mentions (JIDs)
 
 
 @dataclass(frozen=True)

@@ -1008,6 +1008,7 @@ class SandboxEngine(Engine):
         wa_message_id: str = "",
         reply_to: str = "",
         reaction: str = "",
+        mentions: tuple[str, ...] | list[str] = (),
     ) -> InboundMessage | None:
         """A contact sends the session a message. `as_lid` hides the sender's number behind a
         @lid JID (as WhatsApp does more and more); the engine resolves the number unless
@@ -1066,6 +1067,7 @@ class SandboxEngine(Engine):
             sender_phone=phone,
             reply_to=reply_to,
             reaction=reaction if type == "reaction" else "",
+            mentions=tuple(phone_to_jid(m) if m.startswith("+") else m for m in mentions),
             push_name="Sandbox" if from_me else f"Contact {sender_phone[-4:]}",
             from_me=from_me,
             is_group=bool(group),

@@ -32,6 +32,8 @@ def received(message: InboundMessage) -> messages.Received:
         extra["contact"] = dataclasses.asdict(message.contact)
     if message.type == "reaction":
         extra["reaction"] = message.reaction
+    if message.mentions:
+        extra["mentions"] = list(message.mentions)
     media = message.media
     return messages.Received(
         wa_message_id=message.wa_message_id,

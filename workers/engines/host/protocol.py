@@ -73,6 +73,7 @@ def decode_inbound(data: dict) -> base.InboundMessage:
             "media": _maybe(base.InboundMedia, data.get("media")),
             "location": _maybe(base.Location, data.get("location")),
             "contact": _maybe(base.Contact, data.get("contact")),
+            "mentions": tuple(data.get("mentions") or ()),
         }
     )
 

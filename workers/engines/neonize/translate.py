@@ -182,6 +182,7 @@ def translate_message(
     elif content.HasField("extendedTextMessage"):
         kind, fields["text"] = "text", content.extendedTextMessage.text
         reply_to = content.extendedTextMessage.contextInfo.stanzaID
+        fields["mentions"] = tuple(content.extendedTextMessage.contextInfo.mentionedJID)
     elif field := next((f for f in _MEDIA_FIELDS if content.HasField(f)), ""):
         media = getattr(content, field)
         kind = _MEDIA_FIELDS[field]
@@ -190,6 +191,7 @@ def translate_message(
         fields["caption"] = getattr(media, "caption", "") or ""
         fields["media"] = _media(field, media, content)
         reply_to = media.contextInfo.stanzaID
+        fields["mentions"] = tuple(media.contextInfo.mentionedJID)
     elif content.HasField("locationMessage"):
         location = content.locationMessage
         kind = "location"
