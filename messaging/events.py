@@ -151,3 +151,26 @@ def message_reaction(
         by=by,
         emoji=emoji,
     )
+
+
+def poll_vote(
+    session: Session,
+    message: Message | None,
+    *,
+    chat: str,
+    wa_message_id: str,
+    by: dict[str, str],
+    options: list[str],
+    decrypted: bool,
+    error: str = "",
+) -> None:
+    outbox_event(
+        session,
+        "poll.vote",
+        MESSAGE_ACTIONS_PATH,
+        message=_about(message, chat, wa_message_id),
+        by=by,
+        options=options,
+        decrypted=decrypted,
+        error=error,
+    )

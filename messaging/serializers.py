@@ -35,6 +35,21 @@ class ContactSerializer(serializers.Serializer):
     vcard = serializers.CharField(max_length=10000, required=False, default="", allow_blank=True)
 
 
+class PollSerializer(serializers.Serializer):
+    question = serializers.CharField(max_length=255)
+    options = serializers.ListField(
+        child=serializers.CharField(max_length=100), min_length=2, max_length=12
+    )
+    multiple = serializers.BooleanField(
+        default=False, help_text="Voters may choose several options."
+    )
+
+    def validate_options(self, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise serializers.ValidationError("The options must differ.")
+        return value
+
+
 class MediaUrlSerializer(serializers.Serializer):
     url = serializers.RegexField(
         # RFC 3986 in ASCII (non-ASCII percent-encoded): [userinfo@]host[:port], then path, query,
@@ -114,6 +129,8 @@ class MessageFieldsSerializer(serializers.Serializer):
             errors["contact"] = "A contact needs `contact`."
         if attrs["mentions"] and kind not in ("text", *CAPTIONED):
             errors["mentions"] = f"A {kind} has no text to mention anyone in."
+        if (kind == "poll") != ("poll" in attrs):
+            errors["poll"] = "A poll needs `poll`." if kind == "poll" else f"A {kind} has no poll."
         if kind == "reaction" and not attrs["reply_to"]:
             errors["reply_to"] = "A reaction needs `reply_to`: the message reacted to."
         if errors:
@@ -126,6 +143,7 @@ class MessageCreateInputSerializer(MessageFieldsSerializer):
 
     media = MediaUrlSerializer(required=False, help_text="The media, fetched from this URL.")
     location = LocationSerializer(required=False)
+    poll = PollSerializer(required=False, help_text="A poll: 2 to 12 different options.")
     contact = ContactSerializer(required=False)
 
 
@@ -164,6 +182,22 @@ class ReactionSerializer(serializers.Serializer):
     at = serializers.DateTimeField()
 
 
+class PollOptionTallySerializer(serializers.Serializer):
+    option = serializers.CharField()
+    count = serializers.IntegerField()
+    voters = ByUserSerializer(many=True)
+
+
+class PollTallySerializer(serializers.Serializer):
+    question = serializers.CharField()
+    options = serializers.ListField(child=serializers.CharField())
+    multiple = serializers.BooleanField()
+    tally = PollOptionTallySerializer(many=True, help_text="Each voter's latest vote counts.")
+    undecryptable_votes = serializers.IntegerField(
+        help_text="Votes that came but could not be decrypted (recorded, never dropped)."
+    )
+
+
 class MessageEditInputSerializer(serializers.Serializer):
     text = serializers.CharField(max_length=4096, help_text="The new text.")
 
@@ -180,6 +214,7 @@ class MessageOutputSerializer(serializers.ModelSerializer):
     )
     edits = EditSerializer(many=True, source="payload.edits", default=list)
     reactions = serializers.SerializerMethodField()
+    poll = serializers.SerializerMethodField()
 
     class Meta:
         model = Message
@@ -215,6 +250,7 @@ class MessageOutputSerializer(serializers.ModelSerializer):
             "revoked_at",
             "edits",
             "reactions",
+            "poll",
         ]
 
     @extend_schema_field(ReactionSerializer(many=True))
@@ -229,6 +265,33 @@ class MessageOutputSerializer(serializers.ModelSerializer):
             }
             for jid, r in reactions.items()
         ]
+
+    @extend_schema_field(PollTallySerializer(allow_null=True))
+    def get_poll(self, message: Message) -> dict[str, Any] | None:
+        """A poll's question and options, with the voters of each (their latest votes)."""
+        poll = message.payload.get("poll")
+        if poll is None:
+            return None
+        votes = message.payload.get("votes", {})
+        tally = [
+            {
+                "option": option,
+                "count": len(
+                    voters := [v for v, vote in votes.items() if option in vote["options"]]
+                ),
+                "voters": [
+                    {"jid": v, "phone_number": votes[v].get("phone_number", "")} for v in voters
+                ],
+            }
+            for option in poll["options"]
+        ]
+        return {
+            "question": poll["question"],
+            "options": poll["options"],
+            "multiple": poll.get("multiple", False),
+            "tally": tally,
+            "undecryptable_votes": len(message.payload.get("undecryptable_votes", [])),
+        }
 
     def get_error(self, message: Message) -> dict[str, str] | None:
         return events.message_error(message)

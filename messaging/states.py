@@ -21,6 +21,7 @@ class MessageType(models.TextChoices):
     LOCATION = "location", "Location"
     CONTACT = "contact", "Contact"
     REACTION = "reaction", "Reaction"
+    POLL = "poll", "Poll"
 
 
 class MessageStatus(models.TextChoices):

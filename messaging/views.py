@@ -138,7 +138,7 @@ class SessionMessagesApi(ListApiView):
             text=v["text"],
             caption=v["caption"],
             reply_to=v["reply_to"],
-            payload={k: v[k] for k in ("location", "contact") if k in v}
+            payload={k: v[k] for k in ("location", "contact", "poll") if k in v}
             | ({"reaction": v["reaction"]} if v["type"] == "reaction" else {})
             | ({"mentions": v["mentions"]} if v["mentions"] else {}),
             upload=upload,

@@ -48,7 +48,7 @@ RECEIPT_MODES = ("normal", "missing", "duplicated", "out_of_order", "after_recon
 PRESENCE_STATES = ("available", "unavailable", "typing", "recording", "paused")
 SANDBOX_MESSAGE_TYPES = ["text", "image", "video", "audio", "voice", "document"]
 # What a contact does to a message (`reply_to`: its WhatsApp id), sent through `receive` too.
-SANDBOX_ACTIONS_ON_MESSAGES = ["reaction", "edit", "revoke"]
+SANDBOX_ACTIONS_ON_MESSAGES = ["reaction", "edit", "revoke", "poll_vote"]
 SANDBOX_RECEIVE_TYPES = SANDBOX_MESSAGE_TYPES + SANDBOX_ACTIONS_ON_MESSAGES
 
 
@@ -106,7 +106,8 @@ class SandboxReceiveInputSerializer(serializers.Serializer):
         SANDBOX_RECEIVE_TYPES,
         default="text",
         help_text="A message, or what the contact does to one (`reply_to`): `reaction` "
-        "(`reaction`, '' to remove it), `edit` (its new `text`), `revoke` (deleted for everyone).",
+        "(`reaction`, '' to remove it), `edit` (its new `text`), `revoke` (deleted for everyone), "
+        "`poll_vote` (the `options` chosen in the poll `reply_to`).",
     )
     text = serializers.CharField(
         max_length=4096, required=False, default="", help_text="The text, or the caption of media."
@@ -121,6 +122,13 @@ class SandboxReceiveInputSerializer(serializers.Serializer):
         default=list,
         max_length=64,
         help_text="Whom the text or caption mentions (E.164).",
+    )
+    options = serializers.ListField(
+        child=serializers.CharField(max_length=100),
+        required=False,
+        default=list,
+        max_length=12,
+        help_text="With poll_vote: the options chosen (none withdraws the vote).",
     )
     media = SandboxMediaInputSerializer(required=False)
     as_lid = serializers.BooleanField(

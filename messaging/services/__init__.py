@@ -20,6 +20,7 @@ from messaging.services.actions import (
     inbound_revoked,
     message_edit,
     message_revoke,
+    poll_vote_record,
     reaction_record,
 )
 from messaging.services.inbound import (
@@ -78,6 +79,7 @@ __all__ = [
     "message_send_error",
     "message_sent",
     "messages_recover",
+    "poll_vote_record",
     "reaction_record",
     "receipts_apply",
     "session_accepts_messages",

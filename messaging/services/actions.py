@@ -10,6 +10,7 @@ the gateway never had is announced all the same, with WhatsApp's id only.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -302,3 +303,50 @@ def reaction_record(
             emoji=emoji,
         )
     return True
+
+
+def poll_vote_record(
+    *,
+    session_id: uuid.UUID,
+    epoch: int,
+    chat: str,
+    poll_id: str,
+    voter: str,
+    selected: list[str],
+    voter_phone: str = "",
+    error: str = "",
+) -> None:
+    """Someone voted in a poll: `selected`, the chosen options' SHA-256 hashes (hex), replace
+    their earlier vote (none withdraws it). A vote that could not be decrypted, or names options
+    the poll does not have, is recorded as such and announced with `decrypted: false`."""
+    with transaction.atomic():
+        session = fenced_lock(session_id, epoch)
+        message = _target(session_id, poll_id)
+        poll = message.payload.get("poll") if message is not None else None
+        names = {hashlib.sha256(o.encode()).hexdigest(): o for o in (poll or {}).get("options", [])}
+        options = [names[h] for h in selected if h in names]
+        if not error and poll is None:
+            error = "the poll is not known to the gateway"
+        elif not error and len(options) != len(selected):
+            error = "the vote names options the poll does not have"
+        if message is not None and poll is not None:
+            payload = dict(message.payload)
+            if error:
+                failed = {"by": voter, "phone_number": voter_phone, "error": error, "at": _now()}
+                payload["undecryptable_votes"] = [*payload.get("undecryptable_votes", []), failed]
+            else:
+                votes = dict(payload.get("votes", {}))
+                votes[voter] = {"options": options, "phone_number": voter_phone, "at": _now()}
+                payload["votes"] = votes
+            message.payload = payload
+            message.save(update_fields=["payload"])
+        events.poll_vote(
+            session,
+            message,
+            chat=chat,
+            wa_message_id=poll_id,
+            by=_by(voter, voter_phone),
+            options=[] if error else options,
+            decrypted=not error,
+            error=error,
+        )

@@ -122,12 +122,25 @@ def _quoted(message: Message) -> Message | None:
 
 
 def message_sent(
-    *, session_id: uuid.UUID, epoch: int, message_id: uuid.UUID, wa_message_id: str, at: float
+    *,
+    session_id: uuid.UUID,
+    epoch: int,
+    message_id: uuid.UUID,
+    wa_message_id: str,
+    at: float,
+    secret: str = "",
 ) -> None:
+    """WhatsApp took the message. `secret`: a poll's message secret, which its votes are
+    encrypted with (kept with the poll, besides the engine's own store)."""
     with transaction.atomic():
         session = fenced_lock(session_id, epoch)
         message = Message.objects.select_for_update().get(pk=message_id)
         message.wa_message_id = wa_message_id or message.wa_message_id
+        if secret and "poll" in message.payload:
+            message.payload = {
+                **message.payload,
+                "poll": {**message.payload["poll"], "secret": secret},
+            }
         message.next_attempt_at = None
         message.error_code = message.error_message = ""
         if message.advance_to(M.SENT, datetime.fromtimestamp(at, tz=UTC)):

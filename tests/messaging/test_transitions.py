@@ -16,7 +16,9 @@ OUT_LADDER = [M.QUEUED, M.SENDING, M.SENT, M.DELIVERED, M.READ, M.PLAYED]
 @pytest.mark.smoke
 @pytest.mark.parametrize(("source", "target"), list(itertools.product(M, M)))
 def test_outbound_status_only_moves_forward(source: str, target: str) -> None:
-    if target == M.FAILED:
+    if target == M.REVOKED:  # deleted for everyone: from anywhere but failed, and for good
+        expected = source not in (M.FAILED, M.REVOKED)
+    elif target == M.FAILED:
         expected = source in (M.QUEUED, M.SENDING)
     elif source in OUT_LADDER and target in OUT_LADDER:
         expected = OUT_LADDER.index(target) > OUT_LADDER.index(source)
@@ -37,8 +39,10 @@ def test_a_sent_message_cannot_fail_any_more() -> None:
 
 def test_inbound_messages_go_from_received_to_read_only() -> None:
     assert message_status_advances(Direction.IN, M.RECEIVED, M.READ)
-    for target in set(M) - {M.READ}:
+    assert message_status_advances(Direction.IN, M.RECEIVED, M.REVOKED)
+    for target in set(M) - {M.READ, M.REVOKED}:
         assert not message_status_advances(Direction.IN, M.RECEIVED, target)
+    assert not message_status_advances(Direction.IN, M.REVOKED, M.READ)
     assert not message_status_advances(Direction.IN, M.READ, M.RECEIVED)
 
 

@@ -3,8 +3,10 @@ runs one in its own process (importing the double as `neonize`, as in an engine 
 its methods over JSON lines; FakeWhatsApp plays the servers and the other phones.
 
 Arguments are JSON, with these forms for what JSON cannot carry: `jid(...)` (a JID object),
-`{"change": "ADD"}` (a ParticipantChange), `blob(...)` (bytes) and `pb(name, **fields)` (a
-neonize protobuf message). Results and events come back as neonize's protobuf objects."""
+`{"change": "ADD"}` (a ParticipantChange), `member(enum, name)` (a member of an enum of
+neonize.utils.enum), `blob(...)` (bytes), `pb(name, **fields)` (a neonize protobuf message) and
+`again(value)` (a protobuf object a call or event returned, passed back as it is). Results and
+events come back as neonize's protobuf objects."""
 
 from __future__ import annotations
 
@@ -35,9 +37,12 @@ import base64, json, sys, threading
 from neonize.client import NewClient
 from neonize.events import ConnectedEv, GroupInfoEv, JoinedGroupEv, MessageEv
 from neonize.proto import Neonize_pb2
+from neonize.utils import enum
 from neonize.utils.enum import ParticipantChange
 from neonize.utils.jid import parse
+from google.protobuf.descriptor_pool import Default
 from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
 
 client = NewClient(sys.argv[1], uuid=sys.argv[2])
 MARK = "@@ "  # the double prints too (Login event: …): our lines are marked
@@ -51,7 +56,7 @@ def say(message):
 def encode(value):
     if isinstance(value, Message):
         data = base64.b64encode(value.SerializeToString()).decode()
-        return {"proto": type(value).__name__, "data": data}
+        return {"proto": value.DESCRIPTOR.full_name, "data": data}
     if isinstance(value, (list, tuple)) or type(value).__name__.startswith("Repeated"):
         return [encode(item) for item in value]
     return value
@@ -61,8 +66,13 @@ def decode(value):
         return parse(value["jid"])
     if isinstance(value, dict) and "change" in value:
         return ParticipantChange[value["change"]]
+    if isinstance(value, dict) and "proto" in value and "data" in value:
+        kind = GetMessageClass(Default().FindMessageTypeByName(value["proto"]))
+        return kind.FromString(base64.b64decode(value["data"]))
     if isinstance(value, dict) and "proto" in value:
         return getattr(Neonize_pb2, value["proto"])(**value["fields"])
+    if isinstance(value, dict) and "enum" in value:
+        return getattr(enum, value["enum"])[value["name"]]
     if isinstance(value, dict) and "bytes" in value:
         return base64.b64decode(value["bytes"])
     if isinstance(value, list):
@@ -110,14 +120,29 @@ def pb(name: str, **fields: Any) -> dict:
     return {"proto": name, "fields": fields}
 
 
+def member(enum: str, name: str) -> dict:
+    """An argument that is a member of an enum of neonize.utils.enum (`VoteType`, …)."""
+    return {"enum": enum, "name": name}
+
+
+def again(value: Any) -> dict:
+    """A Neonize_pb2 object a call or an event returned (a MessageEv, a MessageInfo), as an
+    argument: serialised whole."""
+    data = base64.b64encode(value.SerializeToString()).decode()
+    return {"proto": value.DESCRIPTOR.full_name, "data": data}
+
+
 def proto(value: Any) -> Any:
     """A protobuf object (or a list of them) the driver sent, parsed with neonize's classes."""
-    from neonize.proto import Neonize_pb2 as N
+    from google.protobuf.descriptor_pool import Default
+    from google.protobuf.message_factory import GetMessageClass
+    from neonize.proto import Neonize_pb2  # noqa: F401 - its imports fill the descriptor pool
 
     if isinstance(value, list):
         return [proto(item) for item in value]
     if isinstance(value, dict) and "proto" in value:
-        return getattr(N, value["proto"]).FromString(base64.b64decode(value["data"]))
+        kind = GetMessageClass(Default().FindMessageTypeByName(value["proto"]))
+        return kind.FromString(base64.b64decode(value["data"]))
     return value
 
 

@@ -22,6 +22,9 @@ ends in 0000, a business when it ends in 5555, a picture unless it ends in 8888,
 "Contact <last 4 digits>"). User info queries (usync), picture queries, the push name (an app
 state patch) and the about text (a mex mutation) are answered as whatsmeow's user.go and
 appstate.go read them.
+
+Polls: a contact votes in a session's poll (`poll_vote`) as whatsmeow EncryptPollVote encrypts a
+vote with the poll's message secret (`msgsecret.py`); `poll_from` is a contact's poll.
 """
 
 from __future__ import annotations
@@ -223,6 +226,7 @@ class FakeWhatsApp:
         self.group_queries: dict[str, int] = {}  # uuid → metadata queries it made (all of them)
         self._group_query_times: dict[str, list[float]] = {}
         self.profiles: dict[str, Profile] = {}  # a linked account's (by phone user)
+        self.polls: dict[str, dict] = {}  # contacts' polls (`poll_from`), by id
 
     def start(self) -> FakeWhatsApp:
         self._thread.start()
@@ -334,7 +338,14 @@ class FakeWhatsApp:
                     )
                     timer.daemon = True
                     timer.start()
-            return {"id": message_id, "t": int(time.time())}
+            answer: dict[str, Any] = {"id": message_id, "t": int(time.time())}
+            if to.endswith("@s.whatsapp.net"):
+                # What whatsmeow learns before it sends to a phone number (send.go: its LID,
+                # from the store or a usync query): the double's one send op answers it.
+                answer["lid"] = self._lid(user)
+            elif to.endswith("@g.us"):
+                answer["addressing_mode"] = "lid"  # the group info whatsmeow caches: LID groups
+            return answer
         if op == "pair_phone":
             self.pair_codes[device.uuid if device else ""] = request["phone"]
             code = secrets.token_hex(4).upper()
@@ -1248,31 +1259,42 @@ class FakeWhatsApp:
         sender's push name (`push_name_of`, unless given); every field goneonize's
         EncodeEventTypesMessage sets (Timestamp in milliseconds: `UnixMilli()`). Returns the
         message's id."""
-        from neonize.proto import Neonize_pb2 as N
         from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as wa
 
-        user = self._digits(phone)
+        return self._message_from(
+            uuid, self._digits(phone), wa.Message(conversation=text), push_name=push_name
+        )
+
+    def _message_from(
+        self, uuid: str, user: str, content: Any, *, group: str = "", chat: str = "",
+        kind: str = "text", push_name: str | None = None,
+    ) -> str:  # fmt: skip
+        """A message from the phone user `user` reaches the session: in the one-to-one chat
+        (Chat = the sender), or in `group`; `chat` replaces the chat's JID. The sender is the
+        phone number JID with its LID as SenderAlt (addressing mode pn)."""
+        from neonize.proto import Neonize_pb2 as N
+
         with self._lock:
             name = self.push_name_of(user) if push_name is None else push_name
             lid = self._lid(user).partition("@")[0]
 
-        def jid(user: str, server: str) -> Any:
+        def jid(value: str) -> Any:
+            user, _, server = value.partition("@")
             return N.JID(User=user, RawAgent=0, Device=0, Integrator=0, Server=server,
                          IsEmpty=not (user or server))  # fmt: skip
 
-        sender = jid(user, "s.whatsapp.net")
+        sender = jid(f"{user}@s.whatsapp.net")
         source = N.MessageSource(
-            Chat=sender, Sender=sender, IsFromMe=False, IsGroup=False,
-            AddressingMode=N.PN, SenderAlt=jid(lid, "lid"), RecipientAlt=jid("", ""),
-            BroadcastListOwner=jid("", ""),
+            Chat=jid(chat or group) if chat or group else sender, Sender=sender,
+            IsFromMe=False, IsGroup=bool(group), AddressingMode=N.PN,
+            SenderAlt=jid(f"{lid}@lid"), RecipientAlt=jid(""), BroadcastListOwner=jid(""),
         )  # fmt: skip
         message_id = "3EB0" + secrets.token_hex(9).upper()
         info = N.MessageInfo(
-            MessageSource=source, ID=message_id, ServerID=0, Type="text", Pushname=name,
+            MessageSource=source, ID=message_id, ServerID=0, Type=kind, Pushname=name,
             Timestamp=int(time.time() * 1000), Category="", Multicast=False, MediaType="",
             Edit="",
         )  # fmt: skip
-        content = wa.Message(conversation=text)
         event = N.Message(
             Info=info, Message=content, IsEphemeral=False, IsViewOnce=False, IsViewOnceV2=False,
             IsViewOnceV2Extension=False, IsDocumentWithCaption=False, IsLottieSticker=False,
@@ -1280,3 +1302,136 @@ class FakeWhatsApp:
         )  # fmt: skip
         self.deliver(uuid, event)
         return message_id
+
+    # --- polls: what the phones do (whatsmeow msgsecret.go, as the phones' WhatsApp does it) --
+
+    def poll_vote(
+        self, uuid: str, voter_phone: str, poll_id: str, options: list[str], *, chat: str = "",
+        tamper: bool = False,
+    ) -> str:  # fmt: skip
+        """The contact `voter_phone` (E.164) votes for `options` (option names; none: the
+        vote withdrawn) in the poll `poll_id` the session `uuid` sent, in the chat it was sent
+        to (or `chat`). What the voter's WhatsApp sends is what whatsmeow EncryptPollVote
+        builds for the voter: a `pollUpdateMessage` whose `pollCreationMessageKey` is the poll
+        as the voter got it (remoteJID the session's number in a one-to-one chat, the group
+        with the session's number as participant in a group; fromMe false; the poll's id),
+        whose `vote` is a PollVoteMessage of the options' SHA-256 hashes, AES-256-GCM
+        encrypted with the key generateMsgSecretKey derives from the poll's secret (orig
+        sender the session's number, modification sender the voter's), and its
+        `senderTimestampMS`. `tamper`: encrypted with a wrong key. It reaches the session
+        from the voter's number (SenderAlt its LID), in the group for a group's poll. Nothing
+        checks the names against the poll (as from a modified client: a name that is no option
+        is a hash that matches none), nor their number against its selectableOptionsCount.
+        Returns the vote's message id."""
+        from neonize.proto.waCommon import WACommon_pb2 as common
+        from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as wa
+
+        from tests.neonize_double import msgsecret
+
+        voter = self._digits(voter_phone)
+        with self._lock:
+            creator = self.devices[uuid].jid
+            sent = next((m for m in self.sent.get(uuid, []) if m["id"] == poll_id), None)
+        if sent is None:
+            raise ValueError(f"{uuid} sent no message {poll_id}")
+        poll = wa.Message.FromString(base64.b64decode(sent["message"]))
+        creation = self._poll_creation(poll)
+        secret = poll.messageContextInfo.messageSecret
+        if creation is None or not secret:
+            raise ValueError(f"{poll_id} is not a poll with a message secret")
+        where = chat or sent["to"]
+        group = where if where.endswith("@g.us") else ""
+        key = common.MessageKey(remoteJID=group or creator, fromMe=False, ID=poll_id)
+        if group:
+            key.participant = creator
+        voter_jid = f"{voter}@s.whatsapp.net"
+        vote_key, additional = msgsecret.secret_key(
+            msgsecret.POLL_VOTE, voter_jid, poll_id, creator, secret
+        )
+        if tamper:
+            vote_key = secrets.token_bytes(32)
+        iv = secrets.token_bytes(msgsecret.IV_SIZE)
+        plaintext = wa.PollVoteMessage(
+            selectedOptions=msgsecret.hash_options(list(options))
+        ).SerializeToString()
+        update = wa.PollUpdateMessage(
+            pollCreationMessageKey=key,
+            vote=wa.PollEncValue(
+                encPayload=msgsecret.encrypt(vote_key, iv, plaintext, additional), encIV=iv
+            ),
+            senderTimestampMS=int(time.time() * 1000),
+        )
+        return self._message_from(
+            uuid, voter, wa.Message(pollUpdateMessage=update), group=group,
+            chat=chat if not group else "", kind="poll",
+        )  # fmt: skip
+
+    def poll_from(
+        self, uuid: str, phone: str, name: str, options: list[str], *, selectable: int = 0,
+        group: str = "",
+    ) -> str:  # fmt: skip
+        """A contact (E.164 `phone`) sends the session a poll (whatsmeow BuildPollCreation's
+        message: `pollCreationMessage` and a new `messageContextInfo.messageSecret`), in the
+        one-to-one chat or in `group`. The servers keep it, so `vote_sent` can read the
+        session's votes in it. Returns its id."""
+        from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as wa
+
+        user = self._digits(phone)
+        content = wa.Message(
+            pollCreationMessage=wa.PollCreationMessage(
+                name=name,
+                options=[wa.PollCreationMessage.Option(optionName=o) for o in options],
+                selectableOptionsCount=selectable,
+            ),
+            messageContextInfo=wa.MessageContextInfo(messageSecret=secrets.token_bytes(32)),
+        )
+        poll_id = self._message_from(uuid, user, content, group=group, kind="poll")
+        with self._lock:
+            self.polls[poll_id] = {"from": user, "chat": group or f"{user}@s.whatsapp.net",
+                                   "message": content}  # fmt: skip
+        return poll_id
+
+    def vote_sent(self, uuid: str, vote_id: str) -> list[str]:
+        """The options (names) of a vote the session sent in a contact's poll (`poll_from`),
+        as the poll creator's phone decrypts it (whatsmeow DecryptPollVote: orig sender the
+        creator, modification sender the session's account, by its number or its LID)."""
+        from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as wa
+
+        from tests.neonize_double import msgsecret
+
+        with self._lock:
+            device = self.devices[uuid]
+            sent = next((m for m in self.sent.get(uuid, []) if m["id"] == vote_id), None)
+        if sent is None:
+            raise ValueError(f"{uuid} sent no message {vote_id}")
+        update = wa.Message.FromString(base64.b64decode(sent["message"])).pollUpdateMessage
+        key = update.pollCreationMessageKey
+        poll = self.polls.get(key.ID)
+        if poll is None:
+            raise ValueError(f"{vote_id} is no vote in a poll of a contact")
+        creation = self._poll_creation(poll["message"])
+        secret = poll["message"].messageContextInfo.messageSecret
+        names = [option.optionName for option in creation.options]
+        by_hash = dict(zip(msgsecret.hash_options(names), names, strict=True))
+        creator = f"{poll['from']}@s.whatsapp.net"
+        for sender in (device.jid, device.lid):
+            vote_key, additional = msgsecret.secret_key(
+                msgsecret.POLL_VOTE, sender, key.ID, creator, secret
+            )
+            try:
+                plaintext = msgsecret.decrypt(
+                    vote_key, update.vote.encIV, update.vote.encPayload, additional
+                )
+            except msgsecret.AuthenticationFailed:
+                continue
+            vote = wa.PollVoteMessage.FromString(plaintext)
+            return [by_hash.get(digest, digest.hex()) for digest in vote.selectedOptions]
+        raise ValueError(f"vote {vote_id} does not decrypt with poll {key.ID}'s secret")
+
+    @staticmethod
+    def _poll_creation(message: Any) -> Any:
+        """The poll of a message: pollCreationMessage (whatsmeow's), V2 or V3."""
+        for field_name in ("pollCreationMessage", "pollCreationMessageV2", "pollCreationMessageV3"):
+            if message.HasField(field_name):
+                return getattr(message, field_name)
+        return None

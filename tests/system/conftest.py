@@ -145,6 +145,17 @@ class SandboxPhone:
             session_id, "group_event", group=group, event=event, **fields
         )
 
+    async def vote(self, session_id: str, voter: str, poll_id: str, options: list[str]) -> None:
+        """A contact votes in one of the session's polls (sandbox votes are not encrypted)."""
+        await self._engine(session_id).control(
+            session_id,
+            "receive",
+            sender_phone=voter,
+            type="poll_vote",
+            reply_to=poll_id,
+            options=options,
+        )
+
     def reads(self, session_id: str) -> list[tuple[str, list[str]]]:
         """The read receipts the session sent: (chat, message ids) each."""
         return [
@@ -275,6 +286,11 @@ class DoublePhone:
         last_seen: int | None = None,
     ) -> bool:
         return self.world.presence(session_id, sender, state, group=group, last_seen=last_seen)
+
+    async def vote(self, session_id: str, voter: str, poll_id: str, options: list[str]) -> None:
+        """A contact's WhatsApp encrypts the vote with the poll's secret (whatsmeow
+        EncryptPollVote) and sends it."""
+        self.world.poll_vote(session_id, voter, poll_id, options)
 
     def reads(self, session_id: str) -> list[tuple[str, list[str]]]:
         return [(read["chat"], list(read["ids"])) for read in self.world.reads]

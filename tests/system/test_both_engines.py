@@ -17,6 +17,7 @@ from sessions_app import services as sessions
 from sessions_app.models import Session, SessionEvent
 from tests.workers.runtime.test_messages import png, post, upload
 from tests.workers.runtime.test_runtime import session_row, until
+from workers.models import Worker
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 PHONE = "+15550123"
@@ -794,3 +795,66 @@ async def test_a_whole_chat_is_marked_read(system, api) -> None:
     assert chats == {TO_JID: 2, GROUP: 0}
     again = await sync_to_async(api.post)(f"{base}/{GROUP}/read")
     assert again.json()["marked"] == 0 and len(system.phone.reads(str(session.id))) == 2
+
+
+async def test_a_poll_and_its_votes_also_after_the_session_moved(system, api) -> None:
+    await system.start_worker("w1")
+    session = await linked(system)
+    phone = str(session.id)
+    body = {
+        "to": TO,
+        "type": "poll",
+        "poll": {"question": "Lunch?", "options": ["Pizza", "Sushi", "Salad"], "multiple": True},
+    }
+    response = await post(api, session, body)
+    assert response.status_code == 202, response.json()
+    poll = response.json()["id"]
+    poll_id = await until(lambda: Message.objects.get(pk=poll).wa_message_id, what="sent")
+    assert (await sync_to_async(Message.objects.get)(pk=poll)).payload["poll"]["secret"]
+    await system.phone.vote(phone, TO, poll_id, ["Pizza", "Sushi"])
+    detail = f"/api/v1/messages/{poll}"
+
+    def tally() -> dict:
+        shown = api.get(detail).json()["poll"]
+        return {row["option"]: [v["phone_number"] for v in row["voters"]] for row in shown["tally"]}
+
+    await until(lambda: tally()["Sushi"] == [TO], what="the first vote")
+    assert await sync_to_async(tally)() == {"Pizza": [TO], "Sushi": [TO], "Salad": []}
+
+    # The session moves to another worker; its votes are still read (the secret went with it).
+    await system.start_worker("w2")
+    w2 = await sync_to_async(lambda: Worker.objects.get(name="w2").pk)()
+    moved = await sync_to_async(api.post)(
+        f"/api/v1/sessions/{session.id}/migrate", {"worker": str(w2)}, "json"
+    )
+    assert moved.status_code == 202, moved.json()
+    await until(
+        lambda: status(session) == "connected" and owner(session) == "w2", what="moved", timeout=30
+    )
+    await system.phone.vote(phone, TO, poll_id, ["Salad"])  # a changed vote replaces the first
+    await until(lambda: tally()["Salad"] == [TO], what="the changed vote", timeout=30)
+    assert await sync_to_async(tally)() == {"Pizza": [], "Sushi": [], "Salad": [TO]}
+    await system.phone.vote(phone, TO, poll_id, ["Burger"])  # not an option: recorded as such
+    await until(lambda: api.get(detail).json()["poll"]["undecryptable_votes"] == 1, what="bad vote")
+    votes = [
+        (b["options"], b["decrypted"], b["by"]["phone_number"])
+        for b in await sync_to_async(webhooks)(session, "poll.vote")
+    ]
+    assert votes == [(["Pizza", "Sushi"], True, TO), (["Salad"], True, TO), ([], False, TO)]
+
+
+@pytest.mark.parametrize("engine_name", ["neonize"])
+async def test_a_vote_that_cannot_be_decrypted_is_recorded_not_dropped(system, api) -> None:
+    """On neonize only: the sandbox does not encrypt votes."""
+    assert system.whatsapp is not None
+    await system.start_worker()
+    session = await linked(system)
+    body = {"to": TO, "type": "poll", "poll": {"question": "Q?", "options": ["A", "B"]}}
+    poll = (await post(api, session, body)).json()["id"]
+    poll_id = await until(lambda: Message.objects.get(pk=poll).wa_message_id, what="sent")
+    system.whatsapp.poll_vote(str(session.id), TO, poll_id, ["A"], tamper=True)
+    [vote] = await until(lambda: webhooks(session, "poll.vote"), what="the vote", timeout=30)
+    assert (vote["decrypted"], vote["options"]) == (False, [])
+    assert "failed to decrypt" in vote["error"]
+    shown = (await sync_to_async(api.get)(f"/api/v1/messages/{poll}")).json()["poll"]
+    assert shown["undecryptable_votes"] == 1 and all(row["count"] == 0 for row in shown["tally"])

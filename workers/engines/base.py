@@ -29,7 +29,16 @@ class EngineError(Exception):
 # --- Commands ------------------------------------------------------------------------------------
 
 MessageKind = Literal[
-    "text", "image", "video", "audio", "voice", "document", "location", "contact", "reaction"
+    "text",
+    "image",
+    "video",
+    "audio",
+    "voice",
+    "document",
+    "location",
+    "contact",
+    "reaction",
+    "poll",
 ]
 
 
@@ -58,6 +67,13 @@ class Contact:
 
 
 @dataclass(frozen=True)
+class Poll:
+    question: str
+    options: tuple[str, ...]
+    multiple: bool = False  # voters may choose several options
+
+
+@dataclass(frozen=True)
 class OutboundMessage:
     """One message to send. `id` is ours: engines that accept a caller-chosen WhatsApp id use it
     (so a retry cannot make a second message); others ignore it."""
@@ -80,12 +96,15 @@ class OutboundMessage:
     reply_to_text: str = ""
     # Users named with @ in the text or caption (their JIDs): WhatsApp shows them as mentions.
     mentions: tuple[str, ...] = ()
+    poll: Poll | None = None
 
 
 @dataclass(frozen=True)
 class SendResult:
     wa_message_id: str
     timestamp: float
+    # A poll's message secret (base64), which votes are encrypted with: kept with the message.
+    secret: str = ""
 
 
 @dataclass(frozen=True)
@@ -181,6 +200,7 @@ class InboundMessage:
     reaction: str = ""
     reply_to: str = ""
     mentions: tuple[str, ...] = ()  # the users its text or caption mentions (JIDs)
+    poll: Poll | None = None
 
 
 @dataclass(frozen=True)
@@ -218,6 +238,24 @@ class MessageRevoked:
     sender_phone: str = ""
     from_me: bool = False
     type: Literal["message_revoked"] = "message_revoked"
+
+
+@dataclass(frozen=True)
+class PollVote:
+    """Someone voted in a poll (`poll_id`: its WhatsApp id): the options they chose now, as
+    WhatsApp sends them, SHA-256 hashes of the option names (hex); none withdraws their vote.
+    A vote that cannot be decrypted comes with `error` (and no options)."""
+
+    session_id: str
+    chat: str
+    poll_id: str
+    voter: str
+    selected: tuple[str, ...]
+    timestamp: float
+    voter_phone: str = ""
+    from_me: bool = False
+    error: str = ""
+    type: Literal["poll_vote"] = "poll_vote"
 
 
 # The linked number's own presence, and what it shows in one chat.
@@ -415,6 +453,7 @@ Event = (
     | MessageReceived
     | MessageEdited
     | MessageRevoked
+    | PollVote
     | Receipt
     | Presence
     | BlocklistChanged

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import fcntl
 import functools
 import hashlib
@@ -82,6 +83,7 @@ from workers.engines.base import (
     PairCode,
     ParticipantAction,
     ParticipantResult,
+    PollVote,
     Presence,
     PresenceState,
     Profile,
@@ -568,9 +570,13 @@ class SandboxEngine(Engine):
             entry["contact"] = message.contact.name
         if message.mentions:
             entry["mentions"] = list(message.mentions)
+        secret = ""
+        if message.poll is not None:  # with the secret its votes are encrypted with, as WhatsApp
+            secret = base64.b64encode(secrets.token_bytes(32)).decode()
+            entry["poll"] = dataclasses.asdict(message.poll) | {"secret": secret}
         if self.world.deliver(session_id, message.id, entry):
             spawn_into(session.tasks, self._receipts(session, message))
-        return SendResult(wa_message_id=message.id, timestamp=time.time())
+        return SendResult(wa_message_id=message.id, timestamp=time.time(), secret=secret)
 
     async def _protocol_message(self, session_id: str, chat: str, entry: dict) -> SendResult:
         """An edit or a deletion for everyone reaches the phones as a message of its own."""
@@ -1009,13 +1015,15 @@ class SandboxEngine(Engine):
         reply_to: str = "",
         reaction: str = "",
         mentions: tuple[str, ...] | list[str] = (),
+        options: tuple[str, ...] | list[str] = (),
     ) -> InboundMessage | None:
         """A contact sends the session a message. `as_lid` hides the sender's number behind a
         @lid JID (as WhatsApp does more and more); the engine resolves the number unless
         `resolvable` is False (no mapping known yet). `from_me`: the phone itself sent it to
         `sender_phone` (every linked device sees it). `type` may also be what a contact does to a
         message (`reply_to`, its WhatsApp id): `reaction` (the emoji, "" to remove it), `edit`
-        (its new `text`) or `revoke` (deleted for everyone)."""
+        (its new `text`), `revoke` (deleted for everyone) or `poll_vote` (the `options` they choose
+        now in the poll `reply_to`; none withdraws the vote)."""
         session = self._session(session_id, connected=True)
         if session.frozen:
             raise EngineError("nothing comes through a frozen connection", code="not_connected")
@@ -1043,6 +1051,14 @@ class SandboxEngine(Engine):
             if resolvable or not as_lid
             else ""
         )
+        if type == "poll_vote":  # what they choose now (none: the vote withdrawn)
+            if not reply_to:
+                raise refused("bad_request", "a vote names the poll (reply_to)")
+            hashes = tuple(hashlib.sha256(o.encode()).hexdigest() for o in options)
+            self.emit(
+                PollVote(session_id, chat, reply_to, sender, hashes, time.time(), phone, from_me)
+            )
+            return None
         if type in ("edit", "revoke"):  # a protocol message about `reply_to`
             if not reply_to:
                 raise refused("bad_request", f"an {type} names the message (reply_to)")

@@ -34,6 +34,8 @@ def received(message: InboundMessage) -> messages.Received:
         extra["reaction"] = message.reaction
     if message.mentions:
         extra["mentions"] = list(message.mentions)
+    if message.poll is not None:
+        extra["poll"] = dataclasses.asdict(message.poll)
     media = message.media
     return messages.Received(
         wa_message_id=message.wa_message_id,

@@ -34,6 +34,7 @@ from workers.engines.base import (
     Media,
     MessageKind,
     OutboundMessage,
+    Poll,
 )
 from workers.runtime.db import db, io
 
@@ -175,6 +176,13 @@ class Sender:
                 reply_to_from_me=job.reply_to_from_me,
                 reply_to_text=job.reply_to_text,
                 mentions=tuple(job.payload.get("mentions", ())),
+                poll=Poll(
+                    job.payload["poll"]["question"],
+                    tuple(job.payload["poll"]["options"]),
+                    job.payload["poll"]["multiple"],
+                )
+                if "poll" in job.payload
+                else None,
             )
             if settings.SEND_TYPING and job.type == "text":
                 with contextlib.suppress(EngineError):
@@ -202,6 +210,7 @@ class Sender:
             message_id=job.message_id,
             wa_message_id=result.wa_message_id,
             at=result.timestamp,
+            secret=result.secret,
         )
         try:
             await io(pacing.pace_sent, runner.id)

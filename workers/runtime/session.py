@@ -40,6 +40,7 @@ from workers.engines.base import (
     MessageReceived,
     MessageRevoked,
     PairCode,
+    PollVote,
     Presence,
     QrCode,
     Receipt,
@@ -495,6 +496,18 @@ class SessionRunner:
                 text=event.text,
                 sender=event.sender,
                 sender_phone=event.sender_phone,
+            )
+        elif isinstance(event, PollVote):
+            await db(
+                messages.poll_vote_record,
+                session_id=self.id,
+                epoch=self.epoch,
+                chat=event.chat,
+                poll_id=event.poll_id,
+                voter=event.voter,
+                selected=list(event.selected),
+                voter_phone=event.voter_phone,
+                error=event.error,
             )
         elif isinstance(event, MessageRevoked):
             await db(

@@ -62,6 +62,20 @@ def build_engines(config: RuntimeConfig) -> dict[str, Engine]:
     return engines
 
 
+async def cancel_all(tasks: list[asyncio.Task]) -> None:
+    """Cancel `tasks` and wait until every one has ended. Cancelled again while any runs on:
+    Python 3.11's `asyncio.wait_for` swallows a cancellation that arrives as the future it
+    waits for completes (gh-86296), and a loop that lost its cancellation would keep a worker
+    from ever stopping."""
+    while pending := [task for task in tasks if not task.done()]:
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=1)
+    for task in tasks:  # retrieved, so none is logged as never retrieved
+        if not task.cancelled():
+            task.exception()
+
+
 class WorkerRuntime:
     def __init__(self, config: RuntimeConfig, engines: dict[str, Engine] | None = None) -> None:
         self.config = config
@@ -117,22 +131,14 @@ class WorkerRuntime:
             await self.stop.wait()
         finally:
             self.claiming = False
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_all(tasks)
             await self.shutdown()
 
     async def shutdown(self) -> None:
         """Disconnect every session (keeping auth), report it stopped, release all leases at once,
         mark the worker stopped. Never logs a session out."""
         runners = list(self.runners.values())
-        for runner in runners:
-            runner.sender.cancel()
-            if runner.task is not None:
-                runner.task.cancel()
-        await asyncio.gather(
-            *(t for r in runners for t in (r.task, r.sender.task) if t), return_exceptions=True
-        )
+        await cancel_all([t for r in runners for t in (r.task, r.sender.task) if t])
         for runner in runners:  # every connection closes first, even one still starting
             runner.started = False
             with contextlib.suppress(Exception):

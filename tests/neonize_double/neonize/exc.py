@@ -127,3 +127,18 @@ class SendAppStateError(NeonizeError):
 
 class SetStatusMessageError(NeonizeError):
     """Raised when setting the status/about message fails."""
+
+
+# Polls (neonize 0.5.2 exc.py L56-65): raised with the Go error's text.
+
+
+class BuildPollVoteError(NeonizeError):
+    """Raised when building a poll vote message fails."""
+
+
+class BuildPollVoteCreationError(NeonizeError):
+    """Raised when building a poll creation message fails."""
+
+
+class DecryptPollVoteError(NeonizeError):
+    """Raised when decrypting a poll vote fails."""

@@ -35,6 +35,7 @@ _EVENTS: dict[str, type] = {
         base.MessageReceived,
         base.MessageEdited,
         base.MessageRevoked,
+        base.PollVote,
         base.Receipt,
         base.Presence,
         base.BlocklistChanged,
@@ -74,8 +75,13 @@ def decode_inbound(data: dict) -> base.InboundMessage:
             "location": _maybe(base.Location, data.get("location")),
             "contact": _maybe(base.Contact, data.get("contact")),
             "mentions": tuple(data.get("mentions") or ()),
+            "poll": _poll(data.get("poll")),
         }
     )
+
+
+def _poll(data: dict | None) -> base.Poll | None:
+    return base.Poll(**{**data, "options": tuple(data["options"])}) if data else None
 
 
 def decode_event(data: dict) -> base.Event:
@@ -85,6 +91,8 @@ def decode_event(data: dict) -> base.Event:
         fields["message"] = decode_inbound(fields["message"])
     if cls is base.Receipt:
         fields["message_ids"] = tuple(fields["message_ids"])
+    if cls is base.PollVote:
+        fields["selected"] = tuple(fields["selected"])
     if cls is base.BlocklistChanged:
         fields["changes"] = tuple(base.BlocklistChange(**change) for change in fields["changes"])
     if cls is base.GroupJoined:
@@ -111,6 +119,7 @@ def decode_outbound(data: dict) -> base.OutboundMessage:
             "location": _maybe(base.Location, data.get("location")),
             "contact": _maybe(base.Contact, data.get("contact")),
             "mentions": tuple(data.get("mentions") or ()),
+            "poll": _poll(data.get("poll")),
         }
     )
 

@@ -409,7 +409,20 @@ class NeonizeEngine(Engine):
         self.emit(event)
 
     async def _on_message(self, session_id: str, event: Any) -> None:
+        if event.Message.HasField("pollUpdateMessage"):
+            await self._translated(session_id, self._poll_vote, event)
+            return
         await self._translated(session_id, translate.translate_message, event)
+
+    def _poll_vote(self, session_id: str, event: Any, resolve: Callable[[str], str]) -> Any:
+        """On the neonize thread: a vote, decrypted with the poll's secret from the store
+        (whatsmeow DecryptPollVote); one that cannot be is told as such, never dropped."""
+        session = self._sessions[session_id]
+        try:
+            vote = session.client.decrypt_poll_vote(event)
+        except Exception as exc:  # noqa: BLE001 - recorded with the vote
+            return translate.translate_poll_vote(session_id, event, None, resolve, error=str(exc))
+        return translate.translate_poll_vote(session_id, event, vote, resolve)
 
     async def _translated(self, session_id: str, translator: Callable, event: Any) -> None:
         """An event whose translation may look a @lid's number up in the store (on the neonize
@@ -599,8 +612,11 @@ class NeonizeEngine(Engine):
             raise EngineError(
                 f"{type(exc).__name__}: {exc}", code=code, permanent=permanent
             ) from exc
+        secret = response.Message.messageContextInfo.messageSecret
         return SendResult(
-            wa_message_id=response.ID, timestamp=float(response.Timestamp or time.time())
+            wa_message_id=response.ID,
+            timestamp=float(response.Timestamp or time.time()),
+            secret=base64.b64encode(secret).decode() if secret else "",
         )
 
     async def edit_message(
@@ -671,6 +687,18 @@ class NeonizeEngine(Engine):
             sender_user, _, sender_server = quoted_sender.partition("@")
             content = client.build_reaction(
                 to, build_jid(sender_user, sender_server), message.reply_to, message.reaction
+            )
+        elif kind == "poll":
+            from neonize.utils.enum import VoteType
+
+            poll = message.poll
+            assert poll is not None  # a poll message has one (the API requires it)
+            # whatsmeow BuildPollCreation: the options, how many a voter may choose (0: any),
+            # and the message secret its votes are encrypted with, which send keeps in the store.
+            content = client.build_poll_vote_creation(
+                poll.question,
+                list(poll.options),
+                VoteType.MULTIPLE if poll.multiple else VoteType.SINGLE,
             )
         elif kind == "location":
             location = message.location

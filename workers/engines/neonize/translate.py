@@ -36,6 +36,8 @@ from workers.engines.base import (
     ParticipantAction,
     ParticipantResult,
     ParticipantStatus,
+    Poll,
+    PollVote,
     Presence,
     Receipt,
     ReceiptStatus,
@@ -156,6 +158,37 @@ def _protocol_event(
     return None
 
 
+# The poll creation messages (whatsmeow BuildPollCreation sends the first; phones send all three).
+_POLL_FIELDS = ("pollCreationMessage", "pollCreationMessageV2", "pollCreationMessageV3")
+
+
+def translate_poll_vote(
+    session_id: str,
+    event,
+    vote,
+    resolve: Callable[[str], str] | None = None,
+    *,
+    error: str = "",
+) -> PollVote:
+    """A `pollUpdateMessage` (whatsmeow EncryptPollVote): the poll it votes in by its key's
+    id, and the decrypted PollVoteMessage's selected options (SHA-256 hashes of their names,
+    msgsecret.go HashPollOptions), or the error when it could not be decrypted."""
+    info, source = event.Info, event.Info.MessageSource
+    sender = jid_str(source.Sender)
+    update = event.Message.pollUpdateMessage
+    return PollVote(
+        session_id,
+        chat=jid_str(source.Chat),
+        poll_id=update.pollCreationMessageKey.ID,
+        voter=sender,
+        selected=tuple(option.hex() for option in vote.selectedOptions) if vote else (),
+        timestamp=_timestamp(info),
+        voter_phone=sender_phone_of(sender, jid_str(source.SenderAlt), resolve),
+        from_me=source.IsFromMe,
+        error=error[:500],
+    )
+
+
 # waE2E ProtocolMessage.Type
 PROTOCOL_REVOKE, PROTOCOL_MESSAGE_EDIT = 0, 14
 
@@ -202,6 +235,14 @@ def translate_message(
         kind = "contact"
         fields["contact"] = Contact(
             content.contactMessage.displayName, vcard=content.contactMessage.vcard
+        )
+    elif poll := next((f for f in _POLL_FIELDS if content.HasField(f)), ""):
+        created = getattr(content, poll)
+        kind = "poll"
+        fields["poll"] = Poll(
+            created.name,
+            tuple(option.optionName for option in created.options),
+            multiple=created.selectableOptionsCount != 1,
         )
     elif content.HasField("reactionMessage"):
         kind = "reaction"

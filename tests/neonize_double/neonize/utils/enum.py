@@ -51,3 +51,11 @@ class ParticipantChange(Enum):
     REMOVE = "remove"
     PROMOTE = "promote"
     DEMOTE = "demote"
+
+
+class VoteType(Enum):
+    """PY utils/enum.py L391-401: build_poll_vote_creation passes `.value` as whatsmeow's
+    selectableOptionCount (0: any number of options)."""
+
+    MULTIPLE = 0
+    SINGLE = 1
