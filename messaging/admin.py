@@ -31,7 +31,7 @@ class MessageAdmin(admin.ModelAdmin):
         "session__external_id",
     ]
     date_hierarchy = "created_at"
-    readonly_fields = ["edit_history", "reactions"]
+    readonly_fields = ["edit_history", "reactions", "poll_votes"]
 
     @admin.display(description="text")
     def preview(self, message: Message) -> str:
@@ -52,6 +52,18 @@ class MessageAdmin(admin.ModelAdmin):
             )
             or "-"
         )
+
+    @admin.display(description="poll votes")
+    def poll_votes(self, message: Message) -> str:
+        votes = message.payload.get("votes", {})
+        shown = [
+            f"{vote.get('phone_number') or jid}: {', '.join(vote['options']) or '(withdrawn)'}"
+            for jid, vote in votes.items()
+        ]
+        failed = len(message.payload.get("undecryptable_votes", []))
+        if failed:
+            shown.append(f"{failed} could not be decrypted")
+        return "; ".join(shown) or "-"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

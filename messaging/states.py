@@ -22,6 +22,7 @@ class MessageType(models.TextChoices):
     CONTACT = "contact", "Contact"
     REACTION = "reaction", "Reaction"
     POLL = "poll", "Poll"
+    STICKER = "sticker", "Sticker"
 
 
 class MessageStatus(models.TextChoices):

@@ -46,7 +46,7 @@ MAX_MEDIA_BYTES = SANDBOX_MEDIA_BYTES
 RECEIPT_MODES = ("normal", "missing", "duplicated", "out_of_order", "after_reconnect")
 # What a simulated contact can do (the sandbox engine's PRESENCE_STATES, held equal by a test).
 PRESENCE_STATES = ("available", "unavailable", "typing", "recording", "paused")
-SANDBOX_MESSAGE_TYPES = ["text", "image", "video", "audio", "voice", "document"]
+SANDBOX_MESSAGE_TYPES = ["text", "image", "video", "audio", "voice", "document", "sticker"]
 # What a contact does to a message (`reply_to`: its WhatsApp id), sent through `receive` too.
 SANDBOX_ACTIONS_ON_MESSAGES = ["reaction", "edit", "revoke", "poll_vote"]
 SANDBOX_RECEIVE_TYPES = SANDBOX_MESSAGE_TYPES + SANDBOX_ACTIONS_ON_MESSAGES

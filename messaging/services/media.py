@@ -37,8 +37,11 @@ ACCEPTED = {
     "video": {"video/mp4", "video/3gpp", "video/quicktime"},
     "audio": {"audio/mpeg", "audio/mp4", "audio/ogg", "audio/aac", "audio/amr", "video/mp4"},
     "voice": {"audio/ogg"},  # a voice note is Ogg Opus
+    "sticker": {"image/webp"},
 }
-MEDIA_TYPES = ("image", "video", "audio", "voice", "document")
+MEDIA_TYPES = ("image", "video", "audio", "voice", "document", "sticker")
+# WhatsApp's sticker limits: a static WebP up to 100 KB, an animated one up to 500 KB.
+STICKER_MAX_BYTES, ANIMATED_STICKER_MAX_BYTES = 100 * 1024, 500 * 1024
 # Images a browser shows without running anything in them (not SVG: it can carry script).
 INLINE_IMAGES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif"})
 DOWNLOAD = "application/octet-stream"
@@ -105,7 +108,14 @@ def max_bytes(kind: str) -> int:
         "video": settings.MEDIA_MAX_VIDEO_BYTES,
         "audio": settings.MEDIA_MAX_AUDIO_BYTES,
         "voice": settings.MEDIA_MAX_AUDIO_BYTES,
+        "sticker": ANIMATED_STICKER_MAX_BYTES,
     }.get(kind, settings.MEDIA_MAX_DOCUMENT_BYTES)
+
+
+def webp_animated(data: bytes) -> bool:
+    """Whether a WebP has more than one frame: its VP8X header's animation flag (the WebP
+    container spec, RIFF `VP8X` chunk, flags byte bit 1)."""
+    return data[12:16] == b"VP8X" and bool(data[20] & 0x02)
 
 
 def check_size(kind: str, size: int) -> None:
@@ -142,6 +152,13 @@ def inspect(kind: str, data: bytes, declared_type: str = "", filename: str = "")
                 f"The file is not a supported {kind} "
                 f"({sniffed or 'unknown type'}; accepted: {', '.join(sorted(ACCEPTED[kind]))}).",
                 status=415,
+            )
+        if kind == "sticker" and not webp_animated(data) and len(data) > STICKER_MAX_BYTES:
+            raise MediaRefused(
+                "payload_too_large",
+                f"A static sticker may have at most {STICKER_MAX_BYTES} bytes "
+                f"(an animated one {ANIMATED_STICKER_MAX_BYTES}).",
+                status=413,
             )
         return "audio/ogg; codecs=opus" if kind == "voice" else sniffed
     # Documents may be anything; a declared or named type must not contradict the bytes.

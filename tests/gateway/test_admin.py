@@ -259,6 +259,8 @@ def test_a_message_page_shows_its_edits_reactions_and_deletion(
         payload={
             "edits": [{"text": "hello", "at": "2026-12-01T10:00:00+00:00", "by": "x"}],
             "reactions": {"15550002@s.whatsapp.net": {"emoji": "👍", "phone_number": "+15550002"}},
+            "votes": {"15550003@s.whatsapp.net": {"options": ["Pizza"], "phone_number": "+1555"}},
+            "undecryptable_votes": [{"by": "x", "error": "failed to decrypt"}],
         },
     )
     page = operator.get(f"/admin/messaging/message/{message.pk}/change/").content.decode()
@@ -266,3 +268,4 @@ def test_a_message_page_shows_its_edits_reactions_and_deletion(
         "&#x27;hello&#x27; (2026-12-01T10:00:00)" in page or "'hello' (2026-12-01T10:00:00)" in page
     )
     assert "👍 +15550002" in page and "Deleted for everyone" in page
+    assert "+1555: Pizza; 1 could not be decrypted" in page

@@ -83,3 +83,51 @@ def test_an_edit_needs_text_and_another_sessions_message_is_a_404(
     assert api.patch(url(session, message_id), {}, format="json").status_code == 422
     other = make_session(status="connected")
     assert api.delete(url(other, message_id)).status_code == 404
+
+
+@pytest.fixture
+def held(make_session):
+    """A session this test holds with lease epoch 3 (as its worker would)."""
+    return make_session(
+        status="connected",
+        jid="1@s.whatsapp.net",
+        lease_epoch=3,
+        lease_expires_at=timezone.now() + timedelta(seconds=30),
+    )
+
+
+@pytest.mark.parametrize("kept", ["keep", "erase"])
+def test_a_message_deleted_for_everyone_keeps_or_erases_what_it_said(
+    held, settings, kept: str, django_capture_on_commit_callbacks
+) -> None:
+    from django.core.files.base import ContentFile
+
+    from messaging import services
+
+    settings.REVOKED_CONTENT = kept
+    message = Message.objects.create(
+        session=held,
+        direction="in",
+        status="received",
+        chat=TO,
+        wa_message_id="3EB0C",
+        type="image",
+        caption="the plan",
+        payload={"mentions": ["2@s.whatsapp.net"]},
+    )
+    message.media.save("plan.png", ContentFile(b"\x89PNG..."), save=True)
+    name = message.media.name
+    with django_capture_on_commit_callbacks(execute=True):  # the file goes after the commit
+        assert services.inbound_revoked(
+            session_id=held.pk, epoch=3, chat=TO, wa_message_id="3EB0C", sender=TO
+        )
+    message.refresh_from_db()
+    assert message.status == "revoked" and message.revoked_at is not None
+    if kept == "keep":
+        assert message.caption == "the plan" and message.media.name == name
+    else:
+        assert (message.caption, message.media.name, message.payload) == ("", "", {"erased": True})
+        assert not message.media.storage.exists(name)
+    assert not services.inbound_revoked(  # seen before: nothing more
+        session_id=held.pk, epoch=3, chat=TO, wa_message_id="3EB0C", sender=TO
+    )

@@ -592,3 +592,31 @@ def test_one_deadline_covers_every_redirect(
     assert response.status_code == 422, response.json()
     assert response.json()["error"]["code"] == "url_timeout"
     assert len(hops) < 5
+
+
+def test_stickers_are_webp_within_whatsapps_limits(api: APIClient, session) -> None:
+    import os
+
+    def webp(frames: int, side: int) -> bytes:
+        images = [
+            Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)) for _ in range(frames)
+        ]
+        out = io.BytesIO()
+        images[0].save(out, "WEBP", lossless=True, save_all=frames > 1, append_images=images[1:])
+        return out.getvalue()
+
+    def send(content: bytes, name: str = "s.webp", content_type: str = "image/webp"):
+        file = SimpleUploadedFile(name, content, content_type=content_type)
+        return api.post(
+            url(session), {"to": TO, "type": "sticker", "file": file}, format="multipart"
+        )
+
+    assert send(webp(1, 64)).status_code == 202
+    assert send(png(), "s.png", "image/png").status_code == 415  # a sticker is a WebP
+    large = webp(1, 300)  # noise does not compress: well over 100 KB
+    assert 100 * 1024 < len(large) < 500 * 1024
+    response = send(large)
+    assert response.status_code == 413 and "static sticker" in response.json()["error"]["message"]
+    animated = webp(2, 150)
+    assert 100 * 1024 < len(animated) < 500 * 1024
+    assert send(animated).status_code == 202  # animated stickers may have up to 500 KB

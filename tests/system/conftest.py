@@ -246,6 +246,7 @@ class DoublePhone:
                 "document": lambda: wa.Message(
                     documentMessage=wa.DocumentMessage(caption=text, **fields)
                 ),
+                "sticker": lambda: wa.Message(stickerMessage=wa.StickerMessage(**fields)),
             }[kind]()
         sender_jid = N.JID(User=sender.lstrip("+"), Server="s.whatsapp.net")
         chat = N.JID(User=group.partition("@")[0], Server="g.us") if group else sender_jid
@@ -346,6 +347,7 @@ def decoded(sent: dict, message: Any, own: str) -> dict:
             ("videoMessage", "video"),
             ("audioMessage", "audio"),
             ("documentMessage", "document"),
+            ("stickerMessage", "sticker"),
         ]:
             if message.HasField(field):
                 media = getattr(message, field)

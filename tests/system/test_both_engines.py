@@ -858,3 +858,46 @@ async def test_a_vote_that_cannot_be_decrypted_is_recorded_not_dropped(system, a
     assert "failed to decrypt" in vote["error"]
     shown = (await sync_to_async(api.get)(f"/api/v1/messages/{poll}")).json()["poll"]
     assert shown["undecryptable_votes"] == 1 and all(row["count"] == 0 for row in shown["tally"])
+
+
+def webp(frames: int = 1, size: int = 64) -> bytes:
+    import io
+
+    from PIL import Image
+
+    images = [Image.new("RGB", (size, size), (40 * n, 90, 200)) for n in range(frames)]
+    out = io.BytesIO()
+    images[0].save(out, "WEBP", save_all=frames > 1, append_images=images[1:], duration=100)
+    return out.getvalue()
+
+
+async def test_stickers_go_out_and_come_in(system, api) -> None:
+    await system.start_worker()
+    session = await linked(system)
+    for frames in (1, 3):  # a static and an animated sticker
+        response = await upload(
+            api, session, {"to": TO, "type": "sticker"}, webp(frames), "s.webp", "image/webp"
+        )
+        assert response.status_code == 202, response.json()
+    sent = await until(
+        lambda: len(got := system.phone.sent(str(session.id))) == 2 and got, what="both"
+    )
+    assert [m["type"] for m in sent] == ["sticker", "sticker"]
+    await system.phone.receive(
+        str(session.id),
+        sender=TO,
+        kind="sticker",
+        media=webp(),
+        mime_type="image/webp",
+        wa_message_id="3EB0STICKER",
+    )
+    stored = await until(
+        lambda: (
+            Message.objects.filter(wa_message_id="3EB0STICKER", media_pending=False)
+            .exclude(media="")
+            .first()
+        ),
+        what="the sticker stored",
+        timeout=30,
+    )
+    assert (stored.type, stored.media_mime_type) == ("sticker", "image/webp")

@@ -39,6 +39,7 @@ MessageKind = Literal[
     "contact",
     "reaction",
     "poll",
+    "sticker",
 ]
 
 

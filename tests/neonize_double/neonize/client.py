@@ -67,6 +67,7 @@ from .events import INT_TO_EVENT, Event
 from .exc import (
     BuildPollVoteError,
     ContactStoreError,
+    ConvertStickerError,
     CreateGroupError,
     DecryptPollVoteError,
     DownloadError,
@@ -123,6 +124,7 @@ from .proto.waE2E.WAWebProtobufsE2E_pb2 import (
     PollVoteMessage,
     ProtocolMessage,
     ReactionMessage,
+    StickerMessage,
     VideoMessage,
 )
 from .utils.jid import Jid2String, parse
@@ -1414,6 +1416,38 @@ class NewClient:
         data, path, mimetype = self._upload(file)
         fields = self._media_fields(data, path, mimetype)
         return Message(videoMessage=VideoMessage(caption=caption or "", **fields))
+
+    def build_sticker_message(
+        self,
+        file: str | bytes,
+        quoted: Any = None,
+        name: str = "",
+        packname: str = "",
+        crop: bool = False,
+        enforce_not_broken: bool = False,
+        animated_gif: bool = False,
+        passthrough: bool = False,
+    ) -> Message:
+        """PY client.py build_sticker_message with `passthrough`: the WebP is uploaded as it is
+        ("File is not a webp, which is required for passthrough." otherwise), `isAnimated` when
+        it has two frames or more (PIL ImageSequence). Without passthrough neonize converts the
+        image with PIL/ffmpeg first; the double sends a WebP as it is then too [INFERRED: the
+        conversion's output is not modelled]."""
+        from io import BytesIO
+
+        from PIL import Image, ImageSequence
+
+        data = Path(file).read_bytes() if isinstance(file, str) else file
+        if not data[8:12] == b"WEBP":
+            if passthrough:
+                raise ConvertStickerError("File is not a webp, which is required for passthrough.")
+        animated = False
+        if data[8:12] == b"WEBP":
+            with Image.open(BytesIO(data)) as image:
+                animated = len(ImageSequence.all_frames(image)) > 1
+        uploaded, path, _ = self._upload(data)
+        fields = self._media_fields(uploaded, path, "image/webp")
+        return Message(stickerMessage=StickerMessage(isAnimated=animated, **fields))
 
     def build_audio_message(self, file: str | bytes, ptt: bool = False, **_: Any) -> Message:
         data, path, mimetype = self._upload(file)

@@ -142,3 +142,7 @@ class BuildPollVoteCreationError(NeonizeError):
 
 class DecryptPollVoteError(NeonizeError):
     """Raised when decrypting a poll vote fails."""
+
+
+class ConvertStickerError(NeonizeError):
+    """Raised when converting an image/video to sticker format fails (PY exc.py L348)."""

@@ -735,6 +735,9 @@ class NeonizeEngine(Engine):
                 content = client.build_video_message(path, caption=message.caption or None)
             elif kind in ("audio", "voice"):
                 content = client.build_audio_message(path, ptt=kind == "voice")
+            elif kind == "sticker":
+                # A WebP the API checked: sent as it is, not converted (neonize passthrough).
+                content = client.build_sticker_message(path, passthrough=True)
             else:
                 content = client.build_document_message(
                     path,
@@ -748,6 +751,7 @@ class NeonizeEngine(Engine):
                     "videoMessage",
                     "audioMessage",
                     "documentMessage",
+                    "stickerMessage",
                 ):
                     if content.HasField(field_name):
                         getattr(content, field_name).contextInfo.CopyFrom(context)

@@ -91,6 +91,7 @@ _MEDIA_FIELDS: dict[str, MessageKind] = {
     "ptvMessage": "video",
     "audioMessage": "audio",
     "documentMessage": "document",
+    "stickerMessage": "sticker",
 }
 
 
