@@ -488,6 +488,10 @@ MEDIA_MAX_DOCUMENT_BYTES = env_int("MEDIA_MAX_DOCUMENT_BYTES", 100 * _MB, minimu
 MEDIA_FETCH_TIMEOUT_SECONDS = env_int("MEDIA_FETCH_TIMEOUT_SECONDS", 30, minimum=1, maximum=600)
 # Networks `media.url` may reach although they are not public (e.g. an internal file server).
 MEDIA_FETCH_ALLOWED_NETWORKS = env_list("MEDIA_FETCH_ALLOWED_NETWORKS")
+# The history WhatsApp sends a newly linked device: `off` (none kept), `recent` (the last
+# HISTORY_RECENT_DAYS), `full` (all of it).
+HISTORY_SYNC = env_choice("HISTORY_SYNC", ("off", "recent", "full"), "recent")
+HISTORY_RECENT_DAYS = env_int("HISTORY_RECENT_DAYS", 30, minimum=1, maximum=3650)
 # A message its sender deleted for everyone: `keep` its text and media (marked revoked), or `erase`
 # them.
 REVOKED_CONTENT = env_choice("REVOKED_CONTENT", ("keep", "erase"), "keep")

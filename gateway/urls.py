@@ -108,6 +108,7 @@ api_v1 = [
     path("sandbox/sessions/<uuid:session_id>/presence", sandbox.SandboxPresenceApi.as_view()),
     path("sandbox/sessions/<uuid:session_id>/block", sandbox.SandboxBlockApi.as_view()),
     path("sandbox/sessions/<uuid:session_id>/group-event", sandbox.SandboxGroupEventApi.as_view()),
+    path("sandbox/sessions/<uuid:session_id>/history", sandbox.SandboxHistoryApi.as_view()),
     path("workers", worker_views.WorkerListApi.as_view(), name="worker-list"),
     path("workers/<uuid:worker_id>", worker_views.WorkerDetailApi.as_view(), name="worker-detail"),
     path("workers/<uuid:worker_id>/drain", worker_views.WorkerDrainApi.as_view()),

@@ -19,6 +19,7 @@ from sessions_app.models import Session
 MESSAGE_STATUS_PATH = "/api/webhooks/message-status"
 MESSAGE_RECEIVED_PATH = "/api/webhooks/message-received"
 MESSAGE_ACTIONS_PATH = "/api/webhooks/message-actions"
+HISTORY_PATH = "/api/webhooks/history"
 
 
 def message_error(message: Message) -> dict[str, str] | None:
@@ -75,6 +76,10 @@ def message_received_body(message: Message) -> dict[str, Any]:
         "media": message_media(message, with_url=True),
         **payload,
     }
+
+
+def history_synced(session: Session, **counts: Any) -> None:
+    outbox_event(session, "history.synced", HISTORY_PATH, **counts)
 
 
 def message_status_changed(message: Message, session: Session) -> None:

@@ -55,6 +55,8 @@ class Message(models.Model):
     # `message.received` webhook is written once the media is there. The engine's download
     # reference waits in `payload["media_ref"]`.
     media_pending = models.BooleanField(default=False)
+    # Came with the history WhatsApp sent after linking (no webhook of its own).
+    history = models.BooleanField(default=False)
 
     # NULL, not "", where absent: the unique constraints below apply only to rows that have one.
     wa_message_id = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001

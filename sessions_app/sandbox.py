@@ -38,6 +38,7 @@ ACTIONS = (
     "presence",
     "block",
     "group_event",
+    "history",
 )
 MAX_MEDIA_BYTES = SANDBOX_MEDIA_BYTES
 
@@ -239,6 +240,12 @@ class SandboxGroupEventInputSerializer(serializers.Serializer):
         return attrs
 
 
+class SandboxHistoryInputSerializer(serializers.Serializer):
+    count = serializers.IntegerField(min_value=1, max_value=100_000, help_text="Messages.")
+    chats = serializers.IntegerField(min_value=1, max_value=1000, default=10)
+    days = serializers.FloatField(min_value=0.01, max_value=3650, default=10.0)
+
+
 SERIALIZERS = {
     "scan": SandboxScanInputSerializer,
     "receive": SandboxReceiveInputSerializer,
@@ -247,6 +254,7 @@ SERIALIZERS = {
     "presence": SandboxPresenceInputSerializer,
     "block": SandboxBlockInputSerializer,
     "group_event": SandboxGroupEventInputSerializer,
+    "history": SandboxHistoryInputSerializer,
 }
 
 
@@ -394,5 +402,13 @@ class SandboxGroupEventApi(_SandboxControlApi):
     action = "group_event"
 
     @_schema("group_event", SandboxGroupEventInputSerializer, "A group's other members act")
+    def post(self, request: Request, session_id: object) -> Response:
+        return self.control(request, session_id)
+
+
+class SandboxHistoryApi(_SandboxControlApi):
+    action = "history"
+
+    @_schema("history", SandboxHistoryInputSerializer, "WhatsApp sends the phone's history")
     def post(self, request: Request, session_id: object) -> Response:
         return self.control(request, session_id)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from gateway.core.errors import Conflict
 from messaging import events
@@ -153,3 +155,67 @@ def chat_read(*, session: Any, chat: str) -> int:
                 message.save(update_fields=["status", "read_at"])
                 marked += 1
     return marked
+
+
+HISTORY_INSERT_BATCH = 1000
+
+
+def history_store(
+    *, session_id: uuid.UUID, epoch: int, messages: list[Received], sync_type: str = ""
+) -> dict[str, int]:
+    """Store a batch of history (what WhatsApp sent after linking): flagged `history`, without
+    a webhook each, deduplicated with what is stored already (live or an earlier batch) by the
+    WhatsApp id, inserted in batches; as much of it as `HISTORY_SYNC` keeps. One
+    `history.synced` event says what the batch brought."""
+    if settings.HISTORY_SYNC == "off":
+        return {"stored": 0, "duplicates": 0, "skipped": len(messages)}
+    oldest = timezone.now() - timedelta(days=settings.HISTORY_RECENT_DAYS)
+    kept = [m for m in messages if settings.HISTORY_SYNC == "full" or m.at >= oldest]
+    with transaction.atomic():
+        session = fenced_lock(session_id, epoch)
+        ids = {m.wa_message_id for m in kept}
+        known = set(
+            Message.objects.filter(session=session, wa_message_id__in=ids).values_list(
+                "wa_message_id", flat=True
+            )
+        )
+        rows, seen = [], set(known)
+        for m in kept:
+            if m.wa_message_id in seen:
+                continue
+            seen.add(m.wa_message_id)
+            media = m.media or {}
+            rows.append(
+                Message(
+                    session=session,
+                    direction=Direction.OUT if m.from_me else Direction.IN,
+                    status=M.SENT if m.from_me else M.READ,  # the phone has seen its history
+                    wa_message_id=m.wa_message_id,
+                    chat=m.chat,
+                    sender=m.sender,
+                    sender_phone=m.sender_phone,
+                    type=m.type,
+                    text=m.text,
+                    caption=m.caption,
+                    reply_to=m.reply_to,
+                    payload={**m.payload, **({"media_ref": media} if media else {})},
+                    received_at=m.at,
+                    media_mime_type=media.get("mime_type", ""),
+                    media_size=media.get("size"),
+                    media_filename=media.get("filename", ""),
+                    history=True,
+                )
+            )
+        Message.objects.bulk_create(rows, batch_size=HISTORY_INSERT_BATCH, ignore_conflicts=True)
+        counts = {
+            "stored": len(rows),
+            "duplicates": len(kept) - len(rows),
+            "skipped": len(messages) - len(kept),
+        }
+        events.history_synced(
+            session,
+            sync_type=sync_type,
+            chats=len({row.chat for row in rows}),
+            **counts,
+        )
+    return counts

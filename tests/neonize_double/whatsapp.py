@@ -522,6 +522,42 @@ class FakeWhatsApp:
         if action == "block":
             device.blocked.append(jid)
 
+    def push_history(
+        self, uuid: str, count: int, *, chats: int = 10, days: float = 10.0, chunk: int = 2000
+    ) -> None:
+        """The phone sends the linked device its history: `count` text messages in `chats`
+        one-to-one conversations over the last `days`, in chunks of `chunk` messages, each a
+        HistorySync (waHistorySync: conversations of WebMessageInfo, `chunkOrder`, `progress`)
+        that whatsmeow dispatches as events.HistorySync (NZ: code 13, `Data`)."""
+        from neonize.proto import Neonize_pb2 as N
+        from neonize.proto.waCommon import WACommon_pb2 as common
+        from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as wa
+        from neonize.proto.waHistorySync import WAWebProtobufsHistorySync_pb2 as H
+        from neonize.proto.waWeb import WAWebProtobufsWeb_pb2 as web
+
+        now = int(time.time())
+        for order, start in enumerate(range(0, count, chunk)):
+            conversations: dict[str, list] = {}
+            for n in range(start, min(count, start + chunk)):
+                chat = f"491510{n % chats:07d}@s.whatsapp.net"
+                info = web.WebMessageInfo(
+                    key=common.MessageKey(remoteJID=chat, fromMe=n % 3 == 0, ID=f"3EBH{n:012d}"),
+                    message=wa.Message(conversation=f"history {n}"),
+                    messageTimestamp=now - int(days * 86400 * (count - n) / count),
+                    pushName="" if n % 3 == 0 else f"Contact {chat[6:13]}",
+                )
+                conversations.setdefault(chat, []).append(H.HistorySyncMsg(message=info))
+            sync = H.HistorySync(
+                syncType=H.HistorySync.RECENT,
+                chunkOrder=order,
+                progress=min(100, round(100 * min(count, start + chunk) / count)),
+                conversations=[
+                    H.Conversation(ID=chat, messages=items) for chat, items in conversations.items()
+                ],
+            )
+            event = N.HistorySync(Data=sync).SerializeToString()
+            self._push(uuid, {"push": 13, "event": base64.b64encode(event).decode()})
+
     def block_from_phone(self, uuid: str, phone_number: str, action: str) -> None:
         """The account's phone blocks or unblocks a contact: an account_sync notification with a
         `<blocklist>` child reaches the device (whatsmeow notification.go handleBlocklist)."""

@@ -145,6 +145,10 @@ class SandboxPhone:
             session_id, "group_event", group=group, event=event, **fields
         )
 
+    async def history(self, session_id: str, count: int, chats: int = 10) -> None:
+        """WhatsApp sends the session the phone's history."""
+        await self._engine(session_id).control(session_id, "history", count=count, chats=chats)
+
     async def vote(self, session_id: str, voter: str, poll_id: str, options: list[str]) -> None:
         """A contact votes in one of the session's polls (sandbox votes are not encrypted)."""
         await self._engine(session_id).control(
@@ -287,6 +291,9 @@ class DoublePhone:
         last_seen: int | None = None,
     ) -> bool:
         return self.world.presence(session_id, sender, state, group=group, last_seen=last_seen)
+
+    async def history(self, session_id: str, count: int, chats: int = 10) -> None:
+        self.world.push_history(session_id, count, chats=chats)
 
     async def vote(self, session_id: str, voter: str, poll_id: str, options: list[str]) -> None:
         """A contact's WhatsApp encrypts the vote with the poll's secret (whatsmeow

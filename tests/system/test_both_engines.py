@@ -901,3 +901,35 @@ async def test_stickers_go_out_and_come_in(system, api) -> None:
         timeout=30,
     )
     assert (stored.type, stored.media_mime_type) == ("sticker", "image/webp")
+
+
+async def test_ten_thousand_messages_of_history_while_live_ones_flow(system, api) -> None:
+    await system.start_worker()
+    session = await linked(system)
+    await system.phone.history(str(session.id), 10_000, chats=25)
+    for n in range(3):  # live messages while the history is stored
+        await system.phone.receive(
+            str(session.id), sender=TO, text=f"live {n}", wa_message_id=f"3EB0LIVE{n}"
+        )
+    await until(
+        lambda: Message.objects.filter(session=session, history=True).count() == 10_000,
+        what="the whole history",
+        timeout=120,
+    )
+    await until(lambda: Message.objects.filter(wa_message_id="3EB0LIVE2").exists(), what="live")
+    synced = await sync_to_async(webhooks)(session, "history.synced")
+    assert sum(b["stored"] for b in synced) == 10_000 and all(b["duplicates"] == 0 for b in synced)
+    assert len(synced) == 20  # a batch of 500 each
+    received = await sync_to_async(webhooks)(session, "message.received")
+    assert [b["message"]["text"] for b in received] == ["live 0", "live 1", "live 2"]
+    chats = (
+        await sync_to_async(api.get)(f"/api/v1/sessions/{session.id}/chats?page_size=200")
+    ).json()
+    assert len(chats["results"]) == 26  # 25 from the history, and TO's
+    await system.phone.history(str(session.id), 1_000, chats=25)  # sent again: nothing twice
+    await until(lambda: len(webhooks(session, "history.synced")) == 22, what="again", timeout=60)
+    again = (await sync_to_async(webhooks)(session, "history.synced"))[-2:]
+    assert [b["duplicates"] for b in again] == [500, 500]
+    assert (
+        await sync_to_async(Message.objects.filter(session=session, history=True).count)() == 10_000
+    )

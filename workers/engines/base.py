@@ -242,6 +242,19 @@ class MessageRevoked:
 
 
 @dataclass(frozen=True)
+class HistorySynced:
+    """A batch of the history WhatsApp sends a newly linked device (or later, on demand): older
+    messages as the phone has them. `sync_type` as WhatsApp names it (INITIAL_BOOTSTRAP,
+    RECENT, FULL, …), `progress` in percent when it says."""
+
+    session_id: str
+    messages: tuple[InboundMessage, ...]
+    sync_type: str = ""
+    progress: int | None = None
+    type: Literal["history_synced"] = "history_synced"
+
+
+@dataclass(frozen=True)
 class PollVote:
     """Someone voted in a poll (`poll_id`: its WhatsApp id): the options they chose now, as
     WhatsApp sends them, SHA-256 hashes of the option names (hex); none withdraws their vote.
@@ -455,6 +468,7 @@ Event = (
     | MessageEdited
     | MessageRevoked
     | PollVote
+    | HistorySynced
     | Receipt
     | Presence
     | BlocklistChanged

@@ -71,6 +71,7 @@ from workers.engines.base import (
     GroupJoined,
     GroupMember,
     GroupParticipantsChanged,
+    HistorySynced,
     InboundMedia,
     InboundMessage,
     LoggedOut,
@@ -122,6 +123,7 @@ from workers.engines.sandbox_groups import (
 from workers.engines.store import KeyValueStore, delete_store
 
 PRESENCE_STATES = ("available", "unavailable", "typing", "recording", "paused")
+HISTORY_BATCH = 500  # messages per HistorySynced event, as the neonize engine batches them
 RECEIPT_MODES = ("normal", "missing", "duplicated", "out_of_order", "after_reconnect")
 
 
@@ -1093,6 +1095,37 @@ class SandboxEngine(Engine):
         )
         self.emit(MessageReceived(session_id, message))
         return message
+
+    async def history(
+        self, session_id: str, *, count: int, chats: int = 10, days: float = 10.0
+    ) -> int:
+        """WhatsApp sends the phone's history (older messages of `chats` conversations, spread
+        over the last `days`) in batches, as it does after linking; returns how many."""
+        session = self._session(session_id, connected=True)
+        if not 0 < count <= 100_000 or not 0 < chats <= 1000:
+            raise refused("bad_request", "count 1..100000, chats 1..1000")
+        own, now = phone_to_jid(session.phone_number), time.time()
+        batch: list[InboundMessage] = []
+        for n in range(count):
+            contact = f"+491510{n % chats:07d}"
+            mine = n % 3 == 0
+            batch.append(
+                InboundMessage(
+                    wa_message_id=f"SBH{n:08d}{session_id[:8].upper()}",
+                    chat=phone_to_jid(contact),
+                    sender=own if mine else phone_to_jid(contact),
+                    type="text",
+                    timestamp=now - days * 86400 * (count - n) / count,
+                    sender_phone=session.phone_number if mine else contact,
+                    from_me=mine,
+                    text=f"history {n}",
+                )
+            )
+            if len(batch) == HISTORY_BATCH or n == count - 1:
+                progress = round(100 * (n + 1) / count)
+                self.emit(HistorySynced(session_id, tuple(batch), "RECENT", progress))
+                batch = []
+        return count
 
     async def presence(
         self,

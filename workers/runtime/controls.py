@@ -55,6 +55,8 @@ async def apply_sandbox_control(engine: SandboxEngine, message: dict) -> None:
             await engine.block_from_phone(session_id, **arguments)
         elif action == "group_event":
             await engine.group_event(session_id, **arguments)
+        elif action == "history":
+            await engine.history(session_id, **arguments)
         else:
             logger.warning("unknown sandbox control %r", action, extra={"session_id": session_id})
     except EngineError as exc:

@@ -35,6 +35,7 @@ from workers.engines.base import (
     GroupJoined,
     GroupParticipantsChanged,
     GroupUpdated,
+    HistorySynced,
     LoggedOut,
     MessageEdited,
     MessageReceived,
@@ -49,7 +50,7 @@ from workers.engines.base import (
 )
 from workers.runtime.config import RuntimeConfig
 from workers.runtime.db import db, io
-from workers.runtime.inbound import Inbound
+from workers.runtime.inbound import Inbound, received
 from workers.runtime.sender import Sender
 
 logger = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ class SessionRunner:
         self.connected = False
         self.snapshot_mtime = 0.0
         self.snapshot_lock = asyncio.Lock()
+        self.history_lock = asyncio.Lock()
         self.queue: asyncio.Queue = asyncio.Queue()
         self.task: asyncio.Task | None = None
         self.auth_dir = config.auth_root / self.key
@@ -129,7 +131,26 @@ class SessionRunner:
 
     def deliver(self, event: Event) -> None:
         self.touch()
+        if isinstance(event, HistorySynced):
+            # Off the session's queue: a large history never holds its live messages back.
+            spawn_into(self.side_tasks, self._history(event))
+            return
         self.queue.put_nowait(event)
+
+    async def _history(self, event: HistorySynced) -> None:
+        async with self.history_lock:  # batches in the order they came
+            try:
+                await db(
+                    messages.history_store,
+                    session_id=self.id,
+                    epoch=self.epoch,
+                    messages=[received(m) for m in event.messages],
+                    sync_type=event.sync_type,
+                )
+            except sessions.LeaseLost:
+                return  # not ours any more: its next owner gets the history from the phone
+            except Exception:
+                logger.exception("history batch could not be stored")
 
     def touch(self) -> None:
         """The session showed life (an event, an answered probe)."""

@@ -816,7 +816,7 @@ class _Go:
             event, lid_pairs = _group_notification(message["node"])
             self._put_lids(lid_pairs)
             self._dispatch(event)
-        elif kind in (17, 18, 19, 20, 23, 30):
+        elif kind in (13, 17, 18, 19, 20, 23, 30):
             event = INT_TO_EVENT[kind].FromString(base64.b64decode(message["event"]))
             if kind == 17:
                 self._learn_from_message(event.Info)

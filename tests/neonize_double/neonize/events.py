@@ -20,6 +20,7 @@ from .proto.Neonize_pb2 import ConnectFailure as ConnectFailureEv
 from .proto.Neonize_pb2 import Device
 from .proto.Neonize_pb2 import Disconnected as DisconnectedEv
 from .proto.Neonize_pb2 import GroupInfoEvent as GroupInfoEv
+from .proto.Neonize_pb2 import HistorySync as HistorySyncEv
 from .proto.Neonize_pb2 import JoinedGroup as JoinedGroupEv
 from .proto.Neonize_pb2 import KeepAliveRestored as KeepAliveRestoredEv
 from .proto.Neonize_pb2 import KeepAliveTimeout as KeepAliveTimeoutEv
@@ -53,6 +54,7 @@ EVENT_TO_INT: dict[type, int] = {
     PresenceEv: 20,
     JoinedGroupEv: 21,
     GroupInfoEv: 22,
+    HistorySyncEv: 13,
     PictureEv: 23,
     BlocklistEv: 30,
 }

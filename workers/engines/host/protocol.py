@@ -36,6 +36,7 @@ _EVENTS: dict[str, type] = {
         base.MessageEdited,
         base.MessageRevoked,
         base.PollVote,
+        base.HistorySynced,
         base.Receipt,
         base.Presence,
         base.BlocklistChanged,
@@ -93,6 +94,8 @@ def decode_event(data: dict) -> base.Event:
         fields["message_ids"] = tuple(fields["message_ids"])
     if cls is base.PollVote:
         fields["selected"] = tuple(fields["selected"])
+    if cls is base.HistorySynced:
+        fields["messages"] = tuple(decode_inbound(m) for m in fields["messages"])
     if cls is base.BlocklistChanged:
         fields["changes"] = tuple(base.BlocklistChange(**change) for change in fields["changes"])
     if cls is base.GroupJoined:
@@ -198,6 +201,7 @@ SANDBOX_OPS = frozenset(
         "presence",
         "block_from_phone",
         "group_event",
+        "history",
     }
 )
 

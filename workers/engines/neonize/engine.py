@@ -212,6 +212,7 @@ class NeonizeEngine(Engine):
             ConnectFailureEv,
             DisconnectedEv,
             GroupInfoEv,
+            HistorySyncEv,
             JoinedGroupEv,
             KeepAliveRestoredEv,
             KeepAliveTimeoutEv,
@@ -246,6 +247,7 @@ class NeonizeEngine(Engine):
             JoinedGroupEv: self._on_joined_group,
             GroupInfoEv: self._on_group_info,
             PictureEv: self._on_picture,
+            HistorySyncEv: self._on_history,
         }
         for event_type, handler in handlers.items():
             client.event(event_type)(
@@ -475,6 +477,15 @@ class NeonizeEngine(Engine):
 
     async def _on_group_info(self, session_id: str, event: Any) -> None:
         await self._translated(session_id, translate.translate_group_info, event)
+
+    async def _on_history(self, session_id: str, event: Any) -> None:
+        """History may come before Connected (right after pairing): our JID from the store."""
+
+        def history(sid: str, ev: Any, resolve: Callable[[str], str]) -> Any:
+            own = own_jid(self._sessions[sid].client.get_me())
+            return translate.translate_history(sid, ev, resolve, own)
+
+        await self._translated(session_id, history, event)
 
     async def _on_picture(self, session_id: str, event: Any) -> None:
         await self._translated(session_id, translate.translate_picture, event)

@@ -25,6 +25,7 @@ from workers.engines.base import (
     GroupParticipantsChanged,
     GroupRole,
     GroupUpdated,
+    HistorySynced,
     InboundMedia,
     InboundMessage,
     Location,
@@ -157,6 +158,76 @@ def _protocol_event(
     if protocol.type == PROTOCOL_REVOKE:
         return MessageRevoked(session_id, **common)
     return None
+
+
+# WAWebProtobufsHistorySync.HistorySync.HistorySyncType
+HISTORY_SYNC_TYPES = {
+    0: "INITIAL_BOOTSTRAP",
+    1: "INITIAL_STATUS_V3",
+    2: "FULL",
+    3: "RECENT",
+    4: "PUSH_NAME",
+    5: "NON_BLOCKING_DATA",
+    6: "ON_DEMAND",
+}
+HISTORY_BATCH = 500  # messages per HistorySynced event (one engine host line each)
+
+
+def _parse_jid(value: str):
+    from neonize.proto.Neonize_pb2 import JID
+
+    user, _, server = value.partition("@")
+    return JID(User=user.partition(":")[0], Server=server)
+
+
+def translate_history(
+    session_id: str,
+    event,
+    resolve: Callable[[str], str] | None = None,
+    own: str = "",
+) -> list[HistorySynced]:
+    """neonize's `HistorySync` event (whatsmeow events.HistorySync, its Data a
+    waHistorySync.HistorySync): each conversation's WebMessageInfo (key, message,
+    messageTimestamp, pushName, participant) becomes an InboundMessage as a live one would
+    (translate_message), in batches; what is not a user message is left out. `own`: our JID,
+    the sender of what we sent."""
+    from neonize.proto.Neonize_pb2 import Message, MessageInfo, MessageSource
+
+    data = event.Data
+    messages: list[InboundMessage] = []
+    for conversation in data.conversations:
+        for item in conversation.messages:
+            info = item.message
+            key = info.key
+            chat = key.remoteJID or conversation.ID
+            group = chat.endswith("@g.us")
+            sender = own if key.fromMe else (key.participant or info.participant) if group else chat
+            if not sender or not key.ID:
+                continue
+            source = MessageSource(
+                Chat=_parse_jid(chat),
+                Sender=_parse_jid(sender),
+                IsFromMe=key.fromMe,
+                IsGroup=group,
+            )
+            live = Message(
+                Info=MessageInfo(
+                    MessageSource=source,
+                    ID=key.ID,
+                    Pushname=info.pushName,
+                    Timestamp=info.messageTimestamp,
+                ),
+                Message=info.message,
+            )
+            translated = translate_message(session_id, live, resolve)
+            if isinstance(translated, MessageReceived):
+                messages.append(translated.message)
+    sync_type = HISTORY_SYNC_TYPES.get(data.syncType, str(data.syncType))
+    progress = data.progress if data.HasField("progress") else None
+    return [
+        HistorySynced(session_id, tuple(messages[i : i + HISTORY_BATCH]), sync_type, progress)
+        for i in range(0, len(messages), HISTORY_BATCH)
+    ]
 
 
 # The poll creation messages (whatsmeow BuildPollCreation sends the first; phones send all three).
