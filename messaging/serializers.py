@@ -90,6 +90,11 @@ class MessageFieldsSerializer(serializers.Serializer):
         allow_blank=True,
         help_text="An emoji; '' removes.",
     )
+    link_preview = serializers.BooleanField(
+        default=False,
+        help_text="Show the first link's title, description and thumbnail under a text "
+        "(fetched when the message is sent, through the same guard as `media.url`).",
+    )
     mentions = serializers.ListField(
         child=serializers.RegexField(RECIPIENT_PATTERN, max_length=100),
         required=False,
@@ -127,6 +132,8 @@ class MessageFieldsSerializer(serializers.Serializer):
             errors["location"] = "A location needs `location`."
         if kind == "contact" and "contact" not in attrs:
             errors["contact"] = "A contact needs `contact`."
+        if attrs["link_preview"] and kind != "text":
+            errors["link_preview"] = "Only a text has a link preview."
         if attrs["mentions"] and kind not in ("text", *CAPTIONED):
             errors["mentions"] = f"A {kind} has no text to mention anyone in."
         if (kind == "poll") != ("poll" in attrs):

@@ -57,7 +57,11 @@ IDEMPOTENCY_KEY = OpenApiParameter(
 def _fingerprint(data: dict[str, Any], file_digest: str) -> str:
     """What identifies a request for Idempotency-Key: its validated fields and the file's hash."""
     # Fields left at their empty default do not count (keys sent before they existed still match).
-    canonical = {k: v for k, v in data.items() if k != "file" and not (k == "mentions" and not v)}
+    canonical = {
+        k: v
+        for k, v in data.items()
+        if k != "file" and not (k in ("mentions", "link_preview") and not v)
+    }
     canonical["file_sha256"] = file_digest
     return hashlib.sha256(json.dumps(canonical, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -140,7 +144,8 @@ class SessionMessagesApi(ListApiView):
             reply_to=v["reply_to"],
             payload={k: v[k] for k in ("location", "contact", "poll") if k in v}
             | ({"reaction": v["reaction"]} if v["type"] == "reaction" else {})
-            | ({"mentions": v["mentions"]} if v["mentions"] else {}),
+            | ({"mentions": v["mentions"]} if v["mentions"] else {})
+            | ({"link_preview": True} if v["link_preview"] else {}),
             upload=upload,
             media_url=v.get("media", {}).get("url", ""),
             filename=v["filename"],

@@ -108,6 +108,7 @@ class SandboxPhone:
                 "key": m.get("key"),
                 "quoted_text": m.get("quoted_text", ""),
                 "mentions": m.get("mentions", []),
+                "preview": m.get("preview"),
             }
             for m in self.world.phone_messages(session_id)
         ]
@@ -322,14 +323,22 @@ class DoublePhone:
 def decoded(sent: dict, message: Any, own: str) -> dict:
     """A WhatsApp message in the sandbox phones' terms."""
     entry = {"id": sent["id"], "to": sent["to"], "text": "", "reaction": "", "key": None}
-    entry["quoted_text"], entry["mentions"] = "", []
+    entry["quoted_text"], entry["mentions"], entry["preview"] = "", [], None
     group = sent["to"].endswith("@g.us")
     context = None
     if message.conversation:
         entry |= {"type": "text", "text": message.conversation}
     elif message.HasField("extendedTextMessage"):
-        entry |= {"type": "text", "text": message.extendedTextMessage.text}
-        context = message.extendedTextMessage.contextInfo
+        extended = message.extendedTextMessage
+        entry |= {"type": "text", "text": extended.text}
+        context = extended.contextInfo
+        if extended.matchedText:
+            entry["preview"] = {
+                "url": extended.matchedText,
+                "title": extended.title,
+                "description": extended.description,
+                "thumbnail": bool(extended.JPEGThumbnail),
+            }
     elif message.HasField("editedMessage") or message.HasField("protocolMessage"):
         inner = message.editedMessage.message if message.HasField("editedMessage") else message
         protocol = inner.protocolMessage

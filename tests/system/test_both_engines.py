@@ -933,3 +933,64 @@ async def test_ten_thousand_messages_of_history_while_live_ones_flow(system, api
     assert (
         await sync_to_async(Message.objects.filter(session=session, history=True).count)() == 10_000
     )
+
+
+@pytest.fixture
+def site():
+    """A web page with Open Graph tags and an image, on 127.0.0.1."""
+    import io
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from PIL import Image
+
+    picture = io.BytesIO()
+    Image.new("RGB", (800, 400), "green").save(picture, "PNG")
+    page = (
+        b'<html><head><title>Fallback</title><meta property="og:title" content="Our shop">'
+        b'<meta property="og:description" content="Fresh every day">'
+        b'<meta property="og:image" content="/cover.png"></head><body>hi</body></html>'
+    )
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body, kind = (
+                (picture.getvalue(), "image/png")
+                if self.path == "/cover.png"
+                else (page, "text/html")
+            )
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+async def test_a_text_with_a_link_preview(system, api, site, settings) -> None:
+    settings.MEDIA_FETCH_ALLOWED_NETWORKS = ["127.0.0.0/8"]  # the test's page is local
+    await system.start_worker()
+    session = await linked(system)
+    text = f"See {site}/shop today"
+    body = {"to": TO, "type": "text", "text": text, "link_preview": True}
+    assert (await post(api, session, body)).status_code == 202
+    plain = {"to": TO, "type": "text", "text": f"no preview for {site}/shop"}
+    assert (await post(api, session, plain)).status_code == 202
+    sent = await until(
+        lambda: len(got := system.phone.sent(str(session.id))) == 2 and got, what="sent"
+    )
+    assert sent[0]["text"] == text
+    assert sent[0]["preview"] == {
+        "url": f"{site}/shop",
+        "title": "Our shop",
+        "description": "Fresh every day",
+        "thumbnail": True,
+    }
+    assert sent[1]["preview"] is None

@@ -68,6 +68,17 @@ class Contact:
 
 
 @dataclass(frozen=True)
+class LinkPreview:
+    """What WhatsApp shows under a text's first link: the page's title, description and a small
+    JPEG thumbnail (base64, or "")."""
+
+    url: str
+    title: str
+    description: str = ""
+    thumbnail: str = ""
+
+
+@dataclass(frozen=True)
 class Poll:
     question: str
     options: tuple[str, ...]
@@ -98,6 +109,7 @@ class OutboundMessage:
     # Users named with @ in the text or caption (their JIDs): WhatsApp shows them as mentions.
     mentions: tuple[str, ...] = ()
     poll: Poll | None = None
+    preview: LinkPreview | None = None
 
 
 @dataclass(frozen=True)

@@ -572,6 +572,10 @@ class SandboxEngine(Engine):
             entry["contact"] = message.contact.name
         if message.mentions:
             entry["mentions"] = list(message.mentions)
+        if message.preview is not None:
+            entry["preview"] = dataclasses.asdict(message.preview) | {
+                "thumbnail": bool(message.preview.thumbnail)
+            }
         secret = ""
         if message.poll is not None:  # with the secret its votes are encrypted with, as WhatsApp
             secret = base64.b64encode(secrets.token_bytes(32)).decode()

@@ -24,12 +24,13 @@ from django.core.files.storage import default_storage
 from gateway.core import logging as log_context
 from gateway.core.failpoints import failpoint
 from messaging import services as messages
-from messaging.services import pacing
+from messaging.services import pacing, preview
 from sessions_app import services as sessions
 from workers.engines.base import (
     Contact,
     Engine,
     EngineError,
+    LinkPreview,
     Location,
     Media,
     MessageKind,
@@ -83,6 +84,17 @@ class Sender:
             self.task = asyncio.get_running_loop().create_task(
                 self._run(), name=f"sender-{self.runner.key}"
             )
+
+    async def _preview(self, job: messages.SendJob) -> LinkPreview | None:
+        """The link preview asked for (`link_preview`), made now, off the event loop."""
+        if job.type != "text" or not job.payload.get("link_preview"):
+            return None
+        try:
+            made = await io(preview.link_preview, job.text)
+        except Exception:
+            logger.warning("link preview failed", exc_info=True)
+            return None
+        return LinkPreview(**made) if made else None
 
     def poke(self) -> None:
         self.wake.set()
@@ -176,6 +188,7 @@ class Sender:
                 reply_to_from_me=job.reply_to_from_me,
                 reply_to_text=job.reply_to_text,
                 mentions=tuple(job.payload.get("mentions", ())),
+                preview=await self._preview(job),
                 poll=Poll(
                     job.payload["poll"]["question"],
                     tuple(job.payload["poll"]["options"]),

@@ -123,6 +123,7 @@ def decode_outbound(data: dict) -> base.OutboundMessage:
             "contact": _maybe(base.Contact, data.get("contact")),
             "mentions": tuple(data.get("mentions") or ()),
             "poll": _poll(data.get("poll")),
+            "preview": _maybe(base.LinkPreview, data.get("preview")),
         }
     )
 

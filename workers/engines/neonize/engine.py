@@ -691,9 +691,17 @@ class NeonizeEngine(Engine):
                         text=message.text, contextInfo=context
                     )
                 )
-                if context
+                if context or message.preview
                 else message.text
             )
+            if message.preview is not None and not isinstance(content, str):
+                # What WhatsApp shows under the link (ExtendedTextMessage: matchedText, title,
+                # description, JPEGThumbnail), made by the gateway through its SSRF guard.
+                preview, extended = message.preview, content.extendedTextMessage
+                extended.matchedText, extended.title = preview.url, preview.title
+                extended.description = preview.description
+                if preview.thumbnail:
+                    extended.JPEGThumbnail = base64.b64decode(preview.thumbnail)
         elif kind == "reaction":
             sender_user, _, sender_server = quoted_sender.partition("@")
             content = client.build_reaction(
