@@ -262,8 +262,9 @@ class SessionMessageApi(ApiView):
         tags=TAG,
         request=MessageEditInputSerializer,
         responses={200: MessageOutputSerializer, **errors(400, 404, 409, 413, 415, 422, 503)},
-        summary="Edit one of our text messages",
-        description="Still queued, its text changes before it goes; sent, the edit goes to "
+        summary="Edit one of our texts or captions",
+        description="A text's `text`, or an image's, video's or document's caption. Still "
+        "queued, it changes before it goes; sent, the edit goes to "
         "WhatsApp, which allows it for 15 minutes (409 `edit_window_passed` after), and a "
         "`message.edited` webhook follows. The earlier texts are kept (`edits`). 409 "
         "`not_editable` for others' messages and other types, `message_sending` while it is "

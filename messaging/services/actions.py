@@ -35,7 +35,12 @@ REVOKE_WINDOW = timedelta(hours=60)
 
 class NotEditable(Conflict):
     code = "not_editable"
-    message = "Only our own text messages can be edited."
+    message = (
+        "Only our own texts and the captions of our images, videos and documents can be edited."
+    )
+
+
+EDITABLE = (MessageType.TEXT, MessageType.IMAGE, MessageType.VIDEO, MessageType.DOCUMENT)
 
 
 class EditWindowPassed(Conflict):
@@ -70,13 +75,17 @@ def _locked(message: Message) -> Message:
 
 
 def _edit(message: Message, text: str, by: str) -> str:
-    """Set the new text (unsaved), keeping the old one in the history; the old text."""
-    old = message.text
+    """Set the new text, or a media message's caption (unsaved), keeping the old one in the
+    history; the old one."""
+    old = message.text if message.type == MessageType.TEXT else message.caption
     message.payload = {
         **message.payload,
         "edits": [*message.payload.get("edits", []), {"text": old, "at": _now(), "by": by}],
     }
-    message.text = text
+    if message.type == MessageType.TEXT:
+        message.text = text
+    else:
+        message.caption = text
     return old
 
 
@@ -85,15 +94,15 @@ def _now() -> str:
 
 
 def message_edit(*, message: Message, text: str) -> Message:
-    """Edit one of our text messages: in the queue, its text changes before it goes; sent, the
+    """Edit one of our texts (or a caption): in the queue, it changes before it goes; sent, the
     edit goes to WhatsApp (within its 15 minutes) and a `message.edited` webhook follows."""
-    if message.direction != Direction.OUT or message.type != MessageType.TEXT:
+    if message.direction != Direction.OUT or message.type not in EDITABLE:
         raise NotEditable()
     with transaction.atomic():
         locked = _locked(message)
         if locked.status == M.QUEUED:
             _edit(locked, text, locked.sender)
-            locked.save(update_fields=["text", "payload"])
+            locked.save(update_fields=["text", "caption", "payload"])
             return locked
     if locked.status in (M.FAILED, M.REVOKED):
         raise NotEditable(f"The message is {locked.status}.")
@@ -103,13 +112,18 @@ def message_edit(*, message: Message, text: str) -> Message:
         raise EditWindowPassed()
     session = locked.session
     calls.session_call(
-        session, "edit_message", chat=locked.chat, wa_message_id=locked.wa_message_id, text=text
+        session,
+        "edit_message",
+        chat=locked.chat,
+        wa_message_id=locked.wa_message_id,
+        text=text,
+        kind=locked.type,
     )
     with transaction.atomic():
         session = Session.objects.select_for_update().get(pk=session.pk)
         locked = _locked(message)
         old = _edit(locked, text, session.jid)
-        locked.save(update_fields=["text", "payload"])
+        locked.save(update_fields=["text", "caption", "payload"])
         events.message_edited(
             session,
             locked,
@@ -208,17 +222,7 @@ def inbound_edited(
             current = message.text if message.type == MessageType.TEXT else message.caption
             if current == text or message.status == M.REVOKED:
                 return False
-            if message.type == MessageType.TEXT:
-                old = _edit(message, text, sender)
-            else:
-                old, message.caption = message.caption, text
-                message.payload = {
-                    **message.payload,
-                    "edits": [
-                        *message.payload.get("edits", []),
-                        {"text": old, "at": _now(), "by": sender},
-                    ],
-                }
+            old = _edit(message, text, sender)
             message.save(update_fields=["text", "caption", "payload"])
         events.message_edited(
             session,

@@ -343,7 +343,16 @@ def decoded(sent: dict, message: Any, own: str) -> dict:
         inner = message.editedMessage.message if message.HasField("editedMessage") else message
         protocol = inner.protocolMessage
         edit = protocol.type == protocol.MESSAGE_EDIT
-        entry |= {"type": "edit" if edit else "revoke", "text": protocol.editedMessage.conversation}
+        edited = protocol.editedMessage
+        new_text = edited.conversation or next(
+            (
+                getattr(edited, f).caption
+                for f in ("imageMessage", "videoMessage", "documentMessage")
+                if edited.HasField(f)
+            ),
+            "",
+        )
+        entry |= {"type": "edit" if edit else "revoke", "text": new_text}
         entry["key"] = {
             "id": protocol.key.ID,
             "from_me": protocol.key.fromMe,

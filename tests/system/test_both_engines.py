@@ -715,6 +715,23 @@ async def test_edits_deletions_and_reactions_both_ways(system, api) -> None:
     assert revoke[0]["key"]["id"] == own_id
     response = await sync_to_async(api.patch)(url, {"text": "third"}, "json")
     assert response.status_code == 409 and response.json()["error"]["code"] == "not_editable"
+    picture = await upload(
+        api, session, {"to": TO, "type": "image", "caption": "old"}, png(), "p.png", "image/png"
+    )
+    pid = picture.json()["id"]
+    await until(lambda: Message.objects.get(pk=pid).wa_message_id, what="the image sent")
+    response = await sync_to_async(api.patch)(
+        f"/api/v1/sessions/{session.id}/messages/{pid}", {"text": "new caption"}, "json"
+    )
+    assert response.status_code == 200 and response.json()["caption"] == "new caption"
+    await until(
+        lambda: [m for m in system.phone.sent(phone) if m["type"] == "edit"][1:],
+        what="the caption's edit",
+    )
+    assert [m["text"] for m in system.phone.sent(phone) if m["type"] == "edit"] == [
+        "second",
+        "new caption",
+    ]
 
     # The other side: a message, a reaction to it and to ours, an edit, a reaction taken back,
     # then the deletion for everyone.
@@ -747,9 +764,11 @@ async def test_edits_deletions_and_reactions_both_ways(system, api) -> None:
         for b in await sync_to_async(webhooks)(session, "message.")
         if b["event"] != "message.status" and b["event"] != "message.received"
     ]
+    image_id = (await sync_to_async(Message.objects.get)(pk=pid)).wa_message_id
     assert actions == [
         ("message.edited", own_id, None, "second"),
         ("message.revoked", own_id, None, None),
+        ("message.edited", image_id, None, "new caption"),
         ("message.reaction", "3EB0THEIRS1", "👍", None),
         ("message.reaction", own_id, "❤️", None),
         ("message.edited", "3EB0THEIRS1", None, "hello!"),

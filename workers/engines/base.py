@@ -554,9 +554,10 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     async def edit_message(
-        self, session_id: str, chat: str, wa_message_id: str, text: str
+        self, session_id: str, chat: str, wa_message_id: str, text: str, kind: str = "text"
     ) -> SendResult:
-        """Edit a text message of ours in `chat` (WhatsApp allows it for 15 minutes)."""
+        """Edit a message of ours in `chat`: a text's text, or the caption of an image, video
+        or document (`kind`). WhatsApp allows it for 15 minutes."""
 
     @abc.abstractmethod
     async def revoke_message(

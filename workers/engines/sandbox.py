@@ -597,11 +597,11 @@ class SandboxEngine(Engine):
         return SendResult(wa_message_id=wa_message_id, timestamp=time.time())
 
     async def edit_message(
-        self, session_id: str, chat: str, wa_message_id: str, text: str
+        self, session_id: str, chat: str, wa_message_id: str, text: str, kind: str = "text"
     ) -> SendResult:
         key = {"id": wa_message_id, "from_me": True, "participant": ""}
         return await self._protocol_message(
-            session_id, chat, {"type": "edit", "text": text, "key": key}
+            session_id, chat, {"type": "edit", "text": text, "key": key, "kind": kind}
         )
 
     async def revoke_message(

@@ -67,7 +67,7 @@ async def apply_sandbox_control(engine: SandboxEngine, message: dict) -> None:
 
 # What a call may ask of an engine, with the arguments it takes.
 CALLS = {
-    "edit_message": ("chat", "wa_message_id", "text"),
+    "edit_message": ("chat", "wa_message_id", "text", "kind"),
     "revoke_message": ("chat", "wa_message_id", "sender"),
     "check_numbers": ("phone_numbers",),
     "mark_read": ("chat", "message_ids", "sender"),

@@ -380,10 +380,15 @@ class HostedEngine(Engine):
         return await self._host_of(session_id).call("send", session_id=session_id, message=message)
 
     async def edit_message(
-        self, session_id: str, chat: str, wa_message_id: str, text: str
+        self, session_id: str, chat: str, wa_message_id: str, text: str, kind: str = "text"
     ) -> SendResult:
         return await self._host_of(session_id).call(
-            "edit_message", session_id=session_id, chat=chat, wa_message_id=wa_message_id, text=text
+            "edit_message",
+            session_id=session_id,
+            chat=chat,
+            wa_message_id=wa_message_id,
+            text=text,
+            kind=kind,
         )
 
     async def revoke_message(

@@ -631,17 +631,21 @@ class NeonizeEngine(Engine):
         )
 
     async def edit_message(
-        self, session_id: str, chat: str, wa_message_id: str, text: str
+        self, session_id: str, chat: str, wa_message_id: str, text: str, kind: str = "text"
     ) -> SendResult:
         """neonize edit_message: build_edit's ProtocolMessage MESSAGE_EDIT (in an
-        editedMessage wrapper) with the new text, sent to the chat."""
+        editedMessage wrapper) with the new content, sent to the chat: the text, or a media
+        message of the same kind carrying the new caption."""
         from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as wa
 
         session = self._session(session_id, connected=True)
+        content = {
+            "image": lambda: wa.Message(imageMessage=wa.ImageMessage(caption=text)),
+            "video": lambda: wa.Message(videoMessage=wa.VideoMessage(caption=text)),
+            "document": lambda: wa.Message(documentMessage=wa.DocumentMessage(caption=text)),
+        }.get(kind, lambda: wa.Message(conversation=text))()
         edit = session.client.edit_message
-        return await self._sent(
-            session, edit, _jid(chat), wa_message_id, wa.Message(conversation=text)
-        )
+        return await self._sent(session, edit, _jid(chat), wa_message_id, content)
 
     async def revoke_message(
         self, session_id: str, chat: str, wa_message_id: str, sender: str = ""
