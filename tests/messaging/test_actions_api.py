@@ -85,17 +85,6 @@ def test_an_edit_needs_text_and_another_sessions_message_is_a_404(
     assert api.delete(url(other, message_id)).status_code == 404
 
 
-@pytest.fixture
-def held(make_session):
-    """A session this test holds with lease epoch 3 (as its worker would)."""
-    return make_session(
-        status="connected",
-        jid="1@s.whatsapp.net",
-        lease_epoch=3,
-        lease_expires_at=timezone.now() + timedelta(seconds=30),
-    )
-
-
 @pytest.mark.parametrize("kept", ["keep", "erase"])
 def test_a_message_deleted_for_everyone_keeps_or_erases_what_it_said(
     held, settings, kept: str, django_capture_on_commit_callbacks

@@ -15,16 +15,6 @@ pytestmark = pytest.mark.django_db
 CHAT = "4915123456789@s.whatsapp.net"
 
 
-@pytest.fixture
-def held(make_session):
-    return make_session(
-        status="connected",
-        jid="1@s.whatsapp.net",
-        lease_epoch=3,
-        lease_expires_at=timezone.now() + timedelta(seconds=30),
-    )
-
-
 def history(days_ago: list[int]) -> list[services.Received]:
     return [
         services.Received(

@@ -91,7 +91,7 @@ def test_mentions_are_kept_as_jids_in_json_and_in_forms(api: APIClient, session)
         ({"to": "1234@example.com", "text": "x"}, "to"),
         ({"to": 4915123456789, "text": "x"}, "to"),  # a number is not text
         ({"to": TO, "text": 5}, "text"),
-        ({"to": TO, "type": "sticker", "text": "x"}, "type"),
+        ({"to": TO, "type": "gif", "text": "x"}, "type"),
         ({"to": TO, "type": "location", "location": {"latitude": 95, "longitude": 0}}, "location"),
         ({"to": TO, "type": "location", "location": {"latitude": "1", "longitude": 0}}, "location"),
         ({"text": "x"}, "non_field_errors"),  # `to` is required

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import timedelta
 
 import pytest
 from django.utils import timezone
@@ -23,17 +22,6 @@ CHAT = "4915123456789@s.whatsapp.net"
 @pytest.fixture(autouse=True)
 def _backend(settings) -> None:
     settings.BACKEND_URL = "http://backend.test"
-
-
-@pytest.fixture
-def held(make_session):
-    """A session this test holds with lease epoch 3."""
-    return make_session(
-        status="connected",
-        jid="1@s.whatsapp.net",
-        lease_epoch=3,
-        lease_expires_at=timezone.now() + timedelta(seconds=30),
-    )
 
 
 def queued(session, text: str = "x") -> Message:

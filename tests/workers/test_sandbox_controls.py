@@ -147,7 +147,7 @@ async def test_the_sandbox_command_does_the_same(running) -> None:
     [
         ("scan", {"phone_number": "15550001"}, "phone_number", 400),
         ("receive", {"from": "+1", "text": "x"}, "from", 400),
-        ("receive", {"from": "+15550002", "type": "sticker", "text": "x"}, "type", 400),
+        ("receive", {"from": "+15550002", "type": "gif", "text": "x"}, "type", 400),
         ("receive", {"from": "+15550002"}, "text", 422),
         ("receipts", {"mode": "sometimes"}, "mode", 400),
         ("ban", {"expire_seconds": 0}, "expire_seconds", 400),
