@@ -47,7 +47,7 @@ MAX_MEDIA_BYTES = SANDBOX_MEDIA_BYTES
 RECEIPT_MODES = ("normal", "missing", "duplicated", "out_of_order", "after_reconnect")
 # What a simulated contact can do (the sandbox engine's PRESENCE_STATES, held equal by a test).
 PRESENCE_STATES = ("available", "unavailable", "typing", "recording", "paused")
-SANDBOX_MESSAGE_TYPES = ["text", "image", "video", "audio", "voice", "document", "sticker"]
+SANDBOX_MESSAGE_TYPES = ["text", "image", "video", "audio", "voice", "document", "sticker", "poll"]
 # What a contact does to a message (`reply_to`: its WhatsApp id), sent through `receive` too.
 SANDBOX_ACTIONS_ON_MESSAGES = ["reaction", "edit", "revoke", "poll_vote"]
 SANDBOX_RECEIVE_TYPES = SANDBOX_MESSAGE_TYPES + SANDBOX_ACTIONS_ON_MESSAGES
@@ -129,8 +129,10 @@ class SandboxReceiveInputSerializer(serializers.Serializer):
         required=False,
         default=list,
         max_length=12,
-        help_text="With poll_vote: the options chosen (none withdraws the vote).",
+        help_text="With poll_vote: the options chosen (none withdraws the vote); with poll: "
+        "the poll's options (its question is `text`).",
     )
+    multiple = serializers.BooleanField(default=False, help_text="With poll: several choices.")
     media = SandboxMediaInputSerializer(required=False)
     as_lid = serializers.BooleanField(
         default=False, help_text="Hide the sender's number behind a @lid JID."
@@ -148,6 +150,12 @@ class SandboxReceiveInputSerializer(serializers.Serializer):
                 raise serializers.ValidationError({"reply_to": ["Name the message acted on."]})
             if attrs["type"] == "edit" and not attrs["text"]:
                 raise serializers.ValidationError({"text": ["An edit needs the new text."]})
+            return attrs
+        if attrs["type"] == "poll":
+            if not attrs["text"] or len(attrs["options"]) < 2:
+                raise serializers.ValidationError(
+                    {"options": ["A poll needs its question (`text`) and 2 or more options."]}
+                )
             return attrs
         if attrs["type"] == "text" and not attrs["text"]:
             raise serializers.ValidationError({"text": ["A text message needs text."]})

@@ -146,6 +146,12 @@ class SandboxPhone:
             session_id, "group_event", group=group, event=event, **fields
         )
 
+    async def poll(self, session_id: str, sender: str, question: str, options: list[str]) -> None:
+        """A contact sends the session a poll."""
+        await self._engine(session_id).control(
+            session_id, "receive", sender_phone=sender, type="poll", text=question, options=options
+        )
+
     async def history(self, session_id: str, count: int, chats: int = 10) -> None:
         """WhatsApp sends the session the phone's history."""
         await self._engine(session_id).control(session_id, "history", count=count, chats=chats)
@@ -292,6 +298,9 @@ class DoublePhone:
         last_seen: int | None = None,
     ) -> bool:
         return self.world.presence(session_id, sender, state, group=group, last_seen=last_seen)
+
+    async def poll(self, session_id: str, sender: str, question: str, options: list[str]) -> None:
+        self.world.poll_from(session_id, sender, question, options)
 
     async def history(self, session_id: str, count: int, chats: int = 10) -> None:
         self.world.push_history(session_id, count, chats=chats)

@@ -1013,3 +1013,18 @@ async def test_a_text_with_a_link_preview(system, api, site, settings) -> None:
         "thumbnail": True,
     }
     assert sent[1]["preview"] is None
+
+
+async def test_a_contacts_poll_is_stored_with_its_options(system, api) -> None:
+    await system.start_worker()
+    session = await linked(system)
+    await system.phone.poll(str(session.id), TO, "Which day?", ["Mon", "Tue"])
+    stored = await until(
+        lambda: Message.objects.filter(session=session, type="poll").first(), what="the poll"
+    )
+    shown = (await sync_to_async(api.get)(f"/api/v1/messages/{stored.pk}")).json()
+    assert (shown["direction"], shown["sender_phone"]) == ("in", TO)
+    assert (shown["poll"]["question"], shown["poll"]["options"]) == ("Which day?", ["Mon", "Tue"])
+    assert [row["count"] for row in shown["poll"]["tally"]] == [0, 0]
+    [received] = await sync_to_async(webhooks)(session, "message.received")
+    assert received["message"]["poll"]["options"] == ["Mon", "Tue"]

@@ -84,6 +84,7 @@ from workers.engines.base import (
     PairCode,
     ParticipantAction,
     ParticipantResult,
+    Poll,
     PollVote,
     Presence,
     PresenceState,
@@ -1022,6 +1023,7 @@ class SandboxEngine(Engine):
         reaction: str = "",
         mentions: tuple[str, ...] | list[str] = (),
         options: tuple[str, ...] | list[str] = (),
+        multiple: bool = False,
     ) -> InboundMessage | None:
         """A contact sends the session a message. `as_lid` hides the sender's number behind a
         @lid JID (as WhatsApp does more and more); the engine resolves the number unless
@@ -1029,7 +1031,8 @@ class SandboxEngine(Engine):
         `sender_phone` (every linked device sees it). `type` may also be what a contact does to a
         message (`reply_to`, its WhatsApp id): `reaction` (the emoji, "" to remove it), `edit`
         (its new `text`), `revoke` (deleted for everyone) or `poll_vote` (the `options` they choose
-        now in the poll `reply_to`; none withdraws the vote)."""
+        now in the poll `reply_to`; none withdraws the vote); `poll` is a contact's poll (its
+        question in `text`, its `options`, `multiple`)."""
         session = self._session(session_id, connected=True)
         if session.frozen:
             raise EngineError("nothing comes through a frozen connection", code="not_connected")
@@ -1090,11 +1093,12 @@ class SandboxEngine(Engine):
             reply_to=reply_to,
             reaction=reaction if type == "reaction" else "",
             mentions=tuple(phone_to_jid(m) if m.startswith("+") else m for m in mentions),
+            poll=Poll(text, tuple(options), multiple) if type == "poll" else None,
             push_name="Sandbox" if from_me else f"Contact {sender_phone[-4:]}",
             from_me=from_me,
             is_group=bool(group),
             text=text if type == "text" else "",
-            caption=text if type not in ("text", "reaction") else "",
+            caption=text if type not in ("text", "reaction", "poll") else "",
             media=inbound_media,
         )
         self.emit(MessageReceived(session_id, message))
