@@ -95,6 +95,8 @@ class Message(models.Model):
         ]
         indexes = [
             models.Index(fields=["session", "-created_at", "-id"], name="message_history_idx"),
+            # Conversations: a session's chats and their latest messages.
+            models.Index(fields=["session", "chat", "-created_at"], name="message_chat_idx"),
             # The send queue: a session's queued messages, oldest first.
             models.Index(
                 fields=["session", "created_at"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Max, Q, QuerySet
 from django.shortcuts import get_object_or_404
 
 from groups.models import Group
@@ -34,25 +34,38 @@ def message_get(*, message_id: Any, session_id: Any = None) -> Message:
 
 
 def chats_list(*, session: Session) -> QuerySet:
-    """One row per chat of the session (a dict each): its JID, its last activity and last
-    message, how many inbound messages wait unread, and a group's subject. One query, however
-    many chats."""
-    latest = Message.objects.filter(session=session, chat=OuterRef("chat")).order_by(
-        "-created_at", "-id"
-    )
-    subject = Group.objects.filter(session=session, jid=OuterRef("chat")).values("subject")[:1]
-    last = {
-        f"last_{name}": Subquery(latest.values(name)[:1])
-        for name in ("id", "type", "direction", "status", "text", "caption", "sender")
-    }
+    """One row per chat of the session (a dict each): its JID, its last activity and how many
+    inbound messages wait unread, most recent first. One aggregate query (an index on the
+    session's chats serves it); `chats_details` adds what the page shows."""
     return (
         Message.objects.filter(session=session)
         .values("chat")
         .annotate(
             last_activity=Max("created_at"),
             unread=Count("id", filter=Q(direction=Direction.IN, status=MessageStatus.RECEIVED)),
-            subject=Subquery(subject),
-            **last,
         )
         .order_by("-last_activity")
     )
+
+
+def chats_details(*, session: Session, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The page's rows with each chat's last message and a group's subject: two queries for
+    the whole page (the last messages by their chat and time, the subjects from the groups
+    cache), however many chats."""
+    if not rows:
+        return []
+    when = Q()
+    for row in rows:
+        when |= Q(chat=row["chat"], created_at=row["last_activity"])
+    last: dict[str, Message] = {}
+    for message in Message.objects.filter(when, session=session).order_by("created_at", "id"):
+        last[message.chat] = message  # the newest of those at the same instant wins
+    subjects = dict(
+        Group.objects.filter(session=session, jid__in=[r["chat"] for r in rows]).values_list(
+            "jid", "subject"
+        )
+    )
+    return [
+        {**row, "subject": subjects.get(row["chat"]), "last_message": last.get(row["chat"])}
+        for row in rows
+    ]

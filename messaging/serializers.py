@@ -343,15 +343,18 @@ class ChatSerializer(serializers.Serializer):
     def get_phone_number(self, row: dict[str, Any]) -> str:
         return jid_to_phone(row["chat"])
 
-    @extend_schema_field(LastMessageSerializer)
-    def get_last_message(self, row: dict[str, Any]) -> dict[str, Any]:
+    @extend_schema_field(LastMessageSerializer(allow_null=True))
+    def get_last_message(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        message = row["last_message"]
+        if message is None:
+            return None
         return {
-            "id": row["last_id"],
-            "type": row["last_type"],
-            "direction": row["last_direction"],
-            "status": row["last_status"],
-            "text": row["last_text"] or row["last_caption"],
-            "sender": row["last_sender"],
+            "id": message.pk,
+            "type": message.type,
+            "direction": message.direction,
+            "status": message.status,
+            "text": message.text or message.caption,
+            "sender": message.sender,
         }
 
 

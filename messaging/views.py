@@ -210,7 +210,10 @@ class ChatListApi(ListApiView):
         "are unread.",
     )
     def get(self, request: Request, session_id: uuid.UUID) -> Response:
-        return super().get(request)
+        session = session_get(session_id=session_id)
+        page = self.paginate_queryset(selectors.chats_list(session=session))
+        rows = selectors.chats_details(session=session, rows=list(page or []))
+        return self.get_paginated_response(ChatSerializer(rows, many=True).data)
 
 
 def _chat_jid(chat: str) -> str:
