@@ -113,6 +113,7 @@ INSTALLED_APPS = [
     "django_prometheus",
     "channels",
     "axes",
+    "gateway.core",
     "gateway",
     "workers",
     "sessions_app",
