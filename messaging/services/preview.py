@@ -11,7 +11,8 @@ import re
 from html.parser import HTMLParser
 from urllib.parse import urljoin
 
-from messaging.services.fetch import FetchRefused, fetch
+from gateway.core.urlguard import UrlRefused
+from messaging.services.fetch import fetch
 
 logger = logging.getLogger(__name__)
 URL = re.compile(r"https?://[^\s<>\"']+", re.IGNORECASE)
@@ -70,7 +71,7 @@ def link_preview(text: str) -> dict[str, str] | None:
     url = match.group(0).rstrip(".,;:!?)")
     try:
         page = fetch(url, max_bytes=PAGE_MAX_BYTES)
-    except FetchRefused as exc:
+    except UrlRefused as exc:
         logger.info("no link preview for %s: %s", url, exc)
         return None
     parser = _Meta()
@@ -84,6 +85,6 @@ def link_preview(text: str) -> dict[str, str] | None:
     if image := meta.get("og:image"):
         try:
             thumbnail = _thumbnail(fetch(urljoin(url, image), max_bytes=IMAGE_MAX_BYTES).data)
-        except FetchRefused as exc:
+        except UrlRefused as exc:
             logger.info("no thumbnail for %s: %s", url, exc)
     return {"url": url, "title": title, "description": description, "thumbnail": thumbnail}

@@ -85,7 +85,7 @@ def message_send(
     (fetched only for a new message). The same Idempotency-Key with the same `fingerprint` (what
     identifies the request) returns the first message, also under concurrency (the unique index
     decides); with another one it raises IdempotencyConflict. SessionNotRunning when nothing would
-    send it; MediaRefused/FetchRefused for media it cannot carry. A row never points at a file
+    send it; MediaRefused/UrlRefused for media it cannot carry. A row never points at a file
     that is missing: the file is stored first."""
     mime_type = ""
     if upload is not None:  # checked before anything else, as the bytes are here already

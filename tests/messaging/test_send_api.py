@@ -19,8 +19,9 @@ from django.db import connections
 from PIL import Image
 from rest_framework.test import APIClient
 
+from gateway.core.urlguard import UrlRefused, address_forbidden
 from messaging.models import Message
-from messaging.services.fetch import FetchRefused, address_forbidden, fetch
+from messaging.services.fetch import fetch
 
 pytestmark = pytest.mark.django_db
 TO = "+4915123456789"
@@ -341,7 +342,7 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("media_url", ["http://[x/", "http://[::1:80/", "http://h:99999999/"])
 def test_an_unparsable_url_is_refused_not_a_500(no_network: None, media_url: str) -> None:
-    with pytest.raises(FetchRefused) as refused:
+    with pytest.raises(UrlRefused) as refused:
         fetch(media_url, max_bytes=1024)
     assert refused.value.code == "url_invalid"
 
@@ -388,7 +389,7 @@ def test_a_redirect_to_an_unparsable_url_is_refused(
 def test_refused_addresses_are_refused_before_any_socket_exists(
     no_network: None, media_url: str
 ) -> None:
-    with pytest.raises(FetchRefused) as refused:
+    with pytest.raises(UrlRefused) as refused:
         fetch(media_url, max_bytes=1024)
     assert refused.value.code == "url_forbidden"
 
