@@ -6,6 +6,8 @@ They run with every management command (`serve`, `run_worker`, `migrate`) and wi
 
 from __future__ import annotations
 
+import ipaddress
+
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 
@@ -99,6 +101,18 @@ def check_settings(app_configs, **kwargs):
                 id="gateway.W006",
             )
         )
+    for name in ("MEDIA_FETCH_ALLOWED_NETWORKS", "WEBHOOK_ALLOWED_NETWORKS"):
+        for network in getattr(settings, name):
+            try:
+                ipaddress.ip_network(network)
+            except ValueError:
+                problems.append(
+                    Error(
+                        f"{name} has {network!r}, which is not a network.",
+                        hint="Give networks as addresses or CIDR blocks: 10.1.2.0/24, fd00::/8.",
+                        id="gateway.E004",
+                    )
+                )
     return problems
 
 

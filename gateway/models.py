@@ -1,5 +1,5 @@
-"""The gateway app's models, where Django looks for them: the webhook outbox (gateway/outbox/)."""
+"""The gateway app's models, where Django looks for them: the outbox (gateway/outbox/)."""
 
-from gateway.outbox.models import DeliveryStatus, WebhookDelivery
+from gateway.outbox.models import DeliveryStatus, Endpoint, Event, WebhookDelivery
 
-__all__ = ["DeliveryStatus", "WebhookDelivery"]
+__all__ = ["DeliveryStatus", "Endpoint", "Event", "WebhookDelivery"]

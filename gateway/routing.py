@@ -27,11 +27,13 @@ async def refuse(scope: dict[str, Any], receive: Any, send: Any) -> None:
 def _patterns() -> list:
     from django.urls import path, re_path
 
+    from gateway.outbox.stream import EventsConsumer
     from sessions_app.consumers import SessionConsumer, SessionsConsumer
 
     return [
         path("ws/sessions/<uuid:session_id>/", SessionConsumer.as_asgi()),
         path("ws/sessions/", SessionsConsumer.as_asgi()),
+        path("ws/events/", EventsConsumer.as_asgi()),
         # Anything else: refused, never a 500. (Channels routes ASGI apps, Django's stubs views.)
         re_path(r"", refuse),  # type: ignore[arg-type]
     ]
@@ -76,11 +78,18 @@ def own_origin(scope: dict[str, Any]) -> Origin | None:
     return parse_origin(f"{scheme}://{host}")
 
 
+# Sockets authenticated by what the client sends (an API key or a JWT), never by a cookie: a
+# program without a browser may open them without an Origin header.
+CREDENTIAL_PATHS = ("/ws/events/",)
+
+
 def origin_allowed(scope: dict[str, Any]) -> bool:
     """Origins are compared whole: scheme, host and port (a page on another port of the same
-    host is another origin). A socket without an Origin header is refused: browsers always send
-    one, and the check exists for them."""
+    host is another origin). A socket without an Origin header is refused (browsers always send
+    one, and the check exists for them), but on CREDENTIAL_PATHS."""
     raw = dict(scope["headers"]).get(b"origin")
+    if raw is None and scope.get("path") in CREDENTIAL_PATHS:
+        return True
     origin = parse_origin(raw.decode("latin-1")) if raw else None
     if origin is None:
         return False

@@ -454,6 +454,11 @@ WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1, maxi
 WEBHOOK_CONCURRENCY = env_int("WEBHOOK_CONCURRENCY", 8, minimum=1, maximum=256)
 WEBHOOK_BREAKER_FAILURES = env_int("WEBHOOK_BREAKER_FAILURES", 5, minimum=1)
 WEBHOOK_BREAKER_COOL_DOWN_SECONDS = env_int("WEBHOOK_BREAKER_COOL_DOWN_SECONDS", 30, minimum=1)
+# Networks webhook and broker endpoints made through the API may reach although they are not
+# public (an internal backend). The built-in BACKEND_URL is the operator's own and never checked.
+WEBHOOK_ALLOWED_NETWORKS = env_list("WEBHOOK_ALLOWED_NETWORKS")
+# How long the event log keeps events for `/ws/events/?after=…` to resume from.
+EVENT_RETENTION_HOURS = env_int("EVENT_RETENTION_HOURS", 72, minimum=1, maximum=24 * 90)
 SESSION_ENCRYPTION_KEY = env_key32("SESSION_ENCRYPTION_KEY")
 if SESSION_ENCRYPTION_KEY is None and not PRODUCTION:
     import base64 as _b64

@@ -1,39 +1,71 @@
-"""The webhook outbox: every event for the backend enters through `enqueue()`, in the transaction
-that made the change it reports (so no event is lost and none is invented by a rollback).
+"""The outbox: every event enters through `enqueue()`, in the transaction that made the change it
+reports (so no event is lost and none is invented by a rollback).
 
-- `models`: one row per event and target (`WebhookDelivery`);
+- `models`: the event log (`Event`), the destinations (`Endpoint`) and one delivery per event and
+  destination (`WebhookDelivery`);
+- `endpoints`: which endpoints want an event, and their writes and checks;
 - `deliveries`: claims of due rows, their outcomes (delivered, retried, dead), replays, and the
   signed request (Standard Webhooks headers);
-- `breaker`: a circuit breaker per backend, shared through the cache;
+- `breaker`: a circuit breaker per destination, shared through the cache;
+- `stream`: the live event stream (`/ws/events/`), resumable from the event log;
 - `backend`: the backend client (registration and heartbeat).
 
-The loop that posts the rows is the runtime's dispatcher (workers/runtime/dispatcher.py).
+The loop that delivers the rows is the runtime's dispatcher (workers/runtime/dispatcher.py).
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+from django.db import transaction
 
 from gateway.core.wake import WEBHOOKS, wake
 
+if TYPE_CHECKING:
+    from gateway.outbox.models import Endpoint
+
 
 def enqueue(*, body: dict[str, Any], path: str, session_id: uuid.UUID, sequence: int) -> None:
-    """Write `body` (an event with its `id` and `event`) for the backend at `path`, as event
-    `sequence` of its session, and wake the dispatchers on commit. Nothing when no backend is
-    configured (BACKEND_URL). Call inside the transaction that made the change."""
+    """Write `body` (an event with its `id` and `event`) as event `sequence` of its session: once
+    in the event log, and once for each destination that wants it — the built-in backend at
+    `path` under BACKEND_URL (when set) and every matching endpoint. Wakes the dispatchers and
+    the live streams on commit. Call inside the transaction that made the change."""
+    from gateway.outbox import stream
+    from gateway.outbox.endpoints import endpoints_for
+    from gateway.outbox.models import Event, WebhookDelivery
+
+    event = {
+        "event_id": body["id"],
+        "event_type": body["event"],
+        "payload": body,
+        "session_id": session_id,
+        "sequence": sequence,
+    }
+    Event.objects.create(**event)
+    rows = [
+        WebhookDelivery(endpoint=endpoint, target=endpoint.url, **event)
+        for endpoint in endpoints_for(session_id=session_id, event_type=body["event"])
+    ]
+    if settings.BACKEND_URL:
+        rows.append(WebhookDelivery(target=settings.BACKEND_URL + path, **event))
+    if rows:
+        WebhookDelivery.objects.bulk_create(rows)
+        wake(WEBHOOKS)
+    transaction.on_commit(lambda: stream.publish(body))
+
+
+def enqueue_to(endpoint: Endpoint, *, body: dict[str, Any]) -> None:
+    """One event for one endpoint only (its test event): not in the event log."""
     from gateway.outbox.models import WebhookDelivery
 
-    if not settings.BACKEND_URL:
-        return
     WebhookDelivery.objects.create(
+        endpoint=endpoint,
+        target=endpoint.url,
         event_id=body["id"],
         event_type=body["event"],
-        target=settings.BACKEND_URL + path,
         payload=body,
-        session_id=session_id,
-        sequence=sequence,
+        sequence=body["sequence"],
     )
     wake(WEBHOOKS)

@@ -5,6 +5,7 @@ import json
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.html import format_html
 
 from gateway.core.admin import LiveMedia
@@ -67,7 +68,15 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     def request(self, delivery: WebhookDelivery):
         """What is posted (headers as of now: the timestamp and signature are made per attempt)."""
         body = deliveries.body_of(delivery)
-        headers = deliveries.signed_headers(str(delivery.event_id), body)
+        endpoint = delivery.endpoint
+        if endpoint is None:
+            headers = deliveries.signed_headers(str(delivery.event_id), body)
+        else:  # the endpoint's own headers may carry credentials: names only
+            secrets = deliveries.Destination.of(endpoint, timezone.now()).secrets
+            extra = tuple((name, "…") for name in endpoint.headers or {})
+            headers = deliveries.signed_headers(
+                str(delivery.event_id), body, secrets=secrets, extra=extra
+            )
         headers.pop("authorization", None)
         lines = [f"POST {delivery.target}", *(f"{k}: {v}" for k, v in headers.items()), ""]
         pretty = json.dumps(delivery.payload, indent=2, ensure_ascii=False)
@@ -78,7 +87,7 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     @admin.display(description="circuit")
     def breaker(self, delivery: WebhookDelivery) -> str:
 
-        return breaker_for(delivery.target).state()
+        return breaker_for(delivery.target, delivery.endpoint_id).state()
 
     def changelist_view(self, request: HttpRequest, extra_context=None):
         """The circuit of each backend with pending deliveries, once per page (not per row)."""

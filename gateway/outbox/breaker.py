@@ -1,4 +1,4 @@
-"""A circuit breaker per backend target, shared by every process through the cache (Redis).
+"""A circuit breaker per destination, shared by every process through the cache (Redis).
 
 Closed: calls go through; `failure_threshold` consecutive failures open it. Open: nothing is
 attempted for `cool_down` seconds. Then one process (whoever wins `cache.add`) may probe: success
@@ -76,20 +76,26 @@ class CircuitBreaker:
             logger.debug("breaker cache unavailable", exc_info=True)
 
 
-def breaker_for(target: str) -> CircuitBreaker:
-    """One breaker per backend (scheme, host and port), shared by all processes."""
-    parts = urlsplit(target)
+def breaker_for(target: str, endpoint_id: object = None) -> CircuitBreaker:
+    """One breaker per destination, shared by all processes: per endpoint for the endpoints made
+    through the API (two tenants' endpoints on one host never trip each other), per backend
+    (scheme, host and port) for the built-in one."""
+    if endpoint_id is not None:
+        name = f"endpoint {endpoint_id}"
+    else:
+        parts = urlsplit(target)
+        name = f"{parts.scheme}://{parts.netloc}"
     return CircuitBreaker(
-        f"{parts.scheme}://{parts.netloc}",
+        name,
         failure_threshold=settings.WEBHOOK_BREAKER_FAILURES,
         cool_down=settings.WEBHOOK_BREAKER_COOL_DOWN_SECONDS,
     )
 
 
 def pending_circuits() -> dict[str, str]:
-    """The circuit state of every backend that has deliveries waiting (admin, /metrics)."""
+    """The circuit state of every destination that has deliveries waiting (admin, /metrics)."""
     from gateway.outbox.models import DeliveryStatus, WebhookDelivery
 
     pending = WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING)
-    targets = set(pending.values_list("target", flat=True).distinct())
-    return {breaker.target: breaker.state() for breaker in map(breaker_for, targets)}
+    targets = set(pending.values_list("target", "endpoint_id").distinct())
+    return {b.target: b.state() for b in (breaker_for(t, e) for t, e in targets)}

@@ -19,11 +19,11 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from gateway.core.wake import WEBHOOKS, wake
-from gateway.outbox.models import DeliveryStatus, WebhookDelivery
+from gateway.outbox.models import DeliveryStatus, Endpoint, WebhookDelivery
 
 logger = logging.getLogger(__name__)
 P = DeliveryStatus
@@ -38,24 +38,38 @@ def body_of(delivery: WebhookDelivery) -> str:
     return json.dumps(delivery.payload, separators=(",", ":"), ensure_ascii=False)
 
 
-def signed_headers(event_id: str, body: str, at: datetime | None = None) -> dict[str, str]:
-    """Standard Webhooks headers: one `v1,` signature per configured secret (two during a
-    rotation), plus the backend token when there is one."""
+def signed_headers(
+    event_id: str,
+    body: str,
+    at: datetime | None = None,
+    *,
+    secrets: tuple[str, ...] | None = None,
+    extra: tuple[tuple[str, str], ...] = (),
+) -> dict[str, str]:
+    """Standard Webhooks headers: one `v1,` signature per secret (two during a rotation). The
+    built-in backend's secrets (`secrets` None) are WEBHOOK_SECRET and WEBHOOK_SECRET_PREVIOUS,
+    with the backend token; an endpoint's are its own, with its own headers (`extra`), which
+    never replace the signed ones."""
     from standardwebhooks.webhooks import Webhook
 
     at = at or timezone.now()
-    secrets = [s for s in (settings.WEBHOOK_SECRET, settings.WEBHOOK_SECRET_PREVIOUS) if s]
-    headers = {
-        "content-type": "application/json",
-        "user-agent": f"whatsapp-gateway/{settings.VERSION}",
-        "webhook-id": event_id,
-        "webhook-timestamp": str(int(at.timestamp())),
-    }
+    builtin = secrets is None
+    if secrets is None:
+        secrets = tuple(s for s in (settings.WEBHOOK_SECRET, settings.WEBHOOK_SECRET_PREVIOUS) if s)
+    headers = {name.lower(): value for name, value in extra}
+    headers.update(
+        {
+            "content-type": "application/json",
+            "user-agent": f"whatsapp-gateway/{settings.VERSION}",
+            "webhook-id": event_id,
+            "webhook-timestamp": str(int(at.timestamp())),
+        }
+    )
     if secrets:
         headers["webhook-signature"] = " ".join(
             Webhook(secret).sign(msg_id=event_id, timestamp=at, data=body) for secret in secrets
         )
-    if settings.BACKEND_TOKEN:
+    if builtin and settings.BACKEND_TOKEN:
         headers["authorization"] = f"Bearer {settings.BACKEND_TOKEN}"
     return headers
 
@@ -64,37 +78,80 @@ def signed_headers(event_id: str, body: str, at: datetime | None = None) -> dict
 
 
 @dataclass(frozen=True)
+class Destination:
+    """An endpoint as a claim carries it (the built-in backend is None)."""
+
+    id: str
+    url: str
+    secrets: tuple[str, ...]
+    headers: tuple[tuple[str, str], ...]
+    subject: str
+    stream: str
+    exchange: str
+
+    @classmethod
+    def of(cls, endpoint: Endpoint, now: datetime) -> Destination:
+        secrets = [endpoint.secret]
+        if endpoint.previous_secret and (
+            endpoint.previous_secret_until is None or endpoint.previous_secret_until > now
+        ):
+            secrets.append(endpoint.previous_secret)
+        return cls(
+            id=str(endpoint.pk),
+            url=endpoint.url,
+            secrets=tuple(secrets),
+            headers=tuple(sorted((endpoint.headers or {}).items())),
+            subject=endpoint.subject,
+            stream=endpoint.stream,
+            exchange=endpoint.exchange,
+        )
+
+
+@dataclass(frozen=True)
 class Claim:
     id: int
     event_id: str
+    event_type: str
+    session_id: str | None
     target: str
     body: str
     attempts: int
     created_at: datetime
+    destination: Destination | None = None
 
 
-def deliveries_claim(*, limit: int, hold_seconds: float) -> list[Claim]:
-    """Claim up to `limit` due deliveries, each the oldest pending one of its session. Stale QR
-    events met on the way are marked superseded instead."""
+def deliveries_claim(
+    *, limit: int, hold_seconds: float, busy: frozenset[str] = frozenset()
+) -> list[Claim]:
+    """Claim up to `limit` due deliveries, each the oldest pending one of its session for its
+    destination, none for the endpoints in `busy` (those with as many requests under way as one
+    endpoint may have). Stale QR events met on the way are marked superseded instead."""
     now = timezone.now()
     pending = WebhookDelivery.objects.filter(status=P.PENDING)
     if connection.vendor == "postgresql":
-        # Each session's oldest pending row, read off the (session, sequence) index of pending
+        # The oldest pending row of each (destination, session), read off the index of pending
         # rows in one pass (DISTINCT ON), then locked by primary key: far cheaper than asking,
         # for every candidate, whether an older one is pending.
         heads = pending.filter(
             pk__in=list(
-                pending.order_by("session_id", "sequence")
-                .distinct("session_id")
+                pending.order_by("endpoint_id", "session_id", "sequence", "id")
+                .distinct("endpoint_id", "session_id")
                 .values_list("pk", flat=True)
             )
         )
     else:  # SQLite: one process, few rows
-        older = pending.filter(session_id=OuterRef("session_id"), sequence__lt=OuterRef("sequence"))
-        heads = pending.exclude(Exists(older))
+        first: dict[tuple, int] = {}
+        for pk, *key in pending.order_by("sequence", "id").values_list(
+            "pk", "endpoint_id", "session_id"
+        ):
+            first.setdefault(tuple(key), pk)
+        heads = pending.filter(pk__in=list(first.values()))
+    if busy:
+        heads = heads.exclude(endpoint_id__in=list(busy))
     with transaction.atomic():
         rows = list(
-            heads.select_for_update(skip_locked=True)
+            heads.select_for_update(skip_locked=True, of=("self",))
+            .select_related("endpoint")
             .filter(next_attempt_at__lte=now)
             .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
             .order_by("next_attempt_at", "id")[:limit]
@@ -108,10 +165,13 @@ def deliveries_claim(*, limit: int, hold_seconds: float) -> list[Claim]:
                 Claim(
                     row.pk,
                     str(row.event_id),
+                    row.event_type,
+                    str(row.session_id) if row.session_id else None,
                     row.target,
                     body_of(row),
                     row.attempts,
                     row.created_at,
+                    Destination.of(row.endpoint, now) if row.endpoint else None,
                 )
             )
         if stale:
@@ -125,7 +185,8 @@ def deliveries_claim(*, limit: int, hold_seconds: float) -> list[Claim]:
 
 
 def _superseded(row: WebhookDelivery) -> bool:
-    """A QR (or pairing code) event with a newer status event of its session behind it."""
+    """A QR (or pairing code) event with a newer status event of its session behind it (for the
+    same destination)."""
     if row.event_type != "session.status" or not (
         row.payload.get("qr") or row.payload.get("pair_code")
     ):
@@ -134,8 +195,14 @@ def _superseded(row: WebhookDelivery) -> bool:
     same_session = (
         Q(session__isnull=True) if row.session_id is None else Q(session_id=row.session_id)
     )
+    same_destination = (
+        Q(endpoint__isnull=True) if row.endpoint_id is None else Q(endpoint_id=row.endpoint_id)
+    )
     return WebhookDelivery.objects.filter(
-        same_session, event_type="session.status", sequence__gt=row.sequence
+        same_session,
+        same_destination,
+        event_type="session.status",
+        sequence__gt=row.sequence,
     ).exists()
 
 
@@ -205,23 +272,30 @@ def delivery_failed(
     return P.DEAD if dead else P.PENDING
 
 
-def target_gone(*, target: str, delivery_id: int, response: str) -> int:
-    """410 Gone: the backend says this endpoint is gone for good. Everything pending for it is
-    marked dead (replayable from the admin once it is fixed), and operators are alerted."""
-    updated = WebhookDelivery.objects.filter(target=target, status=P.PENDING).update(
-        status=P.DEAD,
-        last_status_code=410,
-        last_error="the target answered 410 Gone; deliveries to it stopped",
-        claimed_until=None,
-    )
-    WebhookDelivery.objects.filter(pk=delivery_id).update(
-        attempts=F("attempts") + 1, last_response=response[:RESPONSE_KEEP]
-    )
+def target_gone(*, claim: Claim, response: str) -> int:
+    """410 Gone: the destination says it is gone for good. Everything pending for it is marked
+    dead (replayable once it is fixed), an endpoint is disabled, and operators are alerted."""
+    gone = "the target answered 410 Gone; deliveries to it stopped"
+    with transaction.atomic():
+        if claim.destination is None:
+            for_it = WebhookDelivery.objects.filter(endpoint__isnull=True, target=claim.target)
+        else:
+            for_it = WebhookDelivery.objects.filter(endpoint_id=claim.destination.id)
+            Endpoint.objects.filter(pk=claim.destination.id).update(
+                enabled=False, disabled_reason=f"{gone} ({timezone.now().isoformat()})"
+            )
+        updated = for_it.filter(status=P.PENDING).update(
+            status=P.DEAD, last_status_code=410, last_error=gone, claimed_until=None
+        )
+        WebhookDelivery.objects.filter(pk=claim.id).update(
+            attempts=F("attempts") + 1, last_response=response[:RESPONSE_KEEP]
+        )
     logger.critical(
-        "webhook target %s answered 410 Gone: %s pending deliveries stopped (replay them from "
-        "the admin once it is fixed)",
-        target,
+        "webhook target %s answered 410 Gone: %s pending deliveries stopped%s (replay them once "
+        "it is fixed)",
+        claim.target,
         updated,
+        "" if claim.destination is None else " and its endpoint disabled",
     )
     return updated
 
@@ -231,6 +305,13 @@ def delivery_postponed(*, delivery_id: int, until: datetime) -> None:
     WebhookDelivery.objects.filter(pk=delivery_id, status=P.PENDING).update(
         next_attempt_at=until, claimed_until=None
     )
+
+
+def deliveries_release(*, ids: list[int]) -> None:
+    """Claimed but not attempted (the dispatcher had no room for them): free for the next
+    claim, nothing counted."""
+    WebhookDelivery.objects.filter(pk__in=ids, status=P.PENDING).update(claimed_until=None)
+    wake(WEBHOOKS)
 
 
 def deliveries_replay(*, ids: list[Any]) -> int:

@@ -1,4 +1,7 @@
-"""The webhook outbox: one row per event for the backend, written with the change it reports."""
+"""The outbox: every event once (`Event`, the log the live stream resumes from), and one delivery
+per event and destination (`WebhookDelivery`), written with the change they report. Destinations
+are the built-in backend (BACKEND_URL, `endpoint` empty) and the `Endpoint`s made through the API:
+webhooks, NATS JetStream and RabbitMQ."""
 
 from __future__ import annotations
 
@@ -16,12 +19,77 @@ class DeliveryStatus(models.TextChoices):
     SUPERSEDED = "superseded", "Superseded"
 
 
+BUILTIN = models.Q(endpoint__isnull=True)
+
+
+def default_events() -> list[str]:
+    return ["*"]
+
+
+class Endpoint(models.Model):
+    """Where a tenant wants events: a webhook (http/https) or a broker (nats://, amqp://), the
+    events it wants (patterns such as `message.*`) of the sessions it wants (or all)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    url = models.CharField(max_length=500, help_text="https://…, nats://… or amqp://…")
+    events = models.JSONField(
+        default=default_events, help_text="Event patterns: `*`, `message.*`, `session.status`."
+    )
+    sessions = models.JSONField(
+        null=True, blank=True, help_text="Session ids; empty means every session."
+    )
+    secret = models.CharField(max_length=200, help_text="Standard Webhooks signing secret.")
+    previous_secret = models.CharField(max_length=200, blank=True)
+    previous_secret_until = models.DateTimeField(null=True, blank=True)
+    headers = models.JSONField(default=dict, blank=True)
+    subject = models.CharField(max_length=200, default="wa.{session}.{event}")
+    stream = models.CharField(max_length=100, blank=True, help_text="NATS JetStream stream.")
+    exchange = models.CharField(max_length=100, blank=True, help_text="RabbitMQ exchange.")
+    enabled = models.BooleanField(default=True)
+    disabled_reason = models.CharField(max_length=300, blank=True)
+    description = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "webhook endpoint"
+
+    def __str__(self) -> str:
+        return self.description or self.url
+
+
+class Event(models.Model):
+    """Every event once, whatever its destinations: what `/ws/events/` replays after a reconnect
+    (kept EVENT_RETENTION_HOURS)."""
+
+    event_id = models.UUIDField(unique=True, editable=False)
+    event_type = models.CharField(max_length=50)
+    session = models.ForeignKey(
+        "sessions_app.Session", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    sequence = models.BigIntegerField()
+    payload = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} #{self.sequence}"
+
+
 class WebhookDelivery(models.Model):
-    # The event id is the `webhook-id` header: fixed at creation, the same on every retry and
-    # replay.
-    event_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    # The event id is the `webhook-id` header (a broker's message id): fixed at creation, the
+    # same on every retry and
+    # replay. The same for every destination of the event.
+    event_id = models.UUIDField(default=uuid.uuid4, editable=False)
     event_type = models.CharField(max_length=50, db_index=True)
-    target = models.URLField(max_length=500)
+    # Empty: the built-in backend (BACKEND_URL and its paths).
+    endpoint = models.ForeignKey(
+        Endpoint, null=True, blank=True, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    target = models.CharField(max_length=500)
     payload = models.JSONField()
     session = models.ForeignKey(
         "sessions_app.Session",
@@ -54,17 +122,34 @@ class WebhookDelivery(models.Model):
                 condition=models.Q(status="pending"),
                 name="delivery_due_idx",
             ),
-            # Each session's oldest pending delivery (the only one that may go now).
+            # Each destination's oldest pending delivery of each session (the only one that may
+            # go now).
             models.Index(
-                fields=["session", "sequence"],
+                fields=["endpoint", "session", "sequence"],
                 condition=models.Q(status="pending"),
-                name="delivery_session_pending_idx",
+                name="delivery_head_idx",
             ),
         ]
+        # One delivery per event and destination, numbered in its session's sequence. (Partial
+        # constraints: the built-in backend's rows have no endpoint, and a deleted session's rows
+        # no session.)
         constraints = [
             models.UniqueConstraint(
-                fields=["session", "sequence"], name="delivery_session_seq_uniq"
-            )
+                fields=["session", "sequence"], condition=BUILTIN, name="delivery_session_seq_uniq"
+            ),
+            models.UniqueConstraint(
+                fields=["event_id"], condition=BUILTIN, name="delivery_event_uniq"
+            ),
+            models.UniqueConstraint(
+                fields=["endpoint", "session", "sequence"],
+                condition=~BUILTIN,
+                name="delivery_endpoint_seq_uniq",
+            ),
+            models.UniqueConstraint(
+                fields=["endpoint", "event_id"],
+                condition=~BUILTIN,
+                name="delivery_endpoint_event_uniq",
+            ),
         ]
 
     def __str__(self) -> str:

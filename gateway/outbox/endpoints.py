@@ -1,0 +1,203 @@
+"""Webhook endpoints: where tenants want their events (gateway/outbox/models.py `Endpoint`).
+
+- which endpoints an event goes to (`endpoints_for`: enabled, the event matches one of its
+  patterns, the session is one of its sessions or it takes every session);
+- writes: create, change, rotate the secret (the old one keeps signing for an overlap window),
+  delete; the test event;
+- the URL check: webhooks must be http(s) and brokers nats:// or amqp(s)://, and the host must
+  resolve only to public addresses or to networks in WEBHOOK_ALLOWED_NETWORKS (the same guard as
+  media URLs). The dispatcher checks again before every request (a name may resolve elsewhere
+  later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import secrets
+import uuid
+from datetime import timedelta
+from fnmatch import fnmatchcase
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from gateway.core.errors import ApiError
+from gateway.core.urlguard import UrlRefused, address_forbidden, checked_target, resolve
+from gateway.outbox.models import Endpoint
+
+# Every event the gateway sends (README, "Webhooks"): patterns must match at least one.
+EVENT_TYPES = (
+    "session.status",
+    "message.status",
+    "message.received",
+    "message.edited",
+    "message.revoked",
+    "message.reaction",
+    "poll.vote",
+    "history.synced",
+    "group.joined",
+    "group.updated",
+    "group.participants",
+    "blocklist.changed",
+    "presence.update",
+    "usage.report",
+    "webhook.test",
+)
+WEBHOOK_SCHEMES = {"http": 80, "https": 443}
+BROKER_SCHEMES = {"nats": 4222, "tls": 4222, "amqp": 5672, "amqps": 5671}
+_PATTERN = re.compile(r"^(\*|[a-z_]+(\.[a-z_]+)*(\.\*)?)$")
+# Headers an endpoint may not set: the signed ones and what HTTP itself decides.
+RESERVED_HEADERS = {
+    "content-type",
+    "content-length",
+    "host",
+    "user-agent",
+    "transfer-encoding",
+    "connection",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+}
+
+
+class EndpointInvalid(ApiError):
+    def __init__(self, message: str, *, code: str = "endpoint_invalid") -> None:
+        super().__init__(message, code=code, status=422)
+
+
+def new_secret() -> str:
+    """A Standard Webhooks secret: `whsec_` and 32 random bytes in base64."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def kind_of(url: str) -> str:
+    """`webhook`, `nats` or `amqp`."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme in WEBHOOK_SCHEMES:
+        return "webhook"
+    if scheme in ("nats", "tls"):
+        return "nats"
+    return "amqp"
+
+
+def matches(patterns: list[str], event_type: str) -> bool:
+    return any(fnmatchcase(event_type, pattern) for pattern in patterns)
+
+
+def endpoints_for(*, session_id: Any, event_type: str) -> list[Endpoint]:
+    """The enabled endpoints that want this event of this session."""
+    session = str(session_id) if session_id else None
+    return [
+        endpoint
+        for endpoint in Endpoint.objects.filter(enabled=True)
+        if matches(endpoint.events, event_type)
+        and (endpoint.sessions is None or session in endpoint.sessions)
+    ]
+
+
+# --- Checks ---------------------------------------------------------------------------------------
+
+
+def check_patterns(patterns: list[str]) -> list[str]:
+    if not patterns:
+        raise EndpointInvalid("Give at least one event pattern (`*` for every event).")
+    for pattern in patterns:
+        if not _PATTERN.match(pattern) or not any(fnmatchcase(t, pattern) for t in EVENT_TYPES):
+            raise EndpointInvalid(
+                f"{pattern!r} matches no event; events are: {', '.join(EVENT_TYPES)}.",
+                code="event_unknown",
+            )
+    return list(dict.fromkeys(patterns))
+
+
+def check_headers(headers: dict[str, str]) -> dict[str, str]:
+    for name, value in headers.items():
+        if not re.match(r"^[A-Za-z0-9-]{1,64}$", name):
+            raise EndpointInvalid(f"{name!r} is not a header name.")
+        if name.lower() in RESERVED_HEADERS:
+            raise EndpointInvalid(f"The {name} header is the gateway's own.")
+        if not isinstance(value, str) or len(value) > 1000 or re.search(r"[\r\n\x00]", value):
+            raise EndpointInvalid(f"The {name} header's value is not a valid header value.")
+    return headers
+
+
+def check_url(url: str) -> str:
+    """Refuse, before any connection, a URL the gateway would not deliver to (UrlRefused 422)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise UrlRefused("url_invalid", "The URL is not valid.") from None
+    scheme = parts.scheme.lower()
+    if scheme not in WEBHOOK_SCHEMES and scheme not in BROKER_SCHEMES:
+        raise UrlRefused("url_scheme", "Endpoints are http(s)://, nats:// or amqp(s):// URLs.")
+    allowed = settings.WEBHOOK_ALLOWED_NETWORKS
+    if scheme in WEBHOOK_SCHEMES:
+        asyncio.run(checked_target(url, allowed=allowed))
+        return url
+    if not parts.hostname:
+        raise UrlRefused("url_invalid", "The URL has no host.")
+    asyncio.run(broker_host_checked(parts.hostname, port or BROKER_SCHEMES[scheme]))
+    return url
+
+
+async def broker_host_checked(host: str, port: int) -> None:
+    addresses = await resolve(host, port)
+    allowed = settings.WEBHOOK_ALLOWED_NETWORKS
+    if not addresses or any(address_forbidden(a, allowed) for a in addresses):
+        raise UrlRefused("url_forbidden", f"{host} resolves to an address that is not public.")
+
+
+# --- Writes ---------------------------------------------------------------------------------------
+
+
+def endpoint_create(**fields: Any) -> Endpoint:
+    """A new endpoint; its secret is generated when none is given."""
+    if not fields.get("secret"):
+        fields["secret"] = new_secret()
+    return Endpoint.objects.create(**fields)
+
+
+def endpoint_update(endpoint: Endpoint, **fields: Any) -> Endpoint:
+    for name, value in fields.items():
+        setattr(endpoint, name, value)
+    if fields.get("enabled"):
+        endpoint.disabled_reason = ""
+    endpoint.save()
+    return endpoint
+
+
+def endpoint_rotate_secret(
+    endpoint: Endpoint, *, secret: str | None = None, overlap_seconds: int = 86400
+) -> Endpoint:
+    """A new secret; the current one keeps signing too (two signatures) for `overlap_seconds`,
+    so receivers can switch without refusing a single event."""
+    with transaction.atomic():
+        endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
+        endpoint.previous_secret = endpoint.secret
+        endpoint.previous_secret_until = timezone.now() + timedelta(seconds=overlap_seconds)
+        endpoint.secret = secret or new_secret()
+        endpoint.save()
+    return endpoint
+
+
+def endpoint_test(endpoint: Endpoint) -> dict[str, Any]:
+    """A signed `webhook.test` event to this endpoint alone, through the outbox like any other
+    (retried, in the deliveries list). It belongs to no session."""
+    from gateway.outbox import enqueue_to
+
+    body = {
+        "id": str(uuid.uuid4()),
+        "event": "webhook.test",
+        "occurred_at": timezone.now().isoformat(),
+        "sequence": 0,
+        "session": None,
+        "endpoint": str(endpoint.pk),
+    }
+    enqueue_to(endpoint, body=body)
+    return body
