@@ -1,5 +1,5 @@
-"""Where Django's admin finds the gateway app's pages: the webhook outbox (gateway/outbox/)."""
+"""Where Django's admin finds the gateway app's pages: the outbox (gateway/outbox/)."""
 
-from gateway.outbox.admin import WebhookDeliveryAdmin
+from gateway.outbox.admin import EndpointAdmin, WebhookDeliveryAdmin
 
-__all__ = ["WebhookDeliveryAdmin"]
+__all__ = ["EndpointAdmin", "WebhookDeliveryAdmin"]

@@ -7,6 +7,7 @@ from drf_spectacular.views import (
 )
 
 from gateway import health, metrics
+from gateway.outbox import views as webhook_views
 from groups import views as group_views
 from messaging import views as message_views
 from sessions_app import link, sandbox
@@ -109,6 +110,15 @@ api_v1 = [
     path("sandbox/sessions/<uuid:session_id>/block", sandbox.SandboxBlockApi.as_view()),
     path("sandbox/sessions/<uuid:session_id>/group-event", sandbox.SandboxGroupEventApi.as_view()),
     path("sandbox/sessions/<uuid:session_id>/history", sandbox.SandboxHistoryApi.as_view()),
+    path("webhooks", webhook_views.EndpointListCreateApi.as_view(), name="webhook-list"),
+    path("webhooks/<uuid:endpoint_id>", webhook_views.EndpointDetailApi.as_view()),
+    path("webhooks/<uuid:endpoint_id>/test", webhook_views.EndpointTestApi.as_view()),
+    path("webhooks/<uuid:endpoint_id>/rotate-secret", webhook_views.EndpointRotateApi.as_view()),
+    path("webhooks/<uuid:endpoint_id>/deliveries", webhook_views.EndpointDeliveriesApi.as_view()),
+    path(
+        "webhooks/<uuid:endpoint_id>/deliveries/replay",
+        webhook_views.EndpointReplayApi.as_view(),
+    ),
     path("workers", worker_views.WorkerListApi.as_view(), name="worker-list"),
     path("workers/<uuid:worker_id>", worker_views.WorkerDetailApi.as_view(), name="worker-detail"),
     path("workers/<uuid:worker_id>/drain", worker_views.WorkerDrainApi.as_view()),

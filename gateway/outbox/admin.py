@@ -2,6 +2,7 @@
 
 import json
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -9,9 +10,10 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from gateway.core.admin import LiveMedia
-from gateway.outbox import deliveries
+from gateway.core.errors import ApiError
+from gateway.outbox import deliveries, endpoints
 from gateway.outbox.breaker import breaker_for, pending_circuits
-from gateway.outbox.models import WebhookDelivery
+from gateway.outbox.models import Endpoint, WebhookDelivery
 
 
 @admin.register(WebhookDelivery)
@@ -29,13 +31,14 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
         "last_status_code",
         "next_attempt_at",
     ]
-    list_filter = ["status", "event_type", "target", "last_status_code"]
-    list_select_related = ["session"]
+    list_filter = ["status", "event_type", "endpoint", "target", "last_status_code"]
+    list_select_related = ["session", "endpoint"]
     search_fields = ["event_id", "session__id", "session__external_id", "target"]
     date_hierarchy = "created_at"
     readonly_fields = [
         "event_id",
         "event_type",
+        "endpoint",
         "target",
         "session",
         "sequence",
@@ -110,3 +113,67 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+
+class EndpointForm(forms.ModelForm):
+    secret = forms.CharField(
+        required=False,
+        help_text="Leave empty to generate one; it is shown once, after saving.",
+        widget=forms.PasswordInput(render_value=False),
+    )
+
+    class Meta:
+        model = Endpoint
+        fields = [
+            "url",
+            "events",
+            "sessions",
+            "secret",
+            "headers",
+            "subject",
+            "stream",
+            "exchange",
+            "enabled",
+            "description",
+        ]
+
+    def clean_url(self) -> str:
+        try:
+            return endpoints.check_url(self.cleaned_data["url"].strip())
+        except ApiError as refused:
+            raise forms.ValidationError(refused.message) from None
+
+    def clean_events(self) -> list[str]:
+        try:
+            return endpoints.check_patterns(self.cleaned_data["events"] or [])
+        except ApiError as refused:
+            raise forms.ValidationError(refused.message) from None
+
+    def clean_secret(self) -> str:
+        value = self.cleaned_data.get("secret") or ""
+        if value:
+            return value
+        return self.instance.secret if self.instance.pk else endpoints.new_secret()
+
+
+@admin.register(Endpoint)
+class EndpointAdmin(admin.ModelAdmin):
+    """Webhook and broker endpoints (also made through `/api/v1/webhooks`)."""
+
+    form = EndpointForm
+    list_display = ["__str__", "shown_url", "events", "enabled", "disabled_reason", "created_at"]
+    list_filter = ["enabled"]
+    search_fields = ["url", "description"]
+    readonly_fields = ["disabled_reason", "created_at", "updated_at"]
+
+    @admin.display(description="URL")
+    def shown_url(self, endpoint: Endpoint) -> str:
+        return endpoints.redacted(endpoint.url)
+
+    def save_model(self, request: HttpRequest, obj: Endpoint, form, change: bool) -> None:
+        shown = not change or bool(form.data.get("secret"))  # made, or given anew
+        super().save_model(request, obj, form, change)
+        if shown:
+            self.message_user(
+                request, f"The endpoint's signing secret (shown once): {obj.secret}", messages.INFO
+            )

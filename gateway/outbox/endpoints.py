@@ -20,7 +20,7 @@ import uuid
 from datetime import timedelta
 from fnmatch import fnmatchcase
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 from django.db import transaction
@@ -28,7 +28,9 @@ from django.utils import timezone
 
 from gateway.core.errors import ApiError
 from gateway.core.urlguard import UrlRefused, address_forbidden, checked_target, resolve
-from gateway.outbox.models import Endpoint
+from gateway.outbox.models import Endpoint, default_events
+
+__all__ = ["default_events"]
 
 # Every event the gateway sends (README, "Webhooks"): patterns must match at least one.
 EVENT_TYPES = (
@@ -48,6 +50,8 @@ EVENT_TYPES = (
     "usage.report",
     "webhook.test",
 )
+DEFAULT_STREAM = "WHATSAPP"
+DEFAULT_EXCHANGE = "whatsapp"
 WEBHOOK_SCHEMES = {"http": 80, "https": 443}
 BROKER_SCHEMES = {"nats": 4222, "tls": 4222, "amqp": 5672, "amqps": 5671}
 _PATTERN = re.compile(r"^(\*|[a-z_]+(\.[a-z_]+)*(\.\*)?)$")
@@ -83,6 +87,15 @@ def kind_of(url: str) -> str:
     if scheme in ("nats", "tls"):
         return "nats"
     return "amqp"
+
+
+def redacted(url: str) -> str:
+    """A URL without its password (broker URLs carry credentials): what is shown and logged."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def matches(patterns: list[str], event_type: str) -> bool:
@@ -124,6 +137,16 @@ def check_headers(headers: dict[str, str]) -> dict[str, str]:
         if not isinstance(value, str) or len(value) > 1000 or re.search(r"[\r\n\x00]", value):
             raise EndpointInvalid(f"The {name} header's value is not a valid header value.")
     return headers
+
+
+def check_subject(template: str) -> str:
+    from gateway.outbox import brokers
+
+    try:
+        brokers.validate_subject_template(template)
+    except ValueError as exc:
+        raise EndpointInvalid(str(exc), code="subject_invalid") from None
+    return template
 
 
 def check_url(url: str) -> str:

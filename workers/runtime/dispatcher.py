@@ -186,7 +186,6 @@ class Dispatcher:
                 retry_after=webhooks.retry_after_seconds(response.headers.get("retry-after")),
             )
 
-
     async def _publish(
         self, claim: webhooks.Claim, destination: webhooks.Destination, breaker: CircuitBreaker
     ) -> None:

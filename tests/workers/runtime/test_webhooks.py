@@ -27,6 +27,7 @@ from sessions_app.events import outbox_event
 from sessions_app.models import Session
 from tests.processes import free_port
 from tests.workers.runtime.test_runtime import linked, until
+from workers.runtime.db import db_close
 from workers.runtime.dispatcher import Dispatcher
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
@@ -104,6 +105,7 @@ async def dispatch():
     yield start
     stop.set()
     await asyncio.gather(*tasks)
+    await db_close()  # the dispatcher's database threads' connections
 
 
 def produce(sessions: list[Session], per_session: int) -> None:

@@ -1,0 +1,225 @@
+"""The webhook endpoints' API bodies (`/api/v1/webhooks`)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from django.utils import timezone
+from rest_framework import serializers
+
+from gateway.outbox import endpoints
+from gateway.outbox.models import DeliveryStatus, Endpoint, WebhookDelivery
+
+
+class EndpointInputSerializer(serializers.Serializer):
+    url = serializers.CharField(
+        max_length=500,
+        help_text="https://… for a webhook (http:// too), nats://… for NATS JetStream, "
+        "amqp://user:password@host/vhost (or amqps://) for RabbitMQ.",
+    )
+    events = serializers.ListField(
+        child=serializers.CharField(max_length=60),
+        default=endpoints.default_events,
+        max_length=50,
+        help_text="Event patterns: `*` (every event), `message.*`, `session.status`, …",
+    )
+    sessions = serializers.ListField(
+        child=serializers.UUIDField(),
+        allow_null=True,
+        default=None,
+        max_length=1000,
+        help_text="Only these sessions' events; null or omitted: every session.",
+    )
+    secret = serializers.CharField(
+        max_length=200,
+        required=False,
+        help_text="A Standard Webhooks secret (`whsec_` and base64 of 24 to 64 bytes); "
+        "generated when omitted. Answered once, here.",
+    )
+    headers = serializers.DictField(
+        child=serializers.CharField(max_length=1000, allow_blank=True),
+        default=dict,
+        help_text="Extra headers on every request (e.g. a token your receiver checks).",
+    )
+    enabled = serializers.BooleanField(default=True)
+    description = serializers.CharField(max_length=300, allow_blank=True, default="")
+    subject = serializers.CharField(
+        max_length=200,
+        default="wa.{session}.{event}",
+        help_text="Brokers: the NATS subject or RabbitMQ routing key, from `{session}`, "
+        "`{external_id}` and `{event}`.",
+    )
+    stream = serializers.CharField(
+        max_length=100, required=False, help_text="NATS: the JetStream stream (created if missing)."
+    )
+    exchange = serializers.CharField(
+        max_length=100, required=False, help_text="RabbitMQ: the topic exchange (default whatsapp)."
+    )
+
+    def validate_url(self, value: str) -> str:
+        return endpoints.check_url(value.strip())
+
+    def validate_events(self, value: list[str]) -> list[str]:
+        return endpoints.check_patterns(value)
+
+    def validate_headers(self, value: dict[str, str]) -> dict[str, str]:
+        return endpoints.check_headers(value)
+
+    def validate_sessions(self, value: list[Any] | None) -> list[str] | None:
+        if value is None:
+            return None
+        ids = list(dict.fromkeys(str(v) for v in value))
+        session_model = WebhookDelivery._meta.get_field("session").related_model
+        known = {
+            str(pk) for pk in session_model.objects.filter(pk__in=ids).values_list("pk", flat=True)
+        }  # type: ignore[union-attr]
+        unknown = [i for i in ids if i not in known]
+        if unknown:
+            raise endpoints.EndpointInvalid(
+                f"No such session: {', '.join(unknown)}.", code="session_not_found"
+            )
+        return ids
+
+    def validate_secret(self, value: str) -> str:
+        return check_secret(value)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        url = attrs.get("url") or getattr(self.instance, "url", "")
+        kind = endpoints.kind_of(url)
+        if "subject" in attrs and kind != "webhook":
+            endpoints.check_subject(attrs["subject"])
+        if kind == "nats" and not (attrs.get("stream") or getattr(self.instance, "stream", "")):
+            attrs["stream"] = endpoints.DEFAULT_STREAM
+        if kind == "amqp" and not (attrs.get("exchange") or getattr(self.instance, "exchange", "")):
+            attrs["exchange"] = endpoints.DEFAULT_EXCHANGE
+        return attrs
+
+
+def check_secret(value: str) -> str:
+    try:
+        raw = base64.b64decode(value.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if not value.startswith("whsec_") or not 24 <= len(raw) <= 64:
+        raise endpoints.EndpointInvalid(
+            "A secret is `whsec_` and the base64 of 24 to 64 random bytes.", code="secret_invalid"
+        )
+    return value
+
+
+class EndpointOutputSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField(help_text="Broker passwords are not shown.")
+    kind = serializers.SerializerMethodField(help_text="webhook, nats or amqp.")
+    headers = serializers.SerializerMethodField(help_text="Header names (values not shown).")
+    previous_secret_until = serializers.SerializerMethodField(
+        help_text="During a rotation: until when the previous secret signs too."
+    )
+
+    class Meta:
+        model = Endpoint
+        fields = [
+            "id",
+            "url",
+            "kind",
+            "events",
+            "sessions",
+            "headers",
+            "enabled",
+            "disabled_reason",
+            "description",
+            "subject",
+            "stream",
+            "exchange",
+            "previous_secret_until",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    def get_url(self, endpoint: Endpoint) -> str:
+        return endpoints.redacted(endpoint.url)
+
+    def get_kind(self, endpoint: Endpoint) -> str:
+        return endpoints.kind_of(endpoint.url)
+
+    def get_headers(self, endpoint: Endpoint) -> list[str]:
+        return sorted(endpoint.headers or {})
+
+    def get_previous_secret_until(self, endpoint: Endpoint) -> str | None:
+        until = endpoint.previous_secret_until
+        if not endpoint.previous_secret or until is None or until <= timezone.now():
+            return None
+        return until.isoformat()
+
+
+class EndpointSecretSerializer(EndpointOutputSerializer):
+    """The answer that shows the secret (creation, rotation): the only time it is shown."""
+
+    class Meta(EndpointOutputSerializer.Meta):
+        fields = [*EndpointOutputSerializer.Meta.fields, "secret"]
+        read_only_fields = fields
+
+
+class RotateInputSerializer(serializers.Serializer):
+    secret = serializers.CharField(
+        max_length=200, required=False, help_text="Generated if omitted."
+    )
+    overlap_seconds = serializers.IntegerField(
+        min_value=0,
+        max_value=7 * 86400,
+        default=86400,
+        help_text="How long the previous secret signs too (a second signature), so receivers "
+        "can switch without refusing an event.",
+    )
+
+    def validate_secret(self, value: str) -> str:
+        return check_secret(value)
+
+
+class DeliveryOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = WebhookDelivery
+        fields = [
+            "id",
+            "event_id",
+            "event_type",
+            "session",
+            "sequence",
+            "status",
+            "attempts",
+            "next_attempt_at",
+            "last_status_code",
+            "last_error",
+            "created_at",
+            "delivered_at",
+        ]
+        read_only_fields = fields
+
+
+class DeliveryFilterSerializer(serializers.Serializer):
+    status = serializers.MultipleChoiceField(choices=DeliveryStatus.choices, required=False)
+    event = serializers.CharField(max_length=60, required=False, help_text="An event type.")
+    session = serializers.UUIDField(required=False)
+
+
+class ReplayInputSerializer(serializers.Serializer):
+    ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1),
+        required=False,
+        max_length=1000,
+        help_text="These deliveries; or, when omitted, every delivery with `status`.",
+    )
+    status = serializers.ChoiceField(
+        choices=[DeliveryStatus.DEAD, DeliveryStatus.SUPERSEDED], default=DeliveryStatus.DEAD
+    )
+
+
+class ReplayOutputSerializer(serializers.Serializer):
+    replayed = serializers.IntegerField()
+
+
+class TestOutputSerializer(serializers.Serializer):
+    event_id = serializers.UUIDField()
+    event = serializers.CharField()

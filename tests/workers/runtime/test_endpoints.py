@@ -1,0 +1,185 @@
+"""Webhook endpoints delivered by the dispatcher to real HTTP receivers that verify every request
+with `standardwebhooks`: routing, each endpoint's own secret and rotation, a dead and a slow
+endpoint beside a live one, 410, and the address check before every request."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.utils import timezone
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from gateway.outbox import endpoints
+from gateway.outbox.models import Endpoint, WebhookDelivery
+from tests.processes import free_port
+from tests.workers.runtime.test_runtime import until
+from tests.workers.runtime.test_webhooks import (  # noqa: F401 - fixtures
+    Receiver,
+    dispatch,
+    in_order_per_session,
+    produce,
+    sessions,
+)
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(autouse=True)
+def _local(settings):
+    settings.BACKEND_URL = ""
+    settings.WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+    settings.WEBHOOK_BREAKER_FAILURES = 3
+    settings.WEBHOOK_BREAKER_COOL_DOWN_SECONDS = 3
+
+
+@pytest.fixture
+def receivers():
+    made: list[Receiver] = []
+
+    def make(**kwargs) -> Receiver:
+        receiver = Receiver(endpoints.new_secret(), **kwargs)
+        made.append(receiver)
+        return receiver
+
+    yield make
+    for receiver in made:
+        receiver.close()
+
+
+def endpoint_for(receiver: Receiver | None, *, url: str = "", **fields) -> Endpoint:
+    url = url or f"http://127.0.0.1:{receiver.port}/hook"
+    secret = receiver.secret if receiver else endpoints.new_secret()
+    return endpoints.endpoint_create(url=url, secret=secret, **fields)
+
+
+async def test_each_endpoint_gets_its_events_signed_with_its_secret(receivers, dispatch) -> None:
+    a, b = await sync_to_async(sessions)(2)
+    first, second = receivers(), receivers()
+    await sync_to_async(endpoint_for)(
+        first, events=["test.*"], sessions=[str(a.pk)], headers={"X-Tenant": "one"}
+    )
+    await sync_to_async(endpoint_for)(second, events=["*"])
+    await sync_to_async(produce)([a, b], 10)
+    await dispatch()
+    await until(lambda: len(first.received) == 10 and len(second.received) == 20, what="all")
+    assert first.unverified == second.unverified == 0  # each verified with its own secret
+    assert {body["session"]["id"] for _, body in first.received} == {str(a.pk)}
+    assert {headers["x-tenant"] for headers, _ in first.received} == {"one"}
+    for sequences in in_order_per_session(second.received).values():
+        assert sequences == sorted(sequences) and len(sequences) == 10
+    # The same event, the same id, at both endpoints.
+    assert {h["webhook-id"] for h, _ in first.received} <= {
+        h["webhook-id"] for h, _ in second.received
+    }
+
+
+async def test_a_dead_and_a_slow_endpoint_never_delay_a_live_one(
+    receivers, dispatch, settings
+) -> None:
+    settings.WEBHOOK_CONCURRENCY = 4  # one endpoint may hold one request at a time
+    settings.WEBHOOK_TIMEOUT_SECONDS = 60
+    made = await sync_to_async(sessions)(3)
+    live, slow = receivers(), receivers()
+    release = threading.Event()
+
+    def stuck(headers, body):
+        release.wait(60)
+        return 200, {}
+
+    slow.answer = stuck
+    await sync_to_async(endpoint_for)(live)
+    await sync_to_async(endpoint_for)(slow)
+    await sync_to_async(endpoint_for)(None, url=f"http://127.0.0.1:{free_port()}/gone")
+    await sync_to_async(produce)(made, 10)
+    await dispatch()
+    try:
+        await until(lambda: len(live.received) == 30, timeout=30, what="the live endpoint's 30")
+        assert len(slow.received) == 0  # still stuck on its first request
+        for sequences in in_order_per_session(live.received).values():
+            assert sequences == sorted(sequences) and len(sequences) == 10
+    finally:
+        release.set()
+    await until(lambda: len(slow.received) == 30, timeout=60, what="the slow one catches up")
+
+
+async def test_a_rotated_secret_signs_with_both_during_the_overlap(receivers, dispatch) -> None:
+    receiver = receivers()
+    endpoint = await sync_to_async(endpoint_for)(receiver)
+    old = endpoint.secret
+    endpoint = await sync_to_async(endpoints.endpoint_rotate_secret)(
+        endpoint, overlap_seconds=3600
+    )
+    receiver.secret = endpoint.secret  # the receiver has switched already
+    [session] = await sync_to_async(sessions)(1)
+    await sync_to_async(produce)([session], 1)
+    await dispatch()
+    await until(lambda: len(receiver.received) == 1, what="the event")
+    headers, body = receiver.received[0]
+    raw = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    assert len(headers["webhook-signature"].split()) == 2
+    Webhook(old).verify(raw, headers)  # a receiver not yet switched accepts it too
+
+    # The overlap is over: the old secret no longer signs.
+    await sync_to_async(Endpoint.objects.filter(pk=endpoint.pk).update)(
+        previous_secret_until=timezone.now() - timedelta(seconds=1)
+    )
+    await sync_to_async(produce)([session], 1)
+    await until(lambda: len(receiver.received) == 2, what="the second event")
+    headers, body = receiver.received[1]
+    raw = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    assert len(headers["webhook-signature"].split()) == 1
+    with pytest.raises(WebhookVerificationError):
+        Webhook(old).verify(raw, headers)
+
+
+async def test_410_disables_that_endpoint_only(receivers, dispatch) -> None:
+    gone, live = receivers(), receivers()
+    gone.answer = lambda headers, body: (410, {})
+    stopped = await sync_to_async(endpoint_for)(gone)
+    await sync_to_async(endpoint_for)(live)
+    made = await sync_to_async(sessions)(2)
+    await sync_to_async(produce)(made, 5)
+    await dispatch()
+    await until(lambda: len(live.received) == 10, what="the live endpoint's 10")
+    await until(
+        lambda: not Endpoint.objects.get(pk=stopped.pk).enabled, what="the endpoint disabled"
+    )
+    endpoint = await sync_to_async(Endpoint.objects.get)(pk=stopped.pk)
+    assert "410" in endpoint.disabled_reason
+    rows = WebhookDelivery.objects.filter(endpoint=stopped)
+    await until(lambda: not rows.filter(status="pending").exists(), what="none left pending")
+    assert await sync_to_async(rows.filter(status="dead").count)() == 10
+    await sync_to_async(produce)(made, 1)  # a disabled endpoint gets no new events
+    assert await sync_to_async(rows.count)() == 10
+
+
+async def test_the_address_is_checked_again_before_each_request(
+    receivers, dispatch, settings, monkeypatch
+) -> None:
+    receiver = receivers()
+    endpoint = await sync_to_async(endpoint_for)(receiver)
+    settings.WEBHOOK_ALLOWED_NETWORKS = []  # loopback is no longer allowed
+    connect = socket.socket.connect
+    attempts = []
+
+    def guarded(sock, address):
+        if address[1] == receiver.port:
+            attempts.append(address)
+            raise AssertionError("connected to a refused address")
+        return connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+    [session] = await sync_to_async(sessions)(1)
+    await sync_to_async(produce)([session], 1)
+    await dispatch()
+    row = await until(
+        lambda: WebhookDelivery.objects.filter(endpoint=endpoint, attempts=1).first(),
+        what="the attempt",
+    )
+    assert row.status == "pending" and row.last_error.startswith("url_forbidden")
+    assert attempts == [] and receiver.received == []
