@@ -454,6 +454,13 @@ WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1, maxi
 WEBHOOK_CONCURRENCY = env_int("WEBHOOK_CONCURRENCY", 8, minimum=1, maximum=256)
 WEBHOOK_BREAKER_FAILURES = env_int("WEBHOOK_BREAKER_FAILURES", 5, minimum=1)
 WEBHOOK_BREAKER_COOL_DOWN_SECONDS = env_int("WEBHOOK_BREAKER_COOL_DOWN_SECONDS", 30, minimum=1)
+# Broker endpoints (gateway/outbox/brokers.py): a publish's whole time until the broker's
+# acknowledgement (connecting: at most 3 s), and the duplicate window of the NATS JetStream
+# streams the gateway creates (a redelivery of the same event id within it is dropped).
+BROKER_TIMEOUT_SECONDS = env_int("BROKER_TIMEOUT_SECONDS", 10, minimum=1, maximum=120)
+BROKER_DUPLICATE_WINDOW_SECONDS = env_int(
+    "BROKER_DUPLICATE_WINDOW_SECONDS", 900, minimum=10, maximum=7 * 24 * 3600
+)
 SESSION_ENCRYPTION_KEY = env_key32("SESSION_ENCRYPTION_KEY")
 if SESSION_ENCRYPTION_KEY is None and not PRODUCTION:
     import base64 as _b64
