@@ -50,7 +50,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from django.conf import settings
@@ -285,17 +285,6 @@ class BrokerTarget:
 
 
 # --- Connections ----------------------------------------------------------------------------------
-
-
-class _Link(Protocol):
-    @property
-    def alive(self) -> bool: ...
-
-    async def publish(
-        self, *, subject: str, event_id: str, body: bytes, headers: dict[str, str], timeout: float
-    ) -> None: ...
-
-    async def close(self) -> None: ...
 
 
 class _NatsLink:
