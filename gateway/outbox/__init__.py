@@ -33,7 +33,8 @@ def enqueue(*, body: dict[str, Any], path: str, session_id: uuid.UUID, sequence:
     `path` under BACKEND_URL (when set) and every matching endpoint. Wakes the dispatchers and
     the live streams on commit. Call inside the transaction that made the change."""
     from gateway.outbox import stream
-    from gateway.outbox.endpoints import endpoints_for, redacted
+    from gateway.outbox.brokers import redact
+    from gateway.outbox.endpoints import endpoints_for
     from gateway.outbox.models import Event, WebhookDelivery
 
     event = {
@@ -45,7 +46,7 @@ def enqueue(*, body: dict[str, Any], path: str, session_id: uuid.UUID, sequence:
     }
     Event.objects.create(**event)
     rows = [
-        WebhookDelivery(endpoint=endpoint, target=redacted(endpoint.url), **event)
+        WebhookDelivery(endpoint=endpoint, target=redact(endpoint.url), **event)
         for endpoint in endpoints_for(session_id=session_id, event_type=body["event"])
     ]
     if settings.BACKEND_URL:
@@ -58,12 +59,12 @@ def enqueue(*, body: dict[str, Any], path: str, session_id: uuid.UUID, sequence:
 
 def enqueue_to(endpoint: Endpoint, *, body: dict[str, Any]) -> None:
     """One event for one endpoint only (its test event): not in the event log."""
-    from gateway.outbox.endpoints import redacted
+    from gateway.outbox.brokers import redact
     from gateway.outbox.models import WebhookDelivery
 
     WebhookDelivery.objects.create(
         endpoint=endpoint,
-        target=redacted(endpoint.url),
+        target=redact(endpoint.url),
         event_id=body["id"],
         event_type=body["event"],
         payload=body,

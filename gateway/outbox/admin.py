@@ -11,7 +11,7 @@ from django.utils.html import format_html
 
 from gateway.core.admin import LiveMedia
 from gateway.core.errors import ApiError
-from gateway.outbox import deliveries, endpoints
+from gateway.outbox import brokers, deliveries, endpoints
 from gateway.outbox.breaker import breaker_for, pending_circuits
 from gateway.outbox.models import Endpoint, WebhookDelivery
 
@@ -168,7 +168,7 @@ class EndpointAdmin(admin.ModelAdmin):
 
     @admin.display(description="URL")
     def shown_url(self, endpoint: Endpoint) -> str:
-        return endpoints.redacted(endpoint.url)
+        return brokers.redact(endpoint.url)
 
     def save_model(self, request: HttpRequest, obj: Endpoint, form, change: bool) -> None:
         shown = not change or bool(form.data.get("secret"))  # made, or given anew

@@ -209,7 +209,7 @@ def _superseded(row: WebhookDelivery) -> bool:
 # --- Outcomes -------------------------------------------------------------------------------------
 
 
-def delivery_succeeded(*, delivery_id: int, status_code: int, response: str) -> None:
+def delivery_succeeded(*, delivery_id: int, status_code: int | None, response: str) -> None:
     WebhookDelivery.objects.filter(pk=delivery_id, status=P.PENDING).update(
         status=P.DELIVERED,
         delivered_at=timezone.now(),

@@ -20,7 +20,7 @@ import uuid
 from datetime import timedelta
 from fnmatch import fnmatchcase
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
@@ -28,9 +28,11 @@ from django.utils import timezone
 
 from gateway.core.errors import ApiError
 from gateway.core.urlguard import UrlRefused, address_forbidden, checked_target, resolve
+from gateway.outbox import brokers
+from gateway.outbox.brokers import BROKER_SCHEMES, DEFAULT_EXCHANGE, DEFAULT_STREAM
 from gateway.outbox.models import Endpoint, default_events
 
-__all__ = ["default_events"]
+__all__ = ["DEFAULT_EXCHANGE", "DEFAULT_STREAM", "default_events"]
 
 # Every event the gateway sends (README, "Webhooks"): patterns must match at least one.
 EVENT_TYPES = (
@@ -50,10 +52,7 @@ EVENT_TYPES = (
     "usage.report",
     "webhook.test",
 )
-DEFAULT_STREAM = "WHATSAPP"
-DEFAULT_EXCHANGE = "whatsapp"
 WEBHOOK_SCHEMES = {"http": 80, "https": 443}
-BROKER_SCHEMES = {"nats": 4222, "tls": 4222, "amqp": 5672, "amqps": 5671}
 _PATTERN = re.compile(r"^(\*|[a-z_]+(\.[a-z_]+)*(\.\*)?)$")
 # Headers an endpoint may not set: the signed ones and what HTTP itself decides.
 RESERVED_HEADERS = {
@@ -81,21 +80,7 @@ def new_secret() -> str:
 
 def kind_of(url: str) -> str:
     """`webhook`, `nats` or `amqp`."""
-    scheme = urlsplit(url).scheme.lower()
-    if scheme in WEBHOOK_SCHEMES:
-        return "webhook"
-    if scheme in ("nats", "tls"):
-        return "nats"
-    return "amqp"
-
-
-def redacted(url: str) -> str:
-    """A URL without its password (broker URLs carry credentials): what is shown and logged."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return brokers.broker_kind(url) or "webhook"
 
 
 def matches(patterns: list[str], event_type: str) -> bool:
@@ -132,21 +117,24 @@ def check_headers(headers: dict[str, str]) -> dict[str, str]:
     for name, value in headers.items():
         if not re.match(r"^[A-Za-z0-9-]{1,64}$", name):
             raise EndpointInvalid(f"{name!r} is not a header name.")
-        if name.lower() in RESERVED_HEADERS:
+        if name.lower() in RESERVED_HEADERS or brokers.reserved_header(name):
             raise EndpointInvalid(f"The {name} header is the gateway's own.")
         if not isinstance(value, str) or len(value) > 1000 or re.search(r"[\r\n\x00]", value):
             raise EndpointInvalid(f"The {name} header's value is not a valid header value.")
     return headers
 
 
-def check_subject(template: str) -> str:
-    from gateway.outbox import brokers
-
-    try:
-        brokers.validate_subject_template(template)
-    except ValueError as exc:
-        raise EndpointInvalid(str(exc), code="subject_invalid") from None
-    return template
+def check_broker_names(*, subject: str, stream: str, exchange: str) -> None:
+    """A broker endpoint's subject template, stream and exchange names (422 each)."""
+    for check, value, code in (
+        (brokers.validate_subject_template, subject, "subject_invalid"),
+        (brokers.validate_stream_name, stream, "stream_invalid"),
+        (brokers.validate_exchange_name, exchange, "exchange_invalid"),
+    ):
+        try:
+            check(value)
+        except ValueError as exc:
+            raise EndpointInvalid(str(exc), code=code) from None
 
 
 def check_url(url: str) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 from django.utils import timezone
 from rest_framework import serializers
 
-from gateway.outbox import endpoints
+from gateway.outbox import brokers, endpoints
 from gateway.outbox.models import DeliveryStatus, Endpoint, WebhookDelivery
 
 
@@ -71,10 +71,9 @@ class EndpointInputSerializer(serializers.Serializer):
         if value is None:
             return None
         ids = list(dict.fromkeys(str(v) for v in value))
-        session_model = WebhookDelivery._meta.get_field("session").related_model
-        known = {
-            str(pk) for pk in session_model.objects.filter(pk__in=ids).values_list("pk", flat=True)
-        }  # type: ignore[union-attr]
+        # The sessions' table, as the outbox knows it: through its own foreign key.
+        sessions: Any = WebhookDelivery._meta.get_field("session").related_model
+        known = {str(pk) for pk in sessions.objects.filter(pk__in=ids).values_list("pk", flat=True)}
         unknown = [i for i in ids if i not in known]
         if unknown:
             raise endpoints.EndpointInvalid(
@@ -86,14 +85,19 @@ class EndpointInputSerializer(serializers.Serializer):
         return check_secret(value)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        url = attrs.get("url") or getattr(self.instance, "url", "")
+        url = attrs.get("url") or getattr(self.instance, "url", "") or ""
         kind = endpoints.kind_of(url)
-        if "subject" in attrs and kind != "webhook":
-            endpoints.check_subject(attrs["subject"])
-        if kind == "nats" and not (attrs.get("stream") or getattr(self.instance, "stream", "")):
-            attrs["stream"] = endpoints.DEFAULT_STREAM
-        if kind == "amqp" and not (attrs.get("exchange") or getattr(self.instance, "exchange", "")):
-            attrs["exchange"] = endpoints.DEFAULT_EXCHANGE
+        if kind == "webhook":
+            return attrs
+
+        def current(name: str, default: str = "") -> str:
+            return attrs.get(name) or getattr(self.instance, name, "") or default
+
+        stream = current("stream", endpoints.DEFAULT_STREAM) if kind == "nats" else ""
+        exchange = current("exchange", endpoints.DEFAULT_EXCHANGE) if kind == "amqp" else ""
+        subject = current("subject", brokers.DEFAULT_SUBJECT)
+        endpoints.check_broker_names(subject=subject, stream=stream, exchange=exchange)
+        attrs.update(stream=stream, exchange=exchange)
         return attrs
 
 
@@ -139,7 +143,7 @@ class EndpointOutputSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_url(self, endpoint: Endpoint) -> str:
-        return endpoints.redacted(endpoint.url)
+        return brokers.redact(endpoint.url)
 
     def get_kind(self, endpoint: Endpoint) -> str:
         return endpoints.kind_of(endpoint.url)

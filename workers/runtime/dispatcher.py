@@ -17,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import httpx
 from django.conf import settings
@@ -28,10 +30,9 @@ from django.utils import timezone
 from gateway.core import wake
 from gateway.core.failpoints import failpoint
 from gateway.core.urlguard import UrlRefused, checked_target
+from gateway.outbox import brokers, endpoints, stream
 from gateway.outbox import deliveries as webhooks
-from gateway.outbox import stream
 from gateway.outbox.breaker import CircuitBreaker, breaker_for
-from gateway.outbox.endpoints import kind_of
 from workers.runtime.db import db, db_close, io
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class Dispatcher:
         self.per_endpoint: dict[str, int] = {}
         self.endpoint_share = max(1, self.concurrency // 4)
         self.client: httpx.AsyncClient | None = None
+        self.brokers = brokers.BrokerPublisher()
         self.purged_at = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -69,6 +71,7 @@ class Dispatcher:
             for task in self.in_flight:
                 task.cancel()
             await self.client.aclose()
+            await self.brokers.close()
 
     async def _round(self, hold: float) -> int:
         free = self.concurrency - len(self.in_flight)
@@ -122,7 +125,7 @@ class Dispatcher:
             until = timezone.now() + timedelta(seconds=breaker.cool_down)
             await db(webhooks.delivery_postponed, delivery_id=claim.id, until=until)
             return
-        if destination is not None and kind_of(destination.url) != "webhook":
+        if destination is not None and endpoints.kind_of(destination.url) != "webhook":
             return await self._publish(claim, destination, breaker)
         url, headers, extensions = claim.target, {}, {}
         if destination is None:
@@ -189,7 +192,56 @@ class Dispatcher:
     async def _publish(
         self, claim: webhooks.Claim, destination: webhooks.Destination, breaker: CircuitBreaker
     ) -> None:
-        raise NotImplementedError  # the brokers arrive next
+        """A broker endpoint: published with the event id as the message id; delivered once the
+        broker acknowledged it (JetStream's PubAck, RabbitMQ's publisher confirm)."""
+        target = brokers.BrokerTarget.of(
+            destination.url,
+            subject=destination.subject,
+            stream=destination.stream,
+            exchange=destination.exchange,
+        )
+        payload = json.loads(claim.body)
+        session = payload.get("session") or {}
+        subject = brokers.render_subject(
+            destination.subject,
+            session_id=claim.session_id,
+            external_id=session.get("external_id"),
+            event=claim.event_type,
+        )
+        headers = {
+            **dict(destination.headers),
+            "webhook-id": claim.event_id,
+            "event-type": claim.event_type,
+            "session-id": claim.session_id or "",
+        }
+        try:
+            parts = urlsplit(destination.url)
+            await endpoints.broker_host_checked(
+                parts.hostname or "", parts.port or brokers.BROKER_SCHEMES[parts.scheme]
+            )
+            await self.brokers.publish(
+                target,
+                subject=subject,
+                event_id=claim.event_id,
+                body=claim.body.encode(),
+                headers=headers,
+            )
+        except (UrlRefused, brokers.BrokerError) as exc:
+            # Unroutable (no queue bound) is the broker's answer, not a sign it is down.
+            answered = isinstance(exc, UrlRefused | brokers.BrokerUnroutable)
+            await io(breaker.success if answered else breaker.failure)
+            error = f"{exc.code}: {exc.message}" if isinstance(exc, UrlRefused) else str(exc)
+            await db(
+                webhooks.delivery_failed,
+                delivery_id=claim.id,
+                created_at=claim.created_at,
+                attempts=claim.attempts,
+                error=error[:500],
+            )
+            return
+        failpoint("after_webhook_response_before_commit")
+        await io(breaker.success)
+        await db(webhooks.delivery_succeeded, delivery_id=claim.id, status_code=None, response="")
 
 
 async def deliver(stop: asyncio.Event) -> None:

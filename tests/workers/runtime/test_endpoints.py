@@ -111,9 +111,7 @@ async def test_a_rotated_secret_signs_with_both_during_the_overlap(receivers, di
     receiver = receivers()
     endpoint = await sync_to_async(endpoint_for)(receiver)
     old = endpoint.secret
-    endpoint = await sync_to_async(endpoints.endpoint_rotate_secret)(
-        endpoint, overlap_seconds=3600
-    )
+    endpoint = await sync_to_async(endpoints.endpoint_rotate_secret)(endpoint, overlap_seconds=3600)
     receiver.secret = endpoint.secret  # the receiver has switched already
     [session] = await sync_to_async(sessions)(1)
     await sync_to_async(produce)([session], 1)
