@@ -161,6 +161,7 @@ def test_bad_requests_say_what_is_wrong(api: APIClient, make_session) -> None:
         ),  # > 31 days of hours
         ({"to": "0001-01-01T05:00:00Z"}, "non_field_errors"),  # from: a day before
         ({"from": "9999-12-31T22:00:00Z", "to": "9999-12-31T23:30:00Z"}, "non_field_errors"),
+        ({"from": "0001-01-01T00:30:00+01:00", "to": "2026-01-01T00:00Z"}, "from"),
     ]:
         response = get(api, **params)
         assert response.status_code == 422, (params, response.json())
