@@ -391,6 +391,7 @@ SPECTACULAR_SETTINGS = {
         "SandboxMessageTypeEnum": "sessions_app.sandbox.SANDBOX_RECEIVE_TYPES",
         "SandboxActionEnum": "sessions_app.sandbox.ACTIONS",
         "BlockActionEnum": ["block", "unblock"],
+        "UsageGranularityEnum": "gateway.core.usage.GRANULARITIES",
     },
 }
 

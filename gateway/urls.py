@@ -97,6 +97,7 @@ api_v1 = [
         session_views.ChatPresenceApi.as_view(),
     ),
     path("messages/<uuid:message_id>", message_views.MessageDetailApi.as_view()),
+    path("usage", session_views.UsageApi.as_view(), name="usage"),
     path("sandbox/sessions/<uuid:session_id>/scan", sandbox.SandboxScanApi.as_view()),
     path("sandbox/sessions/<uuid:session_id>/receive", sandbox.SandboxReceiveApi.as_view()),
     path("sandbox/sessions/<uuid:session_id>/disconnect", sandbox.SandboxDisconnectApi.as_view()),

@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 SESSION_STATUS_PATH = "/api/webhooks/session-status"
 PRESENCE_PATH = "/api/webhooks/presence"
 BLOCKLIST_PATH = "/api/webhooks/blocklist"
+USAGE_PATH = "/api/webhooks/usage"
 
 
 def _next_sequence(session: Session) -> int:
@@ -104,3 +105,9 @@ def blocklist_changed(session: Session, changes: list[dict[str, Any]]) -> dict[s
     """The account's blocklist changed on another device (`blocklist.changed`). Call inside the
     transaction that took the session's row."""
     return outbox_event(session, "blocklist.changed", BLOCKLIST_PATH, changes=changes)
+
+
+def usage_reported(session: Session, usage: dict[str, Any]) -> dict[str, Any]:
+    """A session's usage on one UTC day (`usage.report`), in the shape of `GET /usage`'s results
+    with `granularity: day`. Call inside the transaction that claimed the day's report."""
+    return outbox_event(session, "usage.report", USAGE_PATH, usage=usage)

@@ -1,12 +1,14 @@
-"""Reading sessions (the API, the link page, the WebSockets)."""
+"""Reading sessions (the API, the link page, the WebSockets) and their usage."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
+from gateway.core import usage
 from sessions_app.models import Session
 
 
@@ -28,3 +30,19 @@ def session_find(*, session_id: Any) -> Session | None:
 def session_get(*, session_id: Any) -> Session:
     """The session, or Http404 (shaped as a JSON 404 by the API)."""
     return get_object_or_404(Session, pk=session_id)
+
+
+def usage_sessions(*, session_id: Any = None) -> QuerySet[Session] | None:
+    """The sessions whose usage is asked for: the one named (Http404 when there is none), or
+    None for all of them. (The one place to narrow them to what a caller may see.)"""
+    if session_id is None:
+        return None
+    return Session.objects.filter(pk=session_get(session_id=session_id).pk)
+
+
+def usage_for(
+    *, sessions: QuerySet[Session] | None, start: datetime, end: datetime, granularity: str
+) -> list[dict[str, Any]]:
+    """Usage per session and hour or day from `start` to `end` (period boundaries), from the
+    counters; `sessions` None: every session."""
+    return usage.usage_periods(start=start, end=end, granularity=granularity, sessions=sessions)

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
+from django.utils import timezone
 from rest_framework import serializers
 
+from gateway.core import usage
 from gateway.core.contract import TEXT_RULE, text_problem
 from sessions_app.models import Session
 from sessions_app.states import Engine, SessionStatus
@@ -107,3 +111,105 @@ class PictureInputSerializer(serializers.Serializer):
 
 class PictureSerializer(serializers.Serializer):
     picture_id = serializers.CharField(help_text="WhatsApp's id of the new picture.")
+
+
+# --- usage ----------------------------------------------------------------------------------------
+
+# The longest range one request may ask for, by granularity.
+USAGE_MAX_RANGE = {"hour": timedelta(days=31), "day": timedelta(days=366)}
+
+
+def _with_from(fields: Any) -> Any:
+    """`from` is a Python keyword: the field is declared as `from_` and shown as `from`."""
+    return {("from" if name == "from_" else name): field for name, field in fields.items()}
+
+
+class UsageQuerySerializer(serializers.Serializer):
+    from_ = serializers.DateTimeField(
+        required=False,
+        help_text="Start (ISO 8601), rounded down to its hour or day (UTC); default `to` less "
+        "24 hours.",
+    )
+    to = serializers.DateTimeField(
+        required=False,
+        help_text="End (ISO 8601, excluded), rounded up to its hour or day (UTC); default now.",
+    )
+    granularity = serializers.ChoiceField(
+        choices=usage.GRANULARITIES, default="day", help_text="Periods of an hour or a day (UTC)."
+    )
+    session = serializers.UUIDField(required=False, help_text="Only this session.")
+
+    def get_fields(self) -> Any:
+        return _with_from(super().get_fields())
+
+    def validate(self, attrs: dict) -> dict:
+        granularity = attrs["granularity"]
+        try:
+            end = attrs.get("to") or timezone.now()
+            start = attrs.get("from") or end - timedelta(days=1)
+            if start >= end:
+                raise serializers.ValidationError({"to": ["Must be after `from`."]})
+            attrs["from"] = usage.period_floor(start, granularity)
+            attrs["to"] = usage.period_ceil(end, granularity)
+        except OverflowError:
+            raise serializers.ValidationError(
+                "The range reaches beyond the dates this API can count."
+            ) from None
+        if attrs["to"] - attrs["from"] > USAGE_MAX_RANGE[granularity]:
+            raise serializers.ValidationError(
+                {
+                    "to": [
+                        f"At most {USAGE_MAX_RANGE[granularity].days} days of {granularity}s "
+                        "in one request."
+                    ]
+                }
+            )
+        return attrs
+
+
+class UsageCountsSerializer(serializers.Serializer):
+    sent = serializers.IntegerField(help_text="Taken by WhatsApp (sent through the gateway).")
+    delivered = serializers.IntegerField(help_text="Reached the recipient's phone.")
+    read = serializers.IntegerField(help_text="Read (or played) by the recipient.")
+    failed = serializers.IntegerField(help_text="Ended `failed`.")
+    received = serializers.IntegerField(help_text="Inbound messages.")
+
+
+class UsageMessagesSerializer(UsageCountsSerializer):
+    by_type = serializers.DictField(
+        child=UsageCountsSerializer(),
+        help_text="The same figures per message type (`text`, `image`, …); only types that "
+        "had any.",
+    )
+
+
+class UsageDirectionsSerializer(serializers.Serializer):
+    sent = serializers.IntegerField()
+    received = serializers.IntegerField()
+
+
+class UsageWebhooksSerializer(serializers.Serializer):
+    delivered = serializers.IntegerField(help_text="Webhook deliveries the backend accepted.")
+    failed = serializers.IntegerField(help_text="Webhook deliveries given up (`dead`).")
+
+
+class UsagePeriodSerializer(serializers.Serializer):
+    session = serializers.UUIDField()
+    period = serializers.DateTimeField(help_text="The period's start (UTC).")
+    messages = UsageMessagesSerializer()
+    media_bytes = UsageDirectionsSerializer(
+        help_text="Bytes of media sent (when WhatsApp took the message) and received (stored)."
+    )
+    webhooks = UsageWebhooksSerializer()
+
+
+class UsageSerializer(serializers.Serializer):
+    from_ = serializers.DateTimeField(help_text="The first period's start.")
+    to = serializers.DateTimeField(help_text="The last period's end.")
+    granularity = serializers.ChoiceField(choices=usage.GRANULARITIES)
+    results = UsagePeriodSerializer(
+        many=True, help_text="Per period, then session; periods without activity are left out."
+    )
+
+    def get_fields(self) -> Any:
+        return _with_from(super().get_fields())

@@ -33,6 +33,8 @@ from sessions_app.serializers import (
     SessionFilterSerializer,
     SessionMigrateInputSerializer,
     SessionOutputSerializer,
+    UsageQuerySerializer,
+    UsageSerializer,
 )
 from sessions_app.services import calls, qr
 from sessions_app.tokens import ws_token_make
@@ -636,3 +638,40 @@ class ProfilePictureApi(ApiView):
         jpeg = picture_jpeg(request.FILES.get("file"))
         picture = calls.session_call(session, "set_profile_picture", jpeg_base64=jpeg)
         return Response({"picture_id": picture})
+
+
+class UsageApi(ApiView):
+    @extend_schema(
+        operation_id="usage_list",
+        tags=["usage"],
+        parameters=[UsageQuerySerializer],
+        responses={200: UsageSerializer, **errors(400, 404, 422)},
+        summary="Usage per session and period",
+        description="What each session did per hour or day (UTC): messages sent through the "
+        "gateway, delivered, read and failed (each counted once, when it first gets there; "
+        "also per message type), received, media bytes sent and received, webhooks delivered "
+        "and given up. From counters kept as it happens, in the hour it happened: deleting "
+        "messages does not change them. `from` is rounded down and `to` up to whole periods; "
+        "by default the last 24 hours. Periods without activity are left out. At most 31 days "
+        "of hours or 366 days of days (422 beyond); 404 for an unknown `session`.",
+    )
+    def get(self, request: Request) -> Response:
+        query = UsageQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        asked = query.validated_data
+        results = selectors.usage_for(
+            sessions=selectors.usage_sessions(session_id=asked.get("session")),
+            start=asked["from"],
+            end=asked["to"],
+            granularity=asked["granularity"],
+        )
+        return Response(
+            UsageSerializer(
+                {
+                    "from": asked["from"],
+                    "to": asked["to"],
+                    "granularity": asked["granularity"],
+                    "results": results,
+                }
+            ).data
+        )

@@ -30,7 +30,12 @@ TEXT_RULE = "Text may not contain NUL (U+0000) or unpaired surrogates."
 
 @_FORMATS.checks("date-time")
 def _date_time(value: object) -> bool:
-    return not isinstance(value, str) or parse_datetime(value) is not None
+    if not isinstance(value, str):
+        return True
+    try:
+        return parse_datetime(value) is not None
+    except ValueError:  # well-formed but no such date or time: 2026-13-01, 25:00
+        return False
 
 
 def text_problem(value: Any) -> bool:

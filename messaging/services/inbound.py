@@ -16,6 +16,7 @@ from gateway.core.errors import Conflict
 from messaging import events
 from messaging.models import Message
 from messaging.services.media import StoredMedia
+from messaging.services.usage import count_media_received, count_received
 from messaging.states import Direction, MessageStatus
 from sessions_app.services import calls, fenced_lock
 
@@ -72,6 +73,7 @@ def inbound_store(*, session_id: uuid.UUID, epoch: int, message: Received) -> Me
                 )
         except IntegrityError:
             return None
+        count_received(stored)
         if not media and stored.direction == Direction.IN:
             events.message_received(stored, session)
         return stored
@@ -91,6 +93,7 @@ def inbound_media_stored(
         message.media_pending = False
         message.payload = {k: v for k, v in message.payload.items() if k != "media_ref"}
         message.save()
+        count_media_received(message, stored.size)
         if message.direction == Direction.IN:
             events.message_received(message, session)
         return True

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from messaging import events
 from messaging.models import Message
+from messaging.services.usage import count_outbound
 from messaging.states import Direction, MessageStatus
 from sessions_app.services import fenced_lock
 
@@ -143,8 +144,10 @@ def message_sent(
             }
         message.next_attempt_at = None
         message.error_code = message.error_message = ""
+        before = message.status
         if message.advance_to(M.SENT, datetime.fromtimestamp(at, tz=UTC)):
             events.message_status_changed(message, session)
+            count_outbound(message, before)
         message.save()
 
 
@@ -176,6 +179,7 @@ def message_send_error(
         message.next_attempt_at = None
         message.save()
         events.message_status_changed(message, session)
+        count_outbound(message, M.SENDING)
         return False
 
 
@@ -201,6 +205,7 @@ def messages_recover(*, session_id: uuid.UUID, epoch: int, accepts_ids: bool) ->
             )
             message.save()
             events.message_status_changed(message, session)
+            count_outbound(message, M.SENDING)
     return len(stuck)
 
 
@@ -216,8 +221,10 @@ def receipts_apply(
         for message in Message.objects.select_for_update().filter(
             session_id=session_id, direction=Direction.OUT, wa_message_id__in=message_ids
         ):
+            before = message.status
             if message.advance_to(status, when):
                 message.save()
                 events.message_status_changed(message, session)
+                count_outbound(message, before)
                 moved += 1
     return moved

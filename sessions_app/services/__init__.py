@@ -5,7 +5,8 @@
 - `presence`: contacts' presence and blocklist changes, as the owning worker hears them;
 - `status`: what is *true* (the owning worker: status changes, failures);
 - `lease`: the lease protocol and the fence every write of a worker goes through;
-- `snapshots`: the encrypted auth-state snapshots; `qr`: the current QR and pairing codes.
+- `snapshots`: the encrypted auth-state snapshots; `qr`: the current QR and pairing codes;
+- `usage`: the daily `usage.report` of each session (any worker, once per day).
 
 The names below are the app's door; import them from here.
 """
@@ -46,6 +47,7 @@ from sessions_app.services.requests import (
     session_request_stop,
 )
 from sessions_app.services.status import IllegalTransition, session_fail, session_set_status
+from sessions_app.services.usage import UsageReports, usage_report_due_day, usage_reports_send
 
 __all__ = [
     "E164",
@@ -57,6 +59,7 @@ __all__ = [
     "PairCodeRateLimited",
     "PairCodeUnavailable",
     "SessionBeingDeleted",
+    "UsageReports",
     "blocklist_announce",
     "fenced",
     "fenced_lock",
@@ -81,4 +84,6 @@ __all__ = [
     "sessions_owned",
     "sessions_release_all",
     "sessions_renew",
+    "usage_report_due_day",
+    "usage_reports_send",
 ]

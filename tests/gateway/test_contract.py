@@ -95,3 +95,12 @@ def test_forms_are_not_taken_where_the_schema_says_json(api: APIClient) -> None:
     response = api.post("/api/v1/sessions", {"name": "x"}, format="multipart")
     assert response.status_code == 415
     assert response.json()["error"]["code"] == "unsupported_media_type"
+
+
+def test_a_date_time_that_cannot_exist_is_a_400_not_a_500(api: APIClient, make_session) -> None:
+    """Well-formed ISO 8601 with no such month or hour: Django's parser raises on these."""
+    session = make_session()
+    for value in ["2026-13-01T00:00:00Z", "2026-02-30T10:00:00Z", "2026-01-01T25:00:00Z"]:
+        response = api.get(f"/api/v1/sessions/{session.id}/messages", {"since": value})
+        assert response.status_code == 400, (value, response.json())
+        assert "since" in response.json()["error"]["details"]

@@ -7,6 +7,7 @@
            │                woken at once by NOTIFY, and by a slow poll as well
            ├ event pumps    engine events → the session's runner
            ├ controls: sandbox controls and calls (check numbers, mark read)
+           ├ usage reports  each session's daily `usage.report` (when BACKEND_URL is set)
            └ webhook dispatcher (when BACKEND_URL is set)
     stop (SIGTERM/SIGINT) → stop claiming, disconnect every session (never log out), report them
            stopped, release all leases in one statement, mark the Worker stopped.
@@ -23,6 +24,7 @@ import resource
 import time
 import uuid
 from collections import Counter
+from datetime import date
 
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -41,6 +43,8 @@ from workers.runtime.session import SessionRunner
 from workers.states import WorkerStatus
 
 logger = logging.getLogger(__name__)
+# How often a worker looks whether a day's usage reports are due (a comparison, until one is).
+USAGE_REPORT_POLL_SECONDS = 60.0
 
 
 def build_engines(config: RuntimeConfig) -> dict[str, Engine]:
@@ -91,6 +95,8 @@ class WorkerRuntime:
         )
         self._background: set[asyncio.Task] = set()
         self._started = time.monotonic()
+        # The last day whose usage reports this worker has written (or seen written).
+        self.usage_reported_through: date | None = None
         # Inbound media downloads at once, across this worker's sessions (each a temporary file).
         self.downloads = asyncio.Semaphore(4)
 
@@ -123,6 +129,7 @@ class WorkerRuntime:
             loops.append(self._listen())
         if settings.BACKEND_URL:
             loops.append(self._backend_loop())
+            loops.append(self._usage_loop())
         loops.append(self._controls.run(self.stop))
         if self.dispatcher is not None:
             loops.append(self.dispatcher.run(self.stop))
@@ -275,6 +282,20 @@ class WorkerRuntime:
                 runner.queue.put_nowait(("probe", silent))
                 probed += 1
         return probed
+
+    # --- usage reports ----------------------------------------------------------------------------
+
+    async def _usage_loop(self) -> None:
+        await self._forever(self.step_usage_reports, USAGE_REPORT_POLL_SECONDS)
+
+    async def step_usage_reports(self) -> int:
+        """Once a day (and at start): the daily `usage.report` of every session with activity,
+        written by whichever worker comes first (the service claims each day once)."""
+        if self.usage_reported_through == sessions.usage_report_due_day():
+            return 0
+        reports = await db(sessions.usage_reports_send)
+        self.usage_reported_through = reports.through
+        return reports.sent
 
     # --- claims and wanted state ------------------------------------------------------------------
 
