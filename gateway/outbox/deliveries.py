@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import random
+import uuid
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -22,6 +24,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from gateway.core.usage import usage_add
 from gateway.core.wake import WEBHOOKS, wake
 from gateway.outbox.models import DeliveryStatus, Endpoint, WebhookDelivery
 
@@ -209,16 +212,22 @@ def _superseded(row: WebhookDelivery) -> bool:
 # --- Outcomes -------------------------------------------------------------------------------------
 
 
-def delivery_succeeded(*, delivery_id: int, status_code: int | None, response: str) -> None:
-    WebhookDelivery.objects.filter(pk=delivery_id, status=P.PENDING).update(
-        status=P.DELIVERED,
-        delivered_at=timezone.now(),
-        attempts=F("attempts") + 1,
-        last_status_code=status_code,
-        last_response=response[:RESPONSE_KEEP],
-        last_error="",
-        claimed_until=None,
-    )
+def delivery_succeeded(
+    *, delivery_id: int, status_code: int | None, response: str, session_id: str | None = None
+) -> None:
+    """Delivered; counted in the session's usage (`session_id`) once."""
+    with transaction.atomic():
+        updated = WebhookDelivery.objects.filter(pk=delivery_id, status=P.PENDING).update(
+            status=P.DELIVERED,
+            delivered_at=timezone.now(),
+            attempts=F("attempts") + 1,
+            last_status_code=status_code,
+            last_response=response[:RESPONSE_KEEP],
+            last_error="",
+            claimed_until=None,
+        )
+        if updated and session_id:
+            usage_add(uuid.UUID(session_id), webhooks_delivered=1)
     # Every dispatcher may take the session's next event now (measured: without this, a second
     # dispatcher only finds it at its next poll and steady-state latency grows sevenfold).
     wake(WEBHOOKS)
@@ -250,22 +259,26 @@ def delivery_failed(
     status_code: int | None = None,
     response: str = "",
     retry_after: float | None = None,
+    session_id: str | None = None,
 ) -> str:
     """After a non-2xx answer or a network error: retried later, or `dead` once past
-    WEBHOOK_MAX_AGE. Returns the new status."""
+    WEBHOOK_MAX_AGE (counted as failed in the session's usage). Returns the new status."""
     now = timezone.now()
     wait = max(backoff_seconds(attempts + 1), retry_after or 0)
     next_at = now + timedelta(seconds=min(wait, MAX_BACKOFF_SECONDS))
     dead = next_at > created_at + timedelta(seconds=settings.WEBHOOK_MAX_AGE)
-    WebhookDelivery.objects.filter(pk=delivery_id, status=P.PENDING).update(
-        status=P.DEAD if dead else P.PENDING,
-        attempts=attempts + 1,
-        next_attempt_at=next_at,
-        last_status_code=status_code,
-        last_error=error[:2000],
-        last_response=response[:RESPONSE_KEEP],
-        claimed_until=None,
-    )
+    with transaction.atomic():
+        updated = WebhookDelivery.objects.filter(pk=delivery_id, status=P.PENDING).update(
+            status=P.DEAD if dead else P.PENDING,
+            attempts=attempts + 1,
+            next_attempt_at=next_at,
+            last_status_code=status_code,
+            last_error=error[:2000],
+            last_response=response[:RESPONSE_KEEP],
+            claimed_until=None,
+        )
+        if dead and updated and session_id:
+            usage_add(uuid.UUID(session_id), webhooks_failed=1)
     if dead:
         logger.error("webhook dead after %s attempts: %s", attempts + 1, error)
         wake(WEBHOOKS)
@@ -284,9 +297,13 @@ def target_gone(*, claim: Claim, response: str) -> int:
             Endpoint.objects.filter(pk=claim.destination.id).update(
                 enabled=False, disabled_reason=f"{gone} ({timezone.now().isoformat()})"
             )
-        updated = for_it.filter(status=P.PENDING).update(
+        pending = for_it.select_for_update().filter(status=P.PENDING)
+        per_session = Counter(s for s in pending.values_list("session_id", flat=True) if s)
+        updated = pending.update(
             status=P.DEAD, last_status_code=410, last_error=gone, claimed_until=None
         )
+        for session, count in per_session.items():
+            usage_add(session, webhooks_failed=count)
         WebhookDelivery.objects.filter(pk=claim.id).update(
             attempts=F("attempts") + 1, last_response=response[:RESPONSE_KEEP]
         )

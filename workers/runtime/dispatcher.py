@@ -144,6 +144,7 @@ class Dispatcher:
                     delivery_id=claim.id,
                     created_at=claim.created_at,
                     attempts=claim.attempts,
+                    session_id=claim.session_id,
                     error=f"{refused.code}: {refused.message}",
                 )
                 return
@@ -161,6 +162,7 @@ class Dispatcher:
                 delivery_id=claim.id,
                 created_at=claim.created_at,
                 attempts=claim.attempts,
+                session_id=claim.session_id,
                 error=f"{type(exc).__name__}: {exc}"[:500],
             )
             return
@@ -169,7 +171,11 @@ class Dispatcher:
         if 200 <= code < 300:
             await io(breaker.success)
             await db(
-                webhooks.delivery_succeeded, delivery_id=claim.id, status_code=code, response=text
+                webhooks.delivery_succeeded,
+                delivery_id=claim.id,
+                status_code=code,
+                response=text,
+                session_id=claim.session_id,
             )
         elif code == 410:
             await io(breaker.success)  # it answered: the backend is up, the endpoint is gone
@@ -183,6 +189,7 @@ class Dispatcher:
                 delivery_id=claim.id,
                 created_at=claim.created_at,
                 attempts=claim.attempts,
+                session_id=claim.session_id,
                 error=f"HTTP {code}",
                 status_code=code,
                 response=text,
@@ -236,12 +243,19 @@ class Dispatcher:
                 delivery_id=claim.id,
                 created_at=claim.created_at,
                 attempts=claim.attempts,
+                session_id=claim.session_id,
                 error=error[:500],
             )
             return
         failpoint("after_webhook_response_before_commit")
         await io(breaker.success)
-        await db(webhooks.delivery_succeeded, delivery_id=claim.id, status_code=None, response="")
+        await db(
+            webhooks.delivery_succeeded,
+            delivery_id=claim.id,
+            status_code=None,
+            response="",
+            session_id=claim.session_id,
+        )
 
 
 async def deliver(stop: asyncio.Event) -> None:

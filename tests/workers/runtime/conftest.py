@@ -9,9 +9,12 @@ import pytest_asyncio
 from asgiref.sync import sync_to_async
 from django.db import connections
 
+from tests.gateway.test_brokers import private_nats, workdir  # noqa: F401 - fixtures
 from tests.workers.engines.test_sandbox import FAST
 from tests.workers.runtime.test_runtime import until
 from workers.engines.sandbox import SandboxEngine, SandboxWorld
+from workers.runtime.db import db_close
+from workers.runtime.dispatcher import Dispatcher
 from workers.runtime.worker import RuntimeConfig, WorkerRuntime
 
 
@@ -61,3 +64,19 @@ async def start_worker(tmp_path: Path, world: SandboxWorld):
         # A bound for the cleanup, not a speed check: a stop may wait for an engine's thread
         # (NEONIZE_STOP_WAIT) and a host's exit (10 s) on a loaded machine.
         await asyncio.wait_for(task, 60)
+
+
+@pytest_asyncio.fixture
+async def dispatch():
+    stop = asyncio.Event()
+    tasks = []
+
+    async def start() -> Dispatcher:
+        dispatcher = Dispatcher(poll_seconds=0.1)
+        tasks.append(asyncio.create_task(dispatcher.run(stop)))
+        return dispatcher
+
+    yield start
+    stop.set()
+    await asyncio.gather(*tasks)
+    await db_close()  # the dispatcher's database threads' connections

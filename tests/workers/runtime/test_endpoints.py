@@ -14,13 +14,13 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from gateway.core.usage import usage_periods
 from gateway.outbox import endpoints
 from gateway.outbox.models import Endpoint, WebhookDelivery
 from tests.processes import free_port
 from tests.workers.runtime.test_runtime import until
-from tests.workers.runtime.test_webhooks import (  # noqa: F401 - fixtures
+from tests.workers.runtime.test_webhooks import (
     Receiver,
-    dispatch,
     in_order_per_session,
     produce,
     sessions,
@@ -51,6 +51,20 @@ def receivers():
         receiver.close()
 
 
+def webhooks_usage() -> dict[str, tuple[int, int]]:
+    """Each session's (webhooks delivered, failed) in the usage counters of the last day."""
+    now = timezone.now()
+    periods = usage_periods(
+        start=now - timedelta(days=1), end=now + timedelta(days=1), granularity="day"
+    )
+    figures: dict[str, list[int]] = {}
+    for period in periods:
+        sums = figures.setdefault(str(period["session"]), [0, 0])
+        sums[0] += period["webhooks"]["delivered"]
+        sums[1] += period["webhooks"]["failed"]
+    return {session: (d, f) for session, (d, f) in figures.items() if d or f}
+
+
 def endpoint_for(receiver: Receiver | None, *, url: str = "", **fields) -> Endpoint:
     url = url or f"http://127.0.0.1:{receiver.port}/hook"
     secret = receiver.secret if receiver else endpoints.new_secret()
@@ -72,6 +86,8 @@ async def test_each_endpoint_gets_its_events_signed_with_its_secret(receivers, d
     assert {headers["x-tenant"] for headers, _ in first.received} == {"one"}
     for sequences in in_order_per_session(second.received).values():
         assert sequences == sorted(sequences) and len(sequences) == 10
+    # Usage counts every delivery, per session: a's 10 twice (two endpoints), b's 10 once.
+    await until(lambda: webhooks_usage() == {str(a.pk): (20, 0), str(b.pk): (10, 0)}, what="usage")
     # The same event, the same id, at both endpoints.
     assert {h["webhook-id"] for h, _ in first.received} <= {
         h["webhook-id"] for h, _ in second.received
@@ -152,6 +168,7 @@ async def test_410_disables_that_endpoint_only(receivers, dispatch) -> None:
     rows = WebhookDelivery.objects.filter(endpoint=stopped)
     await until(lambda: not rows.filter(status="pending").exists(), what="none left pending")
     assert await sync_to_async(rows.filter(status="dead").count)() == 10
+    assert await sync_to_async(webhooks_usage)() == {str(s.pk): (5, 5) for s in made}
     await sync_to_async(produce)(made, 1)  # a disabled endpoint gets no new events
     assert await sync_to_async(rows.count)() == 10
 
