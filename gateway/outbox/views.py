@@ -56,7 +56,7 @@ class EndpointListCreateApi(ListApiView):
     @extend_schema(
         operation_id="webhooks_list",
         tags=TAG,
-        responses={200: EndpointOutputSerializer(many=True), **errors(422)},
+        responses={200: EndpointOutputSerializer(many=True), **errors(400, 422)},
         summary="List webhook endpoints",
     )
     def get(self, request: Request) -> Response:
