@@ -17,6 +17,8 @@ after the one given is not missed, a replay also repeats the events of RESUME_GR
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import uuid
 from datetime import timedelta
@@ -24,11 +26,12 @@ from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.core.cache import cache
 from django.db.models import Q
 from django.utils import timezone
 from rest_framework.exceptions import AuthenticationFailed
@@ -43,15 +46,30 @@ SUBPROTOCOL = "events"
 RESUME_GRACE = timedelta(seconds=10)
 REPLAY_BATCH = 500
 BAD_REQUEST, AFTER_UNKNOWN = 4400, 4404
+# Up while any stream is open (refreshed by each); producers push only then.
+LISTENING, LISTENING_SECONDS = "events:listening", 60
 
 
 def publish(body: dict[str, Any]) -> None:
-    """After commit, best effort: a channel layer that is down costs the live push only (the
-    streams fill the gap from the log when the session's next event arrives)."""
+    """After commit, best effort, and only while a stream is open somewhere (a push costs a few
+    milliseconds, a look at the flag a cache read): a channel layer that is down costs the live
+    push only (the streams fill the gap from the log when the session's next event arrives)."""
     try:
+        if not cache.get(LISTENING, False):
+            return
         async_to_sync(get_channel_layer().group_send)(GROUP, {"type": "event.new", "event": body})
     except Exception:
         logger.warning("event stream push failed", exc_info=True)
+
+
+async def _listening(stop: asyncio.Event) -> None:
+    """Keep the flag up while this socket is open (set before it joins the group, so no event
+    committed after its replay's read is left unpushed)."""
+    while not stop.is_set():
+        with contextlib.suppress(Exception):
+            await sync_to_async(cache.set)(LISTENING, True, LISTENING_SECONDS)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), LISTENING_SECONDS / 3)
 
 
 def events_purge() -> int:
@@ -103,6 +121,10 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         self.last: dict[str, int] = {}  # each session's last sequence seen (sent or not)
         self.sent: set[str] = set()  # ids sent during the replay, so the live ones don't repeat
         self.waiting: list[dict[str, Any]] | None = []  # live events held during the replay
+        with contextlib.suppress(Exception):
+            await sync_to_async(cache.set)(LISTENING, True, LISTENING_SECONDS)
+        self.closed = asyncio.Event()
+        self.flag = asyncio.create_task(_listening(self.closed))
         await self.channel_layer.group_add(GROUP, self.channel_name)
         self.joined = True
         await self.accept(subprotocol=SUBPROTOCOL if offered else None)
@@ -209,6 +231,9 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         return None  # the server speaks; what clients send is ignored
 
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "flag", None):
+            self.closed.set()
+            await self.flag
         if getattr(self, "joined", False):
             await self.channel_layer.group_discard(GROUP, self.channel_name)
 

@@ -159,3 +159,20 @@ async def test_old_events_are_purged(make_session, settings) -> None:
     )
     assert await sync_to_async(stream.events_purge)() == 1
     assert await sync_to_async(Event.objects.count)() == 1
+
+
+async def test_events_are_pushed_only_while_a_stream_is_open(api_key, make_session, monkeypatch):
+    sent = []
+    layer = stream.get_channel_layer()
+
+    async def group_send(group, message):
+        sent.append(message["event"]["id"])
+
+    monkeypatch.setattr(layer, "group_send", group_send)
+    session = await sync_to_async(make_session)()
+    unseen = await emit(session)
+    communicator = socket("/ws/events/", key_header(api_key))
+    assert (await communicator.connect())[0]
+    seen = await emit(session)
+    await communicator.disconnect()
+    assert sent == [seen["id"]] and unseen["id"] not in sent
