@@ -74,6 +74,15 @@ class Session(models.Model):
     # Increments with every webhook event about this session (its per-session sequence).
     event_sequence = models.BigIntegerField(default=0)
 
+    # The scoped API key that created it: a key limited to some sessions may also reach these.
+    created_by_key = models.ForeignKey(
+        "core.ScopedAPIKey",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="created_sessions",
+    )
+
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

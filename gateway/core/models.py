@@ -2,11 +2,18 @@
 
 - `UsageCounter`, `UsageReport`: how much each session did, per hour (gateway/core/usage.py is
   their one door).
+- `ScopedAPIKey`: an API key limited to some sessions and scopes (gateway/core/scopes.py decides
+  what that allows; gateway/core/keys.py is its API).
 """
 
 from __future__ import annotations
 
+import uuid
+from typing import Any
+
+from django.core.exceptions import ValidationError
 from django.db import models
+from rest_framework_api_key.models import APIKey
 
 
 class UsageCounter(models.Model):
@@ -52,3 +59,64 @@ class UsageReport(models.Model):
 
     def __str__(self) -> str:
         return f"{self.session_id} {self.day}"
+
+
+# What a key may do (README, "Scoped API keys"). `None` in a key's `scopes` means all of them.
+SCOPES = ("read", "send", "control", "manage")
+
+
+class ScopedAPIKey(APIKey):
+    """An API key limited to some sessions and some actions (gateway/core/scopes.py).
+
+    A multi-table child of djangorestframework-api-key's `APIKey`: the key is stored hashed by the
+    library as ever, and a plain `APIKey` row without a child is a key with full access. The
+    sessions a key created (`Session.created_by_key`) are its sessions too.
+    """
+
+    sessions = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Session ids (a JSON list) this key may reach, besides those it created; "
+        "empty (null) means every session.",
+    )
+    scopes = models.JSONField(
+        null=True,
+        blank=True,
+        help_text='What it may do: a JSON list of "read", "send", "control", "manage"; empty '
+        "(null) means everything.",
+    )
+
+    class Meta(APIKey.Meta):
+        verbose_name = "scoped API key"
+        verbose_name_plural = "scoped API keys"
+
+    def clean(self) -> None:
+        super().clean()
+        errors: dict[str, str] = {}
+        if self.sessions is not None:
+            try:
+                self.sessions = normal_sessions(self.sessions)
+            except ValueError:
+                errors["sessions"] = "A list of session ids (UUIDs), or empty for every session."
+        if self.scopes is not None:
+            try:
+                self.scopes = normal_scopes(self.scopes)
+            except ValueError:
+                errors["scopes"] = f"A list of {', '.join(SCOPES)}, or empty for everything."
+        if errors:
+            raise ValidationError(errors)
+
+
+def normal_sessions(value: Any) -> list[str]:
+    """Session ids as the key keeps them: canonical UUID strings, once each, in order; or
+    ValueError."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("not a list of strings")
+    return list(dict.fromkeys(str(uuid.UUID(v)) for v in value))
+
+
+def normal_scopes(value: Any) -> list[str]:
+    """Scopes as the key keeps them: known names, once each, in SCOPES' order; or ValueError."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and v in SCOPES for v in value):
+        raise ValueError("not a list of scopes")
+    return [scope for scope in SCOPES if scope in value]
