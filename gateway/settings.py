@@ -344,7 +344,7 @@ REST_FRAMEWORK = {
         "gateway.core.auth.BackendJWTAuthentication",
         "gateway.core.auth.StaffSessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["gateway.core.auth.IsApiClient"],
+    "DEFAULT_PERMISSION_CLASSES": ["gateway.core.scopes.HasScope"],
     "DEFAULT_THROTTLE_CLASSES": ["gateway.core.throttling.ClientRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "client": env_rate("API_THROTTLE_RATE", "6000/min"),

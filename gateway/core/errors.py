@@ -75,6 +75,19 @@ class Unprocessable(ApiError):
     message = "The request cannot be processed."
 
 
+class ForbiddenScope(ApiError):
+    """The credentials' scopes do not cover the action (gateway/core/scopes.py)."""
+
+    status: int = status.HTTP_403_FORBIDDEN
+    code = "forbidden_scope"
+    message = "These credentials may not do that."
+
+    def __init__(self, scope: str | None = None, message: str | None = None) -> None:
+        if message is None and scope is not None:
+            message = f"This needs the `{scope}` scope, which the credentials do not have."
+        super().__init__(message, details={"scope": scope} if scope else None)
+
+
 class PayloadTooLarge(ApiError):
     status: int = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     code = "payload_too_large"
