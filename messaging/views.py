@@ -24,6 +24,7 @@ from gateway.core.jids import recipient_jid
 from gateway.core.openapi import errors
 from gateway.core.pagination import CreatedCursorPagination
 from gateway.core.parsers import SafeJSONParser
+from gateway.core.scopes import ensure_visible
 from gateway.core.throttling import ClientRateThrottle
 from messaging import selectors, services
 from messaging.models import Message
@@ -168,6 +169,7 @@ class MessageDetailApi(ApiView):
     )
     def get(self, request: Request, message_id: uuid.UUID) -> Response:
         message = selectors.message_get(message_id=message_id)
+        ensure_visible(request, message.session_id)  # another tenant's message: not found
         return Response(MessageOutputSerializer(message, context={"media_urls": True}).data)
 
 

@@ -1,5 +1,11 @@
 """WebSockets for live session state: `/ws/sessions/<id>/` (a staff member with permission on
-sessions, or `?token=` from `POST /api/v1/sessions/<id>/ws-token`) and `/ws/sessions/` (staff).
+sessions, `?token=` from `POST /api/v1/sessions/<id>/ws-token`, or an API key or backend JWT) and
+`/ws/sessions/` (staff, or an API key or JWT: only the sessions it may see).
+
+Keys and JWTs come in headers or subprotocols (`["sessions", "api-key.<key>"]`,
+gateway.core.auth.socket_client) and are held to their scopes (gateway/core/scopes.py): `read` to
+open a socket, a session they may see (another is refused, like an unknown one), `control` for the
+QR and pairing codes.
 
 On connect a consumer joins its group first and reads the current state second, so no change falls
 between the two; then it forwards every change. Consumers never write to the database.
@@ -15,6 +21,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from gateway.core.auth import ApiClient, socket_client
 from sessions_app.events import session_state
 from sessions_app.selectors import session_find
 from sessions_app.services import qr
@@ -23,6 +30,7 @@ from sessions_app.tokens import ws_token_read
 # The close code when a socket opened with a ws-token reaches the token's expiry (4000-4999 are
 # the application's own): the link page then says the link has expired.
 TOKEN_EXPIRED = 4001
+SUBPROTOCOL = "sessions"  # answered when offered (beside a credential subprotocol)
 
 
 @database_sync_to_async
@@ -66,6 +74,17 @@ def _messages(payload: dict[str, Any], *, codes: bool) -> list[dict[str, Any]]:
 class PushConsumer(AsyncJsonWebsocketConsumer):
     """The server speaks, browsers listen: whatever a client sends (JSON or not) is ignored."""
 
+    client: ApiClient | None = None
+
+    async def authenticate(self) -> bool:
+        """Sets `client` from a key or JWT in the handshake: False when it may not read."""
+        self.client = await database_sync_to_async(socket_client)(self.scope)
+        return self.client is None or self.client.allows("read")
+
+    async def accept_socket(self) -> None:
+        offered = self.scope.get("subprotocols") or []
+        await self.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         return None
 
@@ -77,11 +96,21 @@ class SessionConsumer(PushConsumer):
         token = ws_token_read(raw) if raw else None
         if token is not None and token.session_id != self.session_id:
             token = None
-        if token is None and not await _staff_may(self.scope, "view"):
+        if not await self.authenticate() or (
+            self.client is not None and not await self.client.amay_see(self.session_id)
+        ):
             await self.close()  # before accept: the handshake is refused
             return
+        if token is None and self.client is None and not await _staff_may(self.scope, "view"):
+            await self.close()
+            return
         # A token is handed out to link the session (the API, or the admin to those who may).
-        self.codes = token is not None or await _staff_may(self.scope, "change")
+        if token is not None:
+            self.codes = True
+        elif self.client is not None:
+            self.codes = self.client.allows("control")
+        else:
+            self.codes = await _staff_may(self.scope, "change")
         self.group = f"session.{self.session_id}"
         await self.channel_layer.group_add(self.group, self.channel_name)
         current = await database_sync_to_async(self._current)()
@@ -89,7 +118,7 @@ class SessionConsumer(PushConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
             await self.close()
             return
-        await self.accept()
+        await self.accept_socket()
         if token is not None:  # a staff member's socket lives as long as their login
             self.expiry = asyncio.create_task(self._close_at(token.expires_at))
         for message in _messages(current, codes=self.codes):
@@ -125,15 +154,18 @@ class SessionConsumer(PushConsumer):
 
 
 class SessionsConsumer(PushConsumer):
-    """Every session's status, for operators' dashboards (staff only)."""
+    """Every session's status, for operators' dashboards (staff), or the sessions a key or JWT
+    may see."""
 
     async def connect(self) -> None:
-        if not await _staff_may(self.scope, "view"):
+        if not await self.authenticate() or (
+            self.client is None and not await _staff_may(self.scope, "view")
+        ):
             await self.close()
             return
         await self.channel_layer.group_add("sessions", self.channel_name)
         self.joined = True
-        await self.accept()
+        await self.accept_socket()
 
     async def disconnect(self, code: int) -> None:
         if getattr(self, "joined", False):
@@ -141,4 +173,6 @@ class SessionsConsumer(PushConsumer):
 
     async def session_status(self, event: dict[str, Any]) -> None:
         (status,) = _messages(event["payload"], codes=False)  # codes belong to one session's page
+        if self.client is not None and not await self.client.amay_see(status["session"]["id"]):
+            return
         await self.send_json(status)

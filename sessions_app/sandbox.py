@@ -286,6 +286,7 @@ def control_arguments(action: str, data: dict) -> dict:
 
 class _SandboxControlApi(ApiView):
     action = ""
+    required_scope = "control"
 
     def control(self, request: Request, session_id: object) -> Response:
         if not settings.SANDBOX_ENABLED:

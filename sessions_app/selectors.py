@@ -5,15 +5,27 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.shortcuts import get_object_or_404
 
 from gateway.core import usage
+from gateway.core.auth import ApiClient
 from sessions_app.models import Session
 
 
-def session_list(*, filters: dict[str, Any]) -> QuerySet[Session]:
-    sessions = Session.objects.all()
+def sessions_visible(sessions: QuerySet[Session], client: ApiClient | None) -> QuerySet[Session]:
+    """Only the sessions `client` may see (gateway/core/scopes.py): its listed ones and those its
+    key created. None (a staff member) sees every session."""
+    if client is None or client.sessions is None:
+        return sessions
+    allowed = Q(pk__in=sorted(client.sessions))
+    if client.key_id is not None:
+        allowed |= Q(created_by_key_id=client.key_id)
+    return sessions.filter(allowed)
+
+
+def session_list(*, filters: dict[str, Any], client: ApiClient | None = None) -> QuerySet[Session]:
+    sessions = sessions_visible(Session.objects.all(), client)
     if filters.get("status"):
         sessions = sessions.filter(status__in=filters["status"])
     if filters.get("worker"):

@@ -19,10 +19,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from gateway.core.api import ApiView, ListApiView
-from gateway.core.errors import ApiError
+from gateway.core.errors import ApiError, Conflict
 from gateway.core.jids import RECIPIENT_PATTERN, is_group, recipient_jid
 from gateway.core.openapi import errors
 from gateway.core.pictures import picture_jpeg
+from gateway.core.scopes import client_of
 from gateway.core.throttling import rate_or_raise
 from sessions_app import selectors, services
 from sessions_app.models import Session
@@ -43,13 +44,21 @@ from workers.selectors import worker_find
 TAG = ["sessions"]
 
 
+class ExternalIdTaken(Conflict):
+    code = "external_id_taken"
+    message = "Another session has this `external_id`."
+
+
 class SessionListCreateApi(ListApiView):
     serializer_class = SessionOutputSerializer
+    required_scope = {"GET": "read", "POST": "control"}
 
     def get_queryset(self) -> QuerySet[Session]:
         filters = SessionFilterSerializer(data=self.request.query_params)
         filters.is_valid(raise_exception=True)
-        return selectors.session_list(filters=filters.validated_data)
+        return selectors.session_list(
+            filters=filters.validated_data, client=client_of(self.request)
+        )
 
     @extend_schema(
         operation_id="sessions_list",
@@ -58,7 +67,8 @@ class SessionListCreateApi(ListApiView):
         responses={200: SessionOutputSerializer(many=True), **errors(400, 422)},
         summary="List sessions",
         description="Newest first, with cursor pagination "
-        "(`next`/`previous` links; `page_size` up to 200).",
+        "(`next`/`previous` links; `page_size` up to 200). Only the sessions the credentials may "
+        "reach (a scoped key: its sessions and those it created).",
     )
     def get(self, request: Request) -> Response:
         return super().get(request)
@@ -70,17 +80,24 @@ class SessionListCreateApi(ListApiView):
         responses={
             201: SessionOutputSerializer,
             200: SessionOutputSerializer,
-            **errors(400, 413, 415, 422),
+            **errors(400, 409, 413, 415, 422),
         },
         summary="Create a session",
         description="Creates a session and, unless `start` is false, asks a worker to start "
-        "linking it. With an `external_id` that already exists, returns that session (200) "
-        "unchanged.",
+        "linking it (the `control` scope). With an `external_id` that already exists, returns "
+        "that session (200) unchanged; 409 `external_id_taken` when it is a session these "
+        "credentials may not reach. A session created by a scoped key is one of that key's "
+        "sessions from then on.",
     )
     def post(self, request: Request) -> Response:
         data = SessionCreateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        session, created = services.session_create(**data.validated_data)
+        client = client_of(request)
+        session, created = services.session_create(
+            **data.validated_data, created_by_key_id=client.key_id if client else None
+        )
+        if not created and client is not None and not client.may_see(session.pk):
+            raise ExternalIdTaken()
         return Response(
             SessionOutputSerializer(session).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
@@ -88,6 +105,8 @@ class SessionListCreateApi(ListApiView):
 
 
 class SessionDetailApi(ApiView):
+    required_scope = {"GET": "read", "DELETE": "control"}
+
     @extend_schema(
         operation_id="sessions_retrieve",
         tags=TAG,
@@ -117,6 +136,7 @@ class SessionDetailApi(ApiView):
 class _SessionRequestApi(ApiView):
     """POST that changes what is wanted of a session; its worker makes it so. Answers 202."""
 
+    required_scope = "control"
     service = staticmethod(services.session_request_start)
 
     def post(self, request: Request, session_id: uuid.UUID) -> Response:
@@ -189,6 +209,8 @@ class SessionLogoutApi(_SessionRequestApi):
 
 
 class SessionMigrateApi(ApiView):
+    required_scope = "control"
+
     @extend_schema(
         operation_id="sessions_migrate",
         tags=TAG,
@@ -219,7 +241,10 @@ class SessionQrOutputSerializer(serializers.Serializer):
 
 
 class SessionQrApi(ApiView):
-    """The current QR code, from the cache (it is never stored in the database)."""
+    """The current QR code, from the cache (it is never stored in the database). Whoever has it
+    can link a phone: the `control` scope."""
+
+    required_scope = "control"
 
     def perform_content_negotiation(self, request: Request, force: bool = False):
         # PNG is answered by hand below; everything else, errors included, is JSON.
@@ -262,6 +287,8 @@ class SessionWsTokenOutputSerializer(serializers.Serializer):
 
 
 class SessionWsTokenApi(ApiView):
+    required_scope = "control"  # the socket carries the QR and pairing codes
+
     @extend_schema(
         operation_id="sessions_ws_token",
         tags=TAG,
@@ -302,6 +329,8 @@ class SessionPairCodeOutputSerializer(serializers.Serializer):
 
 
 class SessionPairCodeApi(ApiView):
+    required_scope = "control"
+
     @extend_schema(
         operation_id="sessions_pair_code",
         tags=TAG,

@@ -17,7 +17,15 @@ from workers.serializers import WorkerFilterSerializer, WorkerOutputSerializer
 TAG = ["workers"]
 
 
-class WorkerListApi(ListApiView):
+class _WorkersApi:
+    """Workers serve every tenant: the `manage` scope, and credentials not limited to sessions
+    (gateway/core/scopes.py)."""
+
+    required_scope = "manage"
+    gateway_wide = True
+
+
+class WorkerListApi(_WorkersApi, ListApiView):
     serializer_class = WorkerOutputSerializer
 
     def get_queryset(self) -> QuerySet[Worker]:
@@ -36,7 +44,7 @@ class WorkerListApi(ListApiView):
         return super().get(request)
 
 
-class WorkerDetailApi(ApiView):
+class WorkerDetailApi(_WorkersApi, ApiView):
     @extend_schema(
         operation_id="workers_retrieve",
         tags=TAG,
@@ -47,7 +55,7 @@ class WorkerDetailApi(ApiView):
         return Response(WorkerOutputSerializer(selectors.worker_get(worker_id=worker_id)).data)
 
 
-class WorkerDrainApi(ApiView):
+class WorkerDrainApi(_WorkersApi, ApiView):
     @extend_schema(
         operation_id="workers_drain",
         tags=TAG,

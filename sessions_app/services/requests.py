@@ -34,17 +34,20 @@ def session_create(
     engine: str,
     metadata: dict[str, Any] | None = None,
     start: bool = True,
+    created_by_key_id: str | None = None,
 ) -> tuple[Session, bool]:
     """Create a session, or return the existing one with the same `external_id`.
 
     Returns `(session, created)`. Concurrent creates with one `external_id` make one row: the unique
-    index makes the losers fail, and they return the winner's row.
+    index makes the losers fail, and they return the winner's row. `created_by_key_id`: the scoped
+    API key creating it (which may then reach it, whatever sessions it is limited to).
     """
     fields = {
         "name": name,
         "engine": engine,
         "metadata": metadata or {},
         "desired_state": DesiredState.RUNNING if start else DesiredState.STOPPED,
+        "created_by_key_id": created_by_key_id,
     }
     if external_id is None:
         with transaction.atomic():
