@@ -7,6 +7,7 @@ from drf_spectacular.views import (
 )
 
 from gateway import health, metrics
+from gateway.core import keys
 from gateway.outbox import views as webhook_views
 from groups import views as group_views
 from messaging import views as message_views
@@ -120,6 +121,8 @@ api_v1 = [
         "webhooks/<uuid:endpoint_id>/deliveries/replay",
         webhook_views.EndpointReplayApi.as_view(),
     ),
+    path("keys", keys.KeyListCreateApi.as_view(), name="key-list"),
+    path("keys/<str:key_id>", keys.KeyDetailApi.as_view(), name="key-detail"),
     path("workers", worker_views.WorkerListApi.as_view(), name="worker-list"),
     path("workers/<uuid:worker_id>", worker_views.WorkerDetailApi.as_view(), name="worker-detail"),
     path("workers/<uuid:worker_id>/drain", worker_views.WorkerDrainApi.as_view()),

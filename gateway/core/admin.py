@@ -1,10 +1,15 @@
-"""Admin pieces every app's admin uses: live status badges and "… ago" times."""
+"""Admin pieces every app's admin uses: live status badges and "… ago" times; and the floor's own
+page, the scoped API keys."""
 
 from datetime import datetime
 
+from django.contrib import admin
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
+from rest_framework_api_key.admin import APIKeyModelAdmin
+
+from gateway.core.models import ScopedAPIKey
 
 
 class LiveMedia:
@@ -51,3 +56,17 @@ def ago(moment: datetime | None, *, stale_after: int = 0, **data: object) -> Saf
         mark_safe(' class="gw-stale"') if stale_after and seconds > stale_after else "",
         text,
     )
+
+
+# --- Scoped API keys (gateway/core/models.py) -----------------------------------------------------
+
+
+class ScopedAPIKeyAdmin(APIKeyModelAdmin):
+    """djangorestframework-api-key's admin (the key is shown once, on creation), with the key's
+    sessions and scopes. Plain API keys (full access) stay under "API keys"."""
+
+    list_display = (*APIKeyModelAdmin.list_display, "sessions", "scopes")  # type: ignore[assignment]
+    fields = ("prefix", "name", "sessions", "scopes", "expiry_date", "revoked")
+
+
+admin.site.register(ScopedAPIKey, ScopedAPIKeyAdmin)

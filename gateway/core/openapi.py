@@ -24,7 +24,8 @@ _DESCRIPTIONS = {
     400: "The request does not match this schema (`validation_error` with the fields, "
     "`malformed_request` for a body that cannot be read).",
     401: "No or bad credentials (`not_authenticated`, `authentication_failed`).",
-    403: "Not allowed (`permission_denied`; `not_admin` when WhatsApp wants a group admin).",
+    403: "Not allowed (`permission_denied`; `forbidden_scope` when the credentials' scopes do not "
+    "cover the action; `not_admin` when WhatsApp wants a group admin).",
     404: "No such object (`not_found`).",
     409: "Conflicts with the current state (or the session's engine refused it).",
     410: "Gone: it existed, and no longer works (`invite_revoked`).",
@@ -56,8 +57,9 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
             "type": "apiKey",
             "in": "header",
             "name": "X-API-Key",
-            "description": "Or `Authorization: Api-Key <key>`. Create keys in the admin or with "
-            "`python manage.py create_api_key NAME`.",
+            "description": "Or `Authorization: Api-Key <key>`. Create keys in the admin, with "
+            "`python manage.py create_api_key NAME` or `POST /api/v1/keys`; a key may be limited "
+            "to some sessions and to scopes (`read`, `send`, `control`, `manage`).",
         }
 
 
