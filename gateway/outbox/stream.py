@@ -113,7 +113,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         offered = self.scope.get("subprotocols") or []
         if (
             self.client is None
-            or not _allows(self.client, "read")
+            or not self.client.allows("read")
             or (offered and SUBPROTOCOL not in offered)
         ):
             await self.close()  # before accept: the handshake is refused (403)
@@ -154,12 +154,12 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         except ValueError:
             raise _Refused("invalid", "`sessions` takes session ids, comma-separated.") from None
 
-    def _visible(self, session_id: str | None) -> bool:
+    async def _visible(self, session_id: str | None) -> bool:
         if session_id is None:
             return False
         if self.sessions is not None and session_id not in self.sessions:
             return False
-        return _may_see(self.client, session_id)
+        return await self.client.amay_see(session_id)
 
     async def _replay(self, after: str) -> None:
         try:
@@ -194,7 +194,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
 
     async def _forward(self, body: dict[str, Any], *, replaying: bool = False) -> None:
         session = _session_of(body)
-        if not self._visible(session):
+        if not await self._visible(session):
             return
         assert session is not None
         sequence = int(body.get("sequence") or 0)
@@ -236,14 +236,6 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             await self.flag
         if getattr(self, "joined", False):
             await self.channel_layer.group_discard(GROUP, self.channel_name)
-
-
-def _allows(client: Any, scope: str) -> bool:
-    return True  # replaced by the scoped keys' rule
-
-
-def _may_see(client: Any, session_id: str) -> bool:
-    return True  # replaced by the scoped keys' rule
 
 
 class _Refused(Exception):
