@@ -72,6 +72,25 @@ def api_key(make_api_key: Callable[..., str]) -> str:
 
 
 @pytest.fixture
+def make_scoped_key(db) -> Callable[..., tuple[APIClient, str]]:
+    """A scoped API key (gateway/core/scopes.py): `sessions` and `scopes` lists, None for all.
+    Returns an API client that uses it, and the key."""
+    from gateway.core.models import ScopedAPIKey
+
+    def make(
+        sessions: list | None = None, scopes: list[str] | None = None, **fields: object
+    ) -> tuple[APIClient, str]:
+        fields.setdefault("name", "scoped")
+        ids = None if sessions is None else [str(getattr(s, "pk", s)) for s in sessions]
+        key = ScopedAPIKey.objects.create_key(sessions=ids, scopes=scopes, **fields)[1]
+        client = APIClient()
+        client.credentials(HTTP_X_API_KEY=key)
+        return client, key
+
+    return make
+
+
+@pytest.fixture
 def anon() -> APIClient:
     return APIClient()
 

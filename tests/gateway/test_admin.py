@@ -20,6 +20,7 @@ CHANGELISTS = [
     "groups/group",
     "gateway/webhookdelivery",
     "rest_framework_api_key/apikey",
+    "core/scopedapikey",
 ]
 
 
