@@ -11,8 +11,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from gateway.core.api import ApiView, ListApiView
-from gateway.core.errors import NotFound
+from gateway.core.errors import ForbiddenScope, NotFound
 from gateway.core.openapi import errors
+from gateway.core.scopes import client_of
 from gateway.outbox import deliveries, endpoints
 from gateway.outbox.models import Endpoint, WebhookDelivery
 from gateway.outbox.serializers import (
@@ -36,8 +37,42 @@ class EndpointNotFound(NotFound):
 
 
 def visible_endpoints(request: Request) -> QuerySet[Endpoint]:
-    """The endpoints the caller may manage."""
-    return Endpoint.objects.all()
+    """The endpoints the caller may manage: for credentials limited to some sessions
+    (gateway/core/scopes.py), those whose sessions are all theirs."""
+    rows = Endpoint.objects.all()
+    client = client_of(request)
+    if client is None or client.all_sessions:
+        return rows
+    visible = client.visible_ids() or frozenset()
+    mine = [
+        pk
+        for pk, ids in rows.values_list("pk", "sessions")
+        if ids is not None and set(ids) <= visible
+    ]
+    return rows.filter(pk__in=mine)
+
+
+def check_sessions(request: Request, sessions: list[str] | None) -> None:
+    """Credentials limited to some sessions name only theirs: another's is as unknown as one that
+    does not exist (422 `session_not_found`), and every session (null) is beyond them (403)."""
+    client = client_of(request)
+    if client is None or client.all_sessions:
+        return
+    if sessions is None:
+        raise ForbiddenScope(
+            message="These credentials are limited to some sessions: name them in `sessions`."
+        )
+    hidden = [session for session in sessions if not client.may_see(session)]
+    if hidden:
+        raise endpoints.EndpointInvalid(
+            f"No such session: {', '.join(hidden)}.", code="session_not_found"
+        )
+
+
+class _Managed:
+    """Endpoints are managed with the `manage` scope (gateway/core/scopes.py)."""
+
+    required_scope = "manage"
 
 
 def endpoint_get(request: Request, endpoint_id: uuid.UUID) -> Endpoint:
@@ -47,7 +82,7 @@ def endpoint_get(request: Request, endpoint_id: uuid.UUID) -> Endpoint:
     return endpoint
 
 
-class EndpointListCreateApi(ListApiView):
+class EndpointListCreateApi(_Managed, ListApiView):
     serializer_class = EndpointOutputSerializer
 
     def get_queryset(self) -> QuerySet[Endpoint]:
@@ -75,11 +110,12 @@ class EndpointListCreateApi(ListApiView):
     def post(self, request: Request) -> Response:
         body = EndpointInputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
+        check_sessions(request, body.validated_data["sessions"])
         endpoint = endpoints.endpoint_create(**body.validated_data)
         return Response(EndpointSecretSerializer(endpoint).data, status=status.HTTP_201_CREATED)
 
 
-class EndpointDetailApi(ApiView):
+class EndpointDetailApi(_Managed, ApiView):
     @extend_schema(
         operation_id="webhooks_retrieve",
         tags=TAG,
@@ -103,6 +139,8 @@ class EndpointDetailApi(ApiView):
         endpoint = endpoint_get(request, endpoint_id)
         body = EndpointInputSerializer(endpoint, data=request.data, partial=True)
         body.is_valid(raise_exception=True)
+        if "sessions" in body.validated_data:
+            check_sessions(request, body.validated_data["sessions"])
         fields = {k: v for k, v in body.validated_data.items() if k != "secret"}
         endpoint = endpoints.endpoint_update(endpoint, **fields)
         return Response(EndpointOutputSerializer(endpoint).data)
@@ -119,7 +157,7 @@ class EndpointDetailApi(ApiView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class EndpointTestApi(ApiView):
+class EndpointTestApi(_Managed, ApiView):
     @extend_schema(
         operation_id="webhooks_test",
         tags=TAG,
@@ -136,7 +174,7 @@ class EndpointTestApi(ApiView):
         )
 
 
-class EndpointRotateApi(ApiView):
+class EndpointRotateApi(_Managed, ApiView):
     @extend_schema(
         operation_id="webhooks_rotate_secret",
         tags=TAG,
@@ -155,7 +193,7 @@ class EndpointRotateApi(ApiView):
         return Response(EndpointSecretSerializer(endpoint).data)
 
 
-class EndpointDeliveriesApi(ListApiView):
+class EndpointDeliveriesApi(_Managed, ListApiView):
     serializer_class = DeliveryOutputSerializer
 
     def get_queryset(self) -> QuerySet[WebhookDelivery]:
@@ -182,7 +220,7 @@ class EndpointDeliveriesApi(ListApiView):
         return super().get(request)
 
 
-class EndpointReplayApi(ApiView):
+class EndpointReplayApi(_Managed, ApiView):
     @extend_schema(
         operation_id="webhooks_replay",
         tags=TAG,
