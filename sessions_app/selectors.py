@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db.models import Q, QuerySet
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 
 from gateway.core import usage
@@ -44,12 +45,18 @@ def session_get(*, session_id: Any) -> Session:
     return get_object_or_404(Session, pk=session_id)
 
 
-def usage_sessions(*, session_id: Any = None) -> QuerySet[Session] | None:
-    """The sessions whose usage is asked for: the one named (Http404 when there is none), or
-    None for all of them. (The one place to narrow them to what a caller may see.)"""
+def usage_sessions(
+    *, session_id: Any = None, client: ApiClient | None = None
+) -> QuerySet[Session] | None:
+    """The sessions whose usage is asked for: the one named (Http404 when there is none, or when
+    `client` may not see it), or every session `client` may see (None: all of them)."""
+    visible = sessions_visible(Session.objects.all(), client)
     if session_id is None:
-        return None
-    return Session.objects.filter(pk=session_get(session_id=session_id).pk)
+        return None if client is None or client.sessions is None else visible
+    session = session_get(session_id=session_id)
+    if client is not None and not client.may_see(session.pk):
+        raise Http404()
+    return Session.objects.filter(pk=session.pk)
 
 
 def usage_for(

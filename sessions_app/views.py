@@ -682,14 +682,17 @@ class UsageApi(ApiView):
         "and given up. From counters kept as it happens, in the hour it happened: deleting "
         "messages does not change them. `from` is rounded down and `to` up to whole periods; "
         "by default the last 24 hours. Periods without activity are left out. At most 31 days "
-        "of hours or 366 days of days (422 beyond); 404 for an unknown `session`.",
+        "of hours or 366 days of days (422 beyond); 404 for an unknown `session`. Credentials "
+        "limited to some sessions see only theirs (another's `session` is a 404 too).",
     )
     def get(self, request: Request) -> Response:
         query = UsageQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         asked = query.validated_data
         results = selectors.usage_for(
-            sessions=selectors.usage_sessions(session_id=asked.get("session")),
+            sessions=selectors.usage_sessions(
+                session_id=asked.get("session"), client=client_of(request)
+            ),
             start=asked["from"],
             end=asked["to"],
             granularity=asked["granularity"],
