@@ -300,3 +300,75 @@ def test_malformed_scope_claims_are_a_bad_token(bearer, claims) -> None:
     response = bearer(**claims).get("/api/v1/sessions")
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "authentication_failed"
+
+
+# --- Webhook endpoints and usage ----------------------------------------------------------------
+
+HOOK = "http://127.0.0.1:9/hook"
+
+
+@pytest.fixture
+def _local_receivers(settings) -> None:
+    settings.WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+
+
+@pytest.mark.usefixtures("_local_receivers")
+def test_webhook_endpoints_need_manage_and_stay_within_the_keys_sessions(
+    tenants, make_scoped_key
+) -> None:
+    a, b = tenants
+    reader, _ = make_scoped_key(sessions=[a], scopes=["read", "send", "control"])
+    assert forbidden(reader.get("/api/v1/webhooks"), "manage")
+    made = reader.post("/api/v1/webhooks", {"url": HOOK, "sessions": [str(a.id)]}, format="json")
+    assert forbidden(made, "manage")
+
+    tenant_a, _ = make_scoped_key(sessions=[a], scopes=["read", "manage"])
+    tenant_b, _ = make_scoped_key(sessions=[b], scopes=["read", "manage"])
+    # Another tenant's session is as unknown as one that does not exist.
+    theirs = tenant_a.post(
+        "/api/v1/webhooks", {"url": HOOK, "sessions": [str(b.id)]}, format="json"
+    )
+    unknown = tenant_a.post(
+        "/api/v1/webhooks", {"url": HOOK, "sessions": [str(uuid.uuid4())]}, format="json"
+    )
+    assert theirs.status_code == unknown.status_code == 422
+    assert theirs.json()["error"]["code"] == unknown.json()["error"]["code"] == "session_not_found"
+    every = tenant_a.post("/api/v1/webhooks", {"url": HOOK}, format="json")
+    assert every.status_code == 403 and every.json()["error"]["code"] == "forbidden_scope"
+
+    mine = tenant_a.post("/api/v1/webhooks", {"url": HOOK, "sessions": [str(a.id)]}, format="json")
+    assert mine.status_code == 201, mine.json()
+    endpoint = mine.json()["id"]
+    b_made = tenant_b.post(
+        "/api/v1/webhooks", {"url": HOOK, "sessions": [str(b.id)]}, format="json"
+    )
+    assert ids(tenant_a.get("/api/v1/webhooks")) == {endpoint}
+    assert ids(tenant_b.get("/api/v1/webhooks")) == {b_made.json()["id"]}
+    for method, path in [("get", ""), ("delete", ""), ("post", "/test"), ("get", "/deliveries")]:
+        response = getattr(tenant_b, method)(f"/api/v1/webhooks/{endpoint}{path}")
+        assert response.status_code == 404, (method, path)
+    widened = tenant_a.patch(
+        f"/api/v1/webhooks/{endpoint}", {"sessions": [str(a.id), str(b.id)]}, format="json"
+    )
+    assert widened.status_code == 422
+    assert (
+        tenant_a.patch(
+            f"/api/v1/webhooks/{endpoint}", {"sessions": None}, format="json"
+        ).status_code
+        == 403
+    )
+    assert tenant_a.delete(f"/api/v1/webhooks/{endpoint}").status_code == 204
+
+
+def test_usage_shows_a_key_only_its_sessions(tenants, make_scoped_key) -> None:
+    from gateway.core.usage import usage_add
+
+    a, b = tenants
+    for session in (a, b):
+        usage_add(session.id, messages_sent=1)
+    client, _ = make_scoped_key(sessions=[a], scopes=["read"])
+    everything = client.get("/api/v1/usage")
+    assert everything.status_code == 200, everything.json()
+    assert {row["session"] for row in everything.json()["results"]} == {str(a.id)}
+    assert client.get("/api/v1/usage", {"session": str(b.id)}).status_code == 404
+    assert client.get("/api/v1/usage", {"session": str(a.id)}).status_code == 200
