@@ -22,7 +22,6 @@ import contextlib
 import logging
 import uuid
 from datetime import timedelta
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -34,9 +33,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db.models import Q
 from django.utils import timezone
-from rest_framework.exceptions import AuthenticationFailed
 
-from gateway.core.auth import ApiKeyAuthentication, BackendJWTAuthentication
+from gateway.core.auth import socket_client
 from gateway.outbox.endpoints import matches
 from gateway.outbox.models import Event
 
@@ -83,33 +81,9 @@ def _session_of(body: dict[str, Any]) -> str | None:
     return str(session["id"]) if isinstance(session, dict) and session.get("id") else None
 
 
-def authenticate(scope: dict[str, Any]) -> Any | None:
-    """The caller (an ApiClient) from the handshake's headers or subprotocols, or None."""
-    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-    meta = {}
-    if headers.get("x-api-key"):
-        meta["HTTP_X_API_KEY"] = headers["x-api-key"]
-    if headers.get("authorization"):
-        meta["HTTP_AUTHORIZATION"] = headers["authorization"]
-    for protocol in scope.get("subprotocols") or []:
-        if protocol.startswith("api-key."):
-            meta["HTTP_X_API_KEY"] = protocol.removeprefix("api-key.")
-        elif protocol.startswith("bearer."):
-            meta["HTTP_AUTHORIZATION"] = "Bearer " + protocol.removeprefix("bearer.")
-    request = SimpleNamespace(META=meta)
-    for authenticator in (ApiKeyAuthentication(), BackendJWTAuthentication()):
-        try:
-            found = authenticator.authenticate(request)  # type: ignore[arg-type]
-        except AuthenticationFailed:
-            return None
-        if found is not None:
-            return found[0]
-    return None
-
-
 class EventsConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
-        self.client = await database_sync_to_async(authenticate)(self.scope)
+        self.client = await database_sync_to_async(socket_client)(self.scope)
         offered = self.scope.get("subprotocols") or []
         if (
             self.client is None
