@@ -20,6 +20,7 @@ import functools
 import json
 import logging
 from datetime import timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -139,14 +140,7 @@ class Dispatcher:
                     destination.url, allowed=settings.WEBHOOK_ALLOWED_NETWORKS
                 )
             except UrlRefused as refused:
-                await db(
-                    webhooks.delivery_failed,
-                    delivery_id=claim.id,
-                    created_at=claim.created_at,
-                    attempts=claim.attempts,
-                    session_id=claim.session_id,
-                    error=f"{refused.code}: {refused.message}",
-                )
+                await self._failed(claim, f"{refused.code}: {refused.message}")
                 return
             headers["host"] = host
             extensions = {"sni_hostname": server_name}
@@ -157,14 +151,7 @@ class Dispatcher:
             )
         except httpx.HTTPError as exc:
             await io(breaker.failure)
-            await db(
-                webhooks.delivery_failed,
-                delivery_id=claim.id,
-                created_at=claim.created_at,
-                attempts=claim.attempts,
-                session_id=claim.session_id,
-                error=f"{type(exc).__name__}: {exc}"[:500],
-            )
+            await self._failed(claim, f"{type(exc).__name__}: {exc}"[:500])
             return
         failpoint("after_webhook_response_before_commit")
         code, text = response.status_code, response.text[: webhooks.RESPONSE_KEEP]
@@ -184,17 +171,25 @@ class Dispatcher:
             # The backend being down or overloaded opens the circuit; a 4xx is its verdict on
             # this one request, not a sign it is down.
             await io(breaker.failure if code >= 500 or code == 429 else breaker.success)
-            await db(
-                webhooks.delivery_failed,
-                delivery_id=claim.id,
-                created_at=claim.created_at,
-                attempts=claim.attempts,
-                session_id=claim.session_id,
-                error=f"HTTP {code}",
+            await self._failed(
+                claim,
+                f"HTTP {code}",
                 status_code=code,
                 response=text,
                 retry_after=webhooks.retry_after_seconds(response.headers.get("retry-after")),
             )
+
+    async def _failed(self, claim: webhooks.Claim, error: str, **answer: Any) -> None:
+        """Not delivered: retried later, or dead (webhooks.delivery_failed)."""
+        await db(
+            webhooks.delivery_failed,
+            delivery_id=claim.id,
+            created_at=claim.created_at,
+            attempts=claim.attempts,
+            session_id=claim.session_id,
+            error=error,
+            **answer,
+        )
 
     async def _publish(
         self, claim: webhooks.Claim, destination: webhooks.Destination, breaker: CircuitBreaker
@@ -238,14 +233,7 @@ class Dispatcher:
             answered = isinstance(exc, UrlRefused | brokers.BrokerUnroutable)
             await io(breaker.success if answered else breaker.failure)
             error = f"{exc.code}: {exc.message}" if isinstance(exc, UrlRefused) else str(exc)
-            await db(
-                webhooks.delivery_failed,
-                delivery_id=claim.id,
-                created_at=claim.created_at,
-                attempts=claim.attempts,
-                session_id=claim.session_id,
-                error=error[:500],
-            )
+            await self._failed(claim, error[:500])
             return
         failpoint("after_webhook_response_before_commit")
         await io(breaker.success)
