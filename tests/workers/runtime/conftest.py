@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 import pytest_asyncio
 from asgiref.sync import sync_to_async
 from django.db import connections
@@ -80,3 +81,12 @@ async def dispatch():
     stop.set()
     await asyncio.gather(*tasks)
     await db_close()  # the dispatcher's database threads' connections
+
+
+@pytest.fixture
+def local_endpoints(settings):
+    """Endpoints on this machine, no built-in backend, a breaker that opens and closes fast."""
+    settings.BACKEND_URL = ""
+    settings.WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+    settings.WEBHOOK_BREAKER_FAILURES = 3
+    settings.WEBHOOK_BREAKER_COOL_DOWN_SECONDS = 3

@@ -27,10 +27,7 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture(autouse=True)
-def _local(settings):
-    settings.BACKEND_URL = ""
-    settings.WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]
-    settings.WEBHOOK_BREAKER_FAILURES = 3
+def _local(local_endpoints, settings):
     settings.WEBHOOK_BREAKER_COOL_DOWN_SECONDS = 1
     settings.BROKER_TIMEOUT_SECONDS = 3
 
