@@ -7,8 +7,8 @@
            │                woken at once by NOTIFY, and by a slow poll as well
            ├ event pumps    engine events → the session's runner
            ├ controls: sandbox controls and calls (check numbers, mark read)
-           ├ usage reports  each session's daily `usage.report` (when BACKEND_URL is set)
-           └ webhook dispatcher (when BACKEND_URL is set)
+           ├ usage reports  each session's daily `usage.report`
+           └ webhook dispatcher  the built-in backend's and every endpoint's deliveries
     stop (SIGTERM/SIGINT) → stop claiming, disconnect every session (never log out), report them
            stopped, release all leases in one statement, mark the Worker stopped.
 
@@ -90,9 +90,8 @@ class WorkerRuntime:
         self.worker_id: uuid.UUID | None = None
         self.claiming = True
         self._controls = ControlListener(self._engine_for, get_channel_layer())
-        self.dispatcher = (
-            Dispatcher(poll_seconds=config.poll_seconds) if settings.BACKEND_URL else None
-        )
+        # Always: endpoints made through the API need no BACKEND_URL.
+        self.dispatcher: Dispatcher | None = Dispatcher(poll_seconds=config.poll_seconds)
         self._background: set[asyncio.Task] = set()
         self._started = time.monotonic()
         # The last day whose usage reports this worker has written (or seen written).
@@ -129,7 +128,8 @@ class WorkerRuntime:
             loops.append(self._listen())
         if settings.BACKEND_URL:
             loops.append(self._backend_loop())
-            loops.append(self._usage_loop())
+        # Daily, whatever the destinations: the event log, the stream and endpoints take it too.
+        loops.append(self._usage_loop())
         loops.append(self._controls.run(self.stop))
         if self.dispatcher is not None:
             loops.append(self.dispatcher.run(self.stop))

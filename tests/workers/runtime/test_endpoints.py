@@ -195,3 +195,13 @@ async def test_the_address_is_checked_again_before_each_request(
     )
     assert row.status == "pending" and row.last_error.startswith("url_forbidden")
     assert attempts == [] and receiver.received == []
+
+
+async def test_a_worker_delivers_to_endpoints_without_a_backend(receivers, start_worker) -> None:
+    receiver = receivers()
+    await sync_to_async(endpoint_for)(receiver)
+    await start_worker()  # BACKEND_URL is empty: its dispatcher runs all the same
+    made = await sync_to_async(sessions)(2)
+    await sync_to_async(produce)(made, 3)
+    await until(lambda: len(receiver.received) == 6, what="the endpoint's 6")
+    assert receiver.unverified == 0
