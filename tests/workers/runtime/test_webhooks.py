@@ -241,10 +241,14 @@ async def test_a_stale_qr_event_is_not_delivered_as_current(backend, dispatch) -
     await dispatch()
     await until(lambda: len(backend.received) == 1, what="the current status")
     assert "qr" not in backend.received[0][1]
-    statuses = await sync_to_async(
-        lambda: sorted(WebhookDelivery.objects.values_list("status", flat=True))
-    )()
-    assert statuses == ["delivered", "superseded"]
+    # The receiver keeps a request before it answers: the dispatcher records it after.
+    await until(
+        lambda: (
+            sorted(WebhookDelivery.objects.values_list("status", flat=True))
+            == ["delivered", "superseded"]
+        ),
+        what="one delivered, the stale QR superseded",
+    )
 
 
 async def test_a_slow_backend_never_slows_whatsapp_traffic(backend, start_worker, api) -> None:
