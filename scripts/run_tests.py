@@ -93,8 +93,13 @@ def ensure(name: str, url: str, start: list[str], timeout: float = 30) -> bool:
 
 # Debian packages the suite needs, by a file each installs: the browser tests drive chromium
 # (Playwright's own download cannot work here); the contract test runs the gateway in a network
-# namespace (iproute2's `ip netns`).
-DEBIAN_PACKAGES = {"/usr/bin/chromium": "chromium", "/usr/sbin/ip": "iproute2"}
+# namespace (iproute2's `ip netns`); the broker endpoints' tests publish to NATS and RabbitMQ.
+DEBIAN_PACKAGES = {
+    "/usr/bin/chromium": "chromium",
+    "/usr/sbin/ip": "iproute2",
+    "/usr/sbin/nats-server": "nats-server",
+    "/usr/sbin/rabbitmq-server": "rabbitmq-server",
+}
 
 
 def ensure_debian_packages() -> None:
