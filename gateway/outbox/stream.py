@@ -141,6 +141,10 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         except ValueError:
             raise _Refused("invalid", "`after` takes an event id.") from None
         anchor = await database_sync_to_async(Event.objects.filter(event_id=after_id).first)()
+        if anchor is not None and not (
+            anchor.session_id and await self.client.amay_see(str(anchor.session_id))
+        ):
+            anchor = None  # another tenant's event is as unknown as one that never was
         if anchor is None:
             raise _Refused(
                 "event_unknown",

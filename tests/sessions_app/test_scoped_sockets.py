@@ -164,3 +164,29 @@ async def test_the_event_stream_follows_the_sessions_a_key_creates(
     await sync_to_async(publish)(_event(session_id))
     assert (await stream.receive_json_from(timeout=5))["session"]["id"] == session_id
     await stream.disconnect()
+
+
+async def test_another_tenants_event_is_no_place_to_resume_from(tenants, make_scoped_key) -> None:
+    from django.db import transaction
+
+    from sessions_app.events import outbox_event
+
+    a, b = tenants
+
+    @sync_to_async
+    def emit(session):
+        with transaction.atomic():
+            return outbox_event(session, "message.received", "/x")
+
+    theirs = await emit(b)
+    _, key = await sync_to_async(make_scoped_key)(sessions=[a], scopes=["read"])
+    stream = WebsocketCommunicator(
+        application,
+        f"/ws/events/?after={theirs['id']}",
+        headers=[HOST, (b"x-api-key", key.encode())],
+    )
+    assert (await stream.connect())[0]
+    message = await stream.receive_json_from(timeout=5)
+    assert message["error"]["code"] == "event_unknown"  # as if it never was
+    closed = await stream.receive_output(timeout=5)
+    assert closed["code"] == 4404
