@@ -13,6 +13,8 @@ from channels.auth import AuthMiddlewareStack
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
+from gateway.core.auth import BEARER_SUBPROTOCOL, KEY_SUBPROTOCOL
+
 Origin = tuple[str, str, int]
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -78,17 +80,25 @@ def own_origin(scope: dict[str, Any]) -> Origin | None:
     return parse_origin(f"{scheme}://{host}")
 
 
-# Sockets authenticated by what the client sends (an API key or a JWT), never by a cookie: a
-# program without a browser may open them without an Origin header.
-CREDENTIAL_PATHS = ("/ws/events/",)
+def carries_credentials(scope: dict[str, Any]) -> bool:
+    """Whether the handshake brings its own credentials (an API key or a JWT in a header or a
+    subprotocol), as programs do, rather than relying on the browser's cookies."""
+    headers = dict(scope["headers"])
+    protocols = scope.get("subprotocols") or []
+    return (
+        b"x-api-key" in headers
+        or b"authorization" in headers
+        or any(p.startswith((KEY_SUBPROTOCOL, BEARER_SUBPROTOCOL)) for p in protocols)
+    )
 
 
 def origin_allowed(scope: dict[str, Any]) -> bool:
     """Origins are compared whole: scheme, host and port (a page on another port of the same
-    host is another origin). A socket without an Origin header is refused (browsers always send
-    one, and the check exists for them), but on CREDENTIAL_PATHS."""
+    host is another origin). Browsers always send an Origin, and the check exists for them (a
+    page elsewhere riding on a staff member's cookies): a socket without one is refused unless it
+    brings its own credentials (a program with an API key or a JWT)."""
     raw = dict(scope["headers"]).get(b"origin")
-    if raw is None and scope.get("path") in CREDENTIAL_PATHS:
+    if raw is None and carries_credentials(scope):
         return True
     origin = parse_origin(raw.decode("latin-1")) if raw else None
     if origin is None:

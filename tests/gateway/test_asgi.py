@@ -90,3 +90,23 @@ async def test_the_asgi_application_serves_http() -> None:
     )
     response = await communicator.get_response()
     assert response["status"] == 200
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("headers", "subprotocols"),
+    [
+        ([HOST, (b"x-api-key", b"k")], None),
+        ([HOST, (b"authorization", b"Bearer t")], None),
+        ([HOST], ["sessions", "api-key.k"]),
+    ],
+)
+async def test_a_program_with_its_own_credentials_needs_no_origin(headers, subprotocols) -> None:
+    # No cookie can ride along on a socket that brings its own key: the origin check is for
+    # browsers (the consumer then judges the credentials).
+    communicator = WebsocketCommunicator(
+        app, "/ws/whoami/", headers=headers, subprotocols=subprotocols
+    )
+    connected, _ = await communicator.connect()
+    assert connected
+    await communicator.disconnect()

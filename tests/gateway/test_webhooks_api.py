@@ -155,12 +155,11 @@ def test_rotation_keeps_the_old_secret_for_the_overlap(api) -> None:
 
 def test_the_test_event_goes_to_that_endpoint_only(api, settings) -> None:
     settings.BACKEND_URL = "http://127.0.0.1:9"
-    made, other = create(api), create(api)
+    made, _other = create(api), create(api)
     response = api.post(f"/api/v1/webhooks/{made['id']}/test")
     assert response.status_code == 202 and response.json()["event"] == "webhook.test"
     rows = list(WebhookDelivery.objects.all())
     assert [(str(r.endpoint_id), r.event_type) for r in rows] == [(made["id"], "webhook.test")]
-    assert other["id"] != made["id"]
 
 
 def test_deliveries_are_listed_filtered_and_replayed(api, make_session) -> None:
