@@ -528,6 +528,11 @@ class BrokerPublisher:
         self._slots: dict[BrokerTarget, _Slot] = {}
         self._closing: set[asyncio.Task] = set()
 
+    def connected(self, target: BrokerTarget) -> bool:
+        """Whether a publish to `target` would use a connection already open."""
+        slot = self._slots.get(target)
+        return slot is not None and slot.link is not None and slot.link.alive
+
     async def publish(
         self,
         target: BrokerTarget,

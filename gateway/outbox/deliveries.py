@@ -121,6 +121,7 @@ class Claim:
     attempts: int
     created_at: datetime
     destination: Destination | None = None
+    external_id: str | None = None  # the session's, for broker subjects
 
 
 def deliveries_claim(
@@ -175,6 +176,7 @@ def deliveries_claim(
                     row.attempts,
                     row.created_at,
                     Destination.of(row.endpoint, now) if row.endpoint else None,
+                    (row.payload.get("session") or {}).get("external_id"),
                 )
             )
         if stale:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 from datetime import timedelta
 from typing import Any
@@ -202,12 +201,10 @@ class Dispatcher:
             stream=destination.stream,
             exchange=destination.exchange,
         )
-        payload = json.loads(claim.body)
-        session = payload.get("session") or {}
         subject = brokers.render_subject(
             destination.subject,
             session_id=claim.session_id,
-            external_id=session.get("external_id"),
+            external_id=claim.external_id,
             event=claim.event_type,
         )
         headers = {
@@ -217,10 +214,11 @@ class Dispatcher:
             "session-id": claim.session_id or "",
         }
         try:
-            parts = urlsplit(destination.url)
-            await endpoints.broker_host_checked(
-                parts.hostname or "", parts.port or brokers.BROKER_SCHEMES[parts.scheme]
-            )
+            if not self.brokers.connected(target):  # a new connection: where does it go now?
+                parts = urlsplit(destination.url)
+                await endpoints.broker_host_checked(
+                    parts.hostname or "", parts.port or brokers.BROKER_SCHEMES[parts.scheme]
+                )
             await self.brokers.publish(
                 target,
                 subject=subject,
