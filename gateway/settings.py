@@ -20,6 +20,7 @@ import dj_database_url
 from corsheaders.defaults import default_headers as default_cors_headers
 from django.core.exceptions import ImproperlyConfigured
 
+from gateway.core.logging import log_config
 from gateway.env import (
     env_bool,
     env_choice,
@@ -534,21 +535,7 @@ USE_TZ = True
 
 LOG_LEVEL = env_choice("LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO")
 LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "filters": {"context": {"()": "gateway.core.logging.ContextFilter"}},
-    "formatters": {
-        "json": {
-            "()": "gateway.core.logging.RedactingJsonFormatter",
-            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
-            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
-            "datefmt": "%Y-%m-%dT%H:%M:%S%z",
-        }
-    },
-    "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["context"]}
-    },
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    **log_config(LOG_LEVEL),
     "loggers": {
         # Our request log line and our exception log (gateway.core.middleware and .errors) replace
         # Django's own lines, which would say everything twice.

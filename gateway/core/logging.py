@@ -2,7 +2,8 @@
 
 `bind(request_id=…, session_id=…)` adds fields to every log line written in the current context
 (a request, a session's task, a message's send); `ContextFilter` copies them onto each record, and
-the JSON formatter writes them out.
+the JSON formatter writes them out. `log_config` is the one logging configuration of every
+process: Django's (settings.LOGGING) and the engine hosts', which never set up Django.
 """
 
 from __future__ import annotations
@@ -23,6 +24,15 @@ _context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar
 
 def current() -> dict[str, str]:
     return _context.get() or {}
+
+
+def unbound() -> contextvars.Context:
+    """A copy of the current context without its log fields, for a task that outlives the one
+    that starts it and is about something else (an engine host started for one session's start
+    serves many sessions)."""
+    context = contextvars.copy_context()
+    context.run(_context.set, None)
+    return context
 
 
 @contextlib.contextmanager
@@ -70,3 +80,28 @@ class RedactingJsonFormatter(JsonFormatter):
 
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
         return _redacted(super().process_log_record(log_data))
+
+
+def log_config(level: str) -> dict[str, Any]:
+    """JSON lines on stderr, with the bound fields and without query strings or media tokens."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"context": {"()": ContextFilter}},
+        "formatters": {
+            "json": {
+                "()": RedactingJsonFormatter,
+                "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+                "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+                "datefmt": "%Y-%m-%dT%H:%M:%S%z",
+            }
+        },
+        "handlers": {
+            "console": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "filters": ["context"],
+            }
+        },
+        "root": {"handlers": ["console"], "level": level},
+    }

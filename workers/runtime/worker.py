@@ -30,6 +30,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
 
+from gateway.core import logging as log_context
 from gateway.core import wake as wakeups
 from sessions_app import services as sessions
 from sessions_app.states import SessionStatus
@@ -115,7 +116,12 @@ class WorkerRuntime:
         self.worker_id = worker.pk
         self.worker = worker
         self.config.name = worker.name
-        logger.info("worker %s started", worker.name, extra={"worker_id": str(worker.pk)})
+        # Every line the worker's loops write says which worker wrote it.
+        with log_context.bind(worker_id=str(worker.pk)):
+            logger.info("worker %s started", worker.name)
+            await self._serve()
+
+    async def _serve(self) -> None:
         loops = [
             self._lease_loop(),
             self._watchdog(),

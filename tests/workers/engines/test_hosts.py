@@ -6,8 +6,10 @@ the other hosts' sessions do not notice, and calls to the dead host fail cleanly
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
+import logging
 import os
 import signal
 from pathlib import Path
@@ -15,11 +17,13 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from gateway.core import logging as log_context
 from tests.workers.engines.test_sandbox import FAST, next_event
 from workers.engines.base import (
     Connected,
     Disconnected,
     EngineError,
+    InboundMedia,
     OutboundMessage,
     QrCode,
     Receipt,
@@ -151,3 +155,48 @@ async def test_commands_for_unknown_sessions_fail_permanently(hosted: HostedEngi
         await hosted.logout("nope")
     assert (error.value.code, error.value.permanent) == ("not_started", True)
     assert hosted.host_pids() == []  # and no host was started for it
+
+
+class _Records(logging.Handler):
+    """The records of one logger, and an event set by each (the host's lines arrive on their own
+    pipe, not in order with the call's reply)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+        self.arrived = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        self.arrived.set()
+
+
+async def test_a_hosts_log_lines_are_logged_by_the_worker_with_their_fields(
+    hosted: HostedEngine, tmp_path: Path
+) -> None:
+    records = _Records()
+    host_logger = logging.getLogger("workers.engines.host")
+    host_logger.addHandler(records)
+    try:
+        with log_context.bind(session_id="s1", worker_id="w-7"):
+            await link(hosted, tmp_path, "s1", "+15550001")
+        await link(hosted, tmp_path, "s2", "+15550002")  # on the same host, started without ids
+        # A download into a folder that does not exist fails inside the host, unexpectedly:
+        # the host logs the error with its traceback.
+        media = InboundMedia(mime_type="image/jpeg", ref={"data": "aGk="})
+        with pytest.raises(EngineError):
+            await hosted.download("s2", media, tmp_path / "missing" / "file")
+        await asyncio.wait_for(records.arrived.wait(), 30)
+    finally:
+        host_logger.removeHandler(records)
+
+    [record] = [r for r in records.records if r.levelno == logging.ERROR]
+    assert record.getMessage() == "host operation download failed"
+    # The session the host was working for, not the one whose start spawned the host.
+    assert record.session_id == "s2"
+    assert (record.worker_id, record.engine, record.host_pid) == (
+        "w-7",
+        "sandbox",
+        hosted.hosts[0].pid,
+    )
+    assert "FileNotFoundError" in record.traceback

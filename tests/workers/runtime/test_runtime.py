@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -159,7 +160,8 @@ async def test_a_lost_lease_closes_the_connection_without_writing(start_worker) 
     assert (row.status, row.lease_epoch) == ("connected", 99)  # nothing written by the loser
 
 
-async def test_a_graceful_stop_releases_everything(start_worker) -> None:
+async def test_a_graceful_stop_releases_everything(start_worker, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="workers.runtime.worker")
     runtime = await start_worker()
     session = await linked(runtime)
 
@@ -169,6 +171,11 @@ async def test_a_graceful_stop_releases_everything(start_worker) -> None:
     row = await sync_to_async(session_row)(session.id)
     assert (row.status, row.worker, row.desired_state) == ("stopped", None, "running")
     assert (await sync_to_async(Worker.objects.get)(pk=runtime.worker_id)).stopped_at
+    # The worker's own lines say which worker wrote them, without each line passing it.
+    [line] = await until(
+        lambda: [r for r in caplog.records if r.getMessage().startswith("worker stopped")]
+    )
+    assert line.worker_id == str(runtime.worker_id)
 
 
 async def test_another_worker_takes_over_without_a_new_qr(start_worker) -> None:

@@ -10,7 +10,9 @@
 - A host that dies (a crash in the engine's native code, a SIGKILL) is replaced, and only its
   sessions are started again, one at a time, from their stores; each first gets a `Disconnected`
   (will_reconnect=True) so the runtime shows them as reconnecting.
-- The host's stdout/stderr (native libraries print there) become log lines of ours.
+- The host's stdout/stderr become log lines of ours: its own JSON lines again at their level and
+  with their fields (the session's id), plain lines (native libraries print there) as they are;
+  each with the worker's id, the engine and the host's pid.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gateway.core import logging as log_context
 from workers.engines.base import (
     BlockAction,
     Blocked,
@@ -51,6 +54,9 @@ from workers.engines.host import protocol
 
 logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[3]
+HOST_LOG_FIELDS = frozenset({"worker_id"})
+# A LogRecord's own attributes: a host's field of the same name cannot be passed as `extra`.
+_RECORD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
 class _Host:
@@ -114,11 +120,16 @@ class _Host:
                 code="host_version",
             )
         self.alive = True
+        # The host serves many sessions: its tasks do not carry the log fields of the session
+        # whose start spawned it.
         self._tasks = [
-            asyncio.create_task(self._read(reader)),
-            asyncio.create_task(self._forward_output()),
-            asyncio.create_task(self._watch()),
-            asyncio.create_task(self._ping()),
+            asyncio.create_task(coroutine, context=log_context.unbound())
+            for coroutine in (
+                self._read(reader),
+                self._forward_output(),
+                self._watch(),
+                self._ping(),
+            )
         ]
         logger.info(
             "engine host %s started",
@@ -140,11 +151,29 @@ class _Host:
     async def _forward_output(self) -> None:
         assert self.process is not None and self.process.stdout is not None
         while line := await self.process.stdout.readline():
-            logger.info(
-                "engine host output: %s",
-                line.decode(errors="replace").rstrip(),
-                extra={"engine": self.owner.name, "host_pid": self.pid},
-            )
+            self._log_output(line.decode(errors="replace").rstrip())
+
+    def _log_output(self, line: str) -> None:
+        ours = {**self.owner.log_fields, "engine": self.owner.name, "host_pid": self.pid}
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict) or not isinstance(record.get("message"), str):
+            logger.info("engine host output: %s", line, extra=ours)
+            return
+        level = logging.getLevelName(str(record.pop("level", "INFO")))
+        name, message = str(record.pop("logger", logger.name)), record.pop("message")
+        record.pop("time", None)
+        if "exc_info" in record:  # the host's traceback, as text
+            record["traceback"] = record.pop("exc_info")
+        fields = {k: v for k, v in record.items() if k not in _RECORD_ATTRIBUTES}
+        logging.getLogger(name).log(
+            level if isinstance(level, int) else logging.INFO,
+            "%s",
+            message,
+            extra={**fields, **ours},
+        )
 
     async def _watch(self) -> None:
         assert self.process is not None
@@ -251,6 +280,7 @@ class HostedEngine(Engine):
         self._restarts: set[asyncio.Task] = set()
         self._closing = False
         self.deaths: list[int] = []  # hosts that died without being retired (crashes, kills)
+        self.log_fields: dict[str, str] = {}
 
     def forward(self, event: Event) -> None:
         """An event from a host. Events that end a session inside the host (logged out, stream
@@ -332,6 +362,10 @@ class HostedEngine(Engine):
             raise EngineError(
                 f"session {session_id} is already started", permanent=True, code="already_started"
             )
+        # The hosts' log lines carry what the worker's context says about itself (its id).
+        self.log_fields.update(
+            (k, v) for k, v in log_context.current().items() if k in HOST_LOG_FIELDS
+        )
         try:
             await self._start_on_host(session_id, auth_dir)
         except EngineError:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import logging.config
 import os
 import sys
 import threading
 from pathlib import Path
 
+from gateway.core.logging import bind, log_config
 from workers.engines.base import Engine, EngineError
 from workers.engines.host import protocol
 
@@ -60,6 +62,11 @@ class HostServer:
         if op == "ping":  # the worker's liveness check: answered by this loop, never the engine
             self.send({"id": request["id"], "ok": True, "result": None})
             return
+        session_id = (request.get("args") or {}).get("session_id")
+        with bind(**({"session_id": session_id} if session_id else {})):
+            await self._handle(op, request)
+
+    async def _handle(self, op: str, request: dict) -> None:
         try:
             allowed = protocol.OPS | (
                 protocol.SANDBOX_OPS if self.engine.name == "sandbox" else set()
@@ -111,11 +118,9 @@ async def serve(kind: str, fd_in: int, fd_out: int) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=os.environ.get("LOG_LEVEL", "INFO"),
-        format="%(levelname)s %(name)s %(message)s",
-    )
+    # JSON lines like every process's; the worker reads them from the host's output and logs
+    # each again at its level, with the worker's and the host's ids added.
+    logging.config.dictConfig(log_config(os.environ.get("LOG_LEVEL", "INFO")))
     kind, fd_in, fd_out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     asyncio.run(serve(kind, fd_in, fd_out))
     # Every session is stopped and its store closed. A connection thread stuck in neonize's Go
