@@ -79,6 +79,48 @@ class FleetCollector(Collector):
         yield from _webhook_families(webhook)
 
 
+def fleet_figures() -> dict:
+    """What the admin's fleet page shows, from the same queries as the collector: the running
+    workers and those that died in the last hour."""
+    from datetime import timedelta
+
+    from django.db.models import Q
+    from django.utils import timezone
+
+    from gateway.outbox.models import DeliveryStatus, WebhookDelivery
+    from sessions_app.models import Session
+    from sessions_app.states import SessionStatus
+    from workers.models import Worker
+    from workers.states import WorkerStatus
+
+    now = timezone.now()
+    held = dict(
+        Session.objects.filter(worker__isnull=False)
+        .order_by()
+        .values_list("worker")
+        .annotate(n=Count("pk"))
+    )
+    workers = [
+        {
+            "name": w.name,
+            "status": w.status,
+            "sessions": held.get(w.pk, 0),
+            "capacity": w.capacity,
+            "heartbeat_age_seconds": round((now - w.last_heartbeat_at).total_seconds(), 1),
+        }
+        for w in Worker.objects.filter(
+            Q(status__in=[WorkerStatus.ACTIVE, WorkerStatus.DRAINING])
+            | Q(status=WorkerStatus.DEAD, stopped_at__gte=now - timedelta(hours=1))
+        ).order_by("name")
+    ]
+    return {
+        "sessions": _by_status(Session, SessionStatus),
+        "worker_list": workers,
+        "webhook_backlog": WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING).count(),
+        "webhook": _webhook_figures(WebhookDelivery, DeliveryStatus),
+    }
+
+
 def _last_events(model, statuses) -> dict[str, float]:
     """Each connected session's last event (Unix time), from its worker's last heartbeat."""
     live = model.objects.filter(status__in=[statuses.ACTIVE, statuses.DRAINING])

@@ -6,7 +6,7 @@ from drf_spectacular.views import (
     SpectacularSwaggerSplitView,
 )
 
-from gateway import health, metrics
+from gateway import fleet, health, metrics
 from gateway.core import keys
 from gateway.outbox import views as webhook_views
 from groups import views as group_views
@@ -140,6 +140,7 @@ urlpatterns = [
     path("health", health.live, name="health"),
     path("health/ready", health.ready, name="health-ready"),
     path("metrics", metrics.metrics, name="metrics"),
+    path("admin/fleet.json", fleet.fleet_json, name="admin-fleet"),
     path("admin/", admin.site.urls),
 ]
 

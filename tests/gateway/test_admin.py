@@ -270,3 +270,50 @@ def test_a_message_page_shows_its_edits_reactions_and_deletion(
     )
     assert "👍 +15550002" in page and "Deleted for everyone" in page
     assert "+1555: Pizza; 1 could not be decrypted" in page
+
+
+def test_the_fleet_figures_need_staff_and_count_the_last_hour_by_minute(
+    operator: Client, make_session
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from gateway.fleet import messages_per_minute
+    from messaging.models import Message
+
+    worker = Worker.objects.create(name="w-fleet", capacity=50)
+    session = make_session(worker=worker)
+    now = timezone.now()
+
+    def made(direction: str, status: str, minutes_ago: float, **fields) -> None:
+        message = Message.objects.create(
+            session=session, direction=direction, chat="1@s.whatsapp.net", status=status, **fields
+        )
+        Message.objects.filter(pk=message.pk).update(
+            created_at=now - timedelta(minutes=minutes_ago)
+        )
+
+    made("out", "read", 0)
+    made("out", "queued", 0)  # not sent (yet)
+    made("out", "failed", 3)
+    made("in", "received", 59)
+    made("in", "received", 1, history=True)  # a history sync is not traffic
+    made("in", "received", 61)  # before the hour
+
+    assert Client().get("/admin/fleet.json").status_code == 302  # to the login
+
+    # Each minute in its place (counted at the test's own `now`: the page's may be a minute on).
+    series = messages_per_minute(now)
+    assert [len(s) for s in series.values()] == [60, 60, 60]
+    assert (series["sent"][-1], sum(series["sent"])) == (1, 1)
+    assert (series["failed"][-4], sum(series["failed"])) == (1, 1)
+    assert (series["received"][0], sum(series["received"])) == (1, 1)
+
+    fleet = operator.get("/admin/fleet.json").json()
+    assert {k: sum(v) for k, v in fleet["messages_per_minute"].items()}.keys() == series.keys()
+    assert sum(fleet["messages_per_minute"]["sent"]) == 1
+    assert fleet["sessions"]["stopped"] == Session.objects.filter(status="stopped").count()
+    [row] = [w for w in fleet["workers"] if w["name"] == "w-fleet"]
+    assert (row["sessions"], row["capacity"], row["status"]) == (1, 50, "active")
+    assert fleet["webhooks"] == {"backlog": 0, "oldest_pending_seconds": 0}
