@@ -51,6 +51,9 @@ from workers.engines.host import protocol
 
 logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[3]
+# When the worker stops, a host whose pipe is closed has this long to stop its sessions and exit
+# before it is killed (deploy/kubernetes gives a worker pod more than the lease TTL plus this).
+HOST_STOP_SECONDS = 10.0
 
 
 class _Host:
@@ -540,7 +543,8 @@ class HostedEngine(Engine):
         for task in list(self._restarts):
             task.cancel()
         await asyncio.gather(
-            *(host.shutdown(timeout=10) for host in self.hosts), return_exceptions=True
+            *(host.shutdown(timeout=HOST_STOP_SECONDS) for host in self.hosts),
+            return_exceptions=True,
         )
         self.hosts.clear()
         self._placement.clear()
