@@ -57,6 +57,9 @@ ROOT = Path(__file__).resolve().parents[3]
 HOST_LOG_FIELDS = frozenset({"worker_id"})
 # A LogRecord's own attributes: a host's field of the same name cannot be passed as `extra`.
 _RECORD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+# When the worker stops, a host whose pipe is closed has this long to stop its sessions and exit
+# before it is killed (deploy/kubernetes gives a worker pod more than the lease TTL plus this).
+HOST_STOP_SECONDS = 10.0
 
 
 class _Host:
@@ -574,7 +577,8 @@ class HostedEngine(Engine):
         for task in list(self._restarts):
             task.cancel()
         await asyncio.gather(
-            *(host.shutdown(timeout=10) for host in self.hosts), return_exceptions=True
+            *(host.shutdown(timeout=HOST_STOP_SECONDS) for host in self.hosts),
+            return_exceptions=True,
         )
         self.hosts.clear()
         self._placement.clear()
