@@ -2,15 +2,14 @@
 
 `http` (web, ws, all): `GET /health` on 127.0.0.1:$PORT answers 200. The request names a host from
 ALLOWED_HOSTS: a gateway that answers only to its public name would refuse the probe's (400).
-`worker`: the Worker row of a `run_worker` process running here (this hostname and its pid) is
-active or draining, and its heartbeat is younger than WORKER_LEASE_SECONDS. Without an argument the
-role is the container's: `worker` when a `run_worker` process runs in it, else `http`.
+`worker`: `manage.py worker_alive` (the newest worker of this hostname heartbeats within
+WORKER_LEASE_SECONDS). Without an argument the role is the container's: `worker` when a
+`run_worker` process runs in it, else `http`.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import urllib.request
 from pathlib import Path
@@ -51,19 +50,18 @@ def worker_pids() -> list[int]:
 
 
 def worker_healthy() -> bool:
+    """`manage.py worker_alive`, the same probe Kubernetes runs."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
     import django
+    from django.core.management import CommandError, call_command
 
     django.setup()
-    from workers.models import Worker
-    from workers.states import WorkerStatus
-
-    mine = Worker.objects.filter(
-        hostname=socket.gethostname(),
-        pid__in=worker_pids(),
-        status__in=[WorkerStatus.ACTIVE, WorkerStatus.DRAINING],
-    )
-    return mine.exclude(pk__in=Worker.objects.expired()).exists()
+    try:
+        call_command("worker_alive")
+    except CommandError as error:
+        print(error, file=sys.stderr)
+        return False
+    return True
 
 
 def main(argv: list[str]) -> int:
