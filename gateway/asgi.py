@@ -6,6 +6,9 @@ import os
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
+from gateway.core import tracing
+
+tracing.setup()  # before the app loads its middleware (tracing's is one)
 django_asgi_app = get_asgi_application()  # sets Django up before the routing imports models
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

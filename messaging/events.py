@@ -83,8 +83,14 @@ def history_synced(session: Session, **counts: Any) -> None:
 
 
 def message_status_changed(message: Message, session: Session) -> None:
+    """Its `message.status` event, in the message's trace: the current span's (the worker's send)
+    or, where none is current (a receipt), the one stored with the message."""
     outbox_event(
-        session, "message.status", MESSAGE_STATUS_PATH, message=message_status_body(message)
+        session,
+        "message.status",
+        MESSAGE_STATUS_PATH,
+        trace_context=message.trace_context,
+        message=message_status_body(message),
     )
 
 

@@ -8,6 +8,7 @@ from datetime import datetime
 from django.db import models
 from django.utils import timezone
 
+from gateway.core import tracing
 from messaging.states import (
     STATUS_TIMESTAMP_FIELDS,
     Direction,
@@ -62,6 +63,11 @@ class Message(models.Model):
     wa_message_id = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
     request_fingerprint = models.CharField(max_length=64, blank=True)
+    # The trace of the API request that accepted it (gateway.core.tracing.context(); "" with
+    # tracing off): the worker's send joins it.
+    trace_context = models.CharField(
+        max_length=tracing.MAX_STORED, blank=True, default="", editable=False
+    )
 
     status = models.CharField(max_length=10, choices=MessageStatus.choices, db_index=True)
     error_code = models.CharField(max_length=50, blank=True)

@@ -51,11 +51,14 @@ def session_state(session: Session) -> dict[str, Any]:
     }
 
 
-def outbox_event(session: Session, event: str, path: str, **fields: Any) -> dict[str, Any]:
+def outbox_event(
+    session: Session, event: str, path: str, *, trace_context: str = "", **fields: Any
+) -> dict[str, Any]:
     """An event about `session` (`id`, `event`, `occurred_at`, the session's next `sequence`,
     `session`, then `fields`), into the outbox (`enqueue`). Every event about a session comes
     through here, so a session's events are numbered in one sequence. Call inside the transaction
-    that made the change."""
+    that made the change. `trace_context`: the stored trace of what caused it, for when no span
+    is current."""
     body: dict[str, Any] = {
         "id": str(uuid.uuid4()),
         "event": event,
@@ -64,7 +67,13 @@ def outbox_event(session: Session, event: str, path: str, **fields: Any) -> dict
         "session": session_state(session)["session"],
         **fields,
     }
-    enqueue(body=body, path=path, session_id=session.pk, sequence=body["sequence"])
+    enqueue(
+        body=body,
+        path=path,
+        session_id=session.pk,
+        sequence=body["sequence"],
+        trace_context=trace_context,
+    )
     return body
 
 

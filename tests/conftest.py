@@ -17,6 +17,7 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 from rest_framework_api_key.models import APIKey
 
+from gateway.core import tracing
 from gateway.core.logging import ContextFilter
 
 
@@ -56,6 +57,34 @@ def _log_context(caplog: pytest.LogCaptureFixture) -> None:
 def _fresh_cache() -> None:
     """Rate-limit counters and QR codes must not leak from one test into the next."""
     cache.clear()
+
+
+@pytest.fixture(scope="session")
+def _tracer_provider():
+    """One SDK provider for the run, exporting to memory: OpenTelemetry's global provider can
+    be set once per process."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return provider, exporter
+
+
+@pytest.fixture
+def spans(_tracer_provider):
+    """Tracing on for one test (gateway.core.tracing with the run's provider and the
+    instrumentations applied); yields the exporter, which holds this test's finished spans."""
+    provider, exporter = _tracer_provider
+    exporter.clear()
+    tracing.setup(provider)
+    yield exporter
+    tracing.reset()
+    exporter.clear()
 
 
 @pytest.fixture

@@ -1,3 +1,3 @@
 """The floor every app stands on: API errors and base views, authentication, throttling, request
-limits, logging, middleware, the API contract, failpoints, wake-ups and JIDs. Nothing here imports
-an app, the runtime or an engine."""
+limits, logging, tracing, middleware, the API contract, failpoints, wake-ups and JIDs. Nothing here
+imports an app, the runtime or an engine."""

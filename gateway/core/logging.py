@@ -2,8 +2,10 @@
 
 `bind(request_id=…, session_id=…)` adds fields to every log line written in the current context
 (a request, a session's task, a message's send); `ContextFilter` copies them onto each record, and
-the JSON formatter writes them out. `log_config` is the one logging configuration of every
-process: Django's (settings.LOGGING) and the engine hosts', which never set up Django.
+the JSON formatter writes them out. When a span is current (tracing on, gateway.core.tracing), its
+`trace_id` and `span_id` (hex, as trace viewers show them) are added too. `log_config` is the one
+logging configuration of every process: Django's (settings.LOGGING) and the engine hosts', which
+never set up Django.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
 
 _context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
@@ -49,6 +52,11 @@ class ContextFilter(logging.Filter):
         for key, value in current().items():
             if not hasattr(record, key):
                 setattr(record, key, value)
+        # Tracing off: the API's current span is the invalid one, and this is one lookup.
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            record.trace_id = trace.format_trace_id(span.trace_id)
+            record.span_id = trace.format_span_id(span.span_id)
         return True
 
 

@@ -21,17 +21,28 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.db import transaction
 
+from gateway.core import tracing
 from gateway.core.wake import WEBHOOKS, wake
 
 if TYPE_CHECKING:
     from gateway.outbox.models import Endpoint
 
 
-def enqueue(*, body: dict[str, Any], path: str, session_id: uuid.UUID, sequence: int) -> None:
+def enqueue(
+    *,
+    body: dict[str, Any],
+    path: str,
+    session_id: uuid.UUID,
+    sequence: int,
+    trace_context: str = "",
+) -> None:
     """Write `body` (an event with its `id` and `event`) as event `sequence` of its session: once
     in the event log, and once for each destination that wants it — the built-in backend at
     `path` under BACKEND_URL (when set) and every matching endpoint. Wakes the dispatchers and
-    the live streams on commit. Call inside the transaction that made the change."""
+    the live streams on commit. Call inside the transaction that made the change.
+
+    The rows carry the current span's trace context, else `trace_context` (the stored one of
+    what caused the event: a message's), so their deliveries join that trace."""
     from gateway.outbox import stream
     from gateway.outbox.brokers import redact
     from gateway.outbox.endpoints import endpoints_for
@@ -43,6 +54,7 @@ def enqueue(*, body: dict[str, Any], path: str, session_id: uuid.UUID, sequence:
         "payload": body,
         "session_id": session_id,
         "sequence": sequence,
+        "trace_context": tracing.context(otherwise=trace_context),
     }
     Event.objects.create(**event)
     rows = [
@@ -69,5 +81,6 @@ def enqueue_to(endpoint: Endpoint, *, body: dict[str, Any]) -> None:
         event_type=body["event"],
         payload=body,
         sequence=body["sequence"],
+        trace_context=tracing.context(),
     )
     wake(WEBHOOKS)

@@ -55,6 +55,8 @@ from urllib.parse import quote, unquote, urlsplit
 
 from django.conf import settings
 
+from gateway.core import tracing
+
 logger = logging.getLogger(__name__)
 
 
@@ -543,7 +545,36 @@ class BrokerPublisher:
         headers: dict[str, str],
         timeout: float | None = None,
     ) -> None:
-        """Return once the broker has durably accepted the message; BrokerError otherwise."""
+        """Return once the broker has durably accepted the message; BrokerError otherwise. With
+        tracing on, in a span whose `traceparent` (and `tracestate`) the message carries."""
+        with tracing.span(
+            f"publish {subject}",
+            kind=tracing.SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "nats" if target.kind == "nats" else "rabbitmq",
+                "messaging.destination.name": subject,
+                "messaging.message.id": event_id,
+            },
+        ):
+            await self._publish(
+                target,
+                subject=subject,
+                event_id=event_id,
+                body=body,
+                headers={**headers, **tracing.headers()},
+                timeout=timeout,
+            )
+
+    async def _publish(
+        self,
+        target: BrokerTarget,
+        *,
+        subject: str,
+        event_id: str,
+        body: bytes,
+        headers: dict[str, str],
+        timeout: float | None,
+    ) -> None:
         timeout = float(timeout or self.timeout)
         slot = self._slots.setdefault(target, _Slot())
         link: _NatsLink | _AmqpLink | None = None

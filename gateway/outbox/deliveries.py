@@ -122,6 +122,7 @@ class Claim:
     created_at: datetime
     destination: Destination | None = None
     external_id: str | None = None  # the session's, for broker subjects
+    trace_context: str = ""  # what the delivery's span is a child of
 
 
 def deliveries_claim(
@@ -177,6 +178,7 @@ def deliveries_claim(
                     row.created_at,
                     Destination.of(row.endpoint, now) if row.endpoint else None,
                     (row.payload.get("session") or {}).get("external_id"),
+                    row.trace_context,
                 )
             )
         if stale:

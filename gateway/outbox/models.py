@@ -10,6 +10,8 @@ import uuid
 from django.db import models
 from django.utils import timezone
 
+from gateway.core import tracing
+
 
 class DeliveryStatus(models.TextChoices):
     PENDING = "pending", "Pending"
@@ -71,6 +73,11 @@ class Event(models.Model):
     sequence = models.BigIntegerField()
     payload = models.JSONField()
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # The trace of what caused the event (gateway.core.tracing.context(); "" with tracing off):
+    # its delivery's span joins it.
+    trace_context = models.CharField(
+        max_length=tracing.MAX_STORED, blank=True, default="", editable=False
+    )
 
     class Meta:
         ordering = ["id"]
@@ -109,6 +116,10 @@ class WebhookDelivery(models.Model):
     last_response = models.TextField(blank=True, help_text="The start of the last response body.")
     # A dispatcher working on it until then (a crashed one's claim simply runs out).
     claimed_until = models.DateTimeField(null=True, blank=True)
+    # The event's trace context, as in the event log (what the delivery's span is a child of).
+    trace_context = models.CharField(
+        max_length=tracing.MAX_STORED, blank=True, default="", editable=False
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
 

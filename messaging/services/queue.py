@@ -43,6 +43,7 @@ class SendJob:
     media_mime_type: str = ""
     media_filename: str = ""
     attempt: int = 1
+    trace_context: str = ""  # the API request's (the send's span joins its trace)
 
 
 def wa_message_id_for(message_id: uuid.UUID) -> str:
@@ -105,6 +106,7 @@ def message_next(*, session_id: uuid.UUID, epoch: int, accepts_ids: bool) -> Nex
             media_mime_type=message.media_mime_type,
             media_filename=message.media_filename,
             attempt=message.attempts,
+            trace_context=message.trace_context,
         )
         return NextSend(job=job)
 

@@ -10,6 +10,7 @@ from typing import Any
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 
+from gateway.core import tracing
 from gateway.core.errors import Conflict, Unprocessable
 from gateway.core.wake import MESSAGES, wake
 from messaging.models import Message
@@ -129,6 +130,7 @@ def message_send(
                 caption=caption,
                 reply_to=reply_to,
                 payload=payload or {},
+                trace_context=tracing.context(),
                 **media_fields,
             )
             wake(MESSAGES, session.pk)

@@ -15,6 +15,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.cache import cache
 
+from gateway.core import tracing
 from gateway.core.errors import ApiError, Conflict, ServiceUnavailable
 from sessions_app.states import SessionStatus
 
@@ -51,6 +52,7 @@ def call(session_id: object, method: str, **arguments: Any) -> dict[str, Any] | 
         "session_id": str(session_id),
         "method": method,
         "arguments": arguments,
+        "trace_context": tracing.context(),  # the worker's span of the call joins this trace
     }
     publish(session_id, message)
     deadline = time.monotonic() + settings.WORKER_CALL_SECONDS

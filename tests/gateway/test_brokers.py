@@ -26,6 +26,7 @@ import pytest
 import pytest_asyncio
 from nats.js.api import StorageType, StreamConfig
 
+from gateway.core import tracing
 from gateway.outbox.brokers import (
     BROKER_SCHEMES,
     DEFAULT_EXCHANGE,
@@ -496,6 +497,70 @@ async def test_amqp_publish_is_persistent_with_its_id_and_routing_key(
         await message.ack()
         declared = await channel.declare_exchange(exchange_name, passive=True)
         assert declared.name == exchange_name
+
+
+# A delivery's span (the dispatcher's, child of the event's stored context): the publish's span is
+# its child, and the message carries the publish span's `traceparent` (NATS and AMQP headers).
+STORED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def published_in_trace(spans, traceparent: str) -> None:
+    [publish, delivery] = spans.get_finished_spans()
+    assert publish.parent.span_id == delivery.context.span_id and publish.kind.name == "PRODUCER"
+    assert f"{delivery.parent.span_id:016x}" == STORED.split("-")[2]
+    trace_id, span_id = f"{publish.context.trace_id:032x}", f"{publish.context.span_id:016x}"
+    assert traceparent.split("-")[1:3] == [trace_id, span_id] == [STORED.split("-")[1], span_id]
+
+
+@pytest.mark.asyncio
+async def test_nats_messages_carry_the_trace(
+    spans, publisher: BrokerPublisher, nats_stream: str
+) -> None:
+    prefix = unique("gwtest")
+    target = BrokerTarget.of(NATS_URL, subject=prefix + ".{session}.{event}", stream=nats_stream)
+    with tracing.span("deliver", stored=STORED):
+        await publisher.publish(
+            target, subject=f"{prefix}.s.e", event_id=str(uuid.uuid4()), body=b"{}", headers={}
+        )
+    async with jetstream() as js:
+        [message] = await stream_messages(js, nats_stream)
+    published_in_trace(spans, message.headers["traceparent"])
+
+
+@pytest.mark.asyncio
+async def test_amqp_messages_carry_the_trace(
+    spans, publisher: BrokerPublisher, exchange_name: str
+) -> None:
+    target = BrokerTarget.of(AMQP_URL, exchange=exchange_name)
+    async with amqp_channel() as channel:
+        exchange = await channel.declare_exchange(
+            exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(exchange, routing_key="wa.#")
+        with tracing.span("deliver", stored=STORED):
+            await publisher.publish(
+                target, subject="wa.s.e", event_id=str(uuid.uuid4()), body=b"{}", headers={}
+            )
+        message = await queue.get(timeout=5)
+        assert message is not None
+        await message.ack()
+    published_in_trace(spans, message.headers["traceparent"])
+
+
+@pytest.mark.asyncio
+async def test_without_tracing_broker_messages_carry_no_trace(
+    publisher: BrokerPublisher, nats_stream: str
+) -> None:
+    prefix = unique("gwtest")
+    target = BrokerTarget.of(NATS_URL, subject=prefix + ".{session}.{event}", stream=nats_stream)
+    with tracing.span("deliver", stored=STORED):
+        await publisher.publish(
+            target, subject=f"{prefix}.s.e", event_id=str(uuid.uuid4()), body=b"{}", headers={}
+        )
+    async with jetstream() as js:
+        [message] = await stream_messages(js, nats_stream)
+    assert "traceparent" not in message.headers
 
 
 @pytest.mark.asyncio

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from django.conf import settings
 
+from gateway.core import tracing
 from sessions_app.services.calls import call_answer, control_group
 from workers.engines.base import Engine, EngineError
 from workers.engines.sandbox import SandboxEngine
@@ -94,7 +95,19 @@ CALLS = {
 
 
 async def answer_call(engine: Engine, message: dict) -> None:
-    """Run one call on the engine and leave its answer where the caller waits for it."""
+    """Run one call on the engine and leave its answer where the caller waits for it, in a span
+    that joins the trace of the request that made the call (its context travels in the call)."""
+    method = message["method"]
+    with tracing.span(
+        f"engine {method}",
+        stored=message.get("trace_context", ""),
+        kind=tracing.SpanKind.SERVER,
+        attributes={"gateway.engine": engine.name, "gateway.session.id": message["session_id"]},
+    ):
+        await _answer(engine, message)
+
+
+async def _answer(engine: Engine, message: dict) -> None:
     method, arguments = message["method"], message.get("arguments") or {}
     try:
         if method not in CALLS:

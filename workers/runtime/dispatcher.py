@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from gateway.core import wake
+from gateway.core import tracing, wake
 from gateway.core.failpoints import failpoint
 from gateway.core.urlguard import UrlRefused, checked_target
 from gateway.outbox import brokers, endpoints, stream
@@ -119,6 +119,24 @@ class Dispatcher:
             logger.error("webhook delivery step failed", exc_info=task.exception())
 
     async def _deliver(self, claim: webhooks.Claim) -> None:
+        """One attempt, in a span that is the child of the event's stored trace context (that of
+        the request or the send that caused it); httpx's span under it puts its `traceparent`
+        on the request, a broker publish its own on the message."""
+        with tracing.span(
+            f"deliver {claim.event_type}",
+            stored=claim.trace_context,
+            kind=tracing.SpanKind.PRODUCER,
+            attributes={
+                "gateway.event.id": claim.event_id,
+                "gateway.event.type": claim.event_type,
+                "gateway.session.id": claim.session_id or "",
+                "gateway.delivery.attempt": claim.attempts + 1,
+                "gateway.endpoint.id": claim.destination.id if claim.destination else "backend",
+            },
+        ):
+            await self._attempt(claim)
+
+    async def _attempt(self, claim: webhooks.Claim) -> None:
         destination = claim.destination
         breaker = breaker_for(claim.target, destination.id if destination else None)
         if not await io(breaker.allow):

@@ -22,6 +22,7 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 
 from gateway.core import logging as log_context
+from gateway.core import tracing
 from gateway.core.failpoints import failpoint
 from messaging import services as messages
 from messaging.services import pacing, preview
@@ -168,6 +169,22 @@ class Sender:
             await asyncio.sleep(wait)
 
     async def _send(self, job: messages.SendJob) -> None:
+        """One message, in a span that joins the trace of the request that accepted it: the
+        context is the one stored with the message (this task began long before that request)."""
+        with tracing.span(
+            "message send",
+            stored=job.trace_context,
+            kind=tracing.SpanKind.CONSUMER,
+            attributes={
+                "gateway.session.id": str(self.runner.id),
+                "gateway.message.id": str(job.message_id),
+                "gateway.message.type": job.type,
+                "gateway.message.attempt": job.attempt,
+            },
+        ):
+            await self._attempt(job)
+
+    async def _attempt(self, job: messages.SendJob) -> None:
         runner, engine = self.runner, self.runner.engine
         path = ""
         try:
@@ -201,7 +218,12 @@ class Sender:
                 with contextlib.suppress(EngineError):
                     await engine.set_chat_presence(runner.key, job.chat, "typing")
                     await asyncio.sleep(min(3.0, 0.5 + len(job.text) * 0.03))
-            result = await engine.send(runner.key, outbound)
+            with tracing.span(
+                "engine send",
+                kind=tracing.SpanKind.CLIENT,
+                attributes={"gateway.engine": engine.name},
+            ):
+                result = await engine.send(runner.key, outbound)
         except EngineError as exc:
             # These never reached WhatsApp: any engine may try again. Other transient errors
             # are retried only where the engine takes our id (a retry cannot duplicate).

@@ -6,6 +6,7 @@ import asyncio
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from gateway.core import tracing
 from workers.runtime.dispatcher import deliver
 from workers.runtime.signals import stop_on_signals
 
@@ -14,6 +15,7 @@ class Command(BaseCommand):
     help = "Deliver webhooks from the outbox until SIGTERM or SIGINT."
 
     def handle(self, *args: object, **options: object) -> None:
+        tracing.setup()
         if not settings.BACKEND_URL:
             raise CommandError("BACKEND_URL is not set: there is nothing to deliver to.")
         self.stdout.write("delivering webhooks; stop with Ctrl-C")

@@ -4,6 +4,7 @@ import asyncio
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from gateway.core import tracing
 from workers.runtime.signals import stop_on_signals
 from workers.runtime.worker import RuntimeConfig, WorkerRuntime
 
@@ -19,6 +20,7 @@ class Command(BaseCommand):
     def handle(
         self, *args: object, name: str, capacity: int, engines: str, **options: object
     ) -> None:
+        tracing.setup()
         config = RuntimeConfig.from_settings(
             name=name,
             capacity=capacity,

@@ -6,6 +6,7 @@ import asyncio
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
+from gateway.core import tracing
 from workers.runtime.allinone import serve, web_config
 from workers.runtime.config import RuntimeConfig
 
@@ -24,6 +25,7 @@ class Command(BaseCommand):
     def handle(
         self, *args: object, host: str, port: int, no_worker: bool, engines: str, **options: object
     ) -> None:
+        tracing.setup()
         from gateway.asgi import application  # the web app only where it is served
 
         config = web_config(application, host, port)
