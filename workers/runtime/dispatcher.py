@@ -27,6 +27,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from gateway.core import logging as log_context
 from gateway.core import tracing, wake
 from gateway.core.failpoints import failpoint
 from gateway.core.urlguard import UrlRefused, checked_target
@@ -122,17 +123,24 @@ class Dispatcher:
         """One attempt, in a span that is the child of the event's stored trace context (that of
         the request or the send that caused it); httpx's span under it puts its `traceparent`
         on the request, a broker publish its own on the message."""
-        with tracing.span(
-            f"deliver {claim.event_type}",
-            stored=claim.trace_context,
-            kind=tracing.SpanKind.PRODUCER,
-            attributes={
-                "gateway.event.id": claim.event_id,
-                "gateway.event.type": claim.event_type,
-                "gateway.session.id": claim.session_id or "",
-                "gateway.delivery.attempt": claim.attempts + 1,
-                "gateway.endpoint.id": claim.destination.id if claim.destination else "backend",
-            },
+        with (
+            tracing.span(
+                f"deliver {claim.event_type}",
+                stored=claim.trace_context,
+                kind=tracing.SpanKind.PRODUCER,
+                attributes={
+                    "gateway.event.id": claim.event_id,
+                    "gateway.event.type": claim.event_type,
+                    "gateway.session.id": claim.session_id or "",
+                    "gateway.delivery.attempt": claim.attempts + 1,
+                    "gateway.endpoint.id": claim.destination.id if claim.destination else "backend",
+                },
+            ),
+            log_context.bind(
+                delivery_id=str(claim.id),
+                event_id=claim.event_id,
+                **({"session_id": claim.session_id} if claim.session_id else {}),
+            ),
         ):
             await self._attempt(claim)
 

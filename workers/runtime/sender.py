@@ -171,16 +171,19 @@ class Sender:
     async def _send(self, job: messages.SendJob) -> None:
         """One message, in a span that joins the trace of the request that accepted it: the
         context is the one stored with the message (this task began long before that request)."""
-        with tracing.span(
-            "message send",
-            stored=job.trace_context,
-            kind=tracing.SpanKind.CONSUMER,
-            attributes={
-                "gateway.session.id": str(self.runner.id),
-                "gateway.message.id": str(job.message_id),
-                "gateway.message.type": job.type,
-                "gateway.message.attempt": job.attempt,
-            },
+        with (
+            tracing.span(
+                "message send",
+                stored=job.trace_context,
+                kind=tracing.SpanKind.CONSUMER,
+                attributes={
+                    "gateway.session.id": str(self.runner.id),
+                    "gateway.message.id": str(job.message_id),
+                    "gateway.message.type": job.type,
+                    "gateway.message.attempt": job.attempt,
+                },
+            ),
+            log_context.bind(message_id=str(job.message_id)),
         ):
             await self._attempt(job)
 
@@ -267,5 +270,4 @@ class Sender:
             code,
             error,
             "retrying" if retrying else "message failed",
-            extra={"message_id": str(job.message_id)},
         )

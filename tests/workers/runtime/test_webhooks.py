@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import secrets
 import threading
 from collections import defaultdict
@@ -105,6 +106,23 @@ def in_order_per_session(received: list[tuple[dict, dict]]) -> dict[str, list[in
     for _, body in received:
         seen[body["session"]["id"]].append(body["sequence"])
     return seen
+
+
+async def test_a_deliverys_log_lines_say_which_delivery_they_are_about(
+    backend, dispatch, caplog
+) -> None:
+    caplog.set_level(logging.INFO, logger="httpx")
+    [session] = await sync_to_async(sessions)(1)
+    await sync_to_async(produce)([session], 1)
+    await dispatch()
+    await until(lambda: len(backend.received) == 1, what="the webhook")
+    [line] = await until(lambda: [r for r in caplog.records if r.name == "httpx"])
+    row = await sync_to_async(WebhookDelivery.objects.get)(session=session)
+    assert (line.delivery_id, line.event_id, line.session_id) == (
+        str(row.pk),
+        str(row.event_id),
+        str(session.pk),
+    )
 
 
 async def test_events_arrive_signed_and_in_order_per_session(backend, dispatch, settings) -> None:
