@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from itertools import pairwise
 
 import pytest
@@ -296,7 +297,10 @@ async def test_pacing_spaces_a_session_s_messages(start_worker, api, world, sett
     assert all(later - earlier >= 0.95 for earlier, later in pairwise(times))
 
 
-async def test_a_send_to_a_number_not_on_whatsapp_fails_with_a_code(start_worker, api) -> None:
+async def test_a_send_to_a_number_not_on_whatsapp_fails_with_a_code(
+    start_worker, api, caplog
+) -> None:
+    caplog.set_level(logging.WARNING, logger="workers.runtime.sender")
     runtime = await start_worker()
     session = await linked(runtime)
     response = await post(api, session, {"to": "+4915123450000", "text": "nobody"})
@@ -304,3 +308,5 @@ async def test_a_send_to_a_number_not_on_whatsapp_fails_with_a_code(start_worker
     message = await sync_to_async(Message.objects.get)(pk=response.json()["id"])
     assert message.error_code == "not_on_whatsapp"
     assert (await sync_to_async(status_events)(message.id))[-1] == "failed"
+    [line] = [r for r in caplog.records if r.getMessage().startswith("send failed")]
+    assert (line.message_id, line.session_id) == (str(message.id), str(session.id))
