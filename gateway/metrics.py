@@ -1,7 +1,10 @@
-"""`/metrics`: django-prometheus's request and database metrics plus the fleet's gauges.
+"""`/metrics`: django-prometheus's request and database metrics plus the fleet's figures.
 
-The gauges are computed when scraped, one cheap query each, so every web process reports the same
-numbers (they come from the database, not from process memory).
+The figures are computed when scraped (`fleet_figures`, one cheap query each), so every web
+process reports the same numbers: they come from the database, not from process memory. What only
+a worker's process can count (failovers, engine host restarts, snapshot failures, messages by
+outcome) arrives there with its heartbeat (`Worker.stats["counters"]`) and is shown per live
+worker as counters: they start again from 0 with the worker's process, which `rate()` allows for.
 """
 
 from __future__ import annotations
@@ -9,15 +12,22 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 from django.conf import settings
-from django.db.models import Count
+from django.db.models import Count, Min
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.crypto import constant_time_compare
 from django_prometheus.exports import ExportToDjangoView
 from prometheus_client import REGISTRY
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 from gateway.core.errors import error_body
@@ -32,122 +42,236 @@ def _by_status(model, choices) -> dict[str, int]:
     return counts
 
 
-class FleetCollector(Collector):
-    def describe(self) -> Iterator[GaugeMetricFamily]:
-        # Lets the registry learn the names without querying the database at start-up.
-        yield GaugeMetricFamily("gateway_sessions", "Sessions by status.", labels=["status"])
-        yield GaugeMetricFamily("gateway_workers", "Workers by status.", labels=["status"])
-        yield GaugeMetricFamily("gateway_messages_queued", "Outbound messages waiting to be sent.")
-        yield GaugeMetricFamily("gateway_webhook_backlog", "Webhook deliveries pending.")
-        yield _silence_family({})
-        yield from _webhook_families({})
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        from gateway.outbox.models import DeliveryStatus, WebhookDelivery
-        from messaging.models import Message
-        from messaging.states import MessageStatus
-        from sessions_app.models import Session
-        from sessions_app.states import SessionStatus
-        from workers.models import Worker
-        from workers.states import WorkerStatus
-
-        try:
-            sessions = _by_status(Session, SessionStatus)
-            workers = _by_status(Worker, WorkerStatus)
-            queued = Message.objects.filter(status=MessageStatus.QUEUED).count()
-            backlog = WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING).count()
-            webhook = _webhook_figures(WebhookDelivery, DeliveryStatus)
-            last_events = _last_events(Worker, WorkerStatus)
-        except Exception:
-            logger.warning("fleet metrics unavailable", exc_info=True)
-            return
-        gauge = GaugeMetricFamily("gateway_sessions", "Sessions by status.", labels=["status"])
-        for status, count in sessions.items():
-            gauge.add_metric([status], count)
-        yield gauge
-        gauge = GaugeMetricFamily("gateway_workers", "Workers by status.", labels=["status"])
-        for status, count in workers.items():
-            gauge.add_metric([status], count)
-        yield gauge
-        yield GaugeMetricFamily(
-            "gateway_messages_queued", "Outbound messages waiting to be sent.", value=queued
-        )
-        yield GaugeMetricFamily(
-            "gateway_webhook_backlog", "Webhook deliveries pending.", value=backlog
-        )
-        yield _silence_family(last_events)
-        yield from _webhook_families(webhook)
+# What a worker's heartbeat counts (`stats["counters"]`, since its process started) → the
+# labels of gateway_messages_total.
+MESSAGE_COUNTERS = {
+    "messages_sent": ("out", "sent"),
+    "messages_delivered": ("out", "delivered"),
+    "messages_read": ("out", "read"),
+    "messages_failed": ("out", "failed"),
+    "messages_received": ("in", "received"),
+}
+# Sessions waiting for a person to scan a QR code or type a pairing code.
+LINKING = ("scan_qr", "pairing")
 
 
-def fleet_figures() -> dict:
-    """What the admin's fleet page shows, from the same queries as the collector: the running
-    workers and those that died in the last hour."""
+def fleet_figures() -> dict[str, Any]:
+    """Every figure /metrics exports, as plain data (one query each; the admin home shows them):
+
+    - `sessions`, `workers`: counts by status; `messages_queued`, `webhook_backlog`;
+    - `linking_oldest`: seconds the longest-linking session has been showing a QR or pairing code;
+    - `last_event_age`: {session id: seconds since its last event}, each connected session;
+    - `webhook`: the outbox's figures (`_webhook_figures`);
+    - `worker_list`: the live workers and those that died in the last hour (only the live ones are
+      exported), each with its `name`, `worker` (the name, told apart when two live workers share
+      one), `id`, `status`, `capacity`, `heartbeat_age_seconds`, the `sessions` it holds and
+      `sessions_by_status`, and its process's `counters` (`failovers`, `engine_host_restarts`,
+      `snapshot_failures`, `messages_sent`, …: since that process started).
+    """
     from datetime import timedelta
 
     from django.db.models import Q
     from django.utils import timezone
 
     from gateway.outbox.models import DeliveryStatus, WebhookDelivery
+    from messaging.models import Message
+    from messaging.states import MessageStatus
     from sessions_app.models import Session
     from sessions_app.states import SessionStatus
     from workers.models import Worker
     from workers.states import WorkerStatus
 
     now = timezone.now()
-    held = dict(
-        Session.objects.filter(worker__isnull=False)
-        .order_by()
-        .values_list("worker")
-        .annotate(n=Count("pk"))
-    )
-    workers = [
-        {
-            "name": w.name,
-            "status": w.status,
-            "sessions": held.get(w.pk, 0),
-            "capacity": w.capacity,
-            "heartbeat_age_seconds": round((now - w.last_heartbeat_at).total_seconds(), 1),
-        }
-        for w in Worker.objects.filter(
-            Q(status__in=[WorkerStatus.ACTIVE, WorkerStatus.DRAINING])
-            | Q(status=WorkerStatus.DEAD, stopped_at__gte=now - timedelta(hours=1))
-        ).order_by("name")
-    ]
-    return {
-        "sessions": _by_status(Session, SessionStatus),
-        "worker_list": workers,
+    sessions = {value: 0 for value in SessionStatus.values}
+    held: dict[Any, dict[str, int]] = {}
+    linking_since = None
+    rows = Session.objects.order_by().values("worker_id", "status")
+    for row in rows.annotate(n=Count("pk"), since=Min("status_changed_at")):
+        sessions[row["status"]] = sessions.get(row["status"], 0) + row["n"]
+        if row["worker_id"] is not None:
+            held.setdefault(row["worker_id"], {})[row["status"]] = row["n"]
+        if row["status"] in LINKING and row["since"] is not None:
+            linking_since = min(linking_since or row["since"], row["since"])
+    figures: dict[str, Any] = {
+        "sessions": sessions,
+        "linking_oldest": (now - linking_since).total_seconds() if linking_since else 0.0,
+        "workers": _by_status(Worker, WorkerStatus),
+        "messages_queued": Message.objects.filter(status=MessageStatus.QUEUED).count(),
         "webhook_backlog": WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING).count(),
         "webhook": _webhook_figures(WebhookDelivery, DeliveryStatus),
     }
+    live = [WorkerStatus.ACTIVE, WorkerStatus.DRAINING]
+    workers = list(
+        Worker.objects.filter(
+            Q(status__in=live)
+            | Q(status=WorkerStatus.DEAD, stopped_at__gte=now - timedelta(hours=1))
+        )
+        .order_by("name", "started_at")
+        .values("id", "name", "status", "capacity", "last_heartbeat_at", "stats")
+    )
+    names = Counter(worker["name"] for worker in workers if worker["status"] in live)
+    worker_list, last_event_age, wall = [], {}, time.time()
+    for worker in workers:
+        stats = worker["stats"] or {}
+        if worker["status"] in live:
+            for session_id, at in stats.get("last_event_at", {}).items():
+                last_event_age[session_id] = max(0.0, wall - at)
+        label = worker["name"]
+        if names[label] > 1:  # two live workers of one name (one host, no --name): told apart
+            label = f"{label} ({str(worker['id'])[:8]})"
+        mine = held.get(worker["id"], {})
+        age = max(0.0, (now - worker["last_heartbeat_at"]).total_seconds())
+        worker_list.append(
+            {
+                "name": worker["name"],
+                "worker": label,
+                "id": str(worker["id"]),
+                "status": worker["status"],
+                "capacity": worker["capacity"],
+                "heartbeat_age_seconds": round(age, 1),
+                "sessions": sum(mine.values()),
+                "sessions_by_status": {value: mine.get(value, 0) for value in SessionStatus.values},
+                "counters": stats.get("counters", {}),
+            }
+        )
+    figures["worker_list"], figures["last_event_age"] = worker_list, last_event_age
+    return figures
 
 
-def _last_events(model, statuses) -> dict[str, float]:
-    """Each connected session's last event (Unix time), from its worker's last heartbeat."""
-    live = model.objects.filter(status__in=[statuses.ACTIVE, statuses.DRAINING])
-    last: dict[str, float] = {}
-    for stats in live.values_list("stats", flat=True):
-        last.update((stats or {}).get("last_event_at", {}))
-    return last
+class FleetCollector(Collector):
+    def describe(self) -> Iterator[Metric]:
+        # Lets the registry learn the names without querying the database at start-up.
+        yield from _families({})
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            figures = fleet_figures()
+        except Exception:
+            logger.warning("fleet metrics unavailable", exc_info=True)
+            return
+        yield from _families(figures)
 
 
-def _silence_family(last_events: dict[str, float]) -> GaugeMetricFamily:
-    gauge = GaugeMetricFamily(
+def _labelled(name: str, help_text: str, labels: list[str], samples, kind=GaugeMetricFamily):
+    family = kind(name, help_text, labels=labels)
+    for label_values, value in samples:
+        family.add_metric(label_values, value)
+    return family
+
+
+def _by_label(name: str, help_text: str, label: str, values: dict[str, float]) -> Metric:
+    return _labelled(name, help_text, [label], (([k], v) for k, v in values.items()))
+
+
+def _families(figures: dict[str, Any]) -> Iterator[Metric]:
+    yield _by_label(
+        "gateway_sessions", "Sessions by status.", "status", figures.get("sessions", {})
+    )
+    yield _by_label("gateway_workers", "Workers by status.", "status", figures.get("workers", {}))
+    for name, help_text, key in [
+        ("gateway_messages_queued", "Outbound messages waiting to be sent.", "messages_queued"),
+        ("gateway_webhook_backlog", "Webhook deliveries pending.", "webhook_backlog"),
+        (
+            "gateway_sessions_linking_oldest_seconds",
+            "Seconds the longest-linking session (scan_qr or pairing) has been in that status; "
+            "0 when none is linking.",
+            "linking_oldest",
+        ),
+    ]:
+        yield GaugeMetricFamily(name, help_text, value=figures.get(key, 0))
+    yield _by_label(
         "gateway_session_last_event_age_seconds",
         "Seconds since each connected session's last event (a zombie grows old here; "
         "SESSION_SILENCE_SECONDS probes it).",
-        labels=["session_id"],
+        "session_id",
+        dict(sorted(figures.get("last_event_age", {}).items())),
     )
-    now = time.time()
-    for session_id, at in sorted(last_events.items()):
-        gauge.add_metric([session_id], max(0.0, now - at))
-    return gauge
+    yield from _webhook_families(figures.get("webhook", {}))
+    from workers.states import WorkerStatus
+
+    # The workers that died in the last hour are for the admin's eyes only.
+    live = (WorkerStatus.ACTIVE, WorkerStatus.DRAINING)
+    yield from _worker_families([w for w in figures.get("worker_list", []) if w["status"] in live])
+
+
+# Per live worker, from its row: (name, help, the figure).
+WORKER_GAUGES = [
+    ("gateway_worker_capacity", "Sessions each live worker may hold.", "capacity"),
+    (
+        "gateway_worker_heartbeat_age_seconds",
+        "Seconds since each live worker's last heartbeat (others declare it dead after "
+        "WORKER_LEASE_SECONDS).",
+        "heartbeat_age_seconds",
+    ),
+]
+# Per live worker, from its process's counters (`counters` of its heartbeat).
+WORKER_COUNTERS = [
+    (
+        "gateway_failovers_total",
+        "Sessions each live worker took over from a worker whose lease had run out.",
+        "failovers",
+    ),
+    (
+        "gateway_engine_host_restarts_total",
+        "Engine host processes that died under each live worker and were replaced.",
+        "engine_host_restarts",
+    ),
+    (
+        "gateway_snapshot_failures_total",
+        "Auth snapshots each live worker could not store (tried again each period).",
+        "snapshot_failures",
+    ),
+]
+
+
+def _worker_families(fleet: list[dict[str, Any]]) -> Iterator[Metric]:
+    yield _labelled(
+        "gateway_worker_sessions",
+        "Sessions each live worker holds, by status.",
+        ["worker", "status"],
+        (
+            ([w["worker"], status], n)
+            for w in fleet
+            for status, n in w["sessions_by_status"].items()
+        ),
+    )
+    for name, help_text, key in WORKER_GAUGES:
+        yield _by_label(name, help_text, "worker", {w["worker"]: w[key] for w in fleet})
+    for name, help_text, key in WORKER_COUNTERS:
+        counts = (([w["worker"]], w["counters"].get(key, 0)) for w in fleet)
+        yield _labelled(name, help_text, ["worker"], counts, kind=CounterMetricFamily)
+    yield _labelled(
+        "gateway_messages_total",
+        "Messages by direction and outcome (out: sent, delivered, read, failed; in: received), "
+        "as each live worker's process counted them since it started.",
+        ["worker", "direction", "outcome"],
+        (
+            ([w["worker"], *labels], w["counters"].get(key, 0))
+            for w in fleet
+            for key, labels in MESSAGE_COUNTERS.items()
+        ),
+        kind=CounterMetricFamily,
+    )
+    latency = SummaryMetricFamily(
+        "gateway_message_send_latency_seconds",
+        "Time from a message's acceptance by the API to WhatsApp's sent, as each live worker's "
+        "process measured it since it started (the mean: rate of _sum over rate of _count).",
+        labels=["worker"],
+    )
+    for w in fleet:
+        latency.add_metric(
+            [w["worker"]],
+            count_value=w["counters"].get("send_latency_count", 0),
+            sum_value=w["counters"].get("send_latency_seconds", 0),
+        )
+    yield latency
 
 
 def _webhook_figures(model, statuses) -> dict:
     """Webhook health from the outbox itself (every process delivers; the database sees all)."""
     from datetime import timedelta
 
-    from django.db.models import Avg, DurationField, ExpressionWrapper, F, Min, Q, Sum
+    from django.db.models import Avg, DurationField, ExpressionWrapper, F, Q, Sum
     from django.utils import timezone
 
     from gateway.outbox.breaker import pending_circuits
@@ -172,7 +296,7 @@ def _webhook_figures(model, statuses) -> dict:
     }
 
 
-def _webhook_families(figures: dict) -> Iterator[GaugeMetricFamily]:
+def _webhook_families(figures: dict) -> Iterator[Metric]:
     by_status = GaugeMetricFamily(
         "gateway_webhook_deliveries", "Webhook deliveries by status.", labels=["status"]
     )

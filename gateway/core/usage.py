@@ -11,16 +11,23 @@ counters (`UsageCounter`) and to the claims of the daily reports (`UsageReport`)
 
 What is counted where: messaging's services count messages (sent, delivered, read, failed per
 message type; received; media bytes), the webhook outbox counts deliveries.
+
+Each process also keeps a running total of what it counted (`tally`, once committed): a worker's
+heartbeat carries its totals to `/metrics` as counters (they start again from 0 with the process,
+which Prometheus counters may; the hourly rows cannot serve as counters, a deleted session takes
+its rows with it).
 """
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from django.db import connection, models
+from django.db import connection, models, transaction
 from django.db.models import Exists, F, OuterRef, QuerySet, Sum
 from django.db.models.functions import TruncDate, TruncDay
 from django.utils import timezone
@@ -45,6 +52,29 @@ METRICS: dict[str, tuple[str, str]] = {
 ACTIVITY_METRICS = tuple(m for m in METRICS if not m.startswith("webhooks_"))
 GRANULARITIES = ("hour", "day")
 KIND_MAX = UsageCounter._meta.get_field("kind").max_length or 16
+
+
+class Tally:
+    """What this process counted since it started: figures added once the transaction that
+    counted them commits (at once outside one). Thread-safe (the worker's database threads)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._figures: Counter[str] = Counter()
+
+    def add(self, **figures: float) -> None:
+        transaction.on_commit(lambda: self._add(figures))
+
+    def _add(self, figures: dict[str, float]) -> None:
+        with self._lock:
+            self._figures.update(figures)
+
+    def figures(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self._figures)
+
+
+tally = Tally()
 
 
 def clock() -> datetime:
@@ -91,6 +121,7 @@ def usage_add(
     rows = sorted((metric, n) for metric, n in metrics.items() if n)  # one lock order for all
     if not rows:
         return
+    tally.add(**dict(rows))
     period = hour_of(at or clock())
     kind = kind[:KIND_MAX]
     if connection.vendor not in ("postgresql", "sqlite"):  # pragma: no cover - not deployed

@@ -7,11 +7,14 @@ moved them, so a rollback counts nothing and each step counts once:
   itself sent are not the gateway's and count nothing;
 - an inbound message counts `received` once (inbound_store stores it once), its media bytes when
   they are stored. The history WhatsApp sends after linking is not counted.
+
+A message sent also adds the time from its acceptance to WhatsApp's `sent` to this process's
+tally (`send_latency_seconds`, `send_latency_count`: /metrics shows their rate as the mean).
 """
 
 from __future__ import annotations
 
-from gateway.core.usage import usage_add
+from gateway.core.usage import tally, usage_add
 from messaging.models import Message
 from messaging.states import Direction, MessageStatus
 
@@ -41,6 +44,9 @@ def count_outbound(message: Message, before: str) -> None:
     def reached(status: str) -> int:
         return int(was < _RANK[status] <= now)
 
+    if reached(M.SENT) and message.sent_at is not None:
+        latency = (message.sent_at - message.created_at).total_seconds()
+        tally.add(send_latency_seconds=max(0.0, latency), send_latency_count=1)
     usage_add(
         message.session_id,
         kind=message.type,

@@ -94,9 +94,12 @@ class Lease:
     target_worker_id: uuid.UUID | None = None
     pair_requested_at: datetime | None = None
     pair_phone: str = ""
+    # Set by a claim that took the session from another worker whose lease had expired (a
+    # failover): that worker's id.
+    taken_over_from: uuid.UUID | None = None
 
     @classmethod
-    def of(cls, session: Session) -> Lease:
+    def of(cls, session: Session, taken_over_from: uuid.UUID | None = None) -> Lease:
         return cls(
             session_id=session.pk,
             epoch=session.lease_epoch,
@@ -109,6 +112,7 @@ class Lease:
             target_worker_id=session.target_worker_id,
             pair_requested_at=session.pair_requested_at,
             pair_phone=session.pair_phone,
+            taken_over_from=taken_over_from,
         )
 
     def wanted(self) -> tuple:
@@ -144,12 +148,13 @@ def sessions_claim(
     """Claim up to `limit` free sessions for `worker_id`, each with a new lease epoch.
 
     `SELECT … FOR UPDATE SKIP LOCKED`: workers claiming at once never wait for each other and never
-    claim the same row. Expiry is judged by the database clock (`Now()`).
+    claim the same row. Expiry is judged by the database clock (`Now()`). A session that still
+    names another worker is a failover: that worker's lease ran out (released ones name none).
     """
     if limit <= 0:
         return []
     with transaction.atomic():
-        ids = list(
+        holders = dict(
             Session.objects.select_for_update(skip_locked=True, of=("self",))
             .filter(_claimable(), engine__in=engines)
             # A session on its way to another worker waits for that one, unless it is gone.
@@ -159,10 +164,11 @@ def sessions_claim(
                 | ~Q(target_worker__status__in=[WorkerStatus.ACTIVE])
             )
             .order_by("lease_expires_at", "created_at")
-            .values_list("pk", flat=True)[:limit]
+            .values_list("pk", "worker_id")[:limit]
         )
-        if not ids:
+        if not holders:
             return []
+        ids = list(holders)
         Session.objects.filter(pk__in=ids).update(
             worker_id=worker_id,
             lease_expires_at=Now() + timedelta(seconds=ttl),
@@ -170,7 +176,10 @@ def sessions_claim(
             target_worker=None,
             updated_at=timezone.now(),
         )
-        leases = [Lease.of(session) for session in Session.objects.filter(pk__in=ids)]
+        leases = []
+        for session in Session.objects.filter(pk__in=ids):
+            holder = holders[session.pk]  # whose lease ran out (None: released; ours: no failover)
+            leases.append(Lease.of(session, holder if holder != worker_id else None))
     failpoint("after_claim")
     return leases
 

@@ -48,10 +48,10 @@ def session_set_status(
             return session
         if session.status != status and not session.can_transition_to(status):
             raise IllegalTransition(session.status, status)
-        now = timezone.now()
         source = session.status
+        if source != status:  # a new QR code or pairing code is not a change of status
+            session.status_changed_at = timezone.now()
         session.status = status
-        session.status_changed_at = now
         session.last_error = error
         session.last_error_code = error_code
         for field, value in linked.items():

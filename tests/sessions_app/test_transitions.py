@@ -83,6 +83,22 @@ def test_set_status_records_the_change(leased) -> None:
 
 
 @pytest.mark.django_db
+def test_a_new_qr_code_is_announced_but_is_no_change_of_status(leased) -> None:
+    """status_changed_at is when the status last changed: a session showing QR codes for
+    ten minutes shows ten minutes there (/metrics' linking age), however often its code rotates."""
+    session, _ = leased
+    session_set_status(session_id=session.id, status=S.SCAN_QR, epoch=4, qr={"code": "1"})
+    session.refresh_from_db()
+    since = session.status_changed_at
+
+    session_set_status(session_id=session.id, status=S.SCAN_QR, epoch=4, qr={"code": "2"})
+
+    session.refresh_from_db()
+    assert session.status_changed_at == since
+    assert SessionEvent.objects.filter(session=session).count() == 1
+
+
+@pytest.mark.django_db
 def test_set_status_refuses_an_illegal_change_and_changes_nothing(leased) -> None:
     session, _ = leased
     session_set_status(session_id=session.id, status=S.LOGGED_OUT, epoch=4)

@@ -537,6 +537,11 @@ class Engine(abc.ABC):
     def emit(self, event: Event) -> None:
         self._events.put_nowait(event)
 
+    def host_restarts(self) -> int:
+        """How many of the engine's processes died and were started again (engines that run
+        their sessions in host processes; none here)."""
+        return 0
+
     @abc.abstractmethod
     async def start(self, session_id: str, auth_dir: Path) -> None:
         """Connect from the store in `auth_dir`, or begin linking (QR codes) when it has none."""

@@ -15,6 +15,7 @@ import logging
 import shutil
 import time
 import uuid
+from collections import Counter
 from typing import Protocol
 
 from django.utils import timezone
@@ -64,6 +65,7 @@ class Host(Protocol):
     """What a runner needs of the worker that holds it (WorkerRuntime is one)."""
 
     worker_id: uuid.UUID | None
+    counters: Counter[str]  # the worker's counters for /metrics (`snapshot_failures`)
 
     def holds(self, runner: SessionRunner) -> bool:
         """Whether `runner` is still the worker's runner of its session."""
@@ -571,6 +573,7 @@ class SessionRunner:
         except sessions.LeaseLost:
             raise
         except Exception as exc:  # noqa: BLE001 - storage errors of any kind
+            self.host.counters["snapshot_failures"] += 1
             logger.warning("auth snapshot failed (%s): %s; will retry", reason, exc)
             return False
         self.snapshot_mtime = changed_at

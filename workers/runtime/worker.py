@@ -32,6 +32,7 @@ from django.db import connection
 
 from gateway.core import logging as log_context
 from gateway.core import wake as wakeups
+from gateway.core.usage import tally
 from sessions_app import services as sessions
 from sessions_app.states import SessionStatus
 from workers import services as registry
@@ -99,6 +100,9 @@ class WorkerRuntime:
         self.usage_reported_through: date | None = None
         # Inbound media downloads at once, across this worker's sessions (each a temporary file).
         self.downloads = asyncio.Semaphore(4)
+        # Since this process started, for /metrics: `failovers` (sessions claimed from a worker
+        # whose lease ran out), `snapshot_failures` (auth snapshots that could not be stored).
+        self.counters: Counter[str] = Counter(failovers=0, snapshot_failures=0)
 
     def _engine_for(self, session_id: str) -> Engine | None:
         runner = self.runners.get(session_id)
@@ -226,6 +230,7 @@ class WorkerRuntime:
                 for r in self.runners.values()
                 if r.status == SessionStatus.CONNECTED
             },
+            "counters": self.figures(),
         }
         status = await db(registry.worker_heartbeat, worker_id=self.worker_id, stats=stats)
         if status is None:
@@ -242,6 +247,12 @@ class WorkerRuntime:
             for runner in list(self.runners.values()):
                 runner.queue.put_nowait(("handover", "worker draining"))
         await db(registry.workers_mark_dead)
+
+    def figures(self) -> dict[str, float]:
+        """This process's counters (from 0 at its start): its own, its engines' host restarts and
+        what its services counted (messages by outcome, send latency; gateway.core.usage)."""
+        restarts = sum(engine.host_restarts() for engine in self.engines.values())
+        return {**tally.figures(), **self.counters, "engine_host_restarts": restarts}
 
     async def _watchdog(self) -> None:
         while not self.stop.is_set():
@@ -329,6 +340,12 @@ class WorkerRuntime:
             ttl=self.config.lease_seconds,
         )
         for lease in leases:
+            if lease.taken_over_from is not None:
+                self.counters["failovers"] += 1
+                logger.info(
+                    "took the session over from a worker whose lease ran out",
+                    extra={"session_id": str(lease.session_id)},
+                )
             runner = SessionRunner(
                 self,
                 lease,

@@ -13,6 +13,7 @@ from django.db import connections
 from tests.gateway.test_brokers import private_nats, workdir  # noqa: F401 - fixtures
 from tests.workers.engines.test_sandbox import FAST
 from tests.workers.runtime.test_runtime import until
+from workers.engines.base import Engine
 from workers.engines.sandbox import SandboxEngine, SandboxWorld
 from workers.runtime.db import db_close
 from workers.runtime.dispatcher import Dispatcher
@@ -41,8 +42,10 @@ async def start_worker(tmp_path: Path, world: SandboxWorld):
         lease_seconds: float = 6,
         auth_root: Path | None = None,
         silence_seconds: float = 900,
+        engine: Engine | None = None,
     ) -> WorkerRuntime:
-        engine = SandboxEngine(world, worker=name, timings=FAST)
+        """A worker of the sandbox engine (in this process, unless given another `engine`)."""
+        engine = engine or SandboxEngine(world, worker=name, timings=FAST)
         runtime = WorkerRuntime(
             RuntimeConfig(
                 name=name,

@@ -22,6 +22,7 @@ from tests.neonize_double.harness import double_env
 from tests.neonize_double.whatsapp import FakeWhatsApp
 from tests.processes import Processes, wait_until
 from workers.engines.sandbox import SandboxWorld
+from workers.models import Worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 LEASE = 6
@@ -50,6 +51,12 @@ def held_by(name: str, ids: list, status: str) -> bool:
     return reached.count() == len(ids) and Session.objects.filter(
         pk__in=ids, worker__name=name, status=status
     ).count() == len(ids)
+
+
+def counters(name: str) -> dict:
+    """The counters of the live worker `name`'s last heartbeat (what /metrics shows)."""
+    worker = Worker.objects.filter(name=name, status="active").first()
+    return (worker.stats if worker else {}).get("counters", {})
 
 
 def link_all(workers: Processes, name: str, count: int) -> list:
@@ -99,6 +106,8 @@ def test_a_killed_worker_s_sessions_reconnect_elsewhere_without_a_qr(workers: Pr
     assert set(qr_counts(ids).values()) == {1}  # only the first link ever showed a QR
     assert_one_connection_at_a_time(workers.world, ids)
     assert all((workers.workdir / "b" / "auth" / str(i) / "store.sqlite3").exists() for i in ids)
+    # Every one a failover (a's leases ran out), counted by b and shown by its next heartbeat.
+    wait_until(lambda: counters("b").get("failovers") == 50, LEASE, "b's heartbeat to count 50")
 
 
 def test_a_killed_neonize_worker_s_sessions_reconnect_elsewhere_without_a_qr(
@@ -218,6 +227,7 @@ def test_storage_being_down_never_disconnects_a_session(workers: Processes) -> N
 
     wait_until(lambda: held_by("a", [session.pk], "connected"), 60, "the link")
     wait_until(lambda: "auth snapshot failed" in workers.log("a"), 60, "the failed snapshot")
+    wait_until(lambda: counters("a").get("snapshot_failures", 0) >= 1, LEASE, "it counted")
     row = Session.objects.get(pk=session.pk)
     assert (row.status, row.snapshot_key) == ("connected", "")
     assert (workers.workdir / "a" / "auth" / str(session.pk) / "store.sqlite3").exists()

@@ -583,5 +583,8 @@ class HostedEngine(Engine):
         self.hosts.clear()
         self._placement.clear()
 
+    def host_restarts(self) -> int:
+        return len(self.deaths)  # each dead host was replaced (recycled ones too: killed)
+
     def host_pids(self) -> list[int]:
         return [host.pid for host in self.hosts if host.alive]
