@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -20,14 +21,14 @@ from django.conf import settings
 from django.db.models import Count, Min
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.crypto import constant_time_compare
-from django_prometheus.exports import ExportToDjangoView
-from prometheus_client import REGISTRY
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     Metric,
     SummaryMetricFamily,
 )
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from gateway.core.errors import error_body
@@ -355,4 +356,13 @@ def metrics(request: HttpRequest) -> HttpResponse:
             ),
             status=403,
         )
-    return ExportToDjangoView(request)
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        # gunicorn's processes' request counters, summed from their files, and the fleet's
+        # figures (from the database: whole in any process), which django-prometheus's own
+        # view would leave out in this mode.
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        registry.register(_collector)
+    else:
+        registry = REGISTRY
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -154,3 +154,14 @@ def test_silent_sessions_still_show_their_age(client: Client, make_session) -> N
     )
 
     assert 300 <= age < 360
+
+
+def test_with_gunicorns_multiprocess_files_the_fleet_figures_stay(
+    client: Client, make_session, monkeypatch, tmp_path
+) -> None:
+    """django-prometheus's own view serves only the processes' files in this mode; ours adds the
+    fleet's figures, which come from the database."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    make_session()
+    samples = scrape(client)
+    assert samples[("gateway_sessions", frozenset({("status", "stopped")}))] >= 1
