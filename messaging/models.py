@@ -109,6 +109,12 @@ class Message(models.Model):
                 condition=models.Q(status="queued"),
                 name="message_queue_idx",
             ),
+            # The admin's messages a minute over the last hour (gateway/fleet.py).
+            models.Index(
+                fields=["created_at"],
+                condition=models.Q(history=False),
+                name="message_recent_idx",
+            ),
         ]
 
     def __str__(self) -> str:
