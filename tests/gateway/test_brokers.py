@@ -512,10 +512,8 @@ def published_in_trace(spans, traceparent: str) -> None:
     assert traceparent.split("-")[1:3] == [trace_id, span_id] == [STORED.split("-")[1], span_id]
 
 
-@pytest.mark.asyncio
-async def test_nats_messages_carry_the_trace(
-    spans, publisher: BrokerPublisher, nats_stream: str
-) -> None:
+async def published_in_a_delivery_span(publisher: BrokerPublisher, nats_stream: str):
+    """One message published to NATS inside a delivery's span (of STORED), as the stream has it."""
     prefix = unique("gwtest")
     target = BrokerTarget.of(NATS_URL, subject=prefix + ".{session}.{event}", stream=nats_stream)
     with tracing.span("deliver", stored=STORED):
@@ -524,6 +522,14 @@ async def test_nats_messages_carry_the_trace(
         )
     async with jetstream() as js:
         [message] = await stream_messages(js, nats_stream)
+    return message
+
+
+@pytest.mark.asyncio
+async def test_nats_messages_carry_the_trace(
+    spans, publisher: BrokerPublisher, nats_stream: str
+) -> None:
+    message = await published_in_a_delivery_span(publisher, nats_stream)
     published_in_trace(spans, message.headers["traceparent"])
 
 
@@ -552,15 +558,8 @@ async def test_amqp_messages_carry_the_trace(
 async def test_without_tracing_broker_messages_carry_no_trace(
     publisher: BrokerPublisher, nats_stream: str
 ) -> None:
-    prefix = unique("gwtest")
-    target = BrokerTarget.of(NATS_URL, subject=prefix + ".{session}.{event}", stream=nats_stream)
-    with tracing.span("deliver", stored=STORED):
-        await publisher.publish(
-            target, subject=f"{prefix}.s.e", event_id=str(uuid.uuid4()), body=b"{}", headers={}
-        )
-    async with jetstream() as js:
-        [message] = await stream_messages(js, nats_stream)
-    assert "traceparent" not in message.headers
+    message = await published_in_a_delivery_span(publisher, nats_stream)
+    assert "traceparent" not in (message.headers or {})
 
 
 @pytest.mark.asyncio
