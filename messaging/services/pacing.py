@@ -22,6 +22,11 @@ def _minute_key(session_id: object, minute: int) -> str:
     return f"pace:{session_id}:minute:{minute}"
 
 
+def pacing_on() -> bool:
+    """Whether any pause or limit applies (off: the sender asks the cache nothing)."""
+    return bool(settings.SEND_INTERVAL_MAX_SECONDS or settings.SEND_MAX_PER_MINUTE)
+
+
 def pace_wait_seconds(session_id: object) -> float:
     """How long the session must wait before its next message."""
     now = time.time()

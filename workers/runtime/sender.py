@@ -160,6 +160,8 @@ class Sender:
                     await asyncio.sleep(poll)
 
     async def _pace(self) -> None:
+        if not pacing.pacing_on():
+            return
         try:
             wait = await io(pacing.pace_wait_seconds, self.runner.id)
         except Exception:  # noqa: BLE001 - cache down: keep a safe pace locally
@@ -250,6 +252,8 @@ class Sender:
             at=result.timestamp,
             secret=result.secret,
         )
+        if not pacing.pacing_on():
+            return
         try:
             await io(pacing.pace_sent, runner.id)
         except Exception:  # noqa: BLE001 - cache down: pause locally instead

@@ -297,6 +297,25 @@ async def test_pacing_spaces_a_session_s_messages(start_worker, api, world, sett
     assert all(later - earlier >= 0.95 for earlier, later in pairwise(times))
 
 
+async def test_without_pacing_a_send_asks_the_cache_nothing(
+    start_worker, api, settings, monkeypatch
+) -> None:
+    """Pacing off (no pause, no limit): the sender skips the cache's two round trips a message."""
+    from messaging.services import pacing
+
+    settings.SEND_INTERVAL_MIN_SECONDS = settings.SEND_INTERVAL_MAX_SECONDS = 0
+    settings.SEND_MAX_PER_MINUTE = 0
+    asked: list[str] = []
+    monkeypatch.setattr(pacing, "pace_wait_seconds", lambda session_id: asked.append("wait") or 0)
+    monkeypatch.setattr(pacing, "pace_sent", lambda session_id: asked.append("sent") or 0)
+    runtime = await start_worker()
+    session = await linked(runtime)
+    response = await post(api, session, {"to": TO, "text": "unpaced"})
+    await until(lambda: status_of(response.json()["id"]) not in ("queued", "sending"), what="sent")
+    assert (await sync_to_async(Message.objects.get)(pk=response.json()["id"])).sent_at
+    assert asked == []
+
+
 async def test_a_send_to_a_number_not_on_whatsapp_fails_with_a_code(
     start_worker, api, caplog
 ) -> None:
