@@ -3,15 +3,17 @@
 Two processes on the Redis channel layer, as in production: `run_worker` (the sandbox engine; QR
 codes rotate every second) and `serve --no-worker` (uvicorn, the WebSocket consumers). Headless
 Chromium opens one `/ws/sessions/<id>/?token=…` socket per session, as the link page does, and
-records for every pushed `session.qr` message, once it has drawn the code as the link page does
-(gateway/qr-image.js), `Date.now()` minus the issue time the sandbox puts in its codes (same
-machine, same clock). The path measured: engine event → worker (cache, status row, commit) →
-Redis group_send → consumer (uvicorn) → WebSocket → browser → PNG.
+records for every pushed `session.qr` message `Date.now()` minus the issue time the sandbox puts
+in its codes (same machine, same clock). The path measured: engine event → worker (cache, status
+row, commit) → Redis group_send → consumer (uvicorn) → WebSocket → browser. With `--draw` the
+page also draws each code as the link page does (gateway/qr-image.js) before it records it: one
+tab then draws every session's codes, which a real deployment spreads over its users' browsers.
 
 It also prints the worker's CPU time per code (user + system, from /proc, divided by the codes
 the browser got while measuring). Session counts to run: the arguments (default 1 10 25 50 100 250).
 
-`make bench` or `scripts/run_tests.py --run .venv/bin/python bench/qr_latency.py [SESSIONS …]`.
+`make bench` or
+`scripts/run_tests.py --run .venv/bin/python bench/qr_latency.py [--draw] [SESSIONS …]`.
 """
 
 from __future__ import annotations
@@ -54,7 +56,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(processes: Processes, url: str, browser, sessions: int) -> tuple[list[float], float]:
+def measure(
+    processes: Processes, url: str, browser, sessions: int, draw: bool
+) -> tuple[list[float], float]:
     """The latencies of the pushed codes, and the worker's CPU ms per code meanwhile."""
     from sessions_app.models import Session
     from sessions_app.services import session_create
@@ -73,9 +77,8 @@ def measure(processes: Processes, url: str, browser, sessions: int) -> tuple[lis
     # page's, so the page ignores it.
     page = browser.new_page(bypass_csp=True)
     page.goto(url + "/health")
-    for script in ("qrcode.js", "qr-image.js"):  # the link page's QR drawing, where it exists
-        if page.request.get(f"{url}/static/gateway/{script}").ok:
-            page.add_script_tag(url=f"{url}/static/gateway/{script}")
+    for script in ("qrcode.js", "qr-image.js") if draw else ():  # the link page's drawing
+        page.add_script_tag(url=f"{url}/static/gateway/{script}")
     worker = processes.processes["worker"].pid
     cpu = cpu_seconds(worker)
     samples = page.evaluate(
@@ -93,7 +96,7 @@ def measure(processes: Processes, url: str, browser, sessions: int) -> tuple[lis
     return samples, 1000 * cpu / len(samples)
 
 
-def main(counts: list[int]) -> None:
+def main(counts: list[int], draw: bool) -> None:
     from playwright.sync_api import sync_playwright
 
     setup_database()
@@ -111,7 +114,7 @@ def main(counts: list[int]) -> None:
             browser = launch_chromium(playwright)
             for sessions in counts:
                 started = time.monotonic()
-                samples, cpu = measure(processes, url, browser, sessions)
+                samples, cpu = measure(processes, url, browser, sessions, draw)
                 rows.append(
                     (
                         sessions,
@@ -122,9 +125,8 @@ def main(counts: list[int]) -> None:
                         cpu,
                     )
                 )
-                print(
-                    f"{sessions} sessions: {time.monotonic() - started:.0f} s", rows[-1], flush=True
-                )
+                took = time.monotonic() - started
+                print(f"{sessions} sessions in {took:.0f} s: {rows[-1][2:]}", flush=True)
             browser.close()
         finally:
             processes.stop_all()
@@ -138,4 +140,5 @@ def main(counts: list[int]) -> None:
 
 
 if __name__ == "__main__":
-    main([int(n) for n in sys.argv[1:]] or [1, 10, 25, 50, 100, 250])
+    counts = [int(n) for n in sys.argv[1:] if n != "--draw"]
+    main(counts or [1, 10, 25, 50, 100, 250], draw="--draw" in sys.argv[1:])
