@@ -139,7 +139,7 @@ class SessionConsumer(PushConsumer):
         }
         code = qr.code_get(session_id=session.pk, kind="qr")
         if code is not None:
-            payload["qr"] = {**qr.announced(code), "image": qr.code_image(code)}
+            payload["qr"] = qr.announced(code)  # the text, as pushes carry it
         return payload
 
     async def disconnect(self, code: int) -> None:

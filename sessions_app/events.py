@@ -20,7 +20,6 @@ from django.utils import timezone
 
 from gateway.outbox import enqueue
 from sessions_app.models import Session
-from sessions_app.services import qr as codes
 
 logger = logging.getLogger(__name__)
 SESSION_STATUS_PATH = "/api/webhooks/session-status"
@@ -83,8 +82,7 @@ def session_status_changed(
     """Record and announce the session's current state. Call inside the changing transaction."""
     extra: dict[str, Any] = {"error": session_state(session)["error"]}
     if qr is not None:
-        # Callers may draw the image beforehand, outside the transaction (it takes milliseconds).
-        extra["qr"] = {**qr, "image": codes.code_image(qr)}
+        extra["qr"] = qr  # its text: whoever shows it draws it (sessions_app.services.qr)
     if pair_code is not None:
         extra["pair_code"] = pair_code
     body = outbox_event(session, "session.status", SESSION_STATUS_PATH, **extra)

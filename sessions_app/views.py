@@ -260,8 +260,9 @@ class SessionQrApi(ApiView):
         },
         summary="Get the current QR code",
         description="JSON with the code, a PNG data URL and its expiry, or the PNG itself with "
-        "`Accept: image/png`. 409 `qr_not_available` when the session is not showing one (it is "
-        "not linking, or is already linked); 503 `cache_unavailable` when the cache is down.",
+        "`Accept: image/png` (drawn once per code, when first asked for). 409 "
+        "`qr_not_available` when the session is not showing one (it is not linking, or is "
+        "already linked); 503 `cache_unavailable` when the cache is down.",
     )
     def get(self, request: Request, session_id: uuid.UUID) -> Response | HttpResponse:
         session = selectors.session_get(session_id=session_id)
@@ -297,7 +298,9 @@ class SessionWsTokenApi(ApiView):
         summary="Get a token for the session's WebSocket",
         description="For a browser (e.g. the backend's front end showing the QR to its user): "
         "opens `/ws/sessions/{id}/` for this one session, for `WS_TOKEN_SECONDS`. Messages are "
-        "`session.status`, `session.qr` and `session.pair_code`, with the webhook's fields.",
+        "`session.status`, `session.qr` and `session.pair_code`, with the webhook's fields: "
+        "`session.qr` carries the code's text (`qr: {code, expires_at}`), to draw in the browser "
+        "(or ask `GET …/qr` for the PNG).",
     )
     def post(self, request: Request, session_id: uuid.UUID) -> Response:
         session = selectors.session_get(session_id=session_id)

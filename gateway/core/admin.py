@@ -14,10 +14,11 @@ from gateway.core.models import ScopedAPIKey
 
 class LiveMedia:
     """The admin's live parts (gateway/static/gateway/admin-live.js): ticking "… ago" times and,
-    on session pages, badges, QR and timeline over the sessions' WebSockets."""
+    on session pages, badges, QR and timeline over the sessions' WebSockets (the QR drawn there
+    from its text, by qr-image.js with the vendored encoder qrcode.js)."""
 
     css = {"all": ["gateway/admin-live.css"]}
-    js = ["gateway/admin-live.js"]
+    js = ["gateway/qrcode.js", "gateway/qr-image.js", "gateway/admin-live.js"]
 
 
 def _data(data: dict[str, object]) -> SafeString:

@@ -52,12 +52,14 @@ async def test_a_token_opens_its_session_with_the_current_state_then_every_chang
     assert (status["type"], status["session"]["status"]) == ("session.status", "starting")
     current_qr = await communicator.receive_json_from()
     assert (current_qr["type"], current_qr["qr"]["code"]) == ("session.qr", "2@now")
+    assert set(current_qr["qr"]) == {"code", "expires_at"}  # the text: the browser draws it
     await sync_to_async(session_set_status)(
         session_id=session.id, status="scan_qr", epoch=1, qr={"code": "2@next", "expires_at": "x"}
     )
     pushed = [await communicator.receive_json_from(timeout=5) for _ in range(2)]
     assert [m["type"] for m in pushed] == ["session.status", "session.qr"]
     assert (pushed[0]["session"]["status"], pushed[1]["qr"]["code"]) == ("scan_qr", "2@next")
+    assert "image" not in pushed[1]["qr"]
     await communicator.disconnect()
     layer = get_channel_layer()
     if hasattr(layer, "groups"):  # the in-memory layer: the group is empty again

@@ -4,7 +4,6 @@ and a live push after the commit."""
 from __future__ import annotations
 
 import asyncio
-import base64
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -12,7 +11,7 @@ from channels.layers import get_channel_layer
 from django.db import connections, transaction
 
 from gateway.outbox.models import WebhookDelivery
-from sessions_app.services import session_set_status
+from sessions_app.services import qr, session_set_status
 from workers.models import Worker
 
 
@@ -55,7 +54,10 @@ def test_a_transition_writes_one_outbox_row_with_the_protocol_body(backend, leas
 
 
 @pytest.mark.django_db
-def test_every_new_qr_code_is_announced_with_its_image(backend, leased) -> None:
+def test_every_new_qr_code_is_announced_as_its_text_never_drawn(
+    backend, leased, monkeypatch
+) -> None:
+    monkeypatch.setattr(qr, "qr_image", lambda code: pytest.fail(f"{code} drawn"))
     session_set_status(session_id=leased.id, status="starting", epoch=2)
     for code in ("2@first", "2@second"):
         session_set_status(
@@ -66,9 +68,10 @@ def test_every_new_qr_code_is_announced_with_its_image(backend, leased) -> None:
         )
 
     qr_events = [d.payload["qr"] for d in WebhookDelivery.objects.order_by("sequence")[1:]]
-    assert [q["code"] for q in qr_events] == ["2@first", "2@second"]
-    png = base64.b64decode(qr_events[0]["image"].removeprefix("data:image/png;base64,"))
-    assert png.startswith(b"\x89PNG")
+    assert qr_events == [
+        {"code": code, "expires_at": "2026-11-29T10:00:00+00:00"}
+        for code in ("2@first", "2@second")
+    ]
 
 
 @pytest.mark.django_db

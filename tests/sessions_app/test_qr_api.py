@@ -70,3 +70,27 @@ def test_a_cache_that_is_down_is_a_503(api: APIClient, make_session, settings) -
     response = api.get(f"/api/v1/sessions/{session.id}/qr")
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "cache_unavailable"
+
+
+def test_many_viewers_of_one_code_cost_one_drawing(api: APIClient, make_session, monkeypatch):
+    drawn: list[str] = []
+    draw = qr.qr_image
+    monkeypatch.setattr(qr, "qr_image", lambda code: drawn.append(code) or draw(code))
+    session = make_session(status="scan_qr")
+    qr.code_store(session_id=session.id, kind="qr", code="2@many,viewers", expires_in=20)
+    assert drawn == []  # stored, announced: not drawn until someone asks
+
+    answers = [api.get(f"/api/v1/sessions/{session.id}/qr") for _ in range(5)]
+    pngs = [api.get(f"/api/v1/sessions/{session.id}/qr", HTTP_ACCEPT="image/png") for _ in range(5)]
+
+    assert drawn == ["2@many,viewers"]
+    images = {a.json()["image"] for a in answers}
+    assert len(images) == 1 and {p.content for p in pngs} == {
+        base64.b64decode(images.pop().removeprefix("data:image/png;base64,"))
+    }
+    assert decode(pngs[0].content) == "2@many,viewers"
+    qr.code_store(session_id=session.id, kind="qr", code="2@the,next", expires_in=20)
+    assert decode(
+        api.get(f"/api/v1/sessions/{session.id}/qr", HTTP_ACCEPT="image/png").content
+    ) == ("2@the,next")
+    assert drawn == ["2@many,viewers", "2@the,next"]

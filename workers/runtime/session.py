@@ -399,21 +399,18 @@ class SessionRunner:
 
     async def _handle(self, event: Event) -> None:
         if isinstance(event, QrCode):
-            # The PNG is drawn once, here, before the status transaction (so it never holds the
-            # row meanwhile), and kept with the code for the API and the WebSockets.
-            image = await io(qr.qr_image, event.code)
+            # Only the text: the PNG is drawn where the code is shown (qr.code_image, the browser).
             code = await db(
                 qr.code_store,
                 session_id=self.id,
                 kind="qr",
                 code=event.code,
                 expires_in=event.expires_in,
-                image=image,
             )
             # Once a pairing code was asked for, the session stays `pairing`: the rotating QR stays
             # current (and scannable), but the status does not flip back and forth.
             status = S.PAIRING if self.status == S.PAIRING else S.SCAN_QR
-            await self._status(status, "new QR code", qr={**qr.announced(code), "image": image})
+            await self._status(status, "new QR code", qr=qr.announced(code))
         elif isinstance(event, PairCode):
             code = await db(
                 qr.code_store,

@@ -116,7 +116,7 @@ document.addEventListener("DOMContentLoaded", function () {
           tickTimes();
         }
       } else if (message.type === "session.qr") {
-        $("gw-qr").src = message.qr.image;
+        $("gw-qr").src = qrImage(message.qr.code);  // drawn here (gateway/qr-image.js)
         $("gw-qr").dataset.code = message.qr.code;
         $("gw-qr-box").hidden = false;
         expiresAt = Date.parse(message.qr.expires_at) || 0;

@@ -29,7 +29,7 @@
     }
   }
   function onQr(message) {
-    $("qr").src = message.qr.image;
+    $("qr").src = qrImage(message.qr.code);  // drawn here (gateway/qr-image.js)
     expiresAt = Date.parse(message.qr.expires_at) || 0;
     tick();
     if (mode === "scan" && !done) show("scan");

@@ -74,6 +74,16 @@ async def test_the_qr_code_is_in_the_cache_while_it_is_valid(start_worker) -> No
     assert code["code"].startswith("2@sandbox,") and code["expires_at"] > time.time()
 
 
+async def test_a_qr_code_nobody_asks_for_is_never_drawn(start_worker, monkeypatch) -> None:
+    monkeypatch.setattr(qr, "qr_image", lambda code: pytest.fail(f"{code} drawn"))
+    await start_worker()
+    session = await sync_to_async(create)()
+    code = await until(lambda: qr.code_get(session_id=session.id, kind="qr"), what="a QR")
+    assert set(code) == {"code", "expires_at", "stored_at"}  # stored as its text
+    # …and announced: the status transaction (and its outbox row and push) ran without drawing.
+    await until(lambda: session_row(session.id).status == "scan_qr", what="scan_qr")
+
+
 async def test_stop_disconnects_keeps_auth_and_releases_the_lease(
     start_worker,
     tmp_path: Path,
