@@ -54,7 +54,10 @@ def servers(port: int) -> dict[str, list[str]]:
     return {
         "gunicorn": [sys.executable, "-m", "gunicorn", "gateway.wsgi", "-w", "2", "-b", bind],
         "granian": [
+            # One blocking thread per process, like a sync worker: its default is many threads
+            # (each with its own database connection: PostgreSQL ran out of connections).
             *(sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", "2"),
+            *("--blocking-threads", "1"),
             *("--host", "127.0.0.1", "--port", str(port), "--no-ws", "gateway.wsgi:application"),
         ],
     }
@@ -191,7 +194,7 @@ def main() -> None:
         try:
             processes.worker("worker", capacity=10)
             port = free_port()
-            processes.start("web", "serve", "--no-worker", "--port", str(port))
+            processes.run("web", servers(port)["gunicorn"])  # to link the session
             wait_until(lambda: answers(f"http://127.0.0.1:{port}/health"), 180, "the web process")
             with httpx.Client(
                 base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": key}, timeout=30
