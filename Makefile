@@ -42,6 +42,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python scripts/run_tests.py --run $(BIN)/python bench/webhooks.py
 	$(BIN)/python scripts/run_tests.py --run $(BIN)/python bench/history.py
 	$(BIN)/python scripts/run_tests.py --run $(BIN)/python bench/fanout.py
+	$(BIN)/python scripts/run_tests.py --run $(BIN)/python bench/http_api.py
 
 # Style, the layers' import contracts (.importlinter) and the types (mypy, pyproject.toml).
 lint: $(VENV)/.dev

@@ -339,6 +339,11 @@ SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 
 # --- REST API -----------------------------------------------------------------------------------
 
+# Seconds a process trusts an API key it verified (looked up by a hash of the presented key) before
+# it reads the key from the database again: revoking, expiring, deleting a key or changing its
+# scopes or sessions takes effect within this long. 0: every request reads the database.
+API_KEY_CACHE_SECONDS = env_int("API_KEY_CACHE_SECONDS", 5, minimum=0, maximum=300)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "gateway.core.auth.ApiKeyAuthentication",

@@ -6,6 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from gateway.core.jids import RECIPIENT_PATTERN, jid_to_phone, recipient_jid
+from gateway.core.serializers import FieldsOnceModelSerializer
 from messaging import events
 from messaging.models import Message
 from messaging.services.media import MEDIA_TYPES
@@ -209,7 +210,7 @@ class MessageEditInputSerializer(serializers.Serializer):
     text = serializers.CharField(max_length=4096, help_text="The new text.")
 
 
-class MessageOutputSerializer(serializers.ModelSerializer):
+class MessageOutputSerializer(FieldsOnceModelSerializer):
     session = serializers.UUIDField(source="session_id")
     error = serializers.SerializerMethodField()
     media = serializers.SerializerMethodField()

@@ -96,7 +96,8 @@ def ensure(name: str, url: str, start: list[str], timeout: float = 30) -> bool:
 # (Playwright's own download cannot work here); the contract test runs the gateway in a network
 # namespace (iproute2's `ip netns`); the broker endpoints' tests publish to NATS and RabbitMQ; the
 # proxy's tests (tests/deploy/test_proxy.py) run nginx in front of the gateway; promtool checks and
-# tests the alerts and lints /metrics (its package's daemon is never started).
+# tests the alerts and lints /metrics (its package's daemon is never started); bench/http_api.py
+# loads the API with wrk.
 DEBIAN_PACKAGES = {
     "/usr/bin/chromium": "chromium",
     "/usr/bin/promtool": "prometheus",
@@ -104,6 +105,7 @@ DEBIAN_PACKAGES = {
     "/usr/sbin/nats-server": "nats-server",
     "/usr/sbin/rabbitmq-server": "rabbitmq-server",
     "/usr/sbin/nginx": "nginx",
+    "/usr/bin/wrk": "wrk",
 }
 
 

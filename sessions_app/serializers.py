@@ -10,13 +10,14 @@ from rest_framework import serializers
 
 from gateway.core import usage
 from gateway.core.contract import TEXT_RULE, text_problem
+from gateway.core.serializers import FieldsOnceModelSerializer
 from sessions_app.models import Session
 from sessions_app.states import Engine, SessionStatus
 
 MAX_METADATA_BYTES = 16 * 1024
 
 
-class SessionOutputSerializer(serializers.ModelSerializer):
+class SessionOutputSerializer(FieldsOnceModelSerializer):
     worker_id = serializers.UUIDField(allow_null=True, read_only=True)
     last_error = serializers.SerializerMethodField()
 

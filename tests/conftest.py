@@ -18,6 +18,7 @@ from rest_framework.test import APIClient
 from rest_framework_api_key.models import APIKey
 
 from gateway.core import tracing
+from gateway.core.auth import forget_verified_keys
 from gateway.core.logging import ContextFilter
 
 
@@ -55,8 +56,10 @@ def _log_context(caplog: pytest.LogCaptureFixture) -> None:
 
 @pytest.fixture(autouse=True)
 def _fresh_cache() -> None:
-    """Rate-limit counters and QR codes must not leak from one test into the next."""
+    """Rate-limit counters, QR codes and verified API keys must not leak from one test into the
+    next."""
     cache.clear()
+    forget_verified_keys()
 
 
 @pytest.fixture(scope="session")

@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from gateway.core.serializers import FieldsOnceModelSerializer
 from workers.models import Worker
 from workers.states import WorkerStatus
 
 
-class WorkerOutputSerializer(serializers.ModelSerializer):
+class WorkerOutputSerializer(FieldsOnceModelSerializer):
     session_count = serializers.IntegerField(read_only=True, help_text="Sessions it holds now.")
 
     class Meta:

@@ -8,16 +8,20 @@ API view has, are in gateway/core/scopes.py.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
 
 import jwt
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 from rest_framework_api_key.models import AbstractAPIKey, APIKey
@@ -137,6 +141,42 @@ def _key_lookup(key: str) -> AbstractAPIKey:
     return api_key
 
 
+# Keys this process verified, by the SHA-256 of the presented key (never the key): when, the key's
+# row, its ApiClient. Entries older than API_KEY_CACHE_SECONDS are read again, so a revoked, deleted
+# or changed key takes effect within that long; keys that fail are never kept.
+_verified: dict[str, tuple[float, AbstractAPIKey, ApiClient]] = {}
+_VERIFIED_MAX = 1024
+_clock = time.monotonic  # the tests move it
+
+
+@receiver([post_save, post_delete])
+def forget_verified_keys(sender: Any = None, instance: Any = None, **kwargs: Any) -> None:
+    """A key saved or deleted through this process takes effect in it at once (other processes
+    see it within API_KEY_CACHE_SECONDS). Called with no arguments, forgets every key."""
+    if instance is None or isinstance(instance, AbstractAPIKey):
+        _verified.clear()
+
+
+def _verified_key(key: str) -> tuple[AbstractAPIKey, ApiClient]:
+    """The usable key and its ApiClient, from this process's cache when it is fresh enough."""
+    ttl = settings.API_KEY_CACHE_SECONDS
+    if not ttl:
+        api_key = _key_lookup(key)
+        return api_key, client_for_key(api_key)
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    now = _clock()
+    hit = _verified.get(digest)
+    if hit is not None and now - hit[0] < ttl:
+        _, api_key, client = hit
+        return api_key, replace(client, _created={})  # what it found out stays in one request
+    api_key = _key_lookup(key)
+    client = client_for_key(api_key)
+    if len(_verified) >= _VERIFIED_MAX:
+        _verified.clear()
+    _verified[digest] = (now, api_key, client)
+    return api_key, client
+
+
 def _claim_sessions(claims: dict[str, Any]) -> frozenset[str] | None:
     if "sessions" not in claims or claims["sessions"] is None:
         return None
@@ -190,12 +230,12 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if not _KEY_SHAPE.match(key):
             raise exceptions.AuthenticationFailed("The API key is not valid.")
         try:
-            api_key = _key_lookup(key)
+            api_key, client = _verified_key(key)
         except APIKey.DoesNotExist:
             raise exceptions.AuthenticationFailed("The API key is not valid.") from None
-        if api_key.has_expired:
+        if api_key.has_expired:  # the expiry date it had when read: checked on every request
             raise exceptions.AuthenticationFailed("The API key has expired.")
-        return client_for_key(api_key), api_key
+        return client, api_key
 
     def authenticate_header(self, request: Request) -> str:
         return CHALLENGE

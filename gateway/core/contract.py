@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from typing import Any
 
 from django.utils.dateparse import parse_datetime
@@ -105,8 +106,19 @@ class _Operation:
         }
 
 
-@functools.cache
+_building = threading.Lock()
+
+
 def _operations() -> dict[tuple[str, str], _Operation]:
+    """The published schema's operations, built once per process; threads that ask while it is
+    built wait for it (drf-spectacular's schema generation is not thread-safe: a threaded server,
+    granian or gunicorn's gthread, got 500s from the first requests of a process)."""
+    with _building:
+        return _build_operations()
+
+
+@functools.cache
+def _build_operations() -> dict[tuple[str, str], _Operation]:
     from drf_spectacular.generators import SchemaGenerator
 
     schema = _json_schema(SchemaGenerator().get_schema(request=None, public=True))

@@ -104,3 +104,34 @@ def test_a_date_time_that_cannot_exist_is_a_400_not_a_500(api: APIClient, make_s
         response = api.get(f"/api/v1/sessions/{session.id}/messages", {"since": value})
         assert response.status_code == 400, (value, response.json())
         assert "since" in response.json()["error"]["details"]
+
+
+def test_threads_of_a_new_process_build_the_schema_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A threaded server's first requests arrive together; drf-spectacular's generation is not
+    thread-safe, so one builds the schema and the others wait for it."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from drf_spectacular.generators import SchemaGenerator
+
+    built, inside, overlapped = [], threading.Event(), []
+    real = SchemaGenerator.get_schema
+
+    def counted(self, *args, **kwargs):
+        overlapped.append(inside.is_set())
+        inside.set()
+        try:
+            built.append(1)
+            return real(self, *args, **kwargs)
+        finally:
+            inside.clear()
+
+    contract._build_operations.cache_clear()
+    monkeypatch.setattr(SchemaGenerator, "get_schema", counted)
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda _: contract._operations(), range(8)))
+    finally:
+        contract._build_operations.cache_clear()
+    assert len(built) == 1 and not any(overlapped)
+    assert all(result is results[0] for result in results)
