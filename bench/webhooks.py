@@ -184,17 +184,26 @@ def run(
     try:
         command = [sys.executable, str(code / "manage.py"), "deliver_webhooks"]
         dispatcher = processes.run("dispatcher", command)
-        spy = None
-        if profile:  # py-spy's collapsed stacks of the dispatcher's CPU time (not its waits)
-            spy_args = ["record", "--format", "raw", "-r", "100", "-o", str(profile)]
-            spy = subprocess.Popen(
+
+        def spy(phase: str) -> subprocess.Popen | None:
+            """py-spy's collapsed stacks of the dispatcher, for one phase."""
+            if not profile:
+                return None
+            out = Path(f"{profile}.{phase}.txt")
+            spy_args = ["record", "--format", "raw", "-r", "100", "-o", str(out)]
+            return subprocess.Popen(
                 [PY_SPY, *spy_args, "--pid", str(dispatcher.pid)], stdout=subprocess.DEVNULL
             )
+
+        def unspy(process: subprocess.Popen | None) -> None:
+            if process:
+                process.send_signal(signal.SIGINT)  # py-spy writes its file on Ctrl-C
+                process.wait(timeout=60)
+
+        spying = spy("backlog")
         wait_until(lambda: not pending.exists(), 900, "the backlog delivered")
         assert WebhookDelivery.objects.filter(status="delivered").count() == backlog
-        if spy:
-            spy.send_signal(signal.SIGINT)  # py-spy writes its file on Ctrl-C
-            spy.wait(timeout=60)
+        unspy(spying)
         arrivals = receiver.arrivals(backlog)
         wrong, duplicates = check_order(arrivals, backlog)
         times = sorted(at for at, _ in arrivals)
@@ -203,10 +212,12 @@ def run(
         WebhookDelivery.objects.all().delete()
         receiver.clear()
         steady = STEADY_RATE * STEADY_SECONDS
+        spying = spy("steady")
         started = time.monotonic()
         committed = produce(sessions, steady, per_second=STEADY_RATE)
         produced = steady / (time.monotonic() - started)
         wait_until(lambda: not pending.exists(), 300, "the steady events")
+        unspy(spying)
         assert WebhookDelivery.objects.filter(status="delivered").count() == steady
         arrivals = receiver.arrivals(steady)
         steady_wrong, steady_duplicates = check_order(arrivals, steady)
@@ -249,7 +260,7 @@ def main() -> None:
                 for index, code in enumerate(codes):
                     workdir = Path(tmp) / f"run-{round_}-{index}"
                     workdir.mkdir()
-                    profile = args.profile and args.profile.with_suffix(f".{round_}.{index}.txt")
+                    profile = args.profile and Path(f"{args.profile}.{round_}.{index}")
                     result = run(code, receiver, sessions, args.backlog, workdir, profile)
                     rows.append((round_ + 1, code, result))
                     print(f"run {round_ + 1} {code}: {result}", file=sys.stderr, flush=True)
