@@ -21,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, Q, Window
 from django.utils import timezone
 
 from gateway.core.usage import usage_add, usage_add_many
@@ -142,22 +142,25 @@ def deliveries_claim(
     pending = WebhookDelivery.objects.filter(status=P.PENDING)
     if connection.vendor == "postgresql":
         # The oldest pending row of each (destination, session), read off the index of pending
-        # rows in one pass (DISTINCT ON), then locked by primary key: far cheaper than asking,
-        # for every candidate, whether an older one is pending.
-        heads = pending.filter(
-            pk__in=list(
-                pending.order_by("endpoint_id", "session_id", "sequence", "id")
-                .distinct("endpoint_id", "session_id")
-                .values_list("pk", flat=True)
-            )
+        # rows in one pass (DISTINCT ON), with how many are pending behind it, then locked by
+        # primary key: far cheaper than asking, for every candidate, whether an older one is
+        # pending.
+        behind = Window(Count("id"), partition_by=[F("endpoint_id"), F("session_id")])
+        first = dict(
+            pending.annotate(pending_here=behind)
+            .order_by("endpoint_id", "session_id", "sequence", "id")
+            .distinct("endpoint_id", "session_id")
+            .values_list("pk", "pending_here")
         )
     else:  # SQLite: one process, few rows
-        first: dict[tuple, int] = {}
+        firsts: dict[tuple, int] = {}
+        counts: Counter[int] = Counter()
         for pk, *key in pending.order_by("sequence", "id").values_list(
             "pk", "endpoint_id", "session_id"
         ):
-            first.setdefault(tuple(key), pk)
-        heads = pending.filter(pk__in=list(first.values()))
+            counts[firsts.setdefault(tuple(key), pk)] += 1
+        first = dict(counts)
+    heads = pending.filter(pk__in=list(first))
     if busy:
         heads = heads.exclude(endpoint_id__in=list(busy))
     free = Q(next_attempt_at__lte=now) & (Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
@@ -168,7 +171,9 @@ def deliveries_claim(
             .filter(free)
             .order_by("next_attempt_at", "id")[:limit]
         )
-        chains = _followed(rows, per_session - 1, free) if per_session > 1 else [[r] for r in rows]
+        chains = [[row] for row in rows]
+        if per_session > 1 and any(first[row.pk] > 1 for row in rows):
+            chains = _followed(rows, per_session - 1, free, [first[row.pk] > 1 for row in rows])
         claims, stale = [], []
         for chain in chains:
             kept = []
@@ -189,11 +194,14 @@ def deliveries_claim(
     return claims
 
 
-def _followed(heads: list[WebhookDelivery], count: int, free: Q) -> list[list[WebhookDelivery]]:
+def _followed(
+    heads: list[WebhookDelivery], count: int, free: Q, followed: list[bool]
+) -> list[list[WebhookDelivery]]:
     """Each locked head with up to `count` of the pending rows that follow it in its session for
-    its destination (read in one query, a UNION ALL of one index range per head), locked too and
-    cut at the first one that is not due, not free, or locked by another. (A deleted session's
-    rows, which have lost their session, go one at a time.)"""
+    its destination (read in one query, a UNION ALL of one index range per head that has pending
+    rows behind it: `followed`), locked too and cut at the first one that is not due, not free,
+    or locked by another. (A deleted session's rows, which have lost their session, go one at a
+    time.)"""
     pending = WebhookDelivery.objects.filter(status=P.PENDING)
     ranges = [
         pending.filter(
@@ -205,8 +213,8 @@ def _followed(heads: list[WebhookDelivery], count: int, free: Q) -> list[list[We
         )
         .order_by("sequence", "id")
         .values_list("pk", "endpoint_id", "session_id", "sequence")[:count]
-        for head in heads
-        if head.session_id is not None
+        for head, more in zip(heads, followed, strict=True)
+        if more and head.session_id is not None
     ]
     if not ranges:
         return [[head] for head in heads]
