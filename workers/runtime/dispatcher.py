@@ -14,10 +14,10 @@ now) and the request goes to the checked address.
 What costs a round trip is shared: a round's claims are one query, their breakers' states one
 read of the cache, and the outcomes of the attempts that finish while one write is under way are
 written together by the next one (one UPDATE … FROM (VALUES …), with their usage, and one NOTIFY).
-A delivery's slot is freed once its outcome is written: until then its row stays pending and
-claimed, so its session's next event cannot be claimed (in order), and a dispatcher that dies
-before the write leaves the claim to run out and the event to be delivered again (at least
-once). Connections to the receivers are kept alive (HTTP/1.1), one per slot.
+A slot is freed once its request is answered; the row stays pending and claimed until its
+outcome is written, so its session's next event cannot be claimed before (in order), and a
+dispatcher that dies before the write leaves the claim to run out and the event to be delivered
+again (at least once). Connections to the receivers are kept alive (HTTP/1.1), one per slot.
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ class Dispatcher:
         self.slots = asyncio.Semaphore(self.concurrency)
         self.claim_ahead = self.concurrency * CLAIM_AHEAD
         self.claimed = 0  # chains claimed that have requests still to make
-        # Requests under way per endpoint, and how many one endpoint may have.
+        # Chains claimed per endpoint (so at most as many requests under way), and how many one
+        # endpoint may have.
         self.per_endpoint: dict[str, int] = {}
         self.endpoint_share = max(1, self.concurrency // 4)
         self.client: httpx.AsyncClient | None = None
@@ -115,6 +116,7 @@ class Dispatcher:
         busy = frozenset(e for e, n in self.per_endpoint.items() if n >= self.endpoint_share)
         try:
             await self._purge()
+            claimed_at = asyncio.get_running_loop().time()  # the claims run out `hold` after
             chains = await db(
                 webhooks.deliveries_claim,
                 limit=free,
@@ -125,7 +127,8 @@ class Dispatcher:
         except Exception:  # the database is away: try again after the poll interval
             logger.warning("webhook claim failed", exc_info=True)
             return 0
-        deadline = asyncio.get_running_loop().time() + hold - settings.WEBHOOK_TIMEOUT_SECONDS - 5
+        # The last moment a request may begin and still be answered and written in time.
+        deadline = claimed_at + hold - settings.WEBHOOK_TIMEOUT_SECONDS - 5
         breakers = [_breaker(chain[0]) for chain in chains]
         admitted = await io(admit, breakers) if chains else {}
         back: list[int] = []  # claimed but not attempted: free for the next claim
