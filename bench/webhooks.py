@@ -1,102 +1,285 @@
-"""Webhook delivery (`make bench`, or `scripts/run_tests.py --run`): deliveries a second from a
-backlog with 1 and 2 dispatcher processes (`deliver_webhooks`), and the latency from the change's
-commit to the receiver with events produced at a steady 100 a second. The receiver is a local
-threaded HTTP server answering 200 at once."""
+"""Webhook delivery (`make bench`, or `scripts/run_tests.py --run`), against a receiver that is not
+the bottleneck: Debian's nginx answering 200 (`return 200`) on loopback, started here in the
+foreground in a temporary prefix. One `deliver_webhooks` process:
+
+- backlog: 20,000 events over 500 sessions, written before the dispatcher starts; deliveries a
+  second from the first arrival to the last;
+- steady: events produced at 300 a second, each in its own transaction; commit → receiver p50 and
+  p99.
+
+nginx records each arrival in its access log (`$msec $http_webhook_id`, buffered, flushed every
+second): the arrival times for both runs, and the order check. Each event id is looked up in the
+database for its session and sequence: every session's events must have arrived complete and in
+sequence order (duplicates are counted: at-least-once allows them, none are expected here).
+
+`--code DIR` runs the dispatcher from another checkout of the project (e.g. a `git worktree` of an
+older commit, on the same database schema) beside this one, for a before/after table in one run:
+
+    scripts/run_tests.py --run .venv/bin/python bench/webhooks.py --code /tmp/before
+"""
 
 from __future__ import annotations
 
+import argparse
 import base64
-import json
 import os
 import secrets
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
-from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections import defaultdict
 from pathlib import Path
 
-from fleet import percentile, setup_database
+from fleet import ROOT, percentile, setup_database
 
-from tests.processes import Processes, wait_until
+from tests.processes import Processes, answers, free_port, wait_until
 
-SESSIONS = 50
-BACKLOG = 2000
-STEADY = 500
-
-
-class Receiver:
-    def __init__(self) -> None:
-        self.latencies: list[float] = []
-        self.times: list[float] = []
-        self.count = 0
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                at = datetime.fromisoformat(body["occurred_at"]).timestamp()
-                receiver.latencies.append((time.time() - at) * 1000)
-                receiver.count += 1
-                receiver.times.append(time.perf_counter())
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+NGINX = "/usr/sbin/nginx"
+PY_SPY = str(Path(sys.executable).parent / "py-spy")
+SESSIONS = 500
+BACKLOG = 20_000
+STEADY_RATE = 300
+STEADY_SECONDS = 15
+PRODUCERS = 4
 
 
-def produce(sessions: list, count: int, per_second: float | None = None) -> None:
-    from django.db import transaction
+class Nginx:
+    """nginx answering 200 to everything, logging each request's arrival and `webhook-id`."""
+
+    def __init__(self, prefix: Path) -> None:
+        self.prefix, self.port = prefix, free_port()
+        self.log = prefix / "arrivals.log"
+        temp = " ".join(
+            f"{kind}_temp_path {prefix}/{kind};"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        (prefix / "nginx.conf").write_text(
+            f"pid {prefix}/nginx.pid;\n"
+            "user root;\n"
+            "worker_processes 1;\n"
+            "events { worker_connections 4096; }\n"
+            "http {\n"
+            f"  {temp}\n"
+            "  log_format arrival '$msec $http_webhook_id';\n"
+            f"  access_log {self.log} arrival buffer=256k flush=1s;\n"
+            "  keepalive_requests 1000000;\n"
+            f"  server {{ listen 127.0.0.1:{self.port}; location / {{ return 200; }} }}\n"
+            "}\n"
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf")]
+        self.process = subprocess.Popen(
+            [*command, "-e", str(prefix / "error.log"), "-g", "daemon off;"]
+        )
+        wait_until(lambda: self.process.poll() is not None or answers(self.url), 30, "nginx")
+        assert self.process.poll() is None, (prefix / "error.log").read_text()
+
+    def arrivals(self, expected: int) -> list[tuple[float, str]]:
+        """(time, webhook-id) of every request, in the order they were answered, once the log
+        holds `expected` distinct ids (nginx flushes it within a second)."""
+
+        def read() -> list[tuple[float, str]]:
+            rows = []
+            for line in self.log.read_text().splitlines():
+                at, event_id = line.split(" ", 1)
+                if event_id != "-":
+                    rows.append((float(at), event_id))
+            return rows
+
+        return wait_until(
+            lambda: (rows := read()) and len({e for _, e in rows}) >= expected and rows,
+            30,
+            "nginx's access log",
+        )
+
+    def clear(self) -> None:
+        self.log.write_text("")  # nginx appends (O_APPEND): it writes on from the start
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGQUIT)
+        self.process.wait(timeout=30)
+
+
+def produce(sessions: list, count: int, per_second: float | None = None) -> dict[str, float]:
+    """`count` events over `sessions`, round robin, and their commit times by event id: at
+    `per_second`, each in its own transaction, from PRODUCERS threads (one connection each, as
+    the web processes would), else in transactions of 1,000."""
+    from django.db import connections, transaction
 
     from sessions_app.events import outbox_event
 
-    started = time.monotonic()
-    for n in range(count):
-        with transaction.atomic():
-            outbox_event(sessions[n % len(sessions)], "bench.event", "/api/webhooks/bench", n=n)
-        if per_second:
-            time.sleep(max(0.0, started + (n + 1) / per_second - time.monotonic()))
+    committed: dict[str, float] = {}
+    if not per_second:
+        for first in range(0, count, 1000):
+            with transaction.atomic():
+                ids = [
+                    outbox_event(sessions[n % len(sessions)], "bench.event", "/hooks", n=n)["id"]
+                    for n in range(first, min(count, first + 1000))
+                ]
+            committed.update(dict.fromkeys(ids, time.time()))
+        return committed
+    started, numbers = time.monotonic(), iter(range(count))
+    lock = threading.Lock()
+
+    def producer() -> None:
+        try:
+            while True:
+                with lock:
+                    n = next(numbers, None)
+                if n is None:
+                    return
+                time.sleep(max(0.0, started + n / per_second - time.monotonic()))  # the pace
+                with transaction.atomic():
+                    body = outbox_event(sessions[n % len(sessions)], "bench.event", "/hooks", n=n)
+                committed[body["id"]] = time.time()
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=producer) for _ in range(PRODUCERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return committed
+
+
+def check_order(arrivals: list[tuple[float, str]], expected: int) -> tuple[int, int]:
+    """(sessions out of order or incomplete, duplicate arrivals), from the database's session and
+    sequence of each arrived event id."""
+    from gateway.outbox.models import WebhookDelivery
+
+    of = {
+        str(event_id): (str(session), sequence)
+        for event_id, session, sequence in WebhookDelivery.objects.values_list(
+            "event_id", "session_id", "sequence"
+        )
+    }
+    seen: dict[str, list[int]] = defaultdict(list)
+    duplicates, done = 0, set()
+    for _, event_id in arrivals:
+        if event_id in done:
+            duplicates += 1
+            continue
+        done.add(event_id)
+        session, sequence = of[event_id]
+        seen[session].append(sequence)
+    assert len(done) == expected, f"{len(done)} of {expected} events arrived"
+    wrong = sum(1 for sequences in seen.values() if sequences != sorted(sequences))
+    return wrong, duplicates
+
+
+def run(
+    code: Path, receiver: Nginx, sessions: list, backlog: int, workdir: Path, profile: Path | None
+) -> dict:
+    from gateway.outbox.models import WebhookDelivery
+
+    WebhookDelivery.objects.all().delete()
+    receiver.clear()
+    produce(sessions, backlog)
+    pending = WebhookDelivery.objects.filter(status="pending")  # read off the partial index
+    processes = Processes(workdir, LOG_LEVEL="WARNING")
+    try:
+        command = [sys.executable, str(code / "manage.py"), "deliver_webhooks"]
+        dispatcher = processes.run("dispatcher", command)
+
+        def spy(phase: str) -> subprocess.Popen | None:
+            """py-spy's collapsed stacks of the dispatcher, for one phase."""
+            if not profile:
+                return None
+            out = Path(f"{profile}.{phase}.txt")
+            spy_args = ["record", "--format", "raw", "-r", "100", "-o", str(out)]
+            return subprocess.Popen(
+                [PY_SPY, *spy_args, "--pid", str(dispatcher.pid)], stdout=subprocess.DEVNULL
+            )
+
+        def unspy(process: subprocess.Popen | None) -> None:
+            if process:
+                process.send_signal(signal.SIGINT)  # py-spy writes its file on Ctrl-C
+                process.wait(timeout=60)
+
+        spying = spy("backlog")
+        wait_until(lambda: not pending.exists(), 900, "the backlog delivered")
+        assert WebhookDelivery.objects.filter(status="delivered").count() == backlog
+        unspy(spying)
+        arrivals = receiver.arrivals(backlog)
+        wrong, duplicates = check_order(arrivals, backlog)
+        times = sorted(at for at, _ in arrivals)
+        rate = (len(times) - 1) / (times[-1] - times[0])
+
+        WebhookDelivery.objects.all().delete()
+        receiver.clear()
+        steady = STEADY_RATE * STEADY_SECONDS
+        spying = spy("steady")
+        started = time.monotonic()
+        committed = produce(sessions, steady, per_second=STEADY_RATE)
+        produced = steady / (time.monotonic() - started)
+        wait_until(lambda: not pending.exists(), 300, "the steady events")
+        unspy(spying)
+        assert WebhookDelivery.objects.filter(status="delivered").count() == steady
+        arrivals = receiver.arrivals(steady)
+        steady_wrong, steady_duplicates = check_order(arrivals, steady)
+        first: dict[str, float] = {}
+        for at, event_id in arrivals:
+            first.setdefault(event_id, at)
+        latencies = [(first[e] - at) * 1000 for e, at in committed.items()]
+    finally:
+        processes.stop_all()
+    return {
+        "rate": rate,
+        "produced": produced,
+        "p50": percentile(latencies, 0.5),
+        "p99": percentile(latencies, 0.99),
+        "wrong": wrong + steady_wrong,
+        "duplicates": duplicates + steady_duplicates,
+    }
 
 
 def main() -> None:
-    receiver = Receiver()
-    os.environ["BACKEND_URL"] = receiver.url
-    os.environ["WEBHOOK_SECRET"] = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-    setup_database()
-    from gateway.outbox.models import WebhookDelivery
-    from sessions_app.models import Session
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--code", type=Path, action="append", default=[], help="another checkout")
+    parser.add_argument("--backlog", type=int, default=BACKLOG)
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each, alternating")
+    parser.add_argument("--profile", type=Path, help="py-spy's raw stacks here (per run: .N)")
+    args = parser.parse_args()
+    codes = [*args.code, ROOT]
+    with tempfile.TemporaryDirectory() as tmp:
+        receiver = Nginx(Path(tmp))
+        os.environ["BACKEND_URL"] = receiver.url
+        # Signed as in production (the signature is part of each delivery's cost).
+        os.environ["WEBHOOK_SECRET"] = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        try:
+            setup_database()
+            from sessions_app.models import Session
 
-    sessions = [Session.objects.create(engine="sandbox") for _ in range(SESSIONS)]
-    rows = []
-    for dispatchers in (1, 2):
-        WebhookDelivery.objects.all().delete()
-        receiver.count, receiver.latencies, receiver.times = 0, [], []
-        produce(sessions, BACKLOG)
-        with tempfile.TemporaryDirectory() as tmp:
-            processes = Processes(Path(tmp), LOG_LEVEL="WARNING")
-            try:
-                for n in range(dispatchers):
-                    processes.start(f"d{n}", "deliver_webhooks")
-                wait_until(lambda: receiver.count >= BACKLOG, 300, "the backlog delivered")
-                # From the first delivery to the last: the processes' start-up is not counted.
-                rate = (BACKLOG - 1) / (receiver.times[BACKLOG - 1] - receiver.times[0])
-                receiver.latencies = []
-                produce(sessions, STEADY, per_second=100)
-                wait_until(lambda: receiver.count >= BACKLOG + STEADY, 120, "the steady events")
-                latencies = receiver.latencies
-            finally:
-                processes.stop_all()
-        rows.append((dispatchers, rate, percentile(latencies, 0.5), percentile(latencies, 0.95)))
-    print("\n| dispatchers | backlog drained (deliveries/s) | commit → receiver p50 ms | p95 ms |")
-    print("|---:|---:|---:|---:|")
-    for dispatchers, rate, p50, p95 in rows:
-        print(f"| {dispatchers} | {rate:.0f} | {p50:.0f} | {p95:.0f} |")
+            sessions = [Session.objects.create(engine="sandbox") for _ in range(SESSIONS)]
+            rows = []
+            for round_ in range(args.rounds):
+                for index, code in enumerate(codes):
+                    workdir = Path(tmp) / f"run-{round_}-{index}"
+                    workdir.mkdir()
+                    profile = args.profile and Path(f"{args.profile}.{round_}.{index}")
+                    result = run(code, receiver, sessions, args.backlog, workdir, profile)
+                    rows.append((round_ + 1, code, result))
+                    print(f"run {round_ + 1} {code}: {result}", file=sys.stderr, flush=True)
+        finally:
+            receiver.stop()
+    print(
+        f"\n| run | code | backlog {args.backlog:,} / {SESSIONS} sessions (deliveries/s) "
+        f"| steady: produced/s (target {STEADY_RATE}) | commit → receiver p50 ms | p99 ms "
+        "| sessions out of order "
+        "| duplicates |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    for round_, code, r in rows:
+        name = "this checkout" if code == ROOT else str(code)
+        print(
+            f"| {round_} | {name} | {r['rate']:.0f} | {r['produced']:.0f} | {r['p50']:.0f} "
+            f"| {r['p99']:.0f} "
+            f"| {r['wrong']} | {r['duplicates']} |"
+        )
 
 
 if __name__ == "__main__":

@@ -76,6 +76,43 @@ class CircuitBreaker:
             logger.debug("breaker cache unavailable", exc_info=True)
 
 
+def admit(breakers: list[CircuitBreaker]) -> dict[str, int]:
+    """How many calls each breaker lets through now, by target, read in one round trip for all of
+    them (a dispatcher's claim round): closed every one (-1), open none (0), half-open one
+    probe (1) for the caller that wins it. A cache that is down lets every call through."""
+    distinct = {b.target: b for b in breakers}
+    try:
+        open_until = cache.get_many([b._open_until for b in distinct.values()])
+    except Exception:  # noqa: BLE001
+        return dict.fromkeys(distinct, -1)
+    now, admitted = time.time(), {}
+    for target, breaker in distinct.items():
+        until = open_until.get(breaker._open_until)
+        if until is None:
+            admitted[target] = -1
+        elif until > now:
+            admitted[target] = 0
+        else:
+            try:
+                admitted[target] = int(
+                    cache.add(breaker._probe, 1, timeout=max(1, int(breaker.cool_down)))
+                )
+            except Exception:  # noqa: BLE001
+                admitted[target] = -1
+    return admitted
+
+
+def record(results: list[tuple[CircuitBreaker, bool]]) -> None:
+    """Many calls' results (success or failure, in order) at once: a run of successes of one
+    breaker resets it once."""
+    last: dict[str, bool] = {}
+    for breaker, ok in results:
+        if ok and last.get(breaker.target) is True:
+            continue
+        last[breaker.target] = ok
+        breaker.success() if ok else breaker.failure()
+
+
 def breaker_for(target: str, endpoint_id: object = None) -> CircuitBreaker:
     """One breaker per destination, shared by all processes: per endpoint for the endpoints made
     through the API (two tenants' endpoints on one host never trip each other), per backend

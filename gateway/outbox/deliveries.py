@@ -21,10 +21,10 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, Q, Window
 from django.utils import timezone
 
-from gateway.core.usage import usage_add
+from gateway.core.usage import usage_add, usage_add_many
 from gateway.core.wake import WEBHOOKS, wake
 from gateway.outbox.models import DeliveryStatus, Endpoint, WebhookDelivery
 
@@ -126,69 +126,138 @@ class Claim:
 
 
 def deliveries_claim(
-    *, limit: int, hold_seconds: float, busy: frozenset[str] = frozenset()
-) -> list[Claim]:
-    """Claim up to `limit` due deliveries, each the oldest pending one of its session for its
-    destination, none for the endpoints in `busy` (those with as many requests under way as one
-    endpoint may have). Stale QR events met on the way are marked superseded instead."""
+    *,
+    limit: int,
+    hold_seconds: float,
+    busy: frozenset[str] = frozenset(),
+    per_session: int = 1,
+) -> list[list[Claim]]:
+    """Claim the due deliveries of up to `limit` sessions for a destination, none for the
+    endpoints in `busy` (those with as many requests under way as one endpoint may have): each
+    session's oldest pending one, then up to `per_session - 1` of those that follow it, in
+    sequence order, as far as they are due and free. One list per session and destination, in
+    the order they must be sent (each only once the one before it was delivered). Stale QR
+    events met on the way are marked superseded instead."""
     now = timezone.now()
     pending = WebhookDelivery.objects.filter(status=P.PENDING)
     if connection.vendor == "postgresql":
         # The oldest pending row of each (destination, session), read off the index of pending
-        # rows in one pass (DISTINCT ON), then locked by primary key: far cheaper than asking,
-        # for every candidate, whether an older one is pending.
-        heads = pending.filter(
-            pk__in=list(
-                pending.order_by("endpoint_id", "session_id", "sequence", "id")
-                .distinct("endpoint_id", "session_id")
-                .values_list("pk", flat=True)
-            )
+        # rows in one pass (DISTINCT ON), with how many are pending behind it, then locked by
+        # primary key: far cheaper than asking, for every candidate, whether an older one is
+        # pending.
+        behind = Window(Count("id"), partition_by=[F("endpoint_id"), F("session_id")])
+        first = dict(
+            pending.annotate(pending_here=behind)
+            .order_by("endpoint_id", "session_id", "sequence", "id")
+            .distinct("endpoint_id", "session_id")
+            .values_list("pk", "pending_here")
         )
     else:  # SQLite: one process, few rows
-        first: dict[tuple, int] = {}
+        firsts: dict[tuple, int] = {}
+        counts: Counter[int] = Counter()
         for pk, *key in pending.order_by("sequence", "id").values_list(
             "pk", "endpoint_id", "session_id"
         ):
-            first.setdefault(tuple(key), pk)
-        heads = pending.filter(pk__in=list(first.values()))
+            counts[firsts.setdefault(tuple(key), pk)] += 1
+        first = dict(counts)
+    heads = pending.filter(pk__in=list(first))
     if busy:
         heads = heads.exclude(endpoint_id__in=list(busy))
+    free = Q(next_attempt_at__lte=now) & (Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
     with transaction.atomic():
         rows = list(
             heads.select_for_update(skip_locked=True, of=("self",))
             .select_related("endpoint")
-            .filter(next_attempt_at__lte=now)
-            .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+            .filter(free)
             .order_by("next_attempt_at", "id")[:limit]
         )
+        chains = [[row] for row in rows]
+        if per_session > 1 and any(first[row.pk] > 1 for row in rows):
+            chains = _followed(rows, per_session - 1, free, [first[row.pk] > 1 for row in rows])
         claims, stale = [], []
-        for row in rows:
-            if _superseded(row):
-                stale.append(row.pk)
-                continue
-            claims.append(
-                Claim(
-                    row.pk,
-                    str(row.event_id),
-                    row.event_type,
-                    str(row.session_id) if row.session_id else None,
-                    row.target,
-                    body_of(row),
-                    row.attempts,
-                    row.created_at,
-                    Destination.of(row.endpoint, now) if row.endpoint else None,
-                    (row.payload.get("session") or {}).get("external_id"),
-                    row.trace_context,
-                )
-            )
+        for chain in chains:
+            kept = []
+            for row in chain:
+                if _superseded(row):
+                    stale.append(row.pk)
+                else:
+                    kept.append(_claim_of(row, now))
+            if kept:
+                claims.append(kept)
         if stale:
             WebhookDelivery.objects.filter(pk__in=stale).update(status=P.SUPERSEDED)
-        WebhookDelivery.objects.filter(pk__in=[c.id for c in claims]).update(
+        WebhookDelivery.objects.filter(pk__in=[c.id for chain in claims for c in chain]).update(
             claimed_until=now + timedelta(seconds=hold_seconds)
         )
         if stale:
             wake(WEBHOOKS)  # the next event of those sessions is free now
     return claims
+
+
+def _followed(
+    heads: list[WebhookDelivery], count: int, free: Q, followed: list[bool]
+) -> list[list[WebhookDelivery]]:
+    """Each locked head with up to `count` of the pending rows that follow it in its session for
+    its destination (read in one query, a UNION ALL of one index range per head that has pending
+    rows behind it: `followed`), locked too and cut at the first one that is not due, not free,
+    or locked by another. (A deleted session's rows, which have lost their session, go one at a
+    time.)"""
+    pending = WebhookDelivery.objects.filter(status=P.PENDING)
+    ranges = [
+        pending.filter(
+            Q(endpoint__isnull=True)
+            if head.endpoint_id is None
+            else Q(endpoint_id=head.endpoint_id),
+            session_id=head.session_id,
+            sequence__gt=head.sequence,
+        )
+        .order_by("sequence", "id")
+        .values_list("pk", "endpoint_id", "session_id", "sequence")[:count]
+        for head, more in zip(heads, followed, strict=True)
+        if more and head.session_id is not None
+    ]
+    if not ranges:
+        return [[head] for head in heads]
+    if connection.features.supports_slicing_ordering_in_compound:
+        candidates = list(ranges[0].union(*ranges[1:], all=True))
+    else:  # SQLite
+        candidates = [row for query in ranges for row in query]
+    locked = {
+        row.pk: row
+        for row in pending.filter(pk__in=[c[0] for c in candidates])
+        .select_for_update(skip_locked=True, of=("self",))
+        .select_related("endpoint")
+        .filter(free)
+    }
+    following: dict[tuple, list[tuple]] = {}
+    for pk, endpoint, session, sequence in candidates:
+        following.setdefault((endpoint, session), []).append((sequence, pk))
+    chains = []
+    for head in heads:
+        chain = [head]
+        if head.session_id is not None:
+            for _, pk in sorted(following.get((head.endpoint_id, head.session_id), [])):
+                if pk not in locked:
+                    break
+                chain.append(locked[pk])
+        chains.append(chain)
+    return chains
+
+
+def _claim_of(row: WebhookDelivery, now: datetime) -> Claim:
+    return Claim(
+        row.pk,
+        str(row.event_id),
+        row.event_type,
+        str(row.session_id) if row.session_id else None,
+        row.target,
+        body_of(row),
+        row.attempts,
+        row.created_at,
+        Destination.of(row.endpoint, now) if row.endpoint else None,
+        (row.payload.get("session") or {}).get("external_id"),
+        row.trace_context,
+    )
 
 
 def _superseded(row: WebhookDelivery) -> bool:
@@ -216,27 +285,6 @@ def _superseded(row: WebhookDelivery) -> bool:
 # --- Outcomes -------------------------------------------------------------------------------------
 
 
-def delivery_succeeded(
-    *, delivery_id: int, status_code: int | None, response: str, session_id: str | None = None
-) -> None:
-    """Delivered; counted in the session's usage (`session_id`) once."""
-    with transaction.atomic():
-        updated = WebhookDelivery.objects.filter(pk=delivery_id, status=P.PENDING).update(
-            status=P.DELIVERED,
-            delivered_at=timezone.now(),
-            attempts=F("attempts") + 1,
-            last_status_code=status_code,
-            last_response=response[:RESPONSE_KEEP],
-            last_error="",
-            claimed_until=None,
-        )
-        if updated and session_id:
-            usage_add(uuid.UUID(session_id), webhooks_delivered=1)
-    # Every dispatcher may take the session's next event now (measured: without this, a second
-    # dispatcher only finds it at its next poll and steady-state latency grows sevenfold).
-    wake(WEBHOOKS)
-
-
 def retry_after_seconds(value: str | None) -> float | None:
     """`Retry-After` as seconds or an HTTP date; None when absent or unreadable."""
     if not value:
@@ -254,39 +302,106 @@ def backoff_seconds(attempts: int) -> float:
     return random.uniform(0, min(MAX_BACKOFF_SECONDS, 2.0**attempts))  # noqa: S311
 
 
-def delivery_failed(
-    *,
-    delivery_id: int,
-    created_at: datetime,
-    attempts: int,
-    error: str,
-    status_code: int | None = None,
-    response: str = "",
-    retry_after: float | None = None,
-    session_id: str | None = None,
-) -> str:
-    """After a non-2xx answer or a network error: retried later, or `dead` once past
-    WEBHOOK_MAX_AGE (counted as failed in the session's usage). Returns the new status."""
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt came to: delivered, or not, with the error and the answer. `breaker_ok`:
+    not delivered, but the target answered (a 4xx, a refused address, a broker's unroutable):
+    no sign that it is down, a success for its circuit breaker."""
+
+    claim: Claim
+    delivered: bool
+    status_code: int | None = None
+    response: str = ""
+    error: str = ""
+    retry_after: float | None = None
+    breaker_ok: bool = False
+
+
+def deliveries_record(outcomes: list[Outcome]) -> dict[int, str]:
+    """Record many attempts' outcomes in one statement (an UPDATE … FROM (VALUES …)) and one
+    transaction, with their usage. Delivered ones are counted in their session's usage; the
+    others are retried later with backoff (honouring `retry_after`), or `dead` once past
+    WEBHOOK_MAX_AGE (counted as failed). Only rows still pending are touched. Returns the new
+    status of each row written.
+
+    Until this commits the rows stay pending and claimed: a dispatcher that dies first leaves
+    them to run out and be delivered again (at least once), and no session's next event can be
+    claimed before its current one is recorded (in order)."""
     now = timezone.now()
-    wait = max(backoff_seconds(attempts + 1), retry_after or 0)
-    next_at = now + timedelta(seconds=min(wait, MAX_BACKOFF_SECONDS))
-    dead = next_at > created_at + timedelta(seconds=settings.WEBHOOK_MAX_AGE)
+    rows: list[tuple[int, str, datetime | None, datetime | None, int | None, str, str]] = []
+    for outcome in outcomes:
+        claim = outcome.claim
+        response = outcome.response[:RESPONSE_KEEP]
+        if outcome.delivered:
+            rows.append((claim.id, P.DELIVERED, now, None, outcome.status_code, "", response))
+            continue
+        wait = max(backoff_seconds(claim.attempts + 1), outcome.retry_after or 0)
+        next_at = now + timedelta(seconds=min(wait, MAX_BACKOFF_SECONDS))
+        dead = next_at > claim.created_at + timedelta(seconds=settings.WEBHOOK_MAX_AGE)
+        status = P.DEAD if dead else P.PENDING
+        error = outcome.error[:2000]
+        rows.append((claim.id, status, None, next_at, outcome.status_code, error, response))
+    if not rows:
+        return {}
     with transaction.atomic():
-        updated = WebhookDelivery.objects.filter(pk=delivery_id, status=P.PENDING).update(
-            status=P.DEAD if dead else P.PENDING,
-            attempts=attempts + 1,
-            next_attempt_at=next_at,
-            last_status_code=status_code,
-            last_error=error[:2000],
-            last_response=response[:RESPONSE_KEEP],
-            claimed_until=None,
-        )
-        if dead and updated and session_id:
-            usage_add(uuid.UUID(session_id), webhooks_failed=1)
-    if dead:
-        logger.error("webhook dead after %s attempts: %s", attempts + 1, error)
+        written = _write_outcomes(rows)
+        sessions = {c.claim.id: c.claim.session_id for c in outcomes}
+        figures: dict[uuid.UUID, Counter[str]] = {}
+        for pk, now_status in written.items():
+            session = sessions[pk]
+            if session and now_status != P.PENDING:
+                counter = figures.setdefault(uuid.UUID(session), Counter())
+                delivered = now_status == P.DELIVERED
+                counter["webhooks_delivered" if delivered else "webhooks_failed"] += 1
+        usage_add_many(figures)
+    for outcome in outcomes:
+        if written.get(outcome.claim.id) == P.DEAD:
+            logger.error(
+                "webhook dead after %s attempts: %s", outcome.claim.attempts + 1, outcome.error
+            )
+    if any(status != P.PENDING for status in written.values()):
+        # Every dispatcher may take those sessions' next events now (measured: without this, a
+        # second dispatcher only finds them at its next poll).
         wake(WEBHOOKS)
-    return P.DEAD if dead else P.PENDING
+    return written
+
+
+def _write_outcomes(rows: list[tuple]) -> dict[int, str]:
+    """(id, status, delivered_at, next_attempt_at, status code, error, response) per row, written
+    where the row is still pending; {id: status} of those written."""
+    if connection.vendor != "postgresql":  # SQLite: one process, few rows
+        written = {}
+        for pk, status, delivered_at, next_at, code, error, response in rows:
+            fields: dict[str, Any] = {"next_attempt_at": next_at} if next_at else {}
+            if WebhookDelivery.objects.filter(pk=pk, status=P.PENDING).update(
+                status=status,
+                delivered_at=delivered_at,
+                attempts=F("attempts") + 1,
+                last_status_code=code,
+                last_error=error,
+                last_response=response,
+                claimed_until=None,
+                **fields,
+            ):
+                written[pk] = status
+        return written
+    table = connection.ops.quote_name(WebhookDelivery._meta.db_table)
+    values = ", ".join(
+        ["(%s::bigint, %s::varchar, %s::timestamptz, %s::timestamptz, %s::integer, %s, %s)"]
+        * len(rows)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} AS d SET status = v.status, delivered_at = v.delivered_at, "  # noqa: S608
+            "next_attempt_at = COALESCE(v.next_attempt_at, d.next_attempt_at), "
+            "attempts = d.attempts + 1, last_status_code = v.code, last_error = v.error, "
+            "last_response = v.response, claimed_until = NULL "
+            f"FROM (VALUES {values}) AS v(id, status, delivered_at, next_attempt_at, code, "
+            "error, response) "
+            "WHERE d.id = v.id AND d.status = %s RETURNING d.id, d.status",
+            [value for row in rows for value in row] + [P.PENDING],
+        )
+        return dict(cursor.fetchall())
 
 
 def target_gone(*, claim: Claim, response: str) -> int:
@@ -321,9 +436,10 @@ def target_gone(*, claim: Claim, response: str) -> int:
     return updated
 
 
-def delivery_postponed(*, delivery_id: int, until: datetime) -> None:
-    """The target's circuit is open: not attempted, not counted; due again when it may probe."""
-    WebhookDelivery.objects.filter(pk=delivery_id, status=P.PENDING).update(
+def deliveries_postpone(*, ids: list[int], until: datetime) -> None:
+    """Their target's circuit is open: not attempted, not counted; due again when it may
+    probe."""
+    WebhookDelivery.objects.filter(pk__in=ids, status=P.PENDING).update(
         next_attempt_at=until, claimed_until=None
     )
 

@@ -10,6 +10,14 @@ and a session's next event freed by a delivery) and by a poll. A circuit breaker
 destination, shared through Redis, stops attempts while it is down; nothing is lost meanwhile.
 An endpoint's address is checked again before each request (its name may resolve elsewhere by
 now) and the request goes to the checked address.
+
+What costs a round trip is shared: a round's claims are one query, their breakers' states one
+read of the cache, and the outcomes of the attempts that finish while one write is under way are
+written together by the next one (one UPDATE … FROM (VALUES …), with their usage, and one NOTIFY).
+A slot is freed once its request is answered; the row stays pending and claimed until its
+outcome is written, so its session's next event cannot be claimed before (in order), and a
+dispatcher that dies before the write leaves the claim to run out and the event to be delivered
+again (at least once). Connections to the receivers are kept alive (HTTP/1.1), one per slot.
 """
 
 from __future__ import annotations
@@ -18,8 +26,8 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -33,10 +41,15 @@ from gateway.core.failpoints import failpoint
 from gateway.core.urlguard import UrlRefused, checked_target
 from gateway.outbox import brokers, endpoints, stream
 from gateway.outbox import deliveries as webhooks
-from gateway.outbox.breaker import CircuitBreaker, breaker_for
+from gateway.outbox.breaker import CircuitBreaker, admit, breaker_for, record
 from workers.runtime.db import db, db_close, io
 
 logger = logging.getLogger(__name__)
+# How many of a session's events (for one destination) one claim may take, sent one after the
+# other: a backlog drains without a claim round between each event and the next.
+CHAIN = 16
+# How many sessions' chains a dispatcher claims ahead, per slot.
+CLAIM_AHEAD = 4
 
 
 class Dispatcher:
@@ -44,25 +57,42 @@ class Dispatcher:
         self.poll_seconds = poll_seconds
         self.concurrency = settings.WEBHOOK_CONCURRENCY
         self.wake = asyncio.Event()
-        self.in_flight: set[asyncio.Task] = set()
-        # Requests under way per endpoint, and how many one endpoint may have.
+        self.in_flight: set[asyncio.Task] = set()  # chains under way, their writes included
+        # Requests at once: `concurrency` slots. A round claims ahead of them (a claim costs the
+        # same for 4 sessions as for 40), so that a slot never waits for a claim round.
+        self.slots = asyncio.Semaphore(self.concurrency)
+        self.claim_ahead = self.concurrency * CLAIM_AHEAD
+        self.claimed = 0  # chains claimed that have requests still to make
+        # Chains claimed per endpoint (so at most as many requests under way), and how many one
+        # endpoint may have.
         self.per_endpoint: dict[str, int] = {}
         self.endpoint_share = max(1, self.concurrency // 4)
         self.client: httpx.AsyncClient | None = None
         self.brokers = brokers.BrokerPublisher()
         self.purged_at = 0.0
+        # Outcomes waiting for the next write, each with what its delivery waits on.
+        self.outcomes: list[tuple[webhooks.Outcome, CircuitBreaker, asyncio.Future]] = []
+        self.outcomes_waiting = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         timeout = settings.WEBHOOK_TIMEOUT_SECONDS
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(3.0, timeout)),
+            # A connection kept for every slot (httpx keeps 20 by default: more slots than that
+            # would open and close connections all the time).
+            limits=httpx.Limits(
+                max_connections=self.concurrency,
+                max_keepalive_connections=self.concurrency,
+                keepalive_expiry=30,
+            ),
             follow_redirects=False,
             trust_env=False,
         )
+        recorder = asyncio.get_running_loop().create_task(self._record())
         try:
             while not stop.is_set():
                 claimed = await self._round(hold=timeout * 2 + 5)
-                if not claimed or self.in_flight:
+                if not claimed or self.claimed:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.wake.wait(), self.poll_seconds)
                     self.wake.clear()
@@ -71,36 +101,96 @@ class Dispatcher:
                 await asyncio.wait(self.in_flight, timeout=timeout)
             for task in self.in_flight:
                 task.cancel()
+            recorder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await recorder
             await self.client.aclose()
             await self.brokers.close()
 
     async def _round(self, hold: float) -> int:
-        free = self.concurrency - len(self.in_flight)
+        free = self.claim_ahead - self.claimed
         # Claim in batches (a claim is one query whatever its size), not a row per finished
         # request.
-        if free <= 0 or (self.in_flight and free < max(1, self.concurrency // 2)):
+        if free <= 0 or (self.claimed and free < max(1, self.claim_ahead // 2)):
             return 0
         busy = frozenset(e for e, n in self.per_endpoint.items() if n >= self.endpoint_share)
         try:
             await self._purge()
-            claims = await db(webhooks.deliveries_claim, limit=free, hold_seconds=hold, busy=busy)
+            claimed_at = asyncio.get_running_loop().time()  # the claims run out `hold` after
+            chains = await db(
+                webhooks.deliveries_claim,
+                limit=free,
+                hold_seconds=hold,
+                busy=busy,
+                per_session=CHAIN,
+            )
         except Exception:  # the database is away: try again after the poll interval
             logger.warning("webhook claim failed", exc_info=True)
             return 0
-        over = []
-        for claim in claims:
-            endpoint = claim.destination.id if claim.destination else None
+        # The last moment a request may begin and still be answered and written in time.
+        deadline = claimed_at + hold - settings.WEBHOOK_TIMEOUT_SECONDS - 5
+        breakers = [_breaker(chain[0]) for chain in chains]
+        admitted = await io(admit, breakers) if chains else {}
+        back: list[int] = []  # claimed but not attempted: free for the next claim
+        postponed: dict[float, list[int]] = {}
+        for chain, breaker in zip(chains, breakers, strict=True):
+            endpoint = chain[0].destination.id if chain[0].destination else None
+            if endpoint is not None and self.per_endpoint.get(endpoint, 0) >= self.endpoint_share:
+                back += [c.id for c in chain]  # that endpoint's share is full: back, untried
+                continue
+            if not admitted[breaker.target]:  # its circuit is open: again when it may probe
+                postponed.setdefault(breaker.cool_down, []).extend(c.id for c in chain)
+                continue
+            if admitted[breaker.target] == 1:  # a half-open circuit's one probe
+                back += [c.id for c in chain[1:]]
+                chain = chain[:1]
+            admitted[breaker.target] -= 1
+            self.claimed += 1
             if endpoint is not None:
-                if self.per_endpoint.get(endpoint, 0) >= self.endpoint_share:
-                    over.append(claim.id)  # that endpoint's share is full: back, untried
-                    continue
                 self.per_endpoint[endpoint] = self.per_endpoint.get(endpoint, 0) + 1
-            task = asyncio.get_running_loop().create_task(self._deliver(claim))
+            slot = functools.partial(self._slot_free, endpoint=endpoint)
+            task = asyncio.get_running_loop().create_task(
+                self._chain(chain, breaker, deadline, slot)
+            )
             self.in_flight.add(task)
-            task.add_done_callback(functools.partial(self._finished, endpoint=endpoint))
-        if over:
-            await db(webhooks.deliveries_release, ids=over)
-        return len(claims) - len(over)
+            task.add_done_callback(self._finished)
+        if back:
+            await db(webhooks.deliveries_release, ids=back)
+        for cool_down, ids in postponed.items():
+            until = timezone.now() + timedelta(seconds=cool_down)
+            await db(webhooks.deliveries_postpone, ids=ids, until=until)
+        return len(chains)
+
+    async def _chain(
+        self,
+        chain: list[webhooks.Claim],
+        breaker: CircuitBreaker,
+        deadline: float,
+        slot_free: Callable[[], None],
+    ) -> None:
+        """A session's claimed events for one destination, one after the other in one slot: each
+        only once the one before it was delivered, none begun after `deadline` (so that each is
+        answered and written before the claims run out). The slot is free once the last request
+        is answered (its outcome may still wait for its write: the rows stay claimed meanwhile).
+        What is left after a failure is released."""
+        written, rest = [], []
+        try:
+            async with self.slots:
+                for index, claim in enumerate(chain):
+                    if asyncio.get_running_loop().time() > deadline:
+                        rest = chain[index:]
+                        break
+                    outcome = await self._deliver(claim)
+                    if outcome is not None:
+                        written.append(self._recorded(outcome, breaker))
+                    if outcome is None or not outcome.delivered:
+                        rest = chain[index + 1 :]
+                        break
+        finally:
+            slot_free()
+        await asyncio.gather(*written)
+        if rest:
+            await db(webhooks.deliveries_release, ids=[c.id for c in rest])
 
     async def _purge(self) -> None:
         """Forget old events from the log, once an hour per dispatcher (a DELETE by date)."""
@@ -109,17 +199,20 @@ class Dispatcher:
             self.purged_at = now
             await db(stream.events_purge)
 
-    def _finished(self, task: asyncio.Task, *, endpoint: str | None) -> None:
-        self.in_flight.discard(task)
+    def _slot_free(self, *, endpoint: str | None) -> None:
+        self.claimed -= 1
+        self.wake.set()
         if endpoint is not None:
             self.per_endpoint[endpoint] -= 1
             if not self.per_endpoint[endpoint]:
                 del self.per_endpoint[endpoint]
-        self.wake.set()
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self.in_flight.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("webhook delivery step failed", exc_info=task.exception())
 
-    async def _deliver(self, claim: webhooks.Claim) -> None:
+    async def _deliver(self, claim: webhooks.Claim) -> webhooks.Outcome | None:
         """One attempt, in a span that is the child of the event's stored trace context (that of
         the request or the send that caused it); httpx's span under it puts its `traceparent`
         on the request, a broker publish its own on the message."""
@@ -142,17 +235,43 @@ class Dispatcher:
                 **({"session_id": claim.session_id} if claim.session_id else {}),
             ),
         ):
-            await self._attempt(claim)
+            return await self._attempt(claim)
 
-    async def _attempt(self, claim: webhooks.Claim) -> None:
+    def _recorded(self, outcome: webhooks.Outcome, breaker: CircuitBreaker) -> asyncio.Future:
+        """Done once the outcome is written, with others (`_record`); its breaker is told
+        then."""
+        future = asyncio.get_running_loop().create_future()
+        self.outcomes.append((outcome, breaker, future))
+        self.outcomes_waiting.set()
+        return future
+
+    async def _record(self) -> None:
+        """Write what has finished since the last write, in one step, for as long as the
+        dispatcher runs. A write that fails fails its deliveries' tasks: their claims run out
+        and they are attempted again."""
+        while True:
+            await self.outcomes_waiting.wait()
+            self.outcomes_waiting.clear()
+            batch, self.outcomes = self.outcomes, []
+            failpoint("after_webhook_response_before_commit")  # answered, nothing written
+            try:
+                await db(webhooks.deliveries_record, [outcome for outcome, _, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - the database is away: told to the deliveries
+                for *_, future in batch:
+                    future.set_exception(exc)
+                continue
+            results = [(b, o.delivered or o.breaker_ok) for o, b, _ in batch]
+            with contextlib.suppress(Exception):  # the breaker is permissive without its cache
+                await io(record, results)
+            for *_, future in batch:
+                future.set_result(None)
+
+    async def _attempt(self, claim: webhooks.Claim) -> webhooks.Outcome | None:
+        """The request (or the publish), and what it came to; None when it is recorded already
+        (410 Gone)."""
         destination = claim.destination
-        breaker = breaker_for(claim.target, destination.id if destination else None)
-        if not await io(breaker.allow):
-            until = timezone.now() + timedelta(seconds=breaker.cool_down)
-            await db(webhooks.delivery_postponed, delivery_id=claim.id, until=until)
-            return
         if destination is not None and endpoints.kind_of(destination.url) != "webhook":
-            return await self._publish(claim, destination, breaker)
+            return await self._publish(claim, destination)
         url, headers, extensions = claim.target, {}, {}
         if destination is None:
             headers = webhooks.signed_headers(claim.event_id, claim.body)
@@ -165,8 +284,8 @@ class Dispatcher:
                     destination.url, allowed=settings.WEBHOOK_ALLOWED_NETWORKS
                 )
             except UrlRefused as refused:
-                await self._failed(claim, f"{refused.code}: {refused.message}")
-                return
+                error = f"{refused.code}: {refused.message}"
+                return webhooks.Outcome(claim, False, error=error, breaker_ok=True)
             headers["host"] = host
             extensions = {"sni_hostname": server_name}
         assert self.client is not None  # made by run() before any claim
@@ -175,50 +294,29 @@ class Dispatcher:
                 url, content=claim.body.encode(), headers=headers, extensions=extensions
             )
         except httpx.HTTPError as exc:
-            await io(breaker.failure)
-            await self._failed(claim, f"{type(exc).__name__}: {exc}"[:500])
-            return
-        failpoint("after_webhook_response_before_commit")
+            return webhooks.Outcome(claim, False, error=f"{type(exc).__name__}: {exc}"[:500])
         code, text = response.status_code, response.text[: webhooks.RESPONSE_KEEP]
         if 200 <= code < 300:
-            await io(breaker.success)
-            await db(
-                webhooks.delivery_succeeded,
-                delivery_id=claim.id,
-                status_code=code,
-                response=text,
-                session_id=claim.session_id,
-            )
-        elif code == 410:
-            await io(breaker.success)  # it answered: the backend is up, the endpoint is gone
+            return webhooks.Outcome(claim, True, status_code=code, response=text)
+        if code == 410:  # it answered: the backend is up, the endpoint is gone
+            await io(record, [(_breaker(claim), True)])
             await db(webhooks.target_gone, claim=claim, response=text)
-        else:
-            # The backend being down or overloaded opens the circuit; a 4xx is its verdict on
-            # this one request, not a sign it is down.
-            await io(breaker.failure if code >= 500 or code == 429 else breaker.success)
-            await self._failed(
-                claim,
-                f"HTTP {code}",
-                status_code=code,
-                response=text,
-                retry_after=webhooks.retry_after_seconds(response.headers.get("retry-after")),
-            )
-
-    async def _failed(self, claim: webhooks.Claim, error: str, **answer: Any) -> None:
-        """Not delivered: retried later, or dead (webhooks.delivery_failed)."""
-        await db(
-            webhooks.delivery_failed,
-            delivery_id=claim.id,
-            created_at=claim.created_at,
-            attempts=claim.attempts,
-            session_id=claim.session_id,
-            error=error,
-            **answer,
+            return None
+        # The backend being down or overloaded opens the circuit; a 4xx is its verdict on this
+        # one request, not a sign it is down.
+        return webhooks.Outcome(
+            claim,
+            False,
+            status_code=code,
+            response=text,
+            error=f"HTTP {code}",
+            retry_after=webhooks.retry_after_seconds(response.headers.get("retry-after")),
+            breaker_ok=code < 500 and code != 429,
         )
 
     async def _publish(
-        self, claim: webhooks.Claim, destination: webhooks.Destination, breaker: CircuitBreaker
-    ) -> None:
+        self, claim: webhooks.Claim, destination: webhooks.Destination
+    ) -> webhooks.Outcome:
         """A broker endpoint: published with the event id as the message id; delivered once the
         broker acknowledged it (JetStream's PubAck, RabbitMQ's publisher confirm)."""
         target = brokers.BrokerTarget.of(
@@ -255,19 +353,13 @@ class Dispatcher:
         except (UrlRefused, brokers.BrokerError) as exc:
             # Unroutable (no queue bound) is the broker's answer, not a sign it is down.
             answered = isinstance(exc, UrlRefused | brokers.BrokerUnroutable)
-            await io(breaker.success if answered else breaker.failure)
             error = f"{exc.code}: {exc.message}" if isinstance(exc, UrlRefused) else str(exc)
-            await self._failed(claim, error[:500])
-            return
-        failpoint("after_webhook_response_before_commit")
-        await io(breaker.success)
-        await db(
-            webhooks.delivery_succeeded,
-            delivery_id=claim.id,
-            status_code=None,
-            response="",
-            session_id=claim.session_id,
-        )
+            return webhooks.Outcome(claim, False, error=error[:500], breaker_ok=answered)
+        return webhooks.Outcome(claim, True)
+
+
+def _breaker(claim: webhooks.Claim) -> CircuitBreaker:
+    return breaker_for(claim.target, claim.destination.id if claim.destination else None)
 
 
 async def deliver(stop: asyncio.Event) -> None:

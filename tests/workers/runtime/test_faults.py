@@ -304,3 +304,68 @@ def test_a_crash_after_the_response_redelivers_with_the_same_webhook_id(
         assert len(ids) == 2 and ids[0] == ids[1] == str(WebhookDelivery.objects.get().event_id)
     finally:
         receiver.close()
+
+
+def test_a_crash_before_a_batch_of_outcomes_is_written_redelivers_each_in_order(
+    workers: Processes, settings
+) -> None:
+    """Outcomes are written in batches: every delivery answered but not yet written when the
+    dispatcher died is delivered again (same `webhook-id`), and each session's events still
+    arrive in order."""
+    import threading
+
+    from django.db import transaction
+
+    from gateway.outbox.models import WebhookDelivery
+    from sessions_app.events import outbox_event
+    from tests.workers.runtime.test_webhooks import Receiver, new_secret
+
+    secret = new_secret()
+    receiver = Receiver(secret)
+    # The first 8 requests (one dispatcher's slots) are answered together: a batch to write.
+    together = threading.Barrier(8)
+    receiver.answer = lambda headers, body: (
+        together.wait(10) if len(receiver.received) < 8 else None,
+        (200, {}),
+    )[1]
+    backend = {
+        "BACKEND_URL": f"http://127.0.0.1:{receiver.port}",
+        "WEBHOOK_SECRET": secret,
+        "WEBHOOK_CONCURRENCY": "8",
+        "WEBHOOK_TIMEOUT_SECONDS": "2",  # a crashed claim runs out after 2 * 2 + 5 s
+    }
+    settings.BACKEND_URL = backend["BACKEND_URL"]
+    made = [Session.objects.create(engine="sandbox") for _ in range(10)]
+    for n in range(3):
+        for session in made:
+            with transaction.atomic():
+                outbox_event(session, "test.event", "/api/webhooks/test", n=n)
+    try:
+        doomed = workers.start(
+            "d1",
+            "deliver_webhooks",
+            GATEWAY_FAILPOINTS="after_webhook_response_before_commit=exit",
+            **backend,
+        )
+        wait_until(lambda: doomed.poll() is not None, 30, "the dispatcher to exit at the failpoint")
+        answered = [headers["webhook-id"] for headers, _ in receiver.received]
+        assert answered and WebhookDelivery.objects.filter(status="delivered").count() == 0
+
+        workers.start("d2", "deliver_webhooks", **backend)
+        wait_until(
+            lambda: WebhookDelivery.objects.filter(status="delivered").count() == 30,
+            60,  # after the crashed claims run out
+            "every event delivered",
+        )
+        ids = Counter(headers["webhook-id"] for headers, _ in receiver.received)
+        assert set(ids) == {
+            str(e) for e in WebhookDelivery.objects.values_list("event_id", flat=True)
+        }
+        assert all(ids[event_id] == 2 for event_id in answered)  # each answered one again
+        per_session: dict[str, list[int]] = {}
+        for _, body in receiver.received:
+            per_session.setdefault(body["session"]["id"], []).append(body["sequence"])
+        for sequences in per_session.values():
+            assert sequences == sorted(sequences)  # a redelivery comes before the next event
+    finally:
+        receiver.close()

@@ -1,0 +1,108 @@
+"""The outbox's batches (gateway.outbox.deliveries): a claim takes several of a session's events
+in their order, as far as they are due and free; the outcomes of many attempts are written at
+once, one UPDATE for the deliveries and one upsert for their usage whatever their number, each
+row as its own outcome says, and nothing written over a row that is no longer pending."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from gateway.core.models import UsageCounter
+from gateway.outbox.deliveries import Outcome, deliveries_claim, deliveries_record
+from gateway.outbox.models import WebhookDelivery
+from sessions_app.events import outbox_event
+from sessions_app.models import Session
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_batch_of_outcomes_is_one_update_and_one_usage_upsert(settings) -> None:
+    settings.BACKEND_URL = "http://127.0.0.1:9"
+    settings.WEBHOOK_MAX_AGE = 3600
+    made = [Session.objects.create(engine="sandbox") for _ in range(12)]
+    for session in made:
+        with transaction.atomic():
+            outbox_event(session, "test.event", "/hooks", n=0)
+    chains = deliveries_claim(limit=100, hold_seconds=60)
+    assert all(len(chain) == 1 for chain in chains)  # one each unless told
+    claims = sorted((chain[0] for chain in chains), key=lambda c: c.id)
+    assert len(claims) == 12
+    # Past WEBHOOK_MAX_AGE: its failure makes it dead.
+    old = dataclasses.replace(claims[10], created_at=timezone.now() - timedelta(hours=2))
+    gone = claims[11]  # no longer pending (replayed as dead meanwhile): left as it is
+    WebhookDelivery.objects.filter(pk=gone.id).update(status="dead")
+    outcomes = [Outcome(c, True, status_code=200, response="ok") for c in claims[:9]]
+    outcomes += [
+        Outcome(claims[9], False, status_code=503, error="HTTP 503", retry_after=120),
+        Outcome(old, False, error="ConnectError"),
+        Outcome(gone, True, status_code=200),
+    ]
+
+    with CaptureQueriesContext(connection) as queries:
+        written = deliveries_record(outcomes)
+
+    statements = [q["sql"].split()[0] for q in queries.captured_queries]
+    assert statements.count("UPDATE") == 1 and statements.count("INSERT") == 1, statements
+    assert written == {
+        **{c.id: "delivered" for c in claims[:9]},
+        claims[9].id: "pending",
+        old.id: "dead",
+    }
+    rows = {row.pk: row for row in WebhookDelivery.objects.all()}
+    for claim in claims[:9]:
+        row = rows[claim.id]
+        assert (row.status, row.attempts, row.last_status_code, row.last_response) == (
+            "delivered",
+            1,
+            200,
+            "ok",
+        )
+        assert row.delivered_at is not None and row.claimed_until is None
+    retried = rows[claims[9].id]
+    assert (retried.status, retried.attempts, retried.last_error) == ("pending", 1, "HTTP 503")
+    assert retried.next_attempt_at >= timezone.now() + timedelta(seconds=115)  # Retry-After
+    assert retried.claimed_until is None
+    assert (rows[old.id].status, rows[old.id].attempts) == ("dead", 1)
+    assert (rows[gone.id].status, rows[gone.id].attempts) == ("dead", 0)  # untouched
+
+    counted = {
+        (str(c.session_id), c.metric): c.count
+        for c in UsageCounter.objects.filter(metric__startswith="webhooks_")
+    }
+    assert counted == {
+        **{(c.session_id, "webhooks_delivered"): 1 for c in claims[:9]},
+        (old.session_id, "webhooks_failed"): 1,
+    }
+
+
+def test_a_claim_takes_a_sessions_next_events_in_order_as_far_as_they_are_free(settings) -> None:
+    settings.BACKEND_URL = "http://127.0.0.1:9"
+    first, second = (
+        Session.objects.create(engine="sandbox"),
+        Session.objects.create(engine="sandbox"),
+    )
+    for n in range(6):
+        for session in (first, second):
+            with transaction.atomic():
+                outbox_event(session, "test.event", "/hooks", n=n)
+    rows = {(str(r.session_id), r.sequence): r.pk for r in WebhookDelivery.objects.all()}
+    # The second session's 4th event waits for a retry: its chain stops before it.
+    WebhookDelivery.objects.filter(pk=rows[(str(second.pk), 4)]).update(
+        next_attempt_at=timezone.now() + timedelta(minutes=5)
+    )
+    chains = deliveries_claim(limit=10, hold_seconds=60, per_session=4)
+    got = {chain[0].session_id: [c.id for c in chain] for chain in chains}
+    assert got == {
+        str(first.pk): [rows[(str(first.pk), n)] for n in (1, 2, 3, 4)],
+        str(second.pk): [rows[(str(second.pk), n)] for n in (1, 2, 3)],
+    }
+    # All claimed: nothing more of those sessions until they are recorded or run out.
+    assert deliveries_claim(limit=10, hold_seconds=60, per_session=4) == []
+    claimed = WebhookDelivery.objects.filter(claimed_until__gt=timezone.now())
+    assert claimed.count() == 7
