@@ -93,13 +93,14 @@ def fleet_figures() -> dict[str, Any]:
             held.setdefault(row["worker_id"], {})[row["status"]] = row["n"]
         if row["status"] in LINKING and row["since"] is not None:
             linking_since = min(linking_since or row["since"], row["since"])
+    webhook = _webhook_figures(WebhookDelivery, DeliveryStatus)
     figures: dict[str, Any] = {
         "sessions": sessions,
         "linking_oldest": (now - linking_since).total_seconds() if linking_since else 0.0,
         "workers": _by_status(Worker, WorkerStatus),
         "messages_queued": Message.objects.filter(status=MessageStatus.QUEUED).count(),
-        "webhook_backlog": WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING).count(),
-        "webhook": _webhook_figures(WebhookDelivery, DeliveryStatus),
+        "webhook_backlog": webhook["by_status"][DeliveryStatus.PENDING],
+        "webhook": webhook,
     }
     live = [WorkerStatus.ACTIVE, WorkerStatus.DRAINING]
     workers = list(

@@ -32,24 +32,25 @@ class CircuitBreaker:
     def state(self) -> str:
         """`closed`, `open` or `half_open` (cool-down over, waiting for a probe)."""
         try:
-            open_until = cache.get(self._open_until)
+            return _state_at(cache.get(self._open_until))
         except Exception:  # noqa: BLE001
             return "closed"
-        if open_until is None:
-            return "closed"
-        return "open" if open_until > time.time() else "half_open"
 
     def allow(self) -> bool:
         """May a call be attempted now? In half-open state only one caller gets True."""
-        state = self.state()
+        return self._admits(self.state()) != 0
+
+    def _admits(self, state: str) -> int:
+        """How many calls may go through in `state`: every one (-1), none (0), or one probe (1)
+        for the caller that wins it."""
         if state == "closed":
-            return True
+            return -1
         if state == "open":
-            return False
+            return 0
         try:
-            return cache.add(self._probe, 1, timeout=max(1, int(self.cool_down)))
+            return int(cache.add(self._probe, 1, timeout=max(1, int(self.cool_down))))
         except Exception:  # noqa: BLE001
-            return True
+            return -1
 
     def success(self) -> None:
         try:
@@ -76,30 +77,25 @@ class CircuitBreaker:
             logger.debug("breaker cache unavailable", exc_info=True)
 
 
+def _state_at(open_until: float | None) -> str:
+    if open_until is None:
+        return "closed"
+    return "open" if open_until > time.time() else "half_open"
+
+
 def admit(breakers: list[CircuitBreaker]) -> dict[str, int]:
-    """How many calls each breaker lets through now, by target, read in one round trip for all of
-    them (a dispatcher's claim round): closed every one (-1), open none (0), half-open one
-    probe (1) for the caller that wins it. A cache that is down lets every call through."""
+    """How many calls each breaker lets through now (`CircuitBreaker._admits`), by target, their
+    states read in one round trip for all of them (a dispatcher's claim round). A cache that is
+    down lets every call through."""
     distinct = {b.target: b for b in breakers}
     try:
         open_until = cache.get_many([b._open_until for b in distinct.values()])
     except Exception:  # noqa: BLE001
         return dict.fromkeys(distinct, -1)
-    now, admitted = time.time(), {}
-    for target, breaker in distinct.items():
-        until = open_until.get(breaker._open_until)
-        if until is None:
-            admitted[target] = -1
-        elif until > now:
-            admitted[target] = 0
-        else:
-            try:
-                admitted[target] = int(
-                    cache.add(breaker._probe, 1, timeout=max(1, int(breaker.cool_down)))
-                )
-            except Exception:  # noqa: BLE001
-                admitted[target] = -1
-    return admitted
+    return {
+        target: breaker._admits(_state_at(open_until.get(breaker._open_until)))
+        for target, breaker in distinct.items()
+    }
 
 
 def record(results: list[tuple[CircuitBreaker, bool]]) -> None:
