@@ -138,7 +138,7 @@ def exposed(client: Client, make_session, settings) -> str:
     from sessions_app.events import outbox_event
     from workers.models import Worker
 
-    settings.BACKEND_URL = "http://backend.test"
+    settings.BACKEND_URL = "http://127.0.0.1:9"
     worker = Worker.objects.create(name="w1")
     session = make_session(status="connected", worker=worker)
     make_session(status="scan_qr", worker=worker)
@@ -169,7 +169,7 @@ def test_every_metric_the_dashboard_and_the_alerts_name_is_exposed(exposed: str)
     assert all(named.values()), [where for where, names in named.items() if not names]
     missing = {where: names - samples for where, names in named.items() if names - samples}
     assert not missing, missing
-    assert 'gateway_webhook_circuit_open{target="http://backend.test"} 1.0' in exposed
+    assert 'gateway_webhook_circuit_open{target="http://127.0.0.1:9"} 1.0' in exposed
 
 
 def test_promtool_finds_nothing_to_lint_in_the_metrics(exposed: str) -> None:
