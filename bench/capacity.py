@@ -1,33 +1,17 @@
-"""Memory and CPU of one worker holding 1,000 linked sandbox sessions: `make bench`."""
+"""Memory and CPU of one worker holding 5,000 linked sandbox sessions (`CAPACITY_SESSIONS`), and
+the time to claim, link and snapshot them all: `make bench`."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
 
-from fleet import link, sandbox_fleet, setup_database, wait_until
+from fleet import link, proc, sandbox_fleet, setup_database, wait_until
 
-SESSIONS = 1000
+SESSIONS = int(os.environ.get("CAPACITY_SESSIONS", "5000"))
 WINDOW = 30.0
-
-
-def proc(pid: int) -> tuple[float, float, int]:
-    """(RSS MiB, CPU seconds, threads) of a process, from /proc."""
-    status = dict(
-        line.split(":", 1)
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-        if ":" in line
-    )
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])  # utime + stime
-    import os
-
-    return (
-        int(status["VmRSS"].split()[0]) / 1024,
-        ticks / os.sysconf("SC_CLK_TCK"),
-        int(status["Threads"]),
-    )
 
 
 def main() -> None:
@@ -35,7 +19,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         fleet = sandbox_fleet(Path(tmp), 30)
         try:
-            worker = fleet.worker("capacity", capacity=2000)
+            worker = fleet.worker("capacity", capacity=SESSIONS)
             started = time.monotonic()
             from workers.models import Worker
 

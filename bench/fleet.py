@@ -53,14 +53,15 @@ def link(worker: str, number: int) -> list:
     from sessions_app.models import Session
     from sessions_app.sandbox import sandbox_control_send
 
+    timeout = max(300, number / 10)  # 5,000 sessions may take minutes on 2 cores
     ids = [services.session_create(external_id=None, engine="sandbox")[0].pk for _ in range(number)]
-    wait_until(lambda: count(worker, "scan_qr") == number, 300, "QR codes")
+    wait_until(lambda: count(worker, "scan_qr") == number, timeout, "QR codes")
     for index, session in enumerate(Session.objects.filter(pk__in=ids)):
         sandbox_control_send(session=session, action="scan", phone_number=f"+1555{index:07d}")
-    wait_until(lambda: count(worker, "connected") == number, 300, "links")
+    wait_until(lambda: count(worker, "connected") == number, timeout, "links")
     wait_until(
         lambda: Session.objects.filter(pk__in=ids).exclude(snapshot_key="").count() == number,
-        300,
+        timeout,
         "snapshots",
     )
     return ids
@@ -69,3 +70,19 @@ def link(worker: str, number: int) -> list:
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def proc(pid: int) -> tuple[float, float, int]:
+    """(RSS MiB, CPU seconds, threads) of a process, from /proc."""
+    status = dict(
+        line.split(":", 1)
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if ":" in line
+    )
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime + stime
+    return (
+        int(status["VmRSS"].split()[0]) / 1024,
+        ticks / os.sysconf("SC_CLK_TCK"),
+        int(status["Threads"]),
+    )

@@ -3,8 +3,10 @@
 1. Accepting: POST /sessions/{id}/messages through gunicorn (2 processes, as in production) from 1
    and 8 concurrent clients, next to GET /sessions/{id} (a trivial authenticated endpoint) on the
    same server in the same run: the ratio is what accepting a message costs beyond auth + routing.
-2. Accept → `sent`: one `run_worker` with pacing off; messages posted one at a time, 20 a second;
-   `sent_at - created_at` per message.
+2. Accept → `sent`: one `run_worker` with pacing off; messages queued open loop (through the
+   service the API calls) to one session at 50 a second, then to 100 sessions at 5 a second each
+   (`MESSAGES_BENCH_SESSIONS`, `MESSAGES_BENCH_SECONDS`); `sent_at - created_at` per message and
+   the worker's CPU per message. `--queue-only` skips part 1.
 3. Inbound: messages injected on the sandbox phone as fast as the control channel takes them;
    messages per second until each is stored with its `message.received` outbox row.
 """
@@ -12,8 +14,8 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
-import statistics
 import sys
 import tempfile
 import threading
@@ -21,9 +23,12 @@ import time
 from pathlib import Path
 
 import httpx
-from fleet import percentile, setup_database
+from fleet import link, percentile, proc, setup_database
 
 from tests.processes import Processes, answers, free_port, wait_until
+
+SESSIONS = int(os.environ.get("MESSAGES_BENCH_SESSIONS", "100"))
+SECONDS = float(os.environ.get("MESSAGES_BENCH_SECONDS", "10"))
 
 NO_PACING = {
     "SEND_INTERVAL_MIN_SECONDS": "0",
@@ -98,40 +103,57 @@ def accept_rates(processes: Processes, key: str) -> list[tuple]:
         Session.objects.filter(pk=session.pk).delete()
 
 
-def link(processes: Processes, api: httpx.Client) -> str:
+def paced_latency(session_ids: list[str], per_second: float, seconds: float) -> tuple:
+    """Messages queued through the service (what the API calls after validating), open loop at
+    `per_second` a session, round robin: accept → `sent` (`sent_at - created_at`) of each, the
+    rate actually offered, and how many were queued. The API's own cost is measured apart
+    (`bench/http_api.py`, and part 1 here): this is the queue, from the accepting commit on."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    from messaging.models import Message
+    from messaging.services import message_send
     from sessions_app.models import Session
 
-    session_id = api.post("/api/v1/sessions", json={"engine": "sandbox"}).json()["id"]
-    wait_until(
-        lambda: Session.objects.filter(pk=session_id, status="scan_qr").exists(), 60, "a QR code"
-    )
-    api.post(f"/api/v1/sandbox/sessions/{session_id}/scan", json={"phone_number": "+15550001"})
-    wait_until(
-        lambda: Session.objects.filter(pk=session_id, status="connected").exists(), 60, "linked"
-    )
-    return session_id
+    sessions = list(Session.objects.filter(pk__in=session_ids))
+    total = round(len(sessions) * per_second * seconds)
+    interval = 1 / (len(sessions) * per_second)
 
+    def send(n: int) -> str:
+        try:
+            return str(
+                message_send(
+                    session=sessions[n % len(sessions)],
+                    to="4915123456789@s.whatsapp.net",
+                    type="text",
+                    text=f"m{n}",
+                    fingerprint="",
+                ).message.pk
+            )
+        finally:
+            connection.close()
 
-def send_latency(api: httpx.Client, session_id: str, count: int) -> list[float]:
-    from messaging.models import Message
-
-    ids = []
-    for n in range(count):
-        response = api.post(
-            f"/api/v1/sessions/{session_id}/messages",
-            json={"to": "+4915123456789", "text": f"m{n}"},
-        )
-        ids.append(response.json()["id"])
-        time.sleep(0.05)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(8) as pool:
+        futures = []
+        for n in range(total):
+            delay = started + n * interval - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            futures.append(pool.submit(send, n))
+        ids = [future.result() for future in futures]
+    offered = total / (time.perf_counter() - started)
     wait_until(
         lambda: not Message.objects.filter(pk__in=ids, status__in=["queued", "sending"]).exists(),
-        120,
+        300,
         "every message sent",
     )
-    return [
+    latencies = [
         (m.sent_at - m.created_at).total_seconds() * 1000
         for m in Message.objects.filter(pk__in=ids).exclude(sent_at=None)
     ]
+    return latencies, offered, total
 
 
 def inbound_rate(session_id: str, count: int) -> tuple[float, float]:
@@ -163,30 +185,39 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         processes = Processes(Path(tmp), SANDBOX_TIMINGS=json.dumps({"qr_first": 600}), **NO_PACING)
         try:
-            rates = accept_rates(processes, key)
-            port = free_port()
-            processes.worker("worker", capacity=10)
-            processes.start("web", "serve", "--no-worker", "--port", str(port))
-            wait_until(lambda: answers(f"http://127.0.0.1:{port}/health"), 60, "the web process")
-            with httpx.Client(
-                base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": key}, timeout=30
-            ) as api:
-                session_id = link(processes, api)
-                latencies = send_latency(api, session_id, 300)
-                injected, inbound = inbound_rate(session_id, 500)
+            rates = [] if "--queue-only" in sys.argv else accept_rates(processes, key)
+            worker = processes.worker("worker", capacity=SESSIONS + 1)
+            ids = link("worker", SESSIONS + 1)
+            runs = []
+            for label, chosen, rate in (
+                ("one session, 50/s", ids[:1], 50.0),
+                (f"{SESSIONS} sessions, 5/s each", ids[1:], 5.0),
+            ):
+                cpu = proc(worker.pid)[1]
+                latencies, offered, total = paced_latency(chosen, rate, SECONDS)
+                runs.append((label, latencies, offered, total, proc(worker.pid)[1] - cpu))
+            injected, inbound = inbound_rate(ids[0], 500)
+        except Exception:
+            print(processes.log("worker")[-3000:], file=sys.stderr)
+            raise
         finally:
             processes.stop_all()
     print("\n| clients | GET session (req/s) | POST message (req/s) | ratio |")
     print("|---:|---:|---:|---:|")
     for clients, trivial, accept in rates:
         print(f"| {clients} | {trivial:.0f} | {accept:.0f} | {accept / trivial:.2f} |")
-    print("\n| accept → sent, pacing off | messages | p50 ms | p95 ms | p99 ms | mean ms |")
-    print("|---|---:|---:|---:|---:|---:|")
     print(
-        f"| one session, 20/s | {len(latencies)} | {percentile(latencies, 0.5):.0f} | "
-        f"{percentile(latencies, 0.95):.0f} | {percentile(latencies, 0.99):.0f} | "
-        f"{statistics.mean(latencies):.0f} |"
+        "\n| accept → sent, pacing off | offered/s | sent | p50 ms | p95 ms | p99 ms | max ms "
+        "| worker CPU ms/message |"
     )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for label, latencies, offered, total, cpu in runs:
+        print(
+            f"| {label} | {offered:.0f} | {len(latencies)}/{total} "
+            f"| {percentile(latencies, 0.5):.1f} | {percentile(latencies, 0.95):.1f} "
+            f"| {percentile(latencies, 0.99):.1f} | {max(latencies):.0f} "
+            f"| {1000 * cpu / total:.2f} |"
+        )
     print(
         f"\ninbound: {injected:.0f} messages/s injected; {inbound:.0f} messages/s stored, each "
         "with its message.received outbox row"

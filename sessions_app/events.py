@@ -14,8 +14,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
 from django.utils import timezone
 
 from gateway.outbox import enqueue
@@ -29,8 +28,17 @@ USAGE_PATH = "/api/webhooks/usage"
 
 
 def _next_sequence(session: Session) -> int:
-    Session.objects.filter(pk=session.pk).update(event_sequence=F("event_sequence") + 1)
-    return Session.objects.values_list("event_sequence", flat=True).get(pk=session.pk)
+    """The session's next event number, taken in one statement (the row stays locked until the
+    transaction ends, so the numbers are gap-free and in commit order per session)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_NEXT_SEQUENCE, [session.pk])
+        return cursor.fetchone()[0]
+
+
+_NEXT_SEQUENCE = (
+    f"UPDATE {Session._meta.db_table} SET event_sequence = event_sequence + 1 "  # noqa: S608
+    "WHERE id = %s RETURNING event_sequence"
+)
 
 
 def session_state(session: Session) -> dict[str, Any]:

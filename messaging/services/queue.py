@@ -19,6 +19,7 @@ from messaging import events
 from messaging.models import Message
 from messaging.services.usage import count_outbound
 from messaging.states import Direction, MessageStatus
+from sessions_app.models import Session
 from sessions_app.services import fenced_lock
 
 M = MessageStatus
@@ -66,49 +67,51 @@ def message_next(*, session_id: uuid.UUID, epoch: int, accepts_ids: bool) -> Nex
     engine takes ours) before the engine sees it. FIFO: a message waiting for a retry holds the
     ones behind it."""
     with transaction.atomic():
-        session = fenced_lock(session_id, epoch)
-        message = (
-            Message.objects.select_for_update()
-            .filter(
-                session_id=session_id, direction=Direction.OUT, status__in=[M.QUEUED, M.SENDING]
-            )
-            .order_by("created_at", "id")
-            .first()
-        )
-        if message is None:
-            return NextSend()
-        now = timezone.now()
-        if message.next_attempt_at and message.next_attempt_at > now:
-            return NextSend(due_in=(message.next_attempt_at - now).total_seconds())
-        if message.status == M.QUEUED:
-            message.advance_to(M.SENDING, now)
-            if accepts_ids:
-                message.wa_message_id = wa_message_id_for(message.pk)
-            events.message_status_changed(message, session)
-        message.attempts += 1
-        message.save(
-            update_fields=["status", "sending_at", "wa_message_id", "attempts", "next_attempt_at"]
-        )
-        quoted = _quoted(message)
-        job = SendJob(
-            message_id=message.pk,
-            wa_message_id=message.wa_message_id or "",
-            chat=message.chat,
-            type=message.type,
-            text=message.text,
-            caption=message.caption,
-            reply_to=message.reply_to,
-            reply_to_sender=quoted.sender if quoted else "",
-            reply_to_from_me=bool(quoted and quoted.direction == Direction.OUT),
-            reply_to_text=(quoted.text or quoted.caption)[:1024] if quoted else "",
-            payload=message.payload,
-            media_name=message.media.name if message.media else "",
-            media_mime_type=message.media_mime_type,
-            media_filename=message.media_filename,
-            attempt=message.attempts,
-            trace_context=message.trace_context,
-        )
-        return NextSend(job=job)
+        return _take_next(fenced_lock(session_id, epoch), accepts_ids)
+
+
+def _take_next(session: Session, accepts_ids: bool) -> NextSend:
+    """The next message of the locked `session` (see message_next)."""
+    message = (
+        Message.objects.select_for_update()
+        .filter(session_id=session.pk, direction=Direction.OUT, status__in=[M.QUEUED, M.SENDING])
+        .order_by("created_at", "id")
+        .first()
+    )
+    if message is None:
+        return NextSend()
+    now = timezone.now()
+    if message.next_attempt_at and message.next_attempt_at > now:
+        return NextSend(due_in=(message.next_attempt_at - now).total_seconds())
+    if message.status == M.QUEUED:
+        message.advance_to(M.SENDING, now)
+        if accepts_ids:
+            message.wa_message_id = wa_message_id_for(message.pk)
+        events.message_status_changed(message, session)
+    message.attempts += 1
+    message.save(
+        update_fields=["status", "sending_at", "wa_message_id", "attempts", "next_attempt_at"]
+    )
+    quoted = _quoted(message)
+    job = SendJob(
+        message_id=message.pk,
+        wa_message_id=message.wa_message_id or "",
+        chat=message.chat,
+        type=message.type,
+        text=message.text,
+        caption=message.caption,
+        reply_to=message.reply_to,
+        reply_to_sender=quoted.sender if quoted else "",
+        reply_to_from_me=bool(quoted and quoted.direction == Direction.OUT),
+        reply_to_text=(quoted.text or quoted.caption)[:1024] if quoted else "",
+        payload=message.payload,
+        media_name=message.media.name if message.media else "",
+        media_mime_type=message.media_mime_type,
+        media_filename=message.media_filename,
+        attempt=message.attempts,
+        trace_context=message.trace_context,
+    )
+    return NextSend(job=job)
 
 
 def _quoted(message: Message) -> Message | None:
@@ -132,9 +135,14 @@ def message_sent(
     wa_message_id: str,
     at: float,
     secret: str = "",
-) -> None:
+    take_next: bool = False,
+    accepts_ids: bool = False,
+) -> NextSend:
     """WhatsApp took the message. `secret`: a poll's message secret, which its votes are
-    encrypted with (kept with the poll, besides the engine's own store)."""
+    encrypted with (kept with the poll, besides the engine's own store). With `take_next` (no
+    pause is due before the next message), the next message is taken in the same transaction, as
+    `message_next(accepts_ids=…)` would: one round of locks and a commit per message instead of
+    two."""
     with transaction.atomic():
         session = fenced_lock(session_id, epoch)
         message = Message.objects.select_for_update().get(pk=message_id)
@@ -151,6 +159,7 @@ def message_sent(
             events.message_status_changed(message, session)
             count_outbound(message, before)
         message.save()
+        return _take_next(session, accepts_ids) if take_next else NextSend()
 
 
 def _backoff(attempt: int) -> timedelta:

@@ -61,6 +61,44 @@ def test_the_queue_is_fifo_and_fenced(held) -> None:
     assert Message.objects.get(pk=second.pk).status == "queued"
 
 
+def test_the_next_message_can_be_taken_with_the_last_ones_outcome(held) -> None:
+    first, second = queued(held, "1"), queued(held, "2")
+    job = services.message_next(session_id=held.pk, epoch=3, accepts_ids=True).job
+    following = services.message_sent(
+        session_id=held.pk,
+        epoch=3,
+        message_id=first.pk,
+        wa_message_id=job.wa_message_id,
+        at=time.time(),
+        take_next=True,
+        accepts_ids=True,
+    )
+    assert following.job.message_id == second.pk and following.job.wa_message_id.startswith("3EB0")
+    assert Message.objects.get(pk=first.pk).status == "sent"
+    assert Message.objects.get(pk=second.pk).status == "sending"
+    assert statuses(first) == ["sending", "sent"] and statuses(second) == ["sending"]
+    sequences = list(
+        WebhookDelivery.objects.filter(session_id=held.pk)
+        .order_by("sequence")
+        .values_list("sequence", flat=True)
+    )
+    assert sequences == list(range(sequences[0], sequences[0] + len(sequences)))  # no gap
+    last = services.message_sent(
+        session_id=held.pk,
+        epoch=3,
+        message_id=second.pk,
+        wa_message_id=following.job.wa_message_id,
+        at=time.time(),
+        take_next=True,
+        accepts_ids=True,
+    )
+    assert last.job is None and last.due_in is None  # the queue is empty
+    with pytest.raises(LeaseLost):
+        services.message_sent(
+            session_id=held.pk, epoch=2, message_id=second.pk, wa_message_id="x", at=time.time()
+        )
+
+
 def test_receipts_only_move_forward(held) -> None:
     message = sent(held, queued(held))
     wa_id = message.wa_message_id

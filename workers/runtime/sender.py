@@ -2,7 +2,8 @@
 
 One message at a time, oldest first, only while connected: `sending` is written before the engine
 is called; after the call, `sent` (or a retry with backoff, or `failed`). Paced per session
-(messaging.services.pacing). Woken by NOTIFY gateway_messages within milliseconds, and by a slow
+(messaging.services.pacing); with pacing off, the next message is marked `sending` in the same
+transaction as the last one's `sent`. Woken by NOTIFY gateway_messages within milliseconds, and by a slow
 poll. On start (a claim), messages a previous owner left in `sending` are recovered first. While
 idle, it also retries inbound media that could not be stored.
 """
@@ -114,6 +115,7 @@ class Sender:
         accepts_ids = runner.engine.accepts_message_ids
         poll = self.poll_seconds
         recovered, media_due = False, 0.0
+        taken: messages.NextSend | None = None  # taken with the last one's outcome
         loop = asyncio.get_running_loop()
         with log_context.bind(session_id=runner.key, worker_id=str(self.worker_id)):
             while True:
@@ -139,14 +141,16 @@ class Sender:
                     await self._pace()
                     if not runner.connected:
                         continue
-                    queue = await db(
-                        messages.message_next,
-                        session_id=runner.id,
-                        epoch=runner.epoch,
-                        accepts_ids=accepts_ids,
-                    )
+                    queue, taken = taken, None
+                    if queue is None:
+                        queue = await db(
+                            messages.message_next,
+                            session_id=runner.id,
+                            epoch=runner.epoch,
+                            accepts_ids=accepts_ids,
+                        )
                     if queue.job is not None:
-                        await self._send(queue.job)
+                        taken = await self._send(queue.job)
                     else:
                         await self._wait(poll if queue.due_in is None else queue.due_in)
                 except sessions.LeaseLost:
@@ -170,9 +174,10 @@ class Sender:
         if wait > 0:
             await asyncio.sleep(wait)
 
-    async def _send(self, job: messages.SendJob) -> None:
+    async def _send(self, job: messages.SendJob) -> messages.NextSend | None:
         """One message, in a span that joins the trace of the request that accepted it: the
-        context is the one stored with the message (this task began long before that request)."""
+        context is the one stored with the message (this task began long before that request).
+        Returns the next message when it was taken with this one's outcome."""
         with (
             tracing.span(
                 "message send",
@@ -187,9 +192,9 @@ class Sender:
             ),
             log_context.bind(message_id=str(job.message_id)),
         ):
-            await self._attempt(job)
+            return await self._attempt(job)
 
-    async def _attempt(self, job: messages.SendJob) -> None:
+    async def _attempt(self, job: messages.SendJob) -> messages.NextSend | None:
         runner, engine = self.runner, self.runner.engine
         path = ""
         try:
@@ -234,16 +239,17 @@ class Sender:
             # are retried only where the engine takes our id (a retry cannot duplicate).
             retry = exc.code in NEVER_SENT or (not exc.permanent and engine.accepts_message_ids)
             await self._failed(job, exc.code, str(exc), retry)
-            return
+            return None
         except OSError as exc:  # the stored media could not be read: storage is down
             await self._failed(job, "storage_unavailable", str(exc), retry=True)
-            return
+            return None
         finally:
             if path:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
         failpoint("after_send_before_commit")
-        await db(
+        paced = pacing.pacing_on()
+        following = await db(
             messages.message_sent,
             session_id=runner.id,
             epoch=runner.epoch,
@@ -251,13 +257,16 @@ class Sender:
             wa_message_id=result.wa_message_id,
             at=result.timestamp,
             secret=result.secret,
+            take_next=not paced,  # with pacing, a pause comes first
+            accepts_ids=engine.accepts_message_ids,
         )
-        if not pacing.pacing_on():
-            return
+        if not paced:
+            return following
         try:
             await io(pacing.pace_sent, runner.id)
         except Exception:  # noqa: BLE001 - cache down: pause locally instead
             await asyncio.sleep(settings.SEND_INTERVAL_MAX_SECONDS)
+        return None
 
     async def _failed(self, job: messages.SendJob, code: str, error: str, retry: bool) -> None:
         retrying = await db(
