@@ -17,9 +17,8 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from gateway.core.api import ApiView
-from gateway.core.errors import ApiError
-from gateway.core.jids import recipient_jid
+from gateway.core.api import ApiView, recipient
+from gateway.core.errors import InvalidValue
 from gateway.core.openapi import errors
 from gateway.core.pictures import picture_jpeg
 from gateway.core.throttling import rate_or_raise
@@ -57,23 +56,12 @@ REFRESH = OpenApiParameter(
 
 def _group_jid(jid: str) -> str:
     if not GROUP_JID.match(jid):
-        raise ApiError(f"{jid!r} is not a group JID (…@g.us).", code="validation_error", status=422)
+        raise InvalidValue(f"{jid!r} is not a group JID (…@g.us).")
     return jid
 
 
 def _users(values: list[str]) -> list[str]:
-    jids = []
-    for value in values:
-        try:
-            jid = recipient_jid(value)
-        except ValueError as exc:
-            raise ApiError(str(exc), code="validation_error", status=422) from None
-        if jid.endswith("@g.us"):
-            raise ApiError(
-                "Participants are users, not groups.", code="validation_error", status=422
-            )
-        jids.append(jid)
-    return jids
+    return [recipient(value, no_group="Participants are users, not groups.") for value in values]
 
 
 def _refresh(request: Request) -> bool:

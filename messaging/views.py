@@ -18,9 +18,8 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from gateway.core.api import ApiView, ListApiView
+from gateway.core.api import ApiView, ListApiView, recipient
 from gateway.core.errors import ApiError
-from gateway.core.jids import recipient_jid
 from gateway.core.openapi import errors
 from gateway.core.pagination import CreatedCursorPagination
 from gateway.core.parsers import SafeJSONParser
@@ -218,19 +217,12 @@ class ChatListApi(ListApiView):
         return self.get_paginated_response(ChatSerializer(rows, many=True).data)
 
 
-def _chat_jid(chat: str) -> str:
-    try:
-        return recipient_jid(chat)
-    except ValueError as exc:
-        raise ApiError(str(exc), code="validation_error", status=422) from None
-
-
 class ChatMessagesApi(ListApiView):
     serializer_class = MessageOutputSerializer
 
     def get_queryset(self) -> QuerySet[Message]:
         session = session_get(session_id=self.kwargs["session_id"])
-        chat = _chat_jid(self.kwargs["chat"])
+        chat = recipient(self.kwargs["chat"])
         return selectors.messages_list(session=session, filters={"chat": chat})
 
     @extend_schema(
@@ -257,7 +249,7 @@ class ChatReadApi(ApiView):
     )
     def post(self, request: Request, session_id: uuid.UUID, chat: str) -> Response:
         session = session_get(session_id=session_id)
-        jid = _chat_jid(chat)
+        jid = recipient(chat)
         return Response({"chat": jid, "marked": services.chat_read(session=session, chat=jid)})
 
 
