@@ -422,15 +422,15 @@ class SessionRunner:
             await self._status(S.PAIRING, "pairing code requested", pair_code=qr.announced(code))
         elif isinstance(event, Connected):
             await db(qr.codes_clear, session_id=self.id)
-            linked: dict[str, object] = {
-                "phone_number": event.phone_number,
-                "jid": event.jid,
-                "push_name": event.push_name,
-            }
             new_link = self.status in (S.SCAN_QR, S.PAIRING)
-            if new_link:
-                linked["linked_at"] = timezone.now()
-            await self._status(S.CONNECTED, "connected", **linked)
+            await self._status(
+                S.CONNECTED,
+                "connected",
+                phone_number=event.phone_number,
+                jid=event.jid,
+                push_name=event.push_name,
+                linked_at=timezone.now() if new_link else None,
+            )
             if new_link:
                 await self.snapshot("linked")
         elif isinstance(event, Disconnected):
