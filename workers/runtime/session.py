@@ -258,9 +258,7 @@ class SessionRunner:
     # --- what is wanted ---------------------------------------------------------------------------
 
     async def _reconcile(self) -> None:
-        lease = await db(sessions.session_lease, session_id=self.id, epoch=self.epoch)
-        if lease is None:
-            raise sessions.LeaseLost(self.key)
+        lease = await db(sessions.session_lease_held, session_id=self.id, epoch=self.epoch)
         self.lease = lease
         self.status = lease.status
         if lease.logout_requested_at or lease.delete_requested_at:
@@ -371,9 +369,7 @@ class SessionRunner:
             epoch=self.epoch,
             request="logout_requested_at",
         )
-        lease = await db(sessions.session_lease, session_id=self.id, epoch=self.epoch)
-        if lease is None:
-            raise sessions.LeaseLost(self.key)
+        lease = await db(sessions.session_lease_held, session_id=self.id, epoch=self.epoch)
         if lease.delete_requested_at:
             await db(sessions.session_delete_owned, session_id=self.id, epoch=self.epoch)
             self._forget()
@@ -447,8 +443,7 @@ class SessionRunner:
             self.started = False
             # Never reconnect without re-checking the lease: if another worker owns the session
             # now, this raises LeaseLost and we close quietly.
-            if await db(sessions.session_lease, session_id=self.id, epoch=self.epoch) is None:
-                raise sessions.LeaseLost(self.key)
+            await db(sessions.session_lease_held, session_id=self.id, epoch=self.epoch)
             await self._fail("stream_replaced", "another connection took this session over")
         elif isinstance(event, Presence):
             await db(
