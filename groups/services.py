@@ -1,7 +1,8 @@
 """Every write of the groups cache, and the group events.
 
 Two writers, one shape: the web process stores what a call to the session's worker answered
-(a refresh, a new group, a change it made: `groups_store`), and the owning worker stores what
+(`groups_refresh`, `group_create`, `group_fetch`, `group_update`, `group_leave`: each asks the
+worker, then `groups_store`s or forgets), and the owning worker stores what
 WhatsApp tells about groups (`group_*_announce`, fenced by the lease like all its writes, each
 with its webhook in the same transaction). Both take the engines' group dicts
 (`workers.engines.base.Group` as a dict).
@@ -10,6 +11,7 @@ with its webhook in the same transaction). Both take the engines' group dicts
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +23,7 @@ from groups.models import Group, GroupSync
 from groups.serializers import GroupDetailSerializer, MemberSerializer
 from sessions_app.models import Session
 from sessions_app.services import fenced_lock
+from sessions_app.services.calls import session_call
 
 
 def when(unix: float | None) -> datetime | None:
@@ -70,6 +73,68 @@ def groups_store(
 
 def group_forget(*, session_id: uuid.UUID, jid: str) -> None:
     Group.objects.filter(session_id=session_id, jid=jid).delete()
+
+
+# --- through the session's worker (the web process) ----------------------------------------------
+# Each asks the worker running the session (`session_call`: 409 `session_not_running`, 503
+# `session_unavailable`, WhatsApp's refusals with their codes), then stores what it answered.
+
+
+@dataclass(frozen=True)
+class GroupCreated:
+    group: Group
+    participants: list[dict[str, Any]]  # each invited participant's outcome, as the engine said
+
+
+def groups_refresh(*, session: Session) -> None:
+    """Every group the number is in, asked of WhatsApp: the session's whole list, synced now."""
+    groups_store(session_id=session.pk, groups=session_call(session, "groups"), whole=True)
+
+
+def group_create(*, session: Session, subject: str, participants: list[str]) -> GroupCreated:
+    """A new group with the number as its super admin; `participants` are user JIDs."""
+    created = session_call(session, "create_group", subject=subject, participants=participants)
+    [row] = groups_store(session_id=session.pk, groups=[created["group"]])
+    return GroupCreated(group=row, participants=created["participants"])
+
+
+def group_fetch(*, session: Session, jid: str) -> Group:
+    """The group `jid` as WhatsApp knows it now, cached."""
+    [row] = groups_store(
+        session_id=session.pk, groups=[session_call(session, "group_info", jid=jid)]
+    )
+    return row
+
+
+def group_update(
+    *,
+    session: Session,
+    jid: str,
+    subject: str | None = None,
+    description: str | None = None,
+    announce: bool | None = None,
+    locked: bool | None = None,
+) -> Group:
+    """Change what is given (None: leave it), and cache the group as it is after."""
+    changes = {
+        name: value
+        for name, value in (
+            ("subject", subject),
+            ("description", description),
+            ("announce", announce),
+            ("locked", locked),
+        )
+        if value is not None
+    }
+    group = session_call(session, "update_group", jid=jid, **changes)
+    [row] = groups_store(session_id=session.pk, groups=[group])
+    return row
+
+
+def group_leave(*, session: Session, jid: str) -> None:
+    """Leave the group `jid` and forget it (the group goes on for the others)."""
+    session_call(session, "leave_group", jid=jid)
+    group_forget(session_id=session.pk, jid=jid)
 
 
 def groups_forget_all(*, session_id: uuid.UUID, epoch: int) -> None:

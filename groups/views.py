@@ -1,4 +1,5 @@
-"""The groups API: thin views over the session's worker (`calls.session_call`) and the cache.
+"""The groups API: thin views over the session's worker (`calls.session_call`, through
+`groups.services` where the answer is cached) and the cache.
 
 Reads come from the cache (WhatsApp answers frequent metadata queries with rate-overlimit, and
 bans follow); `?refresh=true` asks WhatsApp once and stores the answer."""
@@ -17,9 +18,8 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from gateway.core.api import ApiView
-from gateway.core.errors import ApiError
-from gateway.core.jids import recipient_jid
+from gateway.core.api import ApiView, recipient
+from gateway.core.errors import InvalidValue
 from gateway.core.openapi import errors
 from gateway.core.pictures import picture_jpeg
 from gateway.core.throttling import rate_or_raise
@@ -57,23 +57,12 @@ REFRESH = OpenApiParameter(
 
 def _group_jid(jid: str) -> str:
     if not GROUP_JID.match(jid):
-        raise ApiError(f"{jid!r} is not a group JID (…@g.us).", code="validation_error", status=422)
+        raise InvalidValue(f"{jid!r} is not a group JID (…@g.us).")
     return jid
 
 
 def _users(values: list[str]) -> list[str]:
-    jids = []
-    for value in values:
-        try:
-            jid = recipient_jid(value)
-        except ValueError as exc:
-            raise ApiError(str(exc), code="validation_error", status=422) from None
-        if jid.endswith("@g.us"):
-            raise ApiError(
-                "Participants are users, not groups.", code="validation_error", status=422
-            )
-        jids.append(jid)
-    return jids
+    return [recipient(value, no_group="Participants are users, not groups.") for value in values]
 
 
 def _refresh(request: Request) -> bool:
@@ -111,8 +100,7 @@ class GroupListCreateApi(ApiView):
         session = session_get(session_id=session_id)
         synced = selectors.groups_synced_at(session_id=session.pk)
         if _refresh(request) or (synced is None and session.status == SessionStatus.CONNECTED):
-            groups = session_call(session, "groups")
-            services.groups_store(session_id=session.pk, groups=groups, whole=True)
+            services.groups_refresh(session=session)
             synced = selectors.groups_synced_at(session_id=session.pk)
         rows = selectors.groups_list(session_id=session.pk)
         return Response(GroupListSerializer({"groups": list(rows), "synced_at": synced}).data)
@@ -135,14 +123,10 @@ class GroupListCreateApi(ApiView):
         participants = _users(data.validated_data["participants"])
         session_connected(session)
         _limited("group_create", session.pk, settings.GROUP_CREATE_RATE)
-        created = session_call(
-            session,
-            "create_group",
-            subject=data.validated_data["subject"],
-            participants=participants,
+        created = services.group_create(
+            session=session, subject=data.validated_data["subject"], participants=participants
         )
-        [row] = services.groups_store(session_id=session.pk, groups=[created["group"]])
-        body = {"group": _detail(row), "participants": _results(created["participants"])}
+        body = {"group": _detail(created.group), "participants": _results(created.participants)}
         return Response(GroupCreatedSerializer(body).data, status=status.HTTP_201_CREATED)
 
 
@@ -160,8 +144,7 @@ class GroupDetailApi(ApiView):
         session = session_get(session_id=session_id)
         row = selectors.group_cached(session_id=session.pk, jid=_group_jid(jid))
         if row is None or _refresh(request):
-            group = session_call(session, "group_info", jid=jid)
-            [row] = services.groups_store(session_id=session.pk, groups=[group])
+            row = services.group_fetch(session=session, jid=jid)
         return Response(_detail(row))
 
     @extend_schema(
@@ -180,8 +163,7 @@ class GroupDetailApi(ApiView):
         data = GroupUpdateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         session = session_get(session_id=session_id)
-        group = session_call(session, "update_group", jid=_group_jid(jid), **data.validated_data)
-        [row] = services.groups_store(session_id=session.pk, groups=[group])
+        row = services.group_update(session=session, jid=_group_jid(jid), **data.validated_data)
         return Response(_detail(row))
 
 
@@ -300,6 +282,5 @@ class GroupLeaveApi(ApiView):
     )
     def post(self, request: Request, session_id: uuid.UUID, jid: str) -> Response:
         session = session_get(session_id=session_id)
-        session_call(session, "leave_group", jid=_group_jid(jid))
-        services.group_forget(session_id=session.pk, jid=jid)
+        services.group_leave(session=session, jid=_group_jid(jid))
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+import json
+from typing import Any, TypedDict
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -9,6 +11,7 @@ from gateway.core.jids import RECIPIENT_PATTERN, jid_to_phone, recipient_jid
 from gateway.core.serializers import FieldsOnceModelSerializer
 from messaging import events
 from messaging.models import Message
+from messaging.services import Upload, media
 from messaging.services.media import MEDIA_TYPES
 from messaging.states import Direction, MessageStatus, MessageType
 from sessions_app.services import E164
@@ -63,9 +66,37 @@ class MediaUrlSerializer(serializers.Serializer):
     )
 
 
+class SendArguments(TypedDict):
+    """`messaging.services.message_send`'s keyword arguments that a request's body gives."""
+
+    to: str
+    type: str
+    text: str
+    caption: str
+    reply_to: str
+    payload: dict[str, Any]
+    upload: Upload | None
+    media_url: str
+    filename: str
+    fingerprint: str
+
+
+def _fingerprint(data: dict[str, Any], file_digest: str) -> str:
+    """What identifies a request for Idempotency-Key: its validated fields and the file's hash."""
+    # Fields left at their empty default do not count (keys sent before they existed still match).
+    canonical = {
+        k: v
+        for k, v in data.items()
+        if k != "file" and not (k in ("mentions", "link_preview") and not v)
+    }
+    canonical["file_sha256"] = file_digest
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True, default=str).encode()).hexdigest()
+
+
 class MessageFieldsSerializer(serializers.Serializer):
     """What a message is, however it is sent: JSON (`MessageCreateInputSerializer`) or
-    multipart with its file (`MessageUploadInputSerializer`)."""
+    multipart with its file (`MessageUploadInputSerializer`). `send_arguments()` is the valid
+    message as what `message_send` takes."""
 
     to = serializers.RegexField(
         RECIPIENT_PATTERN,
@@ -144,6 +175,32 @@ class MessageFieldsSerializer(serializers.Serializer):
         if errors:
             raise serializers.ValidationError(errors)
         return attrs
+
+    def send_arguments(self) -> SendArguments:
+        """The valid message as `message_send` takes it (all but the session and the
+        Idempotency-Key): its type's payload, the uploaded file (its size checked before it is
+        read) and the fingerprint that identifies the request."""
+        v = self.validated_data
+        upload = None
+        if v.get("file") is not None:
+            media.check_size(v["type"], v["file"].size)  # before reading it
+            upload = Upload(v["file"].read(), v["file"].content_type, v["file"].name)
+        digest = hashlib.sha256(upload.content).hexdigest() if upload else ""
+        return {
+            "to": v["to"],
+            "type": v["type"],
+            "text": v["text"],
+            "caption": v["caption"],
+            "reply_to": v["reply_to"],
+            "payload": {k: v[k] for k in ("location", "contact", "poll") if k in v}
+            | ({"reaction": v["reaction"]} if v["type"] == "reaction" else {})
+            | ({"mentions": v["mentions"]} if v["mentions"] else {})
+            | ({"link_preview": True} if v["link_preview"] else {}),
+            "upload": upload,
+            "media_url": v.get("media", {}).get("url", ""),
+            "filename": v["filename"],
+            "fingerprint": _fingerprint(v, digest),
+        }
 
 
 class MessageCreateInputSerializer(MessageFieldsSerializer):

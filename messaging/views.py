@@ -3,11 +3,8 @@ numbers; and the signed temporary media URLs of the embedded mode."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import uuid
-from typing import Any
 
 from django.core.files.storage import default_storage
 from django.db.models import QuerySet
@@ -18,9 +15,8 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from gateway.core.api import ApiView, ListApiView
+from gateway.core.api import ApiView, ListApiView, recipient
 from gateway.core.errors import ApiError
-from gateway.core.jids import recipient_jid
 from gateway.core.openapi import errors
 from gateway.core.pagination import CreatedCursorPagination
 from gateway.core.parsers import SafeJSONParser
@@ -53,18 +49,6 @@ IDEMPOTENCY_KEY = OpenApiParameter(
     description="The same key and body again returns the same message (200); the same key with "
     "another body is a 422. 1 to 200 printable ASCII characters.",
 )
-
-
-def _fingerprint(data: dict[str, Any], file_digest: str) -> str:
-    """What identifies a request for Idempotency-Key: its validated fields and the file's hash."""
-    # Fields left at their empty default do not count (keys sent before they existed still match).
-    canonical = {
-        k: v
-        for k, v in data.items()
-        if k != "file" and not (k in ("mentions", "link_preview") and not v)
-    }
-    canonical["file_sha256"] = file_digest
-    return hashlib.sha256(json.dumps(canonical, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _idempotency_key(request: Request) -> str | None:
@@ -130,28 +114,8 @@ class SessionMessagesApi(ListApiView):
         serializer = MessageUploadInputSerializer if multipart else MessageCreateInputSerializer
         data = serializer(data=request.data)
         data.is_valid(raise_exception=True)
-        v = data.validated_data
-        upload = None
-        if v.get("file") is not None:
-            media.check_size(v["type"], v["file"].size)  # before reading it
-            upload = services.Upload(v["file"].read(), v["file"].content_type, v["file"].name)
-        digest = hashlib.sha256(upload.content).hexdigest() if upload else ""
         accepted = services.message_send(
-            session=session,
-            to=v["to"],
-            type=v["type"],
-            text=v["text"],
-            caption=v["caption"],
-            reply_to=v["reply_to"],
-            payload={k: v[k] for k in ("location", "contact", "poll") if k in v}
-            | ({"reaction": v["reaction"]} if v["type"] == "reaction" else {})
-            | ({"mentions": v["mentions"]} if v["mentions"] else {})
-            | ({"link_preview": True} if v["link_preview"] else {}),
-            upload=upload,
-            media_url=v.get("media", {}).get("url", ""),
-            filename=v["filename"],
-            fingerprint=_fingerprint(v, digest),
-            idempotency_key=key,
+            session=session, idempotency_key=key, **data.send_arguments()
         )
         return Response(
             MessageOutputSerializer(accepted.message).data,
@@ -218,19 +182,12 @@ class ChatListApi(ListApiView):
         return self.get_paginated_response(ChatSerializer(rows, many=True).data)
 
 
-def _chat_jid(chat: str) -> str:
-    try:
-        return recipient_jid(chat)
-    except ValueError as exc:
-        raise ApiError(str(exc), code="validation_error", status=422) from None
-
-
 class ChatMessagesApi(ListApiView):
     serializer_class = MessageOutputSerializer
 
     def get_queryset(self) -> QuerySet[Message]:
         session = session_get(session_id=self.kwargs["session_id"])
-        chat = _chat_jid(self.kwargs["chat"])
+        chat = recipient(self.kwargs["chat"])
         return selectors.messages_list(session=session, filters={"chat": chat})
 
     @extend_schema(
@@ -257,7 +214,7 @@ class ChatReadApi(ApiView):
     )
     def post(self, request: Request, session_id: uuid.UUID, chat: str) -> Response:
         session = session_get(session_id=session_id)
-        jid = _chat_jid(chat)
+        jid = recipient(chat)
         return Response({"chat": jid, "marked": services.chat_read(session=session, chat=jid)})
 
 

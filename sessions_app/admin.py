@@ -18,6 +18,19 @@ from workers.models import Worker
 
 TIMELINE_LENGTH = 50
 LINKING = [SessionStatus.STARTING, SessionStatus.SCAN_QR, SessionStatus.PAIRING]
+# What the worker reports and what was asked of it: shown in their fieldsets, never edited.
+STATUS_FIELDS = (
+    "status",
+    "status_changed_at",
+    "last_error_code",
+    "last_error",
+    "phone_number",
+    "jid",
+    "push_name",
+    "linked_at",
+    "groups_link",
+)
+REQUEST_FIELDS = ("restart_requested_at", "logout_requested_at", "delete_requested_at")
 
 
 def _worker_names() -> dict[str, str]:
@@ -55,48 +68,20 @@ class SessionAdmin(admin.ModelAdmin):
     search_fields = ["id", "external_id", "name", "phone_number", "jid", "push_name"]
     readonly_fields = [
         "id",
-        "status",
-        "status_changed_at",
-        "last_error_code",
-        "last_error",
-        "phone_number",
-        "jid",
-        "push_name",
-        "linked_at",
-        "groups_link",
+        *STATUS_FIELDS,
         "worker",
         "lease_expires_at",
         "lease_epoch",
         "event_sequence",
-        "restart_requested_at",
-        "logout_requested_at",
-        "delete_requested_at",
+        *REQUEST_FIELDS,
         "created_at",
         "updated_at",
     ]
     autocomplete_fields = ["target_worker"]
     fieldsets = [
         (None, {"fields": ["id", "external_id", "name", "engine", "metadata", "desired_state"]}),
-        (
-            "Status",
-            {
-                "fields": [
-                    "status",
-                    "status_changed_at",
-                    "last_error_code",
-                    "last_error",
-                    "phone_number",
-                    "jid",
-                    "push_name",
-                    "linked_at",
-                    "groups_link",
-                ]
-            },
-        ),
-        (
-            "Requests",
-            {"fields": ["restart_requested_at", "logout_requested_at", "delete_requested_at"]},
-        ),
+        ("Status", {"fields": STATUS_FIELDS}),
+        ("Requests", {"fields": REQUEST_FIELDS}),
         (
             "Lease",
             {

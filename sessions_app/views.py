@@ -18,9 +18,9 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from gateway.core.api import ApiView, ListApiView
-from gateway.core.errors import ApiError, Conflict
-from gateway.core.jids import RECIPIENT_PATTERN, is_group, recipient_jid
+from gateway.core.api import ApiView, ListApiView, recipient
+from gateway.core.errors import ApiError, Conflict, InvalidValue
+from gateway.core.jids import RECIPIENT_PATTERN
 from gateway.core.openapi import errors
 from gateway.core.pictures import picture_jpeg
 from gateway.core.scopes import client_of
@@ -403,13 +403,6 @@ class PresenceSubscribedSerializer(serializers.Serializer):
     subscribed = serializers.BooleanField()
 
 
-def _chat(value: str) -> str:
-    try:
-        return recipient_jid(value)
-    except ValueError as exc:
-        raise ApiError(str(exc), code="validation_error", status=422) from None
-
-
 class SessionPresenceApi(ApiView):
     @extend_schema(
         operation_id="sessions_presence",
@@ -445,7 +438,7 @@ class ChatPresenceApi(ApiView):
         data = ChatPresenceInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         session = selectors.session_get(session_id=session_id)
-        jid, state = _chat(chat), data.validated_data["state"]
+        jid, state = recipient(chat), data.validated_data["state"]
         calls.session_call(session, "set_chat_presence", chat=jid, state=state)
         return Response({"chat": jid, "state": state})
 
@@ -466,13 +459,7 @@ class PresenceSubscribeApi(ApiView):
     )
     def post(self, request: Request, session_id: uuid.UUID, chat: str) -> Response:
         session = selectors.session_get(session_id=session_id)
-        jid = _chat(chat)
-        if is_group(jid):
-            raise ApiError(
-                "A group has no online status; follow its members.",
-                code="validation_error",
-                status=422,
-            )
+        jid = recipient(chat, no_group="A group has no online status; follow its members.")
         calls.session_call(session, "subscribe_presence", chat=jid)
         return Response({"chat": jid, "subscribed": True})
 
@@ -524,11 +511,9 @@ class SessionBlocklistApi(ApiView):
         data = BlocklistUpdateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         session = selectors.session_get(session_id=session_id)
-        jid = _chat(data.validated_data["number"])
-        if is_group(jid):
-            raise ApiError(
-                "Groups cannot be blocked; leave them.", code="validation_error", status=422
-            )
+        jid = recipient(
+            data.validated_data["number"], no_group="Groups cannot be blocked; leave them."
+        )
         blocked = calls.session_call(
             session, "update_blocklist", jid=jid, action=data.validated_data["action"]
         )
@@ -594,9 +579,7 @@ class ContactApi(ApiView):
     )
     def get(self, request: Request, session_id: uuid.UUID, contact: str) -> Response:
         session = selectors.session_get(session_id=session_id)
-        jid = _chat(contact)
-        if is_group(jid):
-            raise ApiError("Groups are under …/groups.", code="validation_error", status=422)
+        jid = recipient(contact, no_group="Groups are under …/groups.")
         calls.session_connected(session)
         rate_or_raise(
             f"contact_lookup:session:{session.pk}",
@@ -617,7 +600,7 @@ class LidApi(ApiView):
     )
     def get(self, request: Request, session_id: uuid.UUID, lid: str) -> Response:
         if not re.fullmatch(r"[0-9]{1,30}@lid", lid):
-            raise ApiError(f"{lid!r} is not a @lid JID.", code="validation_error", status=422)
+            raise InvalidValue(f"{lid!r} is not a @lid JID.")
         session = selectors.session_get(session_id=session_id)
         phone = calls.session_call(session, "phone_of_lid", lid=lid)
         if not phone:

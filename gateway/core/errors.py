@@ -75,6 +75,16 @@ class Unprocessable(ApiError):
     message = "The request cannot be processed."
 
 
+class InvalidValue(ApiError):
+    """A request that matches the schema but names a value that cannot be (a number impossible
+    for its country code, a group where only users make sense, a time in the past): 422
+    `validation_error`, the code the schema's own checks answer with."""
+
+    status: int = status.HTTP_422_UNPROCESSABLE_ENTITY
+    code = "validation_error"
+    message = "The request is well-formed, but its content is not valid."
+
+
 class ForbiddenScope(ApiError):
     """The credentials' scopes do not cover the action (gateway/core/scopes.py)."""
 

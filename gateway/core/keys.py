@@ -21,7 +21,7 @@ from rest_framework_api_key.models import AbstractAPIKey, APIKey
 
 from gateway.core.api import ApiView, ListApiView
 from gateway.core.auth import ApiClient
-from gateway.core.errors import ApiError, ForbiddenScope, NotFound
+from gateway.core.errors import ForbiddenScope, InvalidValue, NotFound
 from gateway.core.models import SCOPES, ScopedAPIKey, normal_scopes, normal_sessions
 from gateway.core.openapi import errors
 from gateway.core.pagination import CreatedCursorPagination
@@ -171,11 +171,8 @@ class KeyListCreateApi(_KeysApi, ListApiView):
         scopes = None if scopes is None else normal_scopes(scopes)
         expires_at = values.get("expires_at")
         if expires_at is not None and expires_at <= timezone.now():
-            raise ApiError(
-                "`expires_at` is in the past.",
-                code="validation_error",
-                status=422,
-                details={"expires_at": ["Must be in the future."]},
+            raise InvalidValue(
+                "`expires_at` is in the past.", details={"expires_at": ["Must be in the future."]}
             )
         client = client_of(request)
         if client is not None:

@@ -211,6 +211,15 @@ def session_lease(*, session_id: uuid.UUID, epoch: int) -> Lease | None:
     return Lease.of(session) if session else None
 
 
+def session_lease_held(*, session_id: uuid.UUID, epoch: int) -> Lease:
+    """`session_lease` for an owner that must stop when it is not the owner any more: LeaseLost
+    instead of None."""
+    lease = session_lease(session_id=session_id, epoch=epoch)
+    if lease is None:
+        raise LeaseLost(f"Session {session_id} is no longer at epoch {epoch}.")
+    return lease
+
+
 def session_release(*, session_id: uuid.UUID, epoch: int) -> None:
     """Give a session's lease up (fenced): another worker may claim it at once (and is woken)."""
     with transaction.atomic():

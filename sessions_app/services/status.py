@@ -4,6 +4,7 @@ against the state machine, recorded and announced) and failures."""
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from django.db import transaction
@@ -32,7 +33,10 @@ def session_set_status(
     error: str = "",
     qr: dict[str, Any] | None = None,
     pair_code: dict[str, Any] | None = None,
-    **linked: Any,
+    phone_number: str | None = None,
+    jid: str | None = None,
+    push_name: str | None = None,
+    linked_at: datetime | None = None,
 ) -> Session:
     """Move a session to `status`, fenced by the caller's lease `epoch`, and record the change:
     a SessionEvent, a `session.status` outbox row and a live push (sessions_app.events).
@@ -40,8 +44,20 @@ def session_set_status(
     Raises `LeaseLost` when `epoch` is not the session's current one (the caller must stop its
     connection) and `IllegalTransition` for a change the state machine forbids. Setting the status
     it already has changes nothing and records nothing, unless a new `qr` or `pair_code` comes
-    with it (each is announced). `linked` may carry phone_number, jid, push_name, linked_at.
+    with it (each is announced). The linked device's `phone_number`, `jid`, `push_name` and
+    `linked_at` are written when given (None: left as they are); giving any of them writes even
+    an unchanged status.
     """
+    linked: dict[str, object] = {
+        name: value
+        for name, value in (
+            ("phone_number", phone_number),
+            ("jid", jid),
+            ("push_name", push_name),
+            ("linked_at", linked_at),
+        )
+        if value is not None
+    }
     with transaction.atomic():
         session = fenced_lock(session_id, epoch)
         if session.status == status and not (linked or qr or pair_code):

@@ -258,9 +258,7 @@ class SessionRunner:
     # --- what is wanted ---------------------------------------------------------------------------
 
     async def _reconcile(self) -> None:
-        lease = await db(sessions.session_lease, session_id=self.id, epoch=self.epoch)
-        if lease is None:
-            raise sessions.LeaseLost(self.key)
+        lease = await db(sessions.session_lease_held, session_id=self.id, epoch=self.epoch)
         self.lease = lease
         self.status = lease.status
         if lease.logout_requested_at or lease.delete_requested_at:
@@ -371,9 +369,7 @@ class SessionRunner:
             epoch=self.epoch,
             request="logout_requested_at",
         )
-        lease = await db(sessions.session_lease, session_id=self.id, epoch=self.epoch)
-        if lease is None:
-            raise sessions.LeaseLost(self.key)
+        lease = await db(sessions.session_lease_held, session_id=self.id, epoch=self.epoch)
         if lease.delete_requested_at:
             await db(sessions.session_delete_owned, session_id=self.id, epoch=self.epoch)
             self._forget()
@@ -422,15 +418,15 @@ class SessionRunner:
             await self._status(S.PAIRING, "pairing code requested", pair_code=qr.announced(code))
         elif isinstance(event, Connected):
             await db(qr.codes_clear, session_id=self.id)
-            linked: dict[str, object] = {
-                "phone_number": event.phone_number,
-                "jid": event.jid,
-                "push_name": event.push_name,
-            }
             new_link = self.status in (S.SCAN_QR, S.PAIRING)
-            if new_link:
-                linked["linked_at"] = timezone.now()
-            await self._status(S.CONNECTED, "connected", **linked)
+            await self._status(
+                S.CONNECTED,
+                "connected",
+                phone_number=event.phone_number,
+                jid=event.jid,
+                push_name=event.push_name,
+                linked_at=timezone.now() if new_link else None,
+            )
             if new_link:
                 await self.snapshot("linked")
         elif isinstance(event, Disconnected):
@@ -447,8 +443,7 @@ class SessionRunner:
             self.started = False
             # Never reconnect without re-checking the lease: if another worker owns the session
             # now, this raises LeaseLost and we close quietly.
-            if await db(sessions.session_lease, session_id=self.id, epoch=self.epoch) is None:
-                raise sessions.LeaseLost(self.key)
+            await db(sessions.session_lease_held, session_id=self.id, epoch=self.epoch)
             await self._fail("stream_replaced", "another connection took this session over")
         elif isinstance(event, Presence):
             await db(
