@@ -693,7 +693,9 @@ async def test_edits_deletions_and_reactions_both_ways(system, api) -> None:
     session = await linked(system)
     phone = str(session.id)
     mine = (await post(api, session, {"to": TO, "type": "text", "text": "first"})).json()["id"]
-    own_id = await until(lambda: Message.objects.get(pk=mine).wa_message_id, what="sent")
+    # Sent, not only `sending` (which has its WhatsApp id already where the engine takes ours).
+    await until(lambda: Message.objects.get(pk=mine).sent_at, what="sent")
+    own_id = (await sync_to_async(Message.objects.get)(pk=mine)).wa_message_id
     url = f"/api/v1/sessions/{session.id}/messages/{mine}"
     response = await sync_to_async(api.patch)(url, {"text": "second"}, "json")
     assert response.status_code == 200, response.json()
@@ -719,7 +721,7 @@ async def test_edits_deletions_and_reactions_both_ways(system, api) -> None:
         api, session, {"to": TO, "type": "image", "caption": "old"}, png(), "p.png", "image/png"
     )
     pid = picture.json()["id"]
-    await until(lambda: Message.objects.get(pk=pid).wa_message_id, what="the image sent")
+    await until(lambda: Message.objects.get(pk=pid).sent_at, what="the image sent")
     response = await sync_to_async(api.patch)(
         f"/api/v1/sessions/{session.id}/messages/{pid}", {"text": "new caption"}, "json"
     )

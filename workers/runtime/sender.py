@@ -3,9 +3,9 @@
 One message at a time, oldest first, only while connected: `sending` is written before the engine
 is called; after the call, `sent` (or a retry with backoff, or `failed`). Paced per session
 (messaging.services.pacing); with pacing off, the next message is marked `sending` in the same
-transaction as the last one's `sent`. Woken by NOTIFY gateway_messages within milliseconds, and by a slow
-poll. On start (a claim), messages a previous owner left in `sending` are recovered first. While
-idle, it also retries inbound media that could not be stored.
+transaction as the last one's `sent`. Woken by NOTIFY gateway_messages within milliseconds, and
+by a slow poll. On start (a claim), messages a previous owner left in `sending` are recovered
+first. While idle, it also retries inbound media that could not be stored.
 """
 
 from __future__ import annotations
