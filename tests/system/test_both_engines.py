@@ -117,7 +117,7 @@ async def test_quotes_and_reactions_are_keyed_as_whatsapp_keys_them(system, api)
     )
     await until(lambda: Message.objects.filter(wa_message_id="3EB0G1").exists(), what="G1")
     mine = (await post(api, session, {"to": TO, "type": "text", "text": "mine"})).json()["id"]
-    await until(lambda: Message.objects.get(pk=mine).wa_message_id, what="ours sent")
+    await until(lambda: Message.objects.get(pk=mine).sent_at, what="ours sent")
     own_id = (await sync_to_async(Message.objects.get)(pk=mine)).wa_message_id
     for body in [
         {"to": GROUP, "type": "text", "text": "me", "reply_to": "3EB0G1"},
@@ -830,8 +830,10 @@ async def test_a_poll_and_its_votes_also_after_the_session_moved(system, api) ->
     response = await post(api, session, body)
     assert response.status_code == 202, response.json()
     poll = response.json()["id"]
-    poll_id = await until(lambda: Message.objects.get(pk=poll).wa_message_id, what="sent")
-    assert (await sync_to_async(Message.objects.get)(pk=poll)).payload["poll"]["secret"]
+    await until(lambda: Message.objects.get(pk=poll).sent_at, what="sent")
+    sent = await sync_to_async(Message.objects.get)(pk=poll)
+    poll_id = sent.wa_message_id
+    assert sent.payload["poll"]["secret"]
     await system.phone.vote(phone, TO, poll_id, ["Pizza", "Sushi"])
     detail = f"/api/v1/messages/{poll}"
 
