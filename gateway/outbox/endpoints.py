@@ -68,6 +68,12 @@ RESERVED_HEADERS = {
 }
 
 
+# An endpoint's `sessions`: null (every session) or at least one id. An empty list would route
+# nothing, and for scoped keys it would be within every tenant's sessions (the empty set is a
+# subset of any): so it is refused wherever endpoints are made.
+NO_SESSIONS = "Name at least one session, or leave `sessions` out (null) for every session."
+
+
 class EndpointInvalid(ApiError):
     def __init__(self, message: str, *, code: str = "endpoint_invalid") -> None:
         super().__init__(message, code=code, status=422)

@@ -28,9 +28,13 @@ class EndpointInputSerializer(serializers.Serializer):
     sessions = serializers.ListField(
         child=serializers.UUIDField(),
         allow_null=True,
+        allow_empty=False,
         default=None,
+        min_length=1,
         max_length=1000,
-        help_text="Only these sessions' events; null or omitted: every session.",
+        error_messages={"empty": endpoints.NO_SESSIONS, "min_length": endpoints.NO_SESSIONS},
+        help_text="Only these sessions' events (at least one); null or omitted: every session. "
+        "An empty list is refused.",
     )
     secret = serializers.CharField(
         max_length=200,
