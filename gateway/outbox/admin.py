@@ -149,6 +149,12 @@ class EndpointForm(forms.ModelForm):
         except ApiError as refused:
             raise forms.ValidationError(refused.message) from None
 
+    def clean_sessions(self) -> list[str] | None:
+        try:
+            return endpoints.check_session_ids(self.cleaned_data.get("sessions"))
+        except ApiError as refused:
+            raise forms.ValidationError(refused.message) from None
+
     def clean_secret(self) -> str:
         value = self.cleaned_data.get("secret") or ""
         if value:

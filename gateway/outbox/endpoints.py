@@ -30,7 +30,7 @@ from gateway.core.errors import ApiError
 from gateway.core.urlguard import UrlRefused, address_forbidden, checked_target, resolve
 from gateway.outbox import brokers
 from gateway.outbox.brokers import BROKER_SCHEMES, DEFAULT_EXCHANGE, DEFAULT_STREAM
-from gateway.outbox.models import Endpoint, default_events
+from gateway.outbox.models import Endpoint, WebhookDelivery, default_events
 
 __all__ = ["DEFAULT_EXCHANGE", "DEFAULT_STREAM", "default_events"]
 
@@ -117,6 +117,26 @@ def check_patterns(patterns: list[str]) -> list[str]:
                 code="event_unknown",
             )
     return list(dict.fromkeys(patterns))
+
+
+def check_session_ids(value: Any) -> list[str] | None:
+    """None (every session) or at least one id of an existing session (`[]` is refused:
+    NO_SESSIONS)."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        raise EndpointInvalid(NO_SESSIONS)
+    try:
+        ids = list(dict.fromkeys(str(uuid.UUID(str(v))) for v in value))
+    except ValueError:
+        raise EndpointInvalid("Sessions are given by their ids.") from None
+    # The sessions' table, as the outbox knows it: through its own foreign key.
+    sessions: Any = WebhookDelivery._meta.get_field("session").related_model
+    known = {str(pk) for pk in sessions.objects.filter(pk__in=ids).values_list("pk", flat=True)}
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise EndpointInvalid(f"No such session: {', '.join(unknown)}.", code="session_not_found")
+    return ids
 
 
 def check_headers(headers: dict[str, str]) -> dict[str, str]:

@@ -72,18 +72,7 @@ class EndpointInputSerializer(serializers.Serializer):
         return endpoints.check_headers(value)
 
     def validate_sessions(self, value: list[Any] | None) -> list[str] | None:
-        if value is None:
-            return None
-        ids = list(dict.fromkeys(str(v) for v in value))
-        # The sessions' table, as the outbox knows it: through its own foreign key.
-        sessions: Any = WebhookDelivery._meta.get_field("session").related_model
-        known = {str(pk) for pk in sessions.objects.filter(pk__in=ids).values_list("pk", flat=True)}
-        unknown = [i for i in ids if i not in known]
-        if unknown:
-            raise endpoints.EndpointInvalid(
-                f"No such session: {', '.join(unknown)}.", code="session_not_found"
-            )
-        return ids
+        return endpoints.check_session_ids(value)
 
     def validate_secret(self, value: str) -> str:
         return check_secret(value)

@@ -317,3 +317,58 @@ def test_the_fleet_figures_need_staff_and_count_the_last_hour_by_minute(
     [row] = [w for w in fleet["workers"] if w["name"] == "w-fleet"]
     assert (row["sessions"], row["capacity"], row["status"]) == (1, 50, "active")
     assert fleet["webhooks"] == {"backlog": 0, "oldest_pending_seconds": 0}
+
+
+# --- Webhook endpoints ----------------------------------------------------------------------------
+
+ENDPOINTS = "/admin/gateway/endpoint/"
+
+
+def endpoint_form(**fields: str) -> dict[str, str]:
+    """The admin's add/change form of a webhook endpoint, filled in as a browser sends it."""
+    return {
+        "url": "http://127.0.0.1:9/hook",
+        "events": '["*"]',
+        "sessions": "",
+        "secret": "",
+        "headers": "{}",
+        "subject": "wa.{session}.{event}",
+        "stream": "",
+        "exchange": "",
+        "enabled": "on",
+        "description": "",
+        **fields,
+    }
+
+
+def form_errors(response) -> dict[str, list[str]]:
+    assert response.status_code == 200, response.status_code  # the form again, not a redirect
+    errors = response.context["adminform"].form.errors
+    return {name: list(messages) for name, messages in errors.items()}
+
+
+@pytest.fixture
+def _loopback(settings) -> None:
+    settings.WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+
+
+@pytest.mark.usefixtures("_loopback")
+def test_an_endpoint_made_in_the_admin_names_sessions_or_takes_them_all(
+    operator: Client, make_session
+) -> None:
+    from gateway.outbox.endpoints import NO_SESSIONS
+    from gateway.outbox.models import Endpoint
+
+    refused = operator.post(f"{ENDPOINTS}add/", endpoint_form(sessions="[]"))
+    assert form_errors(refused) == {"sessions": [NO_SESSIONS]}
+    unknown = operator.post(f"{ENDPOINTS}add/", endpoint_form(sessions='["not-an-id"]'))
+    assert list(form_errors(unknown)) == ["sessions"]
+    assert not Endpoint.objects.exists()
+    session = make_session()
+    some = operator.post(f"{ENDPOINTS}add/", endpoint_form(sessions=f'["{session.pk}"]'))
+    every = operator.post(f"{ENDPOINTS}add/", endpoint_form(description="every session"))
+    assert some.status_code == every.status_code == 302
+    assert Endpoint.objects.get(description="").sessions == [str(session.pk)]
+    assert Endpoint.objects.get(description="every session").sessions is None
+    page = operator.get(f"{ENDPOINTS}add/").content.decode()
+    assert "null (left empty) means every session" in page
