@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import re
 import secrets
 import uuid
@@ -53,6 +54,8 @@ EVENT_TYPES = (
     "webhook.test",
 )
 WEBHOOK_SCHEMES = {"http": 80, "https": 443}
+# How long a rotated-out secret keeps signing too (the API's default, the admin's always).
+DEFAULT_OVERLAP_SECONDS = 86400
 _PATTERN = re.compile(r"^(\*|[a-z_]+(\.[a-z_]+)*(\.\*)?)$")
 # Headers an endpoint may not set: the signed ones and what HTTP itself decides.
 RESERVED_HEADERS = {
@@ -150,6 +153,31 @@ def check_headers(headers: dict[str, str]) -> dict[str, str]:
     return headers
 
 
+def check_secret(value: str) -> str:
+    """A Standard Webhooks secret: `whsec_` and the base64 of 24 to 64 bytes (422)."""
+    try:
+        raw = base64.b64decode(value.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if not value.startswith("whsec_") or not 24 <= len(raw) <= 64:
+        raise EndpointInvalid(
+            "A secret is `whsec_` and the base64 of 24 to 64 random bytes.", code="secret_invalid"
+        )
+    return value
+
+
+def broker_fields(url: str, *, subject: str, stream: str, exchange: str) -> dict[str, str]:
+    """A broker endpoint's `stream` and `exchange` as stored (its kind's default when empty,
+    empty for the other kind), its names checked (check_broker_names); nothing for a webhook."""
+    kind = kind_of(url)
+    if kind == "webhook":
+        return {}
+    stream = (stream or DEFAULT_STREAM) if kind == "nats" else ""
+    exchange = (exchange or DEFAULT_EXCHANGE) if kind == "amqp" else ""
+    check_broker_names(subject=subject or brokers.DEFAULT_SUBJECT, stream=stream, exchange=exchange)
+    return {"stream": stream, "exchange": exchange}
+
+
 def check_broker_names(*, subject: str, stream: str, exchange: str) -> None:
     """A broker endpoint's subject template, stream and exchange names (422 each)."""
     for check, value, code in (
@@ -210,7 +238,7 @@ def endpoint_update(endpoint: Endpoint, **fields: Any) -> Endpoint:
 
 
 def endpoint_rotate_secret(
-    endpoint: Endpoint, *, secret: str | None = None, overlap_seconds: int = 86400
+    endpoint: Endpoint, *, secret: str | None = None, overlap_seconds: int = DEFAULT_OVERLAP_SECONDS
 ) -> Endpoint:
     """A new secret; the current one keeps signing too (two signatures) for `overlap_seconds`,
     so receivers can switch without refusing a single event."""

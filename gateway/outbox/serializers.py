@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
 from django.utils import timezone
@@ -75,35 +73,21 @@ class EndpointInputSerializer(serializers.Serializer):
         return endpoints.check_session_ids(value)
 
     def validate_secret(self, value: str) -> str:
-        return check_secret(value)
+        return endpoints.check_secret(value)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        url = attrs.get("url") or getattr(self.instance, "url", "") or ""
-        kind = endpoints.kind_of(url)
-        if kind == "webhook":
-            return attrs
+        def current(name: str) -> str:
+            return attrs.get(name) or getattr(self.instance, name, "") or ""
 
-        def current(name: str, default: str = "") -> str:
-            return attrs.get(name) or getattr(self.instance, name, "") or default
-
-        stream = current("stream", endpoints.DEFAULT_STREAM) if kind == "nats" else ""
-        exchange = current("exchange", endpoints.DEFAULT_EXCHANGE) if kind == "amqp" else ""
-        subject = current("subject", brokers.DEFAULT_SUBJECT)
-        endpoints.check_broker_names(subject=subject, stream=stream, exchange=exchange)
-        attrs.update(stream=stream, exchange=exchange)
-        return attrs
-
-
-def check_secret(value: str) -> str:
-    try:
-        raw = base64.b64decode(value.removeprefix("whsec_"), validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    if not value.startswith("whsec_") or not 24 <= len(raw) <= 64:
-        raise endpoints.EndpointInvalid(
-            "A secret is `whsec_` and the base64 of 24 to 64 random bytes.", code="secret_invalid"
+        attrs.update(
+            endpoints.broker_fields(
+                current("url"),
+                subject=current("subject"),
+                stream=current("stream"),
+                exchange=current("exchange"),
+            )
         )
-    return value
+        return attrs
 
 
 class EndpointOutputSerializer(serializers.ModelSerializer):
@@ -166,13 +150,13 @@ class RotateInputSerializer(serializers.Serializer):
     overlap_seconds = serializers.IntegerField(
         min_value=0,
         max_value=7 * 86400,
-        default=86400,
+        default=endpoints.DEFAULT_OVERLAP_SECONDS,
         help_text="How long the previous secret signs too (a second signature), so receivers "
         "can switch without refusing an event.",
     )
 
     def validate_secret(self, value: str) -> str:
-        return check_secret(value)
+        return endpoints.check_secret(value)
 
 
 class DeliveryOutputSerializer(serializers.ModelSerializer):
