@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import enum
 import re
 import secrets
 import uuid
@@ -221,17 +222,75 @@ async def broker_host_checked(host: str, port: int) -> None:
 # --- Writes ---------------------------------------------------------------------------------------
 
 
-def endpoint_create(**fields: Any) -> Endpoint:
-    """A new endpoint; its secret is generated when none is given."""
-    if not fields.get("secret"):
-        fields["secret"] = new_secret()
-    return Endpoint.objects.create(**fields)
+def endpoint_create(
+    *,
+    url: str,
+    events: list[str] | None = None,
+    sessions: list[str] | None = None,
+    secret: str = "",
+    headers: dict[str, str] | None = None,
+    enabled: bool = True,
+    description: str = "",
+    subject: str = brokers.DEFAULT_SUBJECT,
+    stream: str = "",
+    exchange: str = "",
+) -> Endpoint:
+    """A new endpoint, its fields checked by the caller (the API's serializer, the admin's form):
+    every event when `events` is None, every session when `sessions` is; its secret is generated
+    when none is given."""
+    return Endpoint.objects.create(
+        url=url,
+        events=default_events() if events is None else events,
+        sessions=sessions,
+        secret=secret or new_secret(),
+        headers=headers or {},
+        enabled=enabled,
+        description=description,
+        subject=subject,
+        stream=stream,
+        exchange=exchange,
+    )
 
 
-def endpoint_update(endpoint: Endpoint, **fields: Any) -> Endpoint:
-    for name, value in fields.items():
-        setattr(endpoint, name, value)
-    if fields.get("enabled"):
+class Unchanged(enum.Enum):
+    """A field endpoint_update leaves as it is (None is a value: `sessions=None`, every session)."""
+
+    UNCHANGED = enum.auto()
+
+
+UNCHANGED = Unchanged.UNCHANGED
+
+
+def endpoint_update(
+    endpoint: Endpoint,
+    *,
+    url: str | Unchanged = UNCHANGED,
+    events: list[str] | Unchanged = UNCHANGED,
+    sessions: list[str] | Unchanged | None = UNCHANGED,
+    headers: dict[str, str] | Unchanged = UNCHANGED,
+    enabled: bool | Unchanged = UNCHANGED,
+    description: str | Unchanged = UNCHANGED,
+    subject: str | Unchanged = UNCHANGED,
+    stream: str | Unchanged = UNCHANGED,
+    exchange: str | Unchanged = UNCHANGED,
+) -> Endpoint:
+    """The given fields changed (checked by the caller); `enabled=True` also clears why it was
+    disabled. Not the secret: that changes only by a rotation (endpoint_rotate_secret)."""
+    given = {
+        "url": url,
+        "events": events,
+        "sessions": sessions,
+        "headers": headers,
+        "enabled": enabled,
+        "description": description,
+        "subject": subject,
+        "stream": stream,
+        "exchange": exchange,
+    }
+    for name, value in given.items():
+        if value is not UNCHANGED:
+            setattr(endpoint, name, value)
+    if enabled is True:
         endpoint.disabled_reason = ""
     endpoint.save()
     return endpoint
