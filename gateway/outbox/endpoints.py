@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
+import enum
 import re
 import secrets
 import uuid
@@ -30,7 +32,7 @@ from gateway.core.errors import ApiError
 from gateway.core.urlguard import UrlRefused, address_forbidden, checked_target, resolve
 from gateway.outbox import brokers
 from gateway.outbox.brokers import BROKER_SCHEMES, DEFAULT_EXCHANGE, DEFAULT_STREAM
-from gateway.outbox.models import Endpoint, default_events
+from gateway.outbox.models import Endpoint, WebhookDelivery, default_events
 
 __all__ = ["DEFAULT_EXCHANGE", "DEFAULT_STREAM", "default_events"]
 
@@ -53,6 +55,8 @@ EVENT_TYPES = (
     "webhook.test",
 )
 WEBHOOK_SCHEMES = {"http": 80, "https": 443}
+# How long a rotated-out secret keeps signing too (the API's default, the admin's always).
+DEFAULT_OVERLAP_SECONDS = 86400
 _PATTERN = re.compile(r"^(\*|[a-z_]+(\.[a-z_]+)*(\.\*)?)$")
 # Headers an endpoint may not set: the signed ones and what HTTP itself decides.
 RESERVED_HEADERS = {
@@ -66,6 +70,12 @@ RESERVED_HEADERS = {
     "webhook-timestamp",
     "webhook-signature",
 }
+
+
+# An endpoint's `sessions`: null (every session) or at least one id. An empty list would route
+# nothing, and for scoped keys it would be within every tenant's sessions (the empty set is a
+# subset of any): so it is refused wherever endpoints are made.
+NO_SESSIONS = "Name at least one session, or leave `sessions` out (null) for every session."
 
 
 class EndpointInvalid(ApiError):
@@ -113,6 +123,26 @@ def check_patterns(patterns: list[str]) -> list[str]:
     return list(dict.fromkeys(patterns))
 
 
+def check_session_ids(value: Any) -> list[str] | None:
+    """None (every session) or at least one id of an existing session (`[]` is refused:
+    NO_SESSIONS)."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        raise EndpointInvalid(NO_SESSIONS)
+    try:
+        ids = list(dict.fromkeys(str(uuid.UUID(str(v))) for v in value))
+    except ValueError:
+        raise EndpointInvalid("Sessions are given by their ids.") from None
+    # The sessions' table, as the outbox knows it: through its own foreign key.
+    sessions: Any = WebhookDelivery._meta.get_field("session").related_model
+    known = {str(pk) for pk in sessions.objects.filter(pk__in=ids).values_list("pk", flat=True)}
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise EndpointInvalid(f"No such session: {', '.join(unknown)}.", code="session_not_found")
+    return ids
+
+
 def check_headers(headers: dict[str, str]) -> dict[str, str]:
     for name, value in headers.items():
         if not re.match(r"^[A-Za-z0-9-]{1,64}$", name):
@@ -122,6 +152,31 @@ def check_headers(headers: dict[str, str]) -> dict[str, str]:
         if not isinstance(value, str) or len(value) > 1000 or re.search(r"[\r\n\x00]", value):
             raise EndpointInvalid(f"The {name} header's value is not a valid header value.")
     return headers
+
+
+def check_secret(value: str) -> str:
+    """A Standard Webhooks secret: `whsec_` and the base64 of 24 to 64 bytes (422)."""
+    try:
+        raw = base64.b64decode(value.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if not value.startswith("whsec_") or not 24 <= len(raw) <= 64:
+        raise EndpointInvalid(
+            "A secret is `whsec_` and the base64 of 24 to 64 random bytes.", code="secret_invalid"
+        )
+    return value
+
+
+def broker_fields(url: str, *, subject: str, stream: str, exchange: str) -> dict[str, str]:
+    """A broker endpoint's `stream` and `exchange` as stored (its kind's default when empty,
+    empty for the other kind), its names checked (check_broker_names); nothing for a webhook."""
+    kind = kind_of(url)
+    if kind == "webhook":
+        return {}
+    stream = (stream or DEFAULT_STREAM) if kind == "nats" else ""
+    exchange = (exchange or DEFAULT_EXCHANGE) if kind == "amqp" else ""
+    check_broker_names(subject=subject or brokers.DEFAULT_SUBJECT, stream=stream, exchange=exchange)
+    return {"stream": stream, "exchange": exchange}
 
 
 def check_broker_names(*, subject: str, stream: str, exchange: str) -> None:
@@ -167,24 +222,82 @@ async def broker_host_checked(host: str, port: int) -> None:
 # --- Writes ---------------------------------------------------------------------------------------
 
 
-def endpoint_create(**fields: Any) -> Endpoint:
-    """A new endpoint; its secret is generated when none is given."""
-    if not fields.get("secret"):
-        fields["secret"] = new_secret()
-    return Endpoint.objects.create(**fields)
+def endpoint_create(
+    *,
+    url: str,
+    events: list[str] | None = None,
+    sessions: list[str] | None = None,
+    secret: str = "",
+    headers: dict[str, str] | None = None,
+    enabled: bool = True,
+    description: str = "",
+    subject: str = brokers.DEFAULT_SUBJECT,
+    stream: str = "",
+    exchange: str = "",
+) -> Endpoint:
+    """A new endpoint, its fields checked by the caller (the API's serializer, the admin's form):
+    every event when `events` is None, every session when `sessions` is; its secret is generated
+    when none is given."""
+    return Endpoint.objects.create(
+        url=url,
+        events=default_events() if events is None else events,
+        sessions=sessions,
+        secret=secret or new_secret(),
+        headers=headers or {},
+        enabled=enabled,
+        description=description,
+        subject=subject,
+        stream=stream,
+        exchange=exchange,
+    )
 
 
-def endpoint_update(endpoint: Endpoint, **fields: Any) -> Endpoint:
-    for name, value in fields.items():
-        setattr(endpoint, name, value)
-    if fields.get("enabled"):
+class Unchanged(enum.Enum):
+    """A field endpoint_update leaves as it is (None is a value: `sessions=None`, every session)."""
+
+    UNCHANGED = enum.auto()
+
+
+UNCHANGED = Unchanged.UNCHANGED
+
+
+def endpoint_update(
+    endpoint: Endpoint,
+    *,
+    url: str | Unchanged = UNCHANGED,
+    events: list[str] | Unchanged = UNCHANGED,
+    sessions: list[str] | Unchanged | None = UNCHANGED,
+    headers: dict[str, str] | Unchanged = UNCHANGED,
+    enabled: bool | Unchanged = UNCHANGED,
+    description: str | Unchanged = UNCHANGED,
+    subject: str | Unchanged = UNCHANGED,
+    stream: str | Unchanged = UNCHANGED,
+    exchange: str | Unchanged = UNCHANGED,
+) -> Endpoint:
+    """The given fields changed (checked by the caller); `enabled=True` also clears why it was
+    disabled. Not the secret: that changes only by a rotation (endpoint_rotate_secret)."""
+    given = {
+        "url": url,
+        "events": events,
+        "sessions": sessions,
+        "headers": headers,
+        "enabled": enabled,
+        "description": description,
+        "subject": subject,
+        "stream": stream,
+        "exchange": exchange,
+    }
+    for name, value in given.items():
+        if value is not UNCHANGED:
+            setattr(endpoint, name, value)
+    if enabled is True:
         endpoint.disabled_reason = ""
     endpoint.save()
     return endpoint
 
 
 def endpoint_rotate_secret(
-    endpoint: Endpoint, *, secret: str | None = None, overlap_seconds: int = 86400
+    endpoint: Endpoint, *, secret: str | None = None, overlap_seconds: int = DEFAULT_OVERLAP_SECONDS
 ) -> Endpoint:
     """A new secret; the current one keeps signing too (two signatures) for `overlap_seconds`,
     so receivers can switch without refusing a single event."""

@@ -38,7 +38,9 @@ class Endpoint(models.Model):
         default=default_events, help_text="Event patterns: `*`, `message.*`, `session.status`."
     )
     sessions = models.JSONField(
-        null=True, blank=True, help_text="Session ids; empty means every session."
+        null=True,
+        blank=True,
+        help_text="Session ids (at least one); null (left empty) means every session.",
     )
     secret = models.CharField(max_length=200, help_text="Standard Webhooks signing secret.")
     previous_secret = models.CharField(max_length=200, blank=True)

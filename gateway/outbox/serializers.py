@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
 from django.utils import timezone
@@ -28,9 +26,13 @@ class EndpointInputSerializer(serializers.Serializer):
     sessions = serializers.ListField(
         child=serializers.UUIDField(),
         allow_null=True,
+        allow_empty=False,
         default=None,
+        min_length=1,
         max_length=1000,
-        help_text="Only these sessions' events; null or omitted: every session.",
+        error_messages={"empty": endpoints.NO_SESSIONS, "min_length": endpoints.NO_SESSIONS},
+        help_text="Only these sessions' events (at least one); null or omitted: every session. "
+        "An empty list is refused.",
     )
     secret = serializers.CharField(
         max_length=200,
@@ -68,49 +70,24 @@ class EndpointInputSerializer(serializers.Serializer):
         return endpoints.check_headers(value)
 
     def validate_sessions(self, value: list[Any] | None) -> list[str] | None:
-        if value is None:
-            return None
-        ids = list(dict.fromkeys(str(v) for v in value))
-        # The sessions' table, as the outbox knows it: through its own foreign key.
-        sessions: Any = WebhookDelivery._meta.get_field("session").related_model
-        known = {str(pk) for pk in sessions.objects.filter(pk__in=ids).values_list("pk", flat=True)}
-        unknown = [i for i in ids if i not in known]
-        if unknown:
-            raise endpoints.EndpointInvalid(
-                f"No such session: {', '.join(unknown)}.", code="session_not_found"
-            )
-        return ids
+        return endpoints.check_session_ids(value)
 
     def validate_secret(self, value: str) -> str:
-        return check_secret(value)
+        return endpoints.check_secret(value)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        url = attrs.get("url") or getattr(self.instance, "url", "") or ""
-        kind = endpoints.kind_of(url)
-        if kind == "webhook":
-            return attrs
+        def current(name: str) -> str:
+            return attrs.get(name) or getattr(self.instance, name, "") or ""
 
-        def current(name: str, default: str = "") -> str:
-            return attrs.get(name) or getattr(self.instance, name, "") or default
-
-        stream = current("stream", endpoints.DEFAULT_STREAM) if kind == "nats" else ""
-        exchange = current("exchange", endpoints.DEFAULT_EXCHANGE) if kind == "amqp" else ""
-        subject = current("subject", brokers.DEFAULT_SUBJECT)
-        endpoints.check_broker_names(subject=subject, stream=stream, exchange=exchange)
-        attrs.update(stream=stream, exchange=exchange)
-        return attrs
-
-
-def check_secret(value: str) -> str:
-    try:
-        raw = base64.b64decode(value.removeprefix("whsec_"), validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    if not value.startswith("whsec_") or not 24 <= len(raw) <= 64:
-        raise endpoints.EndpointInvalid(
-            "A secret is `whsec_` and the base64 of 24 to 64 random bytes.", code="secret_invalid"
+        attrs.update(
+            endpoints.broker_fields(
+                current("url"),
+                subject=current("subject"),
+                stream=current("stream"),
+                exchange=current("exchange"),
+            )
         )
-    return value
+        return attrs
 
 
 class EndpointOutputSerializer(serializers.ModelSerializer):
@@ -173,13 +150,13 @@ class RotateInputSerializer(serializers.Serializer):
     overlap_seconds = serializers.IntegerField(
         min_value=0,
         max_value=7 * 86400,
-        default=86400,
+        default=endpoints.DEFAULT_OVERLAP_SECONDS,
         help_text="How long the previous secret signs too (a second signature), so receivers "
         "can switch without refusing an event.",
     )
 
     def validate_secret(self, value: str) -> str:
-        return check_secret(value)
+        return endpoints.check_secret(value)
 
 
 class DeliveryOutputSerializer(serializers.ModelSerializer):

@@ -38,17 +38,15 @@ class EndpointNotFound(NotFound):
 
 def visible_endpoints(request: Request) -> QuerySet[Endpoint]:
     """The endpoints the caller may manage: for credentials limited to some sessions
-    (gateway/core/scopes.py), those whose sessions are all theirs."""
+    (gateway/core/scopes.py), those that name sessions, all of them theirs. Not one that names
+    none (`[]`, refused since, but a row may hold it): the empty set is within every tenant's
+    sessions, so that would be every limited key's endpoint."""
     rows = Endpoint.objects.all()
     client = client_of(request)
     if client is None or client.all_sessions:
         return rows
     visible = client.visible_ids() or frozenset()
-    mine = [
-        pk
-        for pk, ids in rows.values_list("pk", "sessions")
-        if ids is not None and set(ids) <= visible
-    ]
+    mine = [pk for pk, ids in rows.values_list("pk", "sessions") if ids and set(ids) <= visible]
     return rows.filter(pk__in=mine)
 
 

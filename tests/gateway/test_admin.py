@@ -317,3 +317,139 @@ def test_the_fleet_figures_need_staff_and_count_the_last_hour_by_minute(
     [row] = [w for w in fleet["workers"] if w["name"] == "w-fleet"]
     assert (row["sessions"], row["capacity"], row["status"]) == (1, 50, "active")
     assert fleet["webhooks"] == {"backlog": 0, "oldest_pending_seconds": 0}
+
+
+# --- Webhook endpoints ----------------------------------------------------------------------------
+
+ENDPOINTS = "/admin/gateway/endpoint/"
+
+
+def endpoint_form(**fields: str) -> dict[str, str]:
+    """The admin's add/change form of a webhook endpoint, filled in as a browser sends it."""
+    return {
+        "url": "http://127.0.0.1:9/hook",
+        "events": '["*"]',
+        "sessions": "",
+        "secret": "",
+        "headers": "{}",
+        "subject": "wa.{session}.{event}",
+        "stream": "",
+        "exchange": "",
+        "enabled": "on",
+        "description": "",
+        **fields,
+    }
+
+
+def form_errors(response) -> dict[str, list[str]]:
+    assert response.status_code == 200, response.status_code  # the form again, not a redirect
+    errors = response.context["adminform"].form.errors
+    return {name: list(messages) for name, messages in errors.items()}
+
+
+@pytest.fixture
+def _loopback(settings) -> None:
+    settings.WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+
+
+@pytest.mark.usefixtures("_loopback")
+def test_an_endpoint_made_in_the_admin_names_sessions_or_takes_them_all(
+    operator: Client, make_session
+) -> None:
+    from gateway.outbox.endpoints import NO_SESSIONS
+    from gateway.outbox.models import Endpoint
+
+    refused = operator.post(f"{ENDPOINTS}add/", endpoint_form(sessions="[]"))
+    assert form_errors(refused) == {"sessions": [NO_SESSIONS]}
+    unknown = operator.post(f"{ENDPOINTS}add/", endpoint_form(sessions='["not-an-id"]'))
+    assert list(form_errors(unknown)) == ["sessions"]
+    assert not Endpoint.objects.exists()
+    session = make_session()
+    some = operator.post(f"{ENDPOINTS}add/", endpoint_form(sessions=f'["{session.pk}"]'))
+    every = operator.post(f"{ENDPOINTS}add/", endpoint_form(description="every session"))
+    assert some.status_code == every.status_code == 302
+    assert Endpoint.objects.get(description="").sessions == [str(session.pk)]
+    assert Endpoint.objects.get(description="every session").sessions is None
+    page = operator.get(f"{ENDPOINTS}add/").content.decode()
+    assert "null (left empty) means every session" in page
+
+
+@pytest.mark.usefixtures("_loopback")
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"secret": "not-a-secret"}, "secret"),
+        ({"secret": "whsec_" + "A" * 8}, "secret"),  # 6 bytes: too short
+        ({"headers": '{"webhook-signature": "forged"}'}, "headers"),
+        ({"headers": '{"Content-Type": "text/plain"}'}, "headers"),
+        ({"headers": '{"X-A": "line\\r\\nbreak"}'}, "headers"),
+        ({"headers": '["X-A"]'}, "headers"),
+        ({"url": "nats://127.0.0.1:4222", "stream": "a.b"}, "stream"),
+        ({"url": "nats://127.0.0.1:4222", "subject": "wa.>"}, "subject"),
+        ({"url": "amqp://guest:guest@127.0.0.1:5672/", "exchange": "amq.topic"}, "exchange"),
+        ({"url": "amqp://guest:guest@127.0.0.1:5672/", "subject": "{session}.{event}"}, "subject"),
+    ],
+)
+def test_the_admin_checks_an_endpoint_as_the_api_does(
+    operator: Client, fields: dict[str, str], field: str
+) -> None:
+    from gateway.outbox.models import Endpoint
+
+    response = operator.post(f"{ENDPOINTS}add/", endpoint_form(**fields))
+    assert list(form_errors(response)) == [field]
+    assert not Endpoint.objects.exists()
+
+
+@pytest.mark.usefixtures("_loopback")
+def test_a_broker_made_in_the_admin_gets_the_apis_defaults(operator: Client) -> None:
+    from gateway.outbox.models import Endpoint
+
+    for url in ("nats://127.0.0.1:4222", "amqp://guest:guest@127.0.0.1:5672/"):
+        response = operator.post(f"{ENDPOINTS}add/", endpoint_form(url=url, stream="", exchange=""))
+        assert response.status_code == 302, form_errors(response)
+    nats = Endpoint.objects.get(url__startswith="nats:")
+    amqp = Endpoint.objects.get(url__startswith="amqp:")
+    assert (nats.stream, nats.exchange, amqp.stream, amqp.exchange) == (
+        "WHATSAPP",
+        "",
+        "",
+        "whatsapp",
+    )
+
+
+@pytest.mark.usefixtures("_loopback")
+def test_a_secret_changed_in_the_admin_keeps_the_old_one_for_the_overlap(operator: Client) -> None:
+    from django.utils import timezone
+
+    from gateway.outbox.deliveries import Destination
+    from gateway.outbox.endpoints import DEFAULT_OVERLAP_SECONDS, new_secret
+    from gateway.outbox.models import Endpoint
+
+    first = new_secret()
+    assert operator.post(f"{ENDPOINTS}add/", endpoint_form(secret=first)).status_code == 302
+    endpoint = Endpoint.objects.get()
+    assert (endpoint.secret, endpoint.previous_secret) == (first, "")
+    change = f"{ENDPOINTS}{endpoint.pk}/change/"
+
+    # Left empty: the secret stays, nothing rotates.
+    assert operator.post(change, endpoint_form(description="crm")).status_code == 302
+    endpoint.refresh_from_db()
+    assert (endpoint.secret, endpoint.previous_secret, endpoint.description) == (first, "", "crm")
+
+    second = new_secret()
+    before = timezone.now()
+    changed = operator.post(change, endpoint_form(secret=second, description="crm"), follow=True)
+    page = changed.content.decode()
+    assert second in page and "The previous secret signs too" in page  # shown once, as made
+    endpoint.refresh_from_db()
+    assert (endpoint.secret, endpoint.previous_secret) == (second, first)
+    until = endpoint.previous_secret_until
+    overlap = timezone.timedelta(seconds=DEFAULT_OVERLAP_SECONDS)
+    assert until is not None and before + overlap <= until <= timezone.now() + overlap
+    assert Destination.of(endpoint, timezone.now()).secrets == (second, first)  # both sign
+
+    # The same secret typed again is no rotation: the overlap is not cut short.
+    assert operator.post(change, endpoint_form(secret=second)).status_code == 302
+    endpoint.refresh_from_db()
+    assert (endpoint.secret, endpoint.previous_secret) == (second, first)
+    assert endpoint.previous_secret_until == until

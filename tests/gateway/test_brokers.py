@@ -232,6 +232,35 @@ def event(session: uuid.UUID, sequence: int, kind: str = "message.received") -> 
     return {"id": str(uuid.uuid4()), "event": kind, "session": str(session), "sequence": sequence}
 
 
+# --- The suite's own check (scripts/check_jetstream.py) -------------------------------------------
+
+
+def test_the_suite_tells_a_nats_without_jetstream_from_one_with_it(workdir: Path) -> None:
+    """`.ci/run` and `make test` check JetStream, not only that the port answers."""
+    from scripts.check_jetstream import jetstream_problem
+
+    assert jetstream_problem(NATS_URL) is None  # the machine's, with JetStream
+    closed = f"nats://127.0.0.1:{free_port()}"
+    assert (
+        jetstream_problem(closed, timeout=1) == f"NATS does not answer at {closed} (NoServersError)"
+    )
+    port = free_port()
+    plain = subprocess.Popen(  # no -js
+        [NATS_SERVER, "-a", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: answers(port), 15, "nats-server up")
+        problem = jetstream_problem(f"nats://127.0.0.1:{port}")
+        assert problem is not None and "JetStream is not enabled" in problem
+        assert "-js" in problem
+    finally:
+        plain.terminate()
+        plain.wait(timeout=15)
+
+
 # --- Subjects and targets (no server) -------------------------------------------------------------
 
 

@@ -86,6 +86,13 @@ def test_a_violation_names_every_field_at_once(api: APIClient) -> None:
     assert set(response.json()["error"]["details"]) == {"engine", "start", "name"}
 
 
+def test_a_nullable_fields_wrong_value_is_told_what_its_schema_says(api: APIClient) -> None:
+    """Not "not valid under any of the given schemas" (the null alternative is not the point)."""
+    response = api.post("/api/v1/webhooks", {"url": "x", "sessions": "all"}, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["details"] == {"sessions": ["'all' is not of type 'array'"]}
+
+
 def test_an_anonymous_caller_is_told_401_before_any_rule(anon: APIClient) -> None:
     response = anon.post("/api/v1/sessions", {"engine": "x"}, format="json")
     assert response.status_code == 401

@@ -360,6 +360,49 @@ def test_webhook_endpoints_need_manage_and_stay_within_the_keys_sessions(
     assert tenant_a.delete(f"/api/v1/webhooks/{endpoint}").status_code == 204
 
 
+@pytest.mark.usefixtures("_local_receivers")
+def test_an_endpoint_for_no_session_is_refused_and_never_another_tenants(
+    tenants, make_scoped_key, api
+) -> None:
+    """`sessions: []` is refused (it would be every session's subset: visible to every limited
+    key); a row that holds it anyway (made before the check) is only full-access keys'."""
+    from gateway.outbox.models import Endpoint
+
+    a, b = tenants
+    tenant_a, _ = make_scoped_key(sessions=[a], scopes=["read", "manage"])
+    tenant_b, _ = make_scoped_key(sessions=[b], scopes=["read", "manage"])
+    for client in (tenant_a, api):
+        empty = client.post("/api/v1/webhooks", {"url": HOOK, "sessions": []}, format="json")
+        assert empty.status_code == 400, empty.json()
+        assert empty.json()["error"]["code"] == "validation_error"
+        assert empty.json()["error"]["details"] == {"sessions": ["[] should be non-empty"]}
+    assert not Endpoint.objects.exists()
+    mine = tenant_a.post("/api/v1/webhooks", {"url": HOOK, "sessions": [str(a.id)]}, format="json")
+    emptied = tenant_a.patch(
+        f"/api/v1/webhooks/{mine.json()['id']}", {"sessions": []}, format="json"
+    )
+    assert emptied.status_code == 400 and emptied.json()["error"]["code"] == "validation_error"
+    assert Endpoint.objects.get(pk=mine.json()["id"]).sessions == [str(a.id)]
+
+    legacy = Endpoint.objects.create(url=HOOK, secret="whsec_x", sessions=[])
+    for client in (tenant_a, tenant_b):
+        assert str(legacy.pk) not in ids(client.get("/api/v1/webhooks"))
+        for method, path, body in [
+            ("get", "", None),
+            ("patch", "", {"description": "mine now"}),
+            ("post", "/rotate-secret", {}),
+            ("post", "/test", None),
+            ("delete", "", None),
+        ]:
+            response = getattr(client, method)(
+                f"/api/v1/webhooks/{legacy.pk}{path}", body, format="json"
+            )
+            assert response.status_code == 404, (method, path, response.json())
+    legacy.refresh_from_db()
+    assert (legacy.description, legacy.secret) == ("", "whsec_x")
+    assert str(legacy.pk) in ids(api.get("/api/v1/webhooks"))  # a full-access key sees it
+
+
 def test_usage_shows_a_key_only_its_sessions(tenants, make_scoped_key) -> None:
     from gateway.core.usage import usage_add
 

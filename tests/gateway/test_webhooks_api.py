@@ -208,3 +208,28 @@ def test_broker_urls_hide_their_password(api, settings) -> None:
     assert made["url"] == "amqp://guest:***@127.0.0.1:5672/" and made["kind"] == "amqp"
     assert made["exchange"] == "whatsapp"
     assert WebhookDelivery.objects.count() == 0
+
+
+def test_the_services_take_only_an_endpoints_fields() -> None:
+    """endpoint_create and endpoint_update (gateway/outbox/endpoints.py) take the fields by name:
+    a misspelt one, or the secret (changed only by a rotation), is a TypeError, not a silent
+    write; `sessions=None` (every session) is a change, leaving it out is none."""
+    from gateway.outbox import endpoints
+
+    with pytest.raises(TypeError):
+        endpoints.endpoint_create(url=LOCAL, session=["x"])
+    endpoint = endpoints.endpoint_create(url=LOCAL, sessions=None, description="crm")
+    assert (endpoint.events, endpoint.headers, endpoint.secret[:6]) == (["*"], {}, "whsec_")
+    secret = endpoint.secret
+    with pytest.raises(TypeError):
+        endpoints.endpoint_update(endpoint, secret="whsec_" + "A" * 44)
+    endpoints.endpoint_update(endpoint, description="crm 2")
+    endpoint.refresh_from_db()
+    assert (endpoint.secret, endpoint.description, endpoint.sessions) == (secret, "crm 2", None)
+    Endpoint.objects.filter(pk=endpoint.pk).update(
+        sessions=["x"], enabled=False, disabled_reason="410"
+    )
+    endpoint.refresh_from_db()
+    endpoints.endpoint_update(endpoint, sessions=None, enabled=True)
+    endpoint.refresh_from_db()
+    assert (endpoint.sessions, endpoint.enabled, endpoint.disabled_reason) == (None, True, "")

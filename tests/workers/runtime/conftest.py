@@ -10,7 +10,7 @@ import pytest_asyncio
 from asgiref.sync import sync_to_async
 from django.db import connections
 
-from tests.gateway.test_brokers import private_nats, workdir  # noqa: F401 - fixtures
+from tests.gateway.test_brokers import private_nats, private_rabbit, workdir  # noqa: F401 - fixtures
 from tests.workers.engines.test_sandbox import FAST
 from tests.workers.runtime.test_runtime import until
 from workers.engines.base import Engine

@@ -1,9 +1,11 @@
 """Webhook endpoints delivered by the dispatcher to real HTTP receivers that verify every request
 with `standardwebhooks`: routing, each endpoint's own secret and rotation, a dead and a slow
-endpoint beside a live one, 410, and the address check before every request."""
+endpoint beside a live one, a failing one's own circuit breaker, 410, and the address check
+before every request."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -16,6 +18,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from gateway.core.usage import usage_periods
 from gateway.outbox import endpoints
+from gateway.outbox.breaker import breaker_for
 from gateway.outbox.models import Endpoint, WebhookDelivery
 from tests.processes import free_port
 from tests.workers.runtime.test_runtime import until
@@ -118,6 +121,50 @@ async def test_a_dead_and_a_slow_endpoint_never_delay_a_live_one(
     finally:
         release.set()
     await until(lambda: len(slow.received) == 30, timeout=60, what="the slow one catches up")
+
+
+async def test_a_failing_endpoint_opens_its_own_circuit_and_a_live_one_keeps_receiving(
+    receivers, dispatch, settings
+) -> None:
+    """Two endpoints on one receiver (one host and port): the one it answers 500 trips its own
+    breaker, which then holds back every attempt; the other's stays closed and gets all."""
+    settings.WEBHOOK_BREAKER_COOL_DOWN_SECONDS = 60  # open for the rest of the test
+    receiver = receivers()
+    receiver.answer = lambda headers, body: (500, {}) if "x-fail" in headers else (200, {})
+    failing = await sync_to_async(endpoint_for)(receiver, headers={"X-Fail": "yes"})
+    live = await sync_to_async(endpoint_for)(receiver)
+    made = await sync_to_async(sessions)(3)
+    await sync_to_async(produce)(made, 20)
+    await dispatch()
+    failing_breaker, live_breaker = (breaker_for(e.url, e.pk) for e in (failing, live))
+    await until(lambda: failing_breaker.state() == "open", what="the failing one's circuit open")
+    await until(lambda: len(receiver.received) == 60, timeout=30, what="the live one's 60")
+    assert receiver.unverified == 0
+    assert not any("x-fail" in headers for headers, _ in receiver.received)
+    for sequences in in_order_per_session(receiver.received).values():
+        assert sequences == sorted(set(sequences)) and len(sequences) == 20
+    assert live_breaker.state() == "closed"
+    assert breaker_for(live.url).state() == "closed"  # not the host's: per endpoint
+
+    rows = WebhookDelivery.objects.filter(endpoint=failing)
+    await until(  # the requests in flight when it opened have failed too
+        lambda: not rows.filter(claimed_until__gt=timezone.now()).exists(),
+        what="no request in flight",
+    )
+
+    def attempts() -> int:
+        return sum(rows.values_list("attempts", flat=True))
+
+    opened = await sync_to_async(attempts)()
+    # The ones in flight when it opened: at most one chain of each session, stopped at its head.
+    assert settings.WEBHOOK_BREAKER_FAILURES <= opened <= settings.WEBHOOK_BREAKER_FAILURES + 3
+    await asyncio.sleep(1.5)  # the dispatcher polls every 0.1 s: an open circuit lets none by
+    assert await sync_to_async(attempts)() == opened
+    assert await sync_to_async(rows.filter(status="pending").count)() == 60
+    await until(
+        lambda: WebhookDelivery.objects.filter(endpoint=live, status="delivered").count() == 60,
+        what="the live one's recorded as delivered",
+    )
 
 
 async def test_a_rotated_secret_signs_with_both_during_the_overlap(receivers, dispatch) -> None:
