@@ -30,8 +30,9 @@ USAGE_PATH = "/api/webhooks/usage"
 def _next_sequence(session: Session) -> int:
     """The session's next event number, taken in one statement (the row stays locked until the
     transaction ends, so the numbers are gap-free and in commit order per session)."""
+    key = Session._meta.pk.get_db_prep_value(session.pk, connection)  # a uuid, or hex on SQLite
     with connection.cursor() as cursor:
-        cursor.execute(_NEXT_SEQUENCE, [session.pk])
+        cursor.execute(_NEXT_SEQUENCE, [key])
         return cursor.fetchone()[0]
 
 
