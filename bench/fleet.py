@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
 
-from tests.processes import Processes, wait_until  # noqa: E402
+from tests.processes import Processes, answers, free_port, wait_until  # noqa: E402
+
+NGINX = "/usr/sbin/nginx"
 
 
 def setup_database() -> None:
@@ -86,3 +89,60 @@ def proc(pid: int) -> tuple[float, float, int]:
         ticks / os.sysconf("SC_CLK_TCK"),
         int(status["Threads"]),
     )
+
+
+class Nginx:
+    """nginx answering 200 to everything, logging each request's arrival and `webhook-id`."""
+
+    def __init__(self, prefix: Path) -> None:
+        self.prefix, self.port = prefix, free_port()
+        self.log = prefix / "arrivals.log"
+        temp = " ".join(
+            f"{kind}_temp_path {prefix}/{kind};"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        (prefix / "nginx.conf").write_text(
+            f"pid {prefix}/nginx.pid;\n"
+            "user root;\n"
+            "worker_processes 1;\n"
+            "events { worker_connections 4096; }\n"
+            "http {\n"
+            f"  {temp}\n"
+            "  log_format arrival '$msec $http_webhook_id';\n"
+            f"  access_log {self.log} arrival buffer=256k flush=1s;\n"
+            "  keepalive_requests 1000000;\n"
+            f"  server {{ listen 127.0.0.1:{self.port}; location / {{ return 200; }} }}\n"
+            "}\n"
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf")]
+        self.process = subprocess.Popen(
+            [*command, "-e", str(prefix / "error.log"), "-g", "daemon off;"]
+        )
+        wait_until(lambda: self.process.poll() is not None or answers(self.url), 30, "nginx")
+        assert self.process.poll() is None, (prefix / "error.log").read_text()
+
+    def arrivals(self, expected: int) -> list[tuple[float, str]]:
+        """(time, webhook-id) of every request, in the order they were answered, once the log
+        holds `expected` distinct ids (nginx flushes it within a second)."""
+
+        def read() -> list[tuple[float, str]]:
+            rows = []
+            for line in self.log.read_text().splitlines():
+                at, event_id = line.split(" ", 1)
+                if event_id != "-":
+                    rows.append((float(at), event_id))
+            return rows
+
+        return wait_until(
+            lambda: (rows := read()) and len({e for _, e in rows}) >= expected and rows,
+            30,
+            "nginx's access log",
+        )
+
+    def clear(self) -> None:
+        self.log.write_text("")  # nginx appends (O_APPEND): it writes on from the start
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGQUIT)
+        self.process.wait(timeout=30)

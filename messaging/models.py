@@ -109,6 +109,12 @@ class Message(models.Model):
                 condition=models.Q(status="queued"),
                 name="message_queue_idx",
             ),
+            # Inbound media still to store (the worker's sweep, messaging.services.queue).
+            models.Index(
+                fields=["session"],
+                condition=models.Q(media_pending=True),
+                name="message_media_pending_idx",
+            ),
             # The admin's messages a minute over the last hour (gateway/fleet.py).
             models.Index(
                 fields=["created_at"],

@@ -41,6 +41,7 @@ from messaging.services.queue import (
     message_sent,
     messages_recover,
     receipts_apply,
+    sessions_with_work,
     wa_message_id_for,
 )
 from messaging.services.send import (
@@ -85,5 +86,6 @@ __all__ = [
     "reaction_record",
     "receipts_apply",
     "session_accepts_messages",
+    "sessions_with_work",
     "wa_message_id_for",
 ]

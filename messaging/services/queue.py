@@ -114,6 +114,19 @@ def _take_next(session: Session, accepts_ids: bool) -> NextSend:
     return NextSend(job=job)
 
 
+def sessions_with_work(*, worker_id: uuid.UUID) -> set[uuid.UUID]:
+    """The sessions `worker_id` holds that have a message queued or an inbound media file still
+    to store: what its senders would find if each polled (one query each, on the partial
+    indexes of those rows, whatever the number of sessions)."""
+    held = Message.objects.filter(session__worker_id=worker_id)
+    queued = held.filter(status=M.QUEUED, direction=Direction.OUT)
+    media = held.filter(media_pending=True)
+    return {
+        *queued.values_list("session_id", flat=True).distinct(),
+        *media.values_list("session_id", flat=True).distinct(),
+    }
+
+
 def _quoted(message: Message) -> Message | None:
     """The message `message` replies or reacts to, when this session stored it (same chat)."""
     if not message.reply_to:

@@ -16,6 +16,9 @@ class RuntimeConfig:
     engines: list[str] = field(default_factory=lambda: ["neonize", "sandbox"])
     lease_seconds: float = 30.0
     poll_seconds: float = 2.0
+    # How often an idle sender looks at its queue; None: only when woken (NOTIFY, or the worker's
+    # sweep of the sessions with work every TTL/3), so idle sessions cost no queries.
+    queue_poll_seconds: float | None = None
     snapshot_seconds: float = 60.0
     silence_seconds: float = 900.0
     auth_root: Path = Path("var/auth")
@@ -32,6 +35,7 @@ class RuntimeConfig:
             # Without PostgreSQL there is no NOTIFY to wake the worker: poll more often (cheap on
             # the embedded SQLite database, which serves one process).
             "poll_seconds": 2.0 if settings.PRODUCTION else 0.5,
+            "queue_poll_seconds": None if settings.PRODUCTION else 0.5,
         }
         values.update({k: v for k, v in overrides.items() if v})
         return cls(**values)

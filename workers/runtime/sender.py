@@ -3,9 +3,11 @@
 One message at a time, oldest first, only while connected: `sending` is written before the engine
 is called; after the call, `sent` (or a retry with backoff, or `failed`). Paced per session
 (messaging.services.pacing); with pacing off, the next message is marked `sending` in the same
-transaction as the last one's `sent`. Woken by NOTIFY gateway_messages within milliseconds, and
-by a slow poll. On start (a claim), messages a previous owner left in `sending` are recovered
-first. While idle, it also retries inbound media that could not be stored.
+transaction as the last one's `sent`. Woken by NOTIFY gateway_messages within milliseconds; on
+PostgreSQL an empty queue makes no query until then (the worker's sweep wakes the senders of
+sessions with work every TTL/3, for a wake-up lost meanwhile); on SQLite it polls. On start (a
+claim), messages a previous owner left in `sending` are recovered first. When woken, it also
+retries inbound media that could not be stored (at most every 30 s).
 """
 
 from __future__ import annotations
@@ -73,10 +75,16 @@ class Sending(Protocol):
 
 class Sender:
     def __init__(
-        self, runner: Sending, *, poll_seconds: float, worker_id: uuid.UUID | None
+        self,
+        runner: Sending,
+        *,
+        poll_seconds: float,
+        idle_seconds: float | None,
+        worker_id: uuid.UUID | None,
     ) -> None:
         self.runner = runner
         self.poll_seconds = poll_seconds
+        self.idle_seconds = idle_seconds  # None: an empty queue waits for a wake-up
         self.worker_id = worker_id
         self.wake = asyncio.Event()
         self.task: asyncio.Task | None = None
@@ -105,7 +113,7 @@ class Sender:
         if self.task is not None and self.task is not asyncio.current_task():
             self.task.cancel()
 
-    async def _wait(self, seconds: float) -> None:
+    async def _wait(self, seconds: float | None) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), seconds)
         self.wake.clear()
@@ -152,7 +160,9 @@ class Sender:
                     if queue.job is not None:
                         taken = await self._send(queue.job)
                     else:
-                        await self._wait(poll if queue.due_in is None else queue.due_in)
+                        await self._wait(
+                            self.idle_seconds if queue.due_in is None else queue.due_in
+                        )
                 except sessions.LeaseLost:
                     logger.warning("lease lost while sending; closing the connection")
                     await runner.drop()

@@ -109,7 +109,12 @@ class SessionRunner:
         self.queue: asyncio.Queue = asyncio.Queue()
         self.task: asyncio.Task | None = None
         self.auth_dir = config.auth_root / self.key
-        self.sender = Sender(self, poll_seconds=config.poll_seconds, worker_id=host.worker_id)
+        self.sender = Sender(
+            self,
+            poll_seconds=config.poll_seconds,
+            idle_seconds=config.queue_poll_seconds,
+            worker_id=host.worker_id,
+        )
         self.side_tasks: set[asyncio.Task] = set()  # pairing codes, media downloads
         self.inbound = Inbound(
             session_id=self.id,

@@ -3,6 +3,7 @@
     run()  ─ register the Worker row
            ├ lease loop     renew every lease each TTL/3; forget sessions whose renewal failed
            ├ watchdog       close a connection before its lease could expire unrenewed
+           ├ sweep          wake the senders of sessions with work every TTL/3 (PostgreSQL)
            ├ claim loop     claim free sessions (SKIP LOCKED) and re-read what is wanted of ours,
            │                woken at once by NOTIFY, and by a slow poll as well
            ├ event pumps    engine events → the session's runner
@@ -33,6 +34,7 @@ from django.db import connection
 from gateway.core import logging as log_context
 from gateway.core import wake as wakeups
 from gateway.core.usage import tally
+from messaging import services as messages
 from sessions_app import services as sessions
 from sessions_app.states import SessionStatus
 from workers import services as registry
@@ -135,7 +137,7 @@ class WorkerRuntime:
             *(self._pump(engine) for engine in self.engines.values()),
         ]
         if connection.vendor == "postgresql":
-            loops.append(self._listen())
+            loops += [self._listen(), self._sweep_loop()]
         if settings.BACKEND_URL:
             loops.append(self._backend_loop())
         # Daily, whatever the destinations: the event log, the stream and endpoints take it too.
@@ -464,6 +466,16 @@ class WorkerRuntime:
             await client.close()
 
     # --- wake-ups ---------------------------------------------------------------------------------
+
+    async def _sweep_loop(self) -> None:
+        await self._forever(self.step_sweep, self.config.lease_seconds / 3)
+
+    async def step_sweep(self) -> None:
+        """Wake the senders of the sessions with a message queued or media to store: what a
+        NOTIFY lost meanwhile would have missed (idle senders make no queries of their own)."""
+        for session_id in await db(messages.sessions_with_work, worker_id=self.worker_id):
+            if (runner := self.runners.get(str(session_id))) is not None:
+                runner.sender.poke()
 
     async def _listen(self) -> None:
         """LISTEN gateway_sessions (claims), gateway_messages (a session's send queue, payload:

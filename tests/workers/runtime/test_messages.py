@@ -329,3 +329,23 @@ async def test_a_send_to_a_number_not_on_whatsapp_fails_with_a_code(
     assert (await sync_to_async(status_events)(message.id))[-1] == "failed"
     [line] = [r for r in caplog.records if r.getMessage().startswith("send failed")]
     assert (line.message_id, line.session_id) == (str(message.id), str(session.id))
+
+
+async def test_a_message_whose_wake_up_was_lost_is_sent_by_the_sweep(start_worker) -> None:
+    """Idle senders make no queries of their own (on PostgreSQL): a message queued without its
+    NOTIFY (as if the worker's LISTEN connection had been down) is found by the worker's sweep
+    of the sessions with work, every TTL/3, and sent."""
+    worker = await start_worker(lease_seconds=3)
+    session = await linked(worker)
+    queued = await sync_to_async(Message.objects.create)(
+        session_id=session.id,
+        direction="out",
+        status="queued",
+        chat="4915123456789@s.whatsapp.net",
+        type="text",
+        text="x",
+    )
+    sent = await until(
+        lambda: (m := Message.objects.get(pk=queued.pk)).sent_at and m, what="sent", timeout=15
+    )
+    assert sent.status in ("sent", "delivered", "read")
