@@ -212,10 +212,11 @@ def main() -> None:
         finally:
             processes.stop_all()
             receiver.stop()
-    print("\n| clients | GET session (req/s) | POST message (req/s) | ratio |")
-    print("|---:|---:|---:|---:|")
-    for clients, trivial, accept in rates:
-        print(f"| {clients} | {trivial:.0f} | {accept:.0f} | {accept / trivial:.2f} |")
+    if rates:
+        print("\n| clients | GET session (req/s) | POST message (req/s) | ratio |")
+        print("|---:|---:|---:|---:|")
+        for clients, trivial, accept in rates:
+            print(f"| {clients} | {trivial:.0f} | {accept:.0f} | {accept / trivial:.2f} |")
     print(
         "\n| accept → sent, pacing off | offered/s | sent | p50 ms | p95 ms | p99 ms | max ms "
         "| worker CPU ms/message |"

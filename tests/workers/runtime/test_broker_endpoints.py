@@ -106,12 +106,8 @@ async def test_rabbitmq_gets_every_event_persistent_with_its_id_in_order(dispatc
         await connection.close()
 
 
-async def test_a_nats_restart_mid_burst_loses_and_duplicates_nothing(
-    dispatch, private_nats
-) -> None:
-    private_nats.start()
-    stream = unique("GWT")
-    await sync_to_async(endpoints.endpoint_create)(url=private_nats.url, stream=stream)
+async def burst_under_way(dispatch) -> None:
+    """40 events for each of 5 sessions, the dispatcher started, and 40 of them delivered."""
     made = await sync_to_async(sessions)(5)
     await sync_to_async(produce)(made, 40)
     await dispatch()
@@ -120,6 +116,15 @@ async def test_a_nats_restart_mid_burst_loses_and_duplicates_nothing(
         timeout=30,
         what="the burst under way",
     )
+
+
+async def test_a_nats_restart_mid_burst_loses_and_duplicates_nothing(
+    dispatch, private_nats
+) -> None:
+    private_nats.start()
+    stream = unique("GWT")
+    await sync_to_async(endpoints.endpoint_create)(url=private_nats.url, stream=stream)
+    await burst_under_way(dispatch)
     private_nats.stop()
     private_nats.start()  # on the same store: what it acknowledged is still there
     await until(lambda: all_delivered(200), timeout=90, what="all 200 published")
@@ -144,14 +149,7 @@ async def test_a_rabbitmq_restart_mid_burst_loses_nothing(dispatch, private_rabb
         queue = await channel.declare_queue(queue_name, durable=True)
         await queue.bind(exchange, routing_key="wa.#")
     await sync_to_async(endpoints.endpoint_create)(url=private_rabbit.url)
-    made = await sync_to_async(sessions)(5)
-    await sync_to_async(produce)(made, 40)
-    await dispatch()
-    await until(
-        lambda: WebhookDelivery.objects.filter(status="delivered").count() >= 40,
-        timeout=30,
-        what="the burst under way",
-    )
+    await burst_under_way(dispatch)
     # Stopped and started from the event loop, as NATS's is: the dispatcher is held where it
     # was, publishes and confirms in flight, and meets a connection the restart closed.
     private_rabbit.stop()
