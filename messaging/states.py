@@ -71,3 +71,5 @@ STATUS_TIMESTAMP_FIELDS: dict[str, str] = {
     M.FAILED: "failed_at",
     M.REVOKED: "revoked_at",
 }
+# What a move of status writes (`save(update_fields=…)`: not the other thirty columns).
+STATUS_FIELDS: tuple[str, ...] = ("status", *STATUS_TIMESTAMP_FIELDS.values())

@@ -22,7 +22,8 @@ logger = logging.getLogger(__name__)
 SESSIONS = "gateway_sessions"
 # A session's sender: a message was queued (payload: the session id).
 MESSAGES = "gateway_messages"
-# Dispatchers: an outbox row is due, or a session's next event was freed (payload "").
+# Dispatchers: an outbox row is due, or a session's next event was freed. Payload "" (look at
+# everything), or a new event's `webhook_rows` (its session and destinations).
 WEBHOOKS = "gateway_webhooks"
 CHANNELS = (SESSIONS, MESSAGES, WEBHOOKS)
 
@@ -34,6 +35,22 @@ def wake(channel: str, payload: object = "") -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_notify(%s, %s)", [channel, str(payload)])
+
+
+def webhook_rows(session_id: object, destinations: list[str | None]) -> str:
+    """The payload of a new event's NOTIFY: its session and the destinations (endpoint ids, ""
+    for the backend) it has rows for; "" when too many to name (PostgreSQL takes 8000 bytes)."""
+    if len(destinations) > 100:
+        return ""
+    return f"{session_id} {','.join(d or '' for d in destinations)}"
+
+
+def webhook_rows_of(payload: str) -> tuple[str, list[str | None]] | None:
+    """`webhook_rows` read back; None for "" (or anything else)."""
+    session_id, _, destinations = payload.partition(" ")
+    if not session_id or not _:
+        return None
+    return session_id, [d or None for d in destinations.split(",")]
 
 
 async def listen(handlers: dict[str, Callable[[str], None]], stop: asyncio.Event) -> None:

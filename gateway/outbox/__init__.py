@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db import transaction
 
 from gateway.core import tracing
-from gateway.core.wake import WEBHOOKS, wake
+from gateway.core.wake import WEBHOOKS, wake, webhook_rows
 
 if TYPE_CHECKING:
     from gateway.outbox.models import Endpoint
@@ -65,7 +65,8 @@ def enqueue(
         rows.append(WebhookDelivery(target=settings.BACKEND_URL + path, **event))
     if rows:
         WebhookDelivery.objects.bulk_create(rows)
-        wake(WEBHOOKS)
+        destinations = [str(row.endpoint_id) if row.endpoint_id else None for row in rows]
+        wake(WEBHOOKS, webhook_rows(session_id, destinations))
     transaction.on_commit(lambda: stream.publish(body))
 
 

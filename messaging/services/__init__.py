@@ -41,6 +41,7 @@ from messaging.services.queue import (
     message_sent,
     messages_recover,
     receipts_apply,
+    receipts_apply_all,
     sessions_with_work,
     wa_message_id_for,
 )
@@ -85,6 +86,7 @@ __all__ = [
     "poll_vote_record",
     "reaction_record",
     "receipts_apply",
+    "receipts_apply_all",
     "session_accepts_messages",
     "sessions_with_work",
     "wa_message_id_for",

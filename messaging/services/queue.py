@@ -18,7 +18,7 @@ from django.utils import timezone
 from messaging import events
 from messaging.models import Message
 from messaging.services.usage import count_outbound
-from messaging.states import Direction, MessageStatus
+from messaging.states import STATUS_FIELDS, Direction, MessageStatus
 from sessions_app.models import Session
 from sessions_app.services import fenced_lock
 
@@ -171,7 +171,16 @@ def message_sent(
         if message.advance_to(M.SENT, datetime.fromtimestamp(at, tz=UTC)):
             events.message_status_changed(message, session)
             count_outbound(message, before)
-        message.save()
+        message.save(
+            update_fields=[
+                *STATUS_FIELDS,
+                "wa_message_id",
+                "payload",
+                "next_attempt_at",
+                "error_code",
+                "error_message",
+            ]
+        )
         return _take_next(session, accepts_ids) if take_next else NextSend()
 
 
@@ -238,17 +247,37 @@ def receipts_apply(
 ) -> int:
     """Delivered/read/played receipts: each message moves forward only (a late `delivered` never
     overwrites `read`); returns how many moved."""
+    return receipts_apply_all(
+        session_id=session_id, epoch=epoch, receipts=[(message_ids, status, at)]
+    )
+
+
+def receipts_apply_all(
+    *, session_id: uuid.UUID, epoch: int, receipts: list[tuple[list[str], str, float]]
+) -> int:
+    """Receipts that came one after the other, `(message ids, status, at)` each, applied in
+    that order in one transaction (one lock of the session's row, one read of their messages,
+    one write of each message moved): what `receipts_apply` one by one would do. Returns how
+    many steps were made."""
     moved = 0
-    when = datetime.fromtimestamp(at, tz=UTC)
     with transaction.atomic():
         session = fenced_lock(session_id, epoch)
-        for message in Message.objects.select_for_update().filter(
-            session_id=session_id, direction=Direction.OUT, wa_message_id__in=message_ids
-        ):
-            before = message.status
-            if message.advance_to(status, when):
-                message.save()
-                events.message_status_changed(message, session)
-                count_outbound(message, before)
-                moved += 1
+        wanted = {wa_id for ids, _, _ in receipts for wa_id in ids}
+        found = list(
+            Message.objects.select_for_update()
+            .filter(session_id=session_id, direction=Direction.OUT, wa_message_id__in=wanted)
+            .order_by("created_at", "id")
+        )
+        changed: dict[uuid.UUID, Message] = {}
+        for ids, status, at in receipts:
+            when, named = datetime.fromtimestamp(at, tz=UTC), set(ids)
+            for message in found:
+                before = message.status
+                if message.wa_message_id in named and message.advance_to(status, when):
+                    events.message_status_changed(message, session)
+                    count_outbound(message, before)
+                    changed[message.pk] = message
+                    moved += 1
+        for message in changed.values():
+            message.save(update_fields=STATUS_FIELDS)
     return moved

@@ -111,6 +111,28 @@ def test_receipts_only_move_forward(held) -> None:
     assert statuses(message) == ["sending", "sent", "read"]  # one row per forward change
 
 
+def test_receipts_that_came_together_are_applied_in_order_in_one_transaction(
+    held, django_assert_max_num_queries
+) -> None:
+    first, second = sent(held, queued(held, "1")), sent(held, queued(held, "2"))
+    ids = [first.wa_message_id, second.wa_message_id]
+    now = time.time()
+    receipts = [(ids, "delivered", now), ([first.wa_message_id], "read", now + 1)]
+    receipts += [(ids, "delivered", now + 2)]  # repeated: no step
+    # One lock, one read, each step's event and usage (6 statements) and one save per message
+    # moved, in one savepoint: one by one it would be three, each locking and reading again.
+    with django_assert_max_num_queries(2 + 3 * 6 + 2 + 2):
+        moved = services.receipts_apply_all(session_id=held.pk, epoch=3, receipts=receipts)
+    assert moved == 3
+    first.refresh_from_db(), second.refresh_from_db()
+    assert (first.status, second.status) == ("read", "delivered")
+    assert first.delivered_at and first.read_at and second.delivered_at
+    assert statuses(first) == ["sending", "sent", "delivered", "read"]
+    assert statuses(second) == ["sending", "sent", "delivered"]
+    with pytest.raises(LeaseLost):
+        services.receipts_apply_all(session_id=held.pk, epoch=2, receipts=receipts)
+
+
 def test_a_transient_failure_is_retried_with_backoff_then_fails(held, settings) -> None:
     settings.SEND_MAX_ATTEMPTS = 2
     message = queued(held)

@@ -16,7 +16,7 @@ import shutil
 import time
 import uuid
 from collections import Counter
-from typing import Protocol
+from typing import Any, Protocol
 
 from django.utils import timezone
 
@@ -57,6 +57,8 @@ from workers.runtime.sender import Sender
 logger = logging.getLogger(__name__)
 S = SessionStatus
 _RECHECK = object()  # queue item: re-read what is wanted of the session
+# Receipts applied in one transaction at most (those queued together behind one another).
+RECEIPT_BATCH = 200
 # How long a probe of a silent session may take before it counts as unanswered.
 PROBE_SECONDS = 45.0
 
@@ -165,11 +167,15 @@ class SessionRunner:
 
     async def _run(self) -> None:
         with log_context.bind(session_id=self.key, worker_id=str(self.host.worker_id)):
+            held = None  # taken from the queue after a run of receipts: the next to handle
             while True:
-                item = await self.queue.get()
+                item, held = (held, None) if held is not None else (await self.queue.get(), None)
                 try:
                     if item is _RECHECK:
                         await self._reconcile()
+                    elif isinstance(item, Receipt):
+                        receipts, held = self._receipts_after(item)
+                        await self._receipts(receipts)
                     elif isinstance(item, tuple) and item[0] == "handover":
                         await self.handover(item[1])
                     elif isinstance(item, tuple) and item[0] == "probe":
@@ -186,6 +192,28 @@ class SessionRunner:
                     logger.exception("session step failed")
                 if not self.host.holds(self):
                     return
+
+    def _receipts_after(self, first: Receipt) -> tuple[list[Receipt], Any]:
+        """`first` and the receipts queued right behind it (up to RECEIPT_BATCH), and the item
+        after them that was taken from the queue too (None if none)."""
+        receipts: list[Receipt] = [first]
+        while len(receipts) < RECEIPT_BATCH and not self.queue.empty():
+            item = self.queue.get_nowait()
+            if not isinstance(item, Receipt):
+                return receipts, item
+            receipts.append(item)
+        return receipts, None
+
+    async def _receipts(self, receipts: list[Receipt]) -> None:
+        """Receipts that came together, applied in one transaction (a busy session's sent
+        messages come back as two receipts each: measured, applying each apart made them most of
+        the transactions on its row)."""
+        await db(
+            messages.receipts_apply_all,
+            session_id=self.id,
+            epoch=self.epoch,
+            receipts=[(list(r.message_ids), r.status, r.timestamp) for r in receipts],
+        )
 
     # --- helpers ----------------------------------------------------------------------------------
 
@@ -538,15 +566,6 @@ class SessionRunner:
                 wa_message_id=event.wa_message_id,
                 sender=event.sender,
                 sender_phone=event.sender_phone,
-            )
-        elif isinstance(event, Receipt):
-            await db(
-                messages.receipts_apply,
-                session_id=self.id,
-                epoch=self.epoch,
-                message_ids=list(event.message_ids),
-                status=event.status,
-                at=event.timestamp,
             )
 
     async def retry_pending_media(self) -> None:

@@ -489,5 +489,5 @@ class WorkerRuntime:
 
         handlers = {wakeups.SESSIONS: lambda _: self.wake.set(), wakeups.MESSAGES: messages}
         if (dispatcher := self.dispatcher) is not None:
-            handlers[wakeups.WEBHOOKS] = lambda _: dispatcher.wake.set()
+            handlers[wakeups.WEBHOOKS] = dispatcher.notified
         await wakeups.listen(handlers, self.stop)
