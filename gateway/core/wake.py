@@ -47,8 +47,8 @@ def webhook_rows(session_id: object, destinations: list[str | None]) -> str:
 
 def webhook_rows_of(payload: str) -> tuple[str, list[str | None]] | None:
     """`webhook_rows` read back; None for "" (or anything else)."""
-    session_id, _, destinations = payload.partition(" ")
-    if not session_id or not _:
+    session_id, space, destinations = payload.partition(" ")
+    if not session_id or not space:
         return None
     return session_id, [d or None for d in destinations.split(",")]
 

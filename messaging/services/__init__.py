@@ -41,7 +41,6 @@ from messaging.services.queue import (
     message_sent,
     messages_recover,
     receipts_apply,
-    receipts_apply_all,
     sessions_with_work,
     wa_message_id_for,
 )
@@ -86,7 +85,6 @@ __all__ = [
     "poll_vote_record",
     "reaction_record",
     "receipts_apply",
-    "receipts_apply_all",
     "session_accepts_messages",
     "sessions_with_work",
     "wa_message_id_for",

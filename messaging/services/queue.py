@@ -243,37 +243,29 @@ def messages_recover(*, session_id: uuid.UUID, epoch: int, accepts_ids: bool) ->
 
 
 def receipts_apply(
-    *, session_id: uuid.UUID, epoch: int, message_ids: list[str], status: str, at: float
-) -> int:
-    """Delivered/read/played receipts: each message moves forward only (a late `delivered` never
-    overwrites `read`); returns how many moved."""
-    return receipts_apply_all(
-        session_id=session_id, epoch=epoch, receipts=[(message_ids, status, at)]
-    )
-
-
-def receipts_apply_all(
     *, session_id: uuid.UUID, epoch: int, receipts: list[tuple[list[str], str, float]]
 ) -> int:
-    """Receipts that came one after the other, `(message ids, status, at)` each, applied in
-    that order in one transaction (one lock of the session's row, one read of their messages,
-    one write of each message moved): what `receipts_apply` one by one would do. Returns how
-    many steps were made."""
+    """Delivered/read/played receipts that came one after the other, `(message ids, status,
+    at)` each, applied in that order in one transaction (one lock of the session's row, one read
+    of their messages, one write of each message moved). Each message moves forward only (a late
+    `delivered` never overwrites `read`); returns how many steps were made."""
     moved = 0
     with transaction.atomic():
         session = fenced_lock(session_id, epoch)
         wanted = {wa_id for ids, _, _ in receipts for wa_id in ids}
-        found = list(
+        found: dict[str | None, list[Message]] = {}
+        for message in (
             Message.objects.select_for_update()
             .filter(session_id=session_id, direction=Direction.OUT, wa_message_id__in=wanted)
             .order_by("created_at", "id")
-        )
+        ):
+            found.setdefault(message.wa_message_id, []).append(message)
         changed: dict[uuid.UUID, Message] = {}
         for ids, status, at in receipts:
-            when, named = datetime.fromtimestamp(at, tz=UTC), set(ids)
-            for message in found:
+            when = datetime.fromtimestamp(at, tz=UTC)
+            for message in (m for wa_id in dict.fromkeys(ids) for m in found.get(wa_id, [])):
                 before = message.status
-                if message.wa_message_id in named and message.advance_to(status, when):
+                if message.advance_to(status, when):
                     events.message_status_changed(message, session)
                     count_outbound(message, before)
                     changed[message.pk] = message

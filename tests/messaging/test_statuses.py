@@ -104,7 +104,7 @@ def test_receipts_only_move_forward(held) -> None:
     wa_id = message.wa_message_id
     for status in ["read", "delivered", "read", "sent", "delivered"]:  # out of order, repeated
         services.receipts_apply(
-            session_id=held.pk, epoch=3, message_ids=[wa_id], status=status, at=time.time()
+            session_id=held.pk, epoch=3, receipts=[([wa_id], status, time.time())]
         )
     message.refresh_from_db()
     assert message.status == "read" and message.read_at and message.delivered_at is None
@@ -122,7 +122,7 @@ def test_receipts_that_came_together_are_applied_in_order_in_one_transaction(
     # One lock, one read, each step's event and usage (6 statements) and one save per message
     # moved, in one savepoint: one by one it would be three, each locking and reading again.
     with django_assert_max_num_queries(2 + 3 * 6 + 2 + 2):
-        moved = services.receipts_apply_all(session_id=held.pk, epoch=3, receipts=receipts)
+        moved = services.receipts_apply(session_id=held.pk, epoch=3, receipts=receipts)
     assert moved == 3
     first.refresh_from_db(), second.refresh_from_db()
     assert (first.status, second.status) == ("read", "delivered")
@@ -130,7 +130,7 @@ def test_receipts_that_came_together_are_applied_in_order_in_one_transaction(
     assert statuses(first) == ["sending", "sent", "delivered", "read"]
     assert statuses(second) == ["sending", "sent", "delivered"]
     with pytest.raises(LeaseLost):
-        services.receipts_apply_all(session_id=held.pk, epoch=2, receipts=receipts)
+        services.receipts_apply(session_id=held.pk, epoch=2, receipts=receipts)
 
 
 def test_a_transient_failure_is_retried_with_backoff_then_fails(held, settings) -> None:

@@ -64,7 +64,7 @@ def sent(session, message: Message) -> str:
 
 def receipt(session, wa_id: str, status: str) -> int:
     return services.receipts_apply(
-        session_id=session.pk, epoch=3, message_ids=[wa_id], status=status, at=time.time()
+        session_id=session.pk, epoch=3, receipts=[([wa_id], status, time.time())]
     )
 
 

@@ -31,11 +31,9 @@ _last_use = threading.local()
 def _fresh(function: Callable[..., T]) -> Callable[..., T]:
     def call(*args: Any, **kwargs: Any) -> T:
         close_old_connections()
-        now = time.monotonic()
-        if now - getattr(_last_use, "at", -CHECK_IDLE_SECONDS) < CHECK_IDLE_SECONDS:
+        if time.monotonic() - getattr(_last_use, "at", float("-inf")) < CHECK_IDLE_SECONDS:
             # used a moment ago: no SELECT 1 (the flag Django's own check sets; not in its stubs)
             connections["default"].health_check_done = True  # type: ignore[attr-defined]
-        _last_use.at = now
         try:
             return function(*args, **kwargs)
         finally:

@@ -169,7 +169,10 @@ class SessionRunner:
         with log_context.bind(session_id=self.key, worker_id=str(self.host.worker_id)):
             held = None  # taken from the queue after a run of receipts: the next to handle
             while True:
-                item, held = (held, None) if held is not None else (await self.queue.get(), None)
+                if held is None:
+                    item = await self.queue.get()
+                else:
+                    item, held = held, None
                 try:
                     if item is _RECHECK:
                         await self._reconcile()
@@ -209,7 +212,7 @@ class SessionRunner:
         messages come back as two receipts each: measured, applying each apart made them most of
         the transactions on its row)."""
         await db(
-            messages.receipts_apply_all,
+            messages.receipts_apply,
             session_id=self.id,
             epoch=self.epoch,
             receipts=[(list(r.message_ids), r.status, r.timestamp) for r in receipts],
