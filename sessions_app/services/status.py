@@ -67,23 +67,15 @@ def session_set_status(
         source = session.status
         if source != status:  # a new QR code or pairing code is not a change of status
             session.status_changed_at = timezone.now()
-        session.status = status
-        session.last_error = error
-        session.last_error_code = error_code
-        for field, value in linked.items():
-            setattr(session, field, value)
+        wanted = {"status": status, "last_error": error, "last_error_code": error_code, **linked}
+        changed = [field for field, value in wanted.items() if getattr(session, field) != value]
+        for field in changed:
+            setattr(session, field, wanted[field])
         # Only what changed: a full-row save could put back fields others changed meanwhile
-        # (the lease, the desired state).
-        session.save(
-            update_fields=[
-                "status",
-                "status_changed_at",
-                "last_error",
-                "last_error_code",
-                "updated_at",
-                *linked,
-            ]
-        )
+        # (the lease, the desired state). A new QR code on a session already showing one changes
+        # nothing in its row (no UPDATE: a tenth of a rotating code's cost).
+        if changed:
+            session.save(update_fields=[*changed, "status_changed_at", "updated_at"])
         if source != status:
             SessionEvent.objects.create(
                 session=session,

@@ -9,6 +9,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.db import connections, transaction
+from django.test.utils import CaptureQueriesContext
 
 from gateway.outbox.models import WebhookDelivery
 from sessions_app.services import qr, session_set_status
@@ -72,6 +73,19 @@ def test_every_new_qr_code_is_announced_as_its_text_never_drawn(
         {"code": code, "expires_at": "2026-11-29T10:00:00+00:00"}
         for code in ("2@first", "2@second")
     ]
+
+
+@pytest.mark.django_db
+def test_a_new_qr_code_on_a_session_showing_one_leaves_its_row_alone(backend, leased) -> None:
+    session_set_status(session_id=leased.id, status="starting", epoch=2)
+    session_set_status(session_id=leased.id, status="scan_qr", epoch=2, qr={"code": "2@first"})
+    with CaptureQueriesContext(connections["default"]) as queries:
+        session_set_status(session_id=leased.id, status="scan_qr", epoch=2, qr={"code": "2@next"})
+
+    assert not [q["sql"] for q in queries if q["sql"].startswith('UPDATE "sessions_app_session"')]
+    assert WebhookDelivery.objects.latest("sequence").payload["qr"] == {"code": "2@next"}
+    leased.refresh_from_db()
+    assert leased.status == "scan_qr"
 
 
 @pytest.mark.django_db
