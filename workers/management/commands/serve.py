@@ -7,7 +7,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from gateway.core import tracing
-from workers.runtime.allinone import serve, web_config
+from workers.runtime.allinone import bind, serve, web_config
 from workers.runtime.config import RuntimeConfig
 
 
@@ -29,7 +29,7 @@ class Command(BaseCommand):
         from gateway.asgi import application  # the web app only where it is served
 
         config = web_config(application, host, port)
-        sock = config.bind_socket()  # a port in use fails here, before a worker claims anything
+        sock = bind(config)  # a port in use fails here, before a worker claims anything
         base = settings.PUBLIC_URL or f"http://{'localhost' if host in LOCAL else host}:{port}"
         with_worker = not no_worker
         self.stdout.write(
