@@ -30,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
+from xml.etree import ElementTree
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -298,11 +299,20 @@ def main() -> int:
             env["DATABASE_URL"] = DATABASE_URL.rsplit("/", 1)[0] + "/gateway_bench"
             env.pop("GATEWAY_REQUIRE_SERVICES")
             return subprocess.run(command, cwd=ROOT, env=env).returncode
-        full = pytest(env, extra)
+        # Two processes (pytest-xdist; tests/parallel.py): most tests wait on processes, sockets
+        # and timeouts rather than the CPU. `make test ARGS="-n 0"` runs them in this one.
+        report = workdir / "full.xml"
+        full = pytest(env, ["-n", "2", "--dist", "worksteal", f"--junitxml={report}", *extra])
         say("smoke set on the embedded defaults (SQLite, in-memory layer, local storage)")
-        smoke = pytest(base_env(workdir / "var-embedded"), ["-m", "smoke", *extra])
+        smoke_report = workdir / "smoke.xml"
+        smoke_env = base_env(workdir / "var-embedded")
+        smoke = pytest(smoke_env, ["-m", "smoke", f"--junitxml={smoke_report}", *extra])
         if smoke == 5 and extra:  # the arguments selected no smoke test: nothing to run there
             smoke = 0
+        # Said last, where a CI log's tail shows it, whatever the runs printed before.
+        for name, path in (("full suite", report), ("smoke set", smoke_report)):
+            for test in failures(path):
+                say(f"failed in the {name}: {test}")
     finally:
         stop(seaweedfs)
         shutil.rmtree(workdir, ignore_errors=True)
@@ -314,6 +324,19 @@ def main() -> int:
         return 1
     say("all passed")
     return 0
+
+
+def failures(report: Path) -> list[str]:
+    """The tests a JUnit XML report says failed or errored (none when it was not written)."""
+    try:
+        root = ElementTree.parse(report).getroot()  # noqa: S314 - pytest wrote it, in our tmp dir
+    except (OSError, ElementTree.ParseError):
+        return []
+    return [
+        f"{case.get('classname', '')}::{case.get('name', '')}"
+        for case in root.iter("testcase")
+        if case.find("failure") is not None or case.find("error") is not None
+    ]
 
 
 def _pg_version() -> list[str]:
