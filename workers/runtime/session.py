@@ -16,6 +16,7 @@ import shutil
 import time
 import uuid
 from collections import Counter
+from collections.abc import Coroutine
 from typing import Any, Protocol
 
 from django.utils import timezone
@@ -68,6 +69,9 @@ class Host(Protocol):
 
     worker_id: uuid.UUID | None
     counters: Counter[str]  # the worker's counters for /metrics (`snapshot_failures`)
+    # Sessions whose dropped runner's connection is still closing, set once it is closed: a new
+    # runner of the same session (claimed again meanwhile) waits for it before it starts.
+    closing: dict[str, asyncio.Event]
 
     def holds(self, runner: SessionRunner) -> bool:
         """Whether `runner` is still the worker's runner of its session."""
@@ -259,18 +263,27 @@ class SessionRunner:
         """Report the session `stopped` (the worker is stopping; the lease goes with it)."""
         await self._status(S.STOPPED, reason)
 
-    async def drop(self) -> None:
+    def drop(self) -> Coroutine[Any, Any, None]:
         """Close the connection locally and forget the session, writing nothing (not ours now).
         Work in progress for it is cancelled, and the engine is told to stop even if a start was
-        under way."""
+        under way. The runner is forgotten and its session marked closing on the call, before
+        anything is awaited: a runner made for the session after the call waits for the close."""
+        closed = self.host.closing[self.key] = asyncio.Event()
         self._forget()
         if self.task is not None and self.task is not asyncio.current_task():
             self.task.cancel()
         self.started = False
+        return self._close(closed)
+
+    async def _close(self, closed: asyncio.Event) -> None:
         try:
             await self.engine.stop(self.key)
         except EngineError as exc:
             logger.warning("engine stop failed: %s", exc)
+        finally:
+            closed.set()
+            if self.host.closing.get(self.key) is closed:
+                del self.host.closing[self.key]
         # Fenced, so harmless when another worker owns it; when the lease is still ours (renewals
         # were slow), others may take the session now instead of after the TTL.
         with contextlib.suppress(Exception):
@@ -350,6 +363,10 @@ class SessionRunner:
             logger.warning("pairing code refused by the engine: %s", exc)
 
     async def _start(self, reason: str) -> None:
+        if (closing := self.host.closing.get(self.key)) is not None:
+            # Dropped by this worker a moment ago and claimed again: its old connection still
+            # uses the store and the engine's slot (a start now fails `already_started`).
+            await closing.wait()
         await self._status(S.STARTING, reason)
         self.auth_dir.mkdir(parents=True, exist_ok=True)
         try:

@@ -25,7 +25,9 @@ import resource
 import time
 import uuid
 from collections import Counter
+from collections.abc import Coroutine
 from datetime import date
+from typing import Any
 
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -91,6 +93,7 @@ class WorkerRuntime:
         self.stop = asyncio.Event()
         self.wake = asyncio.Event()
         self.runners: dict[str, SessionRunner] = {}
+        self.closing: dict[str, asyncio.Event] = {}  # SessionRunner.drop
         self.worker_id: uuid.UUID | None = None
         self.claiming = True
         self._controls = ControlListener(self._engine_for, get_channel_layer())
@@ -342,6 +345,14 @@ class WorkerRuntime:
             ttl=self.config.lease_seconds,
         )
         for lease in leases:
+            if (previous := self.runners.get(str(lease.session_id))) is not None:
+                # Our own lease on it ran out before the watchdog closed it (renewals fell
+                # behind) and this claim took it again: close the old connection first.
+                logger.warning(
+                    "claimed a session again before its expired lease was closed here",
+                    extra={"session_id": previous.key},
+                )
+                self._spawn(previous.drop())
             if lease.taken_over_from is not None:
                 self.counters["failovers"] += 1
                 logger.info(
@@ -388,7 +399,10 @@ class WorkerRuntime:
             if self.holds(runner):
                 runner.recheck()
 
-        task = asyncio.get_running_loop().create_task(later())
+        self._spawn(later())
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -399,9 +413,12 @@ class WorkerRuntime:
         if not self.holds(runner):
             return
         del self.runners[runner.key]
-        task = asyncio.get_running_loop().create_task(self._controls.leave(runner.key))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+
+        async def leave() -> None:
+            if runner.key not in self.runners:  # not claimed again meanwhile (its runner joined)
+                await self._controls.leave(runner.key)
+
+        self._spawn(leave())
 
     # --- engine events ----------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.utils import timezone
 
 from sessions_app import services as sessions
 from sessions_app.models import Session, SessionEvent
@@ -168,6 +169,52 @@ async def test_a_lost_lease_closes_the_connection_without_writing(start_worker) 
     assert runtime.engines["sandbox"].status(str(session.id)) == "stopped"
     row = await sync_to_async(session_row)(session.id)
     assert (row.status, row.lease_epoch) == ("connected", 99)  # nothing written by the loser
+
+
+@pytest.mark.parametrize("first", ["watchdog", "claim"])
+async def test_a_session_whose_lease_ran_out_here_is_claimed_again_after_its_old_connection(
+    start_worker, first: str
+) -> None:
+    """Renewals fell behind and the lease ran out: the watchdog closes the connection, and the
+    claim loop may take the session again before that close is done (`watchdog`), or even before
+    the watchdog saw it (`claim`). The new connection waits for the old one to close (a start
+    meanwhile fails `already_started`, a permanent failure), then reconnects from the store."""
+    runtime = await start_worker()
+    session = await linked(runtime)
+    engine, calls, closing = runtime.engines["sandbox"], [], asyncio.Event()
+    real_start, real_stop = engine.start, engine.stop
+
+    async def start(key, auth_dir):
+        calls.append("start")
+        await real_start(key, auth_dir)
+
+    async def slow_stop(key):
+        calls.append("stop")
+        await closing.wait()
+        await real_stop(key)
+        calls.append("stopped")
+
+    engine.start, engine.stop = start, slow_stop
+    key, old = str(session.id), runtime.runners[str(session.id)]
+    if first == "watchdog":
+        old.deadline = 0  # closed by the watchdog now; claimable once the lease has run out
+        await until(lambda: runtime.runners.get(key) is not old, what="the watchdog's close")
+    await sync_to_async(
+        lambda: Session.objects.filter(pk=session.id).update(lease_expires_at=timezone.now())
+    )()
+
+    new = await until(
+        lambda: (r := runtime.runners.get(key)) is not None and r is not old and r,
+        what="the session claimed again by the same worker",
+    )
+    await until(lambda: calls == ["stop"], what="the old connection's close to begin")
+    assert new.epoch > old.epoch
+    closing.set()
+
+    await until(lambda: "start" in calls and new.status == "connected", what="reconnected")
+    row = await sync_to_async(session_row)(session.id)
+    assert (row.status, row.lease_epoch, row.last_error_code) == ("connected", new.epoch, "")
+    assert calls == ["stop", "stopped", "start"]
 
 
 async def test_a_graceful_stop_releases_everything(start_worker, caplog) -> None:
