@@ -13,6 +13,9 @@ from django.conf import settings
 class RuntimeConfig:
     name: str = ""
     capacity: int = 100
+    # Sessions claimed and not yet through their first start at most: a worker given thousands
+    # at once starts them this many at a time instead of queueing every start together.
+    starting: int = 50
     engines: list[str] = field(default_factory=lambda: ["neonize", "sandbox"])
     lease_seconds: float = 30.0
     poll_seconds: float = 2.0

@@ -48,22 +48,6 @@ async def db(function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     )
 
 
-async def db_close() -> None:
-    """Close the connection of every pool thread (a stopping worker gives its connections back).
-
-    A barrier per pool makes each of its threads run one of the closes."""
-    loop = asyncio.get_running_loop()
-    for executor in (_executor, _io_executor):
-        barrier = threading.Barrier(_THREADS)
-
-        def close(barrier: threading.Barrier = barrier) -> None:
-            connections.close_all()
-            with contextlib.suppress(threading.BrokenBarrierError):
-                barrier.wait(timeout=5)
-
-        await asyncio.gather(*(loop.run_in_executor(executor, close) for _ in range(_THREADS)))
-
-
 # Snapshots move files to and from storage, which can take seconds: they get threads of their own
 # so that lease renewals never wait behind them.
 _io_executor = ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="worker-io")
@@ -73,3 +57,35 @@ async def io(function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     return await sync_to_async(_fresh(function), thread_sensitive=False, executor=_io_executor)(
         *args, **kwargs
     )
+
+
+# Lease renewals and the heartbeat: a thread (and connection) of their own, so they never queue
+# behind the sessions' own steps. Thousands of sessions starting at once queued thousands of
+# those in `db`'s pool; a renewal behind them came too late and every session self-fenced.
+_lease_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-lease")
+
+
+async def lease_db(function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    return await sync_to_async(_fresh(function), thread_sensitive=False, executor=_lease_executor)(
+        *args, **kwargs
+    )
+
+
+async def db_close() -> None:
+    """Close the connection of every pool thread (a stopping worker gives its connections back).
+
+    A barrier per pool makes each of its threads run one of the closes."""
+    loop = asyncio.get_running_loop()
+    for executor, threads in (
+        (_executor, _THREADS),
+        (_io_executor, _THREADS),
+        (_lease_executor, 1),
+    ):
+        barrier = threading.Barrier(threads)
+
+        def close(barrier: threading.Barrier = barrier) -> None:
+            connections.close_all()
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.wait(timeout=5)
+
+        await asyncio.gather(*(loop.run_in_executor(executor, close) for _ in range(threads)))

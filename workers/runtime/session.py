@@ -72,6 +72,7 @@ class Host(Protocol):
     # Sessions whose dropped runner's connection is still closing, set once it is closed: a new
     # runner of the same session (claimed again meanwhile) waits for it before it starts.
     closing: dict[str, asyncio.Event]
+    wake: asyncio.Event  # set: the worker's claim loop looks again now
 
     def holds(self, runner: SessionRunner) -> bool:
         """Whether `runner` is still the worker's runner of its session."""
@@ -108,6 +109,7 @@ class SessionRunner:
         # on the monotonic clock from when the claim or the last successful renewal started.
         self.deadline = claimed_at + config.lease_seconds
         self.started = False
+        self.starting = True  # until its first start is over, however it ended (WorkerRuntime)
         self.connected = False
         self.snapshot_mtime = 0.0
         self.snapshot_lock = asyncio.Lock()
@@ -363,6 +365,14 @@ class SessionRunner:
             logger.warning("pairing code refused by the engine: %s", exc)
 
     async def _start(self, reason: str) -> None:
+        try:
+            await self._start_once(reason)
+        finally:
+            if self.starting:
+                self.starting = False
+                self.host.wake.set()  # room for the next claim
+
+    async def _start_once(self, reason: str) -> None:
         if (closing := self.host.closing.get(self.key)) is not None:
             # Dropped by this worker a moment ago and claimed again: its old connection still
             # uses the store and the engine's slot (a start now fails `already_started`).

@@ -43,7 +43,7 @@ from workers import services as registry
 from workers.engines.base import Engine
 from workers.runtime.config import RuntimeConfig
 from workers.runtime.controls import ControlListener
-from workers.runtime.db import db, db_close
+from workers.runtime.db import db, db_close, lease_db
 from workers.runtime.dispatcher import Dispatcher
 from workers.runtime.session import SessionRunner
 from workers.states import WorkerStatus
@@ -208,7 +208,7 @@ class WorkerRuntime:
 
     async def step_renew(self) -> None:
         started = time.monotonic()
-        held = await db(
+        held = await lease_db(
             sessions.sessions_renew,
             worker_id=self.worker_id,
             session_ids=[runner.id for runner in self.runners.values()],
@@ -221,7 +221,7 @@ class WorkerRuntime:
             # Missing from the renewal: lost, or claimed by us while the renewal ran (its commit
             # came after our read). Ask once more before closing anything.
             checked = time.monotonic()
-            if await db(sessions.session_lease, session_id=runner.id, epoch=runner.epoch):
+            if await lease_db(sessions.session_lease, session_id=runner.id, epoch=runner.epoch):
                 runner.deadline = max(runner.deadline, checked + self.config.lease_seconds / 2)
                 continue
             logger.warning("lease not renewed; closing", extra={"session_id": key})
@@ -237,7 +237,7 @@ class WorkerRuntime:
             },
             "counters": self.figures(),
         }
-        status = await db(registry.worker_heartbeat, worker_id=self.worker_id, stats=stats)
+        status = await lease_db(registry.worker_heartbeat, worker_id=self.worker_id, stats=stats)
         if status is None:
             # Paused past the TTL, others took over: drop everything and exit (a supervisor
             # starts a fresh worker) rather than claim again under a row marked dead.
@@ -251,7 +251,7 @@ class WorkerRuntime:
             self.claiming = False
             for runner in list(self.runners.values()):
                 runner.queue.put_nowait(("handover", "worker draining"))
-        await db(registry.workers_mark_dead)
+        await lease_db(registry.workers_mark_dead)
 
     def figures(self) -> dict[str, float]:
         """This process's counters (from 0 at its start): its own, its engines' host restarts and
@@ -335,7 +335,10 @@ class WorkerRuntime:
     async def step_claim(self) -> bool:
         if not self.claiming:
             return False
-        room = self.config.capacity - len(self.runners)
+        starting = sum(runner.starting for runner in self.runners.values())
+        room = min(self.config.capacity - len(self.runners), self.config.starting - starting)
+        if room <= 0:
+            return False  # each start that ends wakes this loop
         started = time.monotonic()
         leases = await db(
             sessions.sessions_claim,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from sessions_app.models import Session, SessionEvent
 from sessions_app.services import qr
 from workers.engines.sandbox import SandboxWorld
 from workers.models import Worker
+from workers.runtime.db import db
 from workers.runtime.worker import WorkerRuntime
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
@@ -215,6 +217,45 @@ async def test_a_session_whose_lease_ran_out_here_is_claimed_again_after_its_old
     row = await sync_to_async(session_row)(session.id)
     assert (row.status, row.lease_epoch, row.last_error_code) == ("connected", new.epoch, "")
     assert calls == ["stop", "stopped", "start"]
+
+
+async def test_a_worker_starts_at_most_its_starting_sessions_at_once(start_worker) -> None:
+    """Thousands of sessions given to one worker start a batch at a time: each start that ends
+    makes room for the next claim, instead of every start queued together."""
+    runtime = await start_worker()
+    runtime.config.starting = 3
+    engine, gate = runtime.engines["sandbox"], asyncio.Event()
+    real_start = engine.start
+
+    async def start(key, auth_dir):
+        await gate.wait()
+        await real_start(key, auth_dir)
+
+    engine.start = start
+    made = [(await sync_to_async(create)()).id for _ in range(8)]
+    await until(lambda: len(runtime.runners) == 3, what="three claimed")
+    assert not await runtime.step_claim()  # no room while three are starting
+    assert len(runtime.runners) == 3
+
+    gate.set()
+    await until(
+        lambda: Session.objects.filter(pk__in=made, status="scan_qr").count() == 8,
+        what="all eight showing a QR code",
+    )
+
+
+async def test_renewals_never_wait_behind_the_sessions_own_database_steps(start_worker) -> None:
+    runtime = await start_worker()
+    session = await linked(runtime)
+    gate = threading.Event()
+    # Every thread of the sessions' pool busy, and more queued behind them.
+    busy = [asyncio.ensure_future(db(gate.wait, 30)) for _ in range(8)]
+    try:
+        await asyncio.wait_for(runtime.step_renew(), 10)
+    finally:
+        gate.set()
+        await asyncio.gather(*busy)
+    assert str(session.id) in runtime.runners
 
 
 async def test_a_graceful_stop_releases_everything(start_worker, caplog) -> None:
