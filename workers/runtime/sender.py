@@ -139,7 +139,9 @@ class Sender:
                         if failed:
                             logger.warning("%s interrupted message(s) failed", failed)
                     if not runner.connected:
-                        await self._wait(poll)
+                        # Poked when it connects: thousands of sessions waiting for a scan cost
+                        # nothing (a timed wait woke each of them every `poll` seconds).
+                        await self._wait(None)
                         continue
                     if loop.time() >= media_due:
                         media_due = loop.time() + MEDIA_RETRY_SECONDS

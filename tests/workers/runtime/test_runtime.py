@@ -258,6 +258,55 @@ async def test_renewals_never_wait_behind_the_sessions_own_database_steps(start_
     assert str(session.id) in runtime.runners
 
 
+async def test_what_is_wanted_is_re_read_on_a_notify_not_at_every_claim(start_worker) -> None:
+    """5,000 sessions re-read at every claim poll were a third of the worker's time: the wanted
+    states are re-read when a NOTIFY says one changed (and every TTL/3 for one lost)."""
+    runtime = await start_worker(lease_seconds=60)
+    session = await linked(runtime)
+    claims, reconciles = [], []
+    step_claim, step_reconcile = runtime.step_claim, runtime.step_reconcile
+
+    async def claim():
+        claims.append(1)
+        return await step_claim()
+
+    async def reconcile():
+        reconciles.append(1)
+        return await step_reconcile()
+
+    runtime.step_claim, runtime.step_reconcile = claim, reconcile
+    for turn in range(1, 4):  # claim rounds with nothing wanted changed
+        runtime.wake.set()
+        await until(lambda turn=turn: len(claims) >= turn, what="a claim round")
+    assert reconciles == []
+
+    await sync_to_async(sessions.session_request_stop)(session=session)
+    await until(lambda: session_row(session.id).status == "stopped", what="the stop carried out")
+    assert reconciles
+
+
+async def test_a_session_waiting_for_its_scan_has_an_idle_sender(start_worker, monkeypatch) -> None:
+    """Thousands of unlinked sessions cost nothing in their senders: they wait to be poked (when
+    the session connects), not on a timer."""
+    from workers.runtime.sender import Sender
+
+    waits = []
+    wait = Sender._wait
+
+    async def recorded(self, seconds):
+        waits.append(seconds)
+        await wait(self, seconds)
+
+    monkeypatch.setattr(Sender, "_wait", recorded)
+    runtime = await start_worker()
+    session = await sync_to_async(create)()
+    await until(lambda: session_row(session.id).status == "scan_qr", what="a QR code")
+    await until(lambda: waits, what="the sender waiting")
+    assert set(waits) == {None}
+    await runtime.engines["sandbox"].scan(str(session.id), "+15550001")
+    await until(lambda: session_row(session.id).status == "connected", what="connected")
+
+
 async def test_a_graceful_stop_releases_everything(start_worker, caplog) -> None:
     caplog.set_level(logging.INFO, logger="workers.runtime.worker")
     runtime = await start_worker()
