@@ -263,6 +263,57 @@ async def test_the_listener_survives_the_channel_layer_going_away(tmp_path: Path
     await engine.close()
 
 
+async def settled(check) -> None:
+    while not check():
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.asyncio
+async def test_a_slow_call_holds_up_only_its_own_session_s_controls() -> None:
+    """Each session's controls in order, sessions side by side: a number check waiting on
+    WhatsApp for one session does not hold another's up."""
+    from channels.layers import InMemoryChannelLayer
+
+    answered: list[tuple[str, list[str]]] = []
+    whatsapp = asyncio.Event()
+
+    class Engine:
+        name = "double"
+
+        async def check_numbers(self, session_id, phone_numbers):
+            if session_id == "slow":
+                await whatsapp.wait()
+            answered.append((session_id, phone_numbers))
+            return []
+
+    layer, engine = InMemoryChannelLayer(), Engine()
+    listener = ControlListener(lambda _: engine, layer, retry_seconds=0.01)
+    for session_id in ("slow", "quick"):
+        await listener.join(session_id)
+    stop = asyncio.Event()
+    task = asyncio.create_task(listener.run(stop))
+    await asyncio.wait_for(settled(lambda: listener.channel), 5)  # subscribed
+    for session_id, number in [("slow", "1"), ("slow", "2"), ("quick", "3")]:
+        await layer.group_send(
+            control_group(session_id),
+            {
+                "type": "session.call",
+                "call_id": f"{session_id}-{number}",
+                "session_id": session_id,
+                "method": "check_numbers",
+                "arguments": {"phone_numbers": [number]},
+            },
+        )
+    await asyncio.wait_for(settled(lambda: answered), 5)
+    assert answered == [("quick", ["3"])]  # while the slow session's first call still waits
+
+    whatsapp.set()
+    await asyncio.wait_for(settled(lambda: len(answered) == 3), 5)
+    assert answered[1:] == [("slow", ["1"]), ("slow", ["2"])]  # its own calls in their order
+    stop.set()
+    await asyncio.wait_for(task, 5)
+
+
 def test_the_api_offers_the_receipt_modes_and_presences_the_engine_knows() -> None:
     from sessions_app import sandbox
     from workers.engines import sandbox as engine

@@ -137,6 +137,11 @@ class ControlListener:
         self.retry_seconds = retry_seconds
         self.sessions: set[str] = set()
         self.channel = ""
+        # Each session's controls in the order they came, sessions side by side: one slow engine
+        # call (a number check waiting on WhatsApp) held every other session's up, and thousands
+        # of controls at once (a fleet linked by a script) queued until the layer expired them.
+        self._last: dict[str, asyncio.Task] = {}
+        self._applying: set[asyncio.Task] = set()
 
     async def join(self, session_id: str) -> None:
         self.sessions.add(session_id)
@@ -169,6 +174,29 @@ class ControlListener:
         elif isinstance(engine, SandboxEngine) and settings.SANDBOX_ENABLED:
             await apply_sandbox_control(engine, message)
 
+    def _apply_soon(self, message: dict) -> None:
+        session_id = message.get("session_id", "")
+        task = asyncio.get_running_loop().create_task(
+            self._apply_after(self._last.get(session_id), message)
+        )
+        self._last[session_id] = task
+        self._applying.add(task)
+
+        def done(task: asyncio.Task) -> None:
+            self._applying.discard(task)
+            if self._last.get(session_id) is task:
+                del self._last[session_id]
+
+        task.add_done_callback(done)
+
+    async def _apply_after(self, previous: asyncio.Task | None, message: dict) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])  # its outcome is its own
+        try:
+            await self._apply(message)
+        except Exception:
+            logger.exception("control %s failed", message.get("action") or message.get("method"))
+
     async def run(self, stop: asyncio.Event) -> None:
         """Receive and apply controls until `stop` is set."""
         stopping = asyncio.ensure_future(stop.wait())
@@ -184,7 +212,7 @@ class ControlListener:
                     if receiving not in done:
                         receiving.cancel()
                         break
-                    await self._apply(receiving.result())
+                    self._apply_soon(receiving.result())
                 except Exception:
                     logger.warning(
                         "sandbox controls: channel layer unavailable; retrying", exc_info=True
@@ -196,3 +224,6 @@ class ControlListener:
                         pass
         finally:
             stopping.cancel()
+            for task in list(self._applying):
+                task.cancel()
+            await asyncio.gather(*self._applying, return_exceptions=True)
