@@ -31,6 +31,15 @@ def main() -> None:
             rss, cpu_before, threads = proc(worker.pid)
             time.sleep(WINDOW)  # steady state: lease renewals, heartbeats, snapshot checks
             _, cpu_after, _ = proc(worker.pid)
+            from sessions_app.models import Session, SessionEvent
+
+            # What a worker that cannot keep up shows: its own leases running out under it
+            # (self-fenced, claimed again) and sessions that failed.
+            log = (Path(tmp) / "capacity.log").read_text(errors="replace")
+            fenced = log.count("lease about to expire unrenewed") + log.count("lease not renewed")
+            claims = SessionEvent.objects.filter(to_status="starting")
+            failed = Session.objects.filter(status="failed").count()
+            claimed = claims.count()
         finally:
             fleet.stop_all()
     print(
@@ -47,6 +56,9 @@ def main() -> None:
         f"| CPU in steady state (% of one core) | {100 * (cpu_after - cpu_before) / WINDOW:.1f} |"
     )
     print(f"| time to claim, show QR, link and snapshot all (s) | {linked_in:.0f} |")
+    print(f"| starts (claims) for {SESSIONS} sessions | {claimed} |")
+    print(f"| leases that ran out under the worker (self-fenced) | {fenced} |")
+    print(f"| sessions failed | {failed} |")
 
 
 if __name__ == "__main__":

@@ -50,6 +50,9 @@ def count(name: str, status: str) -> int:
     return Session.objects.filter(worker__name=name, status=status).count()
 
 
+SCAN_BATCH = 250
+
+
 def link(worker: str, number: int) -> list:
     """Create `number` sandbox sessions, let `worker` claim them, scan them, wait for snapshots."""
     from sessions_app import services
@@ -59,8 +62,13 @@ def link(worker: str, number: int) -> list:
     timeout = max(300, number / 10)  # 5,000 sessions may take minutes on 2 cores
     ids = [services.session_create(external_id=None, engine="sandbox")[0].pk for _ in range(number)]
     wait_until(lambda: count(worker, "scan_qr") == number, timeout, "QR codes")
+    # Scanned a batch at a time, as people scan codes: thousands of scans sent at once wait in
+    # the channel layer behind the worker's QR rotations, and channels_redis drops what has
+    # waited 60 s (its `expiry`).
     for index, session in enumerate(Session.objects.filter(pk__in=ids)):
         sandbox_control_send(session=session, action="scan", phone_number=f"+1555{index:07d}")
+        if (index + 1) % SCAN_BATCH == 0:
+            wait_until(lambda i=index: count(worker, "connected") > i, timeout, "a batch linked")
     wait_until(lambda: count(worker, "connected") == number, timeout, "links")
     wait_until(
         lambda: Session.objects.filter(pk__in=ids).exclude(snapshot_key="").count() == number,
