@@ -95,7 +95,9 @@ def _server(database_url: str, name: str) -> str:
 @pytest.fixture(scope="package")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     suite_url = os.environ["DATABASE_URL"]
-    name = urlsplit(suite_url).path.strip("/") + "_deploy"
+    # One per pytest-xdist process: each may set the stack up, and one's DROP would end the other's.
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    name = urlsplit(suite_url).path.strip("/") + "_deploy" + (f"_{worker}" if worker else "")
     admin = _server(suite_url, "postgres")
     with psycopg.connect(admin, autocommit=True) as connection:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

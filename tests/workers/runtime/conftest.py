@@ -43,6 +43,7 @@ async def start_worker(tmp_path: Path, world: SandboxWorld):
         auth_root: Path | None = None,
         silence_seconds: float = 900,
         engine: Engine | None = None,
+        starting: int = 50,
     ) -> WorkerRuntime:
         """A worker of the sandbox engine (in this process, unless given another `engine`)."""
         engine = engine or SandboxEngine(world, worker=name, timings=FAST)
@@ -53,6 +54,7 @@ async def start_worker(tmp_path: Path, world: SandboxWorld):
                 lease_seconds=lease_seconds,
                 poll_seconds=0.2,
                 silence_seconds=silence_seconds,
+                starting=starting,
                 auth_root=auth_root or tmp_path / "auth",
             ),
             engines={"sandbox": engine},

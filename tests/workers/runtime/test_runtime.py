@@ -222,8 +222,7 @@ async def test_a_session_whose_lease_ran_out_here_is_claimed_again_after_its_old
 async def test_a_worker_starts_at_most_its_starting_sessions_at_once(start_worker) -> None:
     """Thousands of sessions given to one worker start a batch at a time: each start that ends
     makes room for the next claim, instead of every start queued together."""
-    runtime = await start_worker()
-    runtime.config.starting = 3
+    runtime = await start_worker(starting=3)
     engine, gate = runtime.engines["sandbox"], asyncio.Event()
     real_start = engine.start
 
@@ -233,9 +232,13 @@ async def test_a_worker_starts_at_most_its_starting_sessions_at_once(start_worke
 
     engine.start = start
     made = [(await sync_to_async(create)()).id for _ in range(8)]
-    await until(lambda: len(runtime.runners) == 3, what="three claimed")
+
+    def starting() -> int:
+        return sum(runner.starting for runner in runtime.runners.values())
+
+    await until(lambda: starting() >= 3, what="three starting")
     assert not await runtime.step_claim()  # no room while three are starting
-    assert len(runtime.runners) == 3
+    assert (starting(), len(runtime.runners)) == (3, 3)
 
     gate.set()
     await until(
