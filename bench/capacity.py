@@ -37,9 +37,8 @@ def main() -> None:
             # (self-fenced, claimed again) and sessions that failed.
             log = (Path(tmp) / "capacity.log").read_text(errors="replace")
             fenced = log.count("lease about to expire unrenewed") + log.count("lease not renewed")
-            claims = SessionEvent.objects.filter(to_status="starting")
+            claimed = SessionEvent.objects.filter(to_status="starting").count()
             failed = Session.objects.filter(status="failed").count()
-            claimed = claims.count()
         finally:
             fleet.stop_all()
     print(

@@ -45,8 +45,9 @@ def session_set_status(
     connection) and `IllegalTransition` for a change the state machine forbids. Setting the status
     it already has changes nothing and records nothing, unless a new `qr` or `pair_code` comes
     with it (each is announced). The linked device's `phone_number`, `jid`, `push_name` and
-    `linked_at` are written when given (None: left as they are); giving any of them writes even
-    an unchanged status.
+    `linked_at` are written when given (None: left as they are), even with an unchanged status.
+    Only fields whose value changes are saved: a new code on a session already showing one
+    leaves its row as it is.
     """
     linked: dict[str, object] = {
         name: value

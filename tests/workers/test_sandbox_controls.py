@@ -19,6 +19,7 @@ from rest_framework.test import APIClient
 
 from sessions_app.services.calls import control_group
 from tests.workers.engines.test_sandbox import FAST, next_event
+from tests.workers.runtime.test_runtime import until
 from workers.engines.base import (
     BlocklistChanged,
     Connected,
@@ -263,11 +264,6 @@ async def test_the_listener_survives_the_channel_layer_going_away(tmp_path: Path
     await engine.close()
 
 
-async def settled(check) -> None:
-    while not check():
-        await asyncio.sleep(0.01)
-
-
 @pytest.mark.asyncio
 async def test_a_slow_call_holds_up_only_its_own_session_s_controls() -> None:
     """Each session's controls in order, sessions side by side: a number check waiting on
@@ -292,7 +288,7 @@ async def test_a_slow_call_holds_up_only_its_own_session_s_controls() -> None:
         await listener.join(session_id)
     stop = asyncio.Event()
     task = asyncio.create_task(listener.run(stop))
-    await asyncio.wait_for(settled(lambda: listener.channel), 5)  # subscribed
+    await until(lambda: listener.channel, 5, "the listener to subscribe")
     for session_id, number in [("slow", "1"), ("slow", "2"), ("quick", "3")]:
         await layer.group_send(
             control_group(session_id),
@@ -304,11 +300,11 @@ async def test_a_slow_call_holds_up_only_its_own_session_s_controls() -> None:
                 "arguments": {"phone_numbers": [number]},
             },
         )
-    await asyncio.wait_for(settled(lambda: answered), 5)
+    await until(lambda: answered, 5, "the quick session's answer")
     assert answered == [("quick", ["3"])]  # while the slow session's first call still waits
 
     whatsapp.set()
-    await asyncio.wait_for(settled(lambda: len(answered) == 3), 5)
+    await until(lambda: len(answered) == 3, 5, "the slow session's answers")
     assert answered[1:] == [("slow", ["1"]), ("slow", ["2"])]  # its own calls in their order
     stop.set()
     await asyncio.wait_for(task, 5)
