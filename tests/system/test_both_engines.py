@@ -10,6 +10,7 @@ import signal
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.utils import timezone
 
 from gateway.outbox.models import WebhookDelivery
 from messaging.models import Message
@@ -384,6 +385,32 @@ async def test_a_lost_lease_closes_the_connection_and_writes_nothing(system) -> 
         )
     row = await sync_to_async(session_row)(session.id)
     assert (row.status, row.lease_epoch) == ("connected", 99)  # nothing written by the loser
+
+
+async def test_a_lease_that_ran_out_under_its_worker_is_taken_again_without_a_failure(
+    system,
+) -> None:
+    """Renewals fell behind and the lease ran out in the database before the worker closed the
+    connection: its own claim loop takes the session again. The old connection is closed first
+    (a start beside it failed `already_started`, which stopped the session for good), and the new
+    one reconnects from the store, without a QR code."""
+    runtime = await system.start_worker()
+    session = await linked(system)
+    key, old = str(session.id), runtime.runners[str(session.id)]
+    await sync_to_async(
+        lambda: Session.objects.filter(pk=session.id).update(lease_expires_at=timezone.now())
+    )()
+
+    new = await until(
+        lambda: (r := runtime.runners.get(key)) is not None and r is not old and r,
+        what="the session claimed again by the same worker",
+    )
+    connects = SessionEvent.objects.filter(session=session, to_status="connected")
+    await until(lambda: connects.count() == 2, what="connected again")
+    row = await sync_to_async(session_row)(session.id)
+    assert (row.status, row.lease_epoch, row.last_error_code) == ("connected", new.epoch, "")
+    shown = SessionEvent.objects.filter(session=session, to_status="scan_qr")
+    assert await sync_to_async(shown.count)() == 1  # the one of the first link
 
 
 def presence_updates(session) -> list[dict]:
