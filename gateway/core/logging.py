@@ -83,8 +83,8 @@ def _redacted(value: Any) -> Any:
 
 class RedactingJsonFormatter(JsonFormatter):
     """One JSON object per line, with query strings and media tokens taken out of every field
-    before it is serialised: the message (httpx logs every URL it requests), our fields (`path`)
-    and the traceback."""
+    before it is serialised: the message (the dispatcher logs every URL it posts to), our fields
+    (`path`) and the traceback."""
 
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
         return _redacted(super().process_log_record(log_data))

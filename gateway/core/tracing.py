@@ -6,7 +6,7 @@ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set.
 the SDK is never imported, no instrumentation is applied, and everything below costs one check of
 a module variable. With it set, it installs a TracerProvider exporting over OTLP/HTTP (the
 standard OTEL_* variables: OTEL_SERVICE_NAME, default `whatsapp-gateway`, headers, sampling…)
-and OpenTelemetry's instrumentations of Django, psycopg, Redis and httpx (which puts a
+and OpenTelemetry's instrumentations of Django, psycopg, Redis and aiohttp's client (which puts a
 `traceparent` header on every request it makes, webhooks included).
 
 A trace crosses processes through the database: `context()` is the current span's W3C trace
@@ -54,9 +54,10 @@ def enabled() -> bool:
 
 
 def _instrumentors() -> tuple:
-    """OpenTelemetry's instrumentations: Django (one span per request), psycopg, Redis, httpx."""
+    """OpenTelemetry's instrumentations: Django (one span per request), psycopg, Redis, aiohttp's
+    client."""
+    from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
     from opentelemetry.instrumentation.django import DjangoInstrumentor
-    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
     from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
     from opentelemetry.instrumentation.redis import RedisInstrumentor
 
@@ -64,7 +65,7 @@ def _instrumentors() -> tuple:
         DjangoInstrumentor(),
         PsycopgInstrumentor(),
         RedisInstrumentor(),
-        HTTPXClientInstrumentor(),
+        AioHttpClientInstrumentor(),
     )
 
 

@@ -13,13 +13,13 @@ import asyncio
 import logging
 from typing import Any
 
-import httpx
+import aiohttp
 from django.conf import settings
 
 from gateway.outbox.breaker import CircuitBreaker
 
 logger = logging.getLogger(__name__)
-TIMEOUT = httpx.Timeout(10.0, connect=3.0)
+TIMEOUT = aiohttp.ClientTimeout(total=10.0, connect=3.0)
 
 
 class BackendUnavailable(Exception):
@@ -33,32 +33,39 @@ class BackendClient:
         headers = {"User-Agent": f"whatsapp-gateway/{settings.VERSION}"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self.http = httpx.AsyncClient(timeout=TIMEOUT, headers=headers, follow_redirects=False)
+        self.headers = headers
+        self.http: aiohttp.ClientSession | None = None  # made in the loop, at the first call
         self.breaker = CircuitBreaker(self.base_url)
 
-    async def _call(self, method: str, path: str, body: dict[str, Any]) -> httpx.Response:
+    async def _call(self, method: str, path: str, body: dict[str, Any]) -> Any:
+        """The backend's JSON answer (None when it is not JSON)."""
         if not await asyncio.to_thread(self.breaker.allow):
             raise BackendUnavailable("circuit open")
+        if self.http is None:
+            self.http = aiohttp.ClientSession(timeout=TIMEOUT, headers=self.headers)
         try:
-            response = await self.http.request(method, f"{self.base_url}{path}", json=body)
-        except httpx.HTTPError as exc:
+            async with self.http.request(
+                method, f"{self.base_url}{path}", json=body, allow_redirects=False
+            ) as response:
+                status = response.status
+                try:
+                    data = await response.json(content_type=None)
+                except ValueError:
+                    data = None
+        except (aiohttp.ClientError, TimeoutError) as exc:
             await asyncio.to_thread(self.breaker.failure)
             raise BackendUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        if response.status_code >= 500 or response.status_code == 429:
+        if status >= 500 or status == 429:
             await asyncio.to_thread(self.breaker.failure)
-            raise BackendUnavailable(f"{method} {path} answered {response.status_code}")
+            raise BackendUnavailable(f"{method} {path} answered {status}")
         await asyncio.to_thread(self.breaker.success)
-        if response.status_code >= 400:
-            raise BackendUnavailable(f"{method} {path} answered {response.status_code}")
-        return response
+        if status >= 400:
+            raise BackendUnavailable(f"{method} {path} answered {status}")
+        return data
 
     async def register(self, body: dict[str, Any]) -> str:
         """Register the worker; returns the id the backend gave it (or ours, if it gave none)."""
-        response = await self._call("POST", "/api/admin/workers/register", body)
-        try:
-            data = response.json()
-        except ValueError:
-            data = {}
+        data = await self._call("POST", "/api/admin/workers/register", body)
         given = data.get("id") if isinstance(data, dict) else None
         return str(given or body["worker_id"])
 
@@ -66,4 +73,5 @@ class BackendClient:
         await self._call("PUT", f"/api/admin/workers/{backend_id}/heartbeat", body)
 
     async def close(self) -> None:
-        await self.http.aclose()
+        if self.http is not None:
+            await self.http.close()

@@ -13,12 +13,13 @@ import asyncio
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
-import httpx
+import aiohttp
 from django.conf import settings
 
 from gateway.core.urlguard import UrlRefused, checked_target
 
 MAX_REDIRECTS = 5
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 @dataclass(frozen=True)
@@ -41,30 +42,28 @@ def fetch(url: str, *, max_bytes: int) -> Fetched:
 
 
 async def _fetch(url: str, max_bytes: int) -> Fetched:
-    timeout = httpx.Timeout(None, connect=5.0)  # the whole fetch has one deadline (above)
-    async with httpx.AsyncClient(
-        timeout=timeout, follow_redirects=False, trust_env=False
+    timeout = aiohttp.ClientTimeout(total=None, connect=5.0)  # the whole fetch: one deadline
+    async with aiohttp.ClientSession(
+        timeout=timeout, cookie_jar=aiohttp.DummyCookieJar()
     ) as client:
         for _ in range(MAX_REDIRECTS + 1):
             pinned, host_header, server_name = await checked_target(
                 url, allowed=settings.MEDIA_FETCH_ALLOWED_NETWORKS
             )
             try:
-                async with client.stream(
-                    "GET",
+                async with client.get(
                     pinned,
                     headers={"Host": host_header, "User-Agent": "whatsapp-gateway"},
-                    extensions={"sni_hostname": server_name},
+                    server_hostname=server_name,
+                    allow_redirects=False,
                 ) as response:
-                    if response.is_redirect:
+                    if response.status in REDIRECTS:
                         url = _redirected(url, response.headers.get("location", ""))
                         continue
-                    if response.status_code != 200:
-                        raise UrlRefused(
-                            "url_fetch_failed", f"The URL answered {response.status_code}."
-                        )
+                    if response.status != 200:
+                        raise UrlRefused("url_fetch_failed", f"The URL answered {response.status}.")
                     return await _read(response, url, max_bytes)
-            except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL is not an HTTPError
+            except aiohttp.ClientError as exc:
                 raise UrlRefused(
                     "url_fetch_failed", f"The URL could not be fetched ({type(exc).__name__})."
                 ) from None
@@ -78,7 +77,7 @@ def _redirected(url: str, location: str) -> str:
         raise UrlRefused("url_invalid", "A redirect went to an invalid URL.") from None
 
 
-async def _read(response: httpx.Response, url: str, max_bytes: int) -> Fetched:
+async def _read(response: aiohttp.ClientResponse, url: str, max_bytes: int) -> Fetched:
     too_large = UrlRefused(
         "payload_too_large", f"The file is larger than {max_bytes} bytes.", status=413
     )
@@ -86,7 +85,7 @@ async def _read(response: httpx.Response, url: str, max_bytes: int) -> Fetched:
     if declared.isdigit() and int(declared) > max_bytes:
         raise too_large
     chunks, size = [], 0
-    async for chunk in response.aiter_bytes():
+    async for chunk in response.content.iter_any():
         size += len(chunk)
         if size > max_bytes:
             raise too_large

@@ -33,7 +33,7 @@ sdk = "opentelemetry.sdk" in sys.modules  # before the instrumentations are impo
 from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.instrumentation.django import DjangoInstrumentor
-from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
 from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from gateway.core import tracing
@@ -44,7 +44,7 @@ print(json.dumps({
     "instrumented": [
         i().is_instrumented_by_opentelemetry
         for i in (DjangoInstrumentor, PsycopgInstrumentor, RedisInstrumentor,
-                  HTTPXClientInstrumentor)
+                  AioHttpClientInstrumentor)
     ],
     "middleware": [m for m in settings.MIDDLEWARE if "opentelemetry" in m],
 }))

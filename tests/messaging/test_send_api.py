@@ -547,7 +547,7 @@ def test_one_deadline_covers_a_server_that_trickles_headers(
 
     def trickle(handler: BaseHTTPRequestHandler) -> None:
         handler.send_response(200)
-        handler.wfile.flush()
+        handler.flush_headers()  # the status line (send_response only buffers it)
         while not stop.wait(0.2):
             try:
                 handler.wfile.write(b"X-Trickle: 1\r\n")

@@ -21,7 +21,8 @@ from tests.workers.runtime.test_webhooks import Receiver
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 DJANGO = "opentelemetry.instrumentation.django"
 INSTRUMENTATIONS = {
-    f"opentelemetry.instrumentation.{name}" for name in ("django", "psycopg", "redis", "httpx")
+    f"opentelemetry.instrumentation.{name}"
+    for name in ("django", "psycopg", "redis", "aiohttp_client")
 }
 
 
@@ -121,7 +122,7 @@ async def test_one_trace_from_the_api_request_to_the_delivered_webhook(
     event_row = await sync_to_async(Event.objects.get)(event_id=event_id)
     assert event_row.trace_context == row.trace_context
 
-    # The receiver got the trace: httpx's client span under the delivery's, in the header.
+    # The receiver got the trace: aiohttp's client span under the delivery's, in the header.
     version, header_trace, header_span, header_flags = headers["traceparent"].split("-")
     assert (version, header_trace, header_flags) == ("00", trace_id, flags)
     [client] = [s for s in finished if f"{s.context.span_id:016x}" == header_span]

@@ -111,12 +111,14 @@ def in_order_per_session(received: list[tuple[dict, dict]]) -> dict[str, list[in
 async def test_a_deliverys_log_lines_say_which_delivery_they_are_about(
     backend, dispatch, caplog
 ) -> None:
-    caplog.set_level(logging.INFO, logger="httpx")
+    caplog.set_level(logging.INFO, logger="workers.runtime.dispatcher")
     [session] = await sync_to_async(sessions)(1)
     await sync_to_async(produce)([session], 1)
     await dispatch()
     await until(lambda: len(backend.received) == 1, what="the webhook")
-    [line] = await until(lambda: [r for r in caplog.records if r.name == "httpx"])
+    [line] = await until(
+        lambda: [r for r in caplog.records if r.getMessage().startswith("webhook test.event to ")]
+    )
     row = await sync_to_async(WebhookDelivery.objects.get)(session=session)
     assert (line.delivery_id, line.event_id, line.session_id) == (
         str(row.pk),
