@@ -12,6 +12,9 @@ second): the arrival times for both runs, and the order check. Each event id is 
 database for its session and sequence: every session's events must have arrived complete and in
 sequence order (duplicates are counted: at-least-once allows them, none are expected here).
 
+`--broker nats` delivers to a NATS JetStream endpoint on the machine's server instead (the same
+runs; the arrival time of each event is when JetStream stored it, the stream's own timestamp).
+
 `--code DIR` runs the dispatcher from another checkout of the project (e.g. a `git worktree` of an
 older commit, on the same database schema) beside this one, for a before/after table in one run:
 
@@ -21,7 +24,9 @@ older commit, on the same database schema) beside this one, for a before/after t
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
+import contextlib
 import os
 import secrets
 import signal
@@ -31,7 +36,9 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from fleet import ROOT, Nginx, percentile, setup_database
 
@@ -43,6 +50,59 @@ BACKLOG = 20_000
 STEADY_RATE = 300
 STEADY_SECONDS = 15
 PRODUCERS = 4
+T = TypeVar("T")
+NATS_URL = os.environ.get("TEST_NATS_URL", "nats://127.0.0.1:4222")
+
+
+class JetStream:
+    """A JetStream endpoint as the receiver: its stream holds what arrived, with the time each
+    message was stored."""
+
+    def __init__(self) -> None:
+        from gateway.outbox import endpoints
+
+        self.stream, self.prefix = f"BENCH{secrets.token_hex(4)}", f"bench{secrets.token_hex(4)}"
+        endpoints.endpoint_create(
+            url=NATS_URL, stream=self.stream, subject=f"{self.prefix}.{{session}}.{{event}}"
+        )
+
+    def _call(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        import nats
+
+        async def call() -> T:
+            client = await nats.connect(NATS_URL)
+            try:
+                return await work(client.jetstream(timeout=30))
+            finally:
+                await client.close()
+
+        return asyncio.run(call())
+
+    def arrivals(self, expected: int) -> list[tuple[float, str]]:
+        async def read(js: Any) -> list[tuple[float, str]]:
+            info = await js.stream_info(self.stream)
+            assert info.state.messages >= expected, f"{info.state.messages} of {expected} stored"
+            rows = []
+            for seq in range(info.state.first_seq, info.state.last_seq + 1):
+                message = await js.get_msg(self.stream, seq)
+                rows.append((message.time.timestamp(), message.headers["Nats-Msg-Id"]))
+            return rows
+
+        return self._call(read)
+
+    def clear(self) -> None:
+        async def purge(js: Any) -> None:
+            with contextlib.suppress(Exception):  # made by the first publish
+                await js.purge_stream(self.stream)
+
+        self._call(purge)
+
+    def stop(self) -> None:
+        async def delete(js: Any) -> None:
+            with contextlib.suppress(Exception):
+                await js.delete_stream(self.stream)
+
+        self._call(delete)
 
 
 def produce(sessions: list, count: int, per_second: float | None = None) -> dict[str, float]:
@@ -114,7 +174,12 @@ def check_order(arrivals: list[tuple[float, str]], expected: int) -> tuple[int, 
 
 
 def run(
-    code: Path, receiver: Nginx, sessions: list, backlog: int, workdir: Path, profile: Path | None
+    code: Path,
+    receiver: Nginx | JetStream,
+    sessions: list,
+    backlog: int,
+    workdir: Path,
+    profile: Path | None,
 ) -> dict:
     from gateway.outbox.models import WebhookDelivery
 
@@ -185,15 +250,24 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=BACKLOG)
     parser.add_argument("--rounds", type=int, default=1, help="runs of each, alternating")
     parser.add_argument("--profile", type=Path, help="py-spy's raw stacks here (per run: .N)")
+    parser.add_argument("--broker", choices=["nats"], help="a broker endpoint instead of nginx")
     args = parser.parse_args()
     codes = [*args.code, ROOT]
     with tempfile.TemporaryDirectory() as tmp:
-        receiver = Nginx(Path(tmp))
-        os.environ["BACKEND_URL"] = receiver.url
-        # Signed as in production (the signature is part of each delivery's cost).
-        os.environ["WEBHOOK_SECRET"] = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-        try:
+        receiver: Nginx | JetStream
+        if args.broker:
+            os.environ["WEBHOOK_ALLOWED_NETWORKS"] = "127.0.0.0/8"  # the broker is on loopback
             setup_database()
+            receiver = JetStream()
+        else:
+            receiver = Nginx(Path(tmp))
+            os.environ["BACKEND_URL"] = receiver.url
+            # Signed as in production (the signature is part of each delivery's cost).
+            secret = base64.b64encode(secrets.token_bytes(32)).decode()
+            os.environ["WEBHOOK_SECRET"] = "whsec_" + secret
+        try:
+            if not args.broker:
+                setup_database()
             from sessions_app.models import Session
 
             sessions = [Session.objects.create(engine="sandbox") for _ in range(SESSIONS)]
@@ -208,8 +282,9 @@ def main() -> None:
                     print(f"run {round_ + 1} {code}: {result}", file=sys.stderr, flush=True)
         finally:
             receiver.stop()
+    print(f"\nreceiver: {'NATS JetStream' if args.broker else 'nginx'}")
     print(
-        f"\n| run | code | backlog {args.backlog:,} / {SESSIONS} sessions (deliveries/s) "
+        f"| run | code | backlog {args.backlog:,} / {SESSIONS} sessions (deliveries/s) "
         f"| steady: produced/s (target {STEADY_RATE}) | commit → receiver p50 ms | p99 ms "
         "| sessions out of order "
         "| duplicates |"
