@@ -306,6 +306,34 @@ def test_a_crash_after_the_response_redelivers_with_the_same_webhook_id(
         receiver.close()
 
 
+def test_deliver_webhooks_runs_for_endpoints_alone_without_a_backend_url(
+    workers: Processes, local_endpoints
+) -> None:
+    """Endpoints made through the API need no BACKEND_URL: a dispatcher on its own delivers to
+    them (it refused to start without one)."""
+    from django.db import transaction
+
+    from sessions_app.events import outbox_event
+    from tests.workers.runtime.test_endpoints import endpoint_for
+    from tests.workers.runtime.test_webhooks import Receiver, new_secret
+
+    receiver = Receiver(new_secret())
+    try:
+        endpoint_for(receiver)
+        session = Session.objects.create(engine="sandbox")
+        with transaction.atomic():
+            outbox_event(session, "test.event", "/api/webhooks/test")
+        dispatcher = workers.start(
+            "d1", "deliver_webhooks", BACKEND_URL="", WEBHOOK_ALLOWED_NETWORKS="127.0.0.0/8"
+        )
+        wait_until(lambda: receiver.received or dispatcher.poll() is not None, 30, "the delivery")
+        assert dispatcher.poll() is None, "deliver_webhooks exited"
+        [(_, body)] = receiver.received
+        assert body["session"]["id"] == str(session.pk)
+    finally:
+        receiver.close()
+
+
 def test_a_crash_before_a_batch_of_outcomes_is_written_redelivers_each_in_order(
     workers: Processes, settings
 ) -> None:
