@@ -62,6 +62,20 @@ def _fresh_cache() -> None:
     forget_verified_keys()
 
 
+@pytest.fixture(autouse=True)
+def _rate_window_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rate limits count in fixed windows of the wall clock: a test whose calls straddle a minute
+    boundary would see its count start again (CI saw `1/min` let a second call through at
+    00:09:00). The limiter reads a clock pinned a quarter second into a day, so every window
+    from a second to a day holds for the whole test."""
+    from types import SimpleNamespace
+
+    from gateway.core import throttling
+
+    pinned = 20_000 * 86_400 + 0.25
+    monkeypatch.setattr(throttling, "time", SimpleNamespace(time=lambda: pinned))
+
+
 @pytest.fixture(scope="session")
 def _tracer_provider():
     """One SDK provider for the run, exporting to memory: OpenTelemetry's global provider can
