@@ -14,6 +14,7 @@ import logging
 import random
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -129,15 +130,20 @@ def deliveries_claim(
     *,
     limit: int,
     hold_seconds: float,
-    busy: frozenset[str] = frozenset(),
+    per_endpoint: int | None = None,
+    room: Mapping[str, int] | None = None,
     per_session: int = 1,
 ) -> list[list[Claim]]:
-    """Claim the due deliveries of up to `limit` sessions for a destination, none for the
-    endpoints in `busy` (those with as many requests under way as one endpoint may have): each
-    session's oldest pending one, then up to `per_session - 1` of those that follow it, in
-    sequence order, as far as they are due and free. One list per session and destination, in
-    the order they must be sent (each only once the one before it was delivered). Stale QR
-    events met on the way are marked superseded instead."""
+    """Claim the due deliveries of up to `limit` sessions for a destination: each session's
+    oldest pending one, then up to `per_session - 1` of those that follow it, in sequence order,
+    as far as they are due and free. One list per session and destination, in the order they
+    must be sent (each only once the one before it was delivered). Stale QR events met on the
+    way are marked superseded instead.
+
+    `per_endpoint`: how many sessions' chains one endpoint may get, unless `room` says otherwise
+    for it (by endpoint id; 0: none); the built-in backend has no such bound. What is past it is
+    left unclaimed, not claimed and given back."""
+    room = room or {}
     now = timezone.now()
     pending = WebhookDelivery.objects.filter(status=P.PENDING)
     if connection.vendor == "postgresql":
@@ -161,8 +167,8 @@ def deliveries_claim(
             counts[firsts.setdefault(tuple(key), pk)] += 1
         first = dict(counts)
     heads = pending.filter(pk__in=list(first))
-    if busy:
-        heads = heads.exclude(endpoint_id__in=list(busy))
+    if full := [endpoint for endpoint, n in room.items() if n <= 0]:
+        heads = heads.exclude(endpoint_id__in=full)
     free = Q(next_attempt_at__lte=now) & (Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
     with transaction.atomic():
         rows = list(
@@ -171,6 +177,18 @@ def deliveries_claim(
             .filter(free)
             .order_by("next_attempt_at", "id")[:limit]
         )
+        if per_endpoint is not None or room:
+            left = dict(room)
+            within = []
+            for row in rows:
+                if row.endpoint_id is not None:
+                    endpoint = str(row.endpoint_id)
+                    left.setdefault(endpoint, len(rows) if per_endpoint is None else per_endpoint)
+                    if left[endpoint] <= 0:
+                        continue  # unclaimed: its lock ends with the transaction
+                    left[endpoint] -= 1
+                within.append(row)
+            rows = within
         chains = [[row] for row in rows]
         if per_session > 1 and any(first[row.pk] > 1 for row in rows):
             chains = _followed(rows, per_session - 1, free, [first[row.pk] > 1 for row in rows])

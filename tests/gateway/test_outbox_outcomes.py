@@ -106,3 +106,30 @@ def test_a_claim_takes_a_sessions_next_events_in_order_as_far_as_they_are_free(s
     assert deliveries_claim(limit=10, hold_seconds=60, per_session=4) == []
     claimed = WebhookDelivery.objects.filter(claimed_until__gt=timezone.now())
     assert claimed.count() == 7
+
+
+def test_a_claim_gives_each_endpoint_no_more_sessions_than_its_room(settings) -> None:
+    """`per_endpoint` bounds an endpoint's sessions in one claim, `room` overrides it per
+    endpoint (0: none); the built-in backend is not bound. What is past it stays unclaimed."""
+    from gateway.outbox import endpoints
+
+    settings.BACKEND_URL = "http://127.0.0.1:9"
+    settings.WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+    small, large, full = (
+        endpoints.endpoint_create(url=f"http://127.0.0.1:{port}/hook") for port in (10, 11, 12)
+    )
+    made = [Session.objects.create(engine="sandbox") for _ in range(5)]
+    for session in made:
+        with transaction.atomic():
+            outbox_event(session, "test.event", "/hooks", n=0)
+    room = {str(large.pk): 4, str(full.pk): 0}
+    chains = deliveries_claim(limit=100, hold_seconds=60, per_endpoint=2, room=room)
+    claimed = {}
+    for chain in chains:
+        destination = chain[0].destination.id if chain[0].destination else None
+        claimed[destination] = claimed.get(destination, 0) + 1
+    assert claimed == {None: 5, str(small.pk): 2, str(large.pk): 4}
+    unclaimed = WebhookDelivery.objects.filter(claimed_until__isnull=True)
+    assert unclaimed.filter(endpoint=small).count() == 3
+    assert unclaimed.filter(endpoint=large).count() == 1
+    assert unclaimed.filter(endpoint=full).count() == 5

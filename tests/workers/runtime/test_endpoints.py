@@ -123,6 +123,44 @@ async def test_a_dead_and_a_slow_endpoint_never_delay_a_live_one(
     await until(lambda: len(slow.received) == 30, timeout=60, what="the slow one catches up")
 
 
+async def test_a_quick_endpoint_uses_every_slot_and_gives_them_up_when_another_waits(
+    receivers, dispatch, settings
+) -> None:
+    """Alone, an endpoint that answers quickly gets every slot (not only its quarter); once
+    another endpoint's event waits, its chains past the quarter stop after their request under
+    way instead of running to their end."""
+    settings.WEBHOOK_CONCURRENCY = 4  # a quarter: one slot
+    busy, other = receivers(), receivers()
+    in_flight, most = [0], [0]
+    lock = threading.Lock()
+
+    def quick(headers, body):
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        threading.Event().wait(0.1)  # well within FAST_ANSWER
+        with lock:
+            in_flight[0] -= 1
+        return 200, {}
+
+    busy.answer = quick
+    mine, theirs = await sync_to_async(sessions)(4), await sync_to_async(sessions)(1)
+    await sync_to_async(endpoint_for)(busy, sessions=[str(s.pk) for s in mine])
+    await sync_to_async(endpoint_for)(other, sessions=[str(theirs[0].pk)])
+    await sync_to_async(produce)(mine, 16)  # four chains of 16, 1.6 s each
+    await dispatch()
+    await until(lambda: len(busy.received) >= 8, what="the busy endpoint under way")
+    await sync_to_async(produce)(theirs, 1)
+    await until(lambda: other.received, timeout=30, what="the other endpoint's event")
+    # Its chains would each have run 1.6 s to their end before the other's event got a slot
+    # (~60 of the 64 delivered by then).
+    assert len(busy.received) < 40
+    assert most[0] == 4  # every slot, not one
+    await until(lambda: len(busy.received) == 64, timeout=30, what="the rest")
+    for sequences in in_order_per_session(busy.received).values():
+        assert sequences == sorted(sequences) and len(sequences) == 16
+
+
 async def test_a_failing_endpoint_opens_its_own_circuit_and_a_live_one_keeps_receiving(
     receivers, dispatch, settings
 ) -> None:
