@@ -39,9 +39,17 @@ def worker_heartbeat(*, worker_id: uuid.UUID, stats: dict[str, Any]) -> str | No
         return worker.status
 
 
-def workers_mark_dead() -> int:
-    """Any process may do this: workers whose heartbeat is older than the lease TTL are dead."""
-    return Worker.objects.expired().update(status=WorkerStatus.DEAD, stopped_at=Now())
+def workers_mark_dead() -> list[uuid.UUID]:
+    """Any process may do this: workers whose heartbeat is older than the lease TTL are dead.
+    Their ids (those this call marked)."""
+    with transaction.atomic():
+        dead = list(
+            Worker.objects.expired()
+            .select_for_update(skip_locked=True)
+            .values_list("pk", flat=True)
+        )
+        Worker.objects.filter(pk__in=dead).update(status=WorkerStatus.DEAD, stopped_at=Now())
+    return dead
 
 
 def worker_stopped(*, worker_id: uuid.UUID) -> None:

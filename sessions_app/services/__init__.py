@@ -4,19 +4,16 @@
   migrate, delete); `pairing`: a pairing code, asked of the owning worker and waited for;
 - `presence`: contacts' presence and blocklist changes, as the owning worker hears them;
 - `status`: what is *true* (the owning worker: status changes, failures);
-- `lease`: the lease protocol and the fence every write of a worker goes through;
+- `lease`: the lease protocol; `fence`: the fence every write of a worker goes through;
 - `snapshots`: the encrypted auth-state snapshots; `qr`: the current QR and pairing codes;
 - `usage`: the daily `usage.report` of each session (any worker, once per day).
 
 The names below are the app's door; import them from here.
 """
 
+from sessions_app.services.fence import LeaseLost, fenced, fenced_lock, fenced_update
 from sessions_app.services.lease import (
     Lease,
-    LeaseLost,
-    fenced,
-    fenced_lock,
-    fenced_update,
     session_delete_owned,
     session_forget_auth,
     session_lease,
@@ -24,6 +21,7 @@ from sessions_app.services.lease import (
     session_release,
     session_request_done,
     sessions_claim,
+    sessions_of_lost_workers,
     sessions_owned,
     sessions_release_all,
     sessions_renew,
@@ -83,6 +81,7 @@ __all__ = [
     "session_request_stop",
     "session_set_status",
     "sessions_claim",
+    "sessions_of_lost_workers",
     "sessions_owned",
     "sessions_release_all",
     "sessions_renew",

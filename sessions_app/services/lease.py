@@ -1,10 +1,8 @@
 """The lease protocol, as the worker runtime uses it: claims, renewals, releases, what the owner
-should see of a session, and the fence.
+should see of a session, and what becomes of the sessions of a worker found dead.
 
-Every write a worker makes about a session it holds goes through `fenced_update` or `fenced_lock`:
-conditional on the worker's lease epoch (a fencing token), and raising `LeaseLost` when another
-worker owns the session now, so the caller stops that session's connection instead of fighting
-the new owner. Expiry is judged by the database clock (`Now()`), never a worker's.
+Every write a worker makes about a session it holds goes through the fence (`fence`). Expiry is
+judged by the database clock (`Now()`), never a worker's.
 """
 
 from __future__ import annotations
@@ -17,42 +15,19 @@ from typing import Any
 
 from django.core.files.storage import storages
 from django.db import transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
 from gateway.core.failpoints import failpoint
 from gateway.core.wake import SESSIONS, wake
 from sessions_app.models import Session
-from sessions_app.states import DesiredState
+from sessions_app.services.fence import LeaseLost, fenced_lock, fenced_update
+from sessions_app.services.status import session_set_status
+from sessions_app.states import DesiredState, SessionStatus
 from workers.states import WorkerStatus
 
 logger = logging.getLogger(__name__)
-
-
-class LeaseLost(Exception):
-    """The caller's lease epoch is no longer the session's: another worker owns it now."""
-
-
-def fenced(session_id: uuid.UUID, epoch: int) -> QuerySet[Session]:
-    """The session's row, as long as `epoch` still holds its lease."""
-    return Session.objects.filter(pk=session_id, lease_epoch=epoch)
-
-
-def fenced_update(session_id: uuid.UUID, epoch: int, **fields: Any) -> None:
-    """The one fenced write: UPDATE the session's row if `epoch` still holds its lease, else
-    raise LeaseLost."""
-    if not fenced(session_id, epoch).update(**fields):
-        raise LeaseLost(f"Session {session_id} is no longer at epoch {epoch}.")
-
-
-def fenced_lock(session_id: uuid.UUID, epoch: int) -> Session:
-    """The session's row, locked until the transaction ends, if `epoch` still holds its lease
-    (else LeaseLost): for writes that must read first, or that change the session's messages."""
-    session = fenced(session_id, epoch).select_for_update(of=("self",)).first()
-    if session is None:
-        raise LeaseLost(f"Session {session_id} is no longer at epoch {epoch}.")
-    return session
 
 
 def _delete_files(session_id: uuid.UUID, media: list[str]) -> None:
@@ -150,6 +125,9 @@ def sessions_claim(
     `SELECT … FOR UPDATE SKIP LOCKED`: workers claiming at once never wait for each other and never
     claim the same row. Expiry is judged by the database clock (`Now()`). A session that still
     names another worker is a failover: that worker's lease ran out (released ones name none).
+
+    A session claimed to run is `starting` in the claim's own transaction: nobody ever sees the
+    new owner with the old owner's status (`connected` on a worker that has not started it).
     """
     if limit <= 0:
         return []
@@ -179,9 +157,56 @@ def sessions_claim(
         leases = []
         for session in Session.objects.filter(pk__in=ids):
             holder = holders[session.pk]  # whose lease ran out (None: released; ours: no failover)
-            leases.append(Lease.of(session, holder if holder != worker_id else None))
+            taken_over_from = holder if holder != worker_id else None
+            lease = Lease.of(session, taken_over_from)
+            if lease.wants_running and not lease.logout_requested_at:
+                session = session_set_status(
+                    session_id=session.pk,
+                    status=SessionStatus.STARTING,
+                    epoch=session.lease_epoch,
+                    worker_id=worker_id,
+                    reason="taken over from a lost worker" if taken_over_from else "claimed",
+                )
+                lease = Lease.of(session, taken_over_from)
+            leases.append(lease)
     failpoint("after_claim")
     return leases
+
+
+# What a session held by a worker found dead shows until another worker claims it.
+_LOST_AS: dict[str, str] = {
+    SessionStatus.CONNECTED: SessionStatus.RECONNECTING,
+    SessionStatus.SCAN_QR: SessionStatus.STARTING,  # its QR code died with the connection
+    SessionStatus.PAIRING: SessionStatus.STARTING,
+}
+
+
+def sessions_of_lost_workers(*, worker_ids: list[uuid.UUID], limit: int = 100) -> int:
+    """Up to `limit` sessions still held by the dead workers `worker_ids` (`workers_mark_dead`)
+    and showing a live connection are marked as what they are: `reconnecting` (a connected one)
+    or `starting` (one that showed a QR or pairing code), with the error `worker_lost`, each
+    with its status event and webhook. Until now they showed `connected` up to the moment
+    another worker claimed them, and for ever with no other worker. Rows being claimed are
+    skipped (the claim makes them `starting` itself). Returns how many were marked: the caller
+    repeats until none."""
+    with transaction.atomic():
+        lost = list(
+            Session.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(worker_id__in=worker_ids, status__in=list(_LOST_AS))
+            .values_list("pk", "lease_epoch", "status", "worker_id")[:limit]
+        )
+        for pk, epoch, status, worker_id in lost:
+            session_set_status(
+                session_id=pk,
+                status=_LOST_AS[status],
+                epoch=epoch,
+                worker_id=worker_id,
+                reason="worker_lost",
+                error_code="worker_lost",
+                error="The worker running this session stopped answering; another worker "
+                "takes it over.",
+            )
+    return len(lost)
 
 
 def sessions_renew(

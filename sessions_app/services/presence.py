@@ -11,7 +11,7 @@ from django.db import transaction
 
 from gateway.core.jids import jid_to_phone
 from sessions_app import events
-from sessions_app.services.lease import fenced_lock
+from sessions_app.services.fence import fenced_lock
 
 
 def presence_announce(

@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from gateway.core.failpoints import failpoint
 from sessions_app.models import Session
-from sessions_app.services.lease import LeaseLost, fenced_update
+from sessions_app.services.fence import LeaseLost, fenced_update
 
 MAGIC = b"GWS1"
 STORE = "store.sqlite3"

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from sessions_app import events
 from sessions_app.models import Session, SessionEvent
-from sessions_app.services.lease import fenced_lock
+from sessions_app.services.fence import fenced_lock
 from sessions_app.states import DesiredState, SessionStatus
 
 

@@ -252,7 +252,18 @@ class WorkerRuntime:
             self.claiming = False
             for runner in list(self.runners.values()):
                 runner.queue.put_nowait(("handover", "worker draining"))
-        await lease_db(registry.workers_mark_dead)
+        if lost := await lease_db(registry.workers_mark_dead):
+            self._spawn(self._mark_lost(lost))
+
+    async def _mark_lost(self, worker_ids: list[uuid.UUID]) -> None:
+        """The sessions of workers just found dead show it (in batches, beside the leases'
+        thread: a dead worker may have held thousands)."""
+        logger.warning("workers found dead: %s", ", ".join(map(str, worker_ids)))
+        try:
+            while await db(sessions.sessions_of_lost_workers, worker_ids=worker_ids):
+                pass
+        except Exception:  # the next claim makes them `starting` anyway
+            logger.warning("could not mark the sessions of dead workers", exc_info=True)
 
     def figures(self) -> dict[str, float]:
         """This process's counters (from 0 at its start): its own, its engines' host restarts and

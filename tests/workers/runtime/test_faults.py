@@ -182,7 +182,8 @@ def test_a_crash_right_after_a_claim_only_delays_the_session(workers: Processes)
 
     assert doomed.wait(timeout=30) == 86  # the failpoint's exit code
     row = Session.objects.get(pk=session.pk)
-    assert (row.worker.name, row.lease_epoch, row.status) == ("a", 1, "stopped")
+    # The claim committed the new owner with `starting`, in one transaction.
+    assert (row.worker.name, row.lease_epoch, row.status) == ("a", 1, "starting")
     workers.worker("b")
     wait_until(
         lambda: held_by("b", [session.pk], "scan_qr"),
