@@ -456,6 +456,10 @@ for _name, _secret in [
                 f"{_name} must be whsec_ and base64: whsec_$(openssl rand -base64 32)."
             ) from None
 WEBHOOK_MAX_AGE = env_int("WEBHOOK_MAX_AGE", 24 * 3600, minimum=60)
+# A webhook rejected (a 4xx other than 408, 409, 425, 429) on this many attempts is `dead` at
+# once: it would hold up its session's later events until WEBHOOK_MAX_AGE. 0: retried like any
+# failure.
+WEBHOOK_REJECTED_ATTEMPTS = env_int("WEBHOOK_REJECTED_ATTEMPTS", 3, minimum=0)
 WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1, maximum=120)
 # Webhook requests in flight at once per dispatcher (across sessions; one at a time per session).
 WEBHOOK_CONCURRENCY = env_int("WEBHOOK_CONCURRENCY", 8, minimum=1, maximum=256)

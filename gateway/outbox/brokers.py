@@ -32,9 +32,10 @@ RabbitMQ
   only on the broker's ack.
 - `mandatory`: a message no queue is bound for is returned by the broker and the publish raises
   `BrokerUnroutable` (a `BrokerError`): an event is never confirmed into the void (for instance
-  before the consumers have bound their queues). The broker answered, so the dispatcher should
-  treat it like a webhook's 4xx (retried, dead after WEBHOOK_MAX_AGE, not a circuit failure); an
-  endpoint's event patterns decide what is sent, or an alternate exchange takes the rest.
+  before the consumers have bound their queues). The broker answered, so it is not a circuit
+  failure, but nor is it a rejection (a webhook's 4xx, dead after WEBHOOK_REJECTED_ATTEMPTS): the
+  consumers may bind their queues later, so it is retried until WEBHOOK_MAX_AGE; an endpoint's
+  event patterns decide what is sent, or an alternate exchange takes the rest.
 
 Connections: one per target per publisher, made on first use, reused, and dropped after any
 failure (the next publish connects again). Connecting is bounded (at most 3 s, within the publish

@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 P = DeliveryStatus
 MAX_BACKOFF_SECONDS = 3600
 RESPONSE_KEEP = 2000
+# The 4xx answers that ask for the event again later (Request Timeout, Conflict, Too Early, Too
+# Many Requests): retried as long as any failure, never a rejection (`Outcome.rejected`).
+ASK_AGAIN = frozenset({408, 409, 425, 429})
 
 
 # --- The request ----------------------------------------------------------------------------------
@@ -334,19 +337,32 @@ class Outcome:
     retry_after: float | None = None
     breaker_ok: bool = False
 
+    @property
+    def rejected(self) -> bool:
+        """The receiver refused this very event: a 4xx other than those that ask again
+        (`ASK_AGAIN`). Sent again unchanged it is likely refused again, and its session's later
+        events wait behind it (`deliveries_record` gives it up). 410 Gone never gets here
+        (`target_gone`), and a broker answers no HTTP code: its unroutable is not a rejection
+        (consumers may bind their queues later)."""
+        code = self.status_code
+        return (
+            not self.delivered and code is not None and 400 <= code < 500 and code not in ASK_AGAIN
+        )
+
 
 def deliveries_record(outcomes: list[Outcome]) -> dict[int, str]:
     """Record many attempts' outcomes in one statement (an UPDATE … FROM (VALUES …)) and one
     transaction, with their usage. Delivered ones are counted in their session's usage; the
-    others are retried later with backoff (honouring `retry_after`), or `dead` once past
-    WEBHOOK_MAX_AGE (counted as failed). Only rows still pending are touched. Returns the new
-    status of each row written.
+    others are retried later with backoff (honouring `retry_after`), or `dead` (counted as
+    failed) once past WEBHOOK_MAX_AGE or rejected for good (`_given_up`). Only rows still pending
+    are touched. Returns the new status of each row written.
 
     Until this commits the rows stay pending and claimed: a dispatcher that dies first leaves
     them to run out and be delivered again (at least once), and no session's next event can be
     claimed before its current one is recorded (in order)."""
     now = timezone.now()
     rows: list[tuple[int, str, datetime | None, datetime | None, int | None, str, str]] = []
+    errors: dict[int, str] = {}  # of those not delivered, by id
     for outcome in outcomes:
         claim = outcome.claim
         response = outcome.response[:RESPONSE_KEEP]
@@ -355,9 +371,9 @@ def deliveries_record(outcomes: list[Outcome]) -> dict[int, str]:
             continue
         wait = max(backoff_seconds(claim.attempts + 1), outcome.retry_after or 0)
         next_at = now + timedelta(seconds=min(wait, MAX_BACKOFF_SECONDS))
-        dead = next_at > claim.created_at + timedelta(seconds=settings.WEBHOOK_MAX_AGE)
-        status = P.DEAD if dead else P.PENDING
-        error = outcome.error[:2000]
+        reason = _given_up(outcome, next_at)
+        status = P.PENDING if reason is None else P.DEAD
+        error = errors[claim.id] = (outcome.error if reason is None else reason)[:2000]
         rows.append((claim.id, status, None, next_at, outcome.status_code, error, response))
     if not rows:
         return {}
@@ -375,13 +391,39 @@ def deliveries_record(outcomes: list[Outcome]) -> dict[int, str]:
     for outcome in outcomes:
         if written.get(outcome.claim.id) == P.DEAD:
             logger.error(
-                "webhook dead after %s attempts: %s", outcome.claim.attempts + 1, outcome.error
+                "webhook dead after %s attempts: %s",
+                outcome.claim.attempts + 1,
+                errors[outcome.claim.id],
             )
     if any(status != P.PENDING for status in written.values()):
         # Every dispatcher may take those sessions' next events now (measured: without this, a
         # second dispatcher only finds them at its next poll).
         wake(WEBHOOKS)
     return written
+
+
+def _given_up(outcome: Outcome, next_at: datetime) -> str | None:
+    """Why a failed attempt makes its delivery `dead` (its `last_error`), or None: retried at
+    `next_at`.
+
+    Past WEBHOOK_MAX_AGE, whatever the failure. Rejected (`Outcome.rejected`) on its
+    WEBHOOK_REJECTED_ATTEMPTS-th attempt or later (0: never): retrying it for hours would hold up
+    every later event of its session (in order per session and destination), so it is given up
+    and those flow; once the receiver accepts it, a replay sends it with the same `webhook-id`.
+    The attempts are simply the row's `attempts`: the earlier ones may have failed otherwise (a
+    timeout, a 503), which only gives it up sooner. A replayed delivery keeps its attempts, so a
+    replay that is rejected again is dead again at once, not held for another round."""
+    claim = outcome.claim
+    attempts = claim.attempts + 1
+    final = settings.WEBHOOK_REJECTED_ATTEMPTS
+    if outcome.rejected and final and attempts >= final:
+        return (
+            f"rejected: HTTP {outcome.status_code} on {attempts} attempts; replay once the "
+            "receiver accepts it"
+        )
+    if next_at > claim.created_at + timedelta(seconds=settings.WEBHOOK_MAX_AGE):
+        return outcome.error
+    return None
 
 
 def _write_outcomes(rows: list[tuple]) -> dict[int, str]:

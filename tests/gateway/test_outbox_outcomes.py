@@ -133,3 +133,49 @@ def test_a_claim_gives_each_endpoint_no_more_sessions_than_its_room(settings) ->
     assert unclaimed.filter(endpoint=small).count() == 3
     assert unclaimed.filter(endpoint=large).count() == 1
     assert unclaimed.filter(endpoint=full).count() == 5
+
+
+@pytest.mark.parametrize(
+    ("answer", "attempt", "rejected_attempts", "status"),
+    [
+        (400, 3, 3, "dead"),  # rejected on its 3rd attempt: given up
+        (422, 5, 3, "dead"),  # or on a later one (a replay rejected again)
+        (404, 2, 2, "dead"),  # as WEBHOOK_REJECTED_ATTEMPTS says
+        (400, 1, 3, "pending"),  # not yet
+        (400, 2, 3, "pending"),
+        *((code, 3, 3, "pending") for code in (408, 409, 425, 429)),  # they ask again later
+        (503, 3, 3, "pending"),  # not a rejection: retried until WEBHOOK_MAX_AGE
+        (None, 3, 3, "pending"),  # a broker's unroutable (no HTTP code)
+        (400, 9, 0, "pending"),  # 0: never given up as a rejection
+    ],
+)
+def test_a_delivery_rejected_on_its_rejected_attempts_th_attempt_is_dead(
+    settings, caplog, answer, attempt, rejected_attempts, status
+) -> None:
+    settings.BACKEND_URL = "http://127.0.0.1:9"
+    settings.WEBHOOK_MAX_AGE = 3600
+    settings.WEBHOOK_REJECTED_ATTEMPTS = rejected_attempts
+    session = Session.objects.create(engine="sandbox")
+    with transaction.atomic():
+        outbox_event(session, "test.event", "/hooks", n=0)
+    WebhookDelivery.objects.update(attempts=attempt - 1)  # the attempts before this one
+    [[claim]] = deliveries_claim(limit=10, hold_seconds=60)
+    error = f"HTTP {answer}" if answer else "unroutable"
+
+    written = deliveries_record([Outcome(claim, False, status_code=answer, error=error)])
+
+    assert written == {claim.id: status}
+    row = WebhookDelivery.objects.get()
+    assert (row.status, row.attempts, row.last_status_code) == (status, attempt, answer)
+    assert row.claimed_until is None
+    failed = UsageCounter.objects.filter(session=session, metric="webhooks_failed")
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    if status == "dead":
+        assert row.last_error == (
+            f"rejected: HTTP {answer} on {attempt} attempts; replay once the receiver accepts it"
+        )
+        assert failed.get().count == 1
+        assert len(logged) == 1 and row.last_error in logged[0]
+    else:
+        assert row.last_error == error and row.next_attempt_at > timezone.now()
+        assert not failed.exists() and not logged

@@ -401,7 +401,7 @@ class Dispatcher:
             await db(webhooks.target_gone, claim=claim, response=text)
             return None
         # The backend being down or overloaded opens the circuit; a 4xx is its verdict on this
-        # one request, not a sign it is down.
+        # one request, not a sign it is down (repeated, it is given up: Outcome.rejected).
         return webhooks.Outcome(
             claim,
             False,

@@ -21,6 +21,7 @@ from django.utils import timezone
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from gateway.outbox.breaker import breaker_for
+from gateway.outbox.deliveries import deliveries_replay
 from gateway.outbox.models import WebhookDelivery
 from messaging.models import Message
 from sessions_app.events import outbox_event
@@ -243,6 +244,70 @@ async def test_too_old_is_dead_and_replay_delivers_with_the_same_id(
     assert response.status_code == 302
     await until(lambda: len(backend.received) == 1, what="the replay")
     assert backend.received[0][0]["webhook-id"] == str(row.event_id)
+
+
+async def test_an_event_rejected_for_good_is_dead_and_its_session_goes_on(
+    backend, dispatch, settings
+) -> None:
+    """The poison event: the backend answers 400 to one event of a session, forever, and 200 to
+    everything else. That event is `dead` after WEBHOOK_REJECTED_ATTEMPTS attempts (not retried
+    for WEBHOOK_MAX_AGE with the session's later events waiting behind it), which then arrive in
+    order, and the other session's are unaffected; replayed once the backend accepts it, it
+    arrives with the same webhook-id."""
+    assert settings.WEBHOOK_REJECTED_ATTEMPTS == 3  # the default
+    poisoned, other = await sync_to_async(sessions)(2)
+    await sync_to_async(produce)([poisoned, other], 5)
+    poison = await sync_to_async(WebhookDelivery.objects.get)(session=poisoned, payload__n=1)
+    theirs = await sync_to_async(list)(
+        WebhookDelivery.objects.filter(session=poisoned).values_list("sequence", flat=True)
+    )
+    before = sorted(n for n in theirs if n < poison.sequence)
+    after = sorted(n for n in theirs if n > poison.sequence)
+    answered: list[tuple[str, int, int]] = []  # (session id, sequence, status), as answered
+
+    def rejecting(headers, body):
+        session = body["session"]["id"]
+        status = 400 if (session, body["sequence"]) == (str(poisoned.pk), poison.sequence) else 200
+        answered.append((session, body["sequence"], status))
+        return status, {}
+
+    backend.answer = rejecting
+    await dispatch()
+    dead = await until(
+        lambda: WebhookDelivery.objects.filter(status="dead").first(),
+        timeout=20,  # two backoffs: at most 2 s, then 4 s
+        what="the rejected event dead",
+    )
+    assert (dead.pk, dead.attempts, dead.last_status_code) == (poison.pk, 3, 400)
+    assert dead.last_error == (
+        "rejected: HTTP 400 on 3 attempts; replay once the receiver accepts it"
+    )
+    await until(lambda: len(backend.received) == 9, what="every other event")
+    await until(
+        lambda: WebhookDelivery.objects.filter(status="delivered").count() == 9,
+        what="all recorded as delivered",
+    )
+    assert backend.unverified == 0
+    sequences = in_order_per_session(backend.received)
+    assert sequences[str(other.pk)] == sorted(sequences[str(other.pk)])
+    assert len(sequences[str(other.pk)]) == 5
+    assert sequences[str(poisoned.pk)] == before + after
+    # In order until it was given up: the session's later events only after its 3rd rejection.
+    assert [(n, code) for session, n, code in answered if session == str(poisoned.pk)] == [
+        *((n, 200) for n in before),
+        *[(poison.sequence, 400)] * 3,
+        *((n, 200) for n in after),
+    ]
+
+    backend.answer = lambda headers, body: (200, {})  # the backend is fixed: replay it
+    assert await sync_to_async(deliveries_replay)(ids=[poison.pk]) == 1
+    await until(lambda: len(backend.received) == 10, what="the replay")
+    headers, body = backend.received[-1]
+    assert headers["webhook-id"] == str(poison.event_id) == body["id"]
+    await until(
+        lambda: WebhookDelivery.objects.get(pk=poison.pk).status == "delivered",
+        what="the replay recorded",
+    )
 
 
 async def test_a_stale_qr_event_is_not_delivered_as_current(backend, dispatch) -> None:
