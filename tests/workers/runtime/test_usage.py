@@ -178,10 +178,13 @@ async def test_the_workers_loop_writes_yesterdays_report_once(start_worker, monk
     def reported():
         return list(WebhookDelivery.objects.filter(event_type="usage.report"))
 
-    (report,) = await until(reported, what="the usage report")
+    # The row commits before the step returns and records the day: wait for both.
+    (report,) = await until(
+        lambda: runtime.usage_reported_through == yesterday and reported(),
+        what="the usage report, and the day recorded",
+    )
     assert report.payload["session"]["id"] == str(session.pk)
     assert report.payload["usage"]["messages"]["sent"] == 2
-    assert runtime.usage_reported_through == yesterday
     # Until the next day is due, the step asks nothing of the database.
     calls = []
     monkeypatch.setattr(sessions, "usage_reports_send", lambda **kw: calls.append(kw))
