@@ -23,6 +23,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count, F, Q, Window
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from gateway.core.usage import usage_add, usage_add_many
@@ -172,7 +173,12 @@ def deliveries_claim(
     heads = pending.filter(pk__in=list(first))
     if full := [endpoint for endpoint, n in room.items() if n <= 0]:
         heads = heads.exclude(endpoint_id__in=full)
-    free = Q(next_attempt_at__lte=now) & (Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+    # By the database's clock, never this process's: a dispatcher whose clock runs minutes ahead
+    # would take the claims of others while their requests are under way (two of a session's
+    # events in flight at once), one whose clock lags would write claims already run out.
+    free = Q(next_attempt_at__lte=Now()) & (
+        Q(claimed_until__isnull=True) | Q(claimed_until__lt=Now())
+    )
     with transaction.atomic():
         rows = list(
             heads.select_for_update(skip_locked=True, of=("self",))
@@ -208,7 +214,7 @@ def deliveries_claim(
         if stale:
             WebhookDelivery.objects.filter(pk__in=stale).update(status=P.SUPERSEDED)
         WebhookDelivery.objects.filter(pk__in=[c.id for chain in claims for c in chain]).update(
-            claimed_until=now + timedelta(seconds=hold_seconds)
+            claimed_until=Now() + timedelta(seconds=hold_seconds)
         )
         if stale:
             wake(WEBHOOKS)  # the next event of those sessions is free now
@@ -515,7 +521,7 @@ def deliveries_replay(*, ids: list[Any]) -> int:
     """Deliver again (dead, superseded or even delivered ones), with the same `webhook-id`."""
     with transaction.atomic():
         count = WebhookDelivery.objects.filter(pk__in=ids).update(
-            status=P.PENDING, next_attempt_at=timezone.now(), claimed_until=None
+            status=P.PENDING, next_attempt_at=Now(), claimed_until=None
         )
         wake(WEBHOOKS)
     return count

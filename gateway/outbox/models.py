@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 
 from django.db import models
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from gateway.core import tracing
@@ -112,7 +113,8 @@ class WebhookDelivery(models.Model):
         max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
     )
     attempts = models.PositiveIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(default=timezone.now)
+    # Due at once by the database's clock (that of the dispatchers' claims), not the producer's.
+    next_attempt_at = models.DateTimeField(db_default=Now())
     last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     last_response = models.TextField(blank=True, help_text="The start of the last response body.")

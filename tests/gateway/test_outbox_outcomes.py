@@ -179,3 +179,41 @@ def test_a_delivery_rejected_on_its_rejected_attempts_th_attempt_is_dead(
     else:
         assert row.last_error == error and row.next_attempt_at > timezone.now()
         assert not failed.exists() and not logged
+
+
+@pytest.mark.parametrize("skew_minutes", [10, -10])
+def test_a_dispatcher_with_a_wrong_clock_takes_no_claim_of_another(
+    settings, monkeypatch, skew_minutes
+) -> None:
+    """Claims are judged by the database's clock: a dispatcher whose clock runs ten minutes
+    ahead takes nothing another holds (it took every claim, its requests still under way:
+    two of a session's events in flight at once); one ten minutes behind writes claims that
+    hold for the others too (they ran out at once for them). Its events are due at once."""
+    from gateway.outbox import deliveries
+
+    settings.BACKEND_URL = "http://127.0.0.1:9"
+    session = Session.objects.create(engine="sandbox")
+    real_now = timezone.now
+
+    def skewed() -> object:
+        return real_now() + timedelta(minutes=skew_minutes)
+
+    for n in range(2):
+        with transaction.atomic():
+            outbox_event(session, "test.event", "/hooks", n=n)
+    if skew_minutes < 0:  # the one behind claims first, the right one after
+        monkeypatch.setattr(deliveries.timezone, "now", skewed)
+        first = deliveries_claim(limit=10, hold_seconds=60)
+        monkeypatch.setattr(deliveries.timezone, "now", real_now)
+    else:  # the right one claims first, the one ahead after
+        first = deliveries_claim(limit=10, hold_seconds=60)
+        monkeypatch.setattr(deliveries.timezone, "now", skewed)
+    assert [len(chain) for chain in first] == [1]
+    assert deliveries_claim(limit=10, hold_seconds=60) == []
+    # An event made now (by a process with that clock) is due now, for every dispatcher.
+    other = Session.objects.create(engine="sandbox")
+    with transaction.atomic():
+        outbox_event(other, "test.event", "/hooks", n=0)
+    monkeypatch.setattr(deliveries.timezone, "now", real_now)
+    [[claim]] = deliveries_claim(limit=10, hold_seconds=60)
+    assert claim.session_id == str(other.pk)
