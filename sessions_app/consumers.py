@@ -7,8 +7,12 @@ gateway.core.auth.socket_client) and are held to their scopes (gateway/core/scop
 open a socket, a session they may see (another is refused, like an unknown one), `control` for the
 QR and pairing codes.
 
-On connect a consumer joins its group first and reads the current state second, so no change falls
-between the two; then it forwards every change. Consumers never write to the database.
+On connect a consumer joins its group first and reads the current state second (`/ws/sessions/`:
+of every session it may see), so no change falls between the two; then it forwards every change,
+each with its session's `sequence` (a change may come twice: keep the highest). A client that
+could not keep up (the channel layer holds up to CHANNEL_LAYERS' capacity of messages for a
+socket, for a minute, then drops what comes for it: a slow client never holds up a worker) gets
+the current state again by reconnecting. Consumers never write to the database.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from gateway.core.auth import ApiClient, socket_client
 from sessions_app.events import session_state
-from sessions_app.selectors import session_find
+from sessions_app.models import Session
+from sessions_app.selectors import session_find, sessions_visible
 from sessions_app.services import qr
 from sessions_app.tokens import ws_token_read
 
@@ -166,6 +171,19 @@ class SessionsConsumer(PushConsumer):
         await self.channel_layer.group_add("sessions", self.channel_name)
         self.joined = True
         await self.accept_socket()
+        for payload in await database_sync_to_async(self._current)():
+            await self.send_json(_messages(payload, codes=False)[0])
+
+    def _current(self) -> list[dict[str, Any]]:
+        """The status of every session this client may see, oldest session first."""
+        fields = ["external_id", "status", "phone_number", "worker_id", "event_sequence"]
+        sessions = sessions_visible(Session.objects.all(), self.client)
+        return [
+            {"event": "session.status", "sequence": s.event_sequence, **session_state(s)}
+            for s in sessions.only(*fields, "last_error", "last_error_code").order_by(
+                "created_at", "id"
+            )
+        ]
 
     async def disconnect(self, code: int) -> None:
         if getattr(self, "joined", False):

@@ -110,16 +110,23 @@ async def test_the_all_sessions_socket_shows_a_key_only_its_sessions(
     _, key = await sync_to_async(make_scoped_key)(sessions=[a], scopes=["read"])
     fleet = socket("/ws/sessions/", key)
     assert (await fleet.connect())[0]
+    # First the current state: of its own session only.
+    current = await fleet.receive_json_from(timeout=5)
+    assert current["session"]["id"] == str(a.id)
+    assert await fleet.receive_nothing(timeout=0.2)
     await sync_to_async(session_set_status)(session_id=b.id, status="scan_qr", epoch=1)
     await sync_to_async(session_set_status)(session_id=a.id, status="scan_qr", epoch=1)
     # B's push went first on the same channel: had it been forwarded, it would be this one.
     message = await fleet.receive_json_from(timeout=5)
-    assert message["session"]["id"] == str(a.id)
+    assert (message["session"]["id"], message["session"]["status"]) == (str(a.id), "scan_qr")
+    assert message["sequence"] > current["sequence"]
     await fleet.disconnect()
 
     _, unlimited = await sync_to_async(make_scoped_key)(scopes=["read"])
     everything = socket("/ws/sessions/", unlimited)
     assert (await everything.connect())[0]
+    shown = [(await everything.receive_json_from(timeout=5))["session"] for _ in range(2)]
+    assert {s["id"]: s["status"] for s in shown} == {str(a.id): "scan_qr", str(b.id): "scan_qr"}
     await sync_to_async(session_set_status)(session_id=b.id, status="connected", epoch=1)
     assert (await everything.receive_json_from(timeout=5))["session"]["id"] == str(b.id)
     await everything.disconnect()
