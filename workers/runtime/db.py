@@ -71,6 +71,17 @@ async def lease_db(function: Callable[..., T], /, *args: Any, **kwargs: Any) -> 
     )
 
 
+# The heartbeat and the search for dead workers: a thread of their own too, so that renewals
+# never wait for them either.
+_heartbeat_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-heartbeat")
+
+
+async def heartbeat_db(function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    return await sync_to_async(
+        _fresh(function), thread_sensitive=False, executor=_heartbeat_executor
+    )(*args, **kwargs)
+
+
 async def db_close() -> None:
     """Close the connection of every pool thread (a stopping worker gives its connections back).
 
@@ -80,6 +91,7 @@ async def db_close() -> None:
         (_executor, _THREADS),
         (_io_executor, _THREADS),
         (_lease_executor, 1),
+        (_heartbeat_executor, 1),
     ):
         barrier = threading.Barrier(threads)
 

@@ -43,7 +43,7 @@ from workers import services as registry
 from workers.engines.base import Engine
 from workers.runtime.config import RuntimeConfig
 from workers.runtime.controls import ControlListener
-from workers.runtime.db import db, db_close, lease_db
+from workers.runtime.db import db, db_close, heartbeat_db, lease_db
 from workers.runtime.dispatcher import Dispatcher
 from workers.runtime.session import SessionRunner
 from workers.states import WorkerStatus
@@ -134,6 +134,7 @@ class WorkerRuntime:
     async def _serve(self) -> None:
         loops = [
             self._lease_loop(),
+            self._heartbeat_loop(),
             self._watchdog(),
             self._claim_loop(),
             self._snapshot_loop(),
@@ -193,19 +194,24 @@ class WorkerRuntime:
             await asyncio.wait_for(self.stop.wait(), seconds)
 
     async def _forever(self, step, period: float) -> None:
-        """Run `step` every `period` seconds; a failing step (database down) is logged and tried
+        """Run `step` every `period` seconds, start to start (a slow database must not space
+        renewals out by their own duration); a failing step (database down) is logged and tried
         again next period."""
         while not self.stop.is_set():
+            started = time.monotonic()
             try:
                 await step()
             except Exception:
                 logger.exception("%s failed; retrying", step.__name__)
-            await self._sleep(period)
+            await self._sleep(max(0.0, period - (time.monotonic() - started)))
 
     # --- leases -----------------------------------------------------------------------------------
 
     async def _lease_loop(self) -> None:
         await self._forever(self.step_renew, self.config.lease_seconds / 3)
+
+    async def _heartbeat_loop(self) -> None:
+        await self._forever(self.step_heartbeat, self.config.lease_seconds / 3)
 
     async def step_renew(self) -> None:
         started = time.monotonic()
@@ -227,6 +233,11 @@ class WorkerRuntime:
                 continue
             logger.warning("lease not renewed; closing", extra={"session_id": key})
             await runner.drop()
+
+    async def step_heartbeat(self) -> None:
+        """Tell others this worker is alive, on a connection of its own beside the renewals' (at
+        500 ms a round trip, the two in one step took longer than a renewal may: measured
+        with tests/workers/runtime/test_partitions.py), and look for dead workers."""
         stats = {
             "sessions": len(self.runners),
             "by_status": dict(Counter(r.status for r in self.runners.values())),
@@ -238,7 +249,9 @@ class WorkerRuntime:
             },
             "counters": self.figures(),
         }
-        status = await lease_db(registry.worker_heartbeat, worker_id=self.worker_id, stats=stats)
+        status = await heartbeat_db(
+            registry.worker_heartbeat, worker_id=self.worker_id, stats=stats
+        )
         if status is None:
             # Paused past the TTL, others took over: drop everything and exit (a supervisor
             # starts a fresh worker) rather than claim again under a row marked dead.
@@ -252,7 +265,7 @@ class WorkerRuntime:
             self.claiming = False
             for runner in list(self.runners.values()):
                 runner.queue.put_nowait(("handover", "worker draining"))
-        if lost := await lease_db(registry.workers_mark_dead):
+        if lost := await heartbeat_db(registry.workers_mark_dead):
             self._spawn(self._mark_lost(lost))
 
     async def _mark_lost(self, worker_ids: list[uuid.UUID]) -> None:
