@@ -7,7 +7,7 @@ PORT ?= 8000
 # Read .env, when there is one, for the commands that start the gateway.
 LOAD_ENV := set -a; [ ! -f .env ] || . ./.env; set +a
 
-.PHONY: run test bench lint format install install-dev
+.PHONY: run test chaos bench lint format install install-dev
 
 $(VENV)/.base: requirements/base.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ run: $(VENV)/.base
 # them, then a smoke set on the embedded defaults. Extra pytest arguments: make test ARGS="-k auth".
 test: $(VENV)/.dev
 	$(BIN)/python scripts/run_tests.py $(ARGS)
+
+# The fault scenarios alone, with longer faults than `make test` gives them (it runs them too).
+CHAOS_TESTS := tests/workers/runtime/test_faults.py tests/workers/runtime/test_partitions.py
+chaos: $(VENV)/.dev
+	PARTITION_FLAPS=60 PARTITION_SLOW_LEASES=10 REDIS_OUTAGE_SECONDS=60 S3_OUTAGE_SECONDS=300 \
+		$(BIN)/python scripts/run_tests.py $(CHAOS_TESTS) $(ARGS)
 
 # Benchmarks, on the same services as the tests; each prints a Markdown table.
 bench: $(VENV)/.dev

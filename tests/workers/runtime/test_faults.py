@@ -18,6 +18,7 @@ import pytest
 from sessions_app import services as sessions
 from sessions_app.models import Session, SessionEvent
 from sessions_app.sandbox import sandbox_control_send
+from tests.history import check_history
 from tests.neonize_double.harness import double_env
 from tests.neonize_double.whatsapp import FakeWhatsApp
 from tests.processes import Processes, wait_until
@@ -105,6 +106,8 @@ def test_a_killed_worker_s_sessions_reconnect_elsewhere_without_a_qr(workers: Pr
     assert time.monotonic() - killed < LEASE + 60
     assert set(qr_counts(ids).values()) == {1}  # only the first link ever showed a QR
     assert_one_connection_at_a_time(workers.world, ids)
+    # a, killed, never closed its connections: the servers replaced them.
+    assert check_history(workers.world, ids, replaced_ok=True) == []
     assert all((workers.workdir / "b" / "auth" / str(i) / "store.sqlite3").exists() for i in ids)
     # Every one a failover (a's leases ran out), counted by b and shown by its next heartbeat.
     wait_until(lambda: counters("b").get("failovers") == 50, LEASE, "b's heartbeat to count 50")
@@ -174,6 +177,8 @@ def test_a_paused_worker_cannot_take_its_sessions_back(workers: Processes) -> No
             if e["event"] == "connect" and e["worker"] == "a"
         ]
         assert reconnects_by_a == []
+    # Paused, a could not close its connections: b's replaced them.
+    assert check_history(workers.world, ids, replaced_ok=True) == []
 
 
 def test_a_crash_right_after_a_claim_only_delays_the_session(workers: Processes) -> None:

@@ -11,19 +11,26 @@ the old connection's close and the new one's open is the measured figure."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from messaging.models import Message
+from messaging.services import message_send
 from sessions_app.models import Session
+from tests.history import check_history
 from tests.processes import Processes, wait_until
 from tests.tcp_proxy import TcpProxy
 from tests.workers.runtime.test_faults import LEASE, assert_one_connection_at_a_time, held_by
 from tests.workers.runtime.test_faults import link_all as link_on
 
 pytestmark = pytest.mark.django_db(transaction=True)
+# `make chaos` makes the faults longer.
+FLAPS = int(os.environ.get("PARTITION_FLAPS", "10"))
+SLOW_LEASES = int(os.environ.get("PARTITION_SLOW_LEASES", "3"))
 
 
 def through(url: str, port: int) -> str:
@@ -91,8 +98,24 @@ def test_a_worker_cut_off_from_postgresql_fences_itself_before_another_takes_ove
     fleet.worker("b")
 
     database.cut()
+    queued = [  # accepted while `a` is cut off: `b` sends them, once each
+        message_send(
+            session=session,
+            to="4915123456789@s.whatsapp.net",
+            type="text",
+            text=f"during the cut {n}",
+            fingerprint="",
+        ).message.pk
+        for session in Session.objects.filter(pk__in=ids)
+        for n in range(2)
+    ]
     wait_until(lambda: held_by("b", ids, "connected"), LEASE + 60, "b to take over")
     assert_one_connection_at_a_time(fleet.world, ids)
+    wait_until(
+        lambda: not Message.objects.filter(pk__in=queued, sent_at=None).exists(),
+        60,
+        "the messages accepted during the cut sent",
+    )
     gaps = handovers(fleet.world, ids)
     assert all(0 < gap < LEASE + 30 for gap in gaps), gaps
 
@@ -106,6 +129,7 @@ def test_a_worker_cut_off_from_postgresql_fences_itself_before_another_takes_ove
     rows = Session.objects.select_related("worker").filter(pk__in=ids)
     assert all(r.worker.name == "b" and r.status == "connected" for r in rows)
     assert dict(rows.values_list("pk", "lease_epoch")) == epochs
+    assert check_history(fleet.world, ids) == []
 
 
 def test_a_flapping_link_and_a_slow_one_take_nothing_over(
@@ -117,15 +141,16 @@ def test_a_flapping_link_and_a_slow_one_take_nothing_over(
     fleet.worker("a", DATABASE_URL=through(test_database_url, database.port))
     ids = link_on(fleet, "a", 3)
     fleet.worker("b")
-    for _ in range(10):
+    for _ in range(FLAPS):
         database.cut()
         time.sleep(1)  # holds the cut open: the fault itself
         database.heal()
         time.sleep(1)
     assert held_by("a", ids, "connected") and untouched(fleet.world, ids), fleet.log("a")[-4000:]
     database.delay = 0.25  # each way
-    time.sleep(3 * LEASE)  # the slow link, for three leases
+    time.sleep(SLOW_LEASES * LEASE)  # the slow link, for three leases (by default)
     database.delay = 0
     assert held_by("a", ids, "connected"), fleet.log("a")[-6000:]
     assert untouched(fleet.world, ids)
     assert "lease about to expire" not in fleet.log("a")
+    assert check_history(fleet.world, ids) == []
