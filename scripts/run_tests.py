@@ -296,7 +296,9 @@ def main() -> int:
             f"S3 {s3_env['S3_ENDPOINT_URL']}, NATS {_safe(NATS_URL)}, RabbitMQ {_safe(AMQP_URL)}"
         )
         if command is not None:
-            env["DATABASE_URL"] = DATABASE_URL.rsplit("/", 1)[0] + "/gateway_bench"
+            # A database of its own beside the suite's (`…/gateway` → `…/gateway_bench`), so that
+            # runs pointed at different TEST_DATABASE_URLs stay apart.
+            env["DATABASE_URL"] = DATABASE_URL + "_bench"
             env.pop("GATEWAY_REQUIRE_SERVICES")
             return subprocess.run(command, cwd=ROOT, env=env).returncode
         # Two processes (pytest-xdist; tests/parallel.py): most tests wait on processes, sockets
