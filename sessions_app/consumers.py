@@ -9,10 +9,11 @@ QR and pairing codes.
 
 On connect a consumer joins its group first and reads the current state second (`/ws/sessions/`:
 of every session it may see), so no change falls between the two; then it forwards every change,
-each with its session's `sequence` (a change may come twice: keep the highest). A client that
-could not keep up (the channel layer holds up to CHANNEL_LAYERS' capacity of messages for a
-socket, for a minute, then drops what comes for it: a slow client never holds up a worker) gets
-the current state again by reconnecting. Consumers never write to the database.
+each with its session's `sequence` (a change may come twice: keep the highest), joining its group
+again every so often (a flushed Redis forgets it: gateway.core.membership). A client that could
+not keep up (the channel layer holds up to CHANNEL_LAYERS' capacity of messages for a socket, for
+a minute, then drops what comes for it: a slow client never holds up a worker) gets the current
+state again by reconnecting. Consumers never write to the database.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from gateway.core.auth import ApiClient, socket_client
+from gateway.core.membership import Membership
 from sessions_app.events import session_state
 from sessions_app.models import Session
 from sessions_app.selectors import session_find, sessions_visible
@@ -80,6 +82,16 @@ class PushConsumer(AsyncJsonWebsocketConsumer):
     """The server speaks, browsers listen: whatever a client sends (JSON or not) is ignored."""
 
     client: ApiClient | None = None
+    membership: Membership | None = None
+
+    async def join(self, group: str) -> None:
+        if self.membership is None:
+            self.membership = Membership(self.channel_layer, self.channel_name)
+        await self.membership.join(group)
+
+    async def leave(self) -> None:
+        if self.membership is not None:
+            await self.membership.leave()
 
     async def authenticate(self) -> bool:
         """Sets `client` from a key or JWT in the handshake: False when it may not read."""
@@ -116,11 +128,10 @@ class SessionConsumer(PushConsumer):
             self.codes = self.client.allows("control")
         else:
             self.codes = await _staff_may(self.scope, "change")
-        self.group = f"session.{self.session_id}"
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.join(f"session.{self.session_id}")
         current = await database_sync_to_async(self._current)()
         if current is None:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+            await self.leave()
             await self.close()
             return
         await self.accept_socket()
@@ -150,8 +161,7 @@ class SessionConsumer(PushConsumer):
     async def disconnect(self, code: int) -> None:
         if getattr(self, "expiry", None):
             self.expiry.cancel()
-        if getattr(self, "group", None):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        await self.leave()
 
     async def session_status(self, event: dict[str, Any]) -> None:
         for message in _messages(event["payload"], codes=self.codes):
@@ -168,8 +178,7 @@ class SessionsConsumer(PushConsumer):
         ):
             await self.close()
             return
-        await self.channel_layer.group_add("sessions", self.channel_name)
-        self.joined = True
+        await self.join("sessions")
         await self.accept_socket()
         for payload in await database_sync_to_async(self._current)():
             await self.send_json(_messages(payload, codes=False)[0])
@@ -186,8 +195,7 @@ class SessionsConsumer(PushConsumer):
         ]
 
     async def disconnect(self, code: int) -> None:
-        if getattr(self, "joined", False):
-            await self.channel_layer.group_discard("sessions", self.channel_name)
+        await self.leave()
 
     async def session_status(self, event: dict[str, Any]) -> None:
         (status,) = _messages(event["payload"], codes=False)  # codes belong to one session's page

@@ -347,7 +347,8 @@ class SessionPairCodeApi(ApiView):
         "and returns it (waiting up to `WORKER_CALL_SECONDS`). 409 `not_linking` when the "
         "session is not waiting to be linked; 429 `rate_limited` (with `Retry-After`) past "
         "`PAIR_CODE_RATE` codes for the session or the number; 503 `pair_code_unavailable` when "
-        "no code came in time.",
+        "no code came in time, `cache_unavailable` when the cache is down (the code still comes "
+        "as a `session.status` webhook).",
     )
     def post(self, request: Request, session_id: uuid.UUID) -> Response:
         data = SessionPairCodeInputSerializer(data=request.data)

@@ -35,6 +35,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from gateway.core.auth import socket_client
+from gateway.core.membership import Membership
 from gateway.outbox.endpoints import matches
 from gateway.outbox.models import Event
 
@@ -99,8 +100,8 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             await sync_to_async(cache.set)(LISTENING, True, LISTENING_SECONDS)
         self.closed = asyncio.Event()
         self.flag = asyncio.create_task(_listening(self.closed))
-        await self.channel_layer.group_add(GROUP, self.channel_name)
-        self.joined = True
+        self.membership = Membership(self.channel_layer, self.channel_name)
+        await self.membership.join(GROUP)  # and again every so often: a flushed Redis forgot it
         await self.accept(subprotocol=SUBPROTOCOL if offered else None)
         try:
             query = parse_qs(self.scope.get("query_string", b"").decode())
@@ -212,8 +213,8 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         if getattr(self, "flag", None):
             self.closed.set()
             await self.flag
-        if getattr(self, "joined", False):
-            await self.channel_layer.group_discard(GROUP, self.channel_name)
+        if getattr(self, "membership", None):
+            await self.membership.leave()
 
 
 class _Refused(Exception):

@@ -50,7 +50,8 @@ def session_pair_code(*, session: Session, phone_number: str) -> dict[str, Any]:
 
     At most `PAIR_CODE_RATE` per session and per number: WhatsApp bans numbers that ask for codes
     in bulk, as for number checks. Raises NotLinking, SessionBeingDeleted, PairCodeRateLimited,
-    PairCodeUnavailable."""
+    PairCodeUnavailable, CacheUnavailable (the code cannot be read: it still comes as an event
+    and a webhook)."""
     if session.status not in (SessionStatus.STARTING, SessionStatus.SCAN_QR, SessionStatus.PAIRING):
         raise NotLinking(f"The session is {session.status}, not waiting to be linked.")
     rate = settings.PAIR_CODE_RATE

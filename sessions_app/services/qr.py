@@ -4,6 +4,11 @@ valid, never in the database.
 A QR code is kept, announced and pushed as its text. Its PNG is drawn only where it is asked for
 (`GET …/qr`): once per code, kept in the cache under the code's text while the code is valid,
 whoever and however many ask. Browsers draw it themselves from the text (gateway/qr-image.js).
+
+The worker that runs the session writes them (`codes_keep`), and writes them again while they are
+valid: a Redis that restarted or was flushed has forgotten them, and a cache that is down costs
+only the API's view of them (503 `cache_unavailable`): they are announced as events and webhooks
+all the same.
 """
 
 from __future__ import annotations
@@ -19,16 +24,49 @@ from django.core.cache import cache
 
 from gateway.core.errors import Conflict, ServiceUnavailable
 
+KINDS = ("qr", "pair_code")
+
+
+class CacheUnavailable(ServiceUnavailable):
+    """The cache (Redis) cannot be reached: the codes in it cannot be read."""
+
+    code = "cache_unavailable"
+    message = "The cache is unavailable."
+
 
 def _key(session_id: object, kind: str) -> str:
     return f"session:{session_id}:{kind}"
 
 
+def code_made(code: str, expires_in: float) -> dict[str, Any]:
+    """A code (kind `qr` or `pair_code`) as the cache keeps it: its text, and when it expires and
+    was made (Unix times)."""
+    return {"code": code, "expires_at": time.time() + expires_in, "stored_at": time.time()}
+
+
 def code_store(*, session_id: object, kind: str, code: str, expires_in: float) -> dict[str, Any]:
     """Keep `code` (kind `qr` or `pair_code`) until it expires; returns what was stored."""
-    value = {"code": code, "expires_at": time.time() + expires_in, "stored_at": time.time()}
-    cache.set(_key(session_id, kind), value, timeout=max(1, int(expires_in)))
+    value = code_made(code, expires_in)
+    _put(session_id, kind, value)
     return value
+
+
+def codes_keep(*, session_id: object, codes: dict[str, dict[str, Any]]) -> None:
+    """Make the cache hold the session's `codes` (by kind, as `code_made` makes them) for the
+    time each has left, and no code of the other kinds."""
+    gone = []
+    for kind in KINDS:
+        value = codes.get(kind)
+        if value is None or value["expires_at"] <= time.time():
+            gone.append(_key(session_id, kind))
+        else:
+            _put(session_id, kind, value)
+    if gone:
+        cache.delete_many(gone)
+
+
+def _put(session_id: object, kind: str, value: dict[str, Any]) -> None:
+    cache.set(_key(session_id, kind), value, timeout=max(1, int(value["expires_at"] - time.time())))
 
 
 def announced(code: dict[str, Any]) -> dict[str, Any]:
@@ -44,16 +82,16 @@ def code_get(*, session_id: object, kind: str) -> dict[str, Any] | None:
     return value
 
 
-def codes_clear(*, session_id: object) -> None:
-    cache.delete_many([_key(session_id, "qr"), _key(session_id, "pair_code")])
-
-
 def pair_code_wait(*, session_id: object, since: float, timeout: float) -> dict[str, Any] | None:
     """Wait (polling the cache) for a pairing code stored after `since`; None after `timeout`.
-    The worker that asks the engine for it answers through the cache."""
+    The worker that asks the engine for it answers through the cache; CacheUnavailable when the
+    cache cannot be read (the code still comes as an event and a webhook)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        code = code_get(session_id=session_id, kind="pair_code")
+        try:
+            code = code_get(session_id=session_id, kind="pair_code")
+        except Exception as exc:
+            raise CacheUnavailable() from exc
         if code is not None and code.get("stored_at", 0) >= since:
             return code
         time.sleep(0.1)
@@ -87,11 +125,11 @@ class QrNotAvailable(Conflict):
 
 def qr_current(*, session_id: object, status: str) -> dict[str, Any]:
     """The session's current QR code (the API's); QrNotAvailable when it shows none (it is not
-    linking, or is linked already), ServiceUnavailable when the cache is down."""
+    linking, or is linked already), CacheUnavailable when the cache is down."""
     try:
         current = code_get(session_id=session_id, kind="qr")
     except Exception as exc:
-        raise ServiceUnavailable("The cache is unavailable.", code="cache_unavailable") from exc
+        raise CacheUnavailable() from exc
     if current is None:
         raise QrNotAvailable(f"The session has no QR code now (status {status}).")
     return current

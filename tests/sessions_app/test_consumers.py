@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 import pytest_asyncio
 from asgiref.sync import sync_to_async
@@ -12,6 +15,7 @@ from django.db import connections
 from django.test import Client
 
 from gateway.asgi import application
+from gateway.core import membership
 from sessions_app.consumers import TOKEN_EXPIRED
 from sessions_app.services import qr, session_set_status
 from sessions_app.tokens import SALT, ws_token_make
@@ -64,6 +68,45 @@ async def test_a_token_opens_its_session_with_the_current_state_then_every_chang
     layer = get_channel_layer()
     if hasattr(layer, "groups"):  # the in-memory layer: the group is empty again
         assert not layer.groups.get(f"session.{session.id}")
+
+
+async def forget(group: str) -> None:
+    """What a FLUSHALL (or channels_redis's `group_expiry`) does to a group: gone, no error."""
+    layer = get_channel_layer()
+    if hasattr(layer, "groups"):  # the in-memory layer
+        layer.groups.pop(group, None)
+    else:
+        await layer.connection(layer.consistent_hash(group)).delete(layer._group_key(group))
+
+
+async def members(group: str) -> int:
+    layer = get_channel_layer()
+    if hasattr(layer, "groups"):
+        return len(layer.groups.get(group, {}))
+    return await layer.connection(layer.consistent_hash(group)).zcard(layer._group_key(group))
+
+
+async def test_a_socket_joins_its_group_again_when_the_layer_forgets_it(
+    make_session, monkeypatch
+) -> None:
+    """A flushed Redis forgets the group without an error: the socket joins it again, and gets
+    the next change (it got none, ever: a link page showed no new QR code)."""
+    monkeypatch.setattr(membership, "REJOIN_SECONDS", 0.05)
+    session = await sync_to_async(make_session)(status="starting", lease_epoch=1)
+    communicator = socket(f"/ws/sessions/{session.id}/?token={ws_token_make(session.id)}")
+    assert (await communicator.connect())[0]
+    await communicator.receive_json_from()  # the current state
+    group = f"session.{session.id}"
+    await forget(group)
+    deadline = time.monotonic() + 5
+    while not await members(group):
+        assert time.monotonic() < deadline, "the socket did not join its group again"
+        await asyncio.sleep(0.02)
+    await sync_to_async(session_set_status)(session_id=session.id, status="scan_qr", epoch=1)
+    pushed = await communicator.receive_json_from(timeout=5)
+    assert (pushed["type"], pushed["session"]["status"]) == ("session.status", "scan_qr")
+    await communicator.disconnect()
+    assert not await members(group)  # no rejoin after it left
 
 
 @pytest.mark.parametrize("case", ["none", "other-session", "tampered", "expired"])

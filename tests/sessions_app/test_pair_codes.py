@@ -59,3 +59,24 @@ def test_the_link_page_and_the_admin_share_the_limit(
     client.force_login(staff_user)
     admin = f"/admin/sessions_app/session/{session.id}/pair-code/"
     assert client.post(admin, body, content_type="application/json").status_code == 429
+
+
+def test_a_cache_that_is_down_is_a_503_not_a_500(
+    api, make_session, client: Client, settings
+) -> None:
+    """The code comes back through the cache: while it is down, the API and the link page say so
+    (they raised the cache's ConnectionError: a 500)."""
+    import copy
+
+    assert settings.REDIS_URL, "this test needs the Redis configuration of `make test`"
+    session = make_session(status="scan_qr")
+    caches = copy.deepcopy(settings.CACHES)
+    caches["default"]["LOCATION"] = "redis://127.0.0.1:1/0"
+    settings.CACHES = caches
+    link = f"/link/{session.id}/pair-code?token={ws_token_make(session.id)}"
+    for response in (
+        ask(api, session, "+15550009"),
+        client.post(link, {"phone_number": "+15550009"}, content_type="application/json"),
+    ):
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "cache_unavailable"

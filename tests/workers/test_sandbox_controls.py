@@ -265,6 +265,40 @@ async def test_the_listener_survives_the_channel_layer_going_away(tmp_path: Path
 
 
 @pytest.mark.asyncio
+async def test_the_listener_joins_its_groups_again_when_the_layer_forgets_them(
+    tmp_path: Path,
+) -> None:
+    """A Redis flushed (or a membership channels_redis expired) forgets the groups without an
+    error: the listener's canary does not come back, and it joins them again. Controls for its
+    sessions went to nobody until the worker restarted."""
+    from channels.layers import InMemoryChannelLayer
+
+    layer = InMemoryChannelLayer()
+    engine = SandboxEngine(SandboxWorld(tmp_path / "world"), timings=FAST)
+    listener = ControlListener(lambda _: engine, layer, retry_seconds=0.01, check_seconds=0.05)
+    await listener.join("s1")
+    await engine.start("s1", tmp_path / "auth")
+    stop = asyncio.Event()
+    task = asyncio.create_task(listener.run(stop))
+    await until(lambda: listener.channel, 5, "the listener to subscribe")
+    layer.groups.clear()  # what FLUSHALL does to channels_redis's groups
+    await until(lambda: control_group("s1") in layer.groups, 5, "the groups joined again")
+    await layer.group_send(
+        control_group("s1"),
+        {
+            "type": "sandbox.control",
+            "session_id": "s1",
+            "action": "scan",
+            "arguments": {"phone_number": "+1555"},
+        },
+    )
+    assert (await next_event(engine, Connected)).phone_number == "+1555"
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    await engine.close()
+
+
+@pytest.mark.asyncio
 async def test_a_slow_call_holds_up_only_its_own_session_s_controls() -> None:
     """Each session's controls in order, sessions side by side: a number check waiting on
     WhatsApp for one session does not hold another's up."""

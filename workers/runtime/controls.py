@@ -5,7 +5,11 @@ check numbers, mark read).
 
 The listener has one channel and joins the group `controls.<session id>` of each session this
 worker holds. It survives the channel layer going away: after an error it waits, then joins its
-groups again (a restarted Redis has forgotten them) and goes on.
+groups again (a restarted Redis has forgotten them) and goes on. A Redis that forgets the groups
+without an error (FLUSHALL, or channels_redis expiring a membership after its `group_expiry`)
+would leave every control for this worker's sessions sent to nobody: every CHECK_SECONDS the
+listener sends itself a canary through a group of its own, and joins all its groups again when
+the last one never came back.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncio
 import base64
 import dataclasses
 import logging
+import uuid
 from collections.abc import Callable
 
 from django.conf import settings
@@ -25,6 +30,9 @@ from workers.engines.sandbox import SandboxEngine
 from workers.runtime.db import io
 
 logger = logging.getLogger(__name__)
+# How often the listener checks that the layer still routes its groups to it (one group_send).
+CHECK_SECONDS = 3.0
+CANARY = "controls.canary"
 
 
 async def apply_sandbox_control(engine: SandboxEngine, message: dict) -> None:
@@ -131,12 +139,17 @@ class ControlListener:
         layer,
         *,
         retry_seconds: float = 1.0,
+        check_seconds: float = CHECK_SECONDS,
     ) -> None:
         self.engine_for = engine_for
         self.layer = layer
         self.retry_seconds = retry_seconds
+        self.check_seconds = check_seconds
         self.sessions: set[str] = set()
         self.channel = ""
+        # The canary's group (this listener's alone) and the canary last sent, until it is back.
+        self._canary_group = f"controls.listener.{uuid.uuid4().hex}"
+        self._canary = ""
         # Each session's controls in the order they came, sessions side by side: one slow engine
         # call (a number check waiting on WhatsApp) held every other session's up, and thousands
         # of controls at once (a fleet linked by a script) queued until the layer expired them.
@@ -158,12 +171,36 @@ class ControlListener:
         # Redis list per prefix under one lock, so a channel of another prefix starves the
         # WebSocket consumers sharing this process (`serve`) until a control arrives.
         channel = await self.layer.new_channel()
+        await self._join_all(channel)
+        self.channel = channel  # only now: `join` adds to it directly from here on
+        self._canary = ""
+
+    async def _join_all(self, channel: str) -> None:
+        await self.layer.group_add(self._canary_group, channel)
         added: set[str] = set()
         while missing := self.sessions - added:  # sessions may join while we add
             for session_id in missing:
                 await self.layer.group_add(control_group(session_id), channel)
                 added.add(session_id)
-        self.channel = channel  # only now: `join` adds to it directly from here on
+
+    async def _check_groups(self) -> None:
+        """Join every group again if the last canary never came back (the layer forgot them),
+        then send the next one. Raises when the layer is down."""
+        if self._canary:
+            logger.warning(
+                "sandbox controls: the channel layer forgot this worker's groups (flushed?); "
+                "joining its %s session groups again",
+                len(self.sessions),
+            )
+            await self._join_all(self.channel)
+        self._canary = uuid.uuid4().hex
+        await self.layer.group_send(self._canary_group, {"type": CANARY, "token": self._canary})
+
+    def _received(self, message: dict) -> None:
+        if message.get("type") != CANARY:
+            self._apply_soon(message)
+        elif message.get("token") == self._canary:
+            self._canary = ""  # back: the layer routes our groups to us
 
     async def _apply(self, message: dict) -> None:
         engine = self.engine_for(message.get("session_id", ""))
@@ -198,32 +235,57 @@ class ControlListener:
             logger.exception("control %s failed", message.get("action") or message.get("method"))
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Receive and apply controls until `stop` is set."""
+        """Receive and apply controls until `stop` is set, checking the groups every
+        `check_seconds` meanwhile."""
+        loop = asyncio.get_running_loop()
         stopping = asyncio.ensure_future(stop.wait())
+        receiving: asyncio.Future | None = None
+        check_at = 0.0
         try:
             while not stop.is_set():
                 try:
                     if not self.channel:
                         await self._subscribe()
-                    receiving = asyncio.ensure_future(self.layer.receive(self.channel))
+                        check_at = loop.time() + self.check_seconds
+                    if receiving is None:
+                        receiving = asyncio.ensure_future(self.layer.receive(self.channel))
                     done, _ = await asyncio.wait(
-                        {receiving, stopping}, return_when=asyncio.FIRST_COMPLETED
+                        {receiving, stopping},
+                        timeout=max(0.0, check_at - loop.time()),
+                        return_when=asyncio.FIRST_COMPLETED,
                     )
-                    if receiving not in done:
-                        receiving.cancel()
+                    if stopping in done:
                         break
-                    self._apply_soon(receiving.result())
+                    if receiving in done:
+                        message, receiving = receiving.result(), None
+                        self._received(message)
+                    if loop.time() >= check_at:
+                        check_at = loop.time() + self.check_seconds
+                        await self._check_groups()
                 except Exception:
                     logger.warning(
                         "sandbox controls: channel layer unavailable; retrying", exc_info=True
                     )
-                    self.channel = ""
+                    _dropped(receiving)
+                    self.channel, receiving = "", None
                     try:
                         await asyncio.wait_for(stop.wait(), self.retry_seconds)
                     except TimeoutError:
                         pass
         finally:
             stopping.cancel()
+            _dropped(receiving)
             for task in list(self._applying):
                 task.cancel()
             await asyncio.gather(*self._applying, return_exceptions=True)
+
+
+def _dropped(receiving: asyncio.Future | None) -> None:
+    """A receive given up: cancelled if it runs on, its error retrieved if it failed (so
+    asyncio does not log it as never retrieved)."""
+    if receiving is None:
+        return
+    if not receiving.done():
+        receiving.cancel()
+    elif not receiving.cancelled():
+        receiving.exception()

@@ -88,6 +88,9 @@ class Sender:
         self.worker_id = worker_id
         self.wake = asyncio.Event()
         self.task: asyncio.Task | None = None
+        # When the pause this sender chose after its last message ends (loop time; 0: it has
+        # sent none), kept here as well as in the cache: the pace it keeps when the cache is down.
+        self.paused_until = 0.0
 
     def start(self) -> None:
         if self.task is None:
@@ -178,11 +181,15 @@ class Sender:
     async def _pace(self) -> None:
         if not pacing.pacing_on():
             return
+        loop = asyncio.get_running_loop()
         try:
             wait = await io(pacing.pace_wait_seconds, self.runner.id)
         except Exception:  # noqa: BLE001 - cache down: keep a safe pace locally
-            logger.warning("pacing state unavailable; pausing the longest interval")
-            wait = float(settings.SEND_INTERVAL_MAX_SECONDS)
+            logger.warning("pacing state unavailable; pacing locally")
+            # The pause after this sender's last message; the longest interval before its first
+            # (the session's last message may have been sent by another worker a moment ago).
+            wait = 0.0 if self.paused_until else float(settings.SEND_INTERVAL_MAX_SECONDS)
+        wait = max(wait, self.paused_until - loop.time())
         if wait > 0:
             await asyncio.sleep(wait)
 
@@ -275,9 +282,10 @@ class Sender:
         if not paced:
             return following
         try:
-            await io(pacing.pace_sent, runner.id)
-        except Exception:  # noqa: BLE001 - cache down: pause locally instead
-            await asyncio.sleep(settings.SEND_INTERVAL_MAX_SECONDS)
+            pause = await io(pacing.pace_sent, runner.id)
+        except Exception:  # noqa: BLE001 - cache down: the longest pause, kept here (`_pace`)
+            pause = float(settings.SEND_INTERVAL_MAX_SECONDS)
+        self.paused_until = asyncio.get_running_loop().time() + pause
         return None
 
     async def _failed(self, job: messages.SendJob, code: str, error: str, retry: bool) -> None:

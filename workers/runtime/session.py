@@ -58,6 +58,7 @@ from workers.runtime.sender import Sender
 logger = logging.getLogger(__name__)
 S = SessionStatus
 _RECHECK = object()  # queue item: re-read what is wanted of the session
+_CODES = object()  # queue item: the session's QR and pairing codes into the cache again
 # Receipts applied in one transaction at most (those queued together behind one another).
 RECEIPT_BATCH = 200
 # How long a probe of a silent session may take before it counts as unanswered.
@@ -133,6 +134,11 @@ class SessionRunner:
         )
         self.last_event_at = self.last_event_wall = 0.0
         self.touch()
+        # The QR and pairing codes it shows now, by kind (qr.code_made), none once linked: the
+        # cache is made to hold them on each change and again every TTL/3 (`keep_codes`).
+        # `codes_kept`: whether the last write went through.
+        self.codes: dict[str, dict[str, Any]] = {}
+        self.codes_kept = True
 
     # --- the loop ---------------------------------------------------------------------------------
 
@@ -189,6 +195,8 @@ class SessionRunner:
                         await self.handover(item[1])
                     elif isinstance(item, tuple) and item[0] == "probe":
                         await self._probe(item[1])
+                    elif item is _CODES:
+                        await self.keep_codes(self.codes)
                     else:
                         await self._handle(item)
                 except sessions.LeaseLost:
@@ -305,6 +313,36 @@ class SessionRunner:
         await self._status(status, reason)
         await db(sessions.session_release, session_id=self.id, epoch=self.epoch)
         self._forget()
+
+    # --- QR and pairing codes --------------------------------------------------------------------
+
+    async def _show(self, kind: str, code: str, expires_in: float) -> dict[str, Any]:
+        """A new code of `kind` shown: kept in the cache beside the other kind's."""
+        made = qr.code_made(code, expires_in)
+        await self.keep_codes({**self.codes, kind: made})
+        return made
+
+    async def keep_codes(self, codes: dict[str, dict[str, Any]]) -> None:
+        """Make the cache hold `codes` (those still valid), the session's codes from now on. The
+        cache being down never stops the session: the codes are announced all the same, and
+        written again at the next call (every TTL/3 while there are codes, or a write failed);
+        so are codes a restarted or flushed Redis forgot."""
+        now = time.time()
+        self.codes = {kind: code for kind, code in codes.items() if code["expires_at"] > now}
+        try:
+            await db(qr.codes_keep, session_id=self.id, codes=self.codes)
+        except Exception:
+            if self.codes_kept:  # once per outage, not at each retry
+                logger.warning("QR and pairing codes not kept: cache unavailable", exc_info=True)
+            self.codes_kept = False
+            return
+        self.codes_kept = True
+
+    def keep_codes_again(self) -> None:
+        """Queue the codes' write again, if there are codes or the last write failed: on the
+        session's queue, so no code can overwrite a newer one."""
+        if self.codes or not self.codes_kept:
+            self.queue.put_nowait(_CODES)
 
     # --- what is wanted ---------------------------------------------------------------------------
 
@@ -423,7 +461,7 @@ class SessionRunner:
         self.started = False
         shutil.rmtree(self.auth_dir, ignore_errors=True)
         await db(sessions.session_forget_auth, session_id=self.id, epoch=self.epoch)
-        await db(qr.codes_clear, session_id=self.id)
+        await self.keep_codes({})
         await db(groups.groups_forget_all, session_id=self.id, epoch=self.epoch)
         await self._status(S.LOGGED_OUT, reason)
         await db(
@@ -459,28 +497,16 @@ class SessionRunner:
     async def _handle(self, event: Event) -> None:
         if isinstance(event, QrCode):
             # Only the text: the PNG is drawn where the code is shown (qr.code_image, the browser).
-            code = await db(
-                qr.code_store,
-                session_id=self.id,
-                kind="qr",
-                code=event.code,
-                expires_in=event.expires_in,
-            )
+            code = await self._show("qr", event.code, event.expires_in)
             # Once a pairing code was asked for, the session stays `pairing`: the rotating QR stays
             # current (and scannable), but the status does not flip back and forth.
             status = S.PAIRING if self.status == S.PAIRING else S.SCAN_QR
             await self._status(status, "new QR code", qr=qr.announced(code))
         elif isinstance(event, PairCode):
-            code = await db(
-                qr.code_store,
-                session_id=self.id,
-                kind="pair_code",
-                code=event.code,
-                expires_in=event.expires_in,
-            )
+            code = await self._show("pair_code", event.code, event.expires_in)
             await self._status(S.PAIRING, "pairing code requested", pair_code=qr.announced(code))
         elif isinstance(event, Connected):
-            await db(qr.codes_clear, session_id=self.id)
+            await self.keep_codes({})
             new_link = self.status in (S.SCAN_QR, S.PAIRING)
             await self._status(
                 S.CONNECTED,

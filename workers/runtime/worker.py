@@ -7,6 +7,7 @@
            ├ claim loop     claim free sessions (SKIP LOCKED) and re-read what is wanted of ours,
            │                woken at once by NOTIFY, and by a slow poll as well
            ├ event pumps    engine events → the session's runner
+           ├ codes          QR and pairing codes into the cache again every TTL/3 (Redis forgets)
            ├ controls: sandbox controls and calls (check numbers, mark read)
            ├ usage reports  each session's daily `usage.report`
            └ webhook dispatcher  the built-in backend's and every endpoint's deliveries
@@ -139,6 +140,7 @@ class WorkerRuntime:
             self._claim_loop(),
             self._snapshot_loop(),
             self._silence_loop(),
+            self._codes_loop(),
             *(self._pump(engine) for engine in self.engines.values()),
         ]
         if connection.vendor == "postgresql":
@@ -329,6 +331,18 @@ class WorkerRuntime:
                 runner.queue.put_nowait(("probe", silent))
                 probed += 1
         return probed
+
+    # --- QR and pairing codes ---------------------------------------------------------------------
+
+    async def _codes_loop(self) -> None:
+        await self._forever(self.step_codes, self.config.lease_seconds / 3)
+
+    async def step_codes(self) -> None:
+        """The codes of the sessions that show one (a few, linking), into the cache again: a
+        Redis restarted or flushed has forgotten them, and the API would answer that there is no
+        QR code until the next one (20 to 60 s away, or never for a pairing code)."""
+        for runner in list(self.runners.values()):
+            runner.keep_codes_again()
 
     # --- usage reports ----------------------------------------------------------------------------
 

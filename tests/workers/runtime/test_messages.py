@@ -297,6 +297,34 @@ async def test_pacing_spaces_a_session_s_messages(start_worker, api, world, sett
     assert all(later - earlier >= 0.95 for earlier, later in pairwise(times))
 
 
+async def test_without_the_cache_a_session_keeps_its_pace_once(
+    start_worker, api, world, settings, monkeypatch
+) -> None:
+    """The pacing state is in the cache: while it is down, the sender keeps the pause it chose
+    after each message itself (the longest interval, as it cannot record one), once. It paused
+    after the message, then again before the next: every message took twice the interval."""
+    from messaging.services import pacing
+
+    settings.SEND_INTERVAL_MIN_SECONDS = settings.SEND_INTERVAL_MAX_SECONDS = 1
+
+    def down(session_id: object) -> float:
+        raise ConnectionError("the cache is down")
+
+    monkeypatch.setattr(pacing, "pace_wait_seconds", down)
+    monkeypatch.setattr(pacing, "pace_sent", down)
+    runtime = await start_worker()
+    session = await linked(runtime)
+    ids = [(await post(api, session, {"to": TO, "text": f"m{n}"})).json()["id"] for n in range(3)]
+    await until(
+        lambda: all(status_of(i) not in ("queued", "sending") for i in ids),
+        timeout=15,
+        what="all sent",
+    )
+    times = [m["at"] for m in world.phone_messages(str(session.id))]
+    assert len(times) == 3
+    assert all(0.95 <= later - earlier < 1.6 for earlier, later in pairwise(times)), times
+
+
 async def test_without_pacing_a_send_asks_the_cache_nothing(
     start_worker, api, settings, monkeypatch
 ) -> None:

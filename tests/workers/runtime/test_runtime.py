@@ -13,6 +13,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
+from gateway.outbox.models import Event
 from sessions_app import services as sessions
 from sessions_app.models import Session, SessionEvent
 from sessions_app.services import qr
@@ -75,6 +76,54 @@ async def test_the_qr_code_is_in_the_cache_while_it_is_valid(start_worker) -> No
     session = await sync_to_async(create)()
     code = await until(lambda: qr.code_get(session_id=session.id, kind="qr"), what="a QR")
     assert code["code"].startswith("2@sandbox,") and code["expires_at"] > time.time()
+
+
+async def test_a_qr_code_the_cache_forgot_is_put_back(start_worker, world) -> None:
+    """A Redis restarted or flushed forgets the codes: the worker writes them again every TTL/3,
+    with the time each has left (the API answered 409 `qr_not_available` until the next code,
+    20 to 60 s later)."""
+    import dataclasses
+
+    from django.core.cache import cache
+
+    from tests.workers.engines.test_sandbox import FAST
+    from workers.engines.sandbox import SandboxEngine
+
+    slow = dataclasses.replace(FAST, qr_first=60, qr_next=60)
+    await start_worker(lease_seconds=3, engine=SandboxEngine(world, worker="w1", timings=slow))
+    session = await sync_to_async(create)()
+    code = await until(lambda: qr.code_get(session_id=session.id, kind="qr"), what="a QR")
+    await sync_to_async(cache.clear)()
+    assert await sync_to_async(qr.code_get)(session_id=session.id, kind="qr") is None
+    again = await until(
+        lambda: qr.code_get(session_id=session.id, kind="qr"), timeout=5, what="the code again"
+    )
+    assert again == code
+
+
+async def test_a_session_links_and_reconnects_while_the_cache_is_down(
+    start_worker, settings
+) -> None:
+    """The codes live in the cache; the session does not need it: a QR code is announced (the
+    event carries it), and the connection is recorded though its codes cannot be cleared. Each
+    step failed on the cache's error: the session stayed `starting`, or connected unrecorded."""
+    import copy
+
+    assert settings.REDIS_URL, "this test needs the Redis configuration of `make test`"
+    caches = copy.deepcopy(settings.CACHES)
+    caches["default"]["LOCATION"] = "redis://127.0.0.1:1/0"
+    settings.CACHES = caches
+    runtime = await start_worker()
+    session = await linked(runtime)
+    announced = await sync_to_async(
+        lambda: Event.objects.filter(session_id=session.id, payload__qr__code__isnull=False).count()
+    )()
+    assert announced >= 1
+    await runtime.engines["sandbox"].drop_connection(str(session.id))
+    await until(
+        lambda: SessionEvent.objects.filter(session=session, to_status="connected").count() == 2,
+        what="connected again",
+    )
 
 
 async def test_a_qr_code_nobody_asks_for_is_never_drawn(start_worker, monkeypatch) -> None:
