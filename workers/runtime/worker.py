@@ -2,6 +2,8 @@
 
     run()  ─ register the Worker row
            ├ lease loop     renew every lease each TTL/3; forget sessions whose renewal failed
+           ├ heartbeat      the Worker row's, each TTL/3 on a connection of its own; mark the
+           │                workers whose heartbeat is older than TTL dead, and their sessions
            ├ watchdog       close a connection before its lease could expire unrenewed
            ├ sweep          wake the senders of sessions with work every TTL/3 (PostgreSQL)
            ├ claim loop     claim free sessions (SKIP LOCKED) and re-read what is wanted of ours,
