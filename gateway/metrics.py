@@ -66,8 +66,11 @@ def fleet_figures() -> dict[str, Any]:
     - `worker_list`: the live workers and those that died in the last hour (only the live ones are
       exported), each with its `name`, `worker` (the name, told apart when two live workers share
       one), `id`, `status`, `capacity`, `heartbeat_age_seconds`, the `sessions` it holds and
-      `sessions_by_status`, and its process's `counters` (`failovers`, `engine_host_restarts`,
-      `snapshot_failures`, `messages_sent`, …: since that process started).
+      `sessions_by_status`, its process's `counters` (`failovers`, `engine_host_restarts`,
+      `snapshot_failures`, `messages_sent`, …: since that process started), and of its connected
+      sessions whose auth state changed since their newest snapshot, the age of the oldest such
+      snapshot (`snapshot_age_seconds`, 0: none waits) and how many are older than two snapshot
+      periods (`snapshots_stale`).
     """
     from datetime import timedelta
 
@@ -123,6 +126,8 @@ def fleet_figures() -> dict[str, Any]:
             label = f"{label} ({str(worker['id'])[:8]})"
         mine = held.get(worker["id"], {})
         age = max(0.0, (now - worker["last_heartbeat_at"]).total_seconds())
+        snapshots = stats.get("snapshots", {})
+        oldest = snapshots.get("oldest")
         worker_list.append(
             {
                 "name": worker["name"],
@@ -134,6 +139,8 @@ def fleet_figures() -> dict[str, Any]:
                 "sessions": sum(mine.values()),
                 "sessions_by_status": {value: mine.get(value, 0) for value in SessionStatus.values},
                 "counters": stats.get("counters", {}),
+                "snapshot_age_seconds": round(max(0.0, wall - oldest), 1) if oldest else 0.0,
+                "snapshots_stale": snapshots.get("stale", 0),
             }
         )
     figures["worker_list"], figures["last_event_age"] = worker_list, last_event_age
@@ -204,6 +211,19 @@ WORKER_GAUGES = [
         "Seconds since each live worker's last heartbeat (others declare it dead after "
         "WORKER_LEASE_SECONDS).",
         "heartbeat_age_seconds",
+    ),
+    (
+        "gateway_worker_snapshot_age_seconds",
+        "Of each live worker's connected sessions whose auth state changed since their newest "
+        "snapshot, the age of the oldest such snapshot (0: none waits): grows while snapshots "
+        "fail. Sessions with nothing new to snapshot are left out.",
+        "snapshot_age_seconds",
+    ),
+    (
+        "gateway_worker_snapshots_stale",
+        "Connected sessions of each live worker whose changed auth state has waited over two "
+        "SNAPSHOT_INTERVAL_SECONDS for a snapshot.",
+        "snapshots_stale",
     ),
 ]
 # Per live worker, from its process's counters (`counters` of its heartbeat).

@@ -146,61 +146,73 @@ class SeaweedFSExited(Exception):
     pass
 
 
-def start_seaweedfs(workdir: Path, attempts: int = 3) -> tuple[subprocess.Popen, dict[str, str]]:
-    """Start SeaweedFS; ports are picked at random, so a collision is retried on other ports."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return _start_seaweedfs(workdir / f"seaweedfs-{attempt}")
-        except SeaweedFSExited as exc:
-            tail = exc.args[0].read_text(errors="replace").splitlines()[-5:]
-            say(f"SeaweedFS exited at start (attempt {attempt}): " + " | ".join(tail))
-    raise SystemExit("[make test] SeaweedFS would not start")
+class SeaweedFS:
+    """`weed mini` in `workdir`, on free ports, with credentials made up for it. `stop` and
+    `start` again keep its ports, credentials and data: the S3 outage tests stop a private one
+    (tests/workers/runtime/test_snapshot_faults.py), never the suite's."""
 
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.s3, self.master, self.volume, self.filer, self.admin = (free_port() for _ in range(5))
+        self.access_key = "test" + secrets.token_hex(8)
+        self.secret_key = secrets.token_urlsafe(24)
+        self.process: subprocess.Popen | None = None
+        (workdir / "data").mkdir(parents=True)
 
-def _start_seaweedfs(workdir: Path) -> tuple[subprocess.Popen, dict[str, str]]:
-    weed = BIN / "weed"
-    s3, master, volume, filer, admin = (free_port() for _ in range(5))
-    (workdir / "data").mkdir(parents=True)
-    access_key, secret_key = "test" + secrets.token_hex(8), secrets.token_urlsafe(24)
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
-    log = open(workdir / "seaweedfs.log", "wb")
-    process = subprocess.Popen(
-        [
-            str(weed),
-            "mini",
-            f"-dir={workdir / 'data'}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
-            f"-s3.port={s3}",
-            f"-master.port={master}",
-            f"-volume.port={volume}",
-            f"-filer.port={filer}",
-            f"-bucket={BUCKET}",
-            "-admin.ui=false",
-            "-webdav=false",
-            "-s3.port.iceberg=0",
-            "-s3.port.lance=0",
-            f"-admin.port={admin}",
-            "-master.telemetry=false",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    endpoint = f"http://127.0.0.1:{s3}"
+    @property
+    def env(self) -> dict[str, str]:
+        """The gateway's settings for this S3."""
+        return {
+            "S3_ENDPOINT_URL": f"http://127.0.0.1:{self.s3}",
+            "S3_BUCKET": BUCKET,
+            "S3_ACCESS_KEY_ID": self.access_key,
+            "S3_SECRET_ACCESS_KEY": self.secret_key,
+            "S3_REGION": "us-east-1",
+        }
 
-    def bucket_ready() -> bool:
-        if process.poll() is not None:
-            raise SeaweedFSExited(workdir / "seaweedfs.log")
+    def start(self, timeout: float = 90) -> None:
+        """Start it and wait until its bucket answers; SeaweedFSExited if it exits first."""
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": self.access_key}
+        env["AWS_SECRET_ACCESS_KEY"] = self.secret_key
+        log = open(self.workdir / "seaweedfs.log", "ab")
+        self.process = subprocess.Popen(
+            [
+                str(BIN / "weed"),
+                "mini",
+                f"-dir={self.workdir / 'data'}",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                f"-s3.port={self.s3}",
+                f"-master.port={self.master}",
+                f"-volume.port={self.volume}",
+                f"-filer.port={self.filer}",
+                f"-bucket={BUCKET}",
+                "-admin.ui=false",
+                "-webdav=false",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+                f"-admin.port={self.admin}",
+                "-master.telemetry=false",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_until(self._bucket_ready, timeout, "SeaweedFS S3")
+
+    def _bucket_ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise SeaweedFSExited(self.workdir / "seaweedfs.log")
         import boto3
         from botocore.config import Config
 
         client = boto3.client(
             "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id=access_key,
-            aws_secret_access_key=secret_key,
+            endpoint_url=self.env["S3_ENDPOINT_URL"],
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
             region_name="us-east-1",
             config=Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1}),
         )
@@ -209,14 +221,22 @@ def _start_seaweedfs(workdir: Path) -> tuple[subprocess.Popen, dict[str, str]]:
         except Exception:  # noqa: BLE001 - not up yet
             return False
 
-    wait_until(bucket_ready, 90, "SeaweedFS S3")
-    return process, {
-        "S3_ENDPOINT_URL": endpoint,
-        "S3_BUCKET": BUCKET,
-        "S3_ACCESS_KEY_ID": access_key,
-        "S3_SECRET_ACCESS_KEY": secret_key,
-        "S3_REGION": "us-east-1",
-    }
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+
+
+def start_seaweedfs(workdir: Path, attempts: int = 3) -> SeaweedFS:
+    """Start SeaweedFS; ports are picked at random, so a collision is retried on other ports."""
+    for attempt in range(1, attempts + 1):
+        seaweedfs = SeaweedFS(workdir / f"seaweedfs-{attempt}")
+        try:
+            seaweedfs.start()
+            return seaweedfs
+        except SeaweedFSExited as exc:
+            tail = exc.args[0].read_text(errors="replace").splitlines()[-5:]
+            say(f"SeaweedFS exited at start (attempt {attempt}): " + " | ".join(tail))
+    raise SystemExit("[make test] SeaweedFS would not start")
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -271,7 +291,8 @@ def main() -> int:
     ensure("RabbitMQ", AMQP_URL, RABBITMQ_START, timeout=90)
     workdir = Path(tempfile.mkdtemp(prefix="gateway-test-"))
     try:
-        seaweedfs, s3_env = start_seaweedfs(workdir)
+        seaweedfs = start_seaweedfs(workdir)
+        s3_env = seaweedfs.env
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
@@ -316,7 +337,7 @@ def main() -> int:
             for test in failures(path):
                 say(f"failed in the {name}: {test}")
     finally:
-        stop(seaweedfs)
+        seaweedfs.stop()
         shutil.rmtree(workdir, ignore_errors=True)
         for command in started:
             say(f"stopping what this run started: {' '.join(command)}")

@@ -9,7 +9,10 @@ These are the keys to someone's WhatsApp account, so:
 - it becomes "latest" by an UPDATE conditional on the lease epoch: a worker that lost the session
   can upload, but never make its snapshot the one the new owner restores;
 - a snapshot that does not decrypt is refused (`SnapshotInvalid`), never half-restored, and
-  nothing is deleted because of it.
+  nothing is deleted because of it;
+- an upload or download the storage refuses raises `StorageUnavailable`: the storage is down for
+  every session then (the worker retries with backoff), unlike a store of this session's that
+  cannot be read.
 """
 
 from __future__ import annotations
@@ -39,6 +42,10 @@ MARKER = ".snapshot"  # in the auth directory: the key of the snapshot the local
 
 class SnapshotInvalid(Exception):
     """The latest snapshot does not decrypt (tampered, another key, moved between sessions)."""
+
+
+class StorageUnavailable(Exception):
+    """The storage refused a snapshot's upload or download, or could not be reached."""
 
 
 def _aad(session_id: object, epoch: int, number: int) -> bytes:
@@ -94,10 +101,13 @@ def snapshot_take(*, session_id: uuid.UUID, epoch: int, auth_dir: Path) -> str |
     ) + 1
     blob = seal(_backup(store), session_id=session_id, epoch=epoch, number=number)
     storage = storages["sessions"]
-    key = storage.save(
-        f"{session_id}/epoch-{epoch:010d}/{number:08d}-{secrets.token_hex(4)}.snap",
-        ContentFile(blob),
-    )
+    try:
+        key = storage.save(
+            f"{session_id}/epoch-{epoch:010d}/{number:08d}-{secrets.token_hex(4)}.snap",
+            ContentFile(blob),
+        )
+    except Exception as exc:
+        raise StorageUnavailable(f"{type(exc).__name__}: {exc}") from exc
     failpoint("during_snapshot_upload")
     try:
         fenced_update(
@@ -115,9 +125,11 @@ def snapshot_take(*, session_id: uuid.UUID, epoch: int, auth_dir: Path) -> str |
     return key
 
 
-def snapshot_restore(*, session_id: uuid.UUID, auth_dir: Path) -> bool:
+def snapshot_restore(*, session_id: uuid.UUID, auth_dir: Path, download: bool = True) -> bool:
     """Make `auth_dir` hold the session's latest snapshot, unless the local store already is that
-    snapshot or newer. Returns True when it restored. Raises `SnapshotInvalid`."""
+    snapshot or newer. Returns True when it restored. Raises `SnapshotInvalid`, and
+    `StorageUnavailable` when the snapshot cannot be read, or would have to be while `download`
+    is False (the caller knows the storage is down)."""
     session = (
         Session.objects.filter(pk=session_id)
         .values("snapshot_key", "snapshot_epoch", "snapshot_number")
@@ -133,13 +145,19 @@ def snapshot_restore(*, session_id: uuid.UUID, auth_dir: Path) -> bool:
         and marker.read_text() == session["snapshot_key"]
     ):
         return False  # the local store is what that snapshot was taken from (or newer)
-    with storages["sessions"].open(session["snapshot_key"], "rb") as blob:
-        data = unseal(
-            blob.read(),
-            session_id=session_id,
-            epoch=session["snapshot_epoch"] or 0,  # set with every snapshot_key
-            number=session["snapshot_number"],
-        )
+    if not download:
+        raise StorageUnavailable("the storage is down (retried with backoff)")
+    try:
+        with storages["sessions"].open(session["snapshot_key"], "rb") as blob:
+            sealed = blob.read()
+    except Exception as exc:
+        raise StorageUnavailable(f"{type(exc).__name__}: {exc}") from exc
+    data = unseal(
+        sealed,
+        session_id=session_id,
+        epoch=session["snapshot_epoch"] or 0,  # set with every snapshot_key
+        number=session["snapshot_number"],
+    )
     auth_dir.mkdir(parents=True, exist_ok=True)
     for suffix in ("-wal", "-shm", "-journal"):
         Path(f"{auth_dir / STORE}{suffix}").unlink(missing_ok=True)

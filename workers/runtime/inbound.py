@@ -2,6 +2,9 @@
 (a duplicate after a reconnect is dropped by its WhatsApp id); its media is downloaded and stored
 after it, off the session's event queue, and retried while storage or the download is down. The
 message's `message.received` webhook goes once its media is stored (messaging.services.inbound).
+While the worker's storage is down (`StorageRetry`) media are not downloaded at all: the message
+stays pending (its media's reference is in its row) until the storage is back, when the worker
+retries them at once.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from messaging import services as messages
 from messaging.services import media as media_files
 from workers.engines.base import Engine, InboundMedia, InboundMessage, spawn_into
 from workers.runtime.db import db, io
+from workers.runtime.storage import StorageRetry
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +67,13 @@ class Inbound:
         epoch: int,
         engine: Engine,
         downloads: asyncio.Semaphore,
+        storage: StorageRetry,
         tasks: set[asyncio.Task],
     ) -> None:
         self.session_id, self.key, self.epoch = session_id, str(session_id), epoch
         self.engine = engine
         self.downloads = downloads  # shared by the worker's sessions: downloads at once
+        self.storage = storage  # shared too: while it is down, one upload per retry
         self.tasks = tasks  # the runner's side tasks, cancelled when it is forgotten
         self.downloading: set[uuid.UUID] = set()
 
@@ -99,6 +105,8 @@ class Inbound:
     async def _store_media(self, message_id: uuid.UUID, kind: str, media: InboundMedia) -> bool:
         if message_id in self.downloading:
             return True  # under way already
+        if not self.storage.due():
+            return False  # the storage is down: no download to throw away, the message waits
         fd, name = tempfile.mkstemp(prefix="gateway-media-")
         os.close(fd)
         path = Path(name)
@@ -106,15 +114,7 @@ class Inbound:
         try:
             async with self.downloads:
                 await self.engine.download(self.key, media, path)
-                stored = await io(
-                    media_files.store,
-                    session_id=self.session_id,
-                    message_id=message_id,
-                    kind=kind,
-                    content=path,
-                    mime_type=media.mime_type,
-                    filename=media.filename,
-                )
+                stored = await self._upload(message_id, kind, media, path)
         except Exception as exc:  # noqa: BLE001 - storage or download down: the message waits
             logger.warning(
                 "media of an inbound message delayed: %s",
@@ -133,7 +133,28 @@ class Inbound:
             stored=stored,
         )
 
+    async def _upload(
+        self, message_id: uuid.UUID, kind: str, media: InboundMedia, path: Path
+    ) -> media_files.StoredMedia:
+        try:
+            stored = await io(
+                media_files.store,
+                session_id=self.session_id,
+                message_id=message_id,
+                kind=kind,
+                content=path,
+                mime_type=media.mime_type,
+                filename=media.filename,
+            )
+        except Exception as exc:
+            self.storage.failed(exc)
+            raise
+        self.storage.succeeded()
+        return stored
+
     async def retry_pending_media(self) -> None:
+        if not self.storage.due():
+            return  # tried again when the storage is back
         for message in await db(messages.media_pending, session_id=self.session_id):
             ref = message.payload.get("media_ref")
             if ref and not await self._store_media(message.pk, message.type, InboundMedia(**ref)):

@@ -7,7 +7,8 @@ transaction as the last one's `sent`. Woken by NOTIFY gateway_messages within mi
 PostgreSQL an empty queue makes no query until then (the worker's sweep wakes the senders of
 sessions with work every TTL/3, for a wake-up lost meanwhile); on SQLite it polls. On start (a
 claim), messages a previous owner left in `sending` are recovered first. When woken, it also
-retries inbound media that could not be stored (at most every 30 s).
+retries inbound media that could not be stored (at most every 30 s, and at once when the worker's
+storage is back after an outage: `retry_media`).
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ class Sender:
         # When the pause this sender chose after its last message ends (loop time; 0: it has
         # sent none), kept here as well as in the cache: the pace it keeps when the cache is down.
         self.paused_until = 0.0
+        self.media_due = 0.0  # the event loop's time from which inbound media are retried
 
     def start(self) -> None:
         if self.task is None:
@@ -112,6 +114,11 @@ class Sender:
     def poke(self) -> None:
         self.wake.set()
 
+    def retry_media(self) -> None:
+        """Retry the session's pending inbound media now (the storage is back)."""
+        self.media_due = 0.0
+        self.poke()
+
     def cancel(self) -> None:
         if self.task is not None and self.task is not asyncio.current_task():
             self.task.cancel()
@@ -125,7 +132,7 @@ class Sender:
         runner = self.runner
         accepts_ids = runner.engine.accepts_message_ids
         poll = self.poll_seconds
-        recovered, media_due = False, 0.0
+        recovered = False
         taken: messages.NextSend | None = None  # taken with the last one's outcome
         loop = asyncio.get_running_loop()
         with log_context.bind(session_id=runner.key, worker_id=str(self.worker_id)):
@@ -146,8 +153,8 @@ class Sender:
                         # nothing (a timed wait woke each of them every `poll` seconds).
                         await self._wait(None)
                         continue
-                    if loop.time() >= media_due:
-                        media_due = loop.time() + MEDIA_RETRY_SECONDS
+                    if loop.time() >= self.media_due:
+                        self.media_due = loop.time() + MEDIA_RETRY_SECONDS
                         await runner.retry_pending_media()
                     # The pause comes before a message is taken, so `sending` is written just
                     # before the engine call, never across a pause.

@@ -54,6 +54,7 @@ from workers.runtime.config import RuntimeConfig
 from workers.runtime.db import db, io
 from workers.runtime.inbound import Inbound, received
 from workers.runtime.sender import Sender
+from workers.runtime.storage import StorageRetry
 
 logger = logging.getLogger(__name__)
 S = SessionStatus
@@ -63,6 +64,8 @@ _CODES = object()  # queue item: the session's QR and pairing codes into the cac
 RECEIPT_BATCH = 200
 # How long a probe of a silent session may take before it counts as unanswered.
 PROBE_SECONDS = 45.0
+# How often a session with no auth state to start from looks whether the storage is back.
+RESTORE_RETRY_SECONDS = 5.0
 
 
 class Host(Protocol):
@@ -70,6 +73,7 @@ class Host(Protocol):
 
     worker_id: uuid.UUID | None
     counters: Counter[str]  # the worker's counters for /metrics (`snapshot_failures`)
+    storage: StorageRetry  # the worker's storage, retried with backoff while it is down
     # Sessions whose dropped runner's connection is still closing, set once it is closed: a new
     # runner of the same session (claimed again meanwhile) waits for it before it starts.
     closing: dict[str, asyncio.Event]
@@ -111,8 +115,12 @@ class SessionRunner:
         self.deadline = claimed_at + config.lease_seconds
         self.started = False
         self.starting = True  # until its first start is over, however it ended (WorkerRuntime)
+        self.awaiting_storage = False  # no auth state to start from until the storage is back
         self.connected = False
         self.snapshot_mtime = 0.0
+        # When the newest snapshot of the auth state this runner holds was taken (Unix time): the
+        # claim until it takes one (the store it started from is the one restored, or nothing).
+        self.snapshot_at = time.time()
         self.snapshot_lock = asyncio.Lock()
         self.history_lock = asyncio.Lock()
         self.queue: asyncio.Queue = asyncio.Queue()
@@ -130,6 +138,7 @@ class SessionRunner:
             epoch=self.epoch,
             engine=engine,
             downloads=downloads,
+            storage=host.storage,
             tasks=self.side_tasks,
         )
         self.last_event_at = self.last_event_wall = 0.0
@@ -415,25 +424,11 @@ class SessionRunner:
             # Dropped by this worker a moment ago and claimed again: its old connection still
             # uses the store and the engine's slot (a start now fails `already_started`).
             await closing.wait()
-        await self._status(S.STARTING, reason)
+        if not self.awaiting_storage:  # else it shows `reconnecting` until the storage is back
+            await self._status(S.STARTING, reason)
         self.auth_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            if await io(snapshots.snapshot_restore, session_id=self.id, auth_dir=self.auth_dir):
-                logger.info("auth state restored from the latest snapshot")
-        except snapshots.SnapshotInvalid as exc:
-            await self._fail("snapshot_invalid", str(exc))
+        if not await self._restore():
             return
-        except Exception as exc:  # noqa: BLE001 - storage unreachable: try again, never relink
-            if not (self.auth_dir / snapshots.STORE).exists():
-                await self._status(
-                    S.RECONNECTING,
-                    "auth snapshot unavailable",
-                    error_code="storage_unavailable",
-                    error=str(exc)[:500],
-                )
-                self.host.retry_later(self, delay=5)
-                return
-            logger.warning("snapshot storage unavailable; starting from the local store")
         try:
             await self.engine.start(self.key, self.auth_dir)
         except EngineError as exc:
@@ -444,6 +439,51 @@ class SessionRunner:
             self.host.retry_later(self, delay=5)
             return
         self.started = True
+
+    async def _restore(self) -> bool:
+        """Make the auth directory hold the session's latest snapshot, unless its local store
+        already is that snapshot or newer. True when the session may start: restored, or from its
+        local store while the storage is down. A snapshot that does not decrypt fails the session.
+        While the storage is down (`host.storage`) no download is tried before its retry is due:
+        at thousands of sessions, one attempt per retry rather than one each."""
+        attempt = self.host.storage.due()
+        try:
+            restored = await io(
+                snapshots.snapshot_restore,
+                session_id=self.id,
+                auth_dir=self.auth_dir,
+                download=attempt,
+            )
+        except snapshots.SnapshotInvalid as exc:
+            await self._fail("snapshot_invalid", str(exc))
+            return False
+        except Exception as exc:  # noqa: BLE001 - storage unreachable: try again, never relink
+            if attempt and isinstance(exc, snapshots.StorageUnavailable):
+                self.host.storage.failed(exc)
+            return await self._without_snapshot(exc)
+        if restored:
+            logger.info("auth state restored from the latest snapshot")
+            self.host.storage.succeeded()
+        self.awaiting_storage = False
+        return True
+
+    async def _without_snapshot(self, error: Exception) -> bool:
+        """The snapshot could not be read: start from the local store when there is one, else
+        wait for the storage, `reconnecting` (one status change, where a `starting` and a
+        `reconnecting` at each retry made two, and two webhooks, every 5 s), looking again every
+        RESTORE_RETRY_SECONDS. Never relinked: the snapshot is still there."""
+        if (self.auth_dir / snapshots.STORE).exists():
+            logger.warning("snapshot storage unavailable; starting from the local store")
+            return True
+        await self._status(
+            S.RECONNECTING,
+            "auth snapshot unavailable",
+            error_code="storage_unavailable",
+            error=str(error)[:500],
+        )
+        self.awaiting_storage = True
+        self.host.retry_later(self, delay=RESTORE_RETRY_SECONDS)
+        return False
 
     async def _logout(self) -> None:
         if self.started:
@@ -629,11 +669,12 @@ class SessionRunner:
 
     async def snapshot(self, reason: str) -> bool:
         """Snapshot the auth state (fenced). Storage being down never disconnects anything: the
-        next periodic check tries again. Returns True when a snapshot was taken."""
+        worker's snapshot loop tries again, with backoff (`host.storage`). Returns True when a
+        snapshot was taken."""
         store = self.auth_dir / snapshots.STORE
         if not store.exists():
             return False
-        changed_at = store.stat().st_mtime
+        changed_at, taken_at = store.stat().st_mtime, time.time()
         try:
             async with self.snapshot_lock:  # one at a time: the pointer must end on the newest
                 key = await io(
@@ -646,9 +687,12 @@ class SessionRunner:
             raise
         except Exception as exc:  # noqa: BLE001 - storage errors of any kind
             self.host.counters["snapshot_failures"] += 1
+            if isinstance(exc, snapshots.StorageUnavailable):
+                self.host.storage.failed(exc)
             logger.warning("auth snapshot failed (%s): %s; will retry", reason, exc)
             return False
-        self.snapshot_mtime = changed_at
+        self.host.storage.succeeded()
+        self.snapshot_mtime, self.snapshot_at = changed_at, taken_at
         logger.info("auth snapshot taken (%s)", reason, extra={"snapshot": key})
         return True
 

@@ -8,6 +8,8 @@
            ├ sweep          wake the senders of sessions with work every TTL/3 (PostgreSQL)
            ├ claim loop     claim free sessions (SKIP LOCKED) and re-read what is wanted of ours,
            │                woken at once by NOTIFY, and by a slow poll as well
+           ├ snapshots      snapshot the auth state that changed, each SNAPSHOT_INTERVAL_SECONDS;
+           │                while the storage is down, one attempt per retry (with backoff)
            ├ event pumps    engine events → the session's runner
            ├ codes          QR and pairing codes into the cache again every TTL/3 (Redis forgets)
            ├ controls: sandbox controls and calls (check numbers, mark read)
@@ -28,7 +30,7 @@ import resource
 import time
 import uuid
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import date
 from typing import Any
 
@@ -49,11 +51,15 @@ from workers.runtime.controls import ControlListener
 from workers.runtime.db import db, db_close, heartbeat_db, lease_db
 from workers.runtime.dispatcher import Dispatcher
 from workers.runtime.session import SessionRunner
+from workers.runtime.storage import StorageRetry
 from workers.states import WorkerStatus
 
 logger = logging.getLogger(__name__)
 # How often a worker looks whether a day's usage reports are due (a comparison, until one is).
 USAGE_REPORT_POLL_SECONDS = 60.0
+# While the storage is down it is retried after 1 s, then twice as late each time up to this (or
+# the snapshot period, when shorter): what waited for it follows within that of its return.
+STORAGE_RETRY_MAX_SECONDS = 30.0
 
 
 def build_engines(config: RuntimeConfig) -> dict[str, Engine]:
@@ -112,6 +118,11 @@ class WorkerRuntime:
         # Since this process started, for /metrics: `failovers` (sessions claimed from a worker
         # whose lease ran out), `snapshot_failures` (auth snapshots that could not be stored).
         self.counters: Counter[str] = Counter(failovers=0, snapshot_failures=0)
+        # S3 for snapshots and inbound media: one attempt per retry while it is down.
+        self.storage = StorageRetry(
+            longest=min(STORAGE_RETRY_MAX_SECONDS, config.snapshot_seconds),
+            on_back=self._storage_back,
+        )
 
     def _engine_for(self, session_id: str) -> Engine | None:
         runner = self.runners.get(session_id)
@@ -176,7 +187,10 @@ class WorkerRuntime:
         async def settle(runner: SessionRunner) -> None:
             async with limit:
                 with contextlib.suppress(Exception):  # best effort: the lease goes either way
-                    if runner.store_changed():
+                    # Not while the storage is down: each attempt would fail, and at thousands of
+                    # sessions keep the worker from stopping (the next owner restores the last
+                    # snapshot stored).
+                    if runner.store_changed() and self.storage.due():
                         await runner.snapshot("worker stopping")
                     await runner.report_stopped("worker stopping")
 
@@ -197,17 +211,19 @@ class WorkerRuntime:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stop.wait(), seconds)
 
-    async def _forever(self, step, period: float) -> None:
+    async def _forever(self, step, period: float | Callable[[], float]) -> None:
         """Run `step` every `period` seconds, start to start (a slow database must not space
-        renewals out by their own duration); a failing step (database down) is logged and tried
-        again next period."""
+        renewals out by their own duration), or, when `period` is a function, pause for what it
+        answers after each step; a failing step (database down) is logged and tried again next
+        period."""
         while not self.stop.is_set():
             started = time.monotonic()
             try:
                 await step()
             except Exception:
                 logger.exception("%s failed; retrying", step.__name__)
-            await self._sleep(max(0.0, period - (time.monotonic() - started)))
+            elapsed = time.monotonic() - started
+            await self._sleep(period() if callable(period) else max(0.0, period - elapsed))
 
     # --- leases -----------------------------------------------------------------------------------
 
@@ -252,6 +268,7 @@ class WorkerRuntime:
                 if r.status == SessionStatus.CONNECTED
             },
             "counters": self.figures(),
+            "snapshots": self.snapshot_figures(),
         }
         status = await heartbeat_db(
             registry.worker_heartbeat, worker_id=self.worker_id, stats=stats
@@ -282,6 +299,16 @@ class WorkerRuntime:
         except Exception:  # the next claim makes them `starting` anyway
             logger.warning("could not mark the sessions of dead workers", exc_info=True)
 
+    def snapshot_figures(self) -> dict[str, float | int | None]:
+        """For /metrics: of the connected sessions whose auth state changed since their newest
+        snapshot, when the oldest of those snapshots was taken (`oldest`, Unix time; None: every
+        snapshot is current) and how many are older than two snapshot periods (`stale`: a
+        working storage never lets that happen). Sessions whose auth state has not changed are
+        left out: their snapshot is old because nothing needs a newer one."""
+        behind = [runner.snapshot_at for runner in self._snapshots_behind()]
+        stale = time.time() - 2 * self.config.snapshot_seconds
+        return {"oldest": min(behind, default=None), "stale": sum(at < stale for at in behind)}
+
     def figures(self) -> dict[str, float]:
         """This process's counters (from 0 at its start): its own, its engines' host restarts and
         what its services counted (messages by outcome, send latency; gateway.core.usage)."""
@@ -304,19 +331,49 @@ class WorkerRuntime:
     # --- auth snapshots ---------------------------------------------------------------------------
 
     async def _snapshot_loop(self) -> None:
-        await self._forever(self.step_snapshots, self.config.snapshot_seconds)
+        await self._forever(
+            self.step_snapshots, lambda: self.storage.wait(self.config.snapshot_seconds)
+        )
+
+    def _snapshots_behind(self) -> list[SessionRunner]:
+        """The connected sessions whose store changed since their last snapshot, oldest first."""
+        behind = [
+            runner
+            for runner in self.runners.values()
+            if runner.status == SessionStatus.CONNECTED and runner.store_changed()
+        ]
+        return sorted(behind, key=lambda runner: runner.snapshot_at)
 
     async def step_snapshots(self) -> bool:
         """Snapshot every connected session whose store changed since its last snapshot (a
-        debounce: at most one snapshot per session per period)."""
+        debounce: at most one snapshot per session per period), the longest-waiting first. While
+        the storage is down, one session's per retry: the others would fail the same way."""
+        if not self.storage.due():
+            return False
         taken = False
-        for runner in list(self.runners.values()):
-            if runner.status == SessionStatus.CONNECTED and runner.store_changed():
-                try:
-                    taken |= await runner.snapshot("store changed")
-                except sessions.LeaseLost:
-                    await runner.drop()
+        for runner in self._snapshots_behind():
+            try:
+                taken |= await runner.snapshot("store changed")
+            except sessions.LeaseLost:
+                await runner.drop()
+            if not self.storage.due():
+                break  # down: retried with backoff (`storage.wait`)
         return taken
+
+    def _storage_back(self) -> None:
+        self._spawn(self._retry_media())
+
+    async def _retry_media(self) -> None:
+        """The storage is back after an outage: the sessions whose inbound media waited for it
+        retry them now, not at their next retry (up to MEDIA_RETRY_SECONDS later)."""
+        try:
+            waiting = await db(messages.sessions_with_work, worker_id=self.worker_id)
+        except Exception:  # the senders' own retries come anyway
+            logger.warning("could not look up the sessions with media to store", exc_info=True)
+            return
+        for session_id in waiting:
+            if (runner := self.runners.get(str(session_id))) is not None:
+                runner.sender.retry_media()
 
     # --- zombies ----------------------------------------------------------------------------------
 
