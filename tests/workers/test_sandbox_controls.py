@@ -249,19 +249,18 @@ async def test_the_listener_survives_the_channel_layer_going_away(tmp_path: Path
     task = asyncio.create_task(listener.run(stop))
     while layer.failures or not listener.channel:  # failed three times, then subscribed again
         await asyncio.sleep(0.01)
-    await layer.group_send(
-        control_group("s1"),
-        {
-            "type": "sandbox.control",
-            "session_id": "s1",
-            "action": "scan",
-            "arguments": {"phone_number": "+1555"},
-        },
-    )
-    assert (await next_event(engine, Connected)).phone_number == "+1555"
+    await scanned_through(layer, engine)
     stop.set()
     await asyncio.wait_for(task, 5)
     await engine.close()
+
+
+async def scanned_through(layer, engine: SandboxEngine) -> None:
+    """A scan control for session s1 sent through `layer` reaches `engine`."""
+    scan = {"phone_number": "+1555"}
+    message = {"type": "sandbox.control", "session_id": "s1", "action": "scan", "arguments": scan}
+    await layer.group_send(control_group("s1"), message)
+    assert (await next_event(engine, Connected)).phone_number == "+1555"
 
 
 @pytest.mark.asyncio
@@ -283,16 +282,7 @@ async def test_the_listener_joins_its_groups_again_when_the_layer_forgets_them(
     await until(lambda: listener.channel, 5, "the listener to subscribe")
     layer.groups.clear()  # what FLUSHALL does to channels_redis's groups
     await until(lambda: control_group("s1") in layer.groups, 5, "the groups joined again")
-    await layer.group_send(
-        control_group("s1"),
-        {
-            "type": "sandbox.control",
-            "session_id": "s1",
-            "action": "scan",
-            "arguments": {"phone_number": "+1555"},
-        },
-    )
-    assert (await next_event(engine, Connected)).phone_number == "+1555"
+    await scanned_through(layer, engine)
     stop.set()
     await asyncio.wait_for(task, 5)
     await engine.close()
