@@ -44,13 +44,6 @@ def code_made(code: str, expires_in: float) -> dict[str, Any]:
     return {"code": code, "expires_at": time.time() + expires_in, "stored_at": time.time()}
 
 
-def code_store(*, session_id: object, kind: str, code: str, expires_in: float) -> dict[str, Any]:
-    """Keep `code` (kind `qr` or `pair_code`) until it expires; returns what was stored."""
-    value = code_made(code, expires_in)
-    _put(session_id, kind, value)
-    return value
-
-
 def codes_keep(*, session_id: object, codes: dict[str, dict[str, Any]]) -> None:
     """Make the cache hold the session's `codes` (by kind, as `code_made` makes them) for the
     time each has left, and no code of the other kinds."""

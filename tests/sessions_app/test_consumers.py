@@ -40,8 +40,8 @@ async def test_a_token_opens_its_session_with_the_current_state_then_every_chang
     make_session,
 ) -> None:
     session = await sync_to_async(make_session)(status="starting", lease_epoch=1)
-    await sync_to_async(qr.code_store)(
-        session_id=session.id, kind="qr", code="2@now", expires_in=30
+    await sync_to_async(qr.codes_keep)(
+        session_id=session.id, codes={"qr": qr.code_made("2@now", 30)}
     )
     response = await sync_to_async(api.post)(f"/api/v1/sessions/{session.id}/ws-token")
     assert response.status_code == 201
@@ -195,8 +195,8 @@ async def test_staff_who_may_only_view_never_get_a_qr_or_pairing_code(
 ) -> None:
     """Whoever has the QR code can link a phone to the session: that is a change."""
     session = await sync_to_async(make_session)(status="scan_qr", lease_epoch=1)
-    await sync_to_async(qr.code_store)(
-        session_id=session.id, kind="qr", code="2@now", expires_in=30
+    await sync_to_async(qr.codes_keep)(
+        session_id=session.id, codes={"qr": qr.code_made("2@now", 30)}
     )
     watching = socket(f"/ws/sessions/{session.id}/", await _staff_cookie(viewer))
     linking = socket(f"/ws/sessions/{session.id}/", await _staff_cookie(staff_user))

@@ -25,7 +25,7 @@ def decode(png: bytes) -> str:
 @pytest.mark.smoke
 def test_the_qr_code_as_json(api: APIClient, make_session) -> None:
     session = make_session(status="scan_qr")
-    qr.code_store(session_id=session.id, kind="qr", code="2@abc,def,ghi", expires_in=20)
+    qr.codes_keep(session_id=session.id, codes={"qr": qr.code_made("2@abc,def,ghi", 20)})
 
     response = api.get(f"/api/v1/sessions/{session.id}/qr")
 
@@ -40,7 +40,7 @@ def test_the_qr_code_as_json(api: APIClient, make_session) -> None:
 
 def test_the_qr_code_as_a_png_decodes_to_the_same_code(api: APIClient, make_session) -> None:
     session = make_session(status="scan_qr")
-    qr.code_store(session_id=session.id, kind="qr", code="2@png,code", expires_in=20)
+    qr.codes_keep(session_id=session.id, codes={"qr": qr.code_made("2@png,code", 20)})
 
     response = api.get(f"/api/v1/sessions/{session.id}/qr", HTTP_ACCEPT="image/png")
 
@@ -77,7 +77,7 @@ def test_many_viewers_of_one_code_cost_one_drawing(api: APIClient, make_session,
     draw = qr.qr_image
     monkeypatch.setattr(qr, "qr_image", lambda code: drawn.append(code) or draw(code))
     session = make_session(status="scan_qr")
-    qr.code_store(session_id=session.id, kind="qr", code="2@many,viewers", expires_in=20)
+    qr.codes_keep(session_id=session.id, codes={"qr": qr.code_made("2@many,viewers", 20)})
     assert drawn == []  # stored, announced: not drawn until someone asks
 
     answers = [api.get(f"/api/v1/sessions/{session.id}/qr") for _ in range(5)]
@@ -89,7 +89,7 @@ def test_many_viewers_of_one_code_cost_one_drawing(api: APIClient, make_session,
         base64.b64decode(images.pop().removeprefix("data:image/png;base64,"))
     }
     assert decode(pngs[0].content) == "2@many,viewers"
-    qr.code_store(session_id=session.id, kind="qr", code="2@the,next", expires_in=20)
+    qr.codes_keep(session_id=session.id, codes={"qr": qr.code_made("2@the,next", 20)})
     assert decode(
         api.get(f"/api/v1/sessions/{session.id}/qr", HTTP_ACCEPT="image/png").content
     ) == ("2@the,next")

@@ -71,7 +71,7 @@ async def test_a_key_opens_its_own_session_but_not_another_tenants(
 
 async def test_the_codes_need_control(tenants, make_scoped_key) -> None:
     a, _ = tenants
-    await sync_to_async(qr.code_store)(session_id=a.id, kind="qr", code="2@now", expires_in=30)
+    await sync_to_async(qr.codes_keep)(session_id=a.id, codes={"qr": qr.code_made("2@now", 30)})
     _, reader = await sync_to_async(make_scoped_key)(sessions=[a], scopes=["read"])
     _, controller = await sync_to_async(make_scoped_key)(sessions=[a], scopes=["read", "control"])
 

@@ -162,8 +162,7 @@ async def test_a_worker_stopping_while_storage_is_down_does_not_try_every_snapsh
         change_store(runtime, session_id)
     await runtime.step_snapshots()  # finds the storage down
     tried = uploads.calls
-    if hasattr(runtime, "storage"):
-        runtime.storage.retry_at = time.monotonic() + 60  # its next retry is a minute away
+    runtime.storage.retry_at = time.monotonic() + 60  # its next retry is a minute away
 
     runtime.stop.set()
     await until(lambda: all(session_row(i).worker is None for i in ids), what="the leases released")
