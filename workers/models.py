@@ -39,10 +39,12 @@ class Worker(models.Model):
     stats = models.JSONField(
         default=dict, blank=True, help_text="Load figures from the last heartbeat."
     )
-    started_at = models.DateTimeField(auto_now_add=True)
-    last_heartbeat_at = models.DateTimeField(auto_now_add=True)
+    # By the database's clock, as every heartbeat and the dead-worker sweep: a worker whose clock
+    # is behind must not look dead from its very first row.
+    started_at = models.DateTimeField(db_default=Now())
+    last_heartbeat_at = models.DateTimeField(db_default=Now())
     stopped_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(db_default=Now())
 
     objects = WorkerQuerySet.as_manager()
 

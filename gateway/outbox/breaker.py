@@ -4,13 +4,16 @@ Closed: calls go through; `failure_threshold` consecutive failures open it. Open
 attempted for `cool_down` seconds. Then one process (whoever wins `cache.add`) may probe: success
 closes the breaker, failure opens it again. A cache that is down makes the breaker permissive
 (calls go through, as if closed): it protects the backend, it must never stop our own work.
+
+Open is a key that the cache expires after `cool_down` (Redis's own clock), never a time one
+process wrote for others to compare with theirs: a process whose clock is minutes wrong opens it
+for `cool_down`, neither for minutes nor not at all.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -26,15 +29,23 @@ class CircuitBreaker:
         self.cool_down = cool_down
         digest = hashlib.sha256(target.encode()).hexdigest()[:16]
         self._failures = f"breaker:{digest}:failures"
-        self._open_until = f"breaker:{digest}:open_until"
+        self._open = f"breaker:{digest}:open"
         self._probe = f"breaker:{digest}:probe"
 
     def state(self) -> str:
         """`closed`, `open` or `half_open` (cool-down over, waiting for a probe)."""
         try:
-            return _state_at(cache.get(self._open_until))
+            return self._state_in(cache.get_many([self._failures, self._open]))
         except Exception:  # noqa: BLE001
             return "closed"
+
+    def _state_in(self, values: dict) -> str:
+        """The state that the cache's values of this breaker's keys say."""
+        if values.get(self._open):
+            return "open"
+        if (values.get(self._failures) or 0) >= self.failure_threshold:
+            return "half_open"  # opened, and the cool-down is over
+        return "closed"
 
     def allow(self) -> bool:
         """May a call be attempted now? In half-open state only one caller gets True."""
@@ -54,18 +65,20 @@ class CircuitBreaker:
 
     def success(self) -> None:
         try:
-            if cache.get(self._open_until) is not None:
+            if (cache.get(self._failures) or 0) >= self.failure_threshold:
                 logger.info("circuit closed for %s", self.target)
-            cache.delete_many([self._failures, self._open_until, self._probe])
+            cache.delete_many([self._failures, self._open, self._probe])
         except Exception:
             logger.debug("breaker cache unavailable", exc_info=True)
 
     def failure(self) -> None:
+        """One more consecutive failure: at the threshold (or a failed probe, past it) the
+        circuit opens for `cool_down`."""
         try:
             cache.add(self._failures, 0, timeout=None)
             failures = cache.incr(self._failures)
-            if failures >= self.failure_threshold or self.state() == "half_open":
-                cache.set(self._open_until, time.time() + self.cool_down, timeout=None)
+            if failures >= self.failure_threshold:
+                cache.set(self._open, 1, timeout=max(1, round(self.cool_down)))
                 cache.delete(self._probe)
                 logger.warning(
                     "circuit open for %s after %s failures; next probe in %ss",
@@ -77,24 +90,17 @@ class CircuitBreaker:
             logger.debug("breaker cache unavailable", exc_info=True)
 
 
-def _state_at(open_until: float | None) -> str:
-    if open_until is None:
-        return "closed"
-    return "open" if open_until > time.time() else "half_open"
-
-
 def admit(breakers: list[CircuitBreaker]) -> dict[str, int]:
     """How many calls each breaker lets through now (`CircuitBreaker._admits`), by target, their
     states read in one round trip for all of them (a dispatcher's claim round). A cache that is
     down lets every call through."""
     distinct = {b.target: b for b in breakers}
     try:
-        open_until = cache.get_many([b._open_until for b in distinct.values()])
+        values = cache.get_many([k for b in distinct.values() for k in (b._failures, b._open)])
     except Exception:  # noqa: BLE001
         return dict.fromkeys(distinct, -1)
     return {
-        target: breaker._admits(_state_at(open_until.get(breaker._open_until)))
-        for target, breaker in distinct.items()
+        target: breaker._admits(breaker._state_in(values)) for target, breaker in distinct.items()
     }
 
 

@@ -26,6 +26,7 @@ from django.db.models import Count, F, Q, Window
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from gateway.core import dbclock
 from gateway.core.usage import usage_add, usage_add_many
 from gateway.core.wake import WEBHOOKS, wake
 from gateway.outbox.models import DeliveryStatus, Endpoint, WebhookDelivery
@@ -57,10 +58,10 @@ def signed_headers(
     """Standard Webhooks headers: one `v1,` signature per secret (two during a rotation). The
     built-in backend's secrets (`secrets` None) are WEBHOOK_SECRET and WEBHOOK_SECRET_PREVIOUS,
     with the backend token; an endpoint's are its own, with its own headers (`extra`), which
-    never replace the signed ones."""
+    never replace the signed ones. Stamped by the database's clock (`dbclock`) unless told."""
     from standardwebhooks.webhooks import Webhook
 
-    at = at or timezone.now()
+    at = at or dbclock.now()
     builtin = secrets is None
     if secrets is None:
         secrets = tuple(s for s in (settings.WEBHOOK_SECRET, settings.WEBHOOK_SECRET_PREVIOUS) if s)
@@ -124,7 +125,6 @@ class Claim:
     target: str
     body: str
     attempts: int
-    created_at: datetime
     destination: Destination | None = None
     external_id: str | None = None  # the session's, for broker subjects
     trace_context: str = ""  # what the delivery's span is a child of
@@ -148,6 +148,7 @@ def deliveries_claim(
     for it (by endpoint id; 0: none); the built-in backend has no such bound. What is past it is
     left unclaimed, not claimed and given back."""
     room = room or {}
+    dbclock.refresh()  # what the signatures' timestamps are stamped by
     now = timezone.now()
     pending = WebhookDelivery.objects.filter(status=P.PENDING)
     if connection.vendor == "postgresql":
@@ -280,7 +281,6 @@ def _claim_of(row: WebhookDelivery, now: datetime) -> Claim:
         row.target,
         body_of(row),
         row.attempts,
-        row.created_at,
         Destination.of(row.endpoint, now) if row.endpoint else None,
         (row.payload.get("session") or {}).get("external_id"),
         row.trace_context,
@@ -360,27 +360,29 @@ def deliveries_record(outcomes: list[Outcome]) -> dict[int, str]:
     """Record many attempts' outcomes in one statement (an UPDATE … FROM (VALUES …)) and one
     transaction, with their usage. Delivered ones are counted in their session's usage; the
     others are retried later with backoff (honouring `retry_after`), or `dead` (counted as
-    failed) once past WEBHOOK_MAX_AGE or rejected for good (`_given_up`). Only rows still pending
-    are touched. Returns the new status of each row written.
+    failed) once rejected for good (`_rejected_for_good`) or when their retry would come past
+    WEBHOOK_MAX_AGE. Only rows still pending are touched. Returns the new status of each row
+    written. When the retry is due and how old the event is are judged by the database's clock
+    (that of the claims), so a dispatcher whose clock is minutes wrong waits what it must.
 
     Until this commits the rows stay pending and claimed: a dispatcher that dies first leaves
     them to run out and be delivered again (at least once), and no session's next event can be
     claimed before its current one is recorded (in order)."""
-    now = timezone.now()
-    rows: list[tuple[int, str, datetime | None, datetime | None, int | None, str, str]] = []
+    rows: list[tuple[int, str, float | None, int | None, str, str]] = []
     errors: dict[int, str] = {}  # of those not delivered, by id
     for outcome in outcomes:
         claim = outcome.claim
         response = outcome.response[:RESPONSE_KEEP]
         if outcome.delivered:
-            rows.append((claim.id, P.DELIVERED, now, None, outcome.status_code, "", response))
+            rows.append((claim.id, P.DELIVERED, None, outcome.status_code, "", response))
             continue
         wait = max(backoff_seconds(claim.attempts + 1), outcome.retry_after or 0)
-        next_at = now + timedelta(seconds=min(wait, MAX_BACKOFF_SECONDS))
-        reason = _given_up(outcome, next_at)
+        reason = _rejected_for_good(outcome)
         status = P.PENDING if reason is None else P.DEAD
-        error = errors[claim.id] = (outcome.error if reason is None else reason)[:2000]
-        rows.append((claim.id, status, None, next_at, outcome.status_code, error, response))
+        error = errors[claim.id] = (reason or outcome.error)[:2000]
+        rows.append(
+            (claim.id, status, min(wait, MAX_BACKOFF_SECONDS), outcome.status_code, error, response)
+        )
     if not rows:
         return {}
     with transaction.atomic():
@@ -408,40 +410,48 @@ def deliveries_record(outcomes: list[Outcome]) -> dict[int, str]:
     return written
 
 
-def _given_up(outcome: Outcome, next_at: datetime) -> str | None:
-    """Why a failed attempt makes its delivery `dead` (its `last_error`), or None: retried at
-    `next_at`.
+def _rejected_for_good(outcome: Outcome) -> str | None:
+    """Why a failed attempt makes its delivery `dead` whatever its age (its `last_error`), or
+    None.
 
-    Past WEBHOOK_MAX_AGE, whatever the failure. Rejected (`Outcome.rejected`) on its
-    WEBHOOK_REJECTED_ATTEMPTS-th attempt or later (0: never): retrying it for hours would hold up
-    every later event of its session (in order per session and destination), so it is given up
-    and those flow; once the receiver accepts it, a replay sends it with the same `webhook-id`.
-    The attempts are simply the row's `attempts`: the earlier ones may have failed otherwise (a
-    timeout, a 503), which only gives it up sooner. A replayed delivery keeps its attempts, so a
-    replay that is rejected again is dead again at once, not held for another round."""
-    claim = outcome.claim
-    attempts = claim.attempts + 1
+    Rejected (`Outcome.rejected`) on its WEBHOOK_REJECTED_ATTEMPTS-th attempt or later (0:
+    never): retrying it for hours would hold up every later event of its session (in order per
+    session and destination), so it is given up and those flow; once the receiver accepts it, a
+    replay sends it with the same `webhook-id`. The attempts are simply the row's `attempts`: the
+    earlier ones may have failed otherwise (a timeout, a 503), which only gives it up sooner. A
+    replayed delivery keeps its attempts, so a replay that is rejected again is dead again at
+    once, not held for another round."""
+    attempts = outcome.claim.attempts + 1
     final = settings.WEBHOOK_REJECTED_ATTEMPTS
     if outcome.rejected and final and attempts >= final:
         return (
             f"rejected: HTTP {outcome.status_code} on {attempts} attempts; replay once the "
             "receiver accepts it"
         )
-    if next_at > claim.created_at + timedelta(seconds=settings.WEBHOOK_MAX_AGE):
-        return outcome.error
     return None
 
 
 def _write_outcomes(rows: list[tuple]) -> dict[int, str]:
-    """(id, status, delivered_at, next_attempt_at, status code, error, response) per row, written
-    where the row is still pending; {id: status} of those written."""
-    if connection.vendor != "postgresql":  # SQLite: one process, few rows
+    """(id, status, seconds until the retry, status code, error, response) per row, written where
+    the row is still pending, by the database's clock: delivered now, retried that many seconds
+    from now, or dead when that is past WEBHOOK_MAX_AGE; {id: status} of those written."""
+    if connection.vendor != "postgresql":  # SQLite: one process on one machine, few rows
+        now, max_age = timezone.now(), timedelta(seconds=settings.WEBHOOK_MAX_AGE)
+        made = dict(
+            WebhookDelivery.objects.filter(pk__in=[row[0] for row in rows]).values_list(
+                "pk", "created_at"
+            )
+        )
         written = {}
-        for pk, status, delivered_at, next_at, code, error, response in rows:
-            fields: dict[str, Any] = {"next_attempt_at": next_at} if next_at else {}
+        for pk, status, wait, code, error, response in rows:
+            fields: dict[str, Any] = {}
+            if wait is not None:
+                fields["next_attempt_at"] = next_at = now + timedelta(seconds=wait)
+                if pk in made and next_at > made[pk] + max_age:
+                    status = P.DEAD
             if WebhookDelivery.objects.filter(pk=pk, status=P.PENDING).update(
                 status=status,
-                delivered_at=delivered_at,
+                delivered_at=now if status == P.DELIVERED else None,
                 attempts=F("attempts") + 1,
                 last_status_code=code,
                 last_error=error,
@@ -453,19 +463,27 @@ def _write_outcomes(rows: list[tuple]) -> dict[int, str]:
         return written
     table = connection.ops.quote_name(WebhookDelivery._meta.db_table)
     values = ", ".join(
-        ["(%s::bigint, %s::varchar, %s::timestamptz, %s::timestamptz, %s::integer, %s, %s)"]
-        * len(rows)
+        ["(%s::bigint, %s::varchar, %s::double precision, %s::integer, %s, %s)"] * len(rows)
     )
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} AS d SET status = v.status, delivered_at = v.delivered_at, "  # noqa: S608
-            "next_attempt_at = COALESCE(v.next_attempt_at, d.next_attempt_at), "
+            f"UPDATE {table} AS d SET "  # noqa: S608
+            "status = CASE WHEN v.status = %s AND now() + v.wait * interval '1 second' "
+            "> d.created_at + %s * interval '1 second' THEN %s ELSE v.status END, "
+            "delivered_at = CASE WHEN v.status = %s THEN now() END, "
+            "next_attempt_at = COALESCE(now() + v.wait * interval '1 second', d.next_attempt_at), "
             "attempts = d.attempts + 1, last_status_code = v.code, last_error = v.error, "
             "last_response = v.response, claimed_until = NULL "
-            f"FROM (VALUES {values}) AS v(id, status, delivered_at, next_attempt_at, code, "
-            "error, response) "
+            f"FROM (VALUES {values}) AS v(id, status, wait, code, error, response) "
             "WHERE d.id = v.id AND d.status = %s RETURNING d.id, d.status",
-            [value for row in rows for value in row] + [P.PENDING],
+            [
+                P.PENDING,
+                settings.WEBHOOK_MAX_AGE,
+                P.DEAD,
+                P.DELIVERED,
+                *(v for row in rows for v in row),
+                P.PENDING,
+            ],
         )
         return dict(cursor.fetchall())
 
@@ -502,11 +520,11 @@ def target_gone(*, claim: Claim, response: str) -> int:
     return updated
 
 
-def deliveries_postpone(*, ids: list[int], until: datetime) -> None:
-    """Their target's circuit is open: not attempted, not counted; due again when it may
-    probe."""
+def deliveries_postpone(*, ids: list[int], seconds: float) -> None:
+    """Their target's circuit is open: not attempted, not counted; due again in `seconds` (when
+    it may probe), by the database's clock."""
     WebhookDelivery.objects.filter(pk__in=ids, status=P.PENDING).update(
-        next_attempt_at=until, claimed_until=None
+        next_attempt_at=Now() + timedelta(seconds=seconds), claimed_until=None
     )
 
 

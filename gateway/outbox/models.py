@@ -124,7 +124,8 @@ class WebhookDelivery(models.Model):
     trace_context = models.CharField(
         max_length=tracing.MAX_STORED, blank=True, default="", editable=False
     )
-    created_at = models.DateTimeField(auto_now_add=True)
+    # The database's clock, as WEBHOOK_MAX_AGE is judged by.
+    created_at = models.DateTimeField(db_default=Now())
     delivered_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -23,7 +23,7 @@ from gateway.core.failpoints import failpoint
 from gateway.core.wake import SESSIONS, wake
 from sessions_app.models import Session
 from sessions_app.services.fence import LeaseLost, fenced_lock, fenced_update
-from sessions_app.services.status import session_set_status
+from sessions_app.services.status import IllegalTransition, session_set_status
 from sessions_app.states import DesiredState, SessionStatus
 from workers.states import WorkerStatus
 
@@ -245,9 +245,30 @@ def session_lease_held(*, session_id: uuid.UUID, epoch: int) -> Lease:
     return lease
 
 
-def session_release(*, session_id: uuid.UUID, epoch: int) -> None:
-    """Give a session's lease up (fenced): another worker may claim it at once (and is woken)."""
+def session_release(
+    *,
+    session_id: uuid.UUID,
+    epoch: int,
+    status: str | None = None,
+    reason: str = "",
+    worker_id: uuid.UUID | None = None,
+) -> None:
+    """Give a session's lease up (fenced): another worker may claim it at once (and is woken).
+    With `status`, the session reports it in the same transaction (as `session_set_status`; a
+    change the state machine refuses is logged and left out): nobody sees it `stopped` on a
+    worker that has let it go, or on none while it still shows `connected`."""
     with transaction.atomic():
+        if status is not None:
+            try:
+                session_set_status(
+                    session_id=session_id,
+                    status=status,
+                    epoch=epoch,
+                    worker_id=worker_id,
+                    reason=reason,
+                )
+            except IllegalTransition as exc:
+                logger.warning("status change refused: %s", exc)
         fenced_update(
             session_id, epoch, worker=None, lease_expires_at=None, updated_at=timezone.now()
         )

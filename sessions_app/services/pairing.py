@@ -4,7 +4,6 @@ wait for its code (it also arrives like a QR code: in the cache, as an event and
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 from django.conf import settings
@@ -61,10 +60,10 @@ def session_pair_code(*, session: Session, phone_number: str) -> dict[str, Any]:
     ]
     if any(waits):
         raise PairCodeRateLimited(wait=max(w for w in waits if w))
-    asked = time.time()
+    before = qr.code_text(session_id=session.pk, kind="pair_code")
     requests._request(session, pair_phone=phone_number, pair_requested_at=timezone.now())
     wait = settings.WORKER_CALL_SECONDS
-    code = qr.pair_code_wait(session_id=session.pk, since=asked, timeout=wait)
+    code = qr.pair_code_wait(session_id=session.pk, before=before, timeout=wait)
     if code is None:
         raise PairCodeUnavailable("No pairing code came from the worker in time; try again.")
     return code

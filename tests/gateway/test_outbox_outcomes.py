@@ -5,11 +5,11 @@ row as its own outcome says, and nothing written over a row that is no longer pe
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import timedelta
 
 import pytest
 from django.db import connection, transaction
+from django.db.models.functions import Now
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -33,8 +33,9 @@ def test_a_batch_of_outcomes_is_one_update_and_one_usage_upsert(settings) -> Non
     assert all(len(chain) == 1 for chain in chains)  # one each unless told
     claims = sorted((chain[0] for chain in chains), key=lambda c: c.id)
     assert len(claims) == 12
-    # Past WEBHOOK_MAX_AGE: its failure makes it dead.
-    old = dataclasses.replace(claims[10], created_at=timezone.now() - timedelta(hours=2))
+    # Past WEBHOOK_MAX_AGE (by the database's clock): its failure makes it dead.
+    old = claims[10]
+    WebhookDelivery.objects.filter(pk=old.id).update(created_at=Now() - timedelta(hours=2))
     gone = claims[11]  # no longer pending (replayed as dead meanwhile): left as it is
     WebhookDelivery.objects.filter(pk=gone.id).update(status="dead")
     outcomes = [Outcome(c, True, status_code=200, response="ok") for c in claims[:9]]

@@ -43,13 +43,11 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Callable
-from datetime import timedelta
 from urllib.parse import urlsplit
 
 import aiohttp
 from django.conf import settings
 from django.db import connection
-from django.utils import timezone
 
 from gateway.core import logging as log_context
 from gateway.core import tracing, wake
@@ -192,8 +190,7 @@ class Dispatcher:
         if back:
             await db(webhooks.deliveries_release, ids=back)
         for cool_down, ids in postponed.items():
-            until = timezone.now() + timedelta(seconds=cool_down)
-            await db(webhooks.deliveries_postpone, ids=ids, until=until)
+            await db(webhooks.deliveries_postpone, ids=ids, seconds=cool_down)
         return len(chains)
 
     async def _chain(

@@ -317,10 +317,17 @@ class SessionRunner:
         await self.release(S.STOPPED, reason)
 
     async def release(self, status: str = S.STOPPED, reason: str = "") -> None:
-        """Stop the connection (keeping auth), report `status`, give the lease up."""
+        """Stop the connection (keeping auth), report `status` and give the lease up (in one
+        transaction)."""
         await self._engine_stop()
-        await self._status(status, reason)
-        await db(sessions.session_release, session_id=self.id, epoch=self.epoch)
+        await db(
+            sessions.session_release,
+            session_id=self.id,
+            epoch=self.epoch,
+            status=status,
+            reason=reason,
+            worker_id=self.host.worker_id,
+        )
         self._forget()
 
     # --- QR and pairing codes --------------------------------------------------------------------

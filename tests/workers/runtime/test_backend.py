@@ -130,3 +130,22 @@ def test_the_breaker_opens_after_failures_and_lets_one_probe_through() -> None:
     assert breaker.allow()
     breaker.success()
     assert breaker.state() == "closed" and breaker.allow()
+
+
+@pytest.mark.django_db
+def test_a_breaker_opened_by_a_process_whose_clock_is_wrong_stays_open_its_cool_down(
+    monkeypatch,
+) -> None:
+    """Open is a key Redis expires, not a time one process wrote for the others to compare."""
+    breaker = CircuitBreaker("http://skewed.test", failure_threshold=1, cool_down=1)
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() - 600)  # that process: 10 minutes behind
+    breaker.failure()
+    monkeypatch.undo()
+
+    assert breaker.state() == "open"
+    opened = time.monotonic()
+    while breaker.state() == "open":  # for the cool-down, not 10 minutes less or more
+        assert time.monotonic() - opened < 5
+        time.sleep(0.05)
+    assert breaker.state() == "half_open" and breaker.allow()

@@ -131,7 +131,7 @@ async def test_a_qr_code_nobody_asks_for_is_never_drawn(start_worker, monkeypatc
     await start_worker()
     session = await sync_to_async(create)()
     code = await until(lambda: qr.code_get(session_id=session.id, kind="qr"), what="a QR")
-    assert set(code) == {"code", "expires_at", "stored_at"}  # stored as its text
+    assert set(code) == {"code", "expires_at"}  # stored as its text
     # …and announced: the status transaction (and its outbox row and push) ran without drawing.
     await until(lambda: session_row(session.id).status == "scan_qr", what="scan_qr")
 
