@@ -15,17 +15,15 @@ import glob
 import json
 import time
 from collections import defaultdict
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.db.models import F
 
 from gateway.outbox.models import WebhookDelivery
 from sessions_app.models import Session
 from tests.history import check_history
 from tests.processes import Processes, wait_until
-from tests.workers.runtime.test_faults import LEASE, held_by, link_all
+from tests.workers.runtime.test_faults import LEASE, heartbeats_for, held_by, link_all
 from tests.workers.runtime.test_redis_faults import linking, pair_code, qr_status
 from tests.workers.runtime.test_webhooks import Receiver, new_secret
 from workers.models import Worker
@@ -61,20 +59,6 @@ def workers(tmp_path: Path, test_database_url: str, receiver: Receiver):
     )
     yield fleet
     fleet.stop_all()
-
-
-def heartbeats_for(name: str, seconds: float) -> None:
-    """Wait until worker `name` has been alive for `seconds` by the database's clock (its
-    heartbeats say so): time in which any worker could have taken what was not its own."""
-    wait_until(
-        lambda: Worker.objects.filter(
-            name=name,
-            status="active",
-            last_heartbeat_at__gte=F("started_at") + timedelta(seconds=seconds),
-        ).exists(),
-        seconds + 3 * LEASE,
-        f"{name} to heartbeat for {seconds}s",
-    )
 
 
 def takeover(workers: Processes, doomed: str, heir: str, ids: list) -> float:

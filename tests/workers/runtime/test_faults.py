@@ -11,6 +11,7 @@ import os
 import signal
 import time
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,23 @@ def counters(name: str) -> dict:
     """The counters of the live worker `name`'s last heartbeat (what /metrics shows)."""
     worker = Worker.objects.filter(name=name, status="active").first()
     return (worker.stats if worker else {}).get("counters", {})
+
+
+def heartbeats_for(name: str, seconds: float) -> None:
+    """Wait until worker `name`, alive, heartbeats `seconds` from now by the database's clock:
+    time in which any worker could have done what it must not (taken over, reconnected)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT now()")
+        after = cursor.fetchone()[0] + timedelta(seconds=seconds)
+    wait_until(
+        lambda: Worker.objects.filter(
+            name=name, status="active", last_heartbeat_at__gte=after
+        ).exists(),
+        seconds + 3 * LEASE,
+        f"{name} to heartbeat {seconds}s from now",
+    )
 
 
 def link_all(workers: Processes, name: str, count: int) -> list:
