@@ -64,7 +64,7 @@ async def engine(world: SandboxWorld):
     await engine.close()
 
 
-async def next_event(engine: SandboxEngine, kind: type, timeout: float = 5):
+async def next_event(engine: SandboxEngine, kind: type, timeout: float = 10):
     """The next event of `kind`, skipping others; fails after `timeout` seconds."""
 
     async def find():
