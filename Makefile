@@ -32,13 +32,14 @@ run: $(VENV)/.base
 test: $(VENV)/.dev
 	$(BIN)/python scripts/run_tests.py $(ARGS)
 
-# The fault scenarios alone, with longer faults than `make test` gives them (it runs them too).
+# The fault scenarios alone, with longer faults than `make test` gives them (it runs them too),
+# and a test timeout that allows for them.
 CHAOS_TESTS := tests/workers/runtime/test_faults.py tests/workers/runtime/test_partitions.py \
 	tests/workers/runtime/test_redis_faults.py tests/workers/runtime/test_snapshot_faults.py \
 	tests/workers/runtime/test_clock_skew.py tests/workers/runtime/test_other_owners.py
 chaos: $(VENV)/.dev
 	PARTITION_FLAPS=60 PARTITION_SLOW_LEASES=10 REDIS_OUTAGE_SECONDS=60 S3_OUTAGE_SECONDS=300 \
-		$(BIN)/python scripts/run_tests.py $(CHAOS_TESTS) $(ARGS)
+		$(BIN)/python scripts/run_tests.py -o timeout=1800 $(CHAOS_TESTS) $(ARGS)
 
 # Benchmarks, on the same services as the tests; each prints a Markdown table.
 bench: $(VENV)/.dev

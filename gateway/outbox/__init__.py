@@ -16,10 +16,13 @@ The loop that delivers the rows is the runtime's dispatcher (workers/runtime/dis
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import Model
+from django.db.models.sql import InsertQuery
 
 from gateway.core import tracing
 from gateway.core.wake import WEBHOOKS, wake, webhook_rows
@@ -56,18 +59,44 @@ def enqueue(
         "sequence": sequence,
         "trace_context": tracing.context(otherwise=trace_context),
     }
-    Event.objects.create(**event)
     rows = [
         WebhookDelivery(endpoint=endpoint, target=redact(endpoint.url), **event)
         for endpoint in endpoints_for(session_id=session_id, event_type=body["event"])
     ]
     if settings.BACKEND_URL:
         rows.append(WebhookDelivery(target=settings.BACKEND_URL + path, **event))
-    if rows:
-        WebhookDelivery.objects.bulk_create(rows)
-        destinations = [str(row.endpoint_id) if row.endpoint_id else None for row in rows]
-        wake(WEBHOOKS, webhook_rows(session_id, destinations))
+    destinations = [str(row.endpoint_id) if row.endpoint_id else None for row in rows]
+    if connection.vendor == "postgresql":
+        _insert_at_once(Event(**event), rows, webhook_rows(session_id, destinations))
+    else:
+        Event.objects.create(**event)
+        if rows:
+            WebhookDelivery.objects.bulk_create(rows)
+            wake(WEBHOOKS, webhook_rows(session_id, destinations))
     transaction.on_commit(lambda: stream.publish(body))
+
+
+def _insert_at_once(event: Model, rows: Sequence[Model], notify: str) -> None:
+    """The event, its deliveries and their NOTIFY in one statement (INSERTs in a WITH, as Django
+    would write each): a round trip per event instead of three, on the path of every message."""
+    parts: list[str] = []
+    params: list[Any] = []
+    for objects in ([event], rows):
+        if not objects:
+            continue
+        model = type(objects[0])
+        query = InsertQuery(model)
+        query.insert_values(
+            [f for f in model._meta.concrete_fields if not f.primary_key], list(objects)
+        )
+        [(sql, values)] = query.get_compiler(connection=connection).as_sql()
+        parts.append(f"i{len(parts)} AS ({sql})")
+        params.extend(values)
+    final = "SELECT 1"
+    if rows:
+        final, params = "SELECT pg_notify(%s, %s)", [*params, WEBHOOKS, notify]
+    with connection.cursor() as cursor:
+        cursor.execute(f"WITH {', '.join(parts)} {final}", params)
 
 
 def enqueue_to(endpoint: Endpoint, *, body: dict[str, Any]) -> None:
