@@ -498,7 +498,9 @@ def target_gone(*, claim: Claim, response: str) -> int:
         else:
             for_it = WebhookDelivery.objects.filter(endpoint_id=claim.destination.id)
             Endpoint.objects.filter(pk=claim.destination.id).update(
-                enabled=False, disabled_reason=f"{gone} ({timezone.now().isoformat()})"
+                enabled=False,
+                disabled_reason=f"{gone} ({timezone.now().isoformat()})",
+                updated_at=Now(),  # what tells every process its endpoints changed
             )
         pending = for_it.select_for_update().filter(status=P.PENDING)
         per_session = Counter(s for s in pending.values_list("session_id", flat=True) if s)

@@ -233,3 +233,28 @@ def test_the_services_take_only_an_endpoints_fields() -> None:
     endpoints.endpoint_update(endpoint, sessions=None, enabled=True)
     endpoint.refresh_from_db()
     assert (endpoint.sessions, endpoint.enabled, endpoint.disabled_reason) == (None, True, "")
+
+
+def test_every_change_to_the_endpoints_reaches_the_next_event(
+    api, make_session, django_assert_num_queries
+) -> None:
+    """The endpoints are read again only when their version (count, latest change) moved."""
+    from gateway.outbox.endpoints import endpoints_for
+
+    session = make_session()
+    first = create(api)["id"]
+    assert [str(e.pk) for e in endpoints_for(session_id=session.pk, event_type="x.y")] == [first]
+    with django_assert_num_queries(1):  # the version alone
+        endpoints_for(session_id=session.pk, event_type="x.y")
+
+    second = create(api, events=["message.*"])["id"]
+    assert {str(e.pk) for e in endpoints_for(session_id=session.pk, event_type="message.sent")} == {
+        first,
+        second,
+    }
+    api.patch(f"/api/v1/webhooks/{first}", {"enabled": False}, format="json")
+    assert [str(e.pk) for e in endpoints_for(session_id=session.pk, event_type="message.sent")] == [
+        second
+    ]
+    api.delete(f"/api/v1/webhooks/{second}")
+    assert endpoints_for(session_id=session.pk, event_type="message.sent") == []
