@@ -1,8 +1,10 @@
-"""Fixtures for the runtime tests: in-process workers with the sandbox engine."""
+"""Fixtures for the runtime tests: in-process workers with the sandbox engine, and worker processes
+(`workers`)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,9 @@ from asgiref.sync import sync_to_async
 from django.db import connections
 
 from tests.gateway.test_brokers import private_nats, private_rabbit, workdir  # noqa: F401 - fixtures
+from tests.processes import Processes
 from tests.workers.engines.test_sandbox import FAST
+from tests.workers.runtime.test_faults import LEASE
 from tests.workers.runtime.test_runtime import until
 from workers.engines.base import Engine
 from workers.engines.sandbox import SandboxEngine, SandboxWorld
@@ -26,6 +30,20 @@ async def _close_connections():
     dropped at the end of the run."""
     yield
     await sync_to_async(connections.close_all)()
+
+
+@pytest.fixture
+def workers(tmp_path: Path, test_database_url: str):
+    """Worker processes on the test database, each with a directory of its own (as if on its own
+    machine), sharing the simulated WhatsApp; QR codes that last the test, leases of LEASE s."""
+    fleet = Processes(
+        tmp_path,
+        DATABASE_URL=test_database_url,
+        SANDBOX_TIMINGS=json.dumps({"qr_first": 120, "qr_next": 120}),
+        WORKER_LEASE_SECONDS=str(LEASE),
+    )
+    yield fleet
+    fleet.stop_all()
 
 
 @pytest_asyncio.fixture

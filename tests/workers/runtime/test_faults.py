@@ -6,7 +6,6 @@ between them through its encrypted snapshot in S3; they share the simulated What
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -28,18 +27,6 @@ from workers.models import Worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 LEASE = 6
-
-
-@pytest.fixture
-def workers(tmp_path: Path, test_database_url: str):
-    fleet = Processes(
-        tmp_path,
-        DATABASE_URL=test_database_url,
-        SANDBOX_TIMINGS=json.dumps({"qr_first": 120, "qr_next": 120}),
-        WORKER_LEASE_SECONDS=str(LEASE),
-    )
-    yield fleet
-    fleet.stop_all()
 
 
 def held_by(name: str, ids: list, status: str) -> bool:

@@ -12,8 +12,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from messaging.models import Message
@@ -32,19 +30,6 @@ from workers.models import Worker
 pytestmark = pytest.mark.django_db(transaction=True)
 NO_PACING = {"SEND_INTERVAL_MIN_SECONDS": "0", "SEND_INTERVAL_MAX_SECONDS": "0"}
 TO = "4915123456789@s.whatsapp.net"
-
-
-@pytest.fixture
-def workers(tmp_path, test_database_url: str):
-    fleet = Processes(
-        tmp_path,
-        DATABASE_URL=test_database_url,
-        SANDBOX_TIMINGS=json.dumps({"qr_first": 120, "qr_next": 120}),
-        WORKER_LEASE_SECONDS=str(LEASE),
-        **NO_PACING,
-    )
-    yield fleet
-    fleet.stop_all()
 
 
 def replaced(session_id: object) -> bool:
@@ -88,7 +73,7 @@ def replaced_then_started(worker: str, session_id: object, take_over) -> list[Me
 
 
 def test_another_device_taking_a_connected_session_is_not_fought_over(workers: Processes) -> None:
-    workers.worker("a")
+    workers.worker("a", **NO_PACING)
     [session_id] = link_all(workers, "a", 1)
     session = Session.objects.get(pk=session_id)
 
