@@ -46,13 +46,16 @@ class TcpProxy:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await self._flowing.wait()  # a connection made while cut: its SYN got an answer, no more
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
-        except OSError:
-            writer.close()
-            return
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        # Cancelled only by `close`: the connection just ends (asyncio logs a connection handler
+        # that ends cancelled as an error).
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._flowing.wait()  # made while cut: its SYN got an answer, nothing more
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
+            except OSError:
+                writer.close()
+                return
+            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError):
