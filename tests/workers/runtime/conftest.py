@@ -13,6 +13,8 @@ from asgiref.sync import sync_to_async
 from django.db import connections
 
 from tests.gateway.test_brokers import private_nats, private_rabbit, workdir  # noqa: F401 - fixtures
+from tests.neonize_double.harness import double_env
+from tests.neonize_double.whatsapp import FakeWhatsApp
 from tests.processes import Processes
 from tests.workers.engines.test_sandbox import FAST
 from tests.workers.runtime.test_faults import LEASE
@@ -44,6 +46,22 @@ def workers(tmp_path: Path, test_database_url: str):
     )
     yield fleet
     fleet.stop_all()
+
+
+@pytest.fixture
+def neonize_fleet(tmp_path: Path, test_database_url: str):
+    """Worker processes for the neonize engine over the double (its WhatsApp servers, `world`):
+    (the fleet, the double). QR codes live 30 s, time to scan several."""
+    world = FakeWhatsApp(tmp_path / "whatsapp").start()
+    fleet = Processes(
+        tmp_path,
+        DATABASE_URL=test_database_url,
+        WORKER_LEASE_SECONDS=str(LEASE),
+        **double_env(world, scale=0.5),
+    )
+    yield fleet, world
+    fleet.stop_all()
+    world.close()
 
 
 @pytest_asyncio.fixture

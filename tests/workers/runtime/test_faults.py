@@ -11,7 +11,6 @@ import signal
 import time
 from collections import Counter
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -19,8 +18,6 @@ from sessions_app import services as sessions
 from sessions_app.models import Session, SessionEvent
 from sessions_app.sandbox import sandbox_control_send
 from tests.history import check_history
-from tests.neonize_double.harness import double_env
-from tests.neonize_double.whatsapp import FakeWhatsApp
 from tests.processes import Processes, wait_until
 from workers.engines.sandbox import SandboxWorld
 from workers.models import Worker
@@ -119,40 +116,30 @@ def test_a_killed_worker_s_sessions_reconnect_elsewhere_without_a_qr(workers: Pr
 
 
 def test_a_killed_neonize_worker_s_sessions_reconnect_elsewhere_without_a_qr(
-    tmp_path: Path, test_database_url: str
+    neonize_fleet,
 ) -> None:
     """The same failover with the real neonize adapter in each worker's engine hosts, over the
     double: the sessions move through their encrypted snapshots, WhatsApp sees logins with the
     stored device, never a new QR."""
-    world = FakeWhatsApp(tmp_path / "whatsapp").start()
-    fleet = Processes(
-        tmp_path,
-        DATABASE_URL=test_database_url,
-        WORKER_LEASE_SECONDS=str(LEASE),
-        **double_env(world, scale=0.5),  # QR codes live 30 s: time to scan them all
+    fleet, world = neonize_fleet
+    first = fleet.worker("a", engines="neonize")
+    ids = [sessions.session_create(external_id=None, engine="neonize")[0].pk for _ in range(5)]
+    wait_until(lambda: held_by("a", ids, "scan_qr"), 60, "a to show 5 QR codes")
+    for number, session_id in enumerate(ids):
+        world.scan(str(session_id), f"+1555{number:07d}")
+    wait_until(lambda: held_by("a", ids, "connected"), 60, "5 sessions to connect")
+    wait_until(
+        lambda: Session.objects.filter(pk__in=ids).exclude(snapshot_key="").count() == 5,
+        60,
+        "their snapshots",
     )
-    try:
-        first = fleet.worker("a", engines="neonize")
-        ids = [sessions.session_create(external_id=None, engine="neonize")[0].pk for _ in range(5)]
-        wait_until(lambda: held_by("a", ids, "scan_qr"), 60, "a to show 5 QR codes")
-        for number, session_id in enumerate(ids):
-            world.scan(str(session_id), f"+1555{number:07d}")
-        wait_until(lambda: held_by("a", ids, "connected"), 60, "5 sessions to connect")
-        wait_until(
-            lambda: Session.objects.filter(pk__in=ids).exclude(snapshot_key="").count() == 5,
-            60,
-            "their snapshots",
-        )
-        fleet.worker("b", engines="neonize")
-        os.kill(first.pid, signal.SIGKILL)
-        wait_until(lambda: held_by("b", ids, "connected"), LEASE + 60, "b to reconnect all 5")
-        assert set(qr_counts(ids).values()) == {1}
-        for session_id in ids:
-            logins = [how for uuid, how, _ in world.logins if uuid == str(session_id)]
-            assert logins.count("qr") == 1 and logins[-1].endswith("@s.whatsapp.net")
-    finally:
-        fleet.stop_all()
-        world.close()
+    fleet.worker("b", engines="neonize")
+    os.kill(first.pid, signal.SIGKILL)
+    wait_until(lambda: held_by("b", ids, "connected"), LEASE + 60, "b to reconnect all 5")
+    assert set(qr_counts(ids).values()) == {1}
+    for session_id in ids:
+        logins = [how for uuid, how, _ in world.logins if uuid == str(session_id)]
+        assert logins.count("qr") == 1 and logins[-1].endswith("@s.whatsapp.net")
 
 
 def test_a_paused_worker_cannot_take_its_sessions_back(workers: Processes) -> None:

@@ -21,8 +21,6 @@ from sessions_app import services as sessions
 from sessions_app.models import Session, SessionEvent
 from sessions_app.sandbox import sandbox_control_send
 from tests.history import check_history
-from tests.neonize_double.harness import double_env
-from tests.neonize_double.whatsapp import FakeWhatsApp
 from tests.processes import Processes, wait_until
 from tests.workers.runtime.test_faults import LEASE, heartbeats_for, held_by, link_all, qr_counts
 from workers.models import Worker
@@ -89,40 +87,27 @@ def test_another_device_taking_a_connected_session_is_not_fought_over(workers: P
 
 
 def test_another_device_taking_a_connected_neonize_session_is_not_fought_over(
-    tmp_path, test_database_url: str
+    neonize_fleet,
 ) -> None:
-    world = FakeWhatsApp(tmp_path / "whatsapp").start()
-    fleet = Processes(
-        tmp_path,
-        DATABASE_URL=test_database_url,
-        WORKER_LEASE_SECONDS=str(LEASE),
-        **NO_PACING,
-        **double_env(world, scale=0.5),
+    fleet, world = neonize_fleet
+    fleet.worker("a", engines="neonize", **NO_PACING)
+    session, _ = sessions.session_create(external_id=None, engine="neonize")
+    wait_until(lambda: held_by("a", [session.pk], "scan_qr"), 60, "a QR code")
+    world.scan(str(session.pk), "+15550000001")
+    wait_until(lambda: held_by("a", [session.pk], "connected"), 60, "the link")
+    wait_until(
+        lambda: Session.objects.exclude(snapshot_key="").filter(pk=session.pk).exists(),
+        60,
+        "its snapshot",
     )
-    try:
-        fleet.worker("a", engines="neonize")
-        session, _ = sessions.session_create(external_id=None, engine="neonize")
-        wait_until(lambda: held_by("a", [session.pk], "scan_qr"), 60, "a QR code")
-        world.scan(str(session.pk), "+15550000001")
-        wait_until(lambda: held_by("a", [session.pk], "connected"), 60, "the link")
-        wait_until(
-            lambda: Session.objects.exclude(snapshot_key="").filter(pk=session.pk).exists(),
-            60,
-            "its snapshot",
-        )
-        logins = len(world.logins)
+    logins = len(world.logins)
 
-        messages = replaced_then_started("a", session.pk, lambda: world.replace(str(session.pk)))
+    messages = replaced_then_started("a", session.pk, lambda: world.replace(str(session.pk)))
 
-        again = [how for uuid, how, _ in world.logins[logins:] if uuid == str(session.pk)]
-        assert len(again) == 1 and again[0].endswith("@s.whatsapp.net")  # its stored device
-        # Each on the phone once, under the id WhatsApp gave it.
-        assert sorted(m["id"] for m in world.received(TO)) == sorted(
-            m.wa_message_id for m in messages
-        )
-    finally:
-        fleet.stop_all()
-        world.close()
+    again = [how for uuid, how, _ in world.logins[logins:] if uuid == str(session.pk)]
+    assert len(again) == 1 and again[0].endswith("@s.whatsapp.net")  # its stored device
+    # Each on the phone once, under the id WhatsApp gave it.
+    assert sorted(m["id"] for m in world.received(TO)) == sorted(m.wa_message_id for m in messages)
 
 
 def test_a_session_linked_on_two_workers_stores_restores_the_latest_link(
