@@ -233,7 +233,9 @@ def last_event_id(session) -> int:
 
 
 def owner(session) -> str:
-    return Session.objects.select_related("worker").get(pk=session.pk).worker.name
+    """The name of the worker holding the session ("" between a release and the next claim)."""
+    worker = Session.objects.select_related("worker").get(pk=session.pk).worker
+    return worker.name if worker else ""
 
 
 @pytest.mark.parametrize("phase", ["starting", "scan_qr", "pairing", "connected", "reconnecting"])
