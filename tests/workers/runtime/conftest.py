@@ -1,5 +1,5 @@
 """Fixtures for the runtime tests: in-process workers with the sandbox engine, and worker processes
-(`workers`)."""
+(`workers` on the sandbox, `neonize_fleet` on the neonize double)."""
 
 from __future__ import annotations
 
