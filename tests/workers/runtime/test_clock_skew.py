@@ -15,6 +15,7 @@ import glob
 import json
 import time
 from collections import defaultdict
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,24 @@ def skewed(seconds: int) -> dict[str, str]:
     they run at the right rate from there)."""
     assert LIBFAKETIME, "libfaketime is missing (Debian's faketime package; make test installs it)"
     return {"LD_PRELOAD": LIBFAKETIME[0], "FAKETIME": f"{seconds:+d}"}
+
+
+def clock_of(workers: Processes, name: str) -> float:
+    """How far worker `name`'s clock is from ours, in seconds, by the time on its log lines: a
+    libfaketime that did not take would leave these tests proving nothing."""
+
+    def logged() -> str | None:
+        return next((line for line in workers.log(name).splitlines() if line[:1] == "{"), None)
+
+    first = json.loads(wait_until(logged, 30, f"a log line of {name}"))
+    written = datetime.strptime(first["time"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    return written - time.time()
+
+
+def started_skewed(workers: Processes, name: str, seconds: int) -> None:
+    """Worker `name` with its clocks `seconds` off, checked."""
+    workers.worker(name, **skewed(seconds))
+    assert abs(clock_of(workers, name) - seconds) < 60
 
 
 @pytest.fixture
@@ -72,9 +91,9 @@ def takeover(workers: Processes, doomed: str, heir: str, ids: list) -> float:
 def test_no_session_is_taken_over_early_or_late_by_a_clock_minutes_wrong(
     workers: Processes,
 ) -> None:
-    workers.worker("behind", **skewed(-SKEW))
+    started_skewed(workers, "behind", -SKEW)
     ids = link_all(workers, "behind", 3)
-    workers.worker("ahead", **skewed(SKEW))
+    started_skewed(workers, "ahead", SKEW)
     # Its clock 20 minutes past the holder's, the worker ahead sees its leases as they are.
     heartbeats_for("ahead", 2 * LEASE)
     assert Worker.objects.get(name="behind").status == "active"  # not declared dead
@@ -86,7 +105,7 @@ def test_no_session_is_taken_over_early_or_late_by_a_clock_minutes_wrong(
     first = takeover(workers, "behind", "ahead", ids)
     assert first < LEASE + 10
     # And the other way round: a worker behind takes over from one ahead on time, not 20 min late.
-    workers.worker("late", **skewed(-SKEW))
+    started_skewed(workers, "late", -SKEW)
     heartbeats_for("late", LEASE)
     second = takeover(workers, "ahead", "late", ids)
     assert second < LEASE + 10
@@ -109,7 +128,7 @@ def test_a_skewed_worker_s_codes_show_and_its_retries_wait_what_they_were_told(
         return (503, {"Retry-After": "2"}) if len(times) == 1 else (200, {})
 
     receiver.answer = answer
-    workers.worker("skewed", **skewed(seconds))
+    started_skewed(workers, "skewed", seconds)
     session = linking("skewed")
 
     assert qr_status(api, session) == (200, "")  # the code the worker keeps in Redis
