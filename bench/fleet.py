@@ -83,6 +83,14 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
+def machine_busy() -> float:
+    """CPU seconds the whole machine has spent busy (every core, every process), from /proc/stat:
+    what a run costs beyond the processes it watches (PostgreSQL, the load generator, …)."""
+    ticks = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def proc(pid: int) -> tuple[float, float, int]:
     """(RSS MiB, CPU seconds, threads) of a process, from /proc."""
     status = dict(

@@ -6,7 +6,9 @@
 2. Accept → `sent`: one `run_worker` with pacing off; messages queued open loop (through the
    service the API calls) to one session at 50 a second, then to 100 sessions at 5 a second each
    (`MESSAGES_BENCH_SESSIONS`, `MESSAGES_BENCH_SECONDS`); `sent_at - created_at` per message and
-   the worker's CPU per message. `--queue-only` skips part 1.
+   the worker's CPU per message. `--queue-only` skips part 1. With `--dispatcher-apart` the
+   worker delivers no webhooks (WORKER_DELIVERS_WEBHOOKS off) and one `deliver_webhooks`
+   process delivers them all (its CPU per message is printed too).
 3. Inbound: messages injected on the sandbox phone as fast as the control channel takes them;
    messages per second until each is stored with its `message.received` outbox row.
 """
@@ -24,7 +26,7 @@ import time
 from pathlib import Path
 
 import httpx
-from fleet import Nginx, link, percentile, proc, setup_database
+from fleet import Nginx, link, machine_busy, percentile, proc, setup_database
 
 from tests.processes import Processes, answers, free_port, wait_until
 
@@ -195,16 +197,24 @@ def main() -> None:
         )
         try:
             rates = [] if "--queue-only" in sys.argv else accept_rates(processes, key)
-            worker = processes.worker("worker", capacity=SESSIONS + 1)
+            apart = "--dispatcher-apart" in sys.argv
+            worker = processes.worker(
+                "worker", capacity=SESSIONS + 1, WORKER_DELIVERS_WEBHOOKS=str(not apart)
+            )
+            watched = [worker]
+            if apart:
+                watched.append(processes.start("dispatcher", "deliver_webhooks"))
             ids = link("worker", SESSIONS + 1)
             runs = []
             for label, chosen, rate in (
                 ("one session, 50/s", ids[:1], 50.0),
                 (f"{SESSIONS} sessions, 5/s each", ids[1:], 5.0),
             ):
-                cpu = proc(worker.pid)[1]
+                cpu, busy, began = [proc(p.pid)[1] for p in watched], machine_busy(), time.time()
                 latencies, offered, total = paced_latency(chosen, rate, SECONDS)
-                runs.append((label, latencies, offered, total, proc(worker.pid)[1] - cpu))
+                spent = [proc(p.pid)[1] - c for p, c in zip(watched, cpu, strict=True)]
+                cores = (machine_busy() - busy) / (time.time() - began)
+                runs.append((label, latencies, offered, total, spent, cores))
             injected, inbound = inbound_rate(ids[0], 500)
         except Exception:
             print(processes.log("worker")[-3000:], file=sys.stderr)
@@ -217,17 +227,19 @@ def main() -> None:
         print("|---:|---:|---:|---:|")
         for clients, trivial, accept in rates:
             print(f"| {clients} | {trivial:.0f} | {accept:.0f} | {accept / trivial:.2f} |")
+    dispatcher = " | dispatcher CPU ms/message" if "--dispatcher-apart" in sys.argv else ""
     print(
         "\n| accept → sent, pacing off | offered/s | sent | p50 ms | p95 ms | p99 ms | max ms "
-        "| worker CPU ms/message |"
+        f"| worker CPU ms/message{dispatcher} | machine's cores busy |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for label, latencies, offered, total, cpu in runs:
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if dispatcher else ""))
+    for label, latencies, offered, total, spent, cores in runs:
+        cpu = " | ".join(f"{1000 * s / total:.2f}" for s in spent)
         print(
             f"| {label} | {offered:.0f} | {len(latencies)}/{total} "
             f"| {percentile(latencies, 0.5):.1f} | {percentile(latencies, 0.95):.1f} "
-            f"| {percentile(latencies, 0.99):.1f} | {max(latencies):.0f} "
-            f"| {1000 * cpu / total:.2f} |"
+            f"| {percentile(latencies, 0.99):.1f} | {max(latencies):.0f} | {cpu} "
+            f"| {cores:.2f} of {os.cpu_count()} |"
         )
     print(
         f"\ninbound: {injected:.0f} messages/s injected; {inbound:.0f} messages/s stored, each "

@@ -463,6 +463,9 @@ WEBHOOK_REJECTED_ATTEMPTS = env_int("WEBHOOK_REJECTED_ATTEMPTS", 3, minimum=0)
 WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1, maximum=120)
 # Webhook requests in flight at once per dispatcher (across sessions; one at a time per session).
 WEBHOOK_CONCURRENCY = env_int("WEBHOOK_CONCURRENCY", 8, minimum=1, maximum=256)
+# Every worker delivers webhooks too (a dispatcher of its own); off, it leaves them to the
+# `deliver_webhooks` processes, which then must run (a busy worker's CPU goes to its sessions).
+WORKER_DELIVERS_WEBHOOKS = env_bool("WORKER_DELIVERS_WEBHOOKS", True)
 WEBHOOK_BREAKER_FAILURES = env_int("WEBHOOK_BREAKER_FAILURES", 5, minimum=1)
 WEBHOOK_BREAKER_COOL_DOWN_SECONDS = env_int("WEBHOOK_BREAKER_COOL_DOWN_SECONDS", 30, minimum=1)
 # Networks webhook and broker endpoints made through the API may reach although they are not

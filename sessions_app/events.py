@@ -8,8 +8,11 @@ to the channel layer (groups `session.<id>` and `sessions`) only after the commi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -17,6 +20,7 @@ from channels.layers import get_channel_layer
 from django.db import connection, transaction
 from django.utils import timezone
 
+from gateway.core import tracing
 from gateway.outbox import enqueue
 from sessions_app.models import Session
 
@@ -27,19 +31,50 @@ BLOCKLIST_PATH = "/api/webhooks/blocklist"
 USAGE_PATH = "/api/webhooks/usage"
 
 
-def _next_sequence(session: Session) -> int:
-    """The session's next event number, taken in one statement (the row stays locked until the
-    transaction ends, so the numbers are gap-free and in commit order per session)."""
+def _next_sequence(session: Session, count: int = 1) -> int:
+    """The last of the session's next `count` event numbers, taken in one statement (the row
+    stays locked until the transaction ends, so the numbers are gap-free and in commit order per
+    session)."""
     key = Session._meta.pk.get_db_prep_value(session.pk, connection)  # a uuid, or hex on SQLite
     with connection.cursor() as cursor:
-        cursor.execute(_NEXT_SEQUENCE, [key])
+        cursor.execute(_NEXT_SEQUENCE, [count, key])
         return cursor.fetchone()[0]
 
 
 _NEXT_SEQUENCE = (
-    f"UPDATE {Session._meta.db_table} SET event_sequence = event_sequence + 1 "  # noqa: S608
+    f"UPDATE {Session._meta.db_table} SET event_sequence = event_sequence + %s "  # noqa: S608
     "WHERE id = %s RETURNING event_sequence"
 )
+
+# The events `events_together` holds back: (session id, [(body, path, trace context), …]).
+_held: ContextVar[tuple[Any, list[tuple[dict[str, Any], str, str]]] | None] = ContextVar(
+    "held_events", default=None
+)
+
+
+@contextlib.contextmanager
+def events_together(session: Session) -> Iterator[None]:
+    """The session's events made inside are numbered and written when it ends, together: one
+    sequence step and one outbox statement for all of them instead of one each (a run of
+    receipts, a message's `sent` with the next one's `sending`). Use inside the transaction, with
+    the session's row locked; nothing may read their numbers before the end."""
+    if _held.get() is not None:  # already inside one: that one writes them
+        yield
+        return
+    held: list[tuple[dict[str, Any], str, str]] = []
+    token = _held.set((session.pk, held))
+    try:
+        yield
+    finally:
+        _held.reset(token)
+    if held:
+        last = _next_sequence(session, len(held))
+        for n, (body, _, _) in enumerate(held):
+            body["sequence"] = last - len(held) + 1 + n
+        enqueue(
+            session_id=session.pk,
+            events=[(body, path, body["sequence"], trace) for body, path, trace in held],
+        )
 
 
 def session_state(session: Session) -> dict[str, Any]:
@@ -66,22 +101,22 @@ def outbox_event(
     `session`, then `fields`), into the outbox (`enqueue`). Every event about a session comes
     through here, so a session's events are numbered in one sequence. Call inside the transaction
     that made the change. `trace_context`: the stored trace of what caused it, for when no span
-    is current."""
+    is current. Inside `events_together`, its `sequence` is set when that ends."""
     body: dict[str, Any] = {
         "id": str(uuid.uuid4()),
         "event": event,
         "occurred_at": timezone.now().isoformat(),
-        "sequence": _next_sequence(session),
+        "sequence": None,
         "session": session_state(session)["session"],
         **fields,
     }
-    enqueue(
-        body=body,
-        path=path,
-        session_id=session.pk,
-        sequence=body["sequence"],
-        trace_context=trace_context,
-    )
+    trace = tracing.context(otherwise=trace_context)
+    held = _held.get()
+    if held is not None and held[0] == session.pk:
+        held[1].append((body, path, trace))
+        return body
+    body["sequence"] = _next_sequence(session)
+    enqueue(session_id=session.pk, events=[(body, path, body["sequence"], trace)])
     return body
 
 

@@ -20,10 +20,12 @@ its rows with it).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -121,37 +123,74 @@ def usage_add_many(
 ) -> None:
     """`usage_add` for many sessions at once: one statement whatever their number (the webhook
     outbox records a batch of deliveries so)."""
-    rows = []
+    rows: Counter[tuple[str, datetime, str, str]] = Counter()
+    period, kind = hour_of(at or clock()), kind[:KIND_MAX]
     for session_id, metrics in figures.items():
         unknown = set(metrics) - set(METRICS)
         if unknown:
             raise ValueError(f"unknown usage metrics: {', '.join(sorted(unknown))}")
         if any(n < 0 for n in metrics.values()):
             raise ValueError("usage counts only grow")
-        rows += [(str(session_id), metric, n) for metric, n in metrics.items() if n]
+        for metric, n in metrics.items():
+            if n:
+                rows[(str(session_id), period, metric, kind)] += n
+    held = _held.get()
+    if held is not None:
+        held.update(rows)
+    elif rows:
+        _write(rows)
+
+
+# What `usage_together` holds back.
+_held: ContextVar[Counter[tuple[str, datetime, str, str]] | None] = ContextVar(
+    "held_usage", default=None
+)
+
+
+@contextlib.contextmanager
+def usage_together() -> Iterator[None]:
+    """What is counted inside is written when it ends, in one statement (a run of receipts counts
+    a step of each of its messages)."""
+    if _held.get() is not None:  # inside one already: that one writes it
+        yield
+        return
+    held: Counter[tuple[str, datetime, str, str]] = Counter()
+    token = _held.set(held)
+    try:
+        yield
+    finally:
+        _held.reset(token)
+    if held:
+        _write(held)
+
+
+def _write(counts: Counter[tuple[str, datetime, str, str]]) -> None:
+    """Add `counts` ((session, hour, metric, kind) → n) to the counters."""
+    rows = sorted((*key, n) for key, n in counts.items() if n)  # one lock order for all
     if not rows:
         return
-    rows.sort()  # one lock order for all
     total: Counter[str] = Counter()
-    for _, metric, n in rows:
+    for _, _, metric, _, n in rows:
         total[metric] += n
     tally.add(**total)
-    period = hour_of(at or clock())
-    kind = kind[:KIND_MAX]
     if connection.vendor not in ("postgresql", "sqlite"):  # pragma: no cover - not deployed
-        for session, metric, n in rows:
+        for session, period, metric, kind, n in rows:
             counter, _ = UsageCounter.objects.get_or_create(
                 session_id=session, period_start=period, metric=metric, kind=kind
             )
             UsageCounter.objects.filter(pk=counter.pk).update(count=F("count") + n)
         return
-    period_value = _db_value(UsageCounter, "period_start", period)
     table = connection.ops.quote_name(UsageCounter._meta.db_table)
     values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(rows))
     params: list[Any] = []
-    for session, metric, n in rows:
-        session_value = _db_value(UsageCounter, "session", uuid.UUID(session))
-        params += [session_value, period_value, metric, kind, n]
+    for session, period, metric, kind, n in rows:
+        params += [
+            _db_value(UsageCounter, "session", uuid.UUID(session)),
+            _db_value(UsageCounter, "period_start", period),
+            metric,
+            kind,
+            n,
+        ]
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} (session_id, period_start, metric, kind, count) "  # noqa: S608

@@ -32,56 +32,61 @@ if TYPE_CHECKING:
 
 
 def enqueue(
-    *,
-    body: dict[str, Any],
-    path: str,
-    session_id: uuid.UUID,
-    sequence: int,
-    trace_context: str = "",
+    *, session_id: uuid.UUID, events: Sequence[tuple[dict[str, Any], str, int, str]]
 ) -> None:
-    """Write `body` (an event with its `id` and `event`) as event `sequence` of its session: once
-    in the event log, and once for each destination that wants it — the built-in backend at
-    `path` under BACKEND_URL (when set) and every matching endpoint. Wakes the dispatchers and
-    the live streams on commit. Call inside the transaction that made the change.
+    """Write events of one session, `(body, path, sequence, trace context)` each (a body is an
+    event with its `id` and `event`), in their order: once each in the event log, and once for
+    each destination that wants it — the built-in backend at `path` under BACKEND_URL (when set)
+    and every matching endpoint. One statement for all of them on PostgreSQL (the event log rows,
+    their deliveries and one NOTIFY). Wakes the dispatchers and the live streams on commit. Call
+    inside the transaction that made the change.
 
-    The rows carry the current span's trace context, else `trace_context` (the stored one of
-    what caused the event: a message's), so their deliveries join that trace."""
+    The trace context is the one the deliveries join: the current span's where one is, else the
+    stored one of what caused the event (a message's)."""
     from gateway.outbox import stream
     from gateway.outbox.brokers import redact
     from gateway.outbox.endpoints import endpoints_for
     from gateway.outbox.models import Event, WebhookDelivery
 
-    event = {
-        "event_id": body["id"],
-        "event_type": body["event"],
-        "payload": body,
-        "session_id": session_id,
-        "sequence": sequence,
-        "trace_context": tracing.context(otherwise=trace_context),
-    }
-    rows = [
-        WebhookDelivery(endpoint=endpoint, target=redact(endpoint.url), **event)
-        for endpoint in endpoints_for(session_id=session_id, event_type=body["event"])
-    ]
-    if settings.BACKEND_URL:
-        rows.append(WebhookDelivery(target=settings.BACKEND_URL + path, **event))
-    destinations = [str(row.endpoint_id) if row.endpoint_id else None for row in rows]
+    logged, rows = [], []
+    wanted: dict[str, list[Endpoint]] = {}
+    for body, path, sequence, trace in events:
+        event = {
+            "event_id": body["id"],
+            "event_type": body["event"],
+            "payload": body,
+            "session_id": session_id,
+            "sequence": sequence,
+            "trace_context": trace,
+        }
+        logged.append(Event(**event))
+        if body["event"] not in wanted:
+            wanted[body["event"]] = endpoints_for(session_id=session_id, event_type=body["event"])
+        rows += [
+            WebhookDelivery(endpoint=endpoint, target=redact(endpoint.url), **event)
+            for endpoint in wanted[body["event"]]
+        ]
+        if settings.BACKEND_URL:
+            rows.append(WebhookDelivery(target=settings.BACKEND_URL + path, **event))
+    destinations = list(dict.fromkeys(str(r.endpoint_id) if r.endpoint_id else None for r in rows))
     if connection.vendor == "postgresql":
-        _insert_at_once(Event(**event), rows, webhook_rows(session_id, destinations))
+        _insert_at_once(logged, rows, webhook_rows(session_id, destinations))
     else:
-        Event.objects.create(**event)
+        Event.objects.bulk_create(logged)
         if rows:
             WebhookDelivery.objects.bulk_create(rows)
             wake(WEBHOOKS, webhook_rows(session_id, destinations))
-    transaction.on_commit(lambda: stream.publish(body))
+    bodies = [body for body, *_ in events]
+    transaction.on_commit(lambda: stream.publish(*bodies))
 
 
-def _insert_at_once(event: Model, rows: Sequence[Model], notify: str) -> None:
-    """The event, its deliveries and their NOTIFY in one statement (INSERTs in a WITH, as Django
-    would write each): a round trip per event instead of three, on the path of every message."""
+def _insert_at_once(logged: Sequence[Model], rows: Sequence[Model], notify: str) -> None:
+    """The events, their deliveries and their NOTIFY in one statement (INSERTs in a WITH, as
+    Django would write each): one round trip where there were three per event, on the path of
+    every message."""
     parts: list[str] = []
     params: list[Any] = []
-    for objects in ([event], rows):
+    for objects in (logged, rows):
         if not objects:
             continue
         model = type(objects[0])

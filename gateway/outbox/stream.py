@@ -49,14 +49,16 @@ BAD_REQUEST, AFTER_UNKNOWN = 4400, 4404
 LISTENING, LISTENING_SECONDS = "events:listening", 60
 
 
-def publish(body: dict[str, Any]) -> None:
+def publish(*bodies: dict[str, Any]) -> None:
     """After commit, best effort, and only while a stream is open somewhere (a push costs a few
     milliseconds, a look at the flag a cache read): a channel layer that is down costs the live
     push only (the streams fill the gap from the log when the session's next event arrives)."""
     try:
         if not cache.get(LISTENING, False):
             return
-        async_to_sync(get_channel_layer().group_send)(GROUP, {"type": "event.new", "event": body})
+        layer = get_channel_layer()
+        for body in bodies:
+            async_to_sync(layer.group_send)(GROUP, {"type": "event.new", "event": body})
     except Exception:
         logger.warning("event stream push failed", exc_info=True)
 

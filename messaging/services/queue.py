@@ -15,10 +15,12 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from gateway.core.usage import usage_together
 from messaging import events
 from messaging.models import Message
 from messaging.services.usage import count_outbound
 from messaging.states import STATUS_FIELDS, Direction, MessageStatus
+from sessions_app.events import events_together
 from sessions_app.models import Session
 from sessions_app.services import fenced_lock
 
@@ -158,30 +160,31 @@ def message_sent(
     two."""
     with transaction.atomic():
         session = fenced_lock(session_id, epoch)
-        message = Message.objects.select_for_update().get(pk=message_id)
-        message.wa_message_id = wa_message_id or message.wa_message_id
-        if secret and "poll" in message.payload:
-            message.payload = {
-                **message.payload,
-                "poll": {**message.payload["poll"], "secret": secret},
-            }
-        message.next_attempt_at = None
-        message.error_code = message.error_message = ""
-        before = message.status
-        if message.advance_to(M.SENT, datetime.fromtimestamp(at, tz=UTC)):
-            events.message_status_changed(message, session)
-            count_outbound(message, before)
-        message.save(
-            update_fields=[
-                *STATUS_FIELDS,
-                "wa_message_id",
-                "payload",
-                "next_attempt_at",
-                "error_code",
-                "error_message",
-            ]
-        )
-        return _take_next(session, accepts_ids) if take_next else NextSend()
+        with events_together(session), usage_together():
+            message = Message.objects.select_for_update().get(pk=message_id)
+            message.wa_message_id = wa_message_id or message.wa_message_id
+            if secret and "poll" in message.payload:
+                message.payload = {
+                    **message.payload,
+                    "poll": {**message.payload["poll"], "secret": secret},
+                }
+            message.next_attempt_at = None
+            message.error_code = message.error_message = ""
+            before = message.status
+            if message.advance_to(M.SENT, datetime.fromtimestamp(at, tz=UTC)):
+                events.message_status_changed(message, session)
+                count_outbound(message, before)
+            message.save(
+                update_fields=[
+                    *STATUS_FIELDS,
+                    "wa_message_id",
+                    "payload",
+                    "next_attempt_at",
+                    "error_code",
+                    "error_message",
+                ]
+            )
+            return _take_next(session, accepts_ids) if take_next else NextSend()
 
 
 def _backoff(attempt: int) -> timedelta:
@@ -246,10 +249,10 @@ def receipts_apply(
     *, session_id: uuid.UUID, epoch: int, receipts: list[tuple[list[str], str, float]]
 ) -> int:
     """Delivered/read/played receipts that came one after the other, `(message ids, status,
-    at)` each, applied in that order in one transaction (one lock of the session's row, one read
-    of their messages, one write of each message moved). Each message moves forward only (a late
-    `delivered` never overwrites `read`); returns how many steps were made."""
-    moved = 0
+    at)` each, applied in that order in one transaction: one lock of the session's row, one read
+    of their messages, one write of the messages moved, of their events and of what they count.
+    Each message moves forward only (a late `delivered` never overwrites `read`); returns how
+    many steps were made."""
     with transaction.atomic():
         session = fenced_lock(session_id, epoch)
         wanted = {wa_id for ids, _, _ in receipts for wa_id in ids}
@@ -261,15 +264,19 @@ def receipts_apply(
         ):
             found.setdefault(message.wa_message_id, []).append(message)
         changed: dict[uuid.UUID, Message] = {}
-        for ids, status, at in receipts:
-            when = datetime.fromtimestamp(at, tz=UTC)
-            for message in (m for wa_id in dict.fromkeys(ids) for m in found.get(wa_id, [])):
-                before = message.status
-                if message.advance_to(status, when):
-                    events.message_status_changed(message, session)
-                    count_outbound(message, before)
-                    changed[message.pk] = message
-                    moved += 1
-        for message in changed.values():
-            message.save(update_fields=STATUS_FIELDS)
+        moved = 0
+        with events_together(session), usage_together():
+            for ids, status, at in receipts:
+                when = datetime.fromtimestamp(at, tz=UTC)
+                for message in (m for wa_id in dict.fromkeys(ids) for m in found.get(wa_id, [])):
+                    before = message.status
+                    if message.advance_to(status, when):
+                        events.message_status_changed(message, session)
+                        count_outbound(message, before)
+                        changed[message.pk] = message
+                        moved += 1
+        if len(changed) == 1:
+            next(iter(changed.values())).save(update_fields=STATUS_FIELDS)
+        elif changed:
+            Message.objects.bulk_update(changed.values(), STATUS_FIELDS)
     return moved

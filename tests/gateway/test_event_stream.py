@@ -115,7 +115,7 @@ async def test_a_lost_push_is_filled_in_from_the_log(api_key, make_session, monk
     first = await emit(session, n=1)
     assert (await communicator.receive_json_from(timeout=5))["id"] == first["id"]
     publish = stream.publish
-    monkeypatch.setattr(stream, "publish", lambda body: None)  # the channel layer lost these
+    monkeypatch.setattr(stream, "publish", lambda *bodies: None)  # the channel layer lost these
     lost = [await emit(session, n=2), await emit(session, n=3)]
     monkeypatch.setattr(stream, "publish", publish)
     last = await emit(session, n=4)

@@ -16,7 +16,7 @@ from django.utils import timezone
 from gateway.core.models import UsageCounter
 from gateway.outbox.deliveries import Outcome, deliveries_claim, deliveries_record
 from gateway.outbox.models import WebhookDelivery
-from sessions_app.events import outbox_event
+from sessions_app.events import events_together, outbox_event
 from sessions_app.models import Session
 
 pytestmark = pytest.mark.django_db
@@ -218,3 +218,35 @@ def test_a_dispatcher_with_a_wrong_clock_takes_no_claim_of_another(
     monkeypatch.setattr(deliveries.timezone, "now", real_now)
     [[claim]] = deliveries_claim(limit=10, hold_seconds=60)
     assert claim.session_id == str(other.pk)
+
+
+def test_events_made_together_are_numbered_and_written_at_the_end(settings) -> None:
+    """`events_together`: a session's events get their numbers, in order, when it ends (one
+    sequence step, one outbox statement); another session's are written at once; what raises
+    inside writes nothing."""
+    settings.BACKEND_URL = "http://127.0.0.1:9"
+    session, other = (Session.objects.create(engine="sandbox") for _ in range(2))
+    with transaction.atomic():
+        outbox_event(session, "test.event", "/hooks", n=0)
+    with transaction.atomic():
+        session = Session.objects.select_for_update().get(pk=session.pk)
+        with events_together(session):
+            first = outbox_event(session, "test.event", "/hooks", n=1)
+            elsewhere = outbox_event(other, "test.event", "/hooks", n=0)
+            assert first["sequence"] is None and elsewhere["sequence"] == 1
+            assert WebhookDelivery.objects.filter(session_id=session.pk).count() == 1
+            second = outbox_event(session, "test.event", "/hooks", n=2)
+    assert (first["sequence"], second["sequence"]) == (2, 3)
+    rows = WebhookDelivery.objects.filter(session_id=session.pk).order_by("sequence")
+    assert [(r.sequence, r.payload["n"], r.payload["sequence"]) for r in rows] == [
+        (1, 0, 1),
+        (2, 1, 2),
+        (3, 2, 3),
+    ]
+    with pytest.raises(RuntimeError), transaction.atomic():
+        with events_together(session):
+            outbox_event(session, "test.event", "/hooks", n=3)
+            raise RuntimeError
+    assert WebhookDelivery.objects.filter(session_id=session.pk).count() == 3
+    session.refresh_from_db()
+    assert session.event_sequence == 3

@@ -9,7 +9,7 @@ import uuid
 import pytest
 from django.utils import timezone
 
-from gateway.outbox.models import WebhookDelivery
+from gateway.outbox.models import Event, WebhookDelivery
 from messaging import services
 from messaging.models import Message
 from messaging.services.media import StoredMedia
@@ -61,18 +61,23 @@ def test_the_queue_is_fifo_and_fenced(held) -> None:
     assert Message.objects.get(pk=second.pk).status == "queued"
 
 
-def test_the_next_message_can_be_taken_with_the_last_ones_outcome(held) -> None:
+def test_the_next_message_can_be_taken_with_the_last_ones_outcome(
+    held, django_assert_max_num_queries
+) -> None:
     first, second = queued(held, "1"), queued(held, "2")
     job = services.message_next(session_id=held.pk, epoch=3, accepts_ids=True).job
-    following = services.message_sent(
-        session_id=held.pk,
-        epoch=3,
-        message_id=first.pk,
-        wa_message_id=job.wa_message_id,
-        at=time.time(),
-        take_next=True,
-        accepts_ids=True,
-    )
+    # The `sent` and the next `sending` events are numbered, written and counted together: one
+    # sequence step, one outbox statement, one usage statement (each event apart: 4 more).
+    with django_assert_max_num_queries(12):
+        following = services.message_sent(
+            session_id=held.pk,
+            epoch=3,
+            message_id=first.pk,
+            wa_message_id=job.wa_message_id,
+            at=time.time(),
+            take_next=True,
+            accepts_ids=True,
+        )
     assert following.job.message_id == second.pk and following.job.wa_message_id.startswith("3EB0")
     assert Message.objects.get(pk=first.pk).status == "sent"
     assert Message.objects.get(pk=second.pk).status == "sending"
@@ -83,6 +88,9 @@ def test_the_next_message_can_be_taken_with_the_last_ones_outcome(held) -> None:
         .values_list("sequence", flat=True)
     )
     assert sequences == list(range(sequences[0], sequences[0] + len(sequences)))  # no gap
+    logged = Event.objects.filter(session_id=held.pk).order_by("sequence")
+    assert [(e.sequence, e.payload["sequence"]) for e in logged] == [(n, n) for n in sequences]
+    assert [e.payload["message"]["status"] for e in logged][-2:] == ["sent", "sending"]
     last = services.message_sent(
         session_id=held.pk,
         epoch=3,
@@ -119,9 +127,11 @@ def test_receipts_that_came_together_are_applied_in_order_in_one_transaction(
     now = time.time()
     receipts = [(ids, "delivered", now), ([first.wa_message_id], "read", now + 1)]
     receipts += [(ids, "delivered", now + 2)]  # repeated: no step
-    # One lock, one read, each step's event and usage (6 statements) and one save per message
-    # moved, in one savepoint: one by one it would be three, each locking and reading again.
-    with django_assert_max_num_queries(2 + 3 * 6 + 2 + 2):
+    # In one savepoint (2): one lock, one read, one sequence step, the endpoints' version, one
+    # statement for the three events and their deliveries, one for what they count, one write of
+    # the two messages. Each step apart would be 4 more statements each (9 + 2 * 4), and one by
+    # one three transactions, each locking and reading again.
+    with django_assert_max_num_queries(2 + 7):
         moved = services.receipts_apply(session_id=held.pk, epoch=3, receipts=receipts)
     assert moved == 3
     first.refresh_from_db(), second.refresh_from_db()

@@ -25,6 +25,7 @@ class RuntimeConfig:
     snapshot_seconds: float = 60.0
     silence_seconds: float = 900.0
     auth_root: Path = Path("var/auth")
+    delivers_webhooks: bool = True  # a dispatcher of its own (WORKER_DELIVERS_WEBHOOKS)
 
     @classmethod
     def from_settings(cls, **overrides: object) -> RuntimeConfig:
@@ -39,6 +40,7 @@ class RuntimeConfig:
             # the embedded SQLite database, which serves one process).
             "poll_seconds": 2.0 if settings.PRODUCTION else 0.5,
             "queue_poll_seconds": None if settings.PRODUCTION else 0.5,
+            "delivers_webhooks": settings.WORKER_DELIVERS_WEBHOOKS,
         }
         values.update({k: v for k, v in overrides.items() if v})
         return cls(**values)

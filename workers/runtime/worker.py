@@ -107,8 +107,11 @@ class WorkerRuntime:
         self.worker_id: uuid.UUID | None = None
         self.claiming = True
         self._controls = ControlListener(self._engine_for, get_channel_layer())
-        # Always: endpoints made through the API need no BACKEND_URL.
-        self.dispatcher: Dispatcher | None = Dispatcher(poll_seconds=config.poll_seconds)
+        # Whether or not BACKEND_URL is set (endpoints made through the API need none), unless
+        # the `deliver_webhooks` processes deliver them all (WORKER_DELIVERS_WEBHOOKS off).
+        self.dispatcher: Dispatcher | None = (
+            Dispatcher(poll_seconds=config.poll_seconds) if config.delivers_webhooks else None
+        )
         self._background: set[asyncio.Task] = set()
         self._started = time.monotonic()
         # The last day whose usage reports this worker has written (or seen written).

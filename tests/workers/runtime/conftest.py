@@ -80,6 +80,7 @@ async def start_worker(tmp_path: Path, world: SandboxWorld):
         silence_seconds: float = 900,
         engine: Engine | None = None,
         starting: int = 50,
+        delivers_webhooks: bool = True,
     ) -> WorkerRuntime:
         """A worker of the sandbox engine (in this process, unless given another `engine`)."""
         engine = engine or SandboxEngine(world, worker=name, timings=FAST)
@@ -92,6 +93,7 @@ async def start_worker(tmp_path: Path, world: SandboxWorld):
                 silence_seconds=silence_seconds,
                 starting=starting,
                 auth_root=auth_root or tmp_path / "auth",
+                delivers_webhooks=delivers_webhooks,
             ),
             engines={"sandbox": engine},
         )

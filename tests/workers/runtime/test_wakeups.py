@@ -14,6 +14,7 @@ from gateway.core import wake
 from sessions_app.models import Session
 from workers.engines.base import Disconnected, Receipt
 from workers.runtime import db
+from workers.runtime import session as session_module
 from workers.runtime.dispatcher import Dispatcher
 from workers.runtime.session import SessionRunner
 
@@ -22,12 +23,13 @@ def receipt(message_id: str, status: str = "delivered") -> Receipt:
     return Receipt("s", chat="c", message_ids=(message_id,), status=status, timestamp=1.0)
 
 
-def test_a_run_of_queued_receipts_is_taken_together_and_what_follows_is_kept() -> None:
+@pytest.mark.asyncio
+async def test_a_run_of_queued_receipts_is_taken_together_and_what_follows_is_kept() -> None:
     queue: asyncio.Queue = asyncio.Queue()
     for item in [receipt("b"), receipt("a", "read"), Disconnected("s", reason="x"), receipt("c")]:
         queue.put_nowait(item)
     runner = types.SimpleNamespace(queue=queue)
-    receipts, held = SessionRunner._receipts_after(runner, receipt("a"))  # type: ignore[arg-type]
+    receipts, held = await SessionRunner._receipts_after(runner, receipt("a"))  # type: ignore[arg-type]
     assert [(r.message_ids, r.status) for r in receipts] == [
         (("a",), "delivered"),
         (("b",), "delivered"),
@@ -35,8 +37,29 @@ def test_a_run_of_queued_receipts_is_taken_together_and_what_follows_is_kept() -
     ]
     assert isinstance(held, Disconnected)  # handled next, before the receipt behind it
     assert queue.qsize() == 1
-    receipts, held = SessionRunner._receipts_after(runner, queue.get_nowait())  # type: ignore[arg-type]
+    receipts, held = await SessionRunner._receipts_after(runner, queue.get_nowait())  # type: ignore[arg-type]
     assert len(receipts) == 1 and held is None
+
+
+@pytest.mark.asyncio
+async def test_receipts_that_come_a_moment_apart_are_taken_together(monkeypatch) -> None:
+    """At 50 messages a second a session's receipts come 10 ms apart: each its own transaction
+    unless the first waits a moment for the next; anything else ends the wait at once."""
+    monkeypatch.setattr(session_module, "RECEIPT_LINGER_SECONDS", 5.0)
+    queue: asyncio.Queue = asyncio.Queue()
+    runner = types.SimpleNamespace(queue=queue)
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.01, queue.put_nowait, receipt("b"))
+    loop.call_later(0.02, queue.put_nowait, receipt("a", "read"))
+    loop.call_later(0.03, queue.put_nowait, Disconnected("s", reason="x"))
+    started = loop.time()
+    receipts, held = await SessionRunner._receipts_after(runner, receipt("a"))  # type: ignore[arg-type]
+    assert [r.message_ids for r in receipts] == [("a",), ("b",), ("a",)]
+    assert isinstance(held, Disconnected) and loop.time() - started < 4  # not the whole linger
+    monkeypatch.setattr(session_module, "RECEIPT_LINGER_SECONDS", 0.05)
+    loop.call_later(1.0, queue.put_nowait, receipt("c"))  # after the linger: a run of its own
+    receipts, held = await SessionRunner._receipts_after(runner, receipt("a"))  # type: ignore[arg-type]
+    assert len(receipts) == 1 and held is None and queue.empty()
 
 
 def test_the_notify_of_a_new_event_names_its_session_and_destinations() -> None:

@@ -28,6 +28,7 @@ from sessions_app.events import outbox_event
 from sessions_app.models import Session
 from tests.processes import free_port
 from tests.workers.runtime.test_runtime import linked, until
+from workers.runtime.config import RuntimeConfig
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
@@ -357,3 +358,25 @@ async def test_a_slow_backend_never_slows_whatsapp_traffic(backend, start_worker
     finally:
         held.set()
     cache.clear()
+
+
+async def test_a_worker_told_not_to_deliver_leaves_its_webhooks_to_the_dispatchers(
+    backend, start_worker, dispatch, settings
+) -> None:
+    """WORKER_DELIVERS_WEBHOOKS off: a busy worker's CPU goes to its sessions, and the
+    `deliver_webhooks` processes deliver what it writes."""
+    settings.WORKER_DELIVERS_WEBHOOKS = False
+    assert not RuntimeConfig.from_settings().delivers_webhooks
+    runtime = await start_worker(delivers_webhooks=False)
+    assert runtime.dispatcher is None
+    session = await linked(runtime)
+    written = await sync_to_async(
+        lambda: list(WebhookDelivery.objects.filter(session_id=session.id).values("attempts"))
+    )()
+    assert written and all(row["attempts"] == 0 for row in written)  # none attempted
+    assert backend.received == []
+    await dispatch()
+    rows = WebhookDelivery.objects.filter(session_id=session.id)
+    await until(lambda: not rows.filter(status="pending").exists(), what="a dispatcher")
+    delivered = await sync_to_async(rows.filter(status="delivered").count)()
+    assert delivered and len(backend.received) == delivered  # the rest were stale QR codes
