@@ -48,7 +48,7 @@ async def tenants(make_session):
 
 
 async def refused(communicator: WebsocketCommunicator) -> bool:
-    connected, _ = await communicator.connect()
+    connected, _ = await communicator.connect(timeout=10)
     if not connected:
         await communicator.wait()
     return not connected
@@ -63,8 +63,8 @@ async def test_a_key_opens_its_own_session_but_not_another_tenants(
     assert await refused(socket(f"/ws/sessions/{uuid.uuid4()}/", key))
 
     mine = socket(f"/ws/sessions/{a.id}/", key)
-    assert (await mine.connect())[0]
-    status = await mine.receive_json_from()
+    assert (await mine.connect(timeout=10))[0]
+    status = await mine.receive_json_from(timeout=10)
     assert (status["type"], status["session"]["id"]) == ("session.status", str(a.id))
     await mine.disconnect()
 
@@ -77,11 +77,11 @@ async def test_the_codes_need_control(tenants, make_scoped_key) -> None:
 
     watching = socket(f"/ws/sessions/{a.id}/", reader)
     linking = socket(f"/ws/sessions/{a.id}/", controller, subprotocol=True)
-    assert (await watching.connect())[0]
-    assert await linking.connect() == (True, "sessions")
-    assert (await linking.receive_json_from())["type"] == "session.status"
-    assert (await linking.receive_json_from())["qr"]["code"] == "2@now"
-    assert (await watching.receive_json_from())["type"] == "session.status"
+    assert (await watching.connect(timeout=10))[0]
+    assert await linking.connect(timeout=10) == (True, "sessions")
+    assert (await linking.receive_json_from(timeout=10))["type"] == "session.status"
+    assert (await linking.receive_json_from(timeout=10))["qr"]["code"] == "2@now"
+    assert (await watching.receive_json_from(timeout=10))["type"] == "session.status"
     await sync_to_async(session_set_status)(
         session_id=a.id, status="scan_qr", epoch=1, qr={"code": "2@next", "expires_at": "x"}
     )
@@ -109,7 +109,7 @@ async def test_the_all_sessions_socket_shows_a_key_only_its_sessions(
     a, b = tenants
     _, key = await sync_to_async(make_scoped_key)(sessions=[a], scopes=["read"])
     fleet = socket("/ws/sessions/", key)
-    assert (await fleet.connect())[0]
+    assert (await fleet.connect(timeout=10))[0]
     # First the current state: of its own session only.
     current = await fleet.receive_json_from(timeout=5)
     assert current["session"]["id"] == str(a.id)
@@ -124,7 +124,7 @@ async def test_the_all_sessions_socket_shows_a_key_only_its_sessions(
 
     _, unlimited = await sync_to_async(make_scoped_key)(scopes=["read"])
     everything = socket("/ws/sessions/", unlimited)
-    assert (await everything.connect())[0]
+    assert (await everything.connect(timeout=10))[0]
     shown = [(await everything.receive_json_from(timeout=5))["session"] for _ in range(2)]
     assert {s["id"]: s["status"] for s in shown} == {str(a.id): "scan_qr", str(b.id): "scan_qr"}
     await sync_to_async(session_set_status)(session_id=b.id, status="connected", epoch=1)
@@ -147,7 +147,7 @@ async def test_the_event_stream_shows_a_key_only_its_sessions(tenants, make_scop
     stream = WebsocketCommunicator(
         application, "/ws/events/", headers=[HOST, (b"x-api-key", key.encode())]
     )
-    assert (await stream.connect())[0]
+    assert (await stream.connect(timeout=10))[0]
     await sync_to_async(publish)(_event(b.id))
     await sync_to_async(publish)(_event(a.id))
     received = await stream.receive_json_from(timeout=5)
@@ -162,7 +162,7 @@ async def test_the_event_stream_follows_the_sessions_a_key_creates(
     stream = WebsocketCommunicator(
         application, "/ws/events/", headers=[HOST, (b"x-api-key", key.encode())]
     )
-    assert (await stream.connect())[0]
+    assert (await stream.connect(timeout=10))[0]
     # Created after the stream opened: still the key's.
     created = await sync_to_async(client.post)("/api/v1/sessions", {"start": False}, format="json")
     session_id = created.json()["id"]
@@ -192,7 +192,7 @@ async def test_another_tenants_event_is_no_place_to_resume_from(tenants, make_sc
         f"/ws/events/?after={theirs['id']}",
         headers=[HOST, (b"x-api-key", key.encode())],
     )
-    assert (await stream.connect())[0]
+    assert (await stream.connect(timeout=10))[0]
     message = await stream.receive_json_from(timeout=5)
     assert message["error"]["code"] == "event_unknown"  # as if it never was
     closed = await stream.receive_output(timeout=5)
