@@ -14,6 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from gateway.core.models import UsageCounter
+from gateway.outbox import deliveries
 from gateway.outbox.deliveries import Outcome, deliveries_claim, deliveries_record
 from gateway.outbox.models import WebhookDelivery
 from sessions_app.events import events_together, outbox_event
@@ -151,8 +152,11 @@ def test_a_claim_gives_each_endpoint_no_more_sessions_than_its_room(settings) ->
     ],
 )
 def test_a_delivery_rejected_on_its_rejected_attempts_th_attempt_is_dead(
-    settings, caplog, answer, attempt, rejected_attempts, status
+    settings, caplog, monkeypatch, answer, attempt, rejected_attempts, status
 ) -> None:
+    # The longest wait its jitter allows (a draw near 0 would be due at once, by the database's
+    # clock at the transaction's start, and so not after this process's now).
+    monkeypatch.setattr(deliveries.random, "uniform", lambda low, high: high)
     settings.BACKEND_URL = "http://127.0.0.1:9"
     settings.WEBHOOK_MAX_AGE = 3600
     settings.WEBHOOK_REJECTED_ATTEMPTS = rejected_attempts
