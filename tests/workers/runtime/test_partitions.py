@@ -10,10 +10,8 @@ the old connection's close and the new one's open is the measured figure."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -53,18 +51,6 @@ def handovers(world, ids: list) -> list[float]:
     return gaps
 
 
-@pytest.fixture
-def fleet(tmp_path: Path, test_database_url: str):
-    made = Processes(
-        tmp_path,
-        DATABASE_URL=test_database_url,
-        SANDBOX_TIMINGS=json.dumps({"qr_first": 120, "qr_next": 120}),
-        WORKER_LEASE_SECONDS=str(LEASE),
-    )
-    yield made
-    made.stop_all()
-
-
 def untouched(world, ids: list) -> bool:
     """Each session has had one connection, still open, `a`'s."""
     for session_id in ids:
@@ -90,12 +76,12 @@ def proxy():
 
 
 def test_a_worker_cut_off_from_postgresql_fences_itself_before_another_takes_over(
-    fleet: Processes, test_database_url: str, proxy
+    workers: Processes, test_database_url: str, proxy
 ) -> None:
     database = proxy(urlsplit(test_database_url).port or 5432)
-    cut_off = fleet.worker("a", DATABASE_URL=through(test_database_url, database.port))
-    ids = link_on(fleet, "a", 3)
-    fleet.worker("b")
+    cut_off = workers.worker("a", DATABASE_URL=through(test_database_url, database.port))
+    ids = link_on(workers, "a", 3)
+    workers.worker("b")
 
     database.cut()
     queued = [  # accepted while `a` is cut off: `b` sends them, once each
@@ -110,13 +96,13 @@ def test_a_worker_cut_off_from_postgresql_fences_itself_before_another_takes_ove
         for n in range(2)
     ]
     wait_until(lambda: held_by("b", ids, "connected"), LEASE + 60, "b to take over")
-    assert_one_connection_at_a_time(fleet.world, ids)
+    assert_one_connection_at_a_time(workers.world, ids)
     wait_until(
         lambda: not Message.objects.filter(pk__in=queued, sent_at=None).exists(),
         60,
         "the messages accepted during the cut sent",
     )
-    gaps = handovers(fleet.world, ids)
+    gaps = handovers(workers.world, ids)
     assert all(0 < gap < LEASE + 30 for gap in gaps), gaps
 
     # Healed, `a` finds it was declared dead: it drops everything and exits, reconnecting
@@ -124,33 +110,34 @@ def test_a_worker_cut_off_from_postgresql_fences_itself_before_another_takes_ove
     epochs = dict(Session.objects.filter(pk__in=ids).values_list("pk", "lease_epoch"))
     database.heal()
     assert cut_off.wait(timeout=60) is not None
-    assert "this worker was declared dead" in fleet.log("a")
-    assert handovers(fleet.world, ids) == gaps
+    assert "this worker was declared dead" in workers.log("a")
+    assert handovers(workers.world, ids) == gaps
     rows = Session.objects.select_related("worker").filter(pk__in=ids)
     assert all(r.worker.name == "b" and r.status == "connected" for r in rows)
     assert dict(rows.values_list("pk", "lease_epoch")) == epochs
-    assert check_history(fleet.world, ids) == []
+    assert check_history(workers.world, ids) == []
 
 
 def test_a_flapping_link_and_a_slow_one_take_nothing_over(
-    fleet: Processes, test_database_url: str, proxy
+    workers: Processes, test_database_url: str, proxy
 ) -> None:
     """Cuts of a second, ten times, then 500 ms more on every round trip for a while: shorter
     than what a lease allows, so `a` keeps every session and `b` never takes one."""
     database = proxy(urlsplit(test_database_url).port or 5432)
-    fleet.worker("a", DATABASE_URL=through(test_database_url, database.port))
-    ids = link_on(fleet, "a", 3)
-    fleet.worker("b")
+    workers.worker("a", DATABASE_URL=through(test_database_url, database.port))
+    ids = link_on(workers, "a", 3)
+    workers.worker("b")
     for _ in range(FLAPS):
         database.cut()
         time.sleep(1)  # holds the cut open: the fault itself
         database.heal()
         time.sleep(1)
-    assert held_by("a", ids, "connected") and untouched(fleet.world, ids), fleet.log("a")[-4000:]
+    assert held_by("a", ids, "connected"), workers.log("a")[-4000:]
+    assert untouched(workers.world, ids), workers.log("a")[-4000:]
     database.delay = 0.25  # each way
     time.sleep(SLOW_LEASES * LEASE)  # the slow link, for three leases (by default)
     database.delay = 0
-    assert held_by("a", ids, "connected"), fleet.log("a")[-6000:]
-    assert untouched(fleet.world, ids)
-    assert "lease about to expire" not in fleet.log("a")
-    assert check_history(fleet.world, ids) == []
+    assert held_by("a", ids, "connected"), workers.log("a")[-6000:]
+    assert untouched(workers.world, ids)
+    assert "lease about to expire" not in workers.log("a")
+    assert check_history(workers.world, ids) == []
